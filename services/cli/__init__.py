@@ -1,0 +1,1 @@
+"""The `pdo` command line for operators and developers."""

@@ -1,0 +1,41 @@
+"""Entry point of the `pdo` command: gathers each area's subcommands and turns PdoError into a clean exit."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from pdo.cli import broker, config, db, registry, topics
+from pdo.core.errors import PdoError
+
+# Each module adds its own subcommands through register(subparsers); order is the order in --help.
+COMMAND_MODULES = (broker, topics, registry, db, config)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pdo", description="pdo: the public-data operations platform")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in COMMAND_MODULES:
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return args.func(args) or 0
+    except PdoError as error:
+        print(f"pdo: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

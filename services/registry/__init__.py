@@ -1,0 +1,1 @@
+"""Schema registry: the Confluent Schema Registry REST API over pdo's SQL store."""

@@ -1,0 +1,1 @@
+"""The local stack for development and tests: the Kafka broker launcher."""

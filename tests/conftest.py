@@ -1,0 +1,126 @@
+"""Fixtures shared by every tier: settings, the real broker and database, and a live schema registry."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from pdo.core.config import Settings
+
+# In CI every backing service is started by .ci/run, so a missing one is a failure, not a skip.
+REQUIRE_ALL = os.environ.get("PDO_TEST_REQUIRE_ALL") == "1"
+
+
+def _unavailable(what: str) -> None:
+    if REQUIRE_ALL:
+        pytest.fail(f"{what} is not available, but PDO_TEST_REQUIRE_ALL=1 says it must be")
+    pytest.skip(f"{what} is not available (start it with .ci/run or `pdo broker start`)")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def unique_name(prefix: str) -> str:
+    """A topic or subject name no other test uses, so tests never see each other's data."""
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings.from_env()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> str:
+    bootstrap = Settings.from_env().kafka_bootstrap
+    host, _, port = bootstrap.split(",")[0].rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=2).close()
+    except OSError:
+        _unavailable(f"the Kafka broker at {bootstrap}")
+    return bootstrap
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """PostgreSQL for integration tests, from PDO_TEST_POSTGRES_URL (set by .ci/run)."""
+    url = os.environ.get("PDO_TEST_POSTGRES_URL")
+    if not url:
+        _unavailable("PostgreSQL (PDO_TEST_POSTGRES_URL)")
+    return url
+
+
+@pytest.fixture
+def sqlite_url(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'pdo.db'}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path) -> Iterator[str]:
+    """Each database pdo supports, empty: SQLite in a temp folder, PostgreSQL in a fresh database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'pdo.db'}"
+        return
+    yield from _fresh_postgres_database(request.getfixturevalue("postgres_url"))
+
+
+def _fresh_postgres_database(server_url: str) -> Iterator[str]:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"pdo_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+class ServerThread:
+    """A uvicorn server for an ASGI app on a free loopback port, in a background thread."""
+
+    def __init__(self, app) -> None:
+        import uvicorn
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> ServerThread:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("test server did not start within 10 s")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def registry_url(sqlite_url) -> Iterator[str]:
+    """A live pdo schema registry over HTTP, on its own empty SQLite database."""
+    from pdo.core import db
+    from pdo.registry.app import create_app
+
+    db.upgrade(sqlite_url)
+    with ServerThread(create_app(sqlite_url)) as server:
+        yield server.url
