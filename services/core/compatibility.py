@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from enum import Enum
+from enum import StrEnum
 
 from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibilityType
 from avro.schema import Schema
 
 
-class CompatibilityLevel(str, Enum):
+class CompatibilityLevel(StrEnum):
     """Confluent Schema Registry's compatibility levels, with the same names on the wire."""
 
     BACKWARD = "BACKWARD"
@@ -43,9 +43,7 @@ def _reader_problems(reader: Schema, writer: Schema, direction: str) -> list[str
     return [f"{direction}: {message} (at {locations})" for message in sorted(result.messages)]
 
 
-def incompatibilities(
-    new: Schema, existing: Sequence[Schema], level: CompatibilityLevel
-) -> list[str]:
+def incompatibilities(new: Schema, existing: Sequence[Schema], level: CompatibilityLevel) -> list[str]:
     """Why `new` may not follow `existing` (oldest first) under `level`; empty when it may.
 
     Non-transitive levels compare with the latest existing schema only, as Confluent's registry does.

@@ -60,6 +60,13 @@ class Settings:
         default_factory=lambda: _env_str("PDO_KAFKA_HEAP", "512m"),
         metadata={"env": "PDO_KAFKA_HEAP", "doc": "maximum Java heap of the local broker (-Xmx)"},
     )
+    kafka_start_timeout_s: int = field(
+        default_factory=lambda: _env_int("PDO_KAFKA_START_TIMEOUT_S", 120),
+        metadata={
+            "env": "PDO_KAFKA_START_TIMEOUT_S",
+            "doc": "seconds `pdo broker start` waits for the new broker to answer before giving up",
+        },
+    )
     kafka_timeout_s: int = field(
         default_factory=lambda: _env_int("PDO_KAFKA_TIMEOUT_S", 10),
         metadata={"env": "PDO_KAFKA_TIMEOUT_S", "doc": "seconds a client command waits for the broker"},
@@ -80,7 +87,7 @@ class Settings:
         default_factory=lambda: _env_str("PDO_DATABASE_URL", f"sqlite:///{PROJECT_ROOT / 'run' / 'pdo.db'}"),
         metadata={
             "env": "PDO_DATABASE_URL",
-            "doc": "SQLAlchemy URL of the system of record (SQLite default; postgresql+psycopg://… in production)",
+            "doc": "SQLAlchemy URL of the system of record (SQLite default; postgresql+psycopg://… in production)",  # noqa: E501
         },
     )
 

@@ -1,0 +1,97 @@
+"""A small client of the schema registry's Confluent API: register by subject, fetch by id, both cached."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import httpx
+
+from pdo.core.errors import PdoError
+
+CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
+SCHEMA_NOT_FOUND = 40403
+
+
+class RegistryError(PdoError):
+    """The registry refused a call or could not be reached; the message carries its reason."""
+
+
+class SchemaIdNotFound(RegistryError):
+    """The registry has no schema with this id (data written against another registry, or a bad header)."""
+
+    def __init__(self, schema_id: int) -> None:
+        super().__init__(f"the schema registry has no schema with id {schema_id}")
+        self.schema_id = schema_id
+
+
+def subject_for(topic: str, record_full_name: str) -> str:
+    """Confluent's TopicRecordNameStrategy: several event types share a topic, each its own subject."""
+    return f"{topic}-{record_full_name}"
+
+
+class RegistryClient:
+    """Thread-safe; ids never change once given, so answers are cached for the life of the client."""
+
+    def __init__(self, url: str, timeout_s: float = 5.0, http: httpx.Client | None = None) -> None:
+        self.url = url.rstrip("/")
+        self._http = http or httpx.Client(timeout=timeout_s, headers={"Accept": CONTENT_TYPE})
+        self._ids: dict[tuple[str, str], int] = {}
+        self._schemas: dict[int, str] = {}
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def register(self, subject: str, schema_json: str) -> int:
+        """The id of `schema_json` under `subject`, registering it if new (the registry is idempotent)."""
+        key = (subject, schema_json)
+        with self._lock:
+            if key in self._ids:
+                return self._ids[key]
+        body = self._call("POST", f"/subjects/{subject}/versions", json={"schema": schema_json})
+        schema_id = int(body["id"])
+        with self._lock:
+            self._ids[key] = schema_id
+            self._schemas[schema_id] = schema_json
+        return schema_id
+
+    def schema_by_id(self, schema_id: int) -> str:
+        """The schema text the registry holds for `schema_id`."""
+        with self._lock:
+            if schema_id in self._schemas:
+                return self._schemas[schema_id]
+        try:
+            body = self._call("GET", f"/schemas/ids/{schema_id}")
+        except RegistryError as error:
+            if getattr(error, "error_code", None) == SCHEMA_NOT_FOUND:
+                raise SchemaIdNotFound(schema_id) from None
+            raise
+        with self._lock:
+            self._schemas[schema_id] = body["schema"]
+        return body["schema"]
+
+    def _call(self, method: str, path: str, **kwargs) -> dict:
+        try:
+            response = self._http.request(method, self.url + path, **kwargs)
+        except httpx.HTTPError as error:
+            raise RegistryError(
+                f"cannot reach the schema registry at {self.url}: {error}",
+                hint="start it with `pdo registry serve`, or point PDO_REGISTRY_URL at a running one",
+            ) from None
+        if response.is_success:
+            return response.json()
+        raise self._refusal(method, path, response)
+
+    @staticmethod
+    def _refusal(method: str, path: str, response: httpx.Response) -> RegistryError:
+        try:
+            body = response.json()
+            code, message = body.get("error_code"), body.get("message", response.text)
+        except (json.JSONDecodeError, AttributeError):
+            code, message = None, response.text
+        error = RegistryError(
+            f"schema registry refused {method} {path}: {message} (HTTP {response.status_code})"
+        )
+        error.error_code = code
+        return error

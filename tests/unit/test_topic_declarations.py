@@ -1,0 +1,111 @@
+"""Topic declarations: every file valid, every TopicId declared, templates rendered safely."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pdo.core import topics
+from pdo.core.config import PROJECT_ROOT
+from pdo.core.errors import PdoError
+from pdo.core.topics import TopicDeclarationError, TopicId
+
+TOPICS_DIR = PROJECT_ROOT / "topics"
+SCHEMAS_DIR = PROJECT_ROOT / "schemas"
+
+VALID = """
+name: pdo.example
+description: an example
+partitions: 3
+replication: 1
+cleanup_policy: compact
+retention_ms: -1
+key: example_id
+values: [pdo.example.v1.Example]
+"""
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_every_topic_id_has_exactly_one_declaration_file():
+    files = {path.stem for path in TOPICS_DIR.glob("*.yaml")}
+
+    assert files == {topic.value for topic in TopicId}
+
+
+def test_every_declared_value_schema_exists_in_schemas():
+    defined = {
+        f"{path.parent.name and 'pdo.' + path.parent.name + '.v1'}.{path.stem}"
+        for path in SCHEMAS_DIR.rglob("*.avsc")
+    }
+    for spec in topics.load_declarations(TOPICS_DIR).values():
+        if spec.values == topics.DATASET_VALUES:
+            continue
+        missing = set(spec.values) - defined
+        assert not missing, f"{spec.source.name} names schemas that do not exist: {sorted(missing)}"
+
+
+def test_services_get_names_from_declarations():
+    assert topics.name(TopicId.CATALOG) == "pdo.catalog"
+    assert topics.name(TopicId.FEED, dataset_id="traffic-flow") == "pdo.feed.traffic-flow"
+    assert (
+        topics.name(TopicId.TENANT_STREAM, tenant_id="acme", dataset_id="air-quality")
+        == "pdo.tenant.acme.air-quality"
+    )
+
+
+@pytest.mark.parametrize("hostile", ["../etc", "a b", "x/y", "", "é", "a" * 300, ".."])
+def test_a_template_refuses_parameters_kafka_cannot_name(hostile):
+    with pytest.raises(PdoError, match="cannot be part of a topic name"):
+        topics.name(TopicId.FEED, dataset_id=hostile)
+
+
+def test_a_template_needs_all_its_parameters():
+    with pytest.raises(PdoError, match="needs tenant_id"):
+        topics.name(TopicId.TENANT_STREAM, dataset_id="air")
+
+
+def test_a_valid_declaration_parses_with_its_configs(tmp_path):
+    spec = topics.parse_declaration(write(tmp_path, "example.yaml", VALID))
+
+    assert spec.id == "example"
+    assert spec.configs == {"cleanup.policy": "compact", "retention.ms": "-1"}
+    assert not spec.templated
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        (("partitions: 3", "partitions: 0"), "partitions must be at least 1"),
+        (("partitions: 3", "partitions: three"), "'partitions' must be a int"),
+        (("replication: 1", "replication: true"), "'replication' must be a int"),
+        (("cleanup_policy: compact", "cleanup_policy: shred"), "cleanup_policy must be one of"),
+        (("retention_ms: -1", "retention_ms: 0"), "retention_ms must be -1"),
+        (("name: pdo.example", "name: pdo example"), "characters Kafka does not allow"),
+        (("values: [pdo.example.v1.Example]", "values: []"), "'values' must list schema full names"),
+        (("description: an example", ""), "'description' must be a str"),
+    ],
+)
+def test_a_broken_declaration_is_refused_with_the_reason(tmp_path, change, says):
+    old, new = change
+    with pytest.raises(TopicDeclarationError, match=says):
+        topics.parse_declaration(write(tmp_path, "example.yaml", VALID.replace(old, new)))
+
+
+@pytest.mark.parametrize("text", ["name: [unclosed", "- just\n- a list\n"])
+def test_a_file_that_is_not_a_mapping_is_refused(tmp_path, text):
+    with pytest.raises(TopicDeclarationError, match="example.yaml"):
+        topics.parse_declaration(write(tmp_path, "example.yaml", text))
+
+
+def test_two_files_declaring_one_topic_are_refused(tmp_path):
+    write(tmp_path, "a.yaml", VALID)
+    write(tmp_path, "b.yaml", VALID)
+
+    with pytest.raises(TopicDeclarationError, match="declared twice: a.yaml and b.yaml"):
+        topics.load_declarations(tmp_path)
