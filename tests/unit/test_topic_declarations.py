@@ -6,13 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from pdo.core import topics
+from pdo.core import schemas, topics
 from pdo.core.config import PROJECT_ROOT
 from pdo.core.errors import PdoError
 from pdo.core.topics import TopicDeclarationError, TopicId
 
 TOPICS_DIR = PROJECT_ROOT / "topics"
-SCHEMAS_DIR = PROJECT_ROOT / "schemas"
 
 VALID = """
 name: pdo.example
@@ -39,10 +38,7 @@ def test_every_topic_id_has_exactly_one_declaration_file():
 
 
 def test_every_declared_value_schema_exists_in_schemas():
-    defined = {
-        f"{path.parent.name and 'pdo.' + path.parent.name + '.v1'}.{path.stem}"
-        for path in SCHEMAS_DIR.rglob("*.avsc")
-    }
+    defined = set(schemas.load_all())
     for spec in topics.load_declarations(TOPICS_DIR).values():
         if spec.values == topics.DATASET_VALUES:
             continue
