@@ -87,7 +87,7 @@ class Settings:
         default_factory=lambda: _env_str("PDO_DATABASE_URL", f"sqlite:///{PROJECT_ROOT / 'run' / 'pdo.db'}"),
         metadata={
             "env": "PDO_DATABASE_URL",
-            "doc": "SQLAlchemy URL of the system of record (SQLite default; postgresql+psycopg://… in production)",  # noqa: E501
+            "doc": "SQLAlchemy URL of the system of record (SQLite default; postgresql+psycopg://… in production)",
         },
     )
 

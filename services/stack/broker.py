@@ -1,0 +1,528 @@
+"""The local Apache Kafka broker: one KRaft node (broker and controller in one JVM) that pdo runs itself.
+
+Development and the test suite need a real broker, and Docker is not always there. So pdo fetches the
+broker's jars from Maven (`deploy/kafka/pom.xml`), formats a KRaft data folder once, and runs
+`java -cp <lib>/* kafka.Kafka server.properties` in the background, the same main class that
+`kafka-server-start.sh` in the official distribution runs. Everything it writes lives under
+`<run_dir>/kafka/`:
+
+    server.properties   generated on every start from Settings (so a changed port takes effect)
+    log4j2.properties   where the broker logs to
+    data/               the formatted KRaft log directory (topics and the cluster metadata log)
+    logs/               server.log from log4j2, kafka.out with the JVM's own stdout/stderr
+    broker.pid          pid of the running broker
+
+Readiness is checked with a raw Kafka Metadata request over a socket: it needs no client library,
+answers in milliseconds, and only succeeds once the broker has registered itself and serves requests.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pdo.core.config import Settings
+from pdo.core.errors import PdoError
+
+KAFKA_VERSION = "4.4.0"  # must match <kafka.version> in deploy/kafka/pom.xml
+NODE_ID = 1
+BROKER_MAIN_CLASS = "kafka.Kafka"  # what kafka-server-start.sh runs
+STORAGE_MAIN_CLASS = "kafka.tools.StorageTool"  # what kafka-storage.sh runs
+STOP_TIMEOUT_S = 30.0
+INSTALL_HINT = "install Java 17 and Maven, e.g. `apt-get install openjdk-17-jre-headless maven`"
+
+Report = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class BrokerPaths:
+    """Where the broker's jars come from and where its files go, derived from Settings."""
+
+    pom: Path
+    lib: Path
+    root: Path
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> BrokerPaths:
+        kafka_deploy = settings.home / "deploy" / "kafka"
+        return cls(
+            pom=kafka_deploy / "pom.xml", lib=kafka_deploy / "target" / "lib", root=settings.run_dir / "kafka"
+        )
+
+    @property
+    def fetched_stamp(self) -> Path:
+        # Written only after Maven succeeded, so a half-copied lib folder is fetched again.
+        return self.lib / f".fetched-{KAFKA_VERSION}"
+
+    @property
+    def server_properties(self) -> Path:
+        return self.root / "server.properties"
+
+    @property
+    def log4j_properties(self) -> Path:
+        return self.root / "log4j2.properties"
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def console_log(self) -> Path:
+        return self.logs / "kafka.out"
+
+    @property
+    def server_log(self) -> Path:
+        return self.logs / "server.log"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.root / "broker.pid"
+
+
+@dataclass(frozen=True)
+class BrokerStatus:
+    running: bool
+    pid: int | None
+    port: int
+    answering: bool
+
+
+# ---------------------------------------------------------------------------------------------- tools
+
+
+def require_tool(name: str) -> str:
+    """The absolute path of `java` or `mvn`, or a PdoError that says what to install."""
+    path = shutil.which(name)
+    if path is None:
+        raise PdoError(
+            f"`{name}` is not on PATH; the local Kafka broker needs Java 17 and Maven", INSTALL_HINT
+        )
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- fetch
+
+
+def jars_present(paths: BrokerPaths) -> bool:
+    return paths.fetched_stamp.exists() and (paths.lib / f"kafka_2.13-{KAFKA_VERSION}.jar").exists()
+
+
+def fetch_jars(settings: Settings, report: Report = print, force: bool = False) -> Path:
+    """Download the broker jars into deploy/kafka/target/lib once; later calls return at once."""
+    paths = BrokerPaths.from_settings(settings)
+    if jars_present(paths) and not force:
+        report(f"Kafka {KAFKA_VERSION} jars already in {paths.lib}")
+        return paths.lib
+    mvn = require_tool("mvn")
+    report(
+        f"fetching Apache Kafka {KAFKA_VERSION} broker jars with Maven into {paths.lib} (first time only)..."
+    )
+    started = time.monotonic()
+    # -B: no colour codes or interactive prompts; -q: Maven prints only problems.
+    result = subprocess.run([mvn, "-q", "-B", "-f", str(paths.pom), "package"], check=False)
+    if result.returncode != 0:
+        raise PdoError(
+            f"Maven could not fetch the Kafka jars (exit code {result.returncode})",
+            f"check network access to Maven Central, then retry `pdo broker fetch`; pom: {paths.pom}",
+        )
+    paths.fetched_stamp.touch()
+    jar_count = len(list(paths.lib.glob("*.jar")))
+    report(f"fetched {jar_count} jars in {time.monotonic() - started:.1f} s")
+    return paths.lib
+
+
+# ---------------------------------------------------------------------------------------------- config
+
+
+def server_properties(settings: Settings, paths: BrokerPaths) -> str:
+    """The broker's configuration: one node that is both broker and controller, sized for a small machine."""
+    host = "127.0.0.1"
+    port, controller_port = settings.kafka_port, settings.kafka_controller_port
+    settings_lines = {
+        "process.roles": "broker,controller",
+        "node.id": NODE_ID,
+        # A static one-voter quorum (rather than `format --standalone`) keeps no endpoint in the
+        # metadata log, so changing PDO_KAFKA_CONTROLLER_PORT later only needs a new properties file.
+        "controller.quorum.voters": f"{NODE_ID}@{host}:{controller_port}",
+        "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}",
+        "advertised.listeners": f"PLAINTEXT://{host}:{port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "log.dirs": paths.data,
+        # Topics are created on purpose by `pdo topics`, never by a typo in a producer.
+        "auto.create.topics.enable": "false",
+        # One node: every internal topic and every default has to fit on a single replica.
+        "default.replication.factor": 1,
+        "min.insync.replicas": 1,
+        "offsets.topic.replication.factor": 1,
+        "transaction.state.log.replication.factor": 1,
+        "transaction.state.log.min.isr": 1,
+        "share.coordinator.state.topic.replication.factor": 1,
+        "share.coordinator.state.topic.min.isr": 1,
+        # Fewer internal partitions than the default 50: quicker first consumer group on 2 cores.
+        "offsets.topic.num.partitions": 10,
+        "transaction.state.log.num.partitions": 10,
+        # Consumers in tests join a group and should get partitions at once, not after 3 s.
+        "group.initial.rebalance.delay.ms": 0,
+        # Modest thread counts for a 2-core machine.
+        "num.network.threads": 2,
+        "num.io.threads": 4,
+        "num.recovery.threads.per.data.dir": 1,
+        "background.threads": 4,
+        "num.partitions": 1,
+        "log.retention.hours": 168,
+        "log.segment.bytes": 64 * 1024 * 1024,
+        "log.retention.check.interval.ms": 300000,
+    }
+    lines = ["# Generated by `pdo broker start` from pdo's Settings on every start; edits are overwritten."]
+    lines += [f"{key}={value}" for key, value in settings_lines.items()]
+    return "\n".join(lines) + "\n"
+
+
+def log4j_properties(paths: BrokerPaths) -> str:
+    """log4j2 settings: INFO to a size-capped logs/server.log, chatty request/state loggers quieter."""
+    log = paths.server_log
+    return f"""# Generated by `pdo broker start`.
+status = warn
+appender.file.type = RollingFile
+appender.file.name = file
+appender.file.fileName = {log}
+appender.file.filePattern = {log}.%i
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+appender.file.policies.type = Policies
+appender.file.policies.size.type = SizeBasedTriggeringPolicy
+appender.file.policies.size.size = 20MB
+appender.file.strategy.type = DefaultRolloverStrategy
+appender.file.strategy.max = 3
+rootLogger.level = info
+rootLogger.appenderRef.file.ref = file
+logger.request.name = kafka.request.logger
+logger.request.level = warn
+logger.state.name = state.change.logger
+logger.state.level = warn
+"""
+
+
+def write_config_files(settings: Settings, paths: BrokerPaths) -> None:
+    paths.logs.mkdir(parents=True, exist_ok=True)
+    paths.server_properties.write_text(server_properties(settings, paths))
+    paths.log4j_properties.write_text(log4j_properties(paths))
+
+
+def new_cluster_id() -> str:
+    """A Kafka cluster id as `kafka-storage random-uuid` makes: 16 random bytes, URL-safe base64, unpadded."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        # Kafka's own generator rejects ids starting with "-" so they never look like a command-line flag.
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
+def java_command(settings: Settings, paths: BrokerPaths, main_class: str, *args: str) -> list[str]:
+    """java with the broker's classpath, heap and logging; used for both StorageTool and the broker."""
+    return [
+        require_tool("java"),
+        f"-Xmx{settings.kafka_heap}",
+        "-Xms128m",
+        # The JVM flags kafka-run-class.sh uses, minus its GC logging.
+        "-XX:+UseG1GC",
+        "-XX:MaxGCPauseMillis=20",
+        "-XX:InitiatingHeapOccupancyPercent=35",
+        "-XX:+ExitOnOutOfMemoryError",
+        f"-XX:ErrorFile={paths.logs}/hs_err_pid%p.log",
+        "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile={paths.log4j_properties}",
+        # Otherwise log4j2 closes its files in its own shutdown hook while Kafka's hook is still
+        # shutting down, and the end of a clean shutdown never reaches server.log.
+        "-Dlog4j2.shutdownHookEnabled=false",
+        f"-Dkafka.logs.dir={paths.logs}",
+        "-cp",
+        f"{paths.lib}/*",
+        main_class,
+        *args,
+    ]
+
+
+def is_formatted(paths: BrokerPaths) -> bool:
+    return (paths.data / "meta.properties").exists()
+
+
+def format_storage(settings: Settings, paths: BrokerPaths, report: Report = print) -> None:
+    """Format the KRaft data folder once; a formatted folder is kept, with its topics, across restarts."""
+    if is_formatted(paths):
+        return
+    cluster_id = new_cluster_id()
+    report(f"formatting KRaft storage in {paths.data} (cluster id {cluster_id})")
+    command = java_command(
+        settings, paths, STORAGE_MAIN_CLASS, "format", "-t", cluster_id, "-c", str(paths.server_properties)
+    )
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise PdoError(
+            f"formatting the Kafka storage failed:\n{(result.stdout + result.stderr).strip()}",
+            f"remove {paths.data} and retry `pdo broker start`",
+        )
+
+
+# ---------------------------------------------------------------------------------------------- probing
+
+
+def metadata_request(correlation_id: int = 1) -> bytes:
+    """A Metadata v4 request for no topics: the lowest version Kafka 4 still accepts (KIP-896)."""
+    client_id = b"pdo-broker-probe"
+    header = struct.pack(">hhih", 3, 4, correlation_id, len(client_id)) + client_id  # api_key 3 = Metadata
+    body = struct.pack(">ib", 0, 0)  # empty topic list, allow_auto_topic_creation=false
+    payload = header + body
+    return struct.pack(">i", len(payload)) + payload
+
+
+def _receive_exactly(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise ConnectionError("broker closed the connection")
+        data += chunk
+    return data
+
+
+def broker_count_in_metadata(response: bytes, correlation_id: int) -> int:
+    """How many brokers a Metadata v4 response lists (header: correlation id; body: throttle, brokers)."""
+    answered_id, _throttle_ms, broker_count = struct.unpack_from(">iii", response)
+    if answered_id != correlation_id:
+        raise ConnectionError("unexpected reply to the metadata probe")
+    return broker_count
+
+
+def answers_metadata(port: int, host: str = "127.0.0.1", timeout_s: float = 1.0) -> bool:
+    """True when a Kafka broker on host:port answers a Metadata request and lists at least one broker."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as sock:
+            sock.settimeout(timeout_s)
+            sock.sendall(metadata_request())
+            (size,) = struct.unpack(">i", _receive_exactly(sock, 4))
+            return broker_count_in_metadata(_receive_exactly(sock, size), 1) > 0
+    except (OSError, ConnectionError, struct.error):
+        return False
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+# ---------------------------------------------------------------------------------------------- process
+
+
+def read_pid(paths: BrokerPaths) -> int | None:
+    try:
+        return int(paths.pid_file.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def process_alive(pid: int) -> bool:
+    """True while pid is a running Kafka broker; reaps it first if it is our own exited child."""
+    try:
+        # When this Python process started the broker (tests do), an exited broker stays a zombie,
+        # which kill(pid, 0) would still report as alive, until it is reaped here.
+        reaped_pid, _ = os.waitpid(pid, os.WNOHANG)
+        if reaped_pid == pid:
+            return False
+    except ChildProcessError:
+        pass  # not our child: someone else reaps it
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return _looks_like_broker(pid)
+
+
+def _looks_like_broker(pid: int) -> bool:
+    # After a reboot the pid in a stale pid file may belong to an unrelated process: never signal that.
+    proc = Path(f"/proc/{pid}")
+    if not proc.exists():
+        return True  # no /proc (macOS): trust the pid file
+    try:
+        arguments = (proc / "cmdline").read_bytes()
+        if not arguments:
+            # Empty while the process is still exec'ing java (just spawned), and for a zombie.
+            return " Z " not in (proc / "stat").read_text().split(")", 1)[-1][:3]
+        return BROKER_MAIN_CLASS.encode() in arguments.split(b"\0")
+    except OSError:
+        return False
+
+
+def running_pid(paths: BrokerPaths) -> int | None:
+    pid = read_pid(paths)
+    return pid if pid is not None and process_alive(pid) else None
+
+
+def spawn_detached(command: list[str], console_log: Path) -> int:
+    """Start the broker in its own session with output to console_log, so it outlives this command."""
+    # posix_spawn rather than subprocess.Popen: there is no Popen object left behind to warn
+    # "subprocess is still running" when this process forgets about the long-lived broker.
+    file_actions = [
+        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_OPEN, 1, str(console_log), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644),
+        (os.POSIX_SPAWN_DUP2, 1, 2),
+    ]
+    return os.posix_spawn(command[0], command, dict(os.environ), file_actions=file_actions, setsid=True)
+
+
+def log_tail(paths: BrokerPaths, lines: int = 30) -> str:
+    """The last lines of the JVM output and server.log, to show why a broker did not come up."""
+    parts = []
+    for log in (paths.console_log, paths.server_log):
+        if log.exists():
+            tail = log.read_text(errors="replace").splitlines()[-lines:]
+            if tail:
+                parts.append(f"--- {log} ---\n" + "\n".join(tail))
+    return "\n".join(parts) or "(the broker wrote no log)"
+
+
+def wait_until_answering(pid: int, settings: Settings, paths: BrokerPaths) -> float:
+    """Seconds until the new broker answered metadata; PdoError if it exits or the timeout passes."""
+    started = time.monotonic()
+    deadline = started + settings.kafka_start_timeout_s
+    while time.monotonic() < deadline:
+        if answers_metadata(settings.kafka_port, timeout_s=0.5):
+            return time.monotonic() - started
+        if not process_alive(pid):
+            paths.pid_file.unlink(missing_ok=True)
+            raise PdoError(
+                f"the Kafka broker exited during startup:\n{log_tail(paths)}",
+                f"see {paths.logs}; a port in use, a damaged {paths.data} (remove it) or too little "
+                "memory (PDO_KAFKA_HEAP) are the usual causes",
+            )
+        time.sleep(0.25)
+    raise PdoError(
+        f"the Kafka broker (pid {pid}) did not answer on port {settings.kafka_port} within "
+        f"{settings.kafka_start_timeout_s} s:\n{log_tail(paths)}",
+        f"it is still running; see {paths.logs}, stop it with `pdo broker stop`, "
+        "or raise PDO_KAFKA_START_TIMEOUT_S",
+    )
+
+
+# ---------------------------------------------------------------------------------------------- commands
+
+
+def start(settings: Settings | None = None, report: Report = print) -> BrokerStatus:
+    """Start the local broker unless it (or another broker on the port) already answers; wait until ready."""
+    settings = settings or Settings.from_env()
+    paths = BrokerPaths.from_settings(settings)
+    port = settings.kafka_port
+
+    existing = running_pid(paths)
+    if existing is not None:
+        if answers_metadata(port):
+            report(f"Kafka broker already running (pid {existing}) on 127.0.0.1:{port}; nothing to do")
+            return BrokerStatus(running=True, pid=existing, port=port, answering=True)
+        report(f"Kafka broker (pid {existing}) is running but not answering yet; waiting for it")
+        elapsed = wait_until_answering(existing, settings, paths)
+        report(f"Kafka broker ready after {elapsed:.1f} s more")
+        return BrokerStatus(running=True, pid=existing, port=port, answering=True)
+    if answers_metadata(port):
+        report(f"a Kafka broker not started from {paths.root} already answers on 127.0.0.1:{port}; using it")
+        return BrokerStatus(running=True, pid=None, port=port, answering=True)
+
+    require_ports_free(settings)
+    require_tool("java")
+    fetch_jars(settings, report)
+    write_config_files(settings, paths)
+    format_storage(settings, paths, report)
+    return launch(settings, paths, report)
+
+
+def require_ports_free(settings: Settings) -> None:
+    for name, port in (
+        ("PDO_KAFKA_PORT", settings.kafka_port),
+        ("PDO_KAFKA_CONTROLLER_PORT", settings.kafka_controller_port),
+    ):
+        if not port_is_free(port):
+            raise PdoError(
+                f"port {port} ({name}) is in use by something that is not a Kafka broker pdo can use",
+                f"stop whatever listens there or set {name} to a free port",
+            )
+
+
+def launch(settings: Settings, paths: BrokerPaths, report: Report) -> BrokerStatus:
+    command = java_command(settings, paths, BROKER_MAIN_CLASS, str(paths.server_properties))
+    report(
+        f"starting Kafka {KAFKA_VERSION} broker on 127.0.0.1:{settings.kafka_port} "
+        f"(controller {settings.kafka_controller_port}, heap {settings.kafka_heap}), logs in {paths.logs}"
+    )
+    pid = spawn_detached(command, paths.console_log)
+    paths.pid_file.write_text(f"{pid}\n")
+    elapsed = wait_until_answering(pid, settings, paths)
+    report(f"Kafka broker ready in {elapsed:.1f} s (pid {pid}, bootstrap 127.0.0.1:{settings.kafka_port})")
+    return BrokerStatus(running=True, pid=pid, port=settings.kafka_port, answering=True)
+
+
+def stop(settings: Settings | None = None, report: Report = print) -> bool:
+    """Stop the broker pdo started from this run dir: SIGTERM, up to 30 s of clean shutdown, then SIGKILL."""
+    settings = settings or Settings.from_env()
+    paths = BrokerPaths.from_settings(settings)
+    pid = running_pid(paths)
+    if pid is None:
+        paths.pid_file.unlink(missing_ok=True)
+        others = " (another broker answers on that port; pdo did not start it and leaves it alone)"
+        report(
+            f"no Kafka broker started from {paths.root} is running"
+            + (others if answers_metadata(settings.kafka_port) else "")
+        )
+        return False
+    report(f"stopping Kafka broker (pid {pid})...")
+    started = time.monotonic()
+    os.kill(pid, signal.SIGTERM)
+    if not wait_for_exit(pid, STOP_TIMEOUT_S):
+        report(f"broker did not shut down within {STOP_TIMEOUT_S:.0f} s; killing it")
+        os.kill(pid, signal.SIGKILL)
+        wait_for_exit(pid, 5.0)
+    paths.pid_file.unlink(missing_ok=True)
+    report(f"Kafka broker stopped in {time.monotonic() - started:.1f} s")
+    return True
+
+
+def wait_for_exit(pid: int, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not process_alive(pid):
+            return True
+        time.sleep(0.2)
+    return not process_alive(pid)
+
+
+def status(settings: Settings | None = None) -> BrokerStatus:
+    settings = settings or Settings.from_env()
+    paths = BrokerPaths.from_settings(settings)
+    pid = running_pid(paths)
+    return BrokerStatus(
+        running=pid is not None,
+        pid=pid,
+        port=settings.kafka_port,
+        answering=answers_metadata(settings.kafka_port),
+    )

@@ -1,0 +1,132 @@
+"""The broker launcher's pure logic: generated configuration, error messages and the metadata probe."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import socket
+import struct
+
+import pytest
+
+from pdo.core.config import PROJECT_ROOT, Settings
+from pdo.core.errors import PdoError
+from pdo.stack import broker
+
+
+@pytest.fixture
+def broker_settings(tmp_path) -> Settings:
+    return dataclasses.replace(
+        Settings.from_env(),
+        run_dir=tmp_path,
+        kafka_port=29092,
+        kafka_controller_port=29093,
+        kafka_heap="256m",
+    )
+
+
+def parsed_properties(settings: Settings) -> dict[str, str]:
+    text = broker.server_properties(settings, broker.BrokerPaths.from_settings(settings))
+    pairs = (line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#"))
+    return dict(pairs)
+
+
+def test_server_properties_turn_topic_auto_creation_off(broker_settings):
+    assert parsed_properties(broker_settings)["auto.create.topics.enable"] == "false"
+
+
+def test_server_properties_listen_on_loopback_at_the_configured_ports(broker_settings):
+    props = parsed_properties(broker_settings)
+    assert props["listeners"] == "PLAINTEXT://127.0.0.1:29092,CONTROLLER://127.0.0.1:29093"
+    assert props["advertised.listeners"] == "PLAINTEXT://127.0.0.1:29092"
+    assert props["controller.quorum.voters"] == "1@127.0.0.1:29093"
+
+
+def test_server_properties_describe_a_single_kraft_node(broker_settings, tmp_path):
+    props = parsed_properties(broker_settings)
+    assert props["process.roles"] == "broker,controller"
+    assert props["node.id"] == "1"
+    assert props["log.dirs"] == str(tmp_path / "kafka" / "data")
+    assert props["offsets.topic.replication.factor"] == "1"
+    assert props["transaction.state.log.replication.factor"] == "1"
+    assert props["min.insync.replicas"] == "1"
+    assert props["group.initial.rebalance.delay.ms"] == "0"
+
+
+def test_java_command_uses_the_heap_setting_and_the_broker_main_class(broker_settings):
+    paths = broker.BrokerPaths.from_settings(broker_settings)
+    command = broker.java_command(broker_settings, paths, broker.BROKER_MAIN_CLASS, "server.properties")
+    assert "-Xmx256m" in command
+    assert command[-2:] == ["kafka.Kafka", "server.properties"]
+    assert command[command.index("-cp") + 1] == f"{paths.lib}/*"
+
+
+def test_missing_java_says_what_to_install(monkeypatch):
+    monkeypatch.setattr(broker.shutil, "which", lambda name: None)
+    with pytest.raises(PdoError) as raised:
+        broker.require_tool("java")
+    assert "`java` is not on PATH" in str(raised.value)
+    assert "apt-get install openjdk-17-jre-headless maven" in raised.value.hint
+
+
+def test_fetch_without_maven_says_what_to_install(monkeypatch, tmp_path):
+    monkeypatch.setattr(broker.shutil, "which", lambda name: None)
+    settings = dataclasses.replace(Settings.from_env(), home=tmp_path)  # no jars fetched there
+    with pytest.raises(PdoError, match="`mvn` is not on PATH"):
+        broker.fetch_jars(settings, report=lambda _line: None)
+
+
+def test_cluster_ids_look_like_kafka_uuids():
+    for _ in range(200):
+        cluster_id = broker.new_cluster_id()
+        assert re.fullmatch(r"[A-Za-z0-9_-]{22}", cluster_id)
+        assert not cluster_id.startswith("-")
+
+
+def test_pom_fetches_the_kafka_version_the_launcher_expects():
+    pom = (PROJECT_ROOT / "deploy" / "kafka" / "pom.xml").read_text()
+    assert f"<kafka.version>{broker.KAFKA_VERSION}</kafka.version>" in pom
+
+
+def test_metadata_request_is_a_framed_metadata_v4_request():
+    request = broker.metadata_request(correlation_id=7)
+    (size,) = struct.unpack_from(">i", request)
+    assert size == len(request) - 4
+    api_key, api_version, correlation_id = struct.unpack_from(">hhi", request, 4)
+    assert (api_key, api_version, correlation_id) == (3, 4, 7)
+
+
+def test_metadata_response_broker_count_is_read_after_the_throttle_time():
+    response = struct.pack(">iii", 7, 0, 1) + b"rest of the response"
+    assert broker.broker_count_in_metadata(response, 7) == 1
+    with pytest.raises(ConnectionError):
+        broker.broker_count_in_metadata(response, 8)
+
+
+def test_a_port_nobody_listens_on_does_not_answer_metadata():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    assert not broker.answers_metadata(port, timeout_s=0.2)
+
+
+def test_start_refuses_a_port_held_by_something_that_is_not_kafka(broker_settings):
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        settings = dataclasses.replace(broker_settings, kafka_port=squatter.getsockname()[1])
+        with pytest.raises(PdoError, match="in use by something that is not a Kafka broker"):
+            broker.start(settings, report=lambda _line: None)
+
+
+def test_stop_without_a_running_broker_is_harmless(broker_settings):
+    lines: list[str] = []
+    assert broker.stop(broker_settings, report=lines.append) is False
+    assert "no Kafka broker started from" in lines[0]
+
+
+def test_a_stale_pid_file_does_not_count_as_running(broker_settings):
+    paths = broker.BrokerPaths.from_settings(broker_settings)
+    paths.root.mkdir(parents=True)
+    paths.pid_file.write_text("999999999\n")
+    assert broker.status(broker_settings).running is False
