@@ -28,6 +28,10 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:
+        # Client libraries narrate every connection at INFO; our commands print what matters.
+        for noisy in ("kafka", "httpx", "alembic"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return args.func(args) or 0
     except PdoError as error:

@@ -198,11 +198,10 @@ def apply(admin: KafkaAdminClient, specs: list[TopicSpec]) -> ApplyReport:
     brokers = len(admin.describe_cluster()["brokers"])
     existing = set(admin.list_topics())
     for declaration in specs:
-        replication = _effective_replication(declaration, brokers, report)
         if declaration.name in existing:
             _compare(admin, declaration, report)
         else:
-            _create(admin, declaration, replication, report)
+            _create(admin, declaration, _effective_replication(declaration, brokers, report), report)
     return report
 
 

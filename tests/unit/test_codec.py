@@ -75,7 +75,10 @@ def test_encoded_bytes_carry_the_confluent_header_and_the_registered_id(codec, r
 
 
 def test_subject_follows_topic_record_name_strategy():
-    assert subject_for("pdo.catalog", "pdo.catalog.v1.DatasetRetired") == "pdo.catalog-pdo.catalog.v1.DatasetRetired"
+    assert (
+        subject_for("pdo.catalog", "pdo.catalog.v1.DatasetRetired")
+        == "pdo.catalog-pdo.catalog.v1.DatasetRetired"
+    )
 
 
 @given(

@@ -1,0 +1,95 @@
+"""Our codec and confluent-kafka's serializers read each other's records through our registry, on the broker."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from confluent_kafka import Producer
+from confluent_kafka.schema_registry import SchemaRegistryClient, topic_record_subject_name_strategy
+from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
+from confluent_kafka.serialization import MessageField, SerializationContext
+from conftest import unique_name
+from kafka import KafkaConsumer
+from kafka.admin import NewTopic
+
+from pdo.core import schemas
+from pdo.core.codec import AvroCodec
+from pdo.core.config import Settings
+from pdo.core.kafka import admin_client, producer
+from pdo.core.registry_client import RegistryClient
+
+pytestmark = pytest.mark.integration
+
+RETIRED = schemas.get("pdo.catalog.v1.DatasetRetired")
+
+
+def retired_event(dataset_id: str) -> dict:
+    return {
+        "event_id": str(uuid.uuid4()),
+        "occurred_at": datetime(2026, 11, 21, 8, 30, tzinfo=UTC),
+        "actor": "provider:transport-bureau",
+        "dataset_id": dataset_id,
+        "reason": "replaced by traffic-flow-v2",
+    }
+
+
+@pytest.fixture
+def topic(kafka_bootstrap) -> str:
+    name = unique_name("pdo.test.interop")
+    with admin_client(Settings.from_env()) as admin:
+        admin.create_topics([NewTopic(name, num_partitions=1, replication_factor=1)])
+    return name
+
+
+def read_one(bootstrap: str, topic: str) -> bytes:
+    consumer = KafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=15000
+    )
+    try:
+        return next(iter(consumer)).value
+    finally:
+        consumer.close()
+
+
+def test_a_record_we_produce_is_read_by_confluents_deserializer(kafka_bootstrap, registry_url, topic):
+    event = retired_event("traffic-flow")
+    codec = AvroCodec(RegistryClient(registry_url))
+    sender = producer(Settings.from_env())
+    sender.send(topic, key=b"traffic-flow", value=codec.encode(topic, RETIRED, event)).get(timeout=15)
+    sender.close()
+
+    deserialize = AvroDeserializer(SchemaRegistryClient({"url": registry_url}))
+    value = deserialize(read_one(kafka_bootstrap, topic), SerializationContext(topic, MessageField.VALUE))
+
+    assert value == event
+
+
+def test_a_record_confluent_produces_is_read_by_our_codec(kafka_bootstrap, registry_url, topic):
+    event = retired_event("air-quality")
+    serialize = AvroSerializer(
+        SchemaRegistryClient({"url": registry_url}),
+        json.dumps(RETIRED.to_json()),
+        conf={"subject.name.strategy": topic_record_subject_name_strategy},
+    )
+    sender = Producer({"bootstrap.servers": kafka_bootstrap})
+    sender.produce(
+        topic, key=b"air-quality", value=serialize(event, SerializationContext(topic, MessageField.VALUE))
+    )
+    assert sender.flush(15) == 0
+
+    decoded = AvroCodec(RegistryClient(registry_url)).decode(read_one(kafka_bootstrap, topic))
+
+    assert decoded.schema_name == "pdo.catalog.v1.DatasetRetired"
+    assert decoded.value == event
+
+
+def test_both_sides_agree_on_the_subject_and_the_schema_id(registry_url, topic):
+    ours = AvroCodec(RegistryClient(registry_url)).encode(topic, RETIRED, retired_event("x"))
+    client = SchemaRegistryClient({"url": registry_url})
+
+    latest = client.get_latest_version(f"{topic}-pdo.catalog.v1.DatasetRetired")
+
+    assert int.from_bytes(ours[1:5], "big") == latest.schema_id

@@ -1,0 +1,86 @@
+"""docker-compose.yml, the Dockerfile and the packaging name only things that exist in the project."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pdo.cli.main import build_parser
+from pdo.core.config import PROJECT_ROOT, Settings
+
+COMPOSE = yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())
+OFFICIAL_IMAGES = ("apache/kafka:", "postgres:", "prom/prometheus:", "grafana/grafana:")
+KNOWN_VARIABLES = {variable for variable, _, _ in Settings().describe()}
+
+
+def services() -> dict[str, dict]:
+    return COMPOSE["services"]
+
+
+def test_every_service_runs_an_official_image_or_our_dockerfile():
+    for name, service in services().items():
+        if "build" in service:
+            dockerfile = PROJECT_ROOT / service["build"]["context"] / service["build"]["dockerfile"]
+            assert dockerfile.is_file(), f"{name}: {dockerfile} is missing"
+        else:
+            assert service["image"].startswith(OFFICIAL_IMAGES), (
+                f"{name}: unexpected image {service['image']}"
+            )
+
+
+def test_every_pdo_command_is_a_real_cli_command():
+    parser = build_parser()
+    commands = [(name, s["command"]) for name, s in services().items() if "build" in s]
+    assert commands, "the compose file runs no pdo service"
+    for name, command in commands:
+        assert command[0] == "pdo", f"{name}: runs {command[0]}, not the pdo CLI"
+        args = parser.parse_args(command[1:])
+        assert callable(args.func), f"{name}: `{shlex.join(command)}` does not reach a command"
+
+
+def test_every_pdo_variable_in_compose_is_a_documented_setting():
+    for name, service in services().items():
+        for variable in service.get("environment", {}):
+            if variable.startswith("PDO_"):
+                assert variable in KNOWN_VARIABLES, f"{name}: {variable} is not a pdo setting"
+
+
+def test_every_mounted_project_file_exists():
+    for name, service in services().items():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("./"):
+                assert (PROJECT_ROOT / source).exists(), f"{name}: mounts missing {source}"
+
+
+def test_the_broker_never_auto_creates_topics():
+    assert services()["kafka"]["environment"]["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+
+
+def test_the_dockerfile_copies_only_existing_paths():
+    dockerfile = (PROJECT_ROOT / "deploy" / "Dockerfile").read_text()
+    for sources in re.findall(r"^COPY (.+) \S+$", dockerfile, flags=re.MULTILINE):
+        for source in sources.split():
+            assert (PROJECT_ROOT / source).exists(), f"Dockerfile copies missing {source}"
+
+
+def test_every_service_package_is_listed_for_packaging():
+    pyproject = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())
+    listed = set(pyproject["tool"]["setuptools"]["packages"])
+    found = {
+        "pdo" + ".".join(("",) + path.parent.relative_to(PROJECT_ROOT / "services").parts)
+        for path in (PROJECT_ROOT / "services").rglob("__init__.py")
+    }
+    assert found == listed
+
+
+@pytest.mark.parametrize(
+    "script", ["deploy/setup.sh", "deploy/test.sh", "deploy/local/postgres.sh", ".ci/run"]
+)
+def test_scripts_are_executable(script):
+    assert Path(PROJECT_ROOT / script).stat().st_mode & 0o111
