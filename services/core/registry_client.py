@@ -43,6 +43,12 @@ class RegistryClient:
     def close(self) -> None:
         self._http.close()
 
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def register(self, subject: str, schema_json: str) -> int:
         """The id of `schema_json` under `subject`, registering it if new (the registry is idempotent)."""
         key = (subject, schema_json)

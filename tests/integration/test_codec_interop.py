@@ -56,40 +56,45 @@ def read_one(bootstrap: str, topic: str) -> bytes:
 
 def test_a_record_we_produce_is_read_by_confluents_deserializer(kafka_bootstrap, registry_url, topic):
     event = retired_event("traffic-flow")
-    codec = AvroCodec(RegistryClient(registry_url))
+    with RegistryClient(registry_url) as registry:
+        data = AvroCodec(registry).encode(topic, RETIRED, event)
     sender = producer(Settings.from_env())
-    sender.send(topic, key=b"traffic-flow", value=codec.encode(topic, RETIRED, event)).get(timeout=15)
+    sender.send(topic, key=b"traffic-flow", value=data).get(timeout=15)
     sender.close()
 
-    deserialize = AvroDeserializer(SchemaRegistryClient({"url": registry_url}))
-    value = deserialize(read_one(kafka_bootstrap, topic), SerializationContext(topic, MessageField.VALUE))
+    with SchemaRegistryClient({"url": registry_url}) as client:
+        value = AvroDeserializer(client)(
+            read_one(kafka_bootstrap, topic), SerializationContext(topic, MessageField.VALUE)
+        )
 
     assert value == event
 
 
 def test_a_record_confluent_produces_is_read_by_our_codec(kafka_bootstrap, registry_url, topic):
     event = retired_event("air-quality")
-    serialize = AvroSerializer(
-        SchemaRegistryClient({"url": registry_url}),
-        json.dumps(RETIRED.to_json()),
-        conf={"subject.name.strategy": topic_record_subject_name_strategy},
-    )
+    with SchemaRegistryClient({"url": registry_url}) as client:
+        serialize = AvroSerializer(
+            client,
+            json.dumps(RETIRED.to_json()),
+            conf={"subject.name.strategy": topic_record_subject_name_strategy},
+        )
+        data = serialize(event, SerializationContext(topic, MessageField.VALUE))
     sender = Producer({"bootstrap.servers": kafka_bootstrap})
-    sender.produce(
-        topic, key=b"air-quality", value=serialize(event, SerializationContext(topic, MessageField.VALUE))
-    )
+    sender.produce(topic, key=b"air-quality", value=data)
     assert sender.flush(15) == 0
 
-    decoded = AvroCodec(RegistryClient(registry_url)).decode(read_one(kafka_bootstrap, topic))
+    with RegistryClient(registry_url) as registry:
+        decoded = AvroCodec(registry).decode(read_one(kafka_bootstrap, topic))
 
     assert decoded.schema_name == "pdo.catalog.v1.DatasetRetired"
     assert decoded.value == event
 
 
 def test_both_sides_agree_on_the_subject_and_the_schema_id(registry_url, topic):
-    ours = AvroCodec(RegistryClient(registry_url)).encode(topic, RETIRED, retired_event("x"))
-    client = SchemaRegistryClient({"url": registry_url})
+    with RegistryClient(registry_url) as registry:
+        ours = AvroCodec(registry).encode(topic, RETIRED, retired_event("x"))
 
-    latest = client.get_latest_version(f"{topic}-pdo.catalog.v1.DatasetRetired")
+    with SchemaRegistryClient({"url": registry_url}) as client:
+        latest = client.get_latest_version(f"{topic}-pdo.catalog.v1.DatasetRetired")
 
     assert int.from_bytes(ours[1:5], "big") == latest.schema_id
