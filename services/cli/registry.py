@@ -14,19 +14,17 @@ def register(subparsers) -> None:
 
 
 def serve(_args) -> int:
+    serve_registry(Settings.from_env())
+    return 0
+
+
+def serve_registry(settings: Settings) -> None:
+    """Migrate, then serve the registry in the foreground until interrupted."""
     import uvicorn
-    from sqlalchemy.exc import SQLAlchemyError
 
     from pdo.registry.app import create_app
 
-    settings = Settings.from_env()
-    try:
-        db.upgrade(settings.database_url)
-    except SQLAlchemyError as error:
-        raise PdoError(
-            f"cannot migrate the database at PDO_DATABASE_URL: {getattr(error, 'orig', None) or error}",
-            hint="check PDO_DATABASE_URL and that the database server is up (`pdo config` shows the value)",
-        ) from None
+    db.upgrade(settings.database_url)
     url = f"http://{settings.registry_host}:{settings.registry_port}"
     revision = db.current_revision(settings.database_url)
     print(f"schema registry serving at {url} (database at revision {revision})")
@@ -46,4 +44,3 @@ def serve(_args) -> int:
             f"the registry could not listen on {settings.registry_host}:{settings.registry_port}",
             hint="is the port taken? set PDO_REGISTRY_PORT (and PDO_REGISTRY_URL for clients) to another one",
         )
-    return 0

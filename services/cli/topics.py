@@ -26,7 +26,12 @@ def list_declared(_args) -> int:
 
 
 def apply(args) -> int:
-    settings = Settings.from_env()
+    report = apply_and_report(Settings.from_env())
+    return 1 if (args.check and report.drift) else 0
+
+
+def apply_and_report(settings: Settings) -> topics.ApplyReport:
+    """Create the fixed declared topics the broker lacks and print what was found."""
     declared = topics.declared(settings).values()
     fixed = [spec for spec in declared if not spec.templated]
     print(f"applying {len(fixed)} topic declarations to {settings.kafka_bootstrap} ...")
@@ -44,4 +49,4 @@ def apply(args) -> int:
     print(f"templates created per dataset/tenant by the services: {', '.join(templated)}")
     if report.drift:
         print("drift is reported, not changed: alter the topic or its declaration deliberately")
-    return 1 if (args.check and report.drift) else 0
+    return report

@@ -8,6 +8,9 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from pdo.core.errors import PdoError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -47,6 +50,11 @@ def upgrade(url: str, revision: str = "head") -> None:
             config = alembic_config(url)
             config.attributes["connection"] = connection
             command.upgrade(config, revision)
+    except SQLAlchemyError as error:
+        raise PdoError(
+            f"cannot migrate the database {make_url(url).render_as_string()}: {getattr(error, 'orig', None) or error}",
+            hint="check PDO_DATABASE_URL and that the database server is up (`pdo config` shows the value)",
+        ) from None
     finally:
         engine.dispose()
 

@@ -1,0 +1,70 @@
+"""`pdo up` on a fresh run folder: broker, topics, database and registry come up; Ctrl-C takes them down."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from conftest import free_port
+from pdo.core.config import PROJECT_ROOT
+
+pytestmark = pytest.mark.integration
+
+
+def wait_for_registry(url: str, process: subprocess.Popen, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"pdo up exited early:\n{process.stdout.read()}")
+        try:
+            if httpx.get(f"{url}/subjects", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    raise AssertionError("the registry did not answer within the time allowed")
+
+
+def test_pdo_up_brings_the_platform_up_and_ctrl_c_stops_what_it_started(tmp_path):
+    kafka_port, registry_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "PDO_RUN_DIR": str(tmp_path / "run"),
+        "PDO_KAFKA_PORT": str(kafka_port),
+        "PDO_KAFKA_CONTROLLER_PORT": str(free_port()),
+        "PDO_KAFKA_BOOTSTRAP": f"127.0.0.1:{kafka_port}",
+        "PDO_REGISTRY_PORT": str(registry_port),
+        "PDO_DATABASE_URL": f"sqlite:///{tmp_path / 'pdo.db'}",
+    }
+    registry = f"http://127.0.0.1:{registry_port}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pdo.cli.main", "up"],
+        env=env,
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_for_registry(registry, process)
+        registered = httpx.post(
+            f"{registry}/subjects/pdo.catalog-probe/versions", json={"schema": '"string"'}, timeout=5
+        )
+    finally:
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=60)
+
+    assert registered.status_code == 200
+    assert "created   pdo.catalog" in output
+    assert "created   pdo.authorizations" in output
+    assert process.returncode == 130, output  # interrupted, as shells expect after Ctrl-C
+    assert not (tmp_path / "run" / "kafka" / "broker.pid").exists()
+    status = subprocess.run(
+        [sys.executable, "-m", "pdo.cli.main", "broker", "status"], env=env, capture_output=True, text=True
+    )
+    assert status.returncode == 3, status.stdout
