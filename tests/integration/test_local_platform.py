@@ -10,8 +10,8 @@ import time
 
 import httpx
 import pytest
-
 from conftest import free_port
+
 from pdo.core.config import PROJECT_ROOT
 
 pytestmark = pytest.mark.integration
