@@ -1,0 +1,65 @@
+"""Settings come from the environment when asked for, with defaults, and say which variable is wrong."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pdo.cli.main import main
+from pdo.core.config import PROJECT_ROOT, ConfigError, Settings
+
+
+def test_defaults_apply_when_nothing_is_set(monkeypatch):
+    monkeypatch.delenv("PDO_KAFKA_PORT", raising=False)
+    monkeypatch.setenv("PDO_REGISTRY_PORT", "")
+
+    settings = Settings.from_env()
+
+    assert settings.kafka_port == 9092
+    assert settings.registry_port == 8081
+
+
+def test_values_are_read_when_settings_are_built_not_at_import(monkeypatch, tmp_path):
+    monkeypatch.setenv("PDO_KAFKA_PORT", "19092")
+    monkeypatch.setenv("PDO_RUN_DIR", str(tmp_path / "elsewhere"))
+
+    settings = Settings.from_env()
+
+    assert settings.kafka_port == 19092
+    assert settings.run_dir == tmp_path / "elsewhere"
+    assert isinstance(settings.run_dir, Path)
+
+
+def test_a_bad_number_names_the_variable_and_the_default(monkeypatch):
+    monkeypatch.setenv("PDO_KAFKA_TIMEOUT_S", "ten")
+
+    with pytest.raises(
+        ConfigError, match=r"PDO_KAFKA_TIMEOUT_S: 'ten' is not a whole number; the default is 10"
+    ):
+        Settings.from_env()
+
+
+def test_every_setting_is_documented_once():
+    described = Settings().describe()
+    variables = [variable for variable, _, _ in described]
+
+    assert len(variables) == len(set(variables))
+    assert all(variable.startswith("PDO_") and doc for variable, _, doc in described)
+
+
+def test_the_cli_reports_a_bad_setting_without_a_traceback(monkeypatch, capsys):
+    monkeypatch.setenv("PDO_REGISTRY_PORT", "eighty")
+
+    code = main(["config"])
+
+    assert code == 2
+    assert "PDO_REGISTRY_PORT: 'eighty' is not a whole number" in capsys.readouterr().err
+
+
+def test_the_readme_documents_every_setting():
+    readme = (PROJECT_ROOT / "README.md").read_text()
+
+    missing = [variable for variable, _, _ in Settings().describe() if f"`{variable}`" not in readme]
+
+    assert not missing, f"README.md's configuration table lacks {missing}"
