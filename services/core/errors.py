@@ -11,3 +11,27 @@ class PdoError(Exception):
 
     def __str__(self) -> str:
         return f"{self.message}\n  hint: {self.hint}" if self.hint else self.message
+
+
+class InvalidInput(PdoError):
+    """The caller sent something malformed or inconsistent (HTTP 422); nothing was written."""
+
+
+class NotFound(PdoError):
+    """What the caller named does not exist, or is not theirs to see (HTTP 404)."""
+
+
+class Conflict(PdoError):
+    """The request clashes with the current state: a duplicate id, an illegal transition (HTTP 409)."""
+
+
+class Unauthenticated(PdoError):
+    """No API key, or one pdo does not know (HTTP 401)."""
+
+
+class Forbidden(PdoError):
+    """The caller is known but their role may not do this (HTTP 403)."""
+
+
+class Unavailable(PdoError):
+    """A backing service (Kafka, the registry, the database) did not answer; retrying later may work (HTTP 503)."""

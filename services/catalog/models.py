@@ -1,0 +1,116 @@
+"""The catalog's domain objects, shared with the services that read the catalog (authorization, gateway)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import StrEnum
+
+
+class Domain(StrEnum):
+    INDUSTRIAL_MANUFACTURING = "INDUSTRIAL_MANUFACTURING"
+    FINANCIAL_SERVICES = "FINANCIAL_SERVICES"
+    URBAN_GOVERNANCE = "URBAN_GOVERNANCE"
+    TRANSPORT = "TRANSPORT"
+    HEALTH = "HEALTH"
+    ENVIRONMENT = "ENVIRONMENT"
+    MARKET_REGULATION = "MARKET_REGULATION"
+    OTHER = "OTHER"
+
+
+class Classification(StrEnum):
+    """GENERAL < IMPORTANT < CORE; core data never leaves the platform."""
+
+    GENERAL = "GENERAL"
+    IMPORTANT = "IMPORTANT"
+    CORE = "CORE"
+
+
+class Openness(StrEnum):
+    OPEN = "OPEN"
+    CONDITIONAL = "CONDITIONAL"
+    NOT_OPEN = "NOT_OPEN"
+
+
+class MaskingRule(StrEnum):
+    KEEP_FIRST_LAST = "KEEP_FIRST_LAST"
+    MASK_MIDDLE_DIGITS = "MASK_MIDDLE_DIGITS"
+    KEYED_HASH = "KEYED_HASH"
+    REDACT = "REDACT"
+    TRUNCATE_DATE = "TRUNCATE_DATE"
+    ROUND_NUMBER = "ROUND_NUMBER"
+
+
+class PriceKind(StrEnum):
+    FREE = "FREE"
+    PER_THOUSAND_RECORDS = "PER_THOUSAND_RECORDS"
+    PER_MEGABYTE = "PER_MEGABYTE"
+    TIERED = "TIERED"
+
+
+@dataclass(frozen=True)
+class SensitiveField:
+    field: str
+    masking: MaskingRule
+    doc: str | None = None
+
+
+@dataclass(frozen=True)
+class PriceTier:
+    up_to_records: int | None
+    unit_price: Decimal
+
+
+@dataclass(frozen=True)
+class PricePlan:
+    kind: PriceKind
+    unit_price: Decimal = Decimal("0.00")
+    tiers: tuple[PriceTier, ...] = ()
+    currency: str = "CNY"
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A catalog entry as it stands now (the shape of the DatasetSnapshot in catalog events)."""
+
+    dataset_id: str
+    provider_id: str
+    owner_department: str
+    title: str
+    domain: Domain
+    classification: Classification
+    openness: Openness
+    schema_subject: str
+    schema_id: int
+    record_schema: str  # the dataset's Avro record schema as registered (JSON text)
+    price_plan: PricePlan
+    sensitive_fields: tuple[SensitiveField, ...] = ()
+    description: str | None = None
+    version: int = 1
+    retired: bool = False
+
+    @property
+    def field_names(self) -> list[str]:
+        """Top-level fields of the record schema, in schema order."""
+        return [item["name"] for item in json.loads(self.record_schema)["fields"]]
+
+    @property
+    def sensitive(self) -> dict[str, MaskingRule]:
+        """Sensitive field name -> its default masking rule."""
+        return {item.field: item.masking for item in self.sensitive_fields}
+
+
+@dataclass(frozen=True)
+class DatasetChanges:
+    """What an update may change; None means unchanged. sensitive_fields replaces the whole list."""
+
+    owner_department: str | None = None
+    title: str | None = None
+    description: str | None = None
+    domain: Domain | None = None
+    classification: Classification | None = None
+    openness: Openness | None = None
+    record_schema: str | None = None
+    sensitive_fields: tuple[SensitiveField, ...] | None = None
+    price_plan: PricePlan | None = None

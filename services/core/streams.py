@@ -1,0 +1,39 @@
+"""faust-streaming apps for pdo's stream processors: one factory, the same settings in every service."""
+
+from __future__ import annotations
+
+import faust
+
+from pdo.core import topics
+from pdo.core.config import Settings
+from pdo.core.topics import TopicId
+
+
+def make_app(service_id: str, settings: Settings) -> faust.App:
+    """A faust app whose id is the service's consumer group; values stay bytes for our Avro codec.
+
+    Topics come from topics/ (`pdo topics apply`), never from faust's own declaration, so partition
+    counts stay as declared; faust still creates its internal changelog and leader topics.
+    """
+    return faust.App(
+        service_id,
+        broker=[f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")],
+        key_serializer="raw",
+        value_serializer="raw",
+        store="memory://",
+        datadir=str(settings.run_dir / "faust" / service_id),
+        web_enabled=False,
+        consumer_auto_offset_reset="earliest",
+        topic_replication_factor=1,
+        producer_acks=-1,
+    )
+
+
+def source(app: faust.App, topic: TopicId, settings: Settings) -> faust.TopicT:
+    """A declared topic as a faust source; faust must not try to create or alter it."""
+    return app.topic(topics.name(topic, settings), internal=False, allow_empty=True)
+
+
+def run_worker(app: faust.App, loglevel: str = "warn") -> None:
+    """Run the app's agents in the foreground until interrupted (faust's own worker, its signal handling)."""
+    faust.Worker(app, loglevel=loglevel).execute_from_commandline()
