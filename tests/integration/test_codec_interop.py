@@ -33,6 +33,7 @@ def retired_event(dataset_id: str) -> dict:
         "actor": "provider:transport-bureau",
         "dataset_id": dataset_id,
         "reason": "replaced by traffic-flow-v2",
+        "dataset": None,
     }
 
 
