@@ -114,3 +114,23 @@ class DatasetChanges:
     record_schema: str | None = None
     sensitive_fields: tuple[SensitiveField, ...] | None = None
     price_plan: PricePlan | None = None
+
+
+@dataclass(frozen=True)
+class DatasetRegistration:
+    """What a provider submits to register a dataset (the provider id comes from its API key).
+
+    record_schema is the JSON text of an Avro record; when sensitive_fields is empty, fields the schema
+    marks with `"pdo.sensitive"` are taken as the sensitive ones.
+    """
+
+    dataset_id: str
+    owner_department: str
+    title: str
+    domain: Domain
+    classification: Classification
+    openness: Openness
+    record_schema: str
+    sensitive_fields: tuple[SensitiveField, ...]
+    price_plan: PricePlan
+    description: str | None = None

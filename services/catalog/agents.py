@@ -1,0 +1,189 @@
+"""The catalog's stream processing: the `project_catalog` agent keeps catalog rows in step with pdo.catalog.
+
+Every worker of the "catalog" consumer group projects its partitions of the catalog topic into SQL.
+Decoding and SQL run in threads (asyncio.to_thread), never on the event loop. What cannot be applied —
+bytes that are not framed Avro, an unknown schema, an event that breaks a rule — goes to the dead-letter
+topic with its reason and source position, and is counted; the agent carries on. Outages (database,
+registry, broker) are retried with backoff instead: the event is valid and must not be lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+from prometheus_client import CollectorRegistry, Counter
+from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
+
+from pdo.catalog.projection import CATALOG_EVENTS, InvalidCatalogEvent, Position, apply_catalog_event
+from pdo.core import streams
+from pdo.core.codec import AvroCodec, CodecError
+from pdo.core.config import Settings
+from pdo.core.errors import Unavailable
+from pdo.core.events import EventPublisher, event_head, utc_now
+from pdo.core.registry_client import RegistryError
+from pdo.core.topics import TopicId
+
+log = logging.getLogger(__name__)
+
+SERVICE = "catalog"
+ACTOR = "system:catalog"
+DEAD_LETTER = "pdo.deadletter.v1.DeadLetter"
+# Failures that pass: a database, registry or broker that does not answer right now.
+TRANSIENT = (Unavailable, RegistryError, OperationalError)
+FIRST_BACKOFF_S = 0.5
+MAX_BACKOFF_S = 30.0
+
+
+@dataclass(frozen=True)
+class Message:
+    """One record as read from Kafka: what the agent needs to apply it or to dead-letter it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes | None]] = field(default_factory=list)
+
+    @property
+    def position(self) -> Position:
+        return Position(self.topic, self.partition, self.offset)
+
+
+@dataclass
+class ProjectorMetrics:
+    registry: CollectorRegistry
+    events: Counter
+
+
+def projector_metrics() -> ProjectorMetrics:
+    registry = CollectorRegistry()
+    events = Counter(
+        "pdo_catalog_projected_events",
+        "Catalog events the projection read, by outcome (applied, unchanged, dead_lettered) and reason",
+        ["outcome", "reason"],
+        registry=registry,
+    )
+    return ProjectorMetrics(registry, events)
+
+
+class CatalogProjector:
+    """Applies catalog messages to SQL; dead-letters what cannot be applied. Used by the faust agent."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        codec: AvroCodec,
+        dead_letters: Callable[[], EventPublisher],
+        metrics: ProjectorMetrics | None = None,
+        sleep: Callable[[float], Any] = asyncio.sleep,
+    ) -> None:
+        self.engine = engine
+        self.codec = codec
+        # A factory: the producer connects only when the first dead letter is written.
+        self._dead_letters_factory = dead_letters
+        self._dead_letters: EventPublisher | None = None
+        self.metrics = metrics or projector_metrics()
+        self._sleep = sleep
+
+    async def handle(self, message: Message) -> str:
+        """Apply one message; returns the outcome: "applied", "unchanged" or "dead_lettered"."""
+        try:
+            changed = await self._retrying(lambda: self._decode_and_apply(message))
+        except (CodecError, InvalidCatalogEvent) as error:
+            return await self._dead_letter(message, error.reason_code, str(error))
+        except Exception as error:  # a bug must not stop the catalog: park the message
+            log.exception("catalog projection failed on %s", message.position)
+            return await self._dead_letter(message, "OTHER", f"{type(error).__name__}: {error}")
+        outcome = "applied" if changed else "unchanged"
+        self.metrics.events.labels(outcome, "").inc()
+        return outcome
+
+    def _decode_and_apply(self, message: Message) -> bool:
+        decoded = self.codec.decode(message.value)
+        if decoded.schema_name not in CATALOG_EVENTS:
+            raise InvalidCatalogEvent(
+                f"{decoded.schema_name} is not a catalog event", reason_code="SCHEMA_MISMATCH"
+            )
+        return apply_catalog_event(
+            self.engine,
+            decoded.schema_name,
+            decoded.value,
+            registry=self.codec.registry,
+            position=message.position,
+        )
+
+    async def _retrying(self, work: Callable[[], Any]) -> Any:
+        """Run blocking `work` in a thread until it stops failing for transient reasons."""
+        backoff = FIRST_BACKOFF_S
+        while True:
+            try:
+                return await asyncio.to_thread(work)
+            except TRANSIENT as error:
+                log.warning("catalog projection waits %.1f s: %s", backoff, error)
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
+
+    async def _dead_letter(self, message: Message, reason_code: str, reason: str) -> str:
+        letter = dead_letter_event(message, reason_code, reason)
+        await self._retrying(lambda: self._publisher().publish(TopicId.DEAD_LETTERS, DEAD_LETTER, letter))
+        self.metrics.events.labels("dead_lettered", reason_code).inc()
+        log.warning("dead-lettered %s: %s %s", message.position, reason_code, reason)
+        return "dead_lettered"
+
+    def _publisher(self) -> EventPublisher:
+        if self._dead_letters is None:
+            self._dead_letters = self._dead_letters_factory()
+        return self._dead_letters
+
+    def close(self) -> None:
+        if self._dead_letters is not None:
+            self._dead_letters.close()
+
+
+def dead_letter_event(message: Message, reason_code: str, reason: str) -> dict[str, Any]:
+    """A DeadLetter event holding the message exactly as read, with why and where it failed."""
+    return {
+        **event_head(ACTOR),
+        "reason_code": reason_code,
+        "reason": reason,
+        "service": SERVICE,
+        "source_topic": message.topic,
+        "source_partition": message.partition,
+        "source_offset": message.offset,
+        "original_key": message.key,
+        "original_value": message.value or b"",
+        "headers": [{"key": key, "value": value} for key, value in message.headers],
+        "failed_at": utc_now(),
+        "replay_count": 0,
+    }
+
+
+def message_of(event: faust.types.EventT) -> Message:
+    """Our Message from a faust event (values stay bytes: the app uses the raw serializer)."""
+    raw = event.message
+    headers = raw.headers.items() if hasattr(raw.headers, "items") else (raw.headers or [])
+    return Message(
+        topic=raw.topic,
+        partition=raw.partition,
+        offset=raw.offset,
+        key=raw.key,
+        value=raw.value,
+        headers=[(str(key), value) for key, value in headers],
+    )
+
+
+def attach_agents(app: faust.App, settings: Settings, projector: CatalogProjector) -> faust.types.AgentT:
+    """Add `project_catalog` to `app`, reading pdo.catalog; returns the agent."""
+
+    async def project_catalog(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            await projector.handle(message_of(event))
+
+    return app.agent(streams.source(app, TopicId.CATALOG, settings), name="project_catalog")(project_catalog)
