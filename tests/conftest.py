@@ -70,10 +70,10 @@ def database_url(request, tmp_path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'pdo.db'}"
         return
-    yield from _fresh_postgres_database(request.getfixturevalue("postgres_url"))
+    yield from fresh_postgres_database(request.getfixturevalue("postgres_url"))
 
 
-def _fresh_postgres_database(server_url: str) -> Iterator[str]:
+def fresh_postgres_database(server_url: str) -> Iterator[str]:
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
@@ -116,11 +116,12 @@ class ServerThread:
 
 
 @pytest.fixture
-def registry_url(sqlite_url) -> Iterator[str]:
-    """A live pdo schema registry over HTTP, on its own empty SQLite database."""
+def registry_url(tmp_path) -> Iterator[str]:
+    """A live pdo schema registry over HTTP, on its own SQLite file (a test's writes never lock it)."""
     from pdo.core import db
     from pdo.registry.app import create_app
 
-    db.upgrade(sqlite_url)
-    with ServerThread(create_app(sqlite_url)) as server:
+    url = f"sqlite:///{tmp_path / 'registry.db'}"
+    db.upgrade(url)
+    with ServerThread(create_app(url)) as server:
         yield server.url

@@ -79,6 +79,22 @@ class Settings:
     registry_port: int = _setting(
         "PDO_REGISTRY_PORT", 8081, "port `pdo registry serve` listens on", _whole_number
     )
+    gateway_host: str = _setting("PDO_GATEWAY_HOST", "127.0.0.1", "address `pdo gateway serve` listens on")
+    gateway_port: int = _setting(
+        "PDO_GATEWAY_PORT", 8080, "port of the HTTP API for providers, tenants and operators", _whole_number
+    )
+    gateway_max_body_bytes: int = _setting(
+        "PDO_GATEWAY_MAX_BODY_BYTES",
+        1048576,
+        "largest request body the gateway accepts (413 beyond)",
+        _whole_number,
+    )
+    policy_file: Path = _setting(
+        "PDO_POLICY_FILE",
+        PROJECT_ROOT / "services" / "authorization" / "policy.yaml",
+        "the authorization policy: rules that approve, deny or send requests to review",
+        _path,
+    )
     database_url: str = _setting(
         "PDO_DATABASE_URL",
         f"sqlite:///{PROJECT_ROOT / 'run' / 'pdo.db'}",

@@ -15,6 +15,8 @@ def make_app(service_id: str, settings: Settings) -> faust.App:
     Topics come from topics/ (`pdo topics apply`), never from faust's own declaration, so partition
     counts stay as declared; faust still creates its internal changelog and leader topics.
     """
+    # faust makes its own data folder but not the folders above it; a fresh PDO_RUN_DIR has none.
+    (settings.run_dir / "faust").mkdir(parents=True, exist_ok=True)
     return faust.App(
         service_id,
         broker=[f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")],

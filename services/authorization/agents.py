@@ -1,0 +1,207 @@
+"""What the authorization worker does with each message and each clock tick, independent of faust.
+
+Handlers are blocking (SQL, the broker's acks): the faust agents in app.py run them in a thread. A message
+that cannot be decoded or applied goes to the dead-letter topic with its reason and source position; the
+handlers never raise, so one bad message cannot stop a partition.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from prometheus_client import Counter
+
+from pdo.authorization import records
+from pdo.authorization.service import AuthorizationService
+from pdo.core.codec import AvroCodec, CodecError, Decoded
+from pdo.core.errors import NotFound, PdoError, Unavailable
+from pdo.core.events import EventPublisher, event_head, utc_now
+from pdo.core.registry_client import RegistryError
+from pdo.core.topics import TopicId
+
+log = logging.getLogger(__name__)
+
+SERVICE = "authorization"
+ACTOR = "system:authorization"
+# A request still SUBMITTED this long after its last change is decided by the clock's sweep.
+STALE_SUBMISSION = timedelta(seconds=30)
+RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0)
+
+DEAD_LETTERS = Counter(
+    "pdo_authorization_dead_letters_total",
+    "Messages the authorization worker could not process, sent to the dead-letter topic",
+    ["reason_code"],
+)
+DECISIONS = Counter("pdo_authorization_decisions_total", "Requests decided by the worker", ["status", "rule"])
+GRANT_TRANSITIONS = Counter(
+    "pdo_authorization_clock_transitions_total", "Grants expired or resumed by the clock", ["to_status"]
+)
+
+
+@dataclass(frozen=True)
+class RawMessage:
+    """A message as read from Kafka: enough to decode it, and to dead-letter it exactly as it came."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes | None], ...] = ()
+
+    @property
+    def position(self) -> str:
+        return f"{self.topic}[{self.partition}]@{self.offset}"
+
+
+@dataclass
+class TickReport:
+    expired: list[str] = field(default_factory=list)
+    resumed: list[str] = field(default_factory=list)
+    decided: list[str] = field(default_factory=list)
+
+
+class _Refused(Exception):
+    """A message that is well-formed Avro but cannot be acted on; carries the dead-letter reason."""
+
+    def __init__(self, reason_code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.reason_code = reason_code
+        self.reason = reason
+
+
+class AuthorizationHandlers:
+    def __init__(
+        self,
+        service: AuthorizationService,
+        publisher: EventPublisher,
+        codec: AvroCodec,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.service = service
+        self.publisher = publisher
+        self.codec = codec
+        self.sleep = sleep
+
+    # ------------------------------------------------------------------------------------------ messages
+
+    def on_request(self, message: RawMessage) -> None:
+        """pdo.requests: decide each submitted request by policy; withdrawals were applied when made."""
+        self._handle(message, {records.SUBMITTED: self._decide_submitted, records.WITHDRAWN: _nothing})
+
+    def on_quota_exceeded(self, message: RawMessage) -> None:
+        """pdo.quota-exceeded: suspend the grant that reached today's quota."""
+        self._handle(message, {records.QUOTA_EXCEEDED: self._suspend_for_quota})
+
+    def _decide_submitted(self, value: Mapping[str, Any]) -> None:
+        self.service.record_submitted(dict(value))
+        decided = self.service.decide(value["request_id"])
+        DECISIONS.labels(decided.status.value, decided.decided_by_rule or "none").inc()
+
+    def _suspend_for_quota(self, value: Mapping[str, Any]) -> None:
+        try:
+            self.service.suspend_for_quota(
+                value["grant_id"], value["day"], value["quota_records"], value["used_records"]
+            )
+        except NotFound:
+            raise _Refused("INVALID_EVENT", f"quota exceeded for unknown grant {value['grant_id']}") from None
+
+    def _handle(
+        self, message: RawMessage, actions: Mapping[str, Callable[[Mapping[str, Any]], None]]
+    ) -> None:
+        try:
+            decoded = self._decode(message)
+            action = actions.get(decoded.schema_name)
+            if action is None:
+                raise _Refused("INVALID_EVENT", f"{decoded.schema_name} is not expected on {message.topic}")
+            self._with_retries(lambda: action(decoded.value), message)
+        except _Refused as refusal:
+            self._dead_letter(message, refusal.reason_code, refusal.reason)
+        except Exception as error:  # never let one message stop the worker; keep it for a person
+            log.exception("%s: could not process", message.position)
+            self._dead_letter(message, "OTHER", f"{type(error).__name__}: {error}")
+
+    def _decode(self, message: RawMessage) -> Decoded:
+        try:
+            return self.codec.decode(message.value)
+        except CodecError as error:
+            raise _Refused(error.reason_code, str(error)) from None
+        except RegistryError as error:
+            raise Unavailable(error.message, hint=error.hint) from None
+
+    def _with_retries(self, action: Callable[[], None], message: RawMessage) -> None:
+        """Run `action`, retrying while a backing service is unavailable; a refusal is final."""
+        for delay in (*RETRY_DELAYS_S, None):
+            try:
+                action()
+                return
+            except Unavailable as error:
+                if delay is None:
+                    raise
+                log.warning("%s: %s; retrying in %.1f s", message.position, error.message, delay)
+                self.sleep(delay)
+            except PdoError as error:
+                raise _Refused("INVALID_EVENT", str(error)) from None
+
+    def _dead_letter(self, message: RawMessage, reason_code: str, reason: str) -> None:
+        DEAD_LETTERS.labels(reason_code).inc()
+        value = {
+            **event_head(ACTOR),
+            "reason_code": reason_code,
+            "reason": reason,
+            "service": SERVICE,
+            "source_topic": message.topic,
+            "source_partition": message.partition,
+            "source_offset": message.offset,
+            "original_key": message.key,
+            "original_value": message.value or b"",
+            "headers": [{"key": key, "value": value} for key, value in message.headers],
+            "failed_at": utc_now(),
+            "replay_count": 0,
+        }
+        try:
+            self.publisher.publish(TopicId.DEAD_LETTERS, records.DEAD_LETTER, value)
+        except Exception:  # the dead-letter topic itself is unreachable: the log is all that is left
+            log.exception("%s: could not dead-letter (%s: %s)", message.position, reason_code, reason)
+        else:
+            log.warning("%s dead-lettered: %s: %s", message.position, reason_code, reason)
+
+    # ------------------------------------------------------------------------------------------ clock
+
+    def tick(self, now: datetime | None = None) -> TickReport:
+        """Expire grants past valid-until, resume grants whose quota day is over, decide stale requests."""
+        now = now or utc_now()
+        report = TickReport()
+        for name, step in (
+            ("expire", lambda: self._note(report.expired, self.service.expire_due(now), "EXPIRED")),
+            (
+                "resume",
+                lambda: self._note(report.resumed, self.service.resume_quota_suspended(now), "ACTIVE"),
+            ),
+            (
+                "sweep",
+                lambda: report.decided.extend(
+                    r.request_id for r in self.service.decide_stale(STALE_SUBMISSION)
+                ),
+            ),
+        ):
+            try:
+                step()
+            except Exception:  # a failed step is retried at the next tick; the others still run
+                log.exception("clock step %s failed", name)
+        return report
+
+    @staticmethod
+    def _note(into: list[str], grants: Iterable[Any], status: str) -> None:
+        for grant in grants:
+            GRANT_TRANSITIONS.labels(status).inc()
+            into.append(grant.grant_id)
+
+
+def _nothing(_value: Mapping[str, Any]) -> None:
+    return None

@@ -1,0 +1,100 @@
+"""The authorization worker: faust app "authorization" with its agents and its clock.
+
+- `decide_request` reads pdo.requests and decides each submitted request by policy;
+- `suspend_on_quota` reads pdo.quota-exceeded and suspends grants that reached their daily quota;
+- the `expire_due_grants` timer (leader only, every few seconds) expires grants past valid-until, resumes
+  grants whose quota day is over, and decides requests left SUBMITTED.
+
+All SQL and broker work runs in a thread (asyncio.to_thread) so the event loop never blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+
+from pdo.authorization.agents import AuthorizationHandlers, RawMessage
+from pdo.authorization.policy import load_policy
+from pdo.authorization.service import AuthorizationService
+from pdo.core.codec import AvroCodec
+from pdo.core.config import Settings
+from pdo.core.db import make_engine
+from pdo.core.events import EventPublisher
+from pdo.core.registry_client import RegistryClient
+from pdo.core.streams import make_app, source
+from pdo.core.topics import TopicId
+
+APP_ID = "authorization"
+CLOCK_INTERVAL_S = 5.0
+
+
+@dataclass
+class Runtime:
+    """Everything one worker process holds; close() releases the producer, the registry and the pool."""
+
+    service: AuthorizationService
+    handlers: AuthorizationHandlers
+    publisher: EventPublisher
+
+    def close(self) -> None:
+        self.publisher.close()
+        self.service.engine.dispose()
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    """The service wired to the database, the broker, the catalog and the policy file in force."""
+    from pdo.catalog.service import CatalogService
+
+    engine = make_engine(settings.database_url)
+    publisher = EventPublisher(settings)
+    catalog = CatalogService(engine, publisher, publisher.codec.registry, settings)
+    service = AuthorizationService(engine, publisher, catalog, load_policy(), settings)
+    codec = AvroCodec(RegistryClient(settings.registry_url))
+    return Runtime(service, AuthorizationHandlers(service, publisher, codec), publisher)
+
+
+def create_app(settings: Settings, handlers: AuthorizationHandlers, app_id: str = APP_ID) -> faust.App:
+    """The faust app; `app_id` is its consumer group (another one only for side-by-side runs, e.g. tests)."""
+    app = make_app(app_id, settings)
+    requests = source(app, TopicId.REQUESTS, settings)
+    quota_exceeded = source(app, TopicId.QUOTA_EXCEEDED, settings)
+
+    @app.agent(requests, name="decide_request")
+    async def decide_request(stream):
+        async for event in stream.events():
+            await asyncio.to_thread(handlers.on_request, raw_message(event.message))
+
+    @app.agent(quota_exceeded, name="suspend_on_quota")
+    async def suspend_on_quota(stream):
+        async for event in stream.events():
+            await asyncio.to_thread(handlers.on_quota_exceeded, raw_message(event.message))
+
+    # One worker runs the clock: the others would only find nothing left to do.
+    @app.timer(interval=CLOCK_INTERVAL_S, on_leader=True, name="expire_due_grants")
+    async def expire_due_grants():
+        await asyncio.to_thread(handlers.tick)
+
+    return app
+
+
+def raw_message(message: Any) -> RawMessage:
+    return RawMessage(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        key=message.key,
+        value=message.value,
+        headers=tuple(_headers(message.headers)),
+    )
+
+
+def _headers(
+    headers: Mapping[str, bytes] | Iterable[tuple[str, bytes]] | None,
+) -> Iterable[tuple[str, bytes]]:
+    if not headers:
+        return ()
+    return headers.items() if isinstance(headers, Mapping) else headers

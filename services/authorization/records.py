@@ -1,0 +1,327 @@
+"""Conversions between the domain objects, SQL rows and Avro event values, kept in one place.
+
+The service writes rows and events from the same objects, and the projection rebuilds rows from events
+with the same functions, so a rebuilt table equals the original column for column.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from pdo.authorization.models import (
+    DataRequest,
+    Grant,
+    GrantStatus,
+    GrantTransition,
+    RequestStatus,
+    SuspensionCause,
+    TenantKind,
+)
+from pdo.catalog.models import MaskingRule, PriceKind, PricePlan, PriceTier
+
+CENTS = Decimal("0.01")
+
+SUBMITTED = "pdo.requests.v1.DataRequestSubmitted"
+WITHDRAWN = "pdo.requests.v1.DataRequestWithdrawn"
+GRANTED = "pdo.authorizations.v1.AuthorizationGranted"
+DENIED = "pdo.authorizations.v1.AuthorizationDenied"
+SUSPENDED = "pdo.authorizations.v1.AuthorizationSuspended"
+RESUMED = "pdo.authorizations.v1.AuthorizationResumed"
+REVOKED = "pdo.authorizations.v1.AuthorizationRevoked"
+EXPIRED = "pdo.authorizations.v1.AuthorizationExpired"
+QUOTA_EXCEEDED = "pdo.metering.v1.QuotaExceeded"
+DEAD_LETTER = "pdo.deadletter.v1.DeadLetter"
+
+
+def utc(moment: datetime) -> datetime:
+    """Aware UTC at millisecond precision: what Avro's timestamp-millis keeps, so rows and events agree.
+
+    SQLite hands datetimes back naive; pdo stores only UTC, so a naive value is UTC.
+    """
+    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+# ---------------------------------------------------------------------------------------------- price plans
+
+
+def price_plan_to_json(plan: PricePlan) -> str:
+    return json.dumps(
+        {
+            "kind": plan.kind.value,
+            "unit_price": str(plan.unit_price.quantize(CENTS)),
+            "tiers": [
+                {"up_to_records": tier.up_to_records, "unit_price": str(tier.unit_price.quantize(CENTS))}
+                for tier in plan.tiers
+            ],
+            "currency": plan.currency,
+        },
+        sort_keys=True,
+    )
+
+
+def price_plan_from_json(text: str) -> PricePlan:
+    return price_plan_from_mapping(json.loads(text))
+
+
+def price_plan_from_mapping(data: Mapping[str, Any]) -> PricePlan:
+    """From the JSON column or from a decoded Avro PricePlan (decimals as text or as Decimal)."""
+    return PricePlan(
+        kind=PriceKind(data["kind"]),
+        unit_price=Decimal(data["unit_price"]).quantize(CENTS),
+        tiers=tuple(
+            PriceTier(tier["up_to_records"], Decimal(tier["unit_price"]).quantize(CENTS))
+            for tier in data.get("tiers", ())
+        ),
+        currency=data.get("currency", "CNY"),
+    )
+
+
+def price_plan_to_avro(plan: PricePlan) -> dict[str, Any]:
+    return {
+        "kind": plan.kind.value,
+        "unit_price": plan.unit_price.quantize(CENTS),
+        "tiers": [
+            {"up_to_records": tier.up_to_records, "unit_price": tier.unit_price.quantize(CENTS)}
+            for tier in plan.tiers
+        ],
+        "currency": plan.currency,
+    }
+
+
+def free_plan(like: PricePlan) -> PricePlan:
+    """What a government tenant pays: nothing, in the dataset's currency."""
+    return PricePlan(kind=PriceKind.FREE, unit_price=Decimal("0.00"), tiers=(), currency=like.currency)
+
+
+# ---------------------------------------------------------------------------------------------- rows
+
+
+def request_to_row(request: DataRequest) -> dict[str, Any]:
+    return {
+        "request_id": request.request_id,
+        "tenant_id": request.tenant_id,
+        "tenant_kind": request.tenant_kind.value,
+        "dataset_id": request.dataset_id,
+        "purpose": request.purpose,
+        "fields": json.dumps(list(request.fields)),
+        "row_filter": request.row_filter,
+        "valid_from": utc(request.valid_from),
+        "valid_until": utc(request.valid_until),
+        "expected_daily_records": request.expected_daily_records,
+        "status": request.status.value,
+        "decided_by_rule": request.decided_by_rule,
+        "decision_reason": request.decision_reason,
+        "decided_by": request.decided_by,
+        "created_at": utc(request.created_at),
+        "updated_at": utc(request.updated_at),
+    }
+
+
+def request_from_row(row: Mapping[str, Any]) -> DataRequest:
+    return DataRequest(
+        request_id=row["request_id"],
+        tenant_id=row["tenant_id"],
+        tenant_kind=TenantKind(row["tenant_kind"]),
+        dataset_id=row["dataset_id"],
+        purpose=row["purpose"],
+        fields=tuple(json.loads(row["fields"])),
+        row_filter=row["row_filter"],
+        valid_from=utc(row["valid_from"]),
+        valid_until=utc(row["valid_until"]),
+        expected_daily_records=row["expected_daily_records"],
+        status=RequestStatus(row["status"]),
+        decided_by_rule=row["decided_by_rule"],
+        decision_reason=row["decision_reason"],
+        decided_by=row["decided_by"],
+        created_at=utc(row["created_at"]),
+        updated_at=utc(row["updated_at"]),
+    )
+
+
+def grant_to_row(grant: Grant) -> dict[str, Any]:
+    return {
+        "grant_id": grant.grant_id,
+        "request_id": grant.request_id,
+        "tenant_id": grant.tenant_id,
+        "dataset_id": grant.dataset_id,
+        "fields": json.dumps(list(grant.fields)),
+        "masking": json.dumps({name: rule.value for name, rule in grant.masking.items()}, sort_keys=True),
+        "row_filter": grant.row_filter,
+        "daily_quota_records": grant.daily_quota_records,
+        "valid_from": utc(grant.valid_from),
+        "valid_until": utc(grant.valid_until),
+        "price_plan": price_plan_to_json(grant.price_plan),
+        "status": grant.status.value,
+        "status_reason": grant.status_reason,
+        "suspension_cause": grant.suspension_cause.value if grant.suspension_cause else None,
+        "version": grant.version,
+        "created_at": utc(grant.created_at),
+        "updated_at": utc(grant.updated_at),
+    }
+
+
+def grant_from_row(row: Mapping[str, Any], history: tuple[GrantTransition, ...] = ()) -> Grant:
+    return Grant(
+        grant_id=row["grant_id"],
+        request_id=row["request_id"],
+        tenant_id=row["tenant_id"],
+        dataset_id=row["dataset_id"],
+        fields=tuple(json.loads(row["fields"])),
+        masking={name: MaskingRule(rule) for name, rule in json.loads(row["masking"]).items()},
+        row_filter=row["row_filter"],
+        daily_quota_records=row["daily_quota_records"],
+        valid_from=utc(row["valid_from"]),
+        valid_until=utc(row["valid_until"]),
+        price_plan=price_plan_from_json(row["price_plan"]),
+        status=GrantStatus(row["status"]),
+        status_reason=row["status_reason"],
+        suspension_cause=SuspensionCause(row["suspension_cause"]) if row["suspension_cause"] else None,
+        version=row["version"],
+        created_at=utc(row["created_at"]),
+        updated_at=utc(row["updated_at"]),
+        history=history,
+    )
+
+
+def transition_to_row(transition: GrantTransition) -> dict[str, Any]:
+    return {
+        "grant_id": transition.grant_id,
+        "from_status": transition.from_status.value if transition.from_status else None,
+        "to_status": transition.to_status.value,
+        "actor": transition.actor,
+        "reason": transition.reason,
+        "at": utc(transition.at),
+        "event_id": transition.event_id,
+    }
+
+
+def transition_from_row(row: Mapping[str, Any]) -> GrantTransition:
+    return GrantTransition(
+        grant_id=row["grant_id"],
+        from_status=GrantStatus(row["from_status"]) if row["from_status"] else None,
+        to_status=GrantStatus(row["to_status"]),
+        actor=row["actor"],
+        reason=row["reason"],
+        at=utc(row["at"]),
+        event_id=row["event_id"],
+    )
+
+
+# ---------------------------------------------------------------------------------------------- events
+
+
+def head(event_id: str, at: datetime, actor: str) -> dict[str, Any]:
+    return {"event_id": event_id, "occurred_at": utc(at), "actor": actor}
+
+
+def submitted_event(request: DataRequest, event_id: str, actor: str) -> dict[str, Any]:
+    return {
+        **head(event_id, request.created_at, actor),
+        "request_id": request.request_id,
+        "tenant_id": request.tenant_id,
+        "dataset_id": request.dataset_id,
+        "purpose": request.purpose,
+        "fields": list(request.fields),
+        "row_filter": request.row_filter,
+        "valid_from": utc(request.valid_from),
+        "valid_until": utc(request.valid_until),
+        "expected_daily_records": request.expected_daily_records,
+    }
+
+
+def request_from_submitted(event: Mapping[str, Any]) -> DataRequest:
+    """The request as it stood when submitted. The event does not say the tenant's kind: company."""
+    return DataRequest(
+        request_id=event["request_id"],
+        tenant_id=event["tenant_id"],
+        tenant_kind=TenantKind.COMPANY,
+        dataset_id=event["dataset_id"],
+        purpose=event["purpose"],
+        fields=tuple(event["fields"]),
+        row_filter=event["row_filter"],
+        valid_from=utc(event["valid_from"]),
+        valid_until=utc(event["valid_until"]),
+        expected_daily_records=event["expected_daily_records"],
+        status=RequestStatus.SUBMITTED,
+        created_at=utc(event["occurred_at"]),
+        updated_at=utc(event["occurred_at"]),
+    )
+
+
+def grant_snapshot(grant: Grant) -> dict[str, Any]:
+    return {
+        "grant_id": grant.grant_id,
+        "request_id": grant.request_id,
+        "tenant_id": grant.tenant_id,
+        "dataset_id": grant.dataset_id,
+        "fields": list(grant.fields),
+        "masking": {name: rule.value for name, rule in grant.masking.items()},
+        "row_filter": grant.row_filter,
+        "daily_quota_records": grant.daily_quota_records,
+        "valid_from": utc(grant.valid_from),
+        "valid_until": utc(grant.valid_until),
+        "price_plan": price_plan_to_avro(grant.price_plan),
+        "status": grant.status.value,
+        "status_reason": grant.status_reason,
+        "version": grant.version,
+    }
+
+
+def granted_event(grant: Grant, event_id: str, actor: str, rule: str | None, reason: str | None) -> dict:
+    snapshot = grant_snapshot(grant)
+    for local in ("status", "status_reason", "version"):
+        del snapshot[local]  # a Granted event is version 1, ACTIVE, by definition
+    return {**head(event_id, grant.created_at, actor), **snapshot, "decided_by_rule": rule, "reason": reason}
+
+
+def grant_from_granted(event: Mapping[str, Any]) -> Grant:
+    return grant_from_snapshot(
+        {**event, "status": GrantStatus.ACTIVE.value, "status_reason": None, "version": 1},
+        created_at=event["occurred_at"],
+        updated_at=event["occurred_at"],
+    )
+
+
+def grant_from_snapshot(
+    snapshot: Mapping[str, Any],
+    created_at: datetime,
+    updated_at: datetime,
+    suspension_cause: SuspensionCause | None = None,
+) -> Grant:
+    status = GrantStatus(snapshot["status"])
+    return Grant(
+        grant_id=snapshot["grant_id"],
+        request_id=snapshot["request_id"],
+        tenant_id=snapshot["tenant_id"],
+        dataset_id=snapshot["dataset_id"],
+        fields=tuple(snapshot["fields"]),
+        masking={name: MaskingRule(rule) for name, rule in snapshot["masking"].items()},
+        row_filter=snapshot["row_filter"],
+        daily_quota_records=snapshot["daily_quota_records"],
+        valid_from=utc(snapshot["valid_from"]),
+        valid_until=utc(snapshot["valid_until"]),
+        price_plan=price_plan_from_mapping(snapshot["price_plan"]),
+        status=status,
+        status_reason=snapshot["status_reason"],
+        suspension_cause=suspension_cause if status == GrantStatus.SUSPENDED else None,
+        version=snapshot["version"],
+        created_at=utc(created_at),
+        updated_at=utc(updated_at),
+    )
+
+
+def transition_event(grant: Grant, event_id: str, actor: str, **extra: Any) -> dict:
+    """Suspended / Resumed / Revoked / Expired: who, which grant, the event's own fields, the snapshot."""
+    return {
+        **head(event_id, grant.updated_at, actor),
+        "grant_id": grant.grant_id,
+        "tenant_id": grant.tenant_id,
+        "dataset_id": grant.dataset_id,
+        **extra,
+        "grant": grant_snapshot(grant),
+    }

@@ -1,0 +1,63 @@
+"""SQLAlchemy Core tables of the authorization service; they mirror migration 0003 (keep the two in step)."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+requests = sa.Table(
+    "authz_requests",
+    metadata,
+    sa.Column("request_id", sa.String(128), primary_key=True),
+    sa.Column("tenant_id", sa.String(255), nullable=False),
+    sa.Column("tenant_kind", sa.String(16), nullable=False),
+    sa.Column("dataset_id", sa.String(64), nullable=False),
+    sa.Column("purpose", sa.Text, nullable=False),
+    sa.Column("fields", sa.Text, nullable=False),
+    sa.Column("row_filter", sa.Text, nullable=True),
+    sa.Column("valid_from", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("valid_until", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expected_daily_records", sa.BigInteger, nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("decided_by_rule", sa.String(128), nullable=True),
+    sa.Column("decision_reason", sa.Text, nullable=True),
+    sa.Column("decided_by", sa.String(255), nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+grants = sa.Table(
+    "authz_grants",
+    metadata,
+    sa.Column("grant_id", sa.String(160), primary_key=True),
+    sa.Column("request_id", sa.String(128), nullable=False, unique=True),
+    sa.Column("tenant_id", sa.String(255), nullable=False),
+    sa.Column("dataset_id", sa.String(64), nullable=False),
+    sa.Column("fields", sa.Text, nullable=False),
+    sa.Column("masking", sa.Text, nullable=False),
+    sa.Column("row_filter", sa.Text, nullable=True),
+    sa.Column("daily_quota_records", sa.BigInteger, nullable=True),
+    sa.Column("valid_from", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("valid_until", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("price_plan", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("status_reason", sa.Text, nullable=True),
+    sa.Column("suspension_cause", sa.String(32), nullable=True),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+grant_transitions = sa.Table(
+    "authz_grant_transitions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("grant_id", sa.String(160), nullable=False),
+    sa.Column("from_status", sa.String(16), nullable=True),
+    sa.Column("to_status", sa.String(16), nullable=False),
+    sa.Column("actor", sa.String(255), nullable=False),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("event_id", sa.String(64), nullable=False, unique=True),
+)

@@ -1,0 +1,159 @@
+"""`pdo gateway serve` runs the HTTP API; `pdo principals ...` manages who may call it and their keys.
+
+A key is printed once, when it is issued, and never again: pdo keeps only its salted hash.
+"""
+
+from __future__ import annotations
+
+import sys
+from contextlib import ExitStack
+
+from pdo.core import db
+from pdo.core.config import Settings
+from pdo.core.errors import PdoError
+
+
+def register(subparsers) -> None:
+    """Adds both `gateway` and `principals` (main.py lists this module once)."""
+    register_gateway(subparsers)
+    register_principals(subparsers)
+
+
+def register_gateway(subparsers) -> None:
+    parser = subparsers.add_parser("gateway", help="the HTTP API for providers, tenants and operators")
+    actions = parser.add_subparsers(dest="action", required=True)
+    actions.add_parser(
+        "serve", help="migrate the database, then serve the API until interrupted"
+    ).set_defaults(func=serve)
+
+
+def register_principals(subparsers) -> None:
+    parser = subparsers.add_parser("principals", help="providers, tenants and operators, and their API keys")
+    actions = parser.add_subparsers(dest="action", required=True)
+
+    add = actions.add_parser("add", help="create a principal and print its first API key (shown once)")
+    add.add_argument("--kind", required=True, choices=["provider", "tenant", "operator"])
+    add.add_argument("--id", required=True, dest="name", help="name, e.g. acme (the id becomes tenant:acme)")
+    add.add_argument("--name", dest="display_name", help="display name (default: the id's name)")
+    add.add_argument(
+        "--government", action="store_true", help="a government department as tenant (free sharing)"
+    )
+    add.set_defaults(func=add_principal)
+
+    key = actions.add_parser("key", help="issue another API key for a principal (shown once)")
+    key.add_argument("--id", required=True, dest="principal_id", help="principal id, e.g. tenant:acme")
+    key.set_defaults(func=issue_key)
+
+    revoke = actions.add_parser("revoke", help="revoke an API key by its key id (the part after pdo_)")
+    revoke.add_argument("--key-id", required=True)
+    revoke.set_defaults(func=revoke_key)
+
+    listing = actions.add_parser("list", help="list principals and their keys (never the secrets)")
+    listing.add_argument("--kind", choices=["provider", "tenant", "operator"])
+    listing.set_defaults(func=list_principals)
+
+
+# -- principals ----------------------------------------------------------------------------------------
+
+
+def _store(settings: Settings):
+    from pdo.gateway.principals import PrincipalStore
+
+    db.upgrade(settings.database_url)
+    return PrincipalStore(db.make_engine(settings.database_url))
+
+
+def _print_key(principal_id: str, key: str) -> None:
+    print(f"API key for {principal_id} (shown once; pdo keeps only a hash):", file=sys.stderr)
+    print(key)
+
+
+def add_principal(args) -> int:
+    store = _store(Settings.from_env())
+    try:
+        principal = store.create_principal(args.kind, args.name, args.display_name, args.government)
+        _print_key(principal.principal_id, store.issue_key(principal.principal_id).key)
+    finally:
+        store.engine.dispose()
+    return 0
+
+
+def issue_key(args) -> int:
+    store = _store(Settings.from_env())
+    try:
+        _print_key(args.principal_id, store.issue_key(args.principal_id).key)
+    finally:
+        store.engine.dispose()
+    return 0
+
+
+def revoke_key(args) -> int:
+    store = _store(Settings.from_env())
+    try:
+        info = store.revoke_key(args.key_id)
+    finally:
+        store.engine.dispose()
+    print(f"key {info.key_id} of {info.principal_id} revoked at {info.revoked_at:%Y-%m-%d %H:%M:%S}")
+    return 0
+
+
+def list_principals(args) -> int:
+    store = _store(Settings.from_env())
+    try:
+        for principal in store.list(args.kind):
+            flags = [
+                flag
+                for flag, on in (("government", principal.is_government), ("disabled", principal.disabled))
+                if on
+            ]
+            print(f"{principal.principal_id}\t{principal.display_name}\t{','.join(flags) or '-'}")
+            for key in store.keys(principal.principal_id):
+                state = f"revoked {key.revoked_at:%Y-%m-%d}" if key.revoked_at else "active"
+                print(f"  key {key.key_id}\tcreated {key.created_at:%Y-%m-%d}\t{state}")
+    finally:
+        store.engine.dispose()
+    return 0
+
+
+# -- serving -------------------------------------------------------------------------------------------
+
+
+def serve(_args) -> int:
+    serve_gateway(Settings.from_env())
+    return 0
+
+
+def serve_gateway(settings: Settings) -> None:
+    """Migrate, wire the services to Kafka, the registry and SQL, then serve the API in the foreground."""
+    import uvicorn
+
+    from pdo.authorization.policy import load_policy
+    from pdo.authorization.service import AuthorizationService
+    from pdo.catalog.service import CatalogService
+    from pdo.core.events import EventPublisher
+    from pdo.core.registry_client import RegistryClient
+    from pdo.gateway.app import create_app
+
+    db.upgrade(settings.database_url)
+    host, port = (settings.gateway_host, settings.gateway_port)
+    with ExitStack() as resources:
+        engine = db.make_engine(settings.database_url)
+        resources.callback(engine.dispose)
+        publisher = EventPublisher(settings)
+        resources.callback(publisher.close)
+        registry = RegistryClient(settings.registry_url)
+        resources.callback(registry.close)
+        catalog = CatalogService(engine, publisher, registry, settings)
+        authorization = AuthorizationService(engine, publisher, catalog, load_policy(), settings)
+        app = create_app(settings, catalog, authorization, engine)
+        print(f"gateway serving at http://{host}:{port} (API docs at /docs)")
+        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info"))
+        try:
+            server.run()
+        except SystemExit:  # uvicorn exits this way when it cannot bind the port or start the app
+            server.started = False
+        if not server.started:
+            raise PdoError(
+                f"the gateway could not listen on {host}:{port}",
+                hint="is the port taken? set PDO_GATEWAY_PORT to another one",
+            )

@@ -1,0 +1,78 @@
+"""The gateway's HTTP API: providers, tenants and operators call the catalog and authorization services.
+
+`create_app` takes the services ready-made, so tests pass real ones (or fakes) and the CLI wires them to
+Kafka, the registry and SQL. Endpoints are plain `def`s: the services block on SQL and on Kafka acks, so
+FastAPI runs them in its threadpool and the event loop never waits on them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import fastapi
+import sqlalchemy as sa
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import Engine
+
+from pdo.core.config import Settings
+from pdo.core.errors import Unavailable
+from pdo.gateway import routes_datasets, routes_grants, routes_requests
+from pdo.gateway.errors import UnexpectedErrorMiddleware, install_error_handlers
+from pdo.gateway.limits import BodyLimitMiddleware
+from pdo.gateway.metrics import MetricsMiddleware, gateway_metrics
+from pdo.gateway.principals import PrincipalStore
+
+DESCRIPTION = """\
+pdo's API for data providers (register and maintain datasets), tenants (request access, read their own
+requests and grants) and operators (review requests, suspend, resume and revoke grants).
+
+Authenticate with an API key (`pdo principals add` / `pdo principals key` issue them) sent as
+`Authorization: Bearer <key>` or `X-API-Key: <key>`. Every refusal reads
+`{"error": kind, "message": ..., "hint": ...}`.
+"""
+
+
+def create_app(
+    settings: Settings,
+    catalog: Any,
+    authorization: Any,
+    engine: Engine,
+    principals: PrincipalStore | None = None,
+) -> fastapi.FastAPI:
+    """The gateway over `engine` (migrated already: pdo.core.db.upgrade) and the two services."""
+    metrics = gateway_metrics()
+    app = fastapi.FastAPI(
+        title="pdo gateway",
+        description=DESCRIPTION,
+        version="1",
+    )
+    app.state.catalog = catalog
+    app.state.authorization = authorization
+    app.state.principals = principals or PrincipalStore(engine)
+    app.state.metrics = metrics
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.gateway_max_body_bytes)
+    app.add_middleware(UnexpectedErrorMiddleware, refusals=metrics.refusals)
+    app.add_middleware(MetricsMiddleware, requests=metrics.requests)
+    install_error_handlers(app, metrics.refusals)
+    for router in (routes_datasets.router, routes_requests.router, routes_grants.router):
+        app.include_router(router)
+
+    @app.get("/healthz", tags=["operations"], summary="Liveness and database reachability (no key needed)")
+    def healthz() -> dict:
+        try:
+            with engine.connect() as connection:
+                connection.execute(sa.text("SELECT 1"))
+        except sa.exc.SQLAlchemyError:
+            raise Unavailable("the database does not answer", hint="check PDO_DATABASE_URL") from None
+        return {"status": "ok"}
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics_endpoint() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/", include_in_schema=False)
+    def root() -> JSONResponse:
+        return JSONResponse({"service": "pdo gateway", "docs": "/docs", "openapi": "/openapi.json"})
+
+    return app

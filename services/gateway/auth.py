@@ -1,0 +1,65 @@
+"""Who is calling and what their role lets them do: FastAPI dependencies for every route.
+
+The key comes as `Authorization: Bearer <key>` or in `X-API-Key`. Checking it hashes (a few ms) and reads
+SQL, so the dependencies are plain `def`s and FastAPI runs them in its threadpool, off the event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader, HTTPBearer
+
+from pdo.core.errors import Forbidden, Unauthenticated
+from pdo.gateway.principals import Principal, PrincipalKind, PrincipalStore
+
+# Declared for the OpenAPI description (the "Authorize" button in /docs); the header is parsed below.
+bearer_scheme = HTTPBearer(auto_error=False, description="an API key: `Authorization: Bearer pdo_…`")
+api_key_scheme = APIKeyHeader(name="X-API-Key", auto_error=False, description="an API key: `pdo_…`")
+
+
+def presented_key(request: Request) -> str | None:
+    """The API key in the request headers, or None; a non-Bearer Authorization header is refused."""
+    authorization = request.headers.get("authorization")
+    if authorization:
+        scheme, _, credentials = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not credentials.strip():
+            raise Unauthenticated(
+                "the Authorization header must read 'Bearer <key>'", hint="or send the key in X-API-Key"
+            )
+        return credentials.strip()
+    return request.headers.get("x-api-key") or None
+
+
+def authenticated(
+    request: Request,
+    _bearer: Annotated[object, Security(bearer_scheme)] = None,
+    _api_key: Annotated[object, Security(api_key_scheme)] = None,
+) -> Principal:
+    """The principal whose key the request carries; 401 when there is none or it is not valid."""
+    store: PrincipalStore = request.app.state.principals
+    return store.authenticate(presented_key(request))
+
+
+def role(*kinds: PrincipalKind) -> Callable[..., Principal]:
+    """A dependency admitting only principals of `kinds`; others get 403."""
+    allowed = " or ".join(f"{kind.value}s" for kind in kinds)
+
+    def check(principal: Annotated[Principal, Depends(authenticated)]) -> Principal:
+        if principal.kind not in kinds:
+            raise Forbidden(
+                f"{principal.principal_id} is a {principal.kind.value}; only {allowed} may do this",
+                hint="use a key of a principal with that role",
+            )
+        return principal
+
+    return check
+
+
+AnyPrincipal = Annotated[Principal, Depends(authenticated)]
+Provider = Annotated[Principal, Depends(role(PrincipalKind.PROVIDER))]
+Tenant = Annotated[Principal, Depends(role(PrincipalKind.TENANT))]
+Operator = Annotated[Principal, Depends(role(PrincipalKind.OPERATOR))]
+TenantOrOperator = Annotated[Principal, Depends(role(PrincipalKind.TENANT, PrincipalKind.OPERATOR))]

@@ -1,0 +1,41 @@
+"""SQLAlchemy Core tables of the gateway's principals and API keys; they mirror migration 0004."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+principals = sa.Table(
+    "gateway_principals",
+    metadata,
+    # kind:name, e.g. "tenant:acme", "provider:transport-bureau", "operator:alice".
+    sa.Column("principal_id", sa.String(128), primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("display_name", sa.String(200), nullable=False),
+    # Government departments as tenants: free intra-government sharing. Always false for other kinds.
+    sa.Column("is_government", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("disabled", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.CheckConstraint("kind IN ('provider', 'tenant', 'operator')", name="ck_gateway_principals_kind"),
+)
+
+api_keys = sa.Table(
+    "gateway_api_keys",
+    metadata,
+    # The public prefix of the key (pdo_<key_id>_<secret>); the secret itself is never stored.
+    sa.Column("key_id", sa.String(32), primary_key=True),
+    sa.Column(
+        "principal_id",
+        sa.String(128),
+        sa.ForeignKey("gateway_principals.principal_id", name="fk_gateway_api_keys_principal_id"),
+        nullable=False,
+    ),
+    # How `hash` was derived from the whole key, e.g. "pbkdf2-sha256:20000", so it can be raised later.
+    sa.Column("kdf", sa.String(32), nullable=False),
+    sa.Column("salt", sa.String(64), nullable=False),
+    sa.Column("hash", sa.String(128), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Index("ix_gateway_api_keys_principal_id", "principal_id"),
+)

@@ -1,0 +1,179 @@
+"""The worker's handlers: decide on submission, suspend on quota, dead-letter what cannot be processed."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from test_authorization_service import START, TENANT, spec
+
+from pdo.authorization import records
+from pdo.authorization.agents import AuthorizationHandlers, RawMessage
+from pdo.authorization.models import GrantStatus, RequestStatus
+from pdo.authorization.service import AuthorizationService
+from pdo.authorization.testing import Clock, Harness, RecordingPublisher, sqlite_harness
+from pdo.core.codec import Decoded, UndecodableError
+from pdo.core.errors import Unavailable
+from pdo.core.topics import TopicId
+
+
+class TableCodec:
+    """Decodes by looking the bytes up in a table the test fills: no registry needed."""
+
+    def __init__(self) -> None:
+        self.table: dict[bytes, Decoded] = {}
+
+    def add(self, data: bytes, schema_name: str, value: dict) -> bytes:
+        self.table[data] = Decoded(1, schema_name, value)
+        return data
+
+    def decode(self, data: bytes | None) -> Decoded:
+        if data not in self.table:
+            raise UndecodableError("empty value: no Confluent header" if not data else "unknown magic byte")
+        return self.table[data]
+
+
+@pytest.fixture
+def codec() -> TableCodec:
+    return TableCodec()
+
+
+@pytest.fixture
+def h(tmp_path) -> Harness:
+    with sqlite_harness(tmp_path, START) as harness:
+        yield harness
+
+
+@pytest.fixture
+def service(h) -> AuthorizationService:
+    return h.service
+
+
+@pytest.fixture
+def publisher(h) -> RecordingPublisher:
+    return h.publisher
+
+
+@pytest.fixture
+def clock(h) -> Clock:
+    return h.clock
+
+
+@pytest.fixture
+def handlers(h, codec) -> AuthorizationHandlers:
+    return AuthorizationHandlers(h.service, h.publisher, codec, sleep=lambda _s: None)
+
+
+def message(value: bytes | None, topic="pdo.requests", offset=7) -> RawMessage:
+    return RawMessage(topic, 1, offset, b"key-1", value, (("trace", b"abc"),))
+
+
+def dead_letters(recorded: RecordingPublisher) -> list[dict]:
+    return [e.value for e in recorded.events if e.topic == TopicId.DEAD_LETTERS]
+
+
+def test_a_submitted_request_is_decided(handlers, service, publisher, codec):
+    request = service.submit_request(TENANT, spec(), TENANT)
+    (submitted,) = publisher.of(records.SUBMITTED)
+    handlers.on_request(message(codec.add(b"r1", records.SUBMITTED, submitted)))
+    assert service.get_request(request.request_id).status == RequestStatus.APPROVED
+    handlers.on_request(message(codec.add(b"r1", records.SUBMITTED, submitted)))  # redelivered
+    assert len(publisher.of(records.GRANTED)) == 1
+
+
+def test_a_submission_whose_row_never_committed_is_recorded_from_the_event(
+    handlers, service, publisher, codec
+):
+    service.submit_request(TENANT, spec(request_id="r-lost-commit"), TENANT)
+    (submitted,) = publisher.of(records.SUBMITTED)
+    with service.engine.begin() as conn:  # as if the submitter's commit had failed after the publish
+        conn.exec_driver_sql("DELETE FROM authz_requests")
+    handlers.on_request(message(codec.add(b"r1", records.SUBMITTED, submitted)))
+    assert service.get_request("r-lost-commit").status == RequestStatus.APPROVED
+
+
+def test_undecodable_bytes_go_to_the_dead_letter_topic_with_their_position(handlers, publisher):
+    handlers.on_request(message(b"\x07garbage", offset=42))
+    (letter,) = dead_letters(publisher)
+    assert letter["reason_code"] == "UNDECODABLE"
+    assert (letter["source_topic"], letter["source_partition"], letter["source_offset"]) == (
+        "pdo.requests",
+        1,
+        42,
+    )
+    assert letter["original_value"] == b"\x07garbage" and letter["original_key"] == b"key-1"
+    assert letter["headers"] == [{"key": "trace", "value": b"abc"}]
+    assert letter["service"] == "authorization"
+
+
+def test_a_tombstone_is_dead_lettered_not_fatal(handlers, publisher):
+    handlers.on_request(message(None))
+    assert dead_letters(publisher)[0]["original_value"] == b""
+
+
+def test_an_event_of_the_wrong_kind_is_dead_lettered(handlers, publisher, codec):
+    handlers.on_request(message(codec.add(b"x", records.QUOTA_EXCEEDED, {})))
+    assert dead_letters(publisher)[0]["reason_code"] == "INVALID_EVENT"
+
+
+def test_an_unavailable_backend_is_retried_then_dead_lettered(
+    handlers, service, publisher, codec, monkeypatch
+):
+    service.submit_request(TENANT, spec(), TENANT)
+    (submitted,) = publisher.of(records.SUBMITTED)
+    calls = []
+
+    def down(_request_id):
+        calls.append(1)
+        raise Unavailable("broker down")
+
+    monkeypatch.setattr(service, "decide", down)
+    handlers.on_request(message(codec.add(b"r1", records.SUBMITTED, submitted)))
+    assert len(calls) == 5
+    assert dead_letters(publisher)[0]["reason_code"] == "OTHER"
+
+
+def test_quota_exceeded_suspends_the_grant(handlers, service, publisher, codec, clock):
+    grant_id = service.decide(service.submit_request(TENANT, spec(), TENANT).request_id).grant_id
+    report = {
+        "event_id": "e-1",
+        "occurred_at": clock.now,
+        "actor": "system:metering",
+        "grant_id": grant_id,
+        "tenant_id": TENANT,
+        "dataset_id": "open-traffic",
+        "day": clock.now.date(),
+        "quota_records": 5000,
+        "used_records": 5001,
+    }
+    handlers.on_quota_exceeded(
+        message(codec.add(b"q1", records.QUOTA_EXCEEDED, report), "pdo.quota-exceeded")
+    )
+    assert service.get_grant(grant_id).status == GrantStatus.SUSPENDED
+    unknown = {**report, "grant_id": "g-none"}
+    handlers.on_quota_exceeded(
+        message(codec.add(b"q2", records.QUOTA_EXCEEDED, unknown), "pdo.quota-exceeded")
+    )
+    assert "unknown grant g-none" in dead_letters(publisher)[0]["reason"]
+
+
+def test_the_clock_expires_resumes_and_sweeps(handlers, service, clock):
+    expiring = service.decide(
+        service.submit_request(TENANT, spec(valid_until=START + timedelta(hours=1)), TENANT).request_id
+    ).grant_id
+    stale = service.submit_request(TENANT, spec(), TENANT).request_id
+    clock.advance(hours=2)
+    report = handlers.tick(clock.now)
+    assert report.expired == [expiring]
+    assert report.decided == [stale]
+    assert service.get_grant(expiring).status == GrantStatus.EXPIRED
+
+
+def test_a_failing_clock_step_does_not_stop_the_others(handlers, service, clock, monkeypatch):
+    def broken(_now):
+        raise RuntimeError("database gone")
+
+    monkeypatch.setattr(service, "expire_due", broken)
+    service.submit_request(TENANT, spec(), TENANT)
+    clock.advance(minutes=5)
+    assert len(handlers.tick(clock.now).decided) == 1
