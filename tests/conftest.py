@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 
 import pytest
 
 from pdo.core.config import Settings
+from pdo.core.serving import ServerThread, free_port
 
 # In CI every backing service is started by .ci/run, so a missing one is a failure, not a skip.
 REQUIRE_ALL = os.environ.get("PDO_TEST_REQUIRE_ALL") == "1"
@@ -23,10 +22,7 @@ def _unavailable(what: str) -> None:
     pytest.skip(f"{what} is not available (start it with .ci/run or `pdo broker start`)")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+__all__ = ["ServerThread", "free_port", "fresh_postgres_database", "unique_name"]
 
 
 def unique_name(prefix: str) -> str:
@@ -87,32 +83,6 @@ def fresh_postgres_database(server_url: str) -> Iterator[str]:
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
-
-
-class ServerThread:
-    """A uvicorn server for an ASGI app on a free loopback port, in a background thread."""
-
-    def __init__(self, app) -> None:
-        import uvicorn
-
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> ServerThread:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("test server did not start within 10 s")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
 
 
 @pytest.fixture

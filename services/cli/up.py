@@ -1,14 +1,16 @@
-"""`pdo up`: the local platform in one command — broker, topics, database, schema registry."""
+"""`pdo up`: the local platform in one command — broker, topics, database, and every pdo service."""
 
-from pdo.cli.registry import serve_registry
 from pdo.cli.topics import apply_and_report
+from pdo.core import db
 from pdo.core.config import Settings
 from pdo.stack import broker
+from pdo.stack.platform import Platform
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "up", help="start the local broker, create the topics, migrate the database, serve the registry"
+        "up",
+        help="start the local broker, create the topics, migrate the database, run every service (Ctrl-C stops)",
     )
     parser.set_defaults(func=up)
 
@@ -17,11 +19,19 @@ def up(_args) -> int:
     settings = Settings.from_env()
     already_running = broker.status(settings).running
     broker.start(settings)
+    platform = Platform(settings)
     try:
         apply_and_report(settings)
-        print("Ctrl-C stops the platform" + ("" if already_running else " and the broker it started"))
-        serve_registry(settings)
+        db.upgrade(settings.database_url)
+        print(f"database at revision {db.current_revision(settings.database_url)}")
+        platform.start()
+        print(
+            f"pdo is up: HTTP API http://{settings.gateway_host}:{settings.gateway_port}/docs, "
+            f"schema registry {settings.registry_url}; Ctrl-C stops it"
+        )
+        platform.watch()
     finally:
+        platform.stop()
         # Leave a broker someone else started alone; stop the one we started.
         if not already_running:
             broker.stop(settings)

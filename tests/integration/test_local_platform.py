@@ -1,4 +1,4 @@
-"""`pdo up` on a fresh run folder: broker, topics, database and registry come up; Ctrl-C takes them down."""
+"""`pdo up` on a fresh run folder: broker, topics, database and every service come up; Ctrl-C takes them down."""
 
 from __future__ import annotations
 
@@ -17,21 +17,21 @@ from pdo.core.config import PROJECT_ROOT
 pytestmark = pytest.mark.integration
 
 
-def wait_for_registry(url: str, process: subprocess.Popen, timeout_s: float = 120) -> None:
+def wait_until_answering(url: str, process: subprocess.Popen, timeout_s: float = 180) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise AssertionError(f"pdo up exited early:\n{process.stdout.read()}")
         try:
-            if httpx.get(f"{url}/subjects", timeout=1).status_code == 200:
+            if httpx.get(url, timeout=1).status_code == 200:
                 return
         except httpx.HTTPError:
             time.sleep(0.5)
-    raise AssertionError("the registry did not answer within the time allowed")
+    raise AssertionError(f"{url} did not answer within the time allowed")
 
 
 def test_pdo_up_brings_the_platform_up_and_ctrl_c_stops_what_it_started(tmp_path):
-    kafka_port, registry_port = free_port(), free_port()
+    kafka_port, registry_port, gateway_port = free_port(), free_port(), free_port()
     env = {
         **os.environ,
         "PDO_RUN_DIR": str(tmp_path / "run"),
@@ -39,6 +39,8 @@ def test_pdo_up_brings_the_platform_up_and_ctrl_c_stops_what_it_started(tmp_path
         "PDO_KAFKA_CONTROLLER_PORT": str(free_port()),
         "PDO_KAFKA_BOOTSTRAP": f"127.0.0.1:{kafka_port}",
         "PDO_REGISTRY_PORT": str(registry_port),
+        "PDO_REGISTRY_URL": f"http://127.0.0.1:{registry_port}",
+        "PDO_GATEWAY_PORT": str(gateway_port),
         "PDO_DATABASE_URL": f"sqlite:///{tmp_path / 'pdo.db'}",
     }
     registry = f"http://127.0.0.1:{registry_port}"
@@ -51,7 +53,8 @@ def test_pdo_up_brings_the_platform_up_and_ctrl_c_stops_what_it_started(tmp_path
         text=True,
     )
     try:
-        wait_for_registry(registry, process)
+        wait_until_answering(f"http://127.0.0.1:{gateway_port}/healthz", process)
+        catalog = httpx.get(f"http://127.0.0.1:{gateway_port}/v1/datasets", timeout=5)
         registered = httpx.post(
             f"{registry}/subjects/pdo.catalog-probe/versions", json={"schema": '"string"'}, timeout=5
         )
@@ -60,6 +63,10 @@ def test_pdo_up_brings_the_platform_up_and_ctrl_c_stops_what_it_started(tmp_path
         output, _ = process.communicate(timeout=60)
 
     assert registered.status_code == 200
+    assert catalog.status_code == 401  # the gateway answers, and asks for a key
+    for service in ("registry", "catalog", "authorization", "gateway"):
+        assert f"started {service}" in output
+        assert f"stopped {service}" in output
     assert "created   pdo.catalog" in output
     assert "created   pdo.authorizations" in output
     assert process.returncode == 130, output  # interrupted, as shells expect after Ctrl-C
