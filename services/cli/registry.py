@@ -24,12 +24,12 @@ def serve_registry(settings: Settings) -> None:
 
     from pdo.registry.app import create_app
 
-    db.upgrade(settings.database_url)
+    db.upgrade(settings.registry_database_url)
     url = f"http://{settings.registry_host}:{settings.registry_port}"
-    revision = db.current_revision(settings.database_url)
+    revision = db.current_revision(settings.registry_database_url)
     print(f"schema registry serving at {url} (database at revision {revision})")
     config = uvicorn.Config(
-        create_app(settings.database_url),
+        create_app(settings.registry_database_url),
         host=settings.registry_host,
         port=settings.registry_port,
         log_level="info",

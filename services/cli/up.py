@@ -1,5 +1,7 @@
 """`pdo up`: the local platform in one command — broker, topics, database, and every pdo service."""
 
+import signal
+
 from pdo.cli.topics import apply_and_report
 from pdo.core import db
 from pdo.core.config import Settings
@@ -15,7 +17,13 @@ def register(subparsers) -> None:
     parser.set_defaults(func=up)
 
 
+def _interrupt(_signum, _frame) -> None:
+    raise KeyboardInterrupt
+
+
 def up(_args) -> int:
+    # `kill`, a service manager or a container stop must tear down as cleanly as Ctrl-C does.
+    signal.signal(signal.SIGTERM, _interrupt)
     settings = Settings.from_env()
     already_running = broker.status(settings).running
     broker.start(settings)

@@ -76,6 +76,11 @@ class Settings:
         "PDO_REGISTRY_URL", "http://127.0.0.1:8081", "schema registry the codec and clients use"
     )
     registry_host: str = _setting("PDO_REGISTRY_HOST", "127.0.0.1", "address `pdo registry serve` listens on")
+    registry_database_url: str = _setting(
+        "PDO_REGISTRY_DATABASE_URL",
+        f"sqlite:///{PROJECT_ROOT / 'run' / 'registry.db'}",
+        "the schema registry's own store (kept apart so a service's open SQLite write never blocks it)",
+    )
     registry_port: int = _setting(
         "PDO_REGISTRY_PORT", 8081, "port `pdo registry serve` listens on", _whole_number
     )

@@ -108,6 +108,15 @@ def install_error_handlers(app: FastAPI, refusals: Counter) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
+        if not_json(request):
+            # FastAPI reads a non-JSON body as no body at all; say what is really wrong.
+            return refuse(
+                request,
+                415,
+                "unsupported_media_type",
+                f"the body must be JSON, but Content-Type is {request.headers.get('content-type') or 'missing'}",
+                "send the header Content-Type: application/json",
+            )
         details = validation_details(error)
         message = "; ".join(f"{d['field']}: {d['message']}" for d in details) or "the request is invalid"
         return refuse(
@@ -136,6 +145,13 @@ def install_error_handlers(app: FastAPI, refusals: Counter) -> None:
     async def database_error(request: Request, error: SQLAlchemyError) -> JSONResponse:
         log.error("database error on %s: %s", route_of(request), type(error).__name__)
         return refuse(request, 503, "unavailable", "the database did not answer", "retry later")
+
+
+def not_json(request: Request) -> bool:
+    """A request that carries a body under a content type other than JSON."""
+    if request.method not in {"POST", "PUT", "PATCH"} or request.headers.get("content-length") in {None, "0"}:
+        return False
+    return "json" not in request.headers.get("content-type", "").lower()
 
 
 class UnexpectedErrorMiddleware:

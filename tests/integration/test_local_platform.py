@@ -42,6 +42,7 @@ def test_pdo_up_brings_the_platform_up_and_ctrl_c_stops_what_it_started(tmp_path
         "PDO_REGISTRY_URL": f"http://127.0.0.1:{registry_port}",
         "PDO_GATEWAY_PORT": str(gateway_port),
         "PDO_DATABASE_URL": f"sqlite:///{tmp_path / 'pdo.db'}",
+        "PDO_REGISTRY_DATABASE_URL": f"sqlite:///{tmp_path / 'registry.db'}",
     }
     registry = f"http://127.0.0.1:{registry_port}"
     process = subprocess.Popen(

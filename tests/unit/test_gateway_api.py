@@ -585,6 +585,16 @@ def test_malformed_json_is_422(gateway):
     assert_refused(response, 422, "invalid_input", "not valid JSON")
 
 
+@pytest.mark.parametrize("content_type", [None, "application/x-www-form-urlencoded", "text/plain"])
+def test_a_body_sent_as_anything_but_json_is_415_with_the_fix(gateway, content_type):
+    headers = dict(gateway.as_("acme"))
+    if content_type:
+        headers["Content-Type"] = content_type
+    response = gateway.http.post("/v1/requests", content=b'{"dataset_id": "x"}', headers=headers)
+    assert_refused(response, 415, "unsupported_media_type", "the body must be JSON")
+    assert "Content-Type: application/json" in response.json()["hint"]
+
+
 @pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e400"])
 def test_non_finite_prices_are_422(gateway, number):
     body = json.dumps(dataset_body("transport.nan")).replace('"1.50"', number)
