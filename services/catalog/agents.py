@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import faust
@@ -24,36 +24,19 @@ from pdo.catalog.projection import CATALOG_EVENTS, InvalidCatalogEvent, Position
 from pdo.core import streams
 from pdo.core.codec import AvroCodec, CodecError
 from pdo.core.config import Settings
+from pdo.core.deadletters import DEAD_LETTER, SourceMessage, dead_letter_event, source_message
 from pdo.core.errors import Unavailable
-from pdo.core.events import EventPublisher, event_head, utc_now
+from pdo.core.events import EventPublisher
 from pdo.core.registry_client import RegistryError
 from pdo.core.topics import TopicId
 
 log = logging.getLogger(__name__)
 
 SERVICE = "catalog"
-ACTOR = "system:catalog"
-DEAD_LETTER = "pdo.deadletter.v1.DeadLetter"
 # Failures that pass: a database, registry or broker that does not answer right now.
 TRANSIENT = (Unavailable, RegistryError, OperationalError)
 FIRST_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 30.0
-
-
-@dataclass(frozen=True)
-class Message:
-    """One record as read from Kafka: what the agent needs to apply it or to dead-letter it."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes | None]] = field(default_factory=list)
-
-    @property
-    def position(self) -> Position:
-        return Position(self.topic, self.partition, self.offset)
 
 
 @dataclass
@@ -92,7 +75,7 @@ class CatalogProjector:
         self.metrics = metrics or projector_metrics()
         self._sleep = sleep
 
-    async def handle(self, message: Message) -> str:
+    async def handle(self, message: SourceMessage) -> str:
         """Apply one message; returns the outcome: "applied", "unchanged" or "dead_lettered"."""
         try:
             changed = await self._retrying(lambda: self._decode_and_apply(message))
@@ -105,7 +88,7 @@ class CatalogProjector:
         self.metrics.events.labels(outcome, "").inc()
         return outcome
 
-    def _decode_and_apply(self, message: Message) -> bool:
+    def _decode_and_apply(self, message: SourceMessage) -> bool:
         decoded = self.codec.decode(message.value)
         if decoded.schema_name not in CATALOG_EVENTS:
             raise InvalidCatalogEvent(
@@ -116,7 +99,7 @@ class CatalogProjector:
             decoded.schema_name,
             decoded.value,
             registry=self.codec.registry,
-            position=message.position,
+            position=Position(message.topic, message.partition, message.offset),
         )
 
     async def _retrying(self, work: Callable[[], Any]) -> Any:
@@ -130,8 +113,8 @@ class CatalogProjector:
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
 
-    async def _dead_letter(self, message: Message, reason_code: str, reason: str) -> str:
-        letter = dead_letter_event(message, reason_code, reason)
+    async def _dead_letter(self, message: SourceMessage, reason_code: str, reason: str) -> str:
+        letter = dead_letter_event(message, SERVICE, reason_code, reason)
         await self._retrying(lambda: self._publisher().publish(TopicId.DEAD_LETTERS, DEAD_LETTER, letter))
         self.metrics.events.labels("dead_lettered", reason_code).inc()
         log.warning("dead-lettered %s: %s %s", message.position, reason_code, reason)
@@ -147,43 +130,11 @@ class CatalogProjector:
             self._dead_letters.close()
 
 
-def dead_letter_event(message: Message, reason_code: str, reason: str) -> dict[str, Any]:
-    """A DeadLetter event holding the message exactly as read, with why and where it failed."""
-    return {
-        **event_head(ACTOR),
-        "reason_code": reason_code,
-        "reason": reason,
-        "service": SERVICE,
-        "source_topic": message.topic,
-        "source_partition": message.partition,
-        "source_offset": message.offset,
-        "original_key": message.key,
-        "original_value": message.value or b"",
-        "headers": [{"key": key, "value": value} for key, value in message.headers],
-        "failed_at": utc_now(),
-        "replay_count": 0,
-    }
-
-
-def message_of(event: faust.types.EventT) -> Message:
-    """Our Message from a faust event (values stay bytes: the app uses the raw serializer)."""
-    raw = event.message
-    headers = raw.headers.items() if hasattr(raw.headers, "items") else (raw.headers or [])
-    return Message(
-        topic=raw.topic,
-        partition=raw.partition,
-        offset=raw.offset,
-        key=raw.key,
-        value=raw.value,
-        headers=[(str(key), value) for key, value in headers],
-    )
-
-
 def attach_agents(app: faust.App, settings: Settings, projector: CatalogProjector) -> faust.types.AgentT:
     """Add `project_catalog` to `app`, reading pdo.catalog; returns the agent."""
 
     async def project_catalog(stream: faust.StreamT) -> None:
         async for event in stream.events():
-            await projector.handle(message_of(event))
+            await projector.handle(source_message(event.message))
 
     return app.agent(streams.source(app, TopicId.CATALOG, settings), name="project_catalog")(project_catalog)

@@ -17,10 +17,11 @@ from sqlalchemy import Engine
 
 from pdo.core.config import Settings
 from pdo.core.errors import Unavailable
+from pdo.core.http_metrics import MetricsMiddleware
 from pdo.gateway import routes_datasets, routes_grants, routes_requests
 from pdo.gateway.errors import UnexpectedErrorMiddleware, install_error_handlers
 from pdo.gateway.limits import BodyLimitMiddleware
-from pdo.gateway.metrics import MetricsMiddleware, gateway_metrics
+from pdo.gateway.metrics import gateway_metrics
 from pdo.gateway.principals import PrincipalStore
 
 DESCRIPTION = """\

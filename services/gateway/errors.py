@@ -25,6 +25,7 @@ from pdo.core.errors import (
     Unauthenticated,
     Unavailable,
 )
+from pdo.core.http_metrics import route_label
 from pdo.gateway.limits import LIMIT_SCOPE_KEY
 
 log = logging.getLogger(__name__)
@@ -84,8 +85,7 @@ def validation_details(error: RequestValidationError) -> list[dict[str, str]]:
 
 
 def route_of(request: Request) -> str:
-    """The matched route template (bounded label), or 'unmatched'."""
-    return getattr(request.scope.get("route"), "path", None) or "unmatched"
+    return route_label(request.scope)
 
 
 def install_error_handlers(app: FastAPI, refusals: Counter) -> None:

@@ -6,8 +6,6 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter
 
-KNOWN_METHODS = {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"}
-
 
 @dataclass(frozen=True)
 class GatewayMetrics:
@@ -33,31 +31,3 @@ def gateway_metrics() -> GatewayMetrics:
             registry=registry,
         ),
     )
-
-
-class MetricsMiddleware:
-    """Counts every HTTP request by method, route template (bounded) and status."""
-
-    def __init__(self, app, requests: Counter) -> None:
-        self.app = app
-        self.requests = requests
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        status = 500
-
-        async def send_and_note(message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_and_note)
-        finally:
-            route = getattr(scope.get("route"), "path", None) or "unmatched"
-            method = scope.get("method", "")
-            method = method if method in KNOWN_METHODS else "OTHER"
-            self.requests.labels(method=method, route=route, status=str(status)).inc()

@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pdo.core.compatibility import CompatibilityLevel
 from pdo.core.db import make_engine
+from pdo.core.http_metrics import MetricsMiddleware
 from pdo.registry import errors
 from pdo.registry.errors import RegistryError
 from pdo.registry.schemas import SUPPORTED_TYPES, parse_request
@@ -40,7 +41,6 @@ ACCEPTED_BODY_TYPES = {
 MAX_BODY_BYTES = 4 * 1024 * 1024
 MAX_SUBJECT_LENGTH = 255
 MAX_INT = 2**31 - 1
-KNOWN_METHODS = {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"}
 
 
 class RegistryJSONResponse(JSONResponse):
@@ -168,34 +168,6 @@ def _version_body(row: SubjectVersion) -> dict[str, Any]:
 
 
 # -- metrics -------------------------------------------------------------------------------------------
-
-
-class MetricsMiddleware:
-    """Counts every HTTP request by method, route template (bounded) and status."""
-
-    def __init__(self, app, requests: Counter) -> None:
-        self.app = app
-        self.requests = requests
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        status = 500
-
-        async def send_and_note(message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_and_note)
-        finally:
-            route = getattr(scope.get("route"), "path", None) or "unmatched"
-            method = scope.get("method", "")
-            method = method if method in KNOWN_METHODS else "OTHER"
-            self.requests.labels(method=method, route=route, status=str(status)).inc()
 
 
 # -- the app -------------------------------------------------------------------------------------------

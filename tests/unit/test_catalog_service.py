@@ -14,7 +14,7 @@ from decimal import Decimal
 import pytest
 import sqlalchemy as sa
 
-from pdo.catalog.agents import CatalogProjector, Message
+from pdo.catalog.agents import CatalogProjector
 from pdo.catalog.models import (
     Classification,
     DatasetChanges,
@@ -31,6 +31,7 @@ from pdo.catalog.tables import datasets
 from pdo.core import db, schemas
 from pdo.core.codec import AvroCodec
 from pdo.core.config import Settings
+from pdo.core.deadletters import SourceMessage
 from pdo.core.errors import Conflict, Forbidden, InvalidInput, NotFound, Unavailable
 from pdo.core.registry_client import RegistryError, SchemaIdNotFound
 
@@ -316,7 +317,7 @@ def test_the_projector_rebuilds_the_services_rows_from_its_events(
     projector = CatalogProjector(fresh, AvroCodec(registry), dead_letters=lambda: publisher)
 
     outcomes = [
-        asyncio.run(projector.handle(Message("pdo.catalog", 0, offset, b"city.readings", data)))
+        asyncio.run(projector.handle(SourceMessage("pdo.catalog", 0, offset, b"city.readings", data)))
         for offset, (_name, _event, data) in enumerate(publisher.events)
     ]
 
@@ -336,9 +337,11 @@ def test_the_projector_dead_letters_bad_bytes_with_reason_and_position(engine, r
     projector = CatalogProjector(engine, AvroCodec(registry), dead_letters=DeadLetters)
 
     outcome = asyncio.run(
-        projector.handle(Message("pdo.catalog", 1, 17, b"k", b"not avro", [("trace", b"1")]))
+        projector.handle(SourceMessage("pdo.catalog", 1, 17, b"k", b"not avro", (("trace", b"1"),)))
     )
-    unknown = asyncio.run(projector.handle(Message("pdo.catalog", 1, 18, b"k", b"\x00\x00\x00\x00\x63rest")))
+    unknown = asyncio.run(
+        projector.handle(SourceMessage("pdo.catalog", 1, 18, b"k", b"\x00\x00\x00\x00\x63rest"))
+    )
 
     assert (outcome, unknown) == ("dead_lettered", "dead_lettered")
     (_topic, name, letter), (_t, _n, second) = letters
@@ -384,7 +387,9 @@ def test_the_projector_waits_out_an_outage_instead_of_dropping_the_event(
         connection.execute(sa.delete(datasets))
     projector = CatalogProjector(engine, AvroCodec(flaky), dead_letters=lambda: publisher, sleep=sleep)
 
-    assert asyncio.run(projector.handle(Message("pdo.catalog", 0, 0, b"city.readings", data))) == "applied"
+    assert (
+        asyncio.run(projector.handle(SourceMessage("pdo.catalog", 0, 0, b"city.readings", data))) == "applied"
+    )
     assert waits == [0.5, 1.0]
 
 
@@ -395,9 +400,9 @@ def test_the_faust_agent_reads_pdo_catalog_and_hands_each_message_to_the_project
 
     class Recorder:
         def __init__(self) -> None:
-            self.seen: list[Message] = []
+            self.seen: list[SourceMessage] = []
 
-        async def handle(self, message: Message) -> str:
+        async def handle(self, message: SourceMessage) -> str:
             self.seen.append(message)
             return "applied"
 
@@ -421,4 +426,4 @@ def test_the_faust_agent_reads_pdo_catalog_and_hands_each_message_to_the_project
 
     # agent.test_context() would do, but leaves an unclosed consumer-thread event loop behind.
     assert asyncio.run(run()) == ["pdo.catalog"]
-    assert recorder.seen == [Message("pdo.catalog", 2, 9, b"k", b"\x00v", [("h", b"1")])]
+    assert recorder.seen == [SourceMessage("pdo.catalog", 2, 9, b"k", b"\x00v", (("h", b"1"),))]
