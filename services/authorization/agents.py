@@ -91,8 +91,16 @@ class AuthorizationHandlers:
     # ------------------------------------------------------------------------------------------ messages
 
     def on_request(self, message: RawMessage) -> None:
-        """pdo.requests: decide each submitted request by policy; withdrawals were applied when made."""
-        self._handle(message, {records.SUBMITTED: self._decide_submitted, records.WITHDRAWN: _nothing})
+        """pdo.requests: decide each submitted request by policy; referrals to review and withdrawals were
+        applied when made (they are on the topic for the record and for rebuilding), so they are skipped."""
+        self._handle(
+            message,
+            {
+                records.SUBMITTED: self._decide_submitted,
+                records.REFERRED: _nothing,
+                records.WITHDRAWN: _nothing,
+            },
+        )
 
     def on_quota_exceeded(self, message: RawMessage) -> None:
         """pdo.quota-exceeded: suspend the grant that reached today's quota."""

@@ -4,11 +4,12 @@
 reads pdo.requests and pdo.authorizations from the beginning (no consumer group, so nothing is committed)
 and replaces the tables with the projection in one transaction.
 
-What the events do not carry comes back with a default: a request pending review is SUBMITTED again
-(the review step has no event; the worker's sweep sends it back to review), and a request's tenant kind
-is "company" (DataRequestSubmitted has no tenant kind; a government grant keeps its FREE price plan,
-which its events carry). When compaction has removed a grant's older events, its snapshot still
-restores the grant; its history then starts at the oldest event kept.
+Every column of a request comes from its events: DataRequestSubmitted carries the tenant's kind (events
+written before it had the field read as a company), and DataRequestReferred puts a request the policy sent
+to operator review back in PENDING_REVIEW with its rule and reason. A request referred before
+DataRequestReferred existed has no such event and comes back SUBMITTED; the worker's sweep sends it to
+review again. When compaction has removed a grant's older events, its snapshot still restores the grant;
+its history then starts at the oldest event kept.
 """
 
 from __future__ import annotations
@@ -78,6 +79,15 @@ class Projection:
 
     def _submitted(self, value: Mapping[str, Any]) -> None:
         self.requests.setdefault(value["request_id"], records.request_from_submitted(value))
+
+    def _referred(self, value: Mapping[str, Any]) -> None:
+        request = self.requests.get(value["request_id"])
+        if request is not None and request.status not in (
+            RequestStatus.SUBMITTED,
+            RequestStatus.PENDING_REVIEW,
+        ):
+            return  # decided already: a referral read after the decision changes nothing
+        self._decide_request(value, RequestStatus.PENDING_REVIEW, value["rule"], value["reason"])
 
     def _withdrawn(self, value: Mapping[str, Any]) -> None:
         self._decide_request(value, RequestStatus.WITHDRAWN, None, value["reason"])
@@ -151,6 +161,7 @@ class Projection:
 
 _HANDLERS = {
     records.SUBMITTED: Projection._submitted,
+    records.REFERRED: Projection._referred,
     records.WITHDRAWN: Projection._withdrawn,
     records.DENIED: Projection._denied,
     records.GRANTED: Projection._granted,

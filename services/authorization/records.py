@@ -26,6 +26,7 @@ from pdo.catalog.models import MaskingRule, PriceKind, PricePlan, PriceTier
 CENTS = Decimal("0.01")
 
 SUBMITTED = "pdo.requests.v1.DataRequestSubmitted"
+REFERRED = "pdo.requests.v1.DataRequestReferred"
 WITHDRAWN = "pdo.requests.v1.DataRequestWithdrawn"
 GRANTED = "pdo.authorizations.v1.AuthorizationGranted"
 DENIED = "pdo.authorizations.v1.AuthorizationDenied"
@@ -231,15 +232,30 @@ def submitted_event(request: DataRequest, event_id: str, actor: str) -> dict[str
         "valid_from": utc(request.valid_from),
         "valid_until": utc(request.valid_until),
         "expected_daily_records": request.expected_daily_records,
+        "tenant_kind": tenant_kind_to_avro(request.tenant_kind),
     }
 
 
+def tenant_kind_to_avro(kind: TenantKind) -> str:
+    """The Avro TenantKind symbol (COMPANY, GOVERNMENT) of a tenant kind."""
+    return TenantKind(kind).name
+
+
+def tenant_kind_from_avro(symbol: str | None) -> TenantKind:
+    """The tenant kind of an event's symbol. None (an event written before the field existed) is COMPANY,
+    and so is a symbol this version does not know, as the enum's default says."""
+    return TenantKind.__members__.get(symbol or "", TenantKind.COMPANY)
+
+
 def request_from_submitted(event: Mapping[str, Any]) -> DataRequest:
-    """The request as it stood when submitted. The event does not say the tenant's kind: company."""
+    """The request as it stood when submitted (SUBMITTED).
+
+    Events written before DataRequestSubmitted had `tenant_kind` lack it, or hold null: a company.
+    """
     return DataRequest(
         request_id=event["request_id"],
         tenant_id=event["tenant_id"],
-        tenant_kind=TenantKind.COMPANY,
+        tenant_kind=tenant_kind_from_avro(event.get("tenant_kind")),
         dataset_id=event["dataset_id"],
         purpose=event["purpose"],
         fields=tuple(event["fields"]),
@@ -251,6 +267,18 @@ def request_from_submitted(event: Mapping[str, Any]) -> DataRequest:
         created_at=utc(event["occurred_at"]),
         updated_at=utc(event["occurred_at"]),
     )
+
+
+def referred_event(request: DataRequest, event_id: str, actor: str) -> dict[str, Any]:
+    """DataRequestReferred for a request the policy has just moved to PENDING_REVIEW: its rule and reason."""
+    return {
+        **head(event_id, request.updated_at, actor),
+        "request_id": request.request_id,
+        "tenant_id": request.tenant_id,
+        "dataset_id": request.dataset_id,
+        "rule": request.decided_by_rule,
+        "reason": request.decision_reason,
+    }
 
 
 def grant_snapshot(grant: Grant) -> dict[str, Any]:

@@ -6,7 +6,8 @@ holds a change the topics lack. Rows are locked (PostgreSQL) and version-checked
 several workers and API processes may act on the same request or grant safely.
 
 Government tenants: pass `tenant_is_government=True` to submit_request; their grants are FREE, and policy
-rules may test `tenant_kind: [government]`.
+rules may test `tenant_kind: [government]`. The kind travels on DataRequestSubmitted, and a referral to
+operator review is a DataRequestReferred event, so the tables can be rebuilt from the topics exactly.
 """
 
 from __future__ import annotations
@@ -181,6 +182,9 @@ class AuthorizationService:
                     request, RequestAction.REVIEW, POLICY_ACTOR, decision.rule_id, decision.reason
                 )
                 self._save_request(conn, request, reviewed)
+                # The referral is an event too, so a rebuilt database has it PENDING_REVIEW, not SUBMITTED.
+                event = records.referred_event(reviewed, _event_id(), POLICY_ACTOR)
+                self.publisher.publish(TopicId.REQUESTS, records.REFERRED, event)
             return self._request(conn, request_id)
 
     def decide_stale(self, older_than: timedelta) -> list[DataRequest]:

@@ -115,7 +115,8 @@ def test_auto_approve(settings, service, engine):
     submitted = service.submit_request(TENANT, spec(fields=("district", "speed_kmh")), TENANT)
     ((name, event),) = on_topic(settings, TopicId.REQUESTS, request_id=submitted.request_id)
     assert name == records.SUBMITTED
-    assert records.request_from_submitted(event) == dataclasses.replace(submitted, tenant_kind="company")
+    assert event["tenant_kind"] == "COMPANY"
+    assert records.request_from_submitted(event) == submitted
     decided = service.decide(submitted.request_id)  # what the worker does on reading that event
     assert decided.status == RequestStatus.APPROVED
     assert request_row(engine, submitted.request_id)["decided_by_rule"] == "auto-approve-open-non-sensitive"
@@ -137,6 +138,40 @@ def test_auto_deny(settings, service, engine):
     )
     assert event["rule"] == "deny-core-data" and decided.status == RequestStatus.DENIED
     assert service.list_grants(tenant_id=TENANT) == []
+
+
+def test_review_is_a_referral_event_on_the_requests_topic(settings, service, engine):
+    submitted = service.submit_request(TENANT, spec("conditional-traffic"), TENANT)
+    decided = service.decide(submitted.request_id)
+    assert decided.status == RequestStatus.PENDING_REVIEW
+    events = on_topic(settings, TopicId.REQUESTS, request_id=submitted.request_id)
+    assert [name for name, _ in events] == [records.SUBMITTED, records.REFERRED]
+    referred = events[1][1]
+    assert (referred["actor"], referred["rule"], referred["reason"]) == (
+        "system:policy",
+        "review-everything-else",
+        decided.decision_reason,
+    )
+    assert (referred["tenant_id"], referred["dataset_id"]) == (TENANT, "conditional-traffic")
+    row = request_row(engine, submitted.request_id)
+    assert (row["status"], row["decided_by_rule"], row["decision_reason"], row["decided_by"]) == (
+        "PENDING_REVIEW",
+        referred["rule"],
+        referred["reason"],
+        referred["actor"],
+    )
+    assert records.utc(row["updated_at"]) == referred["occurred_at"]
+    assert on_topic(settings, TopicId.AUTHORIZATIONS, request_id=submitted.request_id) == []
+
+
+def test_a_government_tenant_kind_is_on_the_submission(settings, service):
+    submitted = service.submit_request(TENANT, spec(fields=("district",)), TENANT, tenant_is_government=True)
+    ((_, event),) = on_topic(settings, TopicId.REQUESTS, request_id=submitted.request_id)
+    assert event["tenant_kind"] == "GOVERNMENT"
+    assert records.request_from_submitted(event) == submitted
+    grant_id = service.decide(submitted.request_id).grant_id
+    ((_, granted),) = on_topic(settings, TopicId.AUTHORIZATIONS, grant_id=grant_id)
+    assert granted["price_plan"]["kind"] == "FREE"
 
 
 def test_operator_approves_with_narrowing(settings, service, engine):
@@ -246,6 +281,14 @@ def test_a_wiped_database_is_rebuilt_from_the_topics(settings, service, engine):
     short = dataclasses.replace(short, valid_until=short.valid_from + timedelta(seconds=1))
     service.decide(service.submit_request(TENANT, short, TENANT).request_id)
     service.expire_due(short.valid_until)
+    service.decide(submit("conditional-traffic"))  # left pending review
+    government = service.submit_request(TENANT, spec(fields=("district",)), TENANT, tenant_is_government=True)
+    free = service.decide(government.request_id).grant_id
+    assert service.get_grant(free).price_plan.kind == "FREE"
+    government_review = service.submit_request(
+        TENANT, spec("conditional-traffic"), TENANT, tenant_is_government=True
+    )
+    service.decide(government_review.request_id)  # a government request pending review
     submit()  # undecided
 
     def snapshot():
@@ -262,6 +305,13 @@ def test_a_wiped_database_is_rebuilt_from_the_topics(settings, service, engine):
             }
 
     before = snapshot()
+    kinds_and_statuses = {(row["tenant_kind"], row["status"]) for row in before["authz_requests"]}
+    assert kinds_and_statuses >= {
+        ("company", "PENDING_REVIEW"),
+        ("government", "PENDING_REVIEW"),
+        ("government", "APPROVED"),
+        ("company", "SUBMITTED"),
+    }
     with engine.begin() as conn:  # the wipe
         for table in (t.grant_transitions, t.grants, t.requests):
             conn.execute(table.delete())
@@ -270,5 +320,5 @@ def test_a_wiped_database_is_rebuilt_from_the_topics(settings, service, engine):
     report = projection.rebuild_from_topics(settings, engine, timeout_s=30)
 
     assert report.skipped == ()
-    assert (report.requests, report.grants, report.transitions) == (7, 3, 7)
-    assert snapshot() == before
+    assert (report.requests, report.grants, report.transitions) == (10, 4, 8)
+    assert snapshot() == before  # every column of every row, with no exceptions

@@ -176,6 +176,29 @@ def test_the_worker_decides_suspends_dead_letters_and_expires(settings, worker, 
         grant = service.get_grant(decided.grant_id)
         assert grant.status == GrantStatus.ACTIVE and grant.fields == ("district", "speed_kmh")
 
+        # 1b. A request for a sensitive field goes to review: the worker publishes DataRequestReferred on
+        # pdo.requests, reads it back, and skips it (it is not dead-lettered; see the end of the test).
+        review = service.submit_request(
+            TENANT,
+            RequestSpec(
+                dataset_id=dataset_id,
+                purpose="fleet study",
+                fields=("district", "plate_number"),
+                valid_from=start,
+                valid_until=start + timedelta(days=30),
+            ),
+            TENANT,
+        )
+        referred = wait_for(
+            "referral",
+            lambda: (r := service.get_request(review.request_id)).status != RequestStatus.SUBMITTED and r,
+            worker,
+        )
+        assert (referred.status, referred.decided_by_rule) == (
+            RequestStatus.PENDING_REVIEW,
+            "review-everything-else",
+        )
+
         # 2. Metering reports the quota reached today: the agent suspends the grant.
         publisher.publish(
             TopicId.QUOTA_EXCEEDED,
@@ -243,5 +266,13 @@ def test_the_worker_decides_suspends_dead_letters_and_expires(settings, worker, 
         assert [g.request_id for g in expired] == [short.request_id]
         assert service.get_grant(expired[0].grant_id).history[-1].actor == "system:clock"
         assert worker.poll() is None
+        # The referral (read long before now) was skipped: the junk is still the only dead letter.
+        assert [event.value["reason_code"] for event in dead_letters()] == ["UNDECODABLE"]
+        with RegistryClient(settings.registry_url) as registry:
+            on_requests = projection.read_events(settings, TopicId.REQUESTS, AvroCodec(registry), 30)
+        assert [e.value["request_id"] for e in on_requests if e.schema_name == records.REFERRED] == [
+            review.request_id
+        ]
+        assert service.get_request(review.request_id) == referred
     finally:
         engine.dispose()

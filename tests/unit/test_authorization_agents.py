@@ -9,9 +9,10 @@ from test_authorization_service import START, TENANT, spec
 
 from pdo.authorization import records
 from pdo.authorization.agents import AuthorizationHandlers, RawMessage
-from pdo.authorization.models import GrantStatus, RequestStatus
+from pdo.authorization.models import GrantStatus, RequestStatus, TenantKind
 from pdo.authorization.service import AuthorizationService
 from pdo.authorization.testing import Clock, Harness, RecordingPublisher, sqlite_harness
+from pdo.catalog.models import PriceKind
 from pdo.core.codec import Decoded, UndecodableError
 from pdo.core.errors import Unavailable
 from pdo.core.topics import TopicId
@@ -90,6 +91,35 @@ def test_a_submission_whose_row_never_committed_is_recorded_from_the_event(
         conn.exec_driver_sql("DELETE FROM authz_requests")
     handlers.on_request(message(codec.add(b"r1", records.SUBMITTED, submitted)))
     assert service.get_request("r-lost-commit").status == RequestStatus.APPROVED
+
+
+def test_a_government_submission_recorded_from_the_event_keeps_its_kind(handlers, service, publisher, codec):
+    service.submit_request(TENANT, spec(request_id="r-gov"), TENANT, tenant_is_government=True)
+    (submitted,) = publisher.of(records.SUBMITTED)
+    with service.engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM authz_requests")
+    handlers.on_request(message(codec.add(b"r1", records.SUBMITTED, submitted)))
+    assert service.get_request("r-gov").tenant_kind == TenantKind.GOVERNMENT
+    assert service.get_grant("g-r-gov").price_plan.kind == PriceKind.FREE
+
+
+def test_referrals_and_withdrawals_are_skipped_not_dead_lettered(handlers, service, publisher, codec):
+    request = service.submit_request(TENANT, spec("conditional-traffic"), TENANT)
+    (submitted,) = publisher.of(records.SUBMITTED)
+    handlers.on_request(message(codec.add(b"r1", records.SUBMITTED, submitted)))
+    decided = service.get_request(request.request_id)
+    assert decided.status == RequestStatus.PENDING_REVIEW
+    (referred,) = publisher.of(records.REFERRED)
+    published = len(publisher.events)
+    for _ in range(2):  # delivered, then redelivered
+        handlers.on_request(message(codec.add(b"r2", records.REFERRED, referred), offset=8))
+    assert service.get_request(request.request_id) == decided
+    service.withdraw_request(TENANT, request.request_id, None, TENANT)
+    (withdrawn,) = publisher.of(records.WITHDRAWN)
+    handlers.on_request(message(codec.add(b"r3", records.WITHDRAWN, withdrawn), offset=9))
+    assert service.get_request(request.request_id).status == RequestStatus.WITHDRAWN
+    assert dead_letters(publisher) == []
+    assert len(publisher.events) == published + 1  # only the withdrawal itself
 
 
 def test_undecodable_bytes_go_to_the_dead_letter_topic_with_their_position(handlers, publisher):

@@ -8,9 +8,9 @@ import pytest
 import sqlalchemy as sa
 from test_authorization_service import OPERATOR, START, TENANT, spec
 
-from pdo.authorization import projection
+from pdo.authorization import projection, records
 from pdo.authorization import tables as t
-from pdo.authorization.models import Narrowing, RequestStatus
+from pdo.authorization.models import Narrowing, RequestStatus, TenantKind
 from pdo.authorization.projection import SourcedEvent
 from pdo.authorization.testing import Harness, sqlite_harness
 from pdo.core import db
@@ -20,10 +20,6 @@ from pdo.core import db
 def h(tmp_path) -> Harness:
     with sqlite_harness(tmp_path, START) as harness:
         yield harness
-
-
-# Columns the events do not carry (see pdo.authorization.projection): compared after normalising.
-LOCAL_REQUEST_COLUMNS = ("tenant_kind",)
 
 
 def walk_every_path(h: Harness) -> None:
@@ -64,9 +60,15 @@ def walk_every_path(h: Harness) -> None:
     clock.advance(days=1)
     service.expire_due(clock.now)
     assert service.get_grant(expiring).status == "EXPIRED"
-    service.decide(
-        service.submit_request(TENANT, spec(), TENANT, tenant_is_government=True).request_id
-    )  # its kind is not on the topic
+    government = service.submit_request(TENANT, spec(), TENANT, tenant_is_government=True)
+    assert service.get_grant(service.decide(government.request_id).grant_id).price_plan.kind == "FREE"
+    clock.advance(seconds=1)
+    service.decide(submit("conditional-traffic"))  # left pending review
+    clock.advance(seconds=1)
+    government_review = service.submit_request(
+        TENANT, spec("conditional-traffic"), TENANT, tenant_is_government=True
+    )
+    service.decide(government_review.request_id)  # a government request pending review
     submit()  # still undecided
 
 
@@ -93,27 +95,110 @@ def test_rebuilding_from_the_events_restores_the_tables(h, tmp_path):
         result = projection.project(ordered)
         assert result.skipped == []
         projection.write(rebuilt, result)
-        for table in (t.grants, t.grant_transitions):
+        for table in (t.requests, t.grants, t.grant_transitions):
             assert table_rows(rebuilt, table) == table_rows(engine, table)
-        assert table_rows(rebuilt, t.requests, LOCAL_REQUEST_COLUMNS) == table_rows(
-            engine, t.requests, LOCAL_REQUEST_COLUMNS
-        )
-        statuses = {row["status"] for row in table_rows(rebuilt, t.requests)}
-        assert statuses == {s.value for s in RequestStatus} - {"PENDING_REVIEW"}
+        requests = table_rows(rebuilt, t.requests)
+        assert {row["status"] for row in requests} == {s.value for s in RequestStatus}
+        assert {(row["status"], row["tenant_kind"]) for row in requests} >= {
+            ("APPROVED", "government"),
+            ("PENDING_REVIEW", "government"),
+            ("PENDING_REVIEW", "company"),
+        }
     finally:
         rebuilt.dispose()
 
 
-def test_a_request_pending_review_comes_back_submitted_and_is_decided_again(h):
+def test_a_referral_restores_the_request_pending_review_with_its_rule_and_reason(h):
+    service, publisher = h.service, h.publisher
+    request = service.submit_request(TENANT, spec("conditional-traffic"), TENANT)
+    h.clock.advance(seconds=3)
+    live = service.decide(request.request_id)
+    assert live.status == RequestStatus.PENDING_REVIEW
+    assert [name for name, _ in publisher.decoded()] == [records.SUBMITTED, records.REFERRED]
+    result = projection.project(SourcedEvent(n, v) for n, v in publisher.decoded())
+    assert result.skipped == []
+    assert result.requests[request.request_id] == live
+    assert (live.decided_by_rule, live.decided_by) == ("review-everything-else", "system:policy")
+    assert live.decision_reason and live.updated_at == START + timedelta(seconds=3)
+
+
+def test_a_request_referred_then_decided_or_withdrawn_ends_decided(h):
+    service, publisher, clock = h.service, h.publisher, h.clock
+    approved, denied, withdrawn = (
+        service.submit_request(TENANT, spec("conditional-traffic"), TENANT).request_id for _ in range(3)
+    )
+    for request_id in (approved, denied, withdrawn):
+        service.decide(request_id)
+    clock.advance(seconds=1)
+    service.approve(approved, OPERATOR, reason="fine")
+    service.deny(denied, OPERATOR, "too broad")
+    service.withdraw_request(TENANT, withdrawn, "changed plans", TENANT)
+    events = [SourcedEvent(n, v) for n, v in publisher.decoded()]
+    requests_first = sorted(events, key=lambda e: not e.schema_name.startswith("pdo.requests"))
+    result = projection.project(requests_first)
+    for request_id in (approved, denied, withdrawn):
+        assert result.requests[request_id] == service.get_request(request_id)
+    # A referral read again after the decision (a duplicate) does not reopen the request.
+    (late,) = [e for e in events if e.schema_name == records.REFERRED and e.value["request_id"] == denied]
+    result.apply(late)
+    assert result.requests[denied].status == RequestStatus.DENIED
+
+
+def test_a_referral_for_a_request_never_submitted_is_skipped():
+    value = {
+        "event_id": "e-1",
+        "occurred_at": START,
+        "actor": "system:policy",
+        "request_id": "r-ghost",
+        "tenant_id": TENANT,
+        "dataset_id": "conditional-traffic",
+        "rule": "review-everything-else",
+        "reason": "r",
+    }
+    result = projection.project([SourcedEvent(records.REFERRED, value, "pdo.requests[0]@3")])
+    assert result.requests == {}
+    assert len(result.skipped) == 1 and "r-ghost" in result.skipped[0]
+
+
+def test_the_tenant_kind_comes_from_the_submission(h):
+    service, publisher = h.service, h.publisher
+    government = service.submit_request(TENANT, spec(), TENANT, tenant_is_government=True)
+    company = service.submit_request(TENANT, spec(), TENANT)
+    result = projection.project(SourcedEvent(n, v) for n, v in publisher.decoded())
+    assert result.requests[government.request_id].tenant_kind == TenantKind.GOVERNMENT
+    assert result.requests[company.request_id].tenant_kind == TenantKind.COMPANY
+    assert result.requests[government.request_id] == government
+    assert [records.tenant_kind_from_avro(s) for s in (None, "COMPANY", "GOVERNMENT", "NGO")] == [
+        TenantKind.COMPANY,
+        TenantKind.COMPANY,
+        TenantKind.GOVERNMENT,
+        TenantKind.COMPANY,  # a symbol added later: the enum's default
+    ]
+    assert records.tenant_kind_to_avro(TenantKind.GOVERNMENT) == "GOVERNMENT"
+
+
+def test_events_written_before_the_new_fields_and_event_still_project(h):
+    """A submission without tenant_kind (an older writer) is a company's; a request referred before
+    DataRequestReferred existed comes back SUBMITTED, and the worker's sweep refers it again."""
     service, publisher, engine, clock = h.service, h.publisher, h.engine, h.clock
     request = service.submit_request(TENANT, spec("conditional-traffic"), TENANT)
     service.decide(request.request_id)
-    result = projection.project(SourcedEvent(n, v) for n, v in publisher.decoded())
-    assert result.requests[request.request_id].status == RequestStatus.SUBMITTED
+    legacy = []
+    for name, value in publisher.decoded():
+        if name == records.REFERRED:
+            continue
+        if name == records.SUBMITTED:
+            value = {k: v for k, v in value.items() if k != "tenant_kind"}
+        legacy.append(SourcedEvent(name, value))
+    result = projection.project(legacy)
+    assert result.skipped == []
+    rebuilt = result.requests[request.request_id]
+    assert (rebuilt.status, rebuilt.tenant_kind) == (RequestStatus.SUBMITTED, TenantKind.COMPANY)
     projection.write(engine, result)
     clock.advance(minutes=1)
     (decided,) = service.decide_stale(timedelta(seconds=30))
     assert decided.status == RequestStatus.PENDING_REVIEW
+    assert len(publisher.of(records.REFERRED)) == 2
 
 
 def test_older_snapshots_are_ignored_and_repeats_are_harmless(h):

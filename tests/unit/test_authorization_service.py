@@ -115,6 +115,7 @@ def test_a_submitted_request_is_a_row_and_an_event(service, publisher, engine):
     assert (event.topic, event.schema_name, event.key) == (TopicId.REQUESTS, records.SUBMITTED, "r-acme-1")
     assert event.value["fields"] == ["district", "speed_kmh"]
     assert event.value["occurred_at"] == request.created_at
+    assert event.value["tenant_kind"] == "COMPANY"
     assert [row["request_id"] for row in rows(engine, t.requests)] == ["r-acme-1"]
 
 
@@ -234,8 +235,34 @@ def test_sensitive_fields_go_to_review(service, publisher):
         RequestStatus.PENDING_REVIEW,
         "review-everything-else",
     )
-    assert [event.schema_name for event in publisher.events] == [records.SUBMITTED]
+    assert [event.schema_name for event in publisher.events] == [records.SUBMITTED, records.REFERRED]
+    referral = publisher.events[-1]
+    assert (referral.topic, referral.key) == (TopicId.REQUESTS, request.request_id)
+    assert referral.value == {
+        "event_id": referral.value["event_id"],
+        "occurred_at": decided.updated_at,
+        "actor": "system:policy",
+        "request_id": request.request_id,
+        "tenant_id": TENANT,
+        "dataset_id": "open-traffic",
+        "rule": "review-everything-else",
+        "reason": decided.decision_reason,
+    }
+    assert decided.decision_reason
     assert [r.request_id for r in service.list_requests(status="PENDING_REVIEW")] == [request.request_id]
+
+
+def test_a_failed_referral_publish_leaves_the_request_submitted(service, publisher):
+    request = service.submit_request(TENANT, spec("conditional-traffic"), TENANT)
+    publisher.fail_next = True
+    with pytest.raises(Unavailable):
+        service.decide(request.request_id)
+    assert service.get_request(request.request_id).status == RequestStatus.SUBMITTED
+    assert publisher.of(records.REFERRED) == []
+    assert service.decide(request.request_id).status == RequestStatus.PENDING_REVIEW  # and decided later
+    assert len(publisher.of(records.REFERRED)) == 1
+    assert service.decide(request.request_id).status == RequestStatus.PENDING_REVIEW
+    assert len(publisher.of(records.REFERRED)) == 1  # deciding again publishes nothing more
 
 
 def test_deciding_twice_changes_nothing(service, publisher):
@@ -260,9 +287,10 @@ def test_stale_submissions_are_swept(service, clock):
     assert decided.request_id == request.request_id and decided.status == RequestStatus.APPROVED
 
 
-def test_a_government_tenant_gets_the_data_free(service):
+def test_a_government_tenant_gets_the_data_free(service, publisher):
     request = service.submit_request(TENANT, spec(), TENANT, tenant_is_government=True)
     assert request.tenant_kind == TenantKind.GOVERNMENT
+    assert publisher.of(records.SUBMITTED)[0]["tenant_kind"] == "GOVERNMENT"
     grant = service.get_grant(service.decide(request.request_id).grant_id)
     assert grant.price_plan.kind == PriceKind.FREE and grant.price_plan.unit_price == Decimal("0.00")
 

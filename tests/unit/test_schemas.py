@@ -37,7 +37,7 @@ DATASETS = sorted(name for name in ALL if not schemas.is_event(name))
 
 REQUIRED = {
     "catalog": {"DatasetRegistered", "DatasetUpdated", "DatasetRetired"},
-    "requests": {"DataRequestSubmitted", "DataRequestWithdrawn"},
+    "requests": {"DataRequestSubmitted", "DataRequestReferred", "DataRequestWithdrawn"},
     "authorizations": {
         "AuthorizationGranted",
         "AuthorizationDenied",
