@@ -19,15 +19,15 @@ from prometheus_client import Counter
 from pdo.authorization import records
 from pdo.authorization.service import AuthorizationService
 from pdo.core.codec import AvroCodec, CodecError, Decoded
+from pdo.core.deadletters import DEAD_LETTER, SourceMessage, dead_letter_event
 from pdo.core.errors import NotFound, PdoError, Unavailable
-from pdo.core.events import EventPublisher, event_head, utc_now
+from pdo.core.events import EventPublisher, utc_now
 from pdo.core.registry_client import RegistryError
 from pdo.core.topics import TopicId
 
 log = logging.getLogger(__name__)
 
 SERVICE = "authorization"
-ACTOR = "system:authorization"
 # A request still SUBMITTED this long after its last change is decided by the clock's sweep.
 STALE_SUBMISSION = timedelta(seconds=30)
 RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0)
@@ -41,22 +41,6 @@ DECISIONS = Counter("pdo_authorization_decisions_total", "Requests decided by th
 GRANT_TRANSITIONS = Counter(
     "pdo_authorization_clock_transitions_total", "Grants expired or resumed by the clock", ["to_status"]
 )
-
-
-@dataclass(frozen=True)
-class RawMessage:
-    """A message as read from Kafka: enough to decode it, and to dead-letter it exactly as it came."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: tuple[tuple[str, bytes | None], ...] = ()
-
-    @property
-    def position(self) -> str:
-        return f"{self.topic}[{self.partition}]@{self.offset}"
 
 
 @dataclass
@@ -90,7 +74,7 @@ class AuthorizationHandlers:
 
     # ------------------------------------------------------------------------------------------ messages
 
-    def on_request(self, message: RawMessage) -> None:
+    def on_request(self, message: SourceMessage) -> None:
         """pdo.requests: decide each submitted request by policy; referrals to review and withdrawals were
         applied when made (they are on the topic for the record and for rebuilding), so they are skipped."""
         self._handle(
@@ -102,7 +86,7 @@ class AuthorizationHandlers:
             },
         )
 
-    def on_quota_exceeded(self, message: RawMessage) -> None:
+    def on_quota_exceeded(self, message: SourceMessage) -> None:
         """pdo.quota-exceeded: suspend the grant that reached today's quota."""
         self._handle(message, {records.QUOTA_EXCEEDED: self._suspend_for_quota})
 
@@ -120,7 +104,7 @@ class AuthorizationHandlers:
             raise _Refused("INVALID_EVENT", f"quota exceeded for unknown grant {value['grant_id']}") from None
 
     def _handle(
-        self, message: RawMessage, actions: Mapping[str, Callable[[Mapping[str, Any]], None]]
+        self, message: SourceMessage, actions: Mapping[str, Callable[[Mapping[str, Any]], None]]
     ) -> None:
         try:
             decoded = self._decode(message)
@@ -134,7 +118,7 @@ class AuthorizationHandlers:
             log.exception("%s: could not process", message.position)
             self._dead_letter(message, "OTHER", f"{type(error).__name__}: {error}")
 
-    def _decode(self, message: RawMessage) -> Decoded:
+    def _decode(self, message: SourceMessage) -> Decoded:
         try:
             return self.codec.decode(message.value)
         except CodecError as error:
@@ -142,7 +126,7 @@ class AuthorizationHandlers:
         except RegistryError as error:
             raise Unavailable(error.message, hint=error.hint) from None
 
-    def _with_retries(self, action: Callable[[], None], message: RawMessage) -> None:
+    def _with_retries(self, action: Callable[[], None], message: SourceMessage) -> None:
         """Run `action`, retrying while a backing service is unavailable; a refusal is final."""
         for delay in (*RETRY_DELAYS_S, None):
             try:
@@ -156,24 +140,11 @@ class AuthorizationHandlers:
             except PdoError as error:
                 raise _Refused("INVALID_EVENT", str(error)) from None
 
-    def _dead_letter(self, message: RawMessage, reason_code: str, reason: str) -> None:
+    def _dead_letter(self, message: SourceMessage, reason_code: str, reason: str) -> None:
         DEAD_LETTERS.labels(reason_code).inc()
-        value = {
-            **event_head(ACTOR),
-            "reason_code": reason_code,
-            "reason": reason,
-            "service": SERVICE,
-            "source_topic": message.topic,
-            "source_partition": message.partition,
-            "source_offset": message.offset,
-            "original_key": message.key,
-            "original_value": message.value or b"",
-            "headers": [{"key": key, "value": value} for key, value in message.headers],
-            "failed_at": utc_now(),
-            "replay_count": 0,
-        }
+        value = dead_letter_event(message, SERVICE, reason_code, reason)
         try:
-            self.publisher.publish(TopicId.DEAD_LETTERS, records.DEAD_LETTER, value)
+            self.publisher.publish(TopicId.DEAD_LETTERS, DEAD_LETTER, value)
         except Exception:  # the dead-letter topic itself is unreachable: the log is all that is left
             log.exception("%s: could not dead-letter (%s: %s)", message.position, reason_code, reason)
         else:

@@ -11,18 +11,17 @@ All SQL and broker work runs in a thread (asyncio.to_thread) so the event loop n
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import faust
 
-from pdo.authorization.agents import AuthorizationHandlers, RawMessage
+from pdo.authorization.agents import AuthorizationHandlers
 from pdo.authorization.policy import load_policy
 from pdo.authorization.service import AuthorizationService
 from pdo.core.codec import AvroCodec
 from pdo.core.config import Settings
 from pdo.core.db import make_engine
+from pdo.core.deadletters import source_message
 from pdo.core.events import EventPublisher
 from pdo.core.registry_client import RegistryClient
 from pdo.core.streams import make_app, source
@@ -66,12 +65,12 @@ def create_app(settings: Settings, handlers: AuthorizationHandlers, app_id: str 
     @app.agent(requests, name="decide_request")
     async def decide_request(stream):
         async for event in stream.events():
-            await asyncio.to_thread(handlers.on_request, raw_message(event.message))
+            await asyncio.to_thread(handlers.on_request, source_message(event.message))
 
     @app.agent(quota_exceeded, name="suspend_on_quota")
     async def suspend_on_quota(stream):
         async for event in stream.events():
-            await asyncio.to_thread(handlers.on_quota_exceeded, raw_message(event.message))
+            await asyncio.to_thread(handlers.on_quota_exceeded, source_message(event.message))
 
     # One worker runs the clock: the others would only find nothing left to do.
     @app.timer(interval=CLOCK_INTERVAL_S, on_leader=True, name="expire_due_grants")
@@ -79,22 +78,3 @@ def create_app(settings: Settings, handlers: AuthorizationHandlers, app_id: str 
         await asyncio.to_thread(handlers.tick)
 
     return app
-
-
-def raw_message(message: Any) -> RawMessage:
-    return RawMessage(
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-        key=message.key,
-        value=message.value,
-        headers=tuple(_headers(message.headers)),
-    )
-
-
-def _headers(
-    headers: Mapping[str, bytes] | Iterable[tuple[str, bytes]] | None,
-) -> Iterable[tuple[str, bytes]]:
-    if not headers:
-        return ()
-    return headers.items() if isinstance(headers, Mapping) else headers

@@ -35,7 +35,6 @@ RESUMED = "pdo.authorizations.v1.AuthorizationResumed"
 REVOKED = "pdo.authorizations.v1.AuthorizationRevoked"
 EXPIRED = "pdo.authorizations.v1.AuthorizationExpired"
 QUOTA_EXCEEDED = "pdo.metering.v1.QuotaExceeded"
-DEAD_LETTER = "pdo.deadletter.v1.DeadLetter"
 
 
 def utc(moment: datetime) -> datetime:

@@ -8,12 +8,13 @@ import pytest
 from test_authorization_service import START, TENANT, spec
 
 from pdo.authorization import records
-from pdo.authorization.agents import AuthorizationHandlers, RawMessage
+from pdo.authorization.agents import AuthorizationHandlers
 from pdo.authorization.models import GrantStatus, RequestStatus, TenantKind
 from pdo.authorization.service import AuthorizationService
 from pdo.authorization.testing import Clock, Harness, RecordingPublisher, sqlite_harness
 from pdo.catalog.models import PriceKind
 from pdo.core.codec import Decoded, UndecodableError
+from pdo.core.deadletters import SourceMessage
 from pdo.core.errors import Unavailable
 from pdo.core.topics import TopicId
 
@@ -65,8 +66,8 @@ def handlers(h, codec) -> AuthorizationHandlers:
     return AuthorizationHandlers(h.service, h.publisher, codec, sleep=lambda _s: None)
 
 
-def message(value: bytes | None, topic="pdo.requests", offset=7) -> RawMessage:
-    return RawMessage(topic, 1, offset, b"key-1", value, (("trace", b"abc"),))
+def message(value: bytes | None, topic="pdo.requests", offset=7) -> SourceMessage:
+    return SourceMessage(topic, 1, offset, b"key-1", value, (("trace", b"abc"),))
 
 
 def dead_letters(recorded: RecordingPublisher) -> list[dict]:
