@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 from pdo.core import db
 from pdo.core.config import Settings
 
@@ -79,29 +77,3 @@ def _summary(report) -> str:
         f"authorization rebuilt from the topics: {report.requests} requests, {report.grants} grants, "
         f"{report.transitions} grant transitions ({len(report.skipped)} events skipped)"
     )
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m pdo.cli.authorization worker`: these commands without the rest of `pdo`."""
-    import argparse
-    import logging
-
-    from pdo.core.errors import PdoError
-
-    parser = argparse.ArgumentParser(prog="pdo")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["authorization", *(sys.argv[1:] if argv is None else argv)])
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("kafka", "aiokafka", "alembic", "httpx"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    try:
-        return args.func(args) or 0
-    except PdoError as error:
-        print(f"pdo: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if not args.verbose:
         # Client libraries narrate every connection at INFO; our commands print what matters.
-        for noisy in ("kafka", "httpx", "alembic"):
+        for noisy in ("kafka", "aiokafka", "httpx", "alembic"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return args.func(args) or 0

@@ -80,7 +80,8 @@ def worker(settings, tmp_path):
             [
                 sys.executable,
                 "-m",
-                "pdo.cli.authorization",
+                "pdo.cli.main",
+                "authorization",
                 "worker",
                 "--group",
                 f"authorization-{uuid.uuid4().hex[:8]}",
