@@ -9,7 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from pdo.core import topics
 from pdo.core.config import Settings
+from pdo.core.kafka import admin_client
 from pdo.core.serving import ServerThread, free_port
 
 # In CI every backing service is started by .ci/run, so a missing one is a failure, not a skip.
@@ -37,13 +39,16 @@ def settings() -> Settings:
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> str:
-    bootstrap = Settings.from_env().kafka_bootstrap
-    host, _, port = bootstrap.split(",")[0].rpartition(":")
+    """The real broker, with the platform's declared topics in place as after a deployment's `pdo topics apply`."""
+    settings = Settings.from_env()
+    host, _, port = settings.kafka_bootstrap.split(",")[0].rpartition(":")
     try:
         socket.create_connection((host, int(port)), timeout=2).close()
     except OSError:
-        _unavailable(f"the Kafka broker at {bootstrap}")
-    return bootstrap
+        _unavailable(f"the Kafka broker at {settings.kafka_bootstrap}")
+    with admin_client(settings) as admin:
+        topics.apply(admin, [spec for spec in topics.declared(settings).values() if not spec.templated])
+    return settings.kafka_bootstrap
 
 
 @pytest.fixture(scope="session")

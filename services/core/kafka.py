@@ -42,8 +42,16 @@ def admin_client(settings: Settings) -> Iterator[KafkaAdminClient]:
 
 
 def producer(settings: Settings, **config) -> KafkaProducer:
-    """A producer that waits for the broker's acknowledgement and never reorders a partition's records."""
-    defaults = {"acks": "all", "linger_ms": 5, "max_in_flight_requests_per_connection": 1}
+    """A producer that waits for the broker's acknowledgement and never reorders a partition's records.
+
+    A send to a topic the broker does not have gives up after PDO_KAFKA_TIMEOUT_S, not kafka-python's 60 s.
+    """
+    defaults = {
+        "acks": "all",
+        "linger_ms": 5,
+        "max_in_flight_requests_per_connection": 1,
+        "max_block_ms": settings.kafka_timeout_s * 1000,
+    }
     try:
         return KafkaProducer(client_id="pdo", **_timeouts(settings), **{**defaults, **config})
     except KafkaError as error:

@@ -1,0 +1,1 @@
+"""Sharing service: every published record delivered to each entitled tenant's stream, masked, with provenance."""
