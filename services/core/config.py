@@ -28,8 +28,13 @@ def _whole_number(raw: str) -> int:
         raise ConfigError(f"{raw!r} is not a whole number") from None
 
 
-def _setting(env: str, default: Any, doc: str, parse: Callable[[str], Any] = str) -> Any:
-    """A field read from `env` when Settings is built (never at import), `default` when unset or empty."""
+def _setting(
+    env: str, default: Any, doc: str, parse: Callable[[str], Any] = str, secret: bool = False
+) -> Any:
+    """A field read from `env` when Settings is built (never at import), `default` when unset or empty.
+
+    A secret's value is never printed: `describe` shows only whether it is still the default.
+    """
 
     def read() -> Any:
         raw = os.environ.get(env, "")
@@ -40,7 +45,9 @@ def _setting(env: str, default: Any, doc: str, parse: Callable[[str], Any] = str
         except ConfigError as error:
             raise ConfigError(f"{env}: {error}; the default is {default}") from None
 
-    return field(default_factory=read, metadata={"env": env, "doc": doc})
+    return field(
+        default_factory=read, metadata={"env": env, "doc": doc, "secret": secret, "default": default}
+    )
 
 
 @dataclass(frozen=True)
@@ -100,6 +107,12 @@ class Settings:
         "the authorization policy: rules that approve, deny or send requests to review",
         _path,
     )
+    masking_key: str = _setting(
+        "PDO_MASKING_KEY",
+        "pdo-development-masking-key",
+        "secret key of KEYED_HASH masking; set a long random value in production — every sharing worker must use the same",
+        secret=True,
+    )
     database_url: str = _setting(
         "PDO_DATABASE_URL",
         f"sqlite:///{PROJECT_ROOT / 'run' / 'pdo.db'}",
@@ -113,4 +126,14 @@ class Settings:
 
     def describe(self) -> list[tuple[str, str, str]]:
         """(variable, value in force, meaning) for each setting, in declaration order."""
-        return [(f.metadata["env"], str(getattr(self, f.name)), f.metadata["doc"]) for f in fields(self)]
+        return [(f.metadata["env"], self._shown(f), f.metadata["doc"]) for f in fields(self)]
+
+    def _shown(self, setting) -> str:
+        value = getattr(self, setting.name)
+        if not setting.metadata["secret"]:
+            return str(value)
+        return (
+            "(the development default: change it)"
+            if value == setting.metadata["default"]
+            else "(set, hidden)"
+        )

@@ -63,3 +63,20 @@ def test_the_readme_documents_every_setting():
     missing = [variable for variable, _, _ in Settings().describe() if f"`{variable}`" not in readme]
 
     assert not missing, f"README.md's configuration table lacks {missing}"
+
+
+def test_a_secret_is_never_printed(monkeypatch):
+    monkeypatch.setenv("PDO_MASKING_KEY", "s3cret-value-for-test")
+
+    shown = dict((variable, value) for variable, value, _ in Settings.from_env().describe())
+
+    assert shown["PDO_MASKING_KEY"] == "(set, hidden)"
+    assert "s3cret-value-for-test" not in str(Settings.from_env().describe())
+
+
+def test_the_development_masking_key_is_flagged(monkeypatch):
+    monkeypatch.delenv("PDO_MASKING_KEY", raising=False)
+
+    shown = dict((variable, value) for variable, value, _ in Settings.from_env().describe())
+
+    assert "development default" in shown["PDO_MASKING_KEY"]
