@@ -46,7 +46,9 @@ def _setting(
             raise ConfigError(f"{env}: {error}; the default is {default}") from None
 
     return field(
-        default_factory=read, metadata={"env": env, "doc": doc, "secret": secret, "default": default}
+        default_factory=read,
+        repr=not secret,
+        metadata={"env": env, "doc": doc, "secret": secret, "default": default},
     )
 
 

@@ -72,6 +72,7 @@ def test_a_secret_is_never_printed(monkeypatch):
 
     assert shown["PDO_MASKING_KEY"] == "(set, hidden)"
     assert "s3cret-value-for-test" not in str(Settings.from_env().describe())
+    assert "s3cret-value-for-test" not in repr(Settings.from_env())  # tracebacks print settings
 
 
 def test_the_development_masking_key_is_flagged(monkeypatch):
