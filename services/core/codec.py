@@ -80,6 +80,21 @@ class AvroCodec:
             raise SchemaMismatchError(f"value does not fit {writer.name}: {error}") from None
         return body.getvalue()
 
+    def encode_with_id(self, schema_id: int, parsed_schema: Any, value: dict[str, Any]) -> bytes:
+        """Frame `value` under a schema id the caller already holds, registering nothing.
+
+        For dataset feeds: the catalog registered the dataset's schema and keeps its id, so a provider's
+        records carry exactly that id. `parsed_schema` is fastavro's parsed form of that id's schema.
+        """
+        body = io.BytesIO()
+        body.write(HEADER.pack(MAGIC_BYTE, schema_id))
+        try:
+            fastavro.schemaless_writer(body, parsed_schema, value)
+        except (ValueError, TypeError, KeyError, AttributeError) as error:
+            name = parsed_schema.get("name", "?") if isinstance(parsed_schema, dict) else "?"
+            raise SchemaMismatchError(f"value does not fit {name} (schema id {schema_id}): {error}") from None
+        return body.getvalue()
+
     def decode(self, data: bytes | None) -> Decoded:
         schema_id = self.schema_id_of(data)
         writer = self._writer_by_id(schema_id)

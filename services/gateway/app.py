@@ -7,6 +7,8 @@ FastAPI runs them in its threadpool and the event loop never waits on them.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import fastapi
@@ -18,15 +20,17 @@ from sqlalchemy import Engine
 from pdo.core.config import Settings
 from pdo.core.errors import Unavailable
 from pdo.core.http_metrics import MetricsMiddleware
-from pdo.gateway import routes_datasets, routes_grants, routes_requests
+from pdo.gateway import routes_datasets, routes_grants, routes_ingest, routes_requests
 from pdo.gateway.errors import UnexpectedErrorMiddleware, install_error_handlers
 from pdo.gateway.limits import BodyLimitMiddleware
 from pdo.gateway.metrics import gateway_metrics
 from pdo.gateway.principals import PrincipalStore
+from pdo.publishing.publisher import FeedPublishers
 
 DESCRIPTION = """\
-pdo's API for data providers (register and maintain datasets), tenants (request access, read their own
-requests and grants) and operators (review requests, suspend, resume and revoke grants).
+pdo's API for data providers (register and maintain datasets, publish records to their feeds), tenants
+(request access, read their own requests and grants) and operators (review requests, suspend, resume and
+revoke grants).
 
 Authenticate with an API key (`pdo principals add` / `pdo principals key` issue them) sent as
 `Authorization: Bearer <key>` or `X-API-Key: <key>`. Every refusal reads
@@ -40,23 +44,45 @@ def create_app(
     authorization: Any,
     engine: Engine,
     principals: PrincipalStore | None = None,
+    feeds: Any | None = None,
 ) -> fastapi.FastAPI:
-    """The gateway over `engine` (migrated already: pdo.core.db.upgrade) and the two services."""
+    """The gateway over `engine` (migrated already: pdo.core.db.upgrade) and the two services.
+
+    `feeds` gives the HTTP ingest a FeedPublisher per dataset (`for_dataset(dataset)`); by default a
+    FeedPublishers over `settings`, connecting to Kafka on the first ingest and closed with the app.
+    """
     metrics = gateway_metrics()
+    own_feeds = feeds is None
+    feeds = feeds if feeds is not None else FeedPublishers(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: fastapi.FastAPI) -> AsyncIterator[None]:
+        yield
+        if own_feeds:
+            feeds.close()
+
     app = fastapi.FastAPI(
         title="pdo gateway",
         description=DESCRIPTION,
         version="1",
+        lifespan=lifespan,
     )
     app.state.catalog = catalog
     app.state.authorization = authorization
     app.state.principals = principals or PrincipalStore(engine)
     app.state.metrics = metrics
+    app.state.feeds = feeds
+    app.state.ingested_records = routes_ingest.ingested_records_counter(metrics.registry)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.gateway_max_body_bytes)
     app.add_middleware(UnexpectedErrorMiddleware, refusals=metrics.refusals)
     app.add_middleware(MetricsMiddleware, requests=metrics.requests)
     install_error_handlers(app, metrics.refusals)
-    for router in (routes_datasets.router, routes_requests.router, routes_grants.router):
+    for router in (
+        routes_datasets.router,
+        routes_ingest.router,
+        routes_requests.router,
+        routes_grants.router,
+    ):
         app.include_router(router)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness and database reachability (no key needed)")
