@@ -6,11 +6,35 @@ import argparse
 import logging
 import sys
 
-from pdo.cli import authorization, broker, catalog, config, db, gateway, publish, registry, topics, up
+from pdo.cli import (
+    authorization,
+    broker,
+    catalog,
+    config,
+    db,
+    gateway,
+    publish,
+    registry,
+    sharing,
+    topics,
+    up,
+)
 from pdo.core.errors import PdoError
 
 # Each module adds its own subcommands through register(subparsers); order is the order in --help.
-COMMAND_MODULES = (up, broker, topics, registry, catalog, authorization, gateway, publish, db, config)
+COMMAND_MODULES = (
+    up,
+    broker,
+    topics,
+    registry,
+    catalog,
+    authorization,
+    sharing,
+    gateway,
+    publish,
+    db,
+    config,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -30,6 +30,7 @@ SERVICES = (
     ServiceProcess("registry", ("registry", "serve"), lambda s: f"{s.registry_url}/subjects"),
     ServiceProcess("catalog", ("catalog", "worker")),
     ServiceProcess("authorization", ("authorization", "worker")),
+    ServiceProcess("sharing", ("sharing", "worker")),
     ServiceProcess(
         "gateway", ("gateway", "serve"), lambda s: f"http://{s.gateway_host}:{s.gateway_port}/healthz"
     ),

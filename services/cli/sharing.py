@@ -1,0 +1,46 @@
+"""`pdo sharing worker`: the sharing stream worker (feeds → tenant streams, usage facts, dead letters)."""
+
+from __future__ import annotations
+
+from pdo.core.config import Settings
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "sharing", help="deliver published records to each entitled tenant's stream: the worker"
+    )
+    actions = parser.add_subparsers(dest="action", required=True)
+    worker = actions.add_parser(
+        "worker",
+        help="follow the grants, then deliver every feed record to each active grant's tenant stream "
+        "until interrupted",
+    )
+    worker.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics on this port")
+    worker.add_argument(
+        "--group",
+        default="sharing",
+        help="consumer group (faust app id); change it only to run beside another deployment on one broker",
+    )
+    worker.add_argument(
+        "--loglevel", default="warn", choices=("debug", "info", "warn", "error"), help="faust's log level"
+    )
+    worker.set_defaults(func=run_worker)
+
+
+def run_worker(args) -> int:
+    from prometheus_client import start_http_server
+
+    from pdo.core import db, streams
+    from pdo.sharing.app import build_runtime, create_app
+
+    settings = Settings.from_env()
+    # The worker reads the catalog's tables; a fresh database gets them rather than failing on each record.
+    db.upgrade(settings.database_url)
+    runtime = build_runtime(settings)
+    try:
+        if args.metrics_port:
+            start_http_server(args.metrics_port)
+        streams.run_worker(create_app(settings, runtime, app_id=args.group), loglevel=args.loglevel)
+    finally:
+        runtime.close()
+    return 0

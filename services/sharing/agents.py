@@ -1,0 +1,357 @@
+"""What the sharing worker does with one feed record, independent of faust and of the broker.
+
+`FeedHandler.handle(message, published_at)` is blocking (SQL for the catalog, the registry for schemas,
+Avro) and runs in a thread; it returns a `Prepared`: the Kafka messages to write, and the metrics to count
+once they are written. For a record of dataset D, published at T:
+
+1. D is the feed topic's dataset (the feed declaration's name template read backwards); no catalog row →
+   UNKNOWN_DATASET, a retired dataset → RETIRED_DATASET;
+2. the value decodes with our codec (UNDECODABLE, UNKNOWN_SCHEMA, SCHEMA_MISMATCH), and its writer schema
+   is D's record (else SCHEMA_MISMATCH);
+3. for every grant the book says delivers D at T: keep the granted fields, apply the row filter (compiled
+   once per grant version), mask, attach provenance (`pdo.sharing.transform.shape`), encode against the
+   tenant's record schema to the tenant topic, key = the record's record_id; and a RecordsDelivered usage
+   fact (records=1, bytes=len(encoded value)) with a delivery id stable across redelivery.
+
+A record that fails 1–2, or whose shaped value does not fit the tenant schema, yields one dead letter
+(reason, source position, original bytes) and no delivery: all or nothing per record. Failures of a
+backing service (`TRANSIENT`) are raised for the caller to retry; nothing else escapes.
+
+Tenant topics: `pdo.tenant.{tenant_id}.{dataset_id}` cannot hold ':' — the tenant part is the tenant
+id after its kind, "tenant:acme" → "acme" (an id without a colon is used whole). Two principals of
+different kinds with the same name would share a topic name; tenant ids are all "tenant:<name>" today.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cache
+from typing import Any
+
+import avro.schema
+from prometheus_client import Counter
+from sqlalchemy.exc import OperationalError
+
+from pdo.authorization import row_filter
+from pdo.catalog.models import Dataset
+from pdo.core import schemas, topics
+from pdo.core.codec import AvroCodec, CodecError, Decoded, SchemaMismatchError
+from pdo.core.config import Settings
+from pdo.core.deadletters import DEAD_LETTER, SourceMessage, dead_letter_event
+from pdo.core.errors import InvalidInput, NotFound, Unavailable
+from pdo.core.events import utc_now
+from pdo.core.registry_client import RegistryError
+from pdo.core.topics import TopicId
+from pdo.sharing.grants import GrantBook
+from pdo.sharing.scope import GrantScope
+from pdo.sharing.transform import (
+    Provenance,
+    delivery_id,
+    masking_policy_version,
+    shape,
+    tenant_record_schema,
+)
+
+log = logging.getLogger(__name__)
+
+SERVICE = "sharing"
+RECORDS_DELIVERED = "pdo.sharing.v1.RecordsDelivered"
+# A database, registry or broker that does not answer right now: the caller retries, nothing is dropped.
+TRANSIENT = (Unavailable, RegistryError, OperationalError)
+# How long a catalog row is trusted; a retirement reaches the sharing worker within this time.
+DATASET_TTL_S = 5.0
+# Stable usage-fact event ids: uuid5 of the delivery id under this namespace.
+USAGE_EVENT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "pdo:sharing:records-delivered")
+
+RECORDS_IN = Counter("pdo_sharing_records_in_total", "Feed records the sharing worker read")
+DELIVERIES = Counter(
+    "pdo_sharing_deliveries_total",
+    "Records written to tenant streams, by tenant and dataset (bounded by the catalog and the grants)",
+    ["tenant", "dataset"],
+)
+MASKED_FIELDS = Counter(
+    "pdo_sharing_masked_fields_total", "Field values masked on their way to a tenant, by rule", ["rule"]
+)
+DEAD_LETTERS = Counter(
+    "pdo_sharing_dead_letters_total", "Feed records sent to the dead-letter topic, by reason", ["reason"]
+)
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One Kafka message to write."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+
+
+@dataclass
+class Prepared:
+    """What one feed record becomes: messages to write, and what to count once they are written."""
+
+    outgoing: list[Outgoing] = field(default_factory=list)
+    delivered: list[tuple[str, str]] = field(default_factory=list)  # (tenant, dataset) per delivery
+    masked: list[str] = field(default_factory=list)  # the rule of each masked field value
+    dead_letter_reason: str | None = None
+
+    def count(self) -> None:
+        """Count the record as written: call after the broker acknowledged every message."""
+        for tenant, dataset in self.delivered:
+            DELIVERIES.labels(tenant, dataset).inc()
+        for rule in self.masked:
+            MASKED_FIELDS.labels(rule).inc()
+        if self.dead_letter_reason is not None:
+            DEAD_LETTERS.labels(self.dead_letter_reason).inc()
+
+
+class Refused(Exception):
+    """A feed record that cannot be delivered; carries the dead-letter reason code."""
+
+    def __init__(self, reason_code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.reason_code = reason_code
+        self.reason = reason
+
+
+# ---------------------------------------------------------------------------------------------- names
+
+
+@cache
+def _feed_regex(template: str) -> re.Pattern[str]:
+    prefix, placeholder, suffix = template.partition("{dataset_id}")
+    if not placeholder:
+        raise ValueError(f"the feed declaration {template!r} has no {{dataset_id}}")
+    return re.compile(f"^{re.escape(prefix)}(?P<dataset_id>[A-Za-z0-9._-]+){re.escape(suffix)}$")
+
+
+def feed_pattern(settings: Settings | None = None) -> re.Pattern[str]:
+    """Feed topic names of this deployment's namespace, from topics/feed.yaml (tests rename the namespace)."""
+    return _feed_regex(topics.spec(TopicId.FEED, settings).name)
+
+
+def feed_dataset_id(topic: str, settings: Settings | None = None) -> str | None:
+    """The dataset a feed topic belongs to, or None for a topic that is not a feed."""
+    match = feed_pattern(settings).match(topic)
+    return match.group("dataset_id") if match else None
+
+
+def tenant_topic_part(tenant_id: str) -> str:
+    """The tenant's part of its topic names: the id after its kind ("tenant:acme" → "acme")."""
+    return tenant_id.split(":", 1)[-1]
+
+
+def tenant_topic(tenant_id: str, dataset_id: str, settings: Settings | None = None) -> str:
+    return topics.name(
+        TopicId.TENANT_STREAM, settings, tenant_id=tenant_topic_part(tenant_id), dataset_id=dataset_id
+    )
+
+
+def record_full_name(dataset: Dataset) -> str:
+    parsed = json.loads(dataset.record_schema)
+    namespace = parsed.get("namespace")
+    return f"{namespace}.{parsed['name']}" if namespace and "." not in parsed["name"] else parsed["name"]
+
+
+# ---------------------------------------------------------------------------------------------- handler
+
+
+_NO_FILTER = object()
+_BROKEN_FILTER = object()
+
+
+class FeedHandler:
+    """Turns feed records into tenant deliveries, usage facts and dead letters (see the module docstring).
+
+    Used by one agent at a time per worker: its caches are not shared between threads.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        codec: AvroCodec,
+        datasets: Callable[[str], Dataset],
+        book: GrantBook,
+        masking_key: bytes,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.codec = codec
+        self.datasets = datasets
+        self.book = book
+        self.masking_key = masking_key
+        self.clock = clock
+        self._dataset_cache: dict[str, tuple[float, Dataset]] = {}
+        self._filters: dict[tuple[str, int], Any] = {}
+        self._tenant_schemas: dict[tuple[str, int, int, int], avro.schema.NamedSchema] = {}
+        self._deliveries_topic = topics.name(TopicId.DELIVERIES, settings)
+        self._dead_letters_topic = topics.name(TopicId.DEAD_LETTERS, settings)
+
+    def handle(self, message: SourceMessage, published_at: datetime) -> Prepared:
+        """The messages one feed record becomes; raises only TRANSIENT errors (retry them)."""
+        RECORDS_IN.inc()
+        try:
+            return self._deliveries(message, published_at)
+        except Refused as refusal:
+            return self._dead_letter(message, refusal.reason_code, refusal.reason)
+        except TRANSIENT:
+            raise
+        except Exception as error:  # a bug must not stop the worker: park the record for a person
+            log.exception("%s: could not share", message.position)
+            return self._dead_letter(message, "OTHER", f"{type(error).__name__}: {error}")
+
+    # -- steps
+
+    def _deliveries(self, message: SourceMessage, published_at: datetime) -> Prepared:
+        dataset = self._dataset_of(message.topic)
+        decoded = self._decode(message, dataset)
+        prepared = Prepared()
+        for scope in self.book.active_for(dataset.dataset_id, published_at):
+            self._deliver(message, decoded.value, dataset, scope, published_at, prepared)
+        return prepared
+
+    def _dataset_of(self, topic: str) -> Dataset:
+        dataset_id = feed_dataset_id(topic, self.settings)
+        if dataset_id is None:
+            raise Refused("UNKNOWN_DATASET", f"{topic} is not a feed topic")
+        dataset = self._cached_dataset(dataset_id)
+        if dataset is None:
+            raise Refused("UNKNOWN_DATASET", f"no dataset {dataset_id!r} in the catalog")
+        if dataset.retired:
+            raise Refused("RETIRED_DATASET", f"dataset {dataset_id!r} is retired: nothing is delivered")
+        return dataset
+
+    def _cached_dataset(self, dataset_id: str) -> Dataset | None:
+        now = self.clock()
+        cached = self._dataset_cache.get(dataset_id)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        try:
+            dataset = self.datasets(dataset_id)
+        except NotFound:
+            return None  # not cached: the dataset may be registered a moment from now
+        self._dataset_cache[dataset_id] = (now + DATASET_TTL_S, dataset)
+        return dataset
+
+    def _decode(self, message: SourceMessage, dataset: Dataset) -> Decoded:
+        try:
+            decoded = self.codec.decode(message.value)
+        except CodecError as error:
+            raise Refused(error.reason_code, str(error)) from None
+        expected = record_full_name(dataset)
+        if decoded.schema_name != expected:
+            raise Refused(
+                "SCHEMA_MISMATCH",
+                f"written as {decoded.schema_name} (schema id {decoded.schema_id}); "
+                f"dataset {dataset.dataset_id} records are {expected}",
+            )
+        return decoded
+
+    def _deliver(
+        self,
+        message: SourceMessage,
+        record: dict[str, Any],
+        dataset: Dataset,
+        scope: GrantScope,
+        published_at: datetime,
+        prepared: Prepared,
+    ) -> None:
+        rows = self._row_filter(scope, dataset)
+        if rows is _BROKEN_FILTER:
+            return  # a filter that does not compile delivers nothing: never more rows than granted
+        provenance = Provenance(
+            dataset_id=dataset.dataset_id,
+            source_topic=message.topic,
+            source_partition=message.partition,
+            source_offset=message.offset,
+            grant_id=scope.grant_id,
+            masking_policy_version=masking_policy_version(scope),
+            published_at=published_at,
+        )
+        shaped = shape(record, scope, None if rows is _NO_FILTER else rows, provenance, self.masking_key)
+        if shaped is None:
+            return  # filtered out
+        target = tenant_topic(scope.tenant_id, dataset.dataset_id, self.settings)
+        try:
+            value = self.codec.encode(target, self._tenant_schema(dataset, scope), shaped)
+        except SchemaMismatchError as error:
+            raise Refused("SCHEMA_MISMATCH", f"shaped for grant {scope.grant_id}: {error}") from None
+        key = record.get("record_id")
+        prepared.outgoing.append(
+            Outgoing(target, str(key).encode() if key is not None else message.key, value)
+        )
+        fact = usage_fact(message, scope, target, provenance.masking_policy_version, len(value))
+        prepared.outgoing.append(
+            Outgoing(
+                self._deliveries_topic,
+                scope.grant_id.encode(),
+                self.codec.encode(self._deliveries_topic, schemas.get(RECORDS_DELIVERED), fact),
+            )
+        )
+        prepared.delivered.append((scope.tenant_id, dataset.dataset_id))
+        prepared.masked.extend(
+            scope.masking[name].value for name in scope.fields if name in scope.masking and name in shaped
+        )
+
+    def _row_filter(self, scope: GrantScope, dataset: Dataset) -> Any:
+        """The grant's filter, compiled once per grant version."""
+        key = (scope.grant_id, scope.version)
+        if key not in self._filters:
+            if not scope.row_filter:
+                self._filters[key] = _NO_FILTER
+            else:
+                try:
+                    self._filters[key] = row_filter.parse(scope.row_filter, dataset.field_names)
+                except InvalidInput as error:
+                    log.error("grant %s: row filter does not compile, nothing delivered: %s", key, error)
+                    self._filters[key] = _BROKEN_FILTER
+        return self._filters[key]
+
+    def _tenant_schema(self, dataset: Dataset, scope: GrantScope) -> avro.schema.NamedSchema:
+        key = (scope.grant_id, scope.version, dataset.schema_id, dataset.version)
+        if key not in self._tenant_schemas:
+            shaped = tenant_record_schema(json.loads(dataset.record_schema), scope)
+            self._tenant_schemas[key] = avro.schema.parse(json.dumps(shaped))
+        return self._tenant_schemas[key]
+
+    def _dead_letter(self, message: SourceMessage, reason_code: str, reason: str) -> Prepared:
+        log.warning("%s dead-lettered: %s: %s", message.position, reason_code, reason)
+        letter = dead_letter_event(message, SERVICE, reason_code, reason)
+        value = self.codec.encode(self._dead_letters_topic, schemas.get(DEAD_LETTER), letter)
+        return Prepared(
+            outgoing=[Outgoing(self._dead_letters_topic, message.topic.encode(), value)],
+            dead_letter_reason=reason_code,
+        )
+
+
+def usage_fact(
+    message: SourceMessage, scope: GrantScope, target_topic: str, policy_version: str, size: int
+) -> dict[str, Any]:
+    """RecordsDelivered for one record under one grant; the same source and grant give the same ids."""
+    delivery = delivery_id(message.topic, message.partition, message.offset, scope.grant_id)
+    return {
+        "event_id": str(uuid.uuid5(USAGE_EVENT_NAMESPACE, delivery)),
+        "occurred_at": utc_now(),
+        "actor": f"system:{SERVICE}",
+        "delivery_id": delivery,
+        "tenant_id": scope.tenant_id,
+        "dataset_id": scope.dataset_id,
+        "grant_id": scope.grant_id,
+        "target_topic": target_topic,
+        "provenance": {
+            "source_topic": message.topic,
+            "source_partition": message.partition,
+            "first_offset": message.offset,
+            "last_offset": message.offset,
+            "masking_policy_version": policy_version,
+        },
+        "records": 1,
+        "bytes": size,
+    }

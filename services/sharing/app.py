@@ -1,0 +1,393 @@
+"""The sharing worker: faust app "sharing" delivering every feed record to each entitled tenant's stream.
+
+Two parts run in every worker process:
+
+- the **follower** (`AuthorizationsFollower`) reads ALL of pdo.authorizations from the beginning with its
+  own aiokafka consumer outside any consumer group, into the worker's `GrantBook`. Every worker needs
+  every grant: feed partitions are spread over the group's workers, grants are keyed by grant id;
+- the **feed agent** `share_feed_records` reads the feed topics (the "sharing" group splits their
+  partitions between workers) and hands each record to `FeedHandler` (agents.py) in a thread.
+
+**Stream-order rule.** A grant transition (grant, suspension, resumption, revocation, expiry) whose event
+the broker acknowledged before a feed record was appended is applied to the book before that record is
+processed. How: before processing feed record (partition P, offset O) the agent needs a *fence* for P
+covering O. A fence reads, in this order, (1) P's end offset E and then (2) the end offsets of every
+pdo.authorizations partition, and waits until the follower has applied the authorizations topic up to
+(2). Any record with an offset below E was appended before (1), so every authorization event acknowledged
+before it was appended is below (2) and is in the book. One fence covers every record of P below E, so a
+backlog costs one fence, not one per record. (The authorization service publishes with acks=all and
+waits for the acknowledgement, so "revoked" returned to an operator means the event is below (2) for any
+record appended afterwards.)
+
+The book then decides by `GrantBook.active_for` (grants.py): a grant whose current state is not ACTIVE
+delivers nothing, so transitions applied earlier than strictly needed only ever deliver less (a record
+published just before a suspension but processed after it is not delivered); and a resumed grant does not
+deliver records published while it was suspended (compared by the feed record's timestamp and the
+transitions' `occurred_at`, so that part depends on the provider's and the authorization service's clocks
+agreeing; the "nothing after a stop" part depends on no clock).
+
+**At least once.** The deliveries and usage facts of a record are acknowledged by the broker before the
+agent takes the next record, and faust commits only offsets of records the agent has finished, so a
+crash redelivers and re-shapes; usage facts carry a delivery id stable across redelivery, and metering
+counts each id once.
+
+**Feed topics.** faust's pattern subscription does not work (faust-streaming/faust issue 62: the pattern
+never reaches the consumer), so the agent's channel lists the feed topics found on the broker (names
+matching the feed declaration's template, so isolated test namespaces work), and a timer adds feeds
+created later and asks faust to resubscribe (a rebalance). A new dataset's feed is picked up within
+`DISCOVERY_INTERVAL_S` + `RESUBSCRIBE_DELAY_S`.
+
+**Tenant topics** are created by the follower when it sees a grant ACTIVE, before the grant counts as
+applied, so a delivery never waits on a missing topic.
+
+Nothing blocking runs on the event loop: SQL, the registry, Avro and kafka-python's admin run in threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from prometheus_client import Counter, Gauge
+
+from pdo.catalog.service import get_dataset
+from pdo.core import topics
+from pdo.core.codec import AvroCodec, CodecError
+from pdo.core.config import Settings
+from pdo.core.db import make_engine
+from pdo.core.deadletters import source_message
+from pdo.core.errors import PdoError
+from pdo.core.kafka import admin_client
+from pdo.core.registry_client import RegistryClient
+from pdo.core.streams import make_app
+from pdo.core.topics import TopicId
+from pdo.sharing.agents import TRANSIENT, FeedHandler, Outgoing, feed_pattern, tenant_topic_part
+from pdo.sharing.grants import GrantBook
+from pdo.sharing.scope import GrantScope, GrantState
+
+log = logging.getLogger(__name__)
+
+APP_ID = "sharing"
+DISCOVERY_INTERVAL_S = 5.0
+# faust waits 45 s before resubscribing to batch changes; a new feed should not wait that long.
+RESUBSCRIBE_DELAY_S = 2.0
+FIRST_BACKOFF_S = 0.5
+MAX_BACKOFF_S = 30.0
+POLL_TIMEOUT_MS = 500
+
+AUTHORIZATION_EVENTS = Counter(
+    "pdo_sharing_authorization_events_total",
+    "Authorization events the follower read, by outcome (applied, unchanged, skipped)",
+    ["outcome"],
+)
+GRANTS = Gauge("pdo_sharing_grants", "Grants in the worker's grant book")
+FENCES = Counter("pdo_sharing_fences_total", "End-offset fences the feed agent waited on")
+
+
+# ---------------------------------------------------------------------------------------------- follower
+
+
+class AuthorizationsFollower:
+    """Reads pdo.authorizations into a GrantBook, from the beginning, outside any consumer group."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        codec: AvroCodec,
+        book: GrantBook,
+        on_active: Callable[[list[GrantScope]], None],
+    ) -> None:
+        self.settings = settings
+        self.codec = codec
+        self.book = book
+        self.on_active = on_active  # blocking (creates topics): run in a thread
+        self.topic = topics.name(TopicId.AUTHORIZATIONS, settings)
+        self._consumer: AIOKafkaConsumer | None = None
+        self._partitions: list[TopicPartition] = []
+        self._applied: dict[TopicPartition, int] = {}
+        self._progress = asyncio.Condition()
+        self._started = asyncio.Event()
+
+    async def run(self) -> None:
+        """Follow the topic until cancelled; a failure is logged and the follower starts over."""
+        backoff = FIRST_BACKOFF_S
+        while True:
+            try:
+                await self._follow()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # The book is only ever added to, never rolled back: starting over re-applies old events,
+                # which the version check makes harmless.
+                log.exception("authorizations follower failed; starting over in %.1f s", backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
+
+    async def _follow(self) -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap.split(","),
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            client_id="pdo-sharing-follower",
+        )
+        await consumer.start()
+        try:
+            partitions = await self._partitions_of()
+            consumer.assign(partitions)
+            await consumer.seek_to_beginning(*partitions)
+            self._consumer, self._partitions = consumer, partitions
+            self._started.set()
+            while True:
+                batch = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)
+                activated = await self._apply(batch)
+                if activated:
+                    await _retrying("creating tenant topics", self.on_active, activated)
+                await self._advance({tp: await consumer.position(tp) for tp in partitions})
+        finally:
+            self._started.clear()
+            self._consumer = None
+            await consumer.stop()
+
+    async def _partitions_of(self) -> list[TopicPartition]:
+        while True:
+            numbers = await asyncio.to_thread(partition_numbers, self.settings, self.topic)
+            if numbers:
+                return [TopicPartition(self.topic, number) for number in numbers]
+            log.warning("%s not found on the broker yet; is `pdo topics apply` done?", self.topic)
+            await asyncio.sleep(2.0)
+
+    async def _apply(self, batch: dict[TopicPartition, list[Any]]) -> list[GrantScope]:
+        """Apply one fetched batch in offset order per partition; the grants it left ACTIVE."""
+        activated: dict[str, GrantScope] = {}
+        for messages in batch.values():
+            for message in messages:
+                decoded = await _retrying("decoding an authorization", self._decode, message)
+                if decoded is None:
+                    continue
+                changed = self.book.apply(decoded.schema_name, decoded.value)
+                AUTHORIZATION_EVENTS.labels("applied" if changed else "unchanged").inc()
+                if changed is not None:
+                    activated[changed.grant_id] = changed
+        GRANTS.set(len(self.book))
+        return [scope for scope in activated.values() if scope.state is GrantState.ACTIVE]
+
+    def _decode(self, message: Any) -> Any:
+        try:
+            return self.codec.decode(message.value)
+        except CodecError as error:
+            # Nothing better can be done with bytes that are no event; pdo's own services never write them.
+            AUTHORIZATION_EVENTS.labels("skipped").inc()
+            log.error("%s[%d]@%d skipped: %s", message.topic, message.partition, message.offset, error)
+            return None
+
+    async def _advance(self, positions: dict[TopicPartition, int]) -> None:
+        async with self._progress:
+            self._applied.update(positions)
+            self._progress.notify_all()
+
+    async def fence(self, feed: TopicPartition) -> int:
+        """Wait until every authorization acknowledged before the feed's current end is applied; that end.
+
+        Records of `feed` below the returned offset may be processed with the book as it now stands.
+        """
+        await self._started.wait()
+        consumer = self._consumer
+        assert consumer is not None
+        FENCES.inc()
+        feed_end = (await consumer.end_offsets([feed]))[feed]  # first the feed, then the grants
+        wanted = await consumer.end_offsets(self._partitions)
+        async with self._progress:
+            await self._progress.wait_for(
+                lambda: all(self._applied.get(tp, -1) >= end for tp, end in wanted.items())
+            )
+        return feed_end
+
+
+async def _retrying(what: str, work: Callable[..., Any], *args: Any) -> Any:
+    """Run blocking `work(*args)` in a thread until it stops failing for transient reasons."""
+    backoff = FIRST_BACKOFF_S
+    while True:
+        try:
+            return await asyncio.to_thread(work, *args)
+        except TRANSIENT as error:
+            log.warning("%s waits %.1f s: %s", what, backoff, error)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF_S)
+
+
+# ---------------------------------------------------------------------------------------------- topics
+
+
+class TenantTopics:
+    """Creates tenant stream topics from topics/tenant-stream.yaml; remembers which exist. Blocking."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._known: set[str] | None = None
+
+    def ensure(self, grants: Iterable[GrantScope]) -> None:
+        declaration = topics.spec(TopicId.TENANT_STREAM, self.settings)
+        wanted: dict[str, topics.TopicSpec] = {}
+        for grant in grants:
+            try:
+                spec = declaration.render(
+                    tenant_id=tenant_topic_part(grant.tenant_id), dataset_id=grant.dataset_id
+                )
+            except PdoError as error:  # a tenant id no topic name can hold: nothing can be delivered
+                log.error("grant %s: no tenant topic: %s", grant.grant_id, error)
+                continue
+            wanted[spec.name] = spec
+        if self._known is not None and wanted.keys() <= self._known:
+            return
+        with admin_client(self.settings) as admin:
+            if self._known is None:
+                self._known = set(admin.list_topics())
+            missing = [spec for name, spec in wanted.items() if name not in self._known]
+            if missing:
+                report = topics.apply(admin, missing)
+                for line in report.drift:
+                    log.warning("tenant topic differs from its declaration: %s", line)
+        self._known.update(spec.name for spec in missing)
+        if missing:
+            log.info("tenant topics ready: %s", ", ".join(spec.name for spec in missing))
+
+
+def partition_numbers(settings: Settings, topic: str) -> list[int]:
+    """The partitions `topic` has on the broker; empty if it does not exist."""
+    with admin_client(settings) as admin:
+        if topic not in admin.list_topics():
+            return []
+        (described,) = admin.describe_topics([topic])
+        return sorted(partition["partition_index"] for partition in described["partitions"])
+
+
+def feed_topics_on_broker(settings: Settings) -> list[str]:
+    """Feed topics of this deployment's namespace that exist on the broker now."""
+    pattern = feed_pattern(settings)
+    with admin_client(settings) as admin:
+        return sorted(name for name in admin.list_topics() if pattern.match(name))
+
+
+# ---------------------------------------------------------------------------------------------- runtime
+
+
+@dataclass
+class Runtime:
+    """What one worker process holds; close() releases the registry, admin client and database pool."""
+
+    settings: Settings
+    book: GrantBook
+    handler: FeedHandler
+    follower: AuthorizationsFollower
+    tenant_topics: TenantTopics
+    engine: Any
+
+    def close(self) -> None:
+        self.handler.codec.registry.close()
+        self.engine.dispose()
+
+
+def masking_key(settings: Settings) -> bytes:
+    key = settings.masking_key
+    return key.encode() if isinstance(key, str) else bytes(key)
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    engine = make_engine(settings.database_url)
+    codec = AvroCodec(RegistryClient(settings.registry_url))
+    book = GrantBook()
+    tenant_topics = TenantTopics(settings)
+    handler = FeedHandler(
+        settings, codec, lambda dataset_id: get_dataset(engine, dataset_id), book, masking_key(settings)
+    )
+    follower = AuthorizationsFollower(settings, codec, book, tenant_topics.ensure)
+    return Runtime(settings, book, handler, follower, tenant_topics, engine)
+
+
+async def send_all(app: faust.App, outgoing: list[Outgoing]) -> None:
+    """Write every message and wait for every acknowledgement; retried whole on failure (at least once)."""
+    backoff = FIRST_BACKOFF_S
+    while True:
+        try:
+            pending = [
+                await app.producer.send(item.topic, item.key, item.value, None, None, None)
+                for item in outgoing
+            ]
+            await asyncio.gather(*pending)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            log.warning("writing %d messages failed, retrying in %.1f s: %s", len(outgoing), backoff, error)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF_S)
+
+
+def resubscribe(app: faust.App, pattern: re.Pattern[str], new_topics: list[str]) -> int:
+    """Add feed topics to the channels the agent reads and have faust resubscribe (a rebalance).
+
+    faust 0.15 has no public call for this. The agent reads clones of the channel it was given, each
+    registered with `app.topics` (the conductor), so every registered feed channel gets the new topics;
+    flagged, the conductor re-reads the channels' topic lists after a delay meant to batch changes (45 s
+    by default). Returns how many channels were changed.
+    """
+    changed = 0
+    for channel in list(app.topics):
+        names = getattr(channel, "topics", None)
+        if names is None or channel.internal or not all(pattern.match(name) for name in names):
+            continue
+        channel.topics = sorted({*names, *new_topics})
+        changed += 1
+    app.topics._resubscribe_sleep_lock_seconds = RESUBSCRIBE_DELAY_S
+    app.topics._flag_changes()
+    return changed
+
+
+def create_app(settings: Settings, runtime: Runtime, app_id: str = APP_ID) -> faust.App:
+    """The faust app; `app_id` is its consumer group (another one only for side-by-side runs, e.g. tests)."""
+    app = make_app(app_id, settings)
+    pattern = feed_pattern(settings)
+    feeds = app.topic(*feed_topics_on_broker(settings), internal=False, allow_empty=True)
+    follower, handler = runtime.follower, runtime.handler
+
+    @app.task
+    async def follow_authorizations() -> None:
+        await follower.run()
+
+    @app.agent(feeds, name="share_feed_records")
+    async def share_feed_records(stream: faust.StreamT) -> None:
+        covered: dict[TopicPartition, int] = {}
+        async for event in stream.events():
+            message = event.message
+            partition = TopicPartition(message.topic, message.partition)
+            while message.offset >= covered.get(partition, 0):
+                covered[partition] = await follower.fence(partition)
+            published_at = datetime.fromtimestamp(message.timestamp, UTC)
+            source = source_message(message)
+            prepared = await _retrying(source.position, handler.handle, source, published_at)
+            await send_all(app, prepared.outgoing)
+            prepared.count()
+
+    known = set(feeds.topics)
+
+    @app.timer(interval=DISCOVERY_INTERVAL_S, name="discover_feeds")
+    async def discover_feeds() -> None:
+        try:
+            found = await asyncio.to_thread(feed_topics_on_broker, settings)
+            new = [name for name in found if name not in known]
+            if new:
+                channels = resubscribe(app, pattern, new)
+                known.update(new)
+                log.info("new feed topics, %d channel(s) resubscribed: %s", channels, ", ".join(new))
+        except Exception:  # discovery is retried at the next tick; it must never stop the worker
+            log.exception("feed discovery failed")
+
+    return app

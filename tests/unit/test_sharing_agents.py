@@ -1,0 +1,325 @@
+"""The sharing worker's per-record handler with stand-ins: an in-memory registry and catalog, no broker."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import avro.schema
+import pytest
+from prometheus_client import REGISTRY
+
+from pdo.authorization import records
+from pdo.authorization.testing import InMemoryCatalog, traffic_dataset
+from pdo.core import schemas
+from pdo.core.codec import AvroCodec
+from pdo.core.config import Settings
+from pdo.core.deadletters import SourceMessage
+from pdo.core.registry_client import SchemaIdNotFound
+from pdo.sharing.agents import (
+    FeedHandler,
+    Prepared,
+    feed_dataset_id,
+    feed_pattern,
+    tenant_topic,
+    tenant_topic_part,
+)
+from pdo.sharing.grants import GrantBook
+from pdo.sharing.transform import delivery_id
+
+PUBLISHED = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
+DATASET = "traffic-flow"
+FEED = f"pdo.feed.{DATASET}"
+
+
+class MemoryRegistry:
+    """The two registry calls the codec makes, in memory."""
+
+    def __init__(self) -> None:
+        self.by_id: dict[int, str] = {}
+        self.ids: dict[tuple[str, str], int] = {}
+
+    def register(self, subject: str, schema_json: str) -> int:
+        key = (subject, schema_json)
+        if key not in self.ids:
+            self.ids[key] = len(self.by_id) + 1
+            self.by_id[self.ids[key]] = schema_json
+        return self.ids[key]
+
+    def schema_by_id(self, schema_id: int) -> str:
+        try:
+            return self.by_id[schema_id]
+        except KeyError:
+            raise SchemaIdNotFound(schema_id) from None
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def codec() -> AvroCodec:
+    return AvroCodec(MemoryRegistry())
+
+
+@pytest.fixture
+def catalog() -> InMemoryCatalog:
+    return InMemoryCatalog(traffic_dataset(DATASET), traffic_dataset("old-traffic", retired=True))
+
+
+@pytest.fixture
+def book() -> GrantBook:
+    book = GrantBook()
+    book.apply(
+        records.GRANTED, granted("grant-acme", "tenant:acme", ("record_id", "district", "plate_number"))
+    )
+    book.apply(
+        records.GRANTED,
+        granted(
+            "grant-lab", "tenant:citylab", ("record_id", "speed_kmh"), row_filter="district == 'Haidian'"
+        ),
+    )
+    return book
+
+
+@pytest.fixture
+def handler(codec, catalog, book) -> FeedHandler:
+    return FeedHandler(Settings.from_env(), codec, catalog.get, book, b"test-key")
+
+
+def granted(grant_id: str, tenant: str, fields: tuple[str, ...], row_filter: str | None = None) -> dict:
+    return {
+        "event_id": f"e-{grant_id}",
+        "occurred_at": PUBLISHED - timedelta(hours=1),
+        "actor": "operator:alice",
+        "grant_id": grant_id,
+        "request_id": f"r-{grant_id}",
+        "tenant_id": tenant,
+        "dataset_id": DATASET,
+        "fields": list(fields),
+        "masking": {"plate_number": "KEEP_FIRST_LAST"} if "plate_number" in fields else {},
+        "row_filter": row_filter,
+        "daily_quota_records": None,
+        "valid_from": PUBLISHED - timedelta(days=1),
+        "valid_until": PUBLISHED + timedelta(days=1),
+        "price_plan": {"kind": "FREE", "unit_price": 0, "tiers": [], "currency": "CNY"},
+        "decided_by_rule": None,
+        "reason": None,
+    }
+
+
+def traffic_record(record_id: str = "r-1", district: str = "Haidian") -> dict[str, Any]:
+    return {
+        "record_id": record_id,
+        "checkpoint_id": "cp-17",
+        "district": district,
+        "plate_number": "京A12345",
+        "vehicle_type": "BUS",
+        "speed_kmh": 41.0,
+        "lane": 1,
+        "direction": "EASTBOUND",
+        "observed_at": PUBLISHED,
+        "driver_phone": "13812345678",
+    }
+
+
+def feed_message(value: bytes, topic: str = FEED, offset: int = 7) -> SourceMessage:
+    return SourceMessage(topic=topic, partition=1, offset=offset, key=b"r-1", value=value)
+
+
+def encoded_record(codec: AvroCodec, record: dict[str, Any], topic: str = FEED) -> bytes:
+    dataset = traffic_dataset(DATASET)
+    return codec.encode(topic, avro.schema.parse(dataset.record_schema), record)
+
+
+def decoded(codec: AvroCodec, prepared: Prepared) -> list[tuple[str, dict[str, Any]]]:
+    return [(item.topic, codec.decode(item.value).value) for item in prepared.outgoing]
+
+
+def dead_letter_count(reason: str) -> float:
+    return REGISTRY.get_sample_value("pdo_sharing_dead_letters_total", {"reason": reason}) or 0.0
+
+
+# ---------------------------------------------------------------------------------------------- delivery
+
+
+def test_each_active_grant_gets_its_fields_masked_with_provenance_and_a_usage_fact(handler, codec):
+    prepared = handler.handle(feed_message(encoded_record(codec, traffic_record())), PUBLISHED)
+    out = decoded(codec, prepared)
+    acme_topic, lab_topic = tenant_topic("tenant:acme", DATASET), tenant_topic("tenant:citylab", DATASET)
+    assert [topic for topic, _ in out] == [acme_topic, "pdo.deliveries", lab_topic, "pdo.deliveries"]
+    acme = out[0][1]
+    assert set(acme) == {"record_id", "district", "plate_number", "pdo_provenance"}
+    assert acme["plate_number"] == "京*****5"
+    assert acme["pdo_provenance"]["grant_id"] == "grant-acme"
+    assert (acme["pdo_provenance"]["source_partition"], acme["pdo_provenance"]["source_offset"]) == (1, 7)
+    assert set(out[2][1]) == {"record_id", "speed_kmh", "pdo_provenance"}
+    fact = out[1][1]
+    assert fact["delivery_id"] == delivery_id(FEED, 1, 7, "grant-acme")
+    assert (fact["records"], fact["bytes"], fact["target_topic"]) == (
+        1,
+        len(prepared.outgoing[0].value),
+        acme_topic,
+    )
+    assert prepared.outgoing[0].key == b"r-1"
+    assert prepared.delivered == [("tenant:acme", DATASET), ("tenant:citylab", DATASET)]
+    assert prepared.masked == ["KEEP_FIRST_LAST"]
+
+
+def test_redelivery_gives_the_same_delivery_and_event_ids(handler, codec):
+    value = encoded_record(codec, traffic_record())
+    first = decoded(codec, handler.handle(feed_message(value), PUBLISHED))
+    again = decoded(codec, handler.handle(feed_message(value), PUBLISHED))
+    ids = [(v["delivery_id"], v["event_id"]) for topic, v in first if topic == "pdo.deliveries"]
+    assert ids == [(v["delivery_id"], v["event_id"]) for topic, v in again if topic == "pdo.deliveries"]
+    assert len(set(ids)) == 2
+
+
+def test_the_row_filter_keeps_other_rows_from_the_filtered_grant(handler, codec):
+    prepared = handler.handle(
+        feed_message(encoded_record(codec, traffic_record(district="Chaoyang"))), PUBLISHED
+    )
+    assert [topic for topic, _ in decoded(codec, prepared)] == [
+        tenant_topic("tenant:acme", DATASET),
+        "pdo.deliveries",
+    ]
+
+
+def test_an_inactive_grant_receives_nothing(handler, codec, book):
+    suspension = {
+        "event_id": "e-s",
+        "occurred_at": PUBLISHED - timedelta(minutes=5),
+        "actor": "operator:alice",
+        "grant_id": "grant-acme",
+        "tenant_id": "tenant:acme",
+        "dataset_id": DATASET,
+        "reason": "audit",
+        "grant": {
+            **{
+                k: v
+                for k, v in granted("grant-acme", "tenant:acme", ("record_id",)).items()
+                if k not in ("event_id", "occurred_at", "actor", "decided_by_rule", "reason")
+            },
+            "status": "SUSPENDED",
+            "status_reason": "audit",
+            "version": 2,
+        },
+    }
+    book.apply(records.SUSPENDED, suspension)
+    prepared = handler.handle(feed_message(encoded_record(codec, traffic_record())), PUBLISHED)
+    assert {v.get("grant_id") or v["pdo_provenance"]["grant_id"] for _, v in decoded(codec, prepared)} == {
+        "grant-lab"
+    }
+    # Outside every grant's validity window nobody receives it.
+    assert (
+        handler.handle(
+            feed_message(encoded_record(codec, traffic_record())), PUBLISHED + timedelta(days=2)
+        ).outgoing
+        == []
+    )
+
+
+# ---------------------------------------------------------------------------------------------- dead letters
+
+
+@pytest.mark.parametrize(
+    ("make_message", "reason"),
+    [
+        (lambda codec: feed_message(b"\x07garbage"), "UNDECODABLE"),
+        (lambda codec: feed_message(b""), "UNDECODABLE"),
+        (lambda codec: feed_message(b"\x00\x00\x00\x03\xe7body"), "UNKNOWN_SCHEMA"),
+        (lambda codec: feed_message(encoded_record(codec, traffic_record())[:-3]), "SCHEMA_MISMATCH"),
+        (
+            lambda codec: feed_message(
+                codec.encode(
+                    FEED,
+                    schemas.get(records.DENIED),
+                    {
+                        "event_id": "e",
+                        "occurred_at": PUBLISHED,
+                        "actor": "a",
+                        "request_id": "r",
+                        "tenant_id": "t",
+                        "dataset_id": DATASET,
+                        "rule": "x",
+                        "reason": "y",
+                    },
+                )
+            ),
+            "SCHEMA_MISMATCH",
+        ),
+        (
+            lambda codec: feed_message(encoded_record(codec, traffic_record()), topic="pdo.feed.nobody"),
+            "UNKNOWN_DATASET",
+        ),
+        (
+            lambda codec: feed_message(encoded_record(codec, traffic_record()), topic="pdo.feed.old-traffic"),
+            "RETIRED_DATASET",
+        ),
+    ],
+)
+def test_what_cannot_be_shared_is_dead_lettered_with_its_reason_and_bytes(
+    handler, codec, make_message, reason
+):
+    message = make_message(codec)
+    before = dead_letter_count(reason)
+    prepared = handler.handle(message, PUBLISHED)
+    ((topic, letter),) = decoded(codec, prepared)
+    assert topic == "pdo.dead-letters"
+    assert letter["reason_code"] == reason
+    assert (letter["source_topic"], letter["source_partition"], letter["source_offset"]) == (
+        message.topic,
+        1,
+        7,
+    )
+    assert letter["original_value"] == message.value
+    assert letter["service"] == "sharing"
+    prepared.count()
+    assert dead_letter_count(reason) == before + 1
+
+
+def test_a_value_that_does_not_fit_the_tenant_schema_delivers_nothing(handler, codec, catalog):
+    # The catalog's schema says district is a string; a writer schema with an int district decodes, but
+    # its shaped record cannot be encoded for the tenant: all or nothing, the record is dead-lettered.
+    odd = json.loads(traffic_dataset(DATASET).record_schema)
+    for field in odd["fields"]:
+        if field["name"] == "district":
+            field["type"] = "int"
+    value = codec.encode(FEED, avro.schema.parse(json.dumps(odd)), {**traffic_record(), "district": 5})
+    prepared = handler.handle(feed_message(value), PUBLISHED)
+    assert [v["reason_code"] for _, v in decoded(codec, prepared)] == ["SCHEMA_MISMATCH"]
+
+
+def test_a_broken_catalog_dataset_lookup_is_retried_not_dead_lettered(codec, book):
+    from pdo.core.errors import Unavailable
+
+    def down(dataset_id: str):
+        raise Unavailable("database down")
+
+    handler = FeedHandler(Settings.from_env(), codec, down, book, b"k")
+    with pytest.raises(Unavailable):
+        handler.handle(feed_message(encoded_record(codec, traffic_record())), PUBLISHED)
+
+
+# ---------------------------------------------------------------------------------------------- names
+
+
+def test_feed_and_tenant_topic_names_follow_the_declarations():
+    assert feed_dataset_id("pdo.feed.air-quality") == "air-quality"
+    assert feed_dataset_id("pdo.tenant.acme.air-quality") is None
+    assert feed_dataset_id("pdo.t-123.feed.air-quality") is None  # another namespace
+    assert feed_pattern().pattern.startswith("^pdo\\.feed\\.")
+    assert tenant_topic_part("tenant:acme") == "acme"
+    assert tenant_topic_part("acme") == "acme"
+    assert tenant_topic("tenant:acme", "air-quality") == "pdo.tenant.acme.air-quality"
+
+
+def test_a_dataset_changed_in_the_catalog_is_seen_after_the_cache_expires(codec, catalog, book):
+    now = [0.0]
+    handler = FeedHandler(Settings.from_env(), codec, catalog.get, book, b"k", clock=lambda: now[0])
+    value = encoded_record(codec, traffic_record())
+    assert handler.handle(feed_message(value), PUBLISHED).dead_letter_reason is None
+    catalog.add(replace(catalog.get(DATASET), retired=True))
+    now[0] += 10
+    assert handler.handle(feed_message(value), PUBLISHED).dead_letter_reason == "RETIRED_DATASET"
