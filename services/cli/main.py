@@ -12,6 +12,7 @@ from pdo.cli import (
     catalog,
     config,
     db,
+    deadletters,
     gateway,
     publish,
     registry,
@@ -32,6 +33,7 @@ COMMAND_MODULES = (
     sharing,
     gateway,
     publish,
+    deadletters,
     db,
     config,
 )

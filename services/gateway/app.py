@@ -20,7 +20,7 @@ from sqlalchemy import Engine
 from pdo.core.config import Settings
 from pdo.core.errors import Unavailable
 from pdo.core.http_metrics import MetricsMiddleware
-from pdo.gateway import routes_datasets, routes_grants, routes_ingest, routes_requests
+from pdo.gateway import routes_datasets, routes_grants, routes_ingest, routes_requests, routes_streams
 from pdo.gateway.errors import UnexpectedErrorMiddleware, install_error_handlers
 from pdo.gateway.limits import BodyLimitMiddleware
 from pdo.gateway.metrics import gateway_metrics
@@ -29,7 +29,7 @@ from pdo.publishing.publisher import FeedPublishers
 
 DESCRIPTION = """\
 pdo's API for data providers (register and maintain datasets, publish records to their feeds), tenants
-(request access, read their own requests and grants) and operators (review requests, suspend, resume and
+(request access, read their own requests and grants, stream their delivered records) and operators (review requests, suspend, resume and
 revoke grants).
 
 Authenticate with an API key (`pdo principals add` / `pdo principals key` issue them) sent as
@@ -45,21 +45,28 @@ def create_app(
     engine: Engine,
     principals: PrincipalStore | None = None,
     feeds: Any | None = None,
+    streams: routes_streams.StreamHub | None = None,
 ) -> fastapi.FastAPI:
     """The gateway over `engine` (migrated already: pdo.core.db.upgrade) and the two services.
 
     `feeds` gives the HTTP ingest a FeedPublisher per dataset (`for_dataset(dataset)`); by default a
     FeedPublishers over `settings`, connecting to Kafka on the first ingest and closed with the app.
+    `streams` serves tenants' HTTP streams (Kafka consumers, a codec); by default a StreamHub over
+    `settings`, closed with the app.
     """
     metrics = gateway_metrics()
     own_feeds = feeds is None
     feeds = feeds if feeds is not None else FeedPublishers(settings)
+    own_streams = streams is None
+    streams = streams if streams is not None else routes_streams.StreamHub(settings)
 
     @asynccontextmanager
     async def lifespan(_app: fastapi.FastAPI) -> AsyncIterator[None]:
         yield
         if own_feeds:
             feeds.close()
+        if own_streams:
+            streams.close()
 
     app = fastapi.FastAPI(
         title="pdo gateway",
@@ -73,6 +80,8 @@ def create_app(
     app.state.metrics = metrics
     app.state.feeds = feeds
     app.state.ingested_records = routes_ingest.ingested_records_counter(metrics.registry)
+    app.state.streams = streams
+    app.state.stream_metrics = routes_streams.stream_metrics(metrics.registry)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.gateway_max_body_bytes)
     app.add_middleware(UnexpectedErrorMiddleware, refusals=metrics.refusals)
     app.add_middleware(MetricsMiddleware, requests=metrics.requests)
@@ -82,6 +91,7 @@ def create_app(
         routes_ingest.router,
         routes_requests.router,
         routes_grants.router,
+        routes_streams.router,
     ):
         app.include_router(router)
 

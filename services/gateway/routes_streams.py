@@ -1,0 +1,437 @@
+"""GET /v1/streams/{dataset_id}: a tenant reads its own delivered records over server-sent events.
+
+For tenants without Kafka access. The stream is the tenant's topic of that dataset, named from the
+authenticated principal (`pdo.sharing.agents.tenant_topic`), never from anything the caller sends, so a key
+reaches only its own streams. A tenant without a grant (in any state) on the dataset gets 404, as does one
+whose topic does not exist yet; operators and providers get 403.
+
+Each record is one SSE event:
+
+    event: record
+    id: 0-17.2-4
+    data: {"record_id": "…", …, "pdo_provenance": {…}}
+
+`data` is the decoded record as JSON: timestamps and dates in ISO 8601, decimals as strings, bytes in
+base64. `id` lists, for every partition delivered from so far (sorted), the offset of the last record sent
+on it: `<partition>-<offset>` joined with `.` (a one-partition position reads `0-17`). A client that
+reconnects with that id as `Last-Event-ID` resumes just after each listed offset; partitions the id does not
+list start where `from` says (earliest by default). A record that does not decode is skipped with an
+`event: error` naming its position and reason, never its bytes, and its id advances past it. A comment line
+(`: heartbeat`) goes out every 15 s without records, keeping proxies from closing the connection.
+
+The consumer is aiokafka without a consumer group (every partition assigned, nothing committed), closed
+when the stream ends or the client goes away. Decoding (the registry is asked once per schema id) runs in
+a thread, one hop per batch, so the event loop never waits on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import math
+import re
+import threading
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from datetime import date, datetime, time
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+import anyio
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from starlette.background import BackgroundTask
+
+from pdo.core.codec import AvroCodec, CodecError
+from pdo.core.config import Settings
+from pdo.core.errors import InvalidInput, NotFound, Unavailable
+from pdo.core.registry_client import RegistryClient, RegistryError
+from pdo.gateway.auth import Tenant
+from pdo.gateway.deps import DatasetId, authorization
+from pdo.gateway.models import ERROR_RESPONSES
+from pdo.sharing.agents import tenant_topic
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_S = 15.0
+POLL_S = 1.0  # longest wait for records before checking the client, the heartbeat and the idle timeout
+MAX_BATCH = 500
+MAX_LAST_EVENT_ID = 1024  # characters; far more than any topic's partitions need
+MAX_OFFSET = 2**63 - 1
+RETRY_MS = 3000
+POSITION = re.compile(r"(0|[1-9][0-9]{0,8})-(0|[1-9][0-9]{0,18})")
+
+router = APIRouter(prefix="/v1/streams", responses=ERROR_RESPONSES, tags=["streams"])
+
+
+# ------------------------------------------------------------------------------------------- plumbing
+
+
+@dataclass(frozen=True)
+class StreamMetrics:
+    records: Counter
+    skipped: Counter
+    open_streams: Gauge
+
+
+def stream_metrics(registry: CollectorRegistry) -> StreamMetrics:
+    """The streaming metrics; the dataset label is bounded: only datasets the caller holds a grant on."""
+    return StreamMetrics(
+        records=Counter(
+            "pdo_gateway_stream_records",
+            "Records sent to tenants over the HTTP stream endpoint, by dataset",
+            ["dataset"],
+            registry=registry,
+        ),
+        skipped=Counter(
+            "pdo_gateway_stream_skipped_records",
+            "Records on a tenant stream that did not decode and were skipped with an error event, by dataset",
+            ["dataset"],
+            registry=registry,
+        ),
+        open_streams=Gauge(
+            "pdo_gateway_open_streams", "HTTP streams open to tenants right now", registry=registry
+        ),
+    )
+
+
+class StreamHub:
+    """What the stream endpoint needs from outside: Kafka consumers and a codec (made on first use)."""
+
+    def __init__(self, settings: Settings, heartbeat_s: float = HEARTBEAT_S) -> None:
+        self.settings = settings
+        self.heartbeat_s = heartbeat_s
+        self._registry: RegistryClient | None = None
+        self._codec: AvroCodec | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def codec(self) -> AvroCodec:
+        with self._lock:
+            if self._codec is None:
+                self._registry = RegistryClient(self.settings.registry_url)
+                self._codec = AvroCodec(self._registry)
+            return self._codec
+
+    def topic(self, tenant_id: str, dataset_id: str) -> str:
+        return tenant_topic(tenant_id, dataset_id, self.settings)
+
+    def consumer(self) -> AIOKafkaConsumer:
+        timeout_ms = self.settings.kafka_timeout_s * 1000
+        return AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap.split(","),
+            group_id=None,
+            enable_auto_commit=False,
+            # A resume position whose records retention has removed reads on from the oldest kept.
+            auto_offset_reset="earliest",
+            client_id=f"pdo-gateway-stream-{uuid.uuid4().hex[:8]}",
+            request_timeout_ms=max(timeout_ms, 5000),
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            if self._registry is not None:
+                self._registry.close()
+            self._registry = self._codec = None
+
+
+# ------------------------------------------------------------------------------------ SSE and resume ids
+
+
+def jsonable(value: Any) -> Any:
+    """`value` with datetimes as ISO 8601, Decimals as strings, bytes as base64, non-finite floats as text."""
+    if isinstance(value, dict):
+        return {str(key): jsonable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(item) for item in value]
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def record_json(value: Any) -> str:
+    """One line of JSON (no newline can appear: strings are escaped), as SSE `data` needs."""
+    return json.dumps(jsonable(value), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def sse_event(event: str, data: str, event_id: str | None = None) -> str:
+    """One SSE event; `data` spanning lines becomes several `data:` lines, as the format requires."""
+    lines = [f"event: {event}"]
+    if event_id is not None:
+        lines.append(f"id: {event_id}")
+    lines.extend(f"data: {line}" for line in data.split("\n"))
+    return "\n".join(lines) + "\n\n"
+
+
+def sse_comment(text: str) -> str:
+    return "".join(f": {line}\n" for line in text.split("\n")) + "\n"
+
+
+def format_event_id(positions: dict[int, int]) -> str:
+    """{0: 17, 2: 4} -> '0-17.2-4': the last offset sent on each partition, by partition."""
+    return ".".join(f"{partition}-{offset}" for partition, offset in sorted(positions.items()))
+
+
+def parse_last_event_id(raw: str | None) -> dict[int, int]:
+    """The positions in a Last-Event-ID header ({} when absent or empty); InvalidInput saying what is wrong."""
+    if raw is None or not raw.strip():
+        return {}
+    text = raw.strip()
+    hint = "send back an id exactly as the stream gave it, e.g. '0-17.2-4', or no Last-Event-ID to start anew"
+    if len(text) > MAX_LAST_EVENT_ID:
+        raise InvalidInput(
+            f"Last-Event-ID is {len(text)} characters long; at most {MAX_LAST_EVENT_ID} are accepted",
+            hint=hint,
+        )
+    positions: dict[int, int] = {}
+    for index, part in enumerate(text.split(".")):
+        match = POSITION.fullmatch(part)
+        if match is None:
+            shown = part[:40].encode("ascii", "backslashreplace").decode("ascii")
+            raise InvalidInput(
+                f"Last-Event-ID part {index + 1} ({shown!r}) is not '<partition>-<offset>' in decimal digits "
+                "without leading zeros",
+                hint=hint,
+            )
+        partition, offset = int(match.group(1)), int(match.group(2))
+        if offset > MAX_OFFSET:
+            raise InvalidInput(f"Last-Event-ID offset {offset} is beyond any Kafka offset", hint=hint)
+        if partition in positions:
+            raise InvalidInput(f"Last-Event-ID names partition {partition} twice", hint=hint)
+        positions[partition] = offset
+    return positions
+
+
+def check_positions(positions: dict[int, int], ends: dict[int, int]) -> None:
+    """Every resumed partition exists and its offset was ever written (`ends`: partition -> end offset)."""
+    hint = "send back an id this stream gave, or no Last-Event-ID to start anew"
+    for partition, offset in sorted(positions.items()):
+        if partition not in ends:
+            raise InvalidInput(
+                f"Last-Event-ID names partition {partition}, but the stream has partitions 0-{max(ends)}"
+                if ends
+                else f"Last-Event-ID names partition {partition} of an empty stream",
+                hint=hint,
+            )
+        if offset >= ends[partition]:
+            raise InvalidInput(
+                f"Last-Event-ID offset {offset} on partition {partition} was never written: the partition "
+                f"ends before offset {ends[partition]}",
+                hint=hint,
+            )
+
+
+# -------------------------------------------------------------------------------------------- decoding
+
+
+@dataclass(frozen=True)
+class Outcome:
+    partition: int
+    offset: int
+    value: dict[str, Any] | None  # None: did not decode
+    reason: str = ""
+
+
+def decode_all(codec: AvroCodec, messages: Iterable[Any]) -> list[Outcome]:
+    """Blocking (the registry on a new schema id): run in a thread. RegistryError is left to the caller."""
+    outcomes = []
+    for message in messages:
+        try:
+            decoded = codec.decode(message.value)
+        except CodecError as error:
+            outcomes.append(Outcome(message.partition, message.offset, None, error.reason_code))
+            continue
+        outcomes.append(Outcome(message.partition, message.offset, decoded.value))
+    return outcomes
+
+
+# ---------------------------------------------------------------------------------------------- route
+
+
+@router.get(
+    "/{dataset_id}",
+    summary="Your delivered records of a dataset, as server-sent events",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": (
+                "`text/event-stream`: `event: record` per record (`id` = resume position, `data` = the record "
+                "as JSON), `event: error` for a skipped record, `: heartbeat` comments every 15 s"
+            ),
+            "content": {"text/event-stream": {}},
+        },
+        404: {"description": "you hold no grant on this dataset, or its stream does not exist yet"},
+    },
+)
+async def stream_records(
+    request: Request,
+    tenant: Tenant,
+    dataset_id: DatasetId,
+    start: Annotated[
+        Literal["earliest", "latest"],
+        Query(alias="from", description="where partitions not named in Last-Event-ID start"),
+    ] = "earliest",
+    limit: Annotated[
+        int | None, Query(ge=1, le=1_000_000, description="end the stream after this many records")
+    ] = None,
+    idle_timeout_s: Annotated[
+        float | None, Query(gt=0, le=86_400, description="end the stream after this long without records")
+    ] = None,
+    last_event_id: Annotated[
+        str | None,
+        Header(alias="Last-Event-ID", description="resume after the position an event's id gave"),
+    ] = None,
+) -> StreamingResponse:
+    resume = parse_last_event_id(last_event_id)
+    grants = await run_in_threadpool(
+        authorization(request).list_grants, tenant_id=tenant.principal_id, dataset_id=dataset_id
+    )
+    missing = NotFound(
+        f"you have no stream of dataset {dataset_id!r}",
+        hint="request access (POST /v1/requests); your grants are at GET /v1/grants",
+    )
+    if not grants:
+        raise missing
+    hub: StreamHub = request.app.state.streams
+    topic = hub.topic(tenant.principal_id, dataset_id)
+    consumer = hub.consumer()
+    try:
+        await consumer.start()
+    except KafkaError as error:
+        await _stop(consumer)
+        raise Unavailable(
+            "the stream cannot be read now: the Kafka broker does not answer", hint="retry later"
+        ) from error
+    try:
+        partitions = await _partitions(consumer, topic)
+        if not partitions:
+            raise NotFound(
+                f"your stream of dataset {dataset_id!r} does not exist yet",
+                hint="it is created when your grant becomes active",
+            )
+        assigned = [TopicPartition(topic, partition) for partition in partitions]
+        consumer.assign(assigned)
+        if resume:
+            ends = await consumer.end_offsets(assigned)
+            check_positions(resume, {tp.partition: end for tp, end in ends.items()})
+        for tp in assigned:
+            if tp.partition in resume:
+                consumer.seek(tp, resume[tp.partition] + 1)
+        fresh = [tp for tp in assigned if tp.partition not in resume]
+        if fresh:
+            if start == "latest":
+                await consumer.seek_to_end(*fresh)
+            else:
+                await consumer.seek_to_beginning(*fresh)
+    except BaseException as error:
+        await _stop(consumer)
+        if isinstance(error, KafkaError):
+            raise Unavailable(
+                "the stream cannot be read now: the Kafka broker failed", hint="retry later"
+            ) from error
+        raise
+    body = _events(request, hub, consumer, dataset_id, resume, limit, idle_timeout_s)
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    # Closes the consumer should the body never start (its own `finally` closes it otherwise).
+    closing = BackgroundTask(_stop, consumer)
+    return StreamingResponse(body, media_type="text/event-stream", headers=headers, background=closing)
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[int]:
+    """The topic's partitions, or [] when it does not exist; asks for all metadata, so nothing is auto-created."""
+    cluster = await consumer._client.fetch_all_metadata()  # noqa: SLF001 — the public call keeps only names
+    return sorted(cluster.partitions_for_topic(topic) or ())
+
+
+async def _stop(consumer: AIOKafkaConsumer) -> None:
+    with anyio.CancelScope(shield=True):
+        try:
+            await consumer.stop()
+        except Exception:
+            log.warning("closing a stream's Kafka consumer failed", exc_info=True)
+
+
+async def _events(
+    request: Request,
+    hub: StreamHub,
+    consumer: AIOKafkaConsumer,
+    dataset_id: str,
+    positions: dict[int, int],
+    limit: int | None,
+    idle_timeout_s: float | None,
+) -> AsyncIterator[str]:
+    metrics: StreamMetrics = request.app.state.stream_metrics
+    records, skipped = metrics.records.labels(dataset=dataset_id), metrics.skipped.labels(dataset=dataset_id)
+    positions = dict(positions)
+    loop = asyncio.get_running_loop()
+    sent = 0
+    last_record = last_output = loop.time()
+    metrics.open_streams.inc()
+    try:
+        yield f"retry: {RETRY_MS}\n" + sse_comment(f"your stream of dataset {dataset_id}")
+        while limit is None or sent < limit:
+            now = loop.time()
+            wait = min(POLL_S, max(hub.heartbeat_s - (now - last_output), 0.0))
+            if idle_timeout_s is not None:
+                left = idle_timeout_s - (now - last_record)
+                if left <= 0:
+                    break
+                wait = min(wait, left)
+            batch = await consumer.getmany(
+                timeout_ms=max(int(wait * 1000), 1),
+                max_records=min(MAX_BATCH, limit - sent) if limit is not None else MAX_BATCH,
+            )
+            messages = [message for tp in sorted(batch, key=lambda tp: tp.partition) for message in batch[tp]]
+            if messages:
+                try:
+                    outcomes = await anyio.to_thread.run_sync(decode_all, hub.codec, messages)
+                except RegistryError:
+                    log.warning("the schema registry did not answer while streaming %s", dataset_id)
+                    unavailable = {"error": "unavailable", "message": "the schema registry does not answer"}
+                    yield sse_event("error", record_json({**unavailable, "hint": "reconnect later"}))
+                    break
+                chunks = []
+                for outcome in outcomes:
+                    positions[outcome.partition] = outcome.offset
+                    event_id = format_event_id(positions)
+                    if outcome.value is None:
+                        skipped.inc()
+                        problem = {
+                            "error": "undecodable_record",
+                            "reason": outcome.reason,
+                            "partition": outcome.partition,
+                            "offset": outcome.offset,
+                            "message": "this record does not decode and was skipped; an operator can tell why",
+                        }
+                        chunks.append(sse_event("error", record_json(problem), event_id))
+                        continue
+                    chunks.append(sse_event("record", record_json(outcome.value), event_id))
+                    records.inc()
+                    sent += 1
+                    if limit is not None and sent >= limit:
+                        break
+                yield "".join(chunks)
+                last_record = last_output = loop.time()
+            elif loop.time() - last_output >= hub.heartbeat_s:
+                yield sse_comment("heartbeat")
+                last_output = loop.time()
+            if await request.is_disconnected():
+                break
+    finally:
+        metrics.open_streams.dec()
+        await _stop(consumer)
