@@ -193,6 +193,9 @@ class FeedHandler:
         self._tenant_schemas: dict[tuple[str, int, int, int], avro.schema.NamedSchema] = {}
         self._deliveries_topic = topics.name(TopicId.DELIVERIES, settings)
         self._dead_letters_topic = topics.name(TopicId.DEAD_LETTERS, settings)
+        # Looked up once: schemas.get reads the settings and resolves paths, too slow for every delivery.
+        self._delivery_schema = schemas.get(RECORDS_DELIVERED, settings.home / "schemas")
+        self._dead_letter_schema = schemas.get(DEAD_LETTER, settings.home / "schemas")
 
     def handle(self, message: SourceMessage, published_at: datetime) -> Prepared:
         """The messages one feed record becomes; raises only TRANSIENT errors (retry them)."""
@@ -292,7 +295,7 @@ class FeedHandler:
             Outgoing(
                 self._deliveries_topic,
                 scope.grant_id.encode(),
-                self.codec.encode(self._deliveries_topic, schemas.get(RECORDS_DELIVERED), fact),
+                self.codec.encode(self._deliveries_topic, self._delivery_schema, fact),
             )
         )
         prepared.delivered.append((scope.tenant_id, dataset.dataset_id))
@@ -324,7 +327,7 @@ class FeedHandler:
     def _dead_letter(self, message: SourceMessage, reason_code: str, reason: str) -> Prepared:
         log.warning("%s dead-lettered: %s: %s", message.position, reason_code, reason)
         letter = dead_letter_event(message, SERVICE, reason_code, reason)
-        value = self.codec.encode(self._dead_letters_topic, schemas.get(DEAD_LETTER), letter)
+        value = self.codec.encode(self._dead_letters_topic, self._dead_letter_schema, letter)
         return Prepared(
             outgoing=[Outgoing(self._dead_letters_topic, message.topic.encode(), value)],
             dead_letter_reason=reason_code,

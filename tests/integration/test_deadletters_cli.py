@@ -18,7 +18,7 @@ import sys
 
 import pytest
 from kafka.admin import NewTopic
-from test_sharing_worker import (  # noqa: F401  (fixtures)
+from sharing_support import (  # noqa: F401  (fixtures)
     Feed,
     db_url,
     platform,

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, Phase, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from kafka import KafkaConsumer, TopicPartition
-from test_sharing_worker import (  # noqa: F401  (fixtures)
+from sharing_support import (  # noqa: F401  (fixtures)
     ACME,
     DISTRICTS,
     db_url,

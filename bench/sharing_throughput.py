@@ -1,0 +1,695 @@
+"""Sharing throughput and latency: the real sharing worker beside plain aiokafka loops on the same records.
+
+For each grant count in --grants-list (default 1,10) the script, in a topic namespace of its own, with an
+in-process schema registry and the database at --database-url:
+
+1. registers a TrafficFlow dataset (plate_number KEEP_FIRST_LAST, driver_phone MASK_MIDDLE_DIGITS) and
+   approves one grant per tenant (G tenants; every grant delivers the masked plate and phone; every
+   second grant also has the row filter district == 'Haidian', a third of the rows);
+2. publishes --records TrafficFlow records to the feed before any consumer runs (a backlog);
+3. **worker**: starts `pdo sharing worker` (faust, a subprocess, fresh group) and waits until every
+   expected delivery is on the tenant topics. Throughput is steady state: input records / (last tenant
+   record's timestamp - first tenant record's timestamp), so worker start-up and the first fence are not
+   counted (the time from worker start to the last delivery is printed too);
+4. **latency**: with that worker caught up, publishes --latency-records records at --rate per second;
+   latency = tenant record's Kafka timestamp - feed record's Kafka timestamp (both CreateTime set by
+   producers on this machine), over every delivery; then the worker is stopped;
+5. **ceilings**, plain aiokafka on the same feed records, same broker, one process:
+   - `copy`: consume -> produce the bytes unchanged to one topic (no Avro);
+   - `avro`: consume -> decode (fastavro, our codec) -> `pdo.sharing.transform.shape` per grant -> encode
+     -> produce to one topic per grant (tenant records only, no usage facts);
+   - `handler`: consume -> the service's own `FeedHandler.handle` (decode, shape, encode, usage facts)
+     -> produce everything it returns;
+   each produces without waiting per record (acks=all, awaited per fetched batch), then the `avro` and
+   `handler` loops are timed live for latency the same way as the worker;
+6. prints a table, and a per-record breakdown of where the `avro` / `handler` loops spend their time.
+
+    PDO_KAFKA_BOOTSTRAP=127.0.0.1:19092 .venv/bin/python bench/sharing_throughput.py --records 20000 \
+        --grants-list 1,10 --database-url postgresql+psycopg://postgres@127.0.0.1:55433/postgres
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import avro.schema
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from kafka import KafkaConsumer
+from kafka import TopicPartition as KTopicPartition
+from kafka.admin import NewTopic
+
+from pdo.authorization.models import RequestSpec
+from pdo.authorization.policy import load_policy
+from pdo.authorization.service import AuthorizationService
+from pdo.authorization.testing import TRAFFIC_FLOW_SCHEMA, create_topics, isolated_home
+from pdo.catalog.models import (
+    Classification,
+    DatasetRegistration,
+    Domain,
+    MaskingRule,
+    Openness,
+    PriceKind,
+    PricePlan,
+    SensitiveField,
+)
+from pdo.catalog.service import CatalogService, feed_topic, get_dataset
+from pdo.core import db, topics
+from pdo.core.codec import AvroCodec
+from pdo.core.config import Settings
+from pdo.core.deadletters import source_message
+from pdo.core.events import EventPublisher, utc_now
+from pdo.core.kafka import admin_client, producer
+from pdo.core.registry_client import RegistryClient
+from pdo.core.serving import ServerThread
+from pdo.core.topics import TopicId
+from pdo.registry.app import create_app
+from pdo.sharing.agents import _NO_FILTER, FeedHandler, tenant_topic
+from pdo.sharing.app import masking_key
+from pdo.sharing.grants import GrantBook
+from pdo.sharing.transform import Provenance, masking_policy_version, shape
+
+PROVIDER = "provider:transport-bureau"
+DISTRICTS = ("Haidian", "Chaoyang", "Dongcheng")
+FIELDS = ("record_id", "district", "plate_number", "vehicle_type", "speed_kmh", "driver_phone")
+FILTER = "district == 'Haidian'"
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--records", type=int, default=20000, help="backlog records per grant count")
+    parser.add_argument("--grants-list", default="1,10", help="grant counts to run, comma separated")
+    parser.add_argument("--latency-records", type=int, default=500)
+    parser.add_argument("--rate", type=float, default=200, help="records per second in the latency phase")
+    parser.add_argument("--timeout", type=float, default=900, help="give up on a worker run after this")
+    parser.add_argument("--database-url", default=Settings.from_env().database_url)
+    parser.add_argument(
+        "--profile", action="store_true", help="also cProfile FeedHandler.handle over the records"
+    )
+    return parser.parse_args()
+
+
+# ---------------------------------------------------------------------------------------------- setup
+
+
+@dataclasses.dataclass
+class Setup:
+    settings: Settings
+    tag: str
+    dataset_id: str
+    feed: str
+    grants: list[tuple[str, str, bool]]  # (grant id, tenant id, filtered)
+    codec: AvroCodec
+    book: GrantBook
+
+
+def prepare(base: Settings, work: Path, grant_count: int) -> Setup:
+    tag = f"bench-{uuid.uuid4().hex[:6]}"
+    folder = work / tag
+    folder.mkdir()
+    settings = dataclasses.replace(base, home=isolated_home(folder, tag), run_dir=folder / "run")
+    settings.run_dir.mkdir()
+    create_topics(settings)
+    db.upgrade(settings.database_url)
+    engine = db.make_engine(settings.database_url)
+    publisher = EventPublisher(settings)
+    try:
+        catalog = CatalogService(engine, publisher, publisher.codec.registry, settings)
+        service = AuthorizationService(engine, publisher, catalog, load_policy(), settings)
+        dataset_id = f"traffic-{uuid.uuid4().hex[:8]}"
+        catalog.register(
+            PROVIDER,
+            DatasetRegistration(
+                dataset_id=dataset_id,
+                owner_department="Transport Bureau",
+                title="Traffic flow (benchmark)",
+                domain=Domain.TRANSPORT,
+                classification=Classification.GENERAL,
+                openness=Openness.OPEN,
+                record_schema=TRAFFIC_FLOW_SCHEMA,
+                sensitive_fields=(
+                    SensitiveField("plate_number", MaskingRule.KEEP_FIRST_LAST),
+                    SensitiveField("driver_phone", MaskingRule.MASK_MIDDLE_DIGITS),
+                ),
+                price_plan=PricePlan(PriceKind.PER_THOUSAND_RECORDS, Decimal("2.50")),
+            ),
+            PROVIDER,
+        )
+        grants = []
+        start = utc_now() - timedelta(minutes=1)
+        for number in range(grant_count):
+            tenant = f"tenant:bench{number}"
+            filtered = number % 2 == 1
+            request = service.submit_request(
+                tenant,
+                RequestSpec(
+                    dataset_id=dataset_id,
+                    purpose="sharing throughput benchmark",
+                    fields=FIELDS,
+                    row_filter=FILTER if filtered else None,
+                    valid_from=start,
+                    valid_until=start + timedelta(days=1),
+                ),
+                tenant,
+            )
+            grants.append((service.approve(request.request_id, "operator:bench").grant_id, tenant, filtered))
+    finally:
+        publisher.close()
+        engine.dispose()
+    codec = AvroCodec(RegistryClient(settings.registry_url))
+    return Setup(
+        settings, tag, dataset_id, feed_topic(dataset_id, settings), grants, codec, read_book(settings, codec)
+    )
+
+
+def read_book(settings: Settings, codec: AvroCodec) -> GrantBook:
+    """The grant book as a worker would build it: every authorization event from the beginning."""
+    book = GrantBook()
+    for _, _, _, value in read_range(settings, topics.name(TopicId.AUTHORIZATIONS, settings)):
+        decoded = codec.decode(value)
+        book.apply(decoded.schema_name, decoded.value)
+    return book
+
+
+def drop_namespace(settings: Settings, tag: str) -> None:
+    with admin_client(settings) as admin:
+        admin.delete_topics([name for name in admin.list_topics() if name.startswith(f"pdo.{tag}.")])
+
+
+def make_topic(settings: Settings, name: str) -> None:
+    with admin_client(settings) as admin:
+        admin.create_topics([NewTopic(name, num_partitions=3, replication_factor=1)])
+
+
+def traffic_record(record_id: str, number: int) -> dict[str, Any]:
+    return {
+        "record_id": record_id,
+        "checkpoint_id": f"cp-{number % 40}",
+        "district": DISTRICTS[number % len(DISTRICTS)],
+        "plate_number": f"京A{(number * 7919) % 100000:05d}",
+        "vehicle_type": "PASSENGER_CAR",
+        "speed_kmh": 40.0 + number % 50,
+        "lane": number % 4 + 1,
+        "direction": "NORTHBOUND",
+        "observed_at": datetime(2026, 3, 1, 8, 30, tzinfo=UTC),
+        "driver_phone": f"138{number % 100000000:08d}",
+    }
+
+
+def publish(setup: Setup, count: int, label: str, rate: float | None = None) -> dict[bytes, int]:
+    """Publish `count` records (paced at `rate`/s if given); record id -> the feed record's timestamp (ms)."""
+    schema = avro.schema.parse(TRAFFIC_FLOW_SCHEMA)
+    kafka = producer(
+        setup.settings, linger_ms=5 if rate is None else 0, max_in_flight_requests_per_connection=5
+    )
+    futures = []
+    started = time.perf_counter()
+    try:
+        for number in range(count):
+            record = traffic_record(f"{label}-{number}", number)
+            key = record["record_id"].encode()
+            futures.append(
+                (key, kafka.send(setup.feed, key=key, value=setup.codec.encode(setup.feed, schema, record)))
+            )
+            if rate:
+                time.sleep(max(0.0, started + (number + 1) / rate - time.perf_counter()))
+        kafka.flush()
+        return {key: future.get(timeout=30).timestamp for key, future in futures}
+    finally:
+        kafka.close()
+
+
+def expected_deliveries(setup: Setup, count: int) -> int:
+    haidian = sum(1 for number in range(count) if number % len(DISTRICTS) == 0)
+    return sum(haidian if filtered else count for _, _, filtered in setup.grants)
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+def _consumer(settings: Settings) -> KafkaConsumer:
+    return KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap.split(","), enable_auto_commit=False)
+
+
+def end_offsets(settings: Settings, names: list[str]) -> dict[KTopicPartition, int]:
+    consumer = _consumer(settings)
+    try:
+        assigned = [
+            KTopicPartition(name, number)
+            for name in names
+            for number in sorted(consumer.partitions_for_topic(name) or ())
+        ]
+        return consumer.end_offsets(assigned) if assigned else {}
+    finally:
+        consumer.close()
+
+
+def read_range(
+    settings: Settings, topic: str, start: dict[KTopicPartition, int] | None = None, only_edges: bool = False
+) -> list[tuple[int, int, bytes | None, bytes]]:
+    """(partition, timestamp ms, key, value) of `topic` from `start` to its end now; `only_edges`: first and
+    last record of each partition only."""
+    consumer = _consumer(settings)
+    try:
+        assigned = [KTopicPartition(topic, n) for n in sorted(consumer.partitions_for_topic(topic) or ())]
+        ends = consumer.end_offsets(assigned) if assigned else {}
+        found = []
+        for tp in assigned:
+            first = (start or {}).get(tp, 0)
+            wanted = [first, ends[tp] - 1] if only_edges else range(first, ends[tp])
+            consumer.assign([tp])
+            if only_edges:
+                for offset in dict.fromkeys(o for o in wanted if first <= o < ends[tp]):
+                    consumer.seek(tp, offset)
+                    found.extend(_poll_one(consumer, tp, offset))
+                continue
+            consumer.seek(tp, first)
+            deadline = time.monotonic() + 60
+            while consumer.position(tp) < ends[tp] and time.monotonic() < deadline:
+                for messages in consumer.poll(timeout_ms=500, max_records=5000).values():
+                    found.extend(
+                        (m.partition, m.timestamp, m.key, m.value) for m in messages if m.offset < ends[tp]
+                    )
+        return found
+    finally:
+        consumer.close()
+
+
+def _poll_one(consumer: KafkaConsumer, tp: KTopicPartition, offset: int) -> list:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        for messages in consumer.poll(timeout_ms=500, max_records=1).values():
+            return [(m.partition, m.timestamp, m.key, m.value) for m in messages if m.offset == offset]
+    return []
+
+
+# ---------------------------------------------------------------------------------------------- worker
+
+
+def start_worker(setup: Setup) -> subprocess.Popen:
+    settings = setup.settings
+    env = {
+        **os.environ,
+        "PDO_HOME": str(settings.home),
+        "PDO_RUN_DIR": str(settings.run_dir),
+        "PDO_REGISTRY_URL": settings.registry_url,
+        "PDO_DATABASE_URL": settings.database_url,
+        "PDO_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "pdo.cli.main",
+        "sharing",
+        "worker",
+        "--group",
+        f"bench-{uuid.uuid4().hex[:6]}",
+    ]
+    log = (settings.run_dir / "worker.log").open("wb")
+    return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def tenant_topics(setup: Setup) -> list[str]:
+    return [tenant_topic(tenant, setup.dataset_id, setup.settings) for _, tenant, _ in setup.grants]
+
+
+def wait_for_deliveries(setup: Setup, target: int, worker: subprocess.Popen, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    last_print = time.monotonic()
+    while True:
+        if worker.poll() is not None:
+            raise SystemExit(
+                f"the worker exited with {worker.returncode}; see {setup.settings.run_dir}/worker.log"
+            )
+        done = sum(end_offsets(setup.settings, tenant_topics(setup)).values())
+        if done >= target:
+            return
+        if time.monotonic() > deadline:
+            raise SystemExit(f"only {done}/{target} deliveries after {timeout_s:.0f} s")
+        if time.monotonic() - last_print > 15:
+            print(f"    ... {done}/{target} deliveries", flush=True)
+            last_print = time.monotonic()
+        time.sleep(0.5)
+
+
+def delivery_span_s(setup: Setup, names: list[str]) -> tuple[float, float]:
+    """First and last tenant record timestamps (ms) over `names`, from the first/last record per partition."""
+    stamps = [ts for name in names for _, ts, _, _ in read_range(setup.settings, name, only_edges=True)]
+    return min(stamps), max(stamps)
+
+
+def latencies(setup: Setup, names: list[str], start: dict, published: dict[bytes, int]) -> list[float]:
+    found = []
+    for name in names:
+        found.extend(
+            ts - published[key]
+            for _, ts, key, _ in read_range(setup.settings, name, start)
+            if key in published
+        )
+    return sorted(found)
+
+
+# ---------------------------------------------------------------------------------------------- loops
+
+
+class Stages:
+    """Seconds spent per stage, summed over records."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    def report(self, records: int) -> str:
+        total = sum(self.seconds.values())
+        parts = [f"{name} {seconds / records * 1e6:.0f} µs" for name, seconds in self.seconds.items()]
+        return f"{total / records * 1e6:.0f} µs/record = " + " + ".join(parts)
+
+
+async def loop(
+    setup: Setup,
+    mode: str,
+    count: int,
+    out: dict[str, str],
+    stages: Stages | None = None,
+    live: threading.Event | None = None,
+    backlog: int = 0,
+) -> tuple[float, int]:
+    """Consume `count` feed records from the beginning and produce per `mode`; (seconds from the first
+    record received to the last acknowledgement, messages written). `live` is set once `backlog` records
+    are processed and acknowledged (the loop has caught up)."""
+    settings = setup.settings
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap.split(","),
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
+    kafka = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap.split(","), acks="all", linger_ms=0)
+    await consumer.start()
+    await kafka.start()
+    handler = (
+        FeedHandler(
+            settings, setup.codec, lambda d: get_dataset(engine, d), setup.book, masking_key(settings)
+        )
+        if mode == "handler"
+        else None
+    )
+    engine = db.make_engine(settings.database_url)
+    scopes = setup.book.active_for(setup.dataset_id, utc_now())
+    dataset = get_dataset(engine, setup.dataset_id)
+    filters = {}
+    helper = FeedHandler(settings, setup.codec, lambda d: dataset, setup.book, masking_key(settings))
+    for scope in scopes:
+        filters[scope.grant_id] = helper._row_filter(scope, dataset)
+    tenant_schemas = {scope.grant_id: helper._tenant_schema(dataset, scope) for scope in scopes}
+    versions = {scope.grant_id: masking_policy_version(scope) for scope in scopes}
+    key_bytes = masking_key(settings)
+    try:
+        partitions = [
+            TopicPartition(setup.feed, n) for n in sorted(consumer.partitions_for_topic(setup.feed) or ())
+        ]
+        if not partitions:
+            await consumer._client.force_metadata_update()
+            partitions = [
+                TopicPartition(setup.feed, n) for n in sorted(consumer.partitions_for_topic(setup.feed))
+            ]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        seen = written = 0
+        first = None
+        pending: list = []
+        clock = time.perf_counter
+        while seen < count:
+            batch = await consumer.getmany(timeout_ms=200, max_records=2000)
+            for messages in batch.values():
+                for message in messages:
+                    first = first or clock()
+                    seen += 1
+                    if mode == "copy":
+                        pending.append(await kafka.send(out["copy"], message.value, key=message.key))
+                        continue
+                    if mode == "handler":
+                        t0 = clock()
+                        published_at = datetime.fromtimestamp(message.timestamp / 1000, UTC)
+                        prepared = handler.handle(source_message(message), published_at)
+                        t1 = clock()
+                        for item in prepared.outgoing:
+                            pending.append(await kafka.send(item.topic, item.value, key=item.key))
+                        stages.seconds["FeedHandler.handle"] += t1 - t0
+                        stages.seconds["produce (enqueue)"] += clock() - t1
+                        continue
+                    t0 = clock()
+                    decoded = setup.codec.decode(message.value)
+                    t1 = clock()
+                    stages.seconds["decode"] += t1 - t0
+                    published_at = datetime.fromtimestamp(message.timestamp / 1000, UTC)
+                    for scope in scopes:
+                        t1 = clock()
+                        rows = filters[scope.grant_id]
+                        provenance = Provenance(
+                            setup.dataset_id,
+                            message.topic,
+                            message.partition,
+                            message.offset,
+                            scope.grant_id,
+                            versions[scope.grant_id],
+                            published_at,
+                        )
+                        shaped = shape(
+                            decoded.value, scope, None if rows is _NO_FILTER else rows, provenance, key_bytes
+                        )
+                        t2 = clock()
+                        stages.seconds["shape+mask"] += t2 - t1
+                        if shaped is None:
+                            continue
+                        value = setup.codec.encode(
+                            out[scope.grant_id], tenant_schemas[scope.grant_id], shaped
+                        )
+                        t3 = clock()
+                        stages.seconds["encode"] += t3 - t2
+                        pending.append(await kafka.send(out[scope.grant_id], value, key=message.key))
+                        stages.seconds["produce (enqueue)"] += clock() - t3
+            if pending:
+                t0 = clock()
+                await asyncio.gather(*pending)
+                written += len(pending)
+                pending = []
+                if stages is not None:
+                    stages.seconds["await acks"] += clock() - t0
+            if live is not None and seen >= backlog:
+                live.set()
+        return clock() - (first or clock()), written
+    finally:
+        await consumer.stop()
+        await kafka.stop()
+        engine.dispose()
+
+
+def loop_outputs(setup: Setup, mode: str, label: str) -> dict[str, str]:
+    names = (
+        {"copy": f"pdo.{setup.tag}.bench.{label}.copy"}
+        if mode == "copy"
+        else {
+            grant_id: f"pdo.{setup.tag}.bench.{label}.{mode}.{number}"
+            for number, (grant_id, _, _) in enumerate(setup.grants)
+        }
+    )
+    if mode != "handler":
+        for name in names.values():
+            make_topic(setup.settings, name)
+    return names
+
+
+def run_live_loop(setup: Setup, mode: str, label: str, total: int, publish_count: int, rate: float):
+    """Latency of a loop running live: start it, wait until it has caught up, publish paced records."""
+    out = loop_outputs(setup, mode, label)
+    names = tenant_topics(setup) if mode == "handler" else list(out.values())
+    before = {tp: o for tp, o in end_offsets(setup.settings, names).items()}
+    live = threading.Event()
+    result: dict[str, Any] = {}
+
+    def target() -> None:
+        result["r"] = asyncio.run(loop(setup, mode, total + publish_count, out, Stages(), live, total))
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    if not live.wait(300):
+        raise SystemExit(f"the {mode} loop did not catch up")
+    time.sleep(1.0)
+    published = publish(setup, publish_count, f"lat-{label}-{mode}", rate)
+    thread.join(120)
+    return latencies(setup, names, before, published)
+
+
+def profile_handler(setup: Setup, count: int) -> str:
+    """cProfile of the service's FeedHandler.handle over the first `count` feed records (no producing)."""
+    import cProfile
+    import io
+    import pstats
+
+    settings = setup.settings
+    engine = db.make_engine(settings.database_url)
+    handler = FeedHandler(
+        settings, setup.codec, lambda d: get_dataset(engine, d), setup.book, masking_key(settings)
+    )
+    consumer = _consumer(settings)
+    try:
+        assigned = [KTopicPartition(setup.feed, n) for n in sorted(consumer.partitions_for_topic(setup.feed))]
+        consumer.assign(assigned)
+        consumer.seek_to_beginning(*assigned)
+        messages = []
+        while len(messages) < count:
+            for batch in consumer.poll(timeout_ms=500, max_records=5000).values():
+                messages.extend(batch)
+    finally:
+        consumer.close()
+    messages = messages[:count]
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for message in messages:
+        handler.handle(source_message(message), datetime.fromtimestamp(message.timestamp / 1000, UTC))
+    profiler.disable()
+    engine.dispose()
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(14)
+    lines = [line for line in out.getvalue().splitlines() if line.strip()]
+    return "FeedHandler.handle under cProfile (tottime, top 14):\n      " + "\n      ".join(lines[-16:])
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+
+def pct(values: list[float], share: float) -> float:
+    return values[max(0, round(share * len(values)) - 1)] if values else float("nan")
+
+
+def run(base: Settings, work: Path, grant_count: int, args: argparse.Namespace) -> list[str]:
+    rows = []
+    print(f"\n== {grant_count} grant(s): setting up", flush=True)
+    setup = prepare(base, work, grant_count)
+    try:
+        count = args.records
+        t0 = time.perf_counter()
+        publish(setup, count, "bulk")
+        print(f"   published {count} records in {time.perf_counter() - t0:.1f} s", flush=True)
+        target = expected_deliveries(setup, count)
+
+        # worker: backlog throughput, then live latency
+        started = time.time()
+        worker = start_worker(setup)
+        try:
+            wait_for_deliveries(setup, target, worker, args.timeout)
+            first_ms, last_ms = delivery_span_s(setup, tenant_topics(setup))
+            span = (last_ms - first_ms) / 1000
+            total_s = last_ms / 1000 - started
+            rows.append(
+                f"worker (faust)      {grant_count:>2}  {count / span:>9.0f}  {target / span:>12.0f}  "
+                f"{span:>7.1f} s (start->last {total_s:.1f} s)"
+            )
+            print("   " + rows[-1], flush=True)
+            before = end_offsets(setup.settings, tenant_topics(setup))
+            published = publish(setup, args.latency_records, "lat-worker", args.rate)
+            wait_for_deliveries(setup, target + expected_deliveries(setup, args.latency_records), worker, 120)
+            lat = latencies(setup, tenant_topics(setup), before, published)
+        finally:
+            worker.terminate()
+            try:
+                worker.wait(30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+        lat_rows = [
+            f"worker (faust)      {grant_count:>2}  {len(lat):>6}  {pct(lat, 0.5):>7.0f}  {pct(lat, 0.99):>7.0f}  {lat[-1] if lat else 0:>7.0f}"
+        ]
+        total = count + args.latency_records
+
+        # ceilings over the same records (backlog + latency records)
+        breakdowns = []
+        for mode in ("copy", "avro", "handler"):
+            stages = Stages()
+            out = loop_outputs(setup, mode, "tp")
+            seconds, written = asyncio.run(loop(setup, mode, total, out, stages))
+            if mode == "handler":
+                written //= 2  # a tenant record and a usage fact per delivery
+            rows.append(
+                f"aiokafka {mode:<10} {grant_count:>2}  {total / seconds:>9.0f}  {written / seconds:>12.0f}  "
+                f"{seconds:>7.1f} s"
+            )
+            print("   " + rows[-1], flush=True)
+            if mode != "copy":
+                breakdowns.append(f"aiokafka {mode}: {stages.report(total)}")
+        if args.profile:
+            breakdowns.append(profile_handler(setup, total))
+        for mode in ("avro", "handler"):
+            lat_loop = run_live_loop(
+                setup,
+                mode,
+                f"l{mode}",
+                total + (args.latency_records if mode == "handler" else 0),
+                args.latency_records,
+                args.rate,
+            )
+            lat_rows.append(
+                f"aiokafka {mode:<10} {grant_count:>2}  {len(lat_loop):>6}  {pct(lat_loop, 0.5):>7.0f}  "
+                f"{pct(lat_loop, 0.99):>7.0f}  {lat_loop[-1] if lat_loop else 0:>7.0f}"
+            )
+        return rows, lat_rows, breakdowns
+    finally:
+        setup.codec.registry.close()
+        drop_namespace(setup.settings, setup.tag)
+
+
+def main() -> None:
+    args = parse_args()
+    counts = [int(part) for part in args.grants_list.split(",") if part.strip()]
+    with tempfile.TemporaryDirectory(prefix="pdo-bench-") as folder:
+        work = Path(folder)
+        registry_db = f"sqlite:///{work / 'registry.db'}"
+        db.upgrade(registry_db)
+        with ServerThread(create_app(registry_db)) as registry:
+            base = dataclasses.replace(
+                Settings.from_env(), registry_url=registry.url, database_url=args.database_url
+            )
+            results = [run(base, work, count, args) for count in counts]
+    backend = args.database_url.split(":", 1)[0].split("+")[0]
+    print(f"\nsharing throughput, {args.records} backlog records per run, TrafficFlow, masking on, {backend}")
+    print(
+        "steady state: input records / (last - first output record timestamp); ceilings: first record received -> last ack"
+    )
+    print("pipeline           grants  records/s  deliveries/s  span")
+    for rows, _, _ in results:
+        print("\n".join(rows))
+    print(
+        f"\nlatency, feed record timestamp -> tenant record timestamp, {args.latency_records} records at {args.rate:.0f}/s (ms)"
+    )
+    print("pipeline           grants  deliveries  p50      p99      max")
+    for _, lat_rows, _ in results:
+        print("\n".join(lat_rows))
+    print("\nwhere the time goes (per input record, CPU in the loop + waiting for acks):")
+    for count, (_, _, breakdowns) in zip(counts, results, strict=True):
+        for line in breakdowns:
+            print(f"  {count:>2} grant(s) {line}")
+    print(
+        "  worker: one record at a time; each record's messages (a tenant record and a usage fact per delivery)"
+    )
+    print(
+        "  are acknowledged (acks=all) before the next record is taken, and the handler runs in a thread hop."
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,273 @@
+"""What the sharing integration tests share: fixtures for an isolated platform and `pdo sharing worker`
+processes, the dataset, grants, records, reading topics and waiting. Test modules import fixtures by name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import avro.schema
+import pytest
+from conftest import fresh_postgres_database
+from kafka import KafkaConsumer, TopicPartition
+
+from pdo.authorization.models import RequestSpec
+from pdo.authorization.policy import load_policy
+from pdo.authorization.service import AuthorizationService
+from pdo.authorization.testing import TRAFFIC_FLOW_SCHEMA, create_topics, isolated_home
+from pdo.catalog.models import (
+    Classification,
+    DatasetRegistration,
+    Domain,
+    MaskingRule,
+    Openness,
+    PriceKind,
+    PricePlan,
+    SensitiveField,
+)
+from pdo.catalog.service import CatalogService, feed_topic
+from pdo.core import db
+from pdo.core.codec import AvroCodec
+from pdo.core.config import Settings
+from pdo.core.events import EventPublisher, utc_now
+from pdo.core.kafka import admin_client, producer
+
+PROVIDER = "provider:transport-bureau"
+ACME = "tenant:acme-logistics"
+CITYLAB = "tenant:citylab"
+WAIT_S = 60
+DISTRICTS = ("Haidian", "Chaoyang", "Dongcheng")
+
+
+# ---------------------------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture
+def db_url(request, tmp_path) -> Iterator[str]:
+    """SQLite unless a test asks for PostgreSQL too (indirect parametrization): workers start slowly."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        yield f"sqlite:///{tmp_path / 'pdo.db'}"
+        return
+    yield from fresh_postgres_database(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def settings(kafka_bootstrap, registry_url, db_url, tmp_path) -> Iterator[Settings]:
+    tag = f"t-{uuid.uuid4().hex[:10]}"
+    database_url = db_url
+    configured = dataclasses.replace(
+        Settings.from_env(),
+        registry_url=registry_url,
+        database_url=database_url,
+        home=isolated_home(tmp_path, tag),
+        run_dir=tmp_path / "run",
+    )
+    create_topics(configured)
+    db.upgrade(configured.database_url)
+    yield configured
+    with admin_client(configured) as admin:
+        # Feeds and tenant streams were created during the test: everything in the namespace goes.
+        admin.delete_topics([name for name in admin.list_topics() if name.startswith(f"pdo.{tag}.")])
+
+
+@pytest.fixture
+def workers(settings, tmp_path) -> Iterator[Callable[[str], subprocess.Popen]]:
+    """Starts `pdo sharing worker` processes on this test's namespace and database; stops them after."""
+    started: list[tuple[subprocess.Popen, Path]] = []
+    env = {
+        **os.environ,
+        "PDO_HOME": str(settings.home),
+        "PDO_RUN_DIR": str(settings.run_dir),
+        "PDO_REGISTRY_URL": settings.registry_url,
+        "PDO_DATABASE_URL": settings.database_url,
+        "PDO_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+    }
+
+    def start(group: str) -> subprocess.Popen:
+        log = tmp_path / f"worker-{len(started)}.log"
+        with log.open("wb") as output:
+            process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "pdo.cli.main",
+                    "sharing",
+                    "worker",
+                    "--group",
+                    group,
+                    "--loglevel",
+                    "info",
+                ],
+                env=env,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+        started.append((process, log))
+        return process
+
+    yield start
+    for process, _ in started:
+        process.terminate()
+    for process, log in started:
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        print(f"--- {log.name}\n{log.read_text(errors='replace')[-4000:]}")  # shown when a test fails
+
+
+@pytest.fixture
+def platform(settings) -> Iterator[dict[str, Any]]:
+    engine = db.make_engine(settings.database_url)
+    publisher = EventPublisher(settings)
+    catalog = CatalogService(engine, publisher, publisher.codec.registry, settings)
+    service = AuthorizationService(engine, publisher, catalog, load_policy(), settings)
+    yield {"catalog": catalog, "service": service, "codec": publisher.codec}
+    publisher.close()
+    engine.dispose()
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def register_dataset(catalog: CatalogService) -> str:
+    dataset_id = f"traffic-{uuid.uuid4().hex[:8]}"
+    catalog.register(
+        PROVIDER,
+        DatasetRegistration(
+            dataset_id=dataset_id,
+            owner_department="Transport Bureau",
+            title="Traffic flow",
+            domain=Domain.TRANSPORT,
+            classification=Classification.GENERAL,
+            openness=Openness.OPEN,
+            record_schema=TRAFFIC_FLOW_SCHEMA,
+            sensitive_fields=(
+                SensitiveField("plate_number", MaskingRule.KEEP_FIRST_LAST),
+                SensitiveField("driver_phone", MaskingRule.MASK_MIDDLE_DIGITS),
+            ),
+            price_plan=PricePlan(PriceKind.PER_THOUSAND_RECORDS, Decimal("2.50")),
+        ),
+        PROVIDER,
+    )
+    return dataset_id
+
+
+def grant(
+    service: AuthorizationService, tenant: str, dataset_id: str, fields: tuple[str, ...], row_filter=None
+) -> str:
+    """An approved grant (the operator path), starting a minute ago so every record falls inside it."""
+    start = utc_now() - timedelta(minutes=1)
+    request = service.submit_request(
+        tenant,
+        RequestSpec(
+            dataset_id=dataset_id,
+            purpose="congestion study",
+            fields=fields,
+            row_filter=row_filter,
+            valid_from=start,
+            valid_until=start + timedelta(days=30),
+        ),
+        tenant,
+    )
+    return service.approve(request.request_id, "operator:alice").grant_id
+
+
+class Feed:
+    """Publishes TrafficFlow records with our codec, round-robin over the feed's partitions."""
+
+    def __init__(self, settings: Settings, codec: AvroCodec, dataset_id: str) -> None:
+        self.topic = feed_topic(dataset_id, settings)
+        self.codec = codec
+        self.schema = avro.schema.parse(TRAFFIC_FLOW_SCHEMA)
+        self.producer = producer(settings)
+        self.sent: dict[str, tuple[int, int]] = {}  # record id -> (partition, offset)
+        self.records: dict[str, dict[str, Any]] = {}
+
+    def publish(self, count: int, label: str) -> list[str]:
+        ids = []
+        for number in range(count):
+            record = traffic_record(f"{label}-{number}", DISTRICTS[number % len(DISTRICTS)])
+            value = self.codec.encode(self.topic, self.schema, record)
+            self.raw(value, number % 3, record["record_id"].encode())
+            self.records[record["record_id"]] = record
+            ids.append(record["record_id"])
+        return ids
+
+    def raw(self, value: bytes, partition: int, key: bytes) -> tuple[int, int]:
+        metadata = self.producer.send(self.topic, key=key, value=value, partition=partition).get(timeout=10)
+        self.sent[key.decode()] = (metadata.partition, metadata.offset)
+        return metadata.partition, metadata.offset
+
+    def close(self) -> None:
+        self.producer.close()
+
+
+def traffic_record(record_id: str, district: str) -> dict[str, Any]:
+    return {
+        "record_id": record_id,
+        "checkpoint_id": "cp-17",
+        "district": district,
+        "plate_number": f"京A{uuid.uuid4().int % 100000:05d}",
+        "vehicle_type": "PASSENGER_CAR",
+        "speed_kmh": 57.5,
+        "lane": 2,
+        "direction": "NORTHBOUND",
+        "observed_at": datetime(2026, 3, 1, 8, 30, tzinfo=UTC),
+        "driver_phone": "13812345678",
+    }
+
+
+def read_topic(settings: Settings, codec: AvroCodec, topic: str) -> list[tuple[int, int, Any]]:
+    """Every record on `topic` now: (partition, offset, decoded value or the raw bytes)."""
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap.split(","), enable_auto_commit=False)
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        assigned = [TopicPartition(topic, number) for number in partitions]
+        if not assigned:
+            return []
+        consumer.assign(assigned)
+        consumer.seek_to_beginning(*assigned)
+        ends = consumer.end_offsets(assigned)
+        found = []
+        deadline = time.monotonic() + 20
+        while any(consumer.position(tp) < ends[tp] for tp in assigned) and time.monotonic() < deadline:
+            for tp, messages in consumer.poll(timeout_ms=500).items():
+                found.extend((tp.partition, m.offset, codec.decode(m.value).value) for m in messages)
+        return found
+    finally:
+        consumer.close()
+
+
+def wait_for(what: str, check: Callable[[], Any], processes: list[subprocess.Popen]) -> Any:
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        for process in processes:
+            assert process.poll() is None, f"a worker exited with {process.returncode} waiting for {what}"
+        found = check()
+        if found:
+            return found
+        time.sleep(0.3)
+    raise AssertionError(f"no {what} within {WAIT_S} s")
+
+
+def haidian_of(feed: Feed, ids: list[str]) -> set[str]:
+    return {rid for rid in ids if feed.records[rid]["district"] == "Haidian"}
+
+
+def record_ids(records: list[tuple[int, int, Any]]) -> list[str]:
+    return [value["record_id"] for _, _, value in records]
+
+
+# ---------------------------------------------------------------------------------------------- tests
