@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pdo.cli.arguments import add_worker_options
 from pdo.core import db
 from pdo.core.config import Settings
 
@@ -16,12 +17,7 @@ def register(subparsers) -> None:
         help="migrate; rebuild from the topics if the tables are empty; then decide requests, suspend on "
         "quota and expire grants until interrupted",
     )
-    worker.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics on this port")
-    worker.add_argument(
-        "--group",
-        default="authorization",
-        help="consumer group (faust app id); change it only to run beside another deployment on one broker",
-    )
+    add_worker_options(worker, group="authorization")
     worker.set_defaults(func=run_worker)
     rebuild = actions.add_parser(
         "rebuild",

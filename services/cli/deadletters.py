@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any, TextIO
 
+from pdo.cli.arguments import positive_int
 from pdo.core.config import Settings
 from pdo.core.deadletters import StoredDeadLetter, replay_count
 from pdo.core.errors import PdoError
@@ -37,7 +38,7 @@ def register(subparsers) -> None:
     actions = parser.add_subparsers(dest="action", required=True)
     listing = actions.add_parser("list", help="list dead letters, oldest first, with a count by reason")
     _add_filters(listing)
-    listing.add_argument("--limit", type=_positive, metavar="N", help="show at most the first N")
+    listing.add_argument("--limit", type=positive_int, metavar="N", help="show at most the first N")
     listing.add_argument("--json", action="store_true", help="one JSON object per line (bytes as base64)")
     listing.set_defaults(func=run_list)
 
@@ -182,13 +183,3 @@ def _selected(settings: Settings, args: argparse.Namespace) -> list[StoredDeadLe
 
 def _b64(data: bytes | None) -> str | None:
     return None if data is None else base64.b64encode(data).decode()
-
-
-def _positive(text: str) -> int:
-    try:
-        number = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return number

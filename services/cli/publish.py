@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from pdo.cli.arguments import positive_int
 from pdo.core import db
 from pdo.core.config import Settings
 from pdo.core.errors import PdoError
@@ -39,13 +40,13 @@ def register(subparsers) -> None:
     )
     parser.add_argument(
         "--progress-every",
-        type=_positive,
+        type=positive_int,
         default=10_000,
         metavar="N",
         help="report progress every N records",
     )
     parser.add_argument(
-        "--show-refused", type=_positive, default=10, metavar="N", help="list at most N refused records"
+        "--show-refused", type=positive_int, default=10, metavar="N", help="list at most N refused records"
     )
     parser.set_defaults(func=run)
 
@@ -171,13 +172,3 @@ def _open(path: str) -> TextIO:
 def _not_json(constant: str) -> Any:
     # Python's json reads NaN and Infinity by default; JSON has neither, and the schema checks refuse them.
     raise ValueError(f"not valid JSON: {constant} is not a JSON number (publish null for a missing value)")
-
-
-def _positive(text: str) -> int:
-    try:
-        number = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return number

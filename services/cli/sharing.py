@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pdo.cli.arguments import add_worker_options
 from pdo.core.config import Settings
 
 
@@ -15,12 +16,7 @@ def register(subparsers) -> None:
         help="follow the grants, then deliver every feed record to each active grant's tenant stream "
         "until interrupted",
     )
-    worker.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics on this port")
-    worker.add_argument(
-        "--group",
-        default="sharing",
-        help="consumer group (faust app id); change it only to run beside another deployment on one broker",
-    )
+    add_worker_options(worker, group="sharing")
     worker.add_argument(
         "--loglevel", default="warn", choices=("debug", "info", "warn", "error"), help="faust's log level"
     )
