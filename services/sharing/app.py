@@ -110,6 +110,10 @@ class AuthorizationsFollower:
         self.on_active = on_active  # blocking (creates topics): run in a thread
         self.topic = topics.name(TopicId.AUTHORIZATIONS, settings)
         self._consumer: AIOKafkaConsumer | None = None
+        # End offsets are asked on a connection of their own: a broker answers one connection's requests in
+        # order, so on the follower's connection every fence would queue behind its long-polling fetch
+        # (fetch_max_wait_ms, 500 ms) twice, once per end-offsets call, and again for each feed partition.
+        self._offsets: AIOKafkaConsumer | None = None
         self._partitions: list[TopicPartition] = []
         self._applied: dict[TopicPartition, int] = {}
         self._progress = asyncio.Condition()
@@ -130,20 +134,25 @@ class AuthorizationsFollower:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
 
-    async def _follow(self) -> None:
-        consumer = AIOKafkaConsumer(
+    def _new_consumer(self, client_id: str) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(
             bootstrap_servers=self.settings.kafka_bootstrap.split(","),
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            client_id="pdo-sharing-follower",
+            client_id=client_id,
         )
+
+    async def _follow(self) -> None:
+        consumer = self._new_consumer("pdo-sharing-follower")
+        offsets = self._new_consumer("pdo-sharing-fence")
         await consumer.start()
         try:
+            await offsets.start()
             partitions = await self._partitions_of()
             consumer.assign(partitions)
             await consumer.seek_to_beginning(*partitions)
-            self._consumer, self._partitions = consumer, partitions
+            self._consumer, self._offsets, self._partitions = consumer, offsets, partitions
             self._started.set()
             while True:
                 batch = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)
@@ -153,7 +162,8 @@ class AuthorizationsFollower:
                 await self._advance({tp: await consumer.position(tp) for tp in partitions})
         finally:
             self._started.clear()
-            self._consumer = None
+            self._consumer = self._offsets = None
+            await offsets.stop()
             await consumer.stop()
 
     async def _partitions_of(self) -> list[TopicPartition]:
@@ -199,11 +209,11 @@ class AuthorizationsFollower:
         Records of `feed` below the returned offset may be processed with the book as it now stands.
         """
         await self._started.wait()
-        consumer = self._consumer
-        assert consumer is not None
+        offsets = self._offsets
+        assert offsets is not None
         FENCES.inc()
-        feed_end = (await consumer.end_offsets([feed]))[feed]  # first the feed, then the grants
-        wanted = await consumer.end_offsets(self._partitions)
+        feed_end = (await offsets.end_offsets([feed]))[feed]  # first the feed, then the grants
+        wanted = await offsets.end_offsets(self._partitions)
         async with self._progress:
             await self._progress.wait_for(
                 lambda: all(self._applied.get(tp, -1) >= end for tp, end in wanted.items())
