@@ -42,7 +42,6 @@ import time
 import uuid
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -55,16 +54,11 @@ from kafka.admin import NewTopic
 from pdo.authorization.models import RequestSpec
 from pdo.authorization.policy import load_policy
 from pdo.authorization.service import AuthorizationService
-from pdo.authorization.testing import TRAFFIC_FLOW_SCHEMA, create_topics, isolated_home
-from pdo.catalog.models import (
-    Classification,
-    DatasetRegistration,
-    Domain,
-    MaskingRule,
-    Openness,
-    PriceKind,
-    PricePlan,
-    SensitiveField,
+from pdo.authorization.testing import (
+    TRAFFIC_FLOW_SCHEMA,
+    create_topics,
+    isolated_home,
+    register_traffic_dataset,
 )
 from pdo.catalog.service import CatalogService, feed_topic, get_dataset
 from pdo.core import db, topics
@@ -131,25 +125,7 @@ def prepare(base: Settings, work: Path, grant_count: int) -> Setup:
     try:
         catalog = CatalogService(engine, publisher, publisher.codec.registry, settings)
         service = AuthorizationService(engine, publisher, catalog, load_policy(), settings)
-        dataset_id = f"traffic-{uuid.uuid4().hex[:8]}"
-        catalog.register(
-            PROVIDER,
-            DatasetRegistration(
-                dataset_id=dataset_id,
-                owner_department="Transport Bureau",
-                title="Traffic flow (benchmark)",
-                domain=Domain.TRANSPORT,
-                classification=Classification.GENERAL,
-                openness=Openness.OPEN,
-                record_schema=TRAFFIC_FLOW_SCHEMA,
-                sensitive_fields=(
-                    SensitiveField("plate_number", MaskingRule.KEEP_FIRST_LAST),
-                    SensitiveField("driver_phone", MaskingRule.MASK_MIDDLE_DIGITS),
-                ),
-                price_plan=PricePlan(PriceKind.PER_THOUSAND_RECORDS, Decimal("2.50")),
-            ),
-            PROVIDER,
-        )
+        dataset_id = register_traffic_dataset(catalog, title="Traffic flow (benchmark)")
         grants = []
         start = utc_now() - timedelta(minutes=1)
         for number in range(grant_count):

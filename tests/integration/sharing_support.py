@@ -12,7 +12,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +23,11 @@ from kafka import KafkaConsumer, TopicPartition
 from pdo.authorization.models import RequestSpec
 from pdo.authorization.policy import load_policy
 from pdo.authorization.service import AuthorizationService
-from pdo.authorization.testing import TRAFFIC_FLOW_SCHEMA, create_topics, isolated_home
-from pdo.catalog.models import (
-    Classification,
-    DatasetRegistration,
-    Domain,
-    MaskingRule,
-    Openness,
-    PriceKind,
-    PricePlan,
-    SensitiveField,
+from pdo.authorization.testing import (
+    TRAFFIC_FLOW_SCHEMA,
+    create_topics,
+    isolated_home,
+    register_traffic_dataset,
 )
 from pdo.catalog.service import CatalogService, feed_topic
 from pdo.core import db
@@ -142,26 +136,7 @@ def platform(settings) -> Iterator[dict[str, Any]]:
 
 
 def register_dataset(catalog: CatalogService) -> str:
-    dataset_id = f"traffic-{uuid.uuid4().hex[:8]}"
-    catalog.register(
-        PROVIDER,
-        DatasetRegistration(
-            dataset_id=dataset_id,
-            owner_department="Transport Bureau",
-            title="Traffic flow",
-            domain=Domain.TRANSPORT,
-            classification=Classification.GENERAL,
-            openness=Openness.OPEN,
-            record_schema=TRAFFIC_FLOW_SCHEMA,
-            sensitive_fields=(
-                SensitiveField("plate_number", MaskingRule.KEEP_FIRST_LAST),
-                SensitiveField("driver_phone", MaskingRule.MASK_MIDDLE_DIGITS),
-            ),
-            price_plan=PricePlan(PriceKind.PER_THOUSAND_RECORDS, Decimal("2.50")),
-        ),
-        PROVIDER,
-    )
-    return dataset_id
+    return register_traffic_dataset(catalog)
 
 
 def grant(

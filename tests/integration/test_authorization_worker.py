@@ -12,7 +12,6 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
-from decimal import Decimal
 
 import pytest
 
@@ -20,16 +19,11 @@ from pdo.authorization import projection, records
 from pdo.authorization.models import GrantStatus, RequestSpec, RequestStatus, SuspensionCause
 from pdo.authorization.policy import load_policy
 from pdo.authorization.service import AuthorizationService
-from pdo.authorization.testing import TRAFFIC_FLOW_SCHEMA, create_topics, delete_topics, isolated_home
-from pdo.catalog.models import (
-    Classification,
-    DatasetRegistration,
-    Domain,
-    MaskingRule,
-    Openness,
-    PriceKind,
-    PricePlan,
-    SensitiveField,
+from pdo.authorization.testing import (
+    create_topics,
+    delete_topics,
+    isolated_home,
+    register_traffic_dataset,
 )
 from pdo.catalog.service import CatalogService
 from pdo.core import db, topics
@@ -110,27 +104,7 @@ def publisher(settings):
 
 
 def register_dataset(settings, publisher, engine) -> str:
-    dataset_id = f"traffic-{uuid.uuid4().hex[:8]}"
-    catalog = CatalogService(engine, publisher, publisher.codec.registry, settings)
-    catalog.register(
-        PROVIDER,
-        DatasetRegistration(
-            dataset_id=dataset_id,
-            owner_department="Transport Bureau",
-            title="Traffic flow",
-            domain=Domain.TRANSPORT,
-            classification=Classification.GENERAL,
-            openness=Openness.OPEN,
-            record_schema=TRAFFIC_FLOW_SCHEMA,
-            sensitive_fields=(
-                SensitiveField("plate_number", MaskingRule.KEEP_FIRST_LAST),
-                SensitiveField("driver_phone", MaskingRule.MASK_MIDDLE_DIGITS),
-            ),
-            price_plan=PricePlan(PriceKind.PER_THOUSAND_RECORDS, Decimal("2.50")),
-        ),
-        PROVIDER,
-    )
-    return dataset_id
+    return register_traffic_dataset(CatalogService(engine, publisher, publisher.codec.registry, settings))
 
 
 def wait_for(what: str, check: Callable[[], object], process: subprocess.Popen) -> object:
