@@ -1,0 +1,50 @@
+"""SQLAlchemy Core tables of the usage ledger and billing periods; they mirror migration 0005.
+
+The ledger is where exactly-once metering holds: `delivery_id` is the primary key, so a usage fact Kafka
+redelivers (a crash, a rebalance, a replay) is ignored on insert, whatever the consumer did before.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+ledger = sa.Table(
+    "metering_ledger",
+    metadata,
+    # RecordsDelivered.delivery_id: stable across redelivery of the same source record under the same grant.
+    sa.Column("delivery_id", sa.String(64), primary_key=True),
+    sa.Column("tenant_id", sa.String(255), nullable=False),
+    sa.Column("dataset_id", sa.String(64), nullable=False),
+    sa.Column("grant_id", sa.String(160), nullable=False),
+    sa.Column("records", sa.BigInteger, nullable=False),
+    sa.Column("bytes", sa.BigInteger, nullable=False),
+    # The usage fact's occurred_at: when the records reached the tenant stream. Windows and quotas use it.
+    sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=False),
+    # When metering wrote the row (a late fact has recorded_at long after delivered_at).
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("source_topic", sa.String(255), nullable=False),
+    sa.Column("source_partition", sa.Integer, nullable=False),
+    sa.Column("first_offset", sa.BigInteger, nullable=False),
+    sa.Column("last_offset", sa.BigInteger, nullable=False),
+    # "YYYY-MM" (UTC month) the row is billed in; NULL when set aside for review, with the reason.
+    sa.Column("billing_period", sa.String(7), nullable=True),
+    sa.Column("set_aside_reason", sa.Text, nullable=True),
+    sa.CheckConstraint(
+        "(billing_period IS NULL) <> (set_aside_reason IS NULL)",
+        name="ck_metering_ledger_billed_or_set_aside",
+    ),
+    sa.Index("ix_metering_ledger_grant_delivered", "grant_id", "delivered_at"),
+    sa.Index("ix_metering_ledger_tenant_period", "tenant_id", "billing_period"),
+    sa.Index("ix_metering_ledger_dataset_period", "dataset_id", "billing_period"),
+)
+
+periods = sa.Table(
+    "metering_periods",
+    metadata,
+    # "YYYY-MM", a UTC calendar month. A row exists once usage was billed in it; closed_at once it is closed.
+    sa.Column("period", sa.String(7), primary_key=True),
+    sa.Column("closed_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("closed_by", sa.String(255), nullable=True),
+)
