@@ -8,6 +8,8 @@ from pdo.core import topics
 from pdo.core.config import Settings
 from pdo.core.topics import TopicId
 
+SESSION_TIMEOUT_S = 10.0
+
 
 def make_app(service_id: str, settings: Settings) -> faust.App:
     """A faust app whose id is the service's consumer group; values stay bytes for our Avro codec.
@@ -28,6 +30,10 @@ def make_app(service_id: str, settings: Settings) -> faust.App:
         consumer_auto_offset_reset="earliest",
         topic_replication_factor=1,
         producer_acks=-1,
+        # A killed worker's partitions wait for its session to expire before another worker takes them:
+        # faust's 60 s default is a minute without deliveries or metering. Heartbeats run beside the agents
+        # and nothing blocks the event loop, so a live worker keeps its session easily.
+        broker_session_timeout=SESSION_TIMEOUT_S,
     )
 
 

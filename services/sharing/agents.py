@@ -36,7 +36,7 @@ from functools import cache
 from typing import Any
 
 import avro.schema
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 from sqlalchemy.exc import OperationalError
 
 from pdo.authorization import row_filter
@@ -70,7 +70,16 @@ DATASET_TTL_S = 5.0
 # Stable usage-fact event ids: uuid5 of the delivery id under this namespace.
 USAGE_EVENT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "pdo:sharing:records-delivered")
 
-RECORDS_IN = Counter("pdo_sharing_records_in_total", "Feed records the sharing worker read")
+RECORDS_IN = Counter(
+    "pdo_sharing_records_in_total",
+    "Feed records the sharing worker finished (delivered, filtered out or dead-lettered), by dataset",
+    ["dataset"],
+)
+FEED_LAST_RECORD = Gauge(
+    "pdo_sharing_feed_last_record_timestamp_seconds",
+    "Kafka timestamp of the newest feed record the sharing worker finished, by dataset",
+    ["dataset"],
+)
 DELIVERIES = Counter(
     "pdo_sharing_deliveries_total",
     "Records written to tenant streams, by tenant and dataset (bounded by the catalog and the grants)",
@@ -97,6 +106,8 @@ class Outgoing:
 class Prepared:
     """What one feed record becomes: messages to write, and what to count once they are written."""
 
+    dataset: str  # the feed's dataset id ("" for a topic that is not a feed): bounded by the catalog
+    published_at: datetime
     outgoing: list[Outgoing] = field(default_factory=list)
     delivered: list[tuple[str, str]] = field(default_factory=list)  # (tenant, dataset) per delivery
     masked: list[str] = field(default_factory=list)  # the rule of each masked field value
@@ -104,6 +115,8 @@ class Prepared:
 
     def count(self) -> None:
         """Count the record as written: call after the broker acknowledged every message."""
+        RECORDS_IN.labels(self.dataset).inc()
+        FEED_LAST_RECORD.labels(self.dataset).set(self.published_at.timestamp())
         for tenant, dataset in self.delivered:
             DELIVERIES.labels(tenant, dataset).inc()
         for rule in self.masked:
@@ -197,25 +210,28 @@ class FeedHandler:
         self._delivery_schema = schemas.get(RECORDS_DELIVERED, settings.home / "schemas")
         self._dead_letter_schema = schemas.get(DEAD_LETTER, settings.home / "schemas")
 
+    def handle_batch(self, batch: list[tuple[SourceMessage, datetime]]) -> list[Prepared]:
+        """`handle` for each (record, published at) in order: one thread hop for a whole fetched batch."""
+        return [self.handle(message, published_at) for message, published_at in batch]
+
     def handle(self, message: SourceMessage, published_at: datetime) -> Prepared:
         """The messages one feed record becomes; raises only TRANSIENT errors (retry them)."""
-        RECORDS_IN.inc()
         try:
             return self._deliveries(message, published_at)
         except Refused as refusal:
-            return self._dead_letter(message, refusal.reason_code, refusal.reason)
+            return self._dead_letter(message, published_at, refusal.reason_code, refusal.reason)
         except TRANSIENT:
             raise
         except Exception as error:  # a bug must not stop the worker: park the record for a person
             log.exception("%s: could not share", message.position)
-            return self._dead_letter(message, "OTHER", f"{type(error).__name__}: {error}")
+            return self._dead_letter(message, published_at, "OTHER", f"{type(error).__name__}: {error}")
 
     # -- steps
 
     def _deliveries(self, message: SourceMessage, published_at: datetime) -> Prepared:
         dataset = self._dataset_of(message.topic)
         decoded = self._decode(message, dataset)
-        prepared = Prepared()
+        prepared = Prepared(dataset.dataset_id, published_at)
         for scope in self.book.active_for(dataset.dataset_id, published_at):
             self._deliver(message, decoded.value, dataset, scope, published_at, prepared)
         return prepared
@@ -324,11 +340,15 @@ class FeedHandler:
             self._tenant_schemas[key] = avro.schema.parse(json.dumps(shaped))
         return self._tenant_schemas[key]
 
-    def _dead_letter(self, message: SourceMessage, reason_code: str, reason: str) -> Prepared:
+    def _dead_letter(
+        self, message: SourceMessage, published_at: datetime, reason_code: str, reason: str
+    ) -> Prepared:
         log.warning("%s dead-lettered: %s: %s", message.position, reason_code, reason)
         letter = dead_letter_event(message, SERVICE, reason_code, reason)
         value = self.codec.encode(self._dead_letters_topic, self._dead_letter_schema, letter)
         return Prepared(
+            feed_dataset_id(message.topic, self.settings) or "",
+            published_at,
             outgoing=[Outgoing(self._dead_letters_topic, message.topic.encode(), value)],
             dead_letter_reason=reason_code,
         )

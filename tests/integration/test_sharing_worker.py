@@ -211,3 +211,43 @@ def _group_is_stable(settings: Settings, group: str, members: int) -> bool:
         return description["group_state"] == "Stable" and len(description["members"]) == members
     finally:
         admin.close()
+
+
+def test_a_killed_worker_loses_nothing_and_redelivers_with_the_same_delivery_ids(settings, workers, platform):
+    """SIGKILL mid-backlog, twice: faust commits only finished batches, so the restarted worker redoes the
+    unfinished ones. Every record reaches the tenant; duplicates are possible (at least once), and each
+    redelivered usage fact carries the same delivery id and event id, which metering counts once."""
+    catalog, service, codec = platform["catalog"], platform["service"], platform["codec"]
+    dataset_id = register_dataset(catalog)
+    grant_id = grant(service, ACME, dataset_id, ("record_id", "plate_number"))
+    target = tenant_topic(ACME, dataset_id, settings)
+    deliveries = topics.name(TopicId.DELIVERIES, settings)
+    group = f"sharing-{uuid.uuid4().hex[:8]}"
+    feed = Feed(settings, codec, dataset_id)
+    try:
+        ids = feed.publish(3000, "k")
+        for delivered_before_kill in (300, 1500):
+            process = workers(group)
+            wait_for(
+                f"{delivered_before_kill} deliveries before the kill",
+                lambda: len(read_topic(settings, codec, target)) >= delivered_before_kill,
+                [process],
+            )
+            process.kill()
+            process.wait()
+        survivor = workers(group)
+        wait_for(
+            "every record after the restarts",
+            lambda: set(record_ids(read_topic(settings, codec, target))) >= set(ids),
+            [survivor],
+        )
+        time.sleep(2)  # let the last batch's usage facts land
+        facts = [value for _, _, value in read_topic(settings, codec, deliveries)]
+        expected = {delivery_id(feed.topic, *feed.sent[rid], grant_id) for rid in ids}
+        assert {fact["delivery_id"] for fact in facts} == expected
+        event_ids = {}
+        for fact in facts:  # a redelivered fact is the same fact: same event id for the same delivery
+            assert event_ids.setdefault(fact["delivery_id"], fact["event_id"]) == fact["event_id"]
+        assert survivor.poll() is None
+    finally:
+        feed.close()
