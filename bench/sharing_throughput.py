@@ -71,10 +71,10 @@ from pdo.core.registry_client import RegistryClient
 from pdo.core.serving import ServerThread
 from pdo.core.topics import TopicId
 from pdo.registry.app import create_app
-from pdo.sharing.agents import _NO_FILTER, FeedHandler, tenant_topic
+from pdo.sharing.agents import FeedHandler, tenant_topic
 from pdo.sharing.app import masking_key
 from pdo.sharing.grants import GrantBook
-from pdo.sharing.transform import Provenance, masking_policy_version, shape
+from pdo.sharing.transform import Provenance, shape
 
 PROVIDER = "provider:transport-bureau"
 DISTRICTS = ("Haidian", "Chaoyang", "Dongcheng")
@@ -388,12 +388,8 @@ async def loop(
     engine = db.make_engine(settings.database_url)
     scopes = setup.book.active_for(setup.dataset_id, utc_now())
     dataset = get_dataset(engine, setup.dataset_id)
-    filters = {}
     helper = FeedHandler(settings, setup.codec, lambda d: dataset, setup.book, masking_key(settings))
-    for scope in scopes:
-        filters[scope.grant_id] = helper._row_filter(scope, dataset)
-    tenant_schemas = {scope.grant_id: helper._tenant_schema(dataset, scope) for scope in scopes}
-    versions = {scope.grant_id: masking_policy_version(scope) for scope in scopes}
+    plans = {scope.grant_id: helper.plan(scope, dataset) for scope in scopes}
     key_bytes = masking_key(settings)
     try:
         partitions = [
@@ -436,26 +432,22 @@ async def loop(
                     published_at = datetime.fromtimestamp(message.timestamp / 1000, UTC)
                     for scope in scopes:
                         t1 = clock()
-                        rows = filters[scope.grant_id]
+                        plan = plans[scope.grant_id]
                         provenance = Provenance(
                             setup.dataset_id,
                             message.topic,
                             message.partition,
                             message.offset,
                             scope.grant_id,
-                            versions[scope.grant_id],
+                            plan.policy_version,
                             published_at,
                         )
-                        shaped = shape(
-                            decoded.value, scope, None if rows is _NO_FILTER else rows, provenance, key_bytes
-                        )
+                        shaped = shape(decoded.value, scope, plan.rows, provenance, key_bytes)
                         t2 = clock()
                         stages.seconds["shape+mask"] += t2 - t1
                         if shaped is None:
                             continue
-                        value = setup.codec.encode(
-                            out[scope.grant_id], tenant_schemas[scope.grant_id], shaped
-                        )
+                        value = setup.codec.encode(out[scope.grant_id], plan.tenant_schema, shaped)
                         t3 = clock()
                         stages.seconds["encode"] += t3 - t2
                         pending.append(await kafka.send(out[scope.grant_id], value, key=message.key))

@@ -152,7 +152,11 @@ def feed_pattern(settings: Settings | None = None) -> re.Pattern[str]:
 
 def feed_dataset_id(topic: str, settings: Settings | None = None) -> str | None:
     """The dataset a feed topic belongs to, or None for a topic that is not a feed."""
-    match = feed_pattern(settings).match(topic)
+    return dataset_of_feed(feed_pattern(settings), topic)
+
+
+def dataset_of_feed(pattern: re.Pattern[str], topic: str) -> str | None:
+    match = pattern.match(topic)
     return match.group("dataset_id") if match else None
 
 
@@ -167,8 +171,9 @@ def tenant_topic(tenant_id: str, dataset_id: str, settings: Settings | None = No
     )
 
 
-def record_full_name(dataset: Dataset) -> str:
-    parsed = json.loads(dataset.record_schema)
+@cache  # one entry per dataset schema version: parsing the JSON for every record costs more than decoding it
+def record_full_name(record_schema: str) -> str:
+    parsed = json.loads(record_schema)
     namespace = parsed.get("namespace")
     return f"{namespace}.{parsed['name']}" if namespace and "." not in parsed["name"] else parsed["name"]
 
@@ -176,8 +181,17 @@ def record_full_name(dataset: Dataset) -> str:
 # ---------------------------------------------------------------------------------------------- handler
 
 
-_NO_FILTER = object()
-_BROKEN_FILTER = object()
+BROKEN_FILTER = object()  # a grant's row filter that does not compile: the grant delivers nothing
+
+
+@dataclass(frozen=True)
+class GrantPlan:
+    """A grant version's delivery plan for one dataset version: compiled row filter, names, tenant schema."""
+
+    rows: Any  # the compiled row filter, None for all rows, or BROKEN_FILTER
+    policy_version: str
+    target: str  # the tenant topic
+    tenant_schema: avro.schema.NamedSchema
 
 
 class FeedHandler:
@@ -202,8 +216,8 @@ class FeedHandler:
         self.masking_key = masking_key
         self.clock = clock
         self._dataset_cache: dict[str, tuple[float, Dataset]] = {}
-        self._filters: dict[tuple[str, int], Any] = {}
-        self._tenant_schemas: dict[tuple[str, int, int, int], avro.schema.NamedSchema] = {}
+        self._plans: dict[tuple[str, int, int, int], GrantPlan] = {}
+        self._feed_pattern = feed_pattern(settings)  # reading the declaration per record costs more than Avro
         self._deliveries_topic = topics.name(TopicId.DELIVERIES, settings)
         self._dead_letters_topic = topics.name(TopicId.DEAD_LETTERS, settings)
         # Looked up once: schemas.get reads the settings and resolves paths, too slow for every delivery.
@@ -237,7 +251,7 @@ class FeedHandler:
         return prepared
 
     def _dataset_of(self, topic: str) -> Dataset:
-        dataset_id = feed_dataset_id(topic, self.settings)
+        dataset_id = dataset_of_feed(self._feed_pattern, topic)
         if dataset_id is None:
             raise Refused("UNKNOWN_DATASET", f"{topic} is not a feed topic")
         dataset = self._cached_dataset(dataset_id)
@@ -264,7 +278,7 @@ class FeedHandler:
             decoded = self.codec.decode(message.value)
         except CodecError as error:
             raise Refused(error.reason_code, str(error)) from None
-        expected = record_full_name(dataset)
+        expected = record_full_name(dataset.record_schema)
         if decoded.schema_name != expected:
             raise Refused(
                 "SCHEMA_MISMATCH",
@@ -282,8 +296,8 @@ class FeedHandler:
         published_at: datetime,
         prepared: Prepared,
     ) -> None:
-        rows = self._row_filter(scope, dataset)
-        if rows is _BROKEN_FILTER:
+        plan = self.plan(scope, dataset)
+        if plan.rows is BROKEN_FILTER:
             return  # a filter that does not compile delivers nothing: never more rows than granted
         provenance = Provenance(
             dataset_id=dataset.dataset_id,
@@ -291,22 +305,21 @@ class FeedHandler:
             source_partition=message.partition,
             source_offset=message.offset,
             grant_id=scope.grant_id,
-            masking_policy_version=masking_policy_version(scope),
+            masking_policy_version=plan.policy_version,
             published_at=published_at,
         )
-        shaped = shape(record, scope, None if rows is _NO_FILTER else rows, provenance, self.masking_key)
+        shaped = shape(record, scope, plan.rows, provenance, self.masking_key)
         if shaped is None:
             return  # filtered out
-        target = tenant_topic(scope.tenant_id, dataset.dataset_id, self.settings)
         try:
-            value = self.codec.encode(target, self._tenant_schema(dataset, scope), shaped)
+            value = self.codec.encode(plan.target, plan.tenant_schema, shaped)
         except SchemaMismatchError as error:
             raise Refused("SCHEMA_MISMATCH", f"shaped for grant {scope.grant_id}: {error}") from None
         key = record.get("record_id")
         prepared.outgoing.append(
-            Outgoing(target, str(key).encode() if key is not None else message.key, value)
+            Outgoing(plan.target, str(key).encode() if key is not None else message.key, value)
         )
-        fact = usage_fact(message, scope, target, provenance.masking_policy_version, len(value))
+        fact = usage_fact(message, scope, plan.target, plan.policy_version, len(value))
         prepared.outgoing.append(
             Outgoing(
                 self._deliveries_topic,
@@ -319,26 +332,29 @@ class FeedHandler:
             scope.masking[name].value for name in scope.fields if name in scope.masking and name in shaped
         )
 
-    def _row_filter(self, scope: GrantScope, dataset: Dataset) -> Any:
-        """The grant's filter, compiled once per grant version."""
-        key = (scope.grant_id, scope.version)
-        if key not in self._filters:
-            if not scope.row_filter:
-                self._filters[key] = _NO_FILTER
-            else:
-                try:
-                    self._filters[key] = row_filter.parse(scope.row_filter, dataset.field_names)
-                except InvalidInput as error:
-                    log.error("grant %s: row filter does not compile, nothing delivered: %s", key, error)
-                    self._filters[key] = _BROKEN_FILTER
-        return self._filters[key]
-
-    def _tenant_schema(self, dataset: Dataset, scope: GrantScope) -> avro.schema.NamedSchema:
+    def plan(self, scope: GrantScope, dataset: Dataset) -> GrantPlan:
+        """What delivering under this grant version needs, worked out once per grant and dataset version."""
         key = (scope.grant_id, scope.version, dataset.schema_id, dataset.version)
-        if key not in self._tenant_schemas:
-            shaped = tenant_record_schema(json.loads(dataset.record_schema), scope)
-            self._tenant_schemas[key] = avro.schema.parse(json.dumps(shaped))
-        return self._tenant_schemas[key]
+        if key not in self._plans:
+            self._plans[key] = GrantPlan(
+                rows=self._compile_row_filter(scope, dataset),
+                policy_version=masking_policy_version(scope),
+                target=tenant_topic(scope.tenant_id, dataset.dataset_id, self.settings),
+                tenant_schema=avro.schema.parse(
+                    json.dumps(tenant_record_schema(json.loads(dataset.record_schema), scope))
+                ),
+            )
+        return self._plans[key]
+
+    @staticmethod
+    def _compile_row_filter(scope: GrantScope, dataset: Dataset) -> Any:
+        if not scope.row_filter:
+            return None
+        try:
+            return row_filter.parse(scope.row_filter, dataset.field_names)
+        except InvalidInput as error:
+            log.error("grant %s: row filter does not compile, nothing delivered: %s", scope.grant_id, error)
+            return BROKEN_FILTER
 
     def _dead_letter(
         self, message: SourceMessage, published_at: datetime, reason_code: str, reason: str
@@ -347,7 +363,7 @@ class FeedHandler:
         letter = dead_letter_event(message, SERVICE, reason_code, reason)
         value = self.codec.encode(self._dead_letters_topic, self._dead_letter_schema, letter)
         return Prepared(
-            feed_dataset_id(message.topic, self.settings) or "",
+            dataset_of_feed(self._feed_pattern, message.topic) or "",
             published_at,
             outgoing=[Outgoing(self._dead_letters_topic, message.topic.encode(), value)],
             dead_letter_reason=reason_code,
