@@ -13,6 +13,7 @@ from pdo.cli import (
     config,
     db,
     deadletters,
+    demo,
     gateway,
     publish,
     registry,
@@ -25,6 +26,7 @@ from pdo.core.errors import PdoError
 # Each module adds its own subcommands through register(subparsers); order is the order in --help.
 COMMAND_MODULES = (
     up,
+    demo,
     broker,
     topics,
     registry,

@@ -2,11 +2,8 @@
 
 import signal
 
-from pdo.cli.topics import apply_and_report
-from pdo.core import db
 from pdo.core.config import Settings
-from pdo.stack import broker
-from pdo.stack.platform import Platform
+from pdo.stack.platform import local_platform
 
 
 def register(subparsers) -> None:
@@ -17,30 +14,22 @@ def register(subparsers) -> None:
     parser.set_defaults(func=up)
 
 
-def _interrupt(_signum, _frame) -> None:
-    raise KeyboardInterrupt
+def interrupt_on_sigterm() -> None:
+    """`kill`, a service manager or a container stop must tear down as cleanly as Ctrl-C does."""
+
+    def interrupt(_signum, _frame) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def up(_args) -> int:
-    # `kill`, a service manager or a container stop must tear down as cleanly as Ctrl-C does.
-    signal.signal(signal.SIGTERM, _interrupt)
+    interrupt_on_sigterm()
     settings = Settings.from_env()
-    already_running = broker.status(settings).running
-    broker.start(settings)
-    platform = Platform(settings)
-    try:
-        apply_and_report(settings)
-        db.upgrade(settings.database_url)
-        print(f"database at revision {db.current_revision(settings.database_url)}")
-        platform.start()
+    with local_platform(settings) as platform:
         print(
             f"pdo is up: HTTP API http://{settings.gateway_host}:{settings.gateway_port}/docs, "
             f"schema registry {settings.registry_url}; Ctrl-C stops it"
         )
         platform.watch()
-    finally:
-        platform.stop()
-        # Leave a broker someone else started alone; stop the one we started.
-        if not already_running:
-            broker.stop(settings)
     return 0

@@ -6,14 +6,17 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
+from pdo.core import db
 from pdo.core.config import Settings
 from pdo.core.errors import PdoError
+from pdo.stack import broker
 
 
 @dataclass(frozen=True)
@@ -57,14 +60,18 @@ class Platform:
     def watch(self, poll_s: float = 1.0) -> None:
         """Block until a service exits by itself (an error: say which, with its log) or we are interrupted."""
         while True:
-            for name, process in self.running.items():
-                if process.poll() is not None:
-                    raise PdoError(
-                        f"the {name} service stopped (exit {process.returncode}); last lines of its log:\n"
-                        + self._log_tail(name),
-                        hint=f"see {self._log_path(name)}",
-                    )
+            self.check()
             time.sleep(poll_s)
+
+    def check(self) -> None:
+        """Raise, saying which and with its log, if a service has exited by itself."""
+        for name, process in self.running.items():
+            if process.poll() is not None:
+                raise PdoError(
+                    f"the {name} service stopped (exit {process.returncode}); last lines of its log:\n"
+                    + self._log_tail(name),
+                    hint=f"see {self._log_path(name)}",
+                )
 
     def stop(self, timeout_s: float = 30) -> None:
         # Reverse order: front doors first, the registry last, so nothing loses its schemas mid-request.
@@ -111,3 +118,24 @@ class Platform:
     def _log_tail(self, name: str, lines: int = 15) -> str:
         text = self._log_path(name).read_text(errors="replace").splitlines()
         return "\n".join(text[-lines:])
+
+
+@contextmanager
+def local_platform(settings: Settings, report: Callable[[str], None] = print) -> Iterator[Platform]:
+    """The broker (started unless running), the declared topics, the database, and every service, running;
+    on exit every service stops, and the broker too if it was started here (leave someone else's alone)."""
+    from pdo.cli.topics import apply_and_report  # the CLI's report of created topics and drift
+
+    already_running = broker.status(settings).running
+    broker.start(settings)
+    platform = Platform(settings, report)
+    try:
+        apply_and_report(settings)
+        db.upgrade(settings.database_url)
+        report(f"database at revision {db.current_revision(settings.database_url)}")
+        platform.start()
+        yield platform
+    finally:
+        platform.stop()
+        if not already_running:
+            broker.stop(settings)

@@ -1,0 +1,1 @@
+"""`pdo demo`: the whole platform at work on sample data, with a running summary."""

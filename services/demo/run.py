@@ -1,0 +1,300 @@
+"""The demo's story, told through the platform's front doors: the HTTP API for providers, tenants and the
+operator, and the tenant topics read with a plain Kafka consumer as a tenant would.
+
+1. `prepare`: principals and their API keys (the same store `pdo principals add` writes), datasets
+   registered by their providers, every request of `sample.REQUESTS` submitted, decided by the policy or by
+   the operator (approve, or deny where the sample says so), until each approved grant is ACTIVE;
+2. `publish`: providers post records to their datasets at the chosen rate (HTTP ingest, in batches);
+3. `revoke`: the operator revokes the grant the sample marks, while records keep flowing;
+4. `TenantStreams` reads every tenant topic of the demo's grants and counts, per grant, the distinct source
+   records received (provenance: source partition and offset, so a redelivered record counts once) and
+   keeps the latest record to show what masking did;
+5. `summary`: who received how many records, what was masked, and metering's usage figures.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from kafka import KafkaConsumer, TopicPartition
+
+from pdo.core.codec import AvroCodec, CodecError
+from pdo.core.config import Settings
+from pdo.core.db import make_engine
+from pdo.core.errors import Conflict, PdoError
+from pdo.core.registry_client import RegistryClient
+from pdo.demo import sample
+from pdo.demo.records import GENERATORS
+from pdo.gateway.principals import PrincipalStore
+from pdo.sharing.agents import tenant_topic
+from pdo.sharing.transform import PROVENANCE_FIELD
+
+DECISION_TIMEOUT_S = 60
+POLL_S = 0.5
+
+
+class Api:
+    """One principal's calls to the HTTP API; an error answer becomes a PdoError carrying its message."""
+
+    def __init__(self, base_url: str, key: str) -> None:
+        self.client = httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.client.request(method, path, **kwargs)
+        if response.status_code == 409:
+            raise Conflict(_message(response))
+        if response.status_code >= 400:
+            raise PdoError(f"{method} {path} answered {response.status_code}: {_message(response)}")
+        return response.json() if response.content else None
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:300]
+    return str(body.get("message") or body.get("detail") or body) if isinstance(body, dict) else str(body)
+
+
+@dataclass
+class GrantView:
+    """What the demo knows about one of its grants, and what the tenant received under it."""
+
+    request: sample.RequestSample
+    grant_id: str
+    status: str = "ACTIVE"
+    received: set[tuple[int, int]] = field(default_factory=set)  # (source partition, source offset)
+    latest: dict[str, Any] | None = None
+    received_at_revocation: int | None = None
+
+
+class TenantStreams:
+    """Reads the demo's tenant topics from the beginning in a thread, counting per grant what arrived."""
+
+    def __init__(self, settings: Settings, grants: dict[str, GrantView]) -> None:
+        self.settings = settings
+        self.grants = grants
+        self.codec = AvroCodec(RegistryClient(settings.registry_url))
+        self.undecodable = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="demo-tenant-streams", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self.codec.registry.close()
+
+    def received(self, grant_id: str) -> int:
+        with self._lock:
+            return len(self.grants[grant_id].received)
+
+    def _run(self) -> None:
+        consumer = KafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap.split(","), enable_auto_commit=False
+        )
+        try:
+            topics = sorted(
+                {
+                    tenant_topic(view.request.tenant.principal_id, view.request.dataset_id, self.settings)
+                    for view in self.grants.values()
+                }
+            )
+            partitions = [
+                TopicPartition(topic, number)
+                for topic in topics
+                for number in sorted(consumer.partitions_for_topic(topic) or ())
+            ]
+            consumer.assign(partitions)
+            consumer.seek_to_beginning(*partitions)
+            while not self._stop.is_set():
+                for messages in consumer.poll(timeout_ms=500).values():
+                    for message in messages:
+                        self._count(message.value)
+        finally:
+            consumer.close()
+
+    def _count(self, value: bytes) -> None:
+        try:
+            record = self.codec.decode(value).value
+        except CodecError:
+            self.undecodable += 1
+            return
+        provenance = record[PROVENANCE_FIELD]
+        view = self.grants.get(provenance["grant_id"])
+        if view is None:
+            return  # an earlier demo run's grant on the same topic
+        with self._lock:
+            view.received.add((provenance["source_partition"], provenance["source_offset"]))
+            view.latest = record
+
+
+class Demo:
+    """The demo's actors and their grants; see the module docstring for the story."""
+
+    def __init__(self, settings: Settings, report: Callable[[str], None] = print, seed: int = 7) -> None:
+        self.settings = settings
+        self.report = report
+        self.rng = random.Random(seed)
+        self.base_url = f"http://{settings.gateway_host}:{settings.gateway_port}"
+        self.apis: dict[str, Api] = {}
+        self.grants: dict[str, GrantView] = {}
+        self.denied: list[sample.RequestSample] = []
+        self.published: dict[str, int] = {item.dataset_id: 0 for item in sample.DATASETS}
+        self.streams: TenantStreams | None = None
+        self._numbers = 0
+
+    # -- setting the scene
+
+    def prepare(self) -> None:
+        self._issue_keys()
+        for dataset in sample.DATASETS:
+            self._register(dataset)
+        for request in sample.REQUESTS:
+            self._request(request)
+        self.streams = TenantStreams(self.settings, self.grants)
+        self.streams.start()
+
+    def _issue_keys(self) -> None:
+        engine = make_engine(self.settings.database_url)
+        try:
+            store = PrincipalStore(engine)
+            for party in (*sample.PROVIDERS, *sample.TENANTS, sample.OPERATOR):
+                with suppress(Conflict):  # an earlier demo run made it: a new key is enough
+                    store.create_principal(party.kind, party.name, party.display_name, party.government)
+                self.apis[party.principal_id] = Api(self.base_url, store.issue_key(party.principal_id).key)
+        finally:
+            engine.dispose()
+        self.report(
+            f"  {len(sample.PROVIDERS)} providers, {len(sample.TENANTS)} tenants and an operator, each with an API key"
+        )
+
+    def _api(self, party: sample.Party) -> Api:
+        return self.apis[party.principal_id]
+
+    def _register(self, dataset: sample.DatasetSample) -> None:
+        try:
+            self._api(dataset.provider).call(
+                "POST", "/v1/datasets", json=dataset.registration(self.settings.home)
+            )
+            self.report(f"  {dataset.provider.principal_id} registered {dataset.dataset_id}")
+        except Conflict:
+            self.report(f"  {dataset.dataset_id} is registered already (an earlier demo run)")
+
+    def _request(self, request: sample.RequestSample) -> None:
+        tenant = self._api(request.tenant)
+        now = datetime.now(UTC)
+        body = {
+            "dataset_id": request.dataset_id,
+            "purpose": request.purpose,
+            "fields": list(request.fields),
+            "row_filter": request.row_filter,
+            "valid_from": (now - timedelta(minutes=1)).isoformat(),
+            "valid_until": (now + timedelta(days=365)).isoformat(),
+            "expected_daily_records": request.expected_daily_records,
+        }
+        submitted = tenant.call("POST", "/v1/requests", json={k: v for k, v in body.items() if v is not None})
+        decided = self._wait(
+            f"a decision on {request.tenant.name}'s request for {request.dataset_id}",
+            lambda: _undecided_or(tenant.call("GET", f"/v1/requests/{submitted['request_id']}"), "SUBMITTED"),
+        )
+        how = f"by rule {decided['decided_by_rule']}" if decided.get("decided_by_rule") else ""
+        if decided["status"] == "PENDING_REVIEW":
+            decided = self._review(request, submitted["request_id"])
+            how = f"by {sample.OPERATOR.principal_id}"
+        self.report(f"  {request.tenant.name:<15} {request.dataset_id:<20} {decided['status']:<9} {how}")
+        if decided["status"] == "APPROVED":
+            self._wait_active(decided["grant_id"], request)
+        else:
+            self.denied.append(request)
+
+    def _review(self, request: sample.RequestSample, request_id: str) -> dict[str, Any]:
+        operator = self._api(sample.OPERATOR)
+        if request.operator_denies:
+            return operator.call(
+                "POST",
+                f"/v1/requests/{request_id}/deny",
+                json={"reason": "identity numbers are not needed for this purpose"},
+            )
+        operator.call("POST", f"/v1/requests/{request_id}/approve", json={})
+        return operator.call("GET", f"/v1/requests/{request_id}")
+
+    def _wait_active(self, grant_id: str, request: sample.RequestSample) -> None:
+        tenant = self._api(request.tenant)
+        self._wait(
+            f"grant {grant_id} to be ACTIVE",
+            lambda: tenant.call("GET", f"/v1/grants/{grant_id}")["status"] == "ACTIVE",
+        )
+        self.grants[grant_id] = GrantView(request, grant_id)
+
+    def _wait(self, what: str, check: Callable[[], Any]) -> Any:
+        deadline = time.monotonic() + DECISION_TIMEOUT_S
+        while time.monotonic() < deadline:
+            found = check()
+            if found:
+                return found
+            time.sleep(POLL_S)
+        raise PdoError(
+            f"waited {DECISION_TIMEOUT_S} s for {what}", hint="see the services' logs in run/logs/"
+        )
+
+    # -- the flow
+
+    def publish(self, records_per_dataset: int) -> None:
+        """One batch per dataset, posted by its provider."""
+        now = datetime.now(UTC)
+        for dataset in sample.DATASETS:
+            generate = GENERATORS[dataset.dataset_id]
+            batch = []
+            for _ in range(records_per_dataset):
+                self._numbers += 1
+                batch.append(generate(self.rng, self._numbers, now))
+            self._api(dataset.provider).call(
+                "POST", f"/v1/datasets/{dataset.dataset_id}/records", json={"records": batch}
+            )
+            self.published[dataset.dataset_id] += len(batch)
+
+    def revoke(self) -> GrantView | None:
+        """Revoke the grant the sample marks; returns it (None when there is none to revoke)."""
+        for view in self.grants.values():
+            if view.request.revoked_later and view.status == "ACTIVE":
+                self._api(sample.OPERATOR).call(
+                    "POST",
+                    f"/v1/grants/{view.grant_id}/revoke",
+                    json={"reason": "the congestion study ended"},
+                )
+                view.status = "REVOKED"
+                view.received_at_revocation = self.streams.received(view.grant_id) if self.streams else 0
+                self.report(
+                    f"  operator revoked {view.grant_id} ({view.request.tenant.name}, {view.request.dataset_id})"
+                )
+                return view
+        return None
+
+    def refresh_statuses(self) -> None:
+        for view in self.grants.values():
+            view.status = self._api(view.request.tenant).call("GET", f"/v1/grants/{view.grant_id}")["status"]
+
+    def close(self) -> None:
+        if self.streams:
+            self.streams.stop()
+        for api in self.apis.values():
+            api.close()
+
+
+def _undecided_or(found: dict[str, Any], undecided: str) -> dict[str, Any] | None:
+    return None if found["status"] == undecided else found

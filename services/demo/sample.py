@@ -1,0 +1,182 @@
+"""The demo's cast: government providers and their datasets, tenants and what they ask for, an operator.
+
+Datasets use the record schemas in schemas/datasets/ (their `pdo.sensitive` markings say what is masked).
+Requests are chosen to show each path of the policy (services/authorization/policy.yaml): open data without
+sensitive fields is approved by rule; sensitive fields or conditional data wait for the operator, who
+approves most and denies one; one approved grant is revoked while records flow; a government department's
+grant is free.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Party:
+    kind: str  # provider, tenant or operator
+    name: str
+    display_name: str
+    government: bool = False
+
+    @property
+    def principal_id(self) -> str:
+        return f"{self.kind}:{self.name}"
+
+
+@dataclass(frozen=True)
+class DatasetSample:
+    dataset_id: str
+    provider: Party
+    schema_file: str  # under schemas/datasets/
+    title: str
+    owner_department: str
+    domain: str
+    classification: str
+    openness: str
+    price_plan: dict[str, Any]
+    description: str
+
+    def registration(self, home: Path) -> dict[str, Any]:
+        """The body of POST /v1/datasets."""
+        schema = json.loads((home / "schemas" / "datasets" / self.schema_file).read_text())
+        return {
+            "dataset_id": self.dataset_id,
+            "owner_department": self.owner_department,
+            "title": self.title,
+            "domain": self.domain,
+            "classification": self.classification,
+            "openness": self.openness,
+            "record_schema": schema,
+            "price_plan": self.price_plan,
+            "description": self.description,
+        }
+
+
+@dataclass(frozen=True)
+class RequestSample:
+    tenant: Party
+    dataset_id: str
+    fields: tuple[str, ...]
+    purpose: str
+    row_filter: str | None = None
+    expected_daily_records: int | None = None
+    operator_denies: bool = False  # when the request waits for review: deny it instead of approving
+    revoked_later: bool = False  # the operator revokes the grant while records flow
+
+
+TRANSPORT = Party("provider", "transport-bureau", "Municipal Transport Bureau")
+MARKET = Party("provider", "market-regulation", "Market Regulation Administration")
+ENVIRONMENT = Party("provider", "environment-bureau", "Ecology and Environment Bureau")
+PROVIDERS = (TRANSPORT, MARKET, ENVIRONMENT)
+
+ACME = Party("tenant", "acme-logistics", "Acme Logistics Co.")
+CITYLAB = Party("tenant", "citylab", "City Lab research institute")
+CREDIT = Party("tenant", "credit-bureau", "Credit Information Services")
+PLANNING = Party("tenant", "urban-planning", "Urban Planning Department", government=True)
+TENANTS = (ACME, CITYLAB, CREDIT, PLANNING)
+
+OPERATOR = Party("operator", "demo-operator", "Demo operator")
+
+DATASETS = (
+    DatasetSample(
+        dataset_id="traffic-flow",
+        provider=TRANSPORT,
+        schema_file="TrafficFlow.avsc",
+        title="Checkpoint traffic flow",
+        owner_department="Municipal Transport Bureau",
+        domain="TRANSPORT",
+        classification="GENERAL",
+        openness="OPEN",
+        price_plan={
+            "kind": "TIERED",
+            "tiers": [
+                {"up_to_records": 1000, "unit_price": "2.00"},
+                {"up_to_records": None, "unit_price": "1.00"},
+            ],
+        },
+        description="One record per vehicle passing a road checkpoint.",
+    ),
+    DatasetSample(
+        dataset_id="enterprise-registry",
+        provider=MARKET,
+        schema_file="EnterpriseRegistry.avsc",
+        title="Enterprise registration changes",
+        owner_department="Market Regulation Administration",
+        domain="MARKET_REGULATION",
+        classification="IMPORTANT",
+        openness="CONDITIONAL",
+        price_plan={"kind": "PER_MEGABYTE", "unit_price": "5.00"},
+        description="Registrations and changes of enterprises, with their legal representatives.",
+    ),
+    DatasetSample(
+        dataset_id="air-quality",
+        provider=ENVIRONMENT,
+        schema_file="AirQuality.avsc",
+        title="Hourly air quality by monitoring station",
+        owner_department="Municipal Ecology and Environment Bureau",
+        domain="ENVIRONMENT",
+        classification="GENERAL",
+        openness="OPEN",
+        price_plan={"kind": "PER_THOUSAND_RECORDS", "unit_price": "1.50"},
+        description="PM2.5, PM10, NO2, O3 and AQI per station and hour.",
+    ),
+)
+
+REQUESTS = (
+    # A sensitive field (the plate, masked to its first and last characters): the operator approves.
+    RequestSample(
+        ACME,
+        "traffic-flow",
+        ("record_id", "checkpoint_id", "district", "plate_number", "vehicle_type", "observed_at"),
+        "fleet arrival forecasting",
+    ),
+    # Open, nothing sensitive: approved by rule; revoked by the operator while records flow.
+    RequestSample(
+        CITYLAB,
+        "traffic-flow",
+        ("record_id", "district", "speed_kmh", "lane", "direction", "observed_at"),
+        "congestion study",
+        revoked_later=True,
+    ),
+    RequestSample(
+        CITYLAB,
+        "air-quality",
+        ("record_id", "station_id", "district", "pm25", "aqi", "observed_at"),
+        "exposure study",
+    ),
+    # Conditional data with masked personal fields: the operator approves.
+    RequestSample(
+        CREDIT,
+        "enterprise-registry",
+        (
+            "record_id",
+            "credit_code",
+            "enterprise_name",
+            "legal_representative",
+            "contact_phone",
+            "registered_capital",
+            "status",
+        ),
+        "credit assessment of registered enterprises",
+    ),
+    # Identity numbers for a purpose that does not need them: the operator denies.
+    RequestSample(
+        ACME,
+        "enterprise-registry",
+        ("record_id", "enterprise_name", "legal_rep_id_number"),
+        "customer outreach",
+        operator_denies=True,
+    ),
+    # A government department, one district only: approved by rule, free of charge.
+    RequestSample(
+        PLANNING,
+        "air-quality",
+        ("record_id", "station_id", "district", "pm25", "pm10", "no2", "o3", "aqi", "observed_at"),
+        "district planning",
+        row_filter="district == 'Xihu'",
+    ),
+)

@@ -1,0 +1,62 @@
+"""The demo's summary: per grant, what the tenant received and what masking made of a sensitive value."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from pdo.demo import sample
+from pdo.demo.run import Demo, GrantView
+
+
+@cache
+def sensitive_fields(home: Path, schema_file: str) -> dict[str, str]:
+    """Field -> masking rule, from the dataset schema's `pdo.sensitive` markings."""
+    schema = json.loads((home / "schemas" / "datasets" / schema_file).read_text())
+    return {item["name"]: item["pdo.sensitive"] for item in schema["fields"] if "pdo.sensitive" in item}
+
+
+def masked_example(demo: Demo, view: GrantView) -> str:
+    """`field (RULE): value` for each masked field of the tenant's latest record, or why there is none."""
+    dataset = next(item for item in sample.DATASETS if item.dataset_id == view.request.dataset_id)
+    masked = {
+        name: rule
+        for name, rule in sensitive_fields(demo.settings.home, dataset.schema_file).items()
+        if name in view.request.fields
+    }
+    if not masked:
+        return "no sensitive field granted"
+    if view.latest is None:
+        return "(nothing received yet)"
+    return ", ".join(f"{name} ({rule}): {view.latest.get(name)}" for name, rule in masked.items())
+
+
+def table(demo: Demo, metered: dict[str, int] | None = None) -> list[str]:
+    """One line per grant: tenant, dataset, status, records received (and metered, when known), masking."""
+    lines = [
+        f"  {'tenant':<15} {'dataset':<20} {'grant status':<12} {'received':>8} {'metered':>8}  masked in the latest record"
+    ]
+    for view in demo.grants.values():
+        received = len(view.received)
+        note = (
+            f" (revoked at {view.received_at_revocation})" if view.received_at_revocation is not None else ""
+        )
+        metered_text = str(metered.get(view.grant_id, 0)) if metered is not None else "-"
+        lines.append(
+            f"  {view.request.tenant.name:<15} {view.request.dataset_id:<20} {view.status:<12} {received:>8} "
+            f"{metered_text:>8}  {masked_example(demo, view)}{note}"
+        )
+    for request in demo.denied:
+        lines.append(
+            f"  {request.tenant.name:<15} {request.dataset_id:<20} {'DENIED':<12} {0:>8} {'-':>8}  (no grant)"
+        )
+    published = ", ".join(f"{dataset} {count}" for dataset, count in demo.published.items())
+    lines.append(f"  published: {published}")
+    return lines
+
+
+def print_table(demo: Demo, metered: dict[str, Any] | None = None) -> None:
+    for line in table(demo, metered):
+        demo.report(line)
