@@ -101,17 +101,23 @@ class StoredDeadLetter:
         return f"{v['source_topic']}[{v['source_partition']}]@{v['source_offset']}"
 
 
-def read_dead_letters(settings: Any, codec: Any, timeout_s: float = 30.0) -> list[StoredDeadLetter]:
-    """Every dead letter on the topic now, oldest first per partition.
+def read_dead_letters(
+    settings: Any, codec: Any, timeout_s: float = 30.0, newest: int | None = None
+) -> list[StoredDeadLetter]:
+    """Every dead letter on the topic now (or only the `newest` of each partition), oldest first per partition.
 
     A consumer without a group (nothing committed, nothing to clean up) reads from the beginning up to
     the end offsets taken at the start, so the call terminates while services keep dead-lettering.
+    With `newest` it starts that many offsets before each end instead, so the read stays bounded however
+    long the topic grows (the gateway's console asks for the latest few every few seconds).
     """
     name = topics.name(TopicId.DEAD_LETTERS, settings)
     consumer = KafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap.split(","),
         enable_auto_commit=False,
         request_timeout_ms=max(settings.kafka_timeout_s * 1000, 5000),
+        # Without a broker, give up after PDO_KAFKA_TIMEOUT_S rather than kafka-python's 30 s.
+        bootstrap_timeout_ms=settings.kafka_timeout_s * 1000,
     )
     try:
         assigned = [TopicPartition(name, p) for p in sorted(consumer.partitions_for_topic(name) or ())]
@@ -120,9 +126,18 @@ def read_dead_letters(settings: Any, codec: Any, timeout_s: float = 30.0) -> lis
         consumer.assign(assigned)
         consumer.seek_to_beginning(*assigned)
         ends = consumer.end_offsets(assigned)
+        if newest is not None:
+            _seek_back(consumer, assigned, ends, newest)
         return _drain(consumer, assigned, ends, codec, timeout_s)
     finally:
         consumer.close()
+
+
+def _seek_back(consumer: Any, assigned: list, ends: dict, count: int) -> None:
+    """Move each partition to `count` offsets before its end, never before its first kept offset."""
+    firsts = consumer.beginning_offsets(assigned)
+    for tp in assigned:
+        consumer.seek(tp, max(firsts[tp], ends[tp] - count))
 
 
 def _drain(consumer: Any, assigned: list, ends: dict, codec: Any, timeout_s: float) -> list[StoredDeadLetter]:
