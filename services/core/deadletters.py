@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
 
 from pdo.core import topics
 from pdo.core.errors import PdoError
 from pdo.core.events import event_head, utc_now
+from pdo.core.kafka import consumer as kafka_consumer
 from pdo.core.topics import TopicId
 
 DEAD_LETTER = "pdo.deadletter.v1.DeadLetter"
@@ -112,12 +113,8 @@ def read_dead_letters(
     long the topic grows (the gateway's console asks for the latest few every few seconds).
     """
     name = topics.name(TopicId.DEAD_LETTERS, settings)
-    consumer = KafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap.split(","),
-        enable_auto_commit=False,
-        request_timeout_ms=max(settings.kafka_timeout_s * 1000, 5000),
-        # Without a broker, give up after PDO_KAFKA_TIMEOUT_S rather than kafka-python's 30 s.
-        bootstrap_timeout_ms=settings.kafka_timeout_s * 1000,
+    consumer = kafka_consumer(
+        settings, enable_auto_commit=False, request_timeout_ms=max(settings.kafka_timeout_s * 1000, 5000)
     )
     try:
         assigned = [TopicPartition(name, p) for p in sorted(consumer.partitions_for_topic(name) or ())]

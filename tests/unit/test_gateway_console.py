@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -209,3 +211,29 @@ def test_an_unreadable_topic_is_503_saying_why(gateway, failure):
         "could not read the dead-letter topic",
     )
     assert "broker" in body["hint"]
+
+
+def test_no_broker_is_503_from_the_real_reader_and_leaves_no_thread_behind():
+    """kafka-python leaves a failed bootstrap's IO thread running unless pdo closes it. In a child process,
+    because kafka-python also drops that attempt's sockets unclosed (ResourceWarnings when collected)."""
+    script = """
+import dataclasses, threading
+from pdo.core.config import Settings
+from pdo.core.errors import Unavailable
+from pdo.gateway.routes_deadletters import topic_reader
+settings = dataclasses.replace(Settings.from_env(), kafka_bootstrap="127.0.0.1:1", kafka_timeout_s=1)
+read = topic_reader(settings, lambda: None)
+for _ in range(2):
+    try:
+        read(5)
+    except Unavailable as error:
+        print(error.message)
+print("threads:", sorted(t.name for t in threading.enumerate()))
+"""
+    done = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[:2] == ["cannot reach the Kafka broker at 127.0.0.1:1 within 1 s"] * 2, done.stdout
+    assert lines[2] == "threads: ['MainThread']"
