@@ -1,6 +1,6 @@
 """The operator console in a real headless Chromium (Debian's /usr/bin/chromium driven by Playwright):
 an operator pastes a key, approves a request waiting for review (narrowed) and sees the grant appear,
-then revokes it, all by clicking in the page; the API confirms each step. Hostile text from the API
+denies another, then revokes the grant, all by clicking in the page; the API confirms each step. Hostile text from the API
 (a request's purpose, a dead letter's reason) shows as text. The gateway is real, over the isolated
 namespace, registry and database of sharing_support; the policy step is called as the worker would.
 
@@ -45,15 +45,20 @@ def browser() -> Iterator:
             launched.close()
 
 
-def submit_for_review(gateway, platform) -> str:
-    """The README's example: the air-quality dataset, and a tenant asking for its sensitive field."""
+def register_air_quality(gateway) -> str:
+    """The README's example dataset, registered by the provider."""
     dataset = json.loads((PROJECT_ROOT / "deploy" / "examples" / "air-quality.dataset.json").read_text())
     registered = gateway.http.post("/v1/datasets", json=dataset, headers=gateway.as_("provider"))
     assert registered.status_code == 201, registered.text
+    return dataset["dataset_id"]
+
+
+def submit_for_review(gateway, platform, dataset_id: str, purpose: str) -> str:
+    """A tenant asks for the sensitive field too, so the policy sends the request to an operator."""
     now = datetime.now(UTC)
     body = {
-        "dataset_id": dataset["dataset_id"],
-        "purpose": HOSTILE_PURPOSE,
+        "dataset_id": dataset_id,
+        "purpose": purpose,
         "fields": ["district", "aqi", "station_manager_phone"],
         "valid_from": now.isoformat(),
         "valid_until": (now + timedelta(days=30)).isoformat(),
@@ -74,7 +79,9 @@ def has_route(app, path: str) -> bool:
 def test_operator_approves_and_revokes_in_the_console(settings, platform, gateway, browser):
     from playwright.sync_api import expect
 
-    request_id = submit_for_review(gateway, platform)
+    dataset_id = register_air_quality(gateway)
+    request_id = submit_for_review(gateway, platform, dataset_id, HOSTILE_PURPOSE)
+    other_id = submit_for_review(gateway, platform, dataset_id, "door-to-door marketing")
     publish_dead_letters(settings, [HOSTILE_REASON])
     operator = gateway.as_("operator")
 
@@ -100,6 +107,15 @@ def test_operator_approves_and_revokes_in_the_console(settings, platform, gatewa
     usage = "records in the latest minute" if has_route(gateway.app, "/v1/usage") else "metering not running"
     expect(page.locator("#usage .status")).to_contain_text(usage)
 
+    # A refusal from the API is shown in words, and nothing changes.
+    row.locator('input[name="quota"]').fill("1.5")
+    row.locator("button.approve").click()
+    expect(page.locator("#requests .notice")).to_contain_text("HTTP 422 invalid_input")
+    expect(page.locator("#requests .notice")).to_contain_text("daily_quota_records")
+    assert (
+        gateway.http.get(f"/v1/requests/{request_id}", headers=operator).json()["status"] == "PENDING_REVIEW"
+    )
+
     # Approve, narrowed: without the sensitive field, with a daily quota.
     row.locator('input[name="field:station_manager_phone"]').uncheck()
     row.locator('input[name="quota"]').fill("1000")
@@ -113,6 +129,17 @@ def test_operator_approves_and_revokes_in_the_console(settings, platform, gatewa
     grant = gateway.http.get(f"/v1/grants/{grant_id}", headers=operator).json()
     assert grant["status"] == "ACTIVE" and grant["fields"] == ["district", "aqi"], grant
     assert grant["daily_quota_records"] == 1000
+
+    # Denying needs a reason, which the tenant then reads.
+    other_row = page.locator(f'#requests tr[data-request-id="{other_id}"]')
+    other_row.locator("button.deny").click()
+    expect(page.locator("#requests .notice")).to_contain_text("say why")
+    other_row.locator('input[name="reason"]').fill("marketing is not a permitted purpose")
+    other_row.locator("button.deny").click()
+    expect(page.locator("#requests .notice")).to_contain_text(f"denied request {other_id}")
+    expect(other_row).to_have_count(0)
+    denied = gateway.http.get(f"/v1/requests/{other_id}", headers=gateway.as_("tenant")).json()
+    assert (denied["status"], denied["decision_reason"]) == ("DENIED", "marketing is not a permitted purpose")
 
     # The key survives a reload of the tab.
     page.reload()
