@@ -320,6 +320,8 @@ async function refresh() {
     }
   }));
   document.getElementById("refreshed").textContent = `refreshed ${new Date().toLocaleTimeString()}`;
+  // An action's refresh may have overlapped this one: keep a single timer either way.
+  clearTimeout(timer);
   if (sessionStorage.getItem(KEY_STORAGE)) timer = setTimeout(refresh, REFRESH_MS);
 }
 
