@@ -146,7 +146,7 @@ def serve_gateway(settings: Settings) -> None:
         catalog = CatalogService(engine, publisher, registry, settings)
         authorization = AuthorizationService(engine, publisher, catalog, load_policy(), settings)
         app = create_app(settings, catalog, authorization, engine)
-        print(f"gateway serving at http://{host}:{port} (API docs at /docs)")
+        print(f"gateway serving at http://{host}:{port} (API docs at /docs, operator console at /console)")
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info"))
         try:
             server.run()

@@ -29,6 +29,7 @@ def up(_args) -> int:
     with local_platform(settings) as platform:
         print(
             f"pdo is up: HTTP API http://{settings.gateway_host}:{settings.gateway_port}/docs, "
+            f"operator console http://{settings.gateway_host}:{settings.gateway_port}/console, "
             f"schema registry {settings.registry_url}; Ctrl-C stops it"
         )
         platform.watch()

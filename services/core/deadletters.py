@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
 
 from pdo.core import topics
 from pdo.core.errors import PdoError
 from pdo.core.events import event_head, utc_now
+from pdo.core.kafka import consumer as kafka_consumer
 from pdo.core.topics import TopicId
 
 DEAD_LETTER = "pdo.deadletter.v1.DeadLetter"
@@ -101,17 +102,19 @@ class StoredDeadLetter:
         return f"{v['source_topic']}[{v['source_partition']}]@{v['source_offset']}"
 
 
-def read_dead_letters(settings: Any, codec: Any, timeout_s: float = 30.0) -> list[StoredDeadLetter]:
-    """Every dead letter on the topic now, oldest first per partition.
+def read_dead_letters(
+    settings: Any, codec: Any, timeout_s: float = 30.0, newest: int | None = None
+) -> list[StoredDeadLetter]:
+    """Every dead letter on the topic now (or only the `newest` of each partition), oldest first per partition.
 
     A consumer without a group (nothing committed, nothing to clean up) reads from the beginning up to
     the end offsets taken at the start, so the call terminates while services keep dead-lettering.
+    With `newest` it starts that many offsets before each end instead, so the read stays bounded however
+    long the topic grows (the gateway's console asks for the latest few every few seconds).
     """
     name = topics.name(TopicId.DEAD_LETTERS, settings)
-    consumer = KafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap.split(","),
-        enable_auto_commit=False,
-        request_timeout_ms=max(settings.kafka_timeout_s * 1000, 5000),
+    consumer = kafka_consumer(
+        settings, enable_auto_commit=False, request_timeout_ms=max(settings.kafka_timeout_s * 1000, 5000)
     )
     try:
         assigned = [TopicPartition(name, p) for p in sorted(consumer.partitions_for_topic(name) or ())]
@@ -120,9 +123,18 @@ def read_dead_letters(settings: Any, codec: Any, timeout_s: float = 30.0) -> lis
         consumer.assign(assigned)
         consumer.seek_to_beginning(*assigned)
         ends = consumer.end_offsets(assigned)
+        if newest is not None:
+            _seek_back(consumer, assigned, ends, newest)
         return _drain(consumer, assigned, ends, codec, timeout_s)
     finally:
         consumer.close()
+
+
+def _seek_back(consumer: Any, assigned: list, ends: dict, count: int) -> None:
+    """Move each partition to `count` offsets before its end, never before its first kept offset."""
+    firsts = consumer.beginning_offsets(assigned)
+    for tp in assigned:
+        consumer.seek(tp, max(firsts[tp], ends[tp] - count))
 
 
 def _drain(consumer: Any, assigned: list, ends: dict, codec: Any, timeout_s: float) -> list[StoredDeadLetter]:

@@ -20,7 +20,15 @@ from sqlalchemy import Engine
 from pdo.core.config import Settings
 from pdo.core.errors import Unavailable
 from pdo.core.http_metrics import MetricsMiddleware
-from pdo.gateway import routes_datasets, routes_grants, routes_ingest, routes_requests, routes_streams
+from pdo.gateway import (
+    routes_console,
+    routes_datasets,
+    routes_deadletters,
+    routes_grants,
+    routes_ingest,
+    routes_requests,
+    routes_streams,
+)
 from pdo.gateway.errors import UnexpectedErrorMiddleware, install_error_handlers
 from pdo.gateway.limits import BodyLimitMiddleware
 from pdo.gateway.metrics import gateway_metrics
@@ -30,7 +38,7 @@ from pdo.publishing.publisher import FeedPublishers
 DESCRIPTION = """\
 pdo's API for data providers (register and maintain datasets, publish records to their feeds), tenants
 (request access, read their own requests and grants, stream their delivered records) and operators (review requests, suspend, resume and
-revoke grants).
+revoke grants, read dead letters; the operator console at /console works against this API).
 
 Authenticate with an API key (`pdo principals add` / `pdo principals key` issue them) sent as
 `Authorization: Bearer <key>` or `X-API-Key: <key>`. Every refusal reads
@@ -46,6 +54,7 @@ def create_app(
     principals: PrincipalStore | None = None,
     feeds: Any | None = None,
     streams: routes_streams.StreamHub | None = None,
+    dead_letters: routes_deadletters.DeadLetterSource | None = None,
 ) -> fastapi.FastAPI:
     """The gateway over `engine` (migrated already: pdo.core.db.upgrade) and the two services.
 
@@ -53,6 +62,8 @@ def create_app(
     FeedPublishers over `settings`, connecting to Kafka on the first ingest and closed with the app.
     `streams` serves tenants' HTTP streams (Kafka consumers, a codec); by default a StreamHub over
     `settings`, closed with the app.
+    `dead_letters` gives GET /v1/dead-letters the newest dead letters; by default read from the topic with
+    the streams' codec.
     """
     metrics = gateway_metrics()
     own_feeds = feeds is None
@@ -82,6 +93,7 @@ def create_app(
     app.state.ingested_records = routes_ingest.ingested_records_counter(metrics.registry)
     app.state.streams = streams
     app.state.stream_metrics = routes_streams.stream_metrics(metrics.registry)
+    app.state.dead_letters = dead_letters or routes_deadletters.topic_reader(settings, lambda: streams.codec)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.gateway_max_body_bytes)
     app.add_middleware(UnexpectedErrorMiddleware, refusals=metrics.refusals)
     app.add_middleware(MetricsMiddleware, requests=metrics.requests)
@@ -92,6 +104,8 @@ def create_app(
         routes_requests.router,
         routes_grants.router,
         routes_streams.router,
+        routes_deadletters.router,
+        routes_console.console_router(),
     ):
         app.include_router(router)
 
@@ -110,6 +124,8 @@ def create_app(
 
     @app.get("/", include_in_schema=False)
     def root() -> JSONResponse:
-        return JSONResponse({"service": "pdo gateway", "docs": "/docs", "openapi": "/openapi.json"})
+        return JSONResponse(
+            {"service": "pdo gateway", "docs": "/docs", "openapi": "/openapi.json", "console": "/console"}
+        )
 
     return app
