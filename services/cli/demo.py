@@ -79,4 +79,5 @@ def _publish(demo, platform, args) -> None:
 
 def _console_and_metrics(settings: Settings) -> None:
     base = f"http://{settings.gateway_host}:{settings.gateway_port}"
-    print(f"  HTTP API {base}/docs")
+    print(f"  HTTP API {base}/docs, operator console {base}/console (paste an operator key:")
+    print("  `pdo principals add --kind operator --id <you>` prints one)")

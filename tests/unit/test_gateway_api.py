@@ -253,7 +253,8 @@ def gateway(tmp_path_factory) -> Iterator[Gateway]:
         principal = store.create_principal(kind, name)
         keys[name] = store.issue_key(principal.principal_id).key
     catalog, authorization = FakeCatalog(), FakeAuthorization()
-    app = create_app(Settings.from_env(), catalog, authorization, engine)
+    # No broker in unit tests: the dead-letter topic is swept as an empty one (its reads: test_gateway_console).
+    app = create_app(Settings.from_env(), catalog, authorization, engine, dead_letters=lambda limit: [])
     with ServerThread(app) as server, httpx.Client(base_url=server.url, timeout=30) as http:
         yield Gateway(http, catalog, authorization, store, keys)
     engine.dispose()
