@@ -17,6 +17,11 @@ from pdo.core.serving import ServerThread, free_port
 # In CI every backing service is started by .ci/run, so a missing one is a failure, not a skip.
 REQUIRE_ALL = os.environ.get("PDO_TEST_REQUIRE_ALL") == "1"
 
+# Tests start workers side by side, and other runs share the machine: on the default metrics ports they
+# would collide. Worker processes inherit this; a test that wants an endpoint gives it a free port.
+for _variable in ("CATALOG", "AUTHORIZATION", "SHARING", "METERING"):
+    os.environ[f"PDO_{_variable}_METRICS_PORT"] = "0"
+
 
 def _unavailable(what: str) -> None:
     if REQUIRE_ALL:

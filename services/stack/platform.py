@@ -18,21 +18,49 @@ from pdo.core.errors import PdoError
 
 @dataclass(frozen=True)
 class ServiceProcess:
-    """One pdo service as the CLI runs it, and how to tell it is ready."""
+    """One pdo service as the CLI runs it, where its metrics are, and how to tell it is ready."""
 
     name: str
     command: tuple[str, ...]
-    ready_url: Callable[[Settings], str] | None = None
+    metrics_url: Callable[[Settings], str | None]
+    # A worker is ready when its metrics answer (it serves them before anything else); None: no check.
+    ready_url: Callable[[Settings], str | None] | None = None
+
+    def ready(self, settings: Settings) -> str | None:
+        return (self.ready_url or self.metrics_url)(settings)
+
+
+def worker(name: str) -> ServiceProcess:
+    """A stream worker: `pdo <name> worker`, metrics on PDO_<NAME>_METRICS_PORT (none when it is 0)."""
+
+    def metrics_url(s: Settings) -> str | None:
+        port = s.metrics_port(name)
+        return f"http://{s.metrics_host}:{port}/metrics" if port else None
+
+    return ServiceProcess(name, (name, "worker"), metrics_url)
+
+
+def gateway_url(s: Settings) -> str:
+    return f"http://{s.gateway_host}:{s.gateway_port}"
 
 
 # In start order: the registry first, since every other service registers or resolves schemas there.
+# The HTTP services serve /metrics on their own HTTP port.
 SERVICES = (
-    ServiceProcess("registry", ("registry", "serve"), lambda s: f"{s.registry_url}/subjects"),
-    ServiceProcess("catalog", ("catalog", "worker")),
-    ServiceProcess("authorization", ("authorization", "worker")),
-    ServiceProcess("sharing", ("sharing", "worker")),
     ServiceProcess(
-        "gateway", ("gateway", "serve"), lambda s: f"http://{s.gateway_host}:{s.gateway_port}/healthz"
+        "registry",
+        ("registry", "serve"),
+        metrics_url=lambda s: f"{s.registry_url}/metrics",
+        ready_url=lambda s: f"{s.registry_url}/subjects",
+    ),
+    worker("catalog"),
+    worker("authorization"),
+    worker("sharing"),
+    ServiceProcess(
+        "gateway",
+        ("gateway", "serve"),
+        metrics_url=lambda s: f"{gateway_url(s)}/metrics",
+        ready_url=lambda s: f"{gateway_url(s)}/healthz",
     ),
 )
 
@@ -50,9 +78,11 @@ class Platform:
         self.logs.mkdir(parents=True, exist_ok=True)
         for service in SERVICES:
             self.running[service.name] = self._spawn(service)
-            if service.ready_url:
-                self._wait_ready(service, service.ready_url(self.settings), ready_timeout_s)
-            self.report(f"  started {service.name:<14} log {self._log_path(service.name)}")
+            ready_url = service.ready(self.settings)
+            if ready_url:
+                self._wait_ready(service, ready_url, ready_timeout_s)
+            metrics = service.metrics_url(self.settings) or "off"
+            self.report(f"  started {service.name:<14} log {self._log_path(service.name)}  metrics {metrics}")
 
     def watch(self, poll_s: float = 1.0) -> None:
         """Block until a service exits by itself (an error: say which, with its log) or we are interrupted."""
