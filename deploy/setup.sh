@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SYSTEM_PACKAGES=(openjdk-17-jre-headless maven postgresql python3-venv)
+SYSTEM_PACKAGES=(openjdk-17-jre-headless maven postgresql python3-venv prometheus chromium)
 PYTHON=${PDO_PYTHON:-python3.11}
 
 step() { printf '\n== %s\n' "$*"; }

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -35,6 +37,19 @@ __all__ = ["ServerThread", "free_port", "fresh_postgres_database", "unique_name"
 def unique_name(prefix: str) -> str:
     """A topic or subject name no other test uses, so tests never see each other's data."""
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session")
+def promtool() -> Callable[..., subprocess.CompletedProcess]:
+    """Runs Prometheus's promtool (Debian package `prometheus`, which deploy/setup.sh installs)."""
+    path = shutil.which("promtool")
+    if path is None:
+        _unavailable("promtool (Debian package prometheus)")
+
+    def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run([path, *args], input=stdin, capture_output=True, text=True, timeout=120)
+
+    return run
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from pdo.cli.topics import apply_and_report
 from pdo.core import db
 from pdo.core.config import Settings
 from pdo.stack import broker
-from pdo.stack.platform import Platform
+from pdo.stack.platform import Platform, write_prometheus_config
 
 
 def register(subparsers) -> None:
@@ -33,9 +33,12 @@ def up(_args) -> int:
         db.upgrade(settings.database_url)
         print(f"database at revision {db.current_revision(settings.database_url)}")
         platform.start()
+        prometheus = write_prometheus_config(settings)
         print(
             f"pdo is up: HTTP API http://{settings.gateway_host}:{settings.gateway_port}/docs, "
-            f"schema registry {settings.registry_url}; Ctrl-C stops it"
+            f"schema registry {settings.registry_url}; Ctrl-C stops it\n"
+            f"  Prometheus for it: prometheus --config.file={prometheus} "
+            f"--storage.tsdb.path={settings.run_dir / 'prometheus'}"
         )
         platform.watch()
     finally:

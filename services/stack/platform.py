@@ -9,8 +9,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
+import yaml
 
 from pdo.core.config import Settings
 from pdo.core.errors import PdoError
@@ -63,6 +65,36 @@ SERVICES = (
         ready_url=lambda s: f"{gateway_url(s)}/healthz",
     ),
 )
+
+
+def prometheus_config(settings: Settings, scrape_interval: str = "15s") -> dict:
+    """A Prometheus configuration scraping every service of the platform where `settings` put it, with
+    pdo's alert rules (deploy/prometheus/alerts.yml); deploy/prometheus/prometheus.yml is its compose twin."""
+    jobs = []
+    for service in SERVICES:
+        url = service.metrics_url(settings)
+        if url:
+            where = urlsplit(url)
+            jobs.append(
+                {
+                    "job_name": service.name,
+                    "metrics_path": where.path,
+                    "static_configs": [{"targets": [where.netloc]}],
+                }
+            )
+    return {
+        "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
+        "rule_files": [str(settings.home / "deploy" / "prometheus" / "alerts.yml")],
+        "scrape_configs": jobs,
+    }
+
+
+def write_prometheus_config(settings: Settings) -> Path:
+    """PDO_RUN_DIR/prometheus.yml for a local Prometheus (`prometheus --config.file=...`)."""
+    path = settings.run_dir / "prometheus.yml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(prometheus_config(settings), sort_keys=False))
+    return path
 
 
 class Platform:
