@@ -31,7 +31,7 @@ def _unavailable(what: str) -> None:
     pytest.skip(f"{what} is not available (start it with .ci/run or `pdo broker start`)")
 
 
-__all__ = ["ServerThread", "free_port", "fresh_postgres_database", "unique_name"]
+__all__ = ["ServerThread", "free_port", "fresh_postgres_database", "require_program", "unique_name"]
 
 
 def unique_name(prefix: str) -> str:
@@ -39,12 +39,18 @@ def unique_name(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
+def require_program(name: str, package: str) -> str:
+    """The path of an installed program (deploy/setup.sh installs `package`), or skip / fail the test."""
+    path = shutil.which(name)
+    if path is None:
+        _unavailable(f"{name} (Debian package {package})")
+    return path
+
+
 @pytest.fixture(scope="session")
 def promtool() -> Callable[..., subprocess.CompletedProcess]:
-    """Runs Prometheus's promtool (Debian package `prometheus`, which deploy/setup.sh installs)."""
-    path = shutil.which("promtool")
-    if path is None:
-        _unavailable("promtool (Debian package prometheus)")
+    """Runs Prometheus's promtool on files or on text given as standard input."""
+    path = require_program("promtool", "prometheus")
 
     def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
         return subprocess.run([path, *args], input=stdin, capture_output=True, text=True, timeout=120)
