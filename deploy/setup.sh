@@ -4,8 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# chromium: the operator console's browser test drives it headless (Playwright, with its executable path).
-SYSTEM_PACKAGES=(openjdk-17-jre-headless maven postgresql python3-venv chromium)
+# prometheus: promtool checks and the Prometheus test; chromium: the console's headless browser test.
+SYSTEM_PACKAGES=(openjdk-17-jre-headless maven postgresql python3-venv prometheus chromium)
 PYTHON=${PDO_PYTHON:-python3.11}
 
 step() { printf '\n== %s\n' "$*"; }

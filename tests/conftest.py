@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -17,6 +19,11 @@ from pdo.core.serving import ServerThread, free_port
 # In CI every backing service is started by .ci/run, so a missing one is a failure, not a skip.
 REQUIRE_ALL = os.environ.get("PDO_TEST_REQUIRE_ALL") == "1"
 
+# Tests start workers side by side, and other runs share the machine: on the default metrics ports they
+# would collide. Worker processes inherit this; a test that wants an endpoint gives it a free port.
+for _variable in ("CATALOG", "AUTHORIZATION", "SHARING", "METERING"):
+    os.environ[f"PDO_{_variable}_METRICS_PORT"] = "0"
+
 
 def _unavailable(what: str) -> None:
     if REQUIRE_ALL:
@@ -24,12 +31,31 @@ def _unavailable(what: str) -> None:
     pytest.skip(f"{what} is not available (start it with .ci/run or `pdo broker start`)")
 
 
-__all__ = ["ServerThread", "free_port", "fresh_postgres_database", "unique_name"]
+__all__ = ["ServerThread", "free_port", "fresh_postgres_database", "require_program", "unique_name"]
 
 
 def unique_name(prefix: str) -> str:
     """A topic or subject name no other test uses, so tests never see each other's data."""
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def require_program(name: str, package: str) -> str:
+    """The path of an installed program (deploy/setup.sh installs `package`), or skip / fail the test."""
+    path = shutil.which(name)
+    if path is None:
+        _unavailable(f"{name} (Debian package {package})")
+    return path
+
+
+@pytest.fixture(scope="session")
+def promtool() -> Callable[..., subprocess.CompletedProcess]:
+    """Runs Prometheus's promtool on files or on text given as standard input."""
+    path = require_program("promtool", "prometheus")
+
+    def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run([path, *args], input=stdin, capture_output=True, text=True, timeout=120)
+
+    return run
 
 
 @pytest.fixture

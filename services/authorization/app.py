@@ -3,7 +3,9 @@
 - `decide_request` reads pdo.requests and decides each submitted request by policy;
 - `suspend_on_quota` reads pdo.quota-exceeded and suspends grants that reached their daily quota;
 - the `expire_due_grants` timer (leader only, every few seconds) expires grants past valid-until, resumes
-  grants whose quota day is over, and decides requests left SUBMITTED.
+  grants whose quota day is over, and decides requests left SUBMITTED;
+- the `count_requests_and_grants` timer (every worker) refreshes the pending-request and grant gauges
+  (gauges.py) from SQL.
 
 All SQL and broker work runs in a thread (asyncio.to_thread) so the event loop never blocks.
 """
@@ -11,10 +13,12 @@ All SQL and broker work runs in a thread (asyncio.to_thread) so the event loop n
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 
 import faust
 
+from pdo.authorization import gauges
 from pdo.authorization.agents import AuthorizationHandlers
 from pdo.authorization.policy import load_policy
 from pdo.authorization.service import AuthorizationService
@@ -26,6 +30,8 @@ from pdo.core.events import EventPublisher
 from pdo.core.registry_client import RegistryClient
 from pdo.core.streams import make_app, source
 from pdo.core.topics import TopicId
+
+log = logging.getLogger(__name__)
 
 APP_ID = "authorization"
 CLOCK_INTERVAL_S = 5.0
@@ -76,5 +82,12 @@ def create_app(settings: Settings, handlers: AuthorizationHandlers, app_id: str 
     @app.timer(interval=CLOCK_INTERVAL_S, on_leader=True, name="expire_due_grants")
     async def expire_due_grants():
         await asyncio.to_thread(handlers.tick)
+
+    @app.timer(interval=CLOCK_INTERVAL_S, name="count_requests_and_grants")
+    async def count_requests_and_grants():
+        try:
+            await asyncio.to_thread(gauges.refresh, handlers.service.engine)
+        except Exception:  # the database may be down for a moment: the next tick counts again
+            log.exception("counting requests and grants failed")
 
     return app

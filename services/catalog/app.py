@@ -20,10 +20,16 @@ APP_ID = "catalog"
 
 
 def create_app(
-    settings: Settings, engine: Engine | None = None, projector: CatalogProjector | None = None
+    settings: Settings,
+    engine: Engine | None = None,
+    projector: CatalogProjector | None = None,
+    app_id: str = APP_ID,
 ) -> faust.App:
-    """The faust app with its agent; the projector (and its engine, codec) built from settings if not given."""
-    app = streams.make_app(APP_ID, settings)
+    """The faust app with its agent; the projector (and its engine, codec) built from settings if not given.
+
+    `app_id` is the consumer group: another one only to run beside another deployment (e.g. tests).
+    """
+    app = streams.make_app(app_id, settings)
     if projector is None:
         codec = AvroCodec(RegistryClient(settings.registry_url))
         projector = CatalogProjector(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from pdo.core.config import Settings
+
 
 def positive_int(text: str) -> int:
     """An argparse type: a whole number of at least 1, refused with the reason otherwise."""
@@ -17,10 +19,24 @@ def positive_int(text: str) -> int:
 
 
 def add_worker_options(worker: argparse.ArgumentParser, group: str) -> None:
-    """The options every stream worker takes: its metrics port and its consumer group."""
-    worker.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics on this port")
+    """The options every stream worker takes: its metrics port and its consumer group (the service name)."""
+    worker.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help=f"serve Prometheus metrics on this port (default: PDO_{group.upper()}_METRICS_PORT; 0: none)",
+    )
     worker.add_argument(
         "--group",
         default=group,
         help="consumer group (faust app id); change it only to run beside another deployment on one broker",
     )
+    worker.set_defaults(service=group)
+
+
+def serve_worker_metrics(args: argparse.Namespace, settings: Settings, *registries) -> None:
+    """Start the worker's metrics endpoint on --metrics-port, else on its service's setting."""
+    from pdo.core import worker_metrics  # faust and prometheus-client: only for commands that serve
+
+    port = settings.metrics_port(args.service) if args.metrics_port is None else args.metrics_port
+    worker_metrics.serve(port, settings.metrics_host, *registries)

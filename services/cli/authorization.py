@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pdo.cli.arguments import add_worker_options
+from pdo.cli.arguments import add_worker_options, serve_worker_metrics
 from pdo.core import db
 from pdo.core.config import Settings
 
@@ -28,13 +28,12 @@ def register(subparsers) -> None:
 
 
 def run_worker(args) -> int:
-    from prometheus_client import start_http_server
-
     from pdo.authorization.app import build_runtime, create_app
     from pdo.authorization.projection import is_empty, rebuild_from_topics
     from pdo.core import streams
 
     settings = Settings.from_env()
+    serve_worker_metrics(args, settings)  # first: `pdo up` waits for it to answer
     db.upgrade(settings.database_url)
     runtime = build_runtime(settings)
     try:
@@ -44,8 +43,6 @@ def run_worker(args) -> int:
                 settings, runtime.service.engine, timeout_s=settings.kafka_start_timeout_s
             )
             print(_summary(report))
-        if args.metrics_port:
-            start_http_server(args.metrics_port)
         streams.run_worker(create_app(settings, runtime.handlers, app_id=args.group))
     finally:
         runtime.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pdo.cli.arguments import add_worker_options, serve_worker_metrics
 from pdo.core import db
 from pdo.core.config import Settings
 
@@ -15,7 +16,7 @@ def register(subparsers) -> None:
     worker.add_argument(
         "--no-rebuild", action="store_true", help="skip reading pdo.catalog from its beginning first"
     )
-    worker.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics on this port")
+    add_worker_options(worker, group="catalog")
     worker.set_defaults(func=run_worker)
     listing = actions.add_parser("list", help="print the datasets in the catalog database")
     listing.add_argument("--provider", help="only this provider's datasets, e.g. provider:transport-bureau")
@@ -29,8 +30,6 @@ def register(subparsers) -> None:
 
 
 def run_worker(args) -> int:
-    from prometheus_client import start_http_server
-
     from pdo.catalog.app import create_app
     from pdo.catalog.projection import rebuild_from_topic
     from pdo.core import streams
@@ -38,14 +37,13 @@ def run_worker(args) -> int:
     settings = Settings.from_env()
     db.upgrade(settings.database_url)
     engine = db.make_engine(settings.database_url)
+    app = create_app(settings, engine, app_id=args.group)
+    serve_worker_metrics(args, settings, app.catalog_projector.metrics.registry)
     if not args.no_rebuild:
         # The consumer group's offsets survive a wiped database; reading the compacted topic first
         # restores every row, and the agent then continues from the group's offsets (idempotently).
         report = rebuild_from_topic(settings, engine, timeout_s=settings.kafka_start_timeout_s)
         print(f"catalog rebuilt from the topic: {report.applied} applied, {report.unchanged} unchanged")
-    app = create_app(settings, engine)
-    if args.metrics_port:
-        start_http_server(args.metrics_port, registry=app.catalog_projector.metrics.registry)
     streams.run_worker(app)
     return 0
 

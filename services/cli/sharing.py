@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pdo.cli.arguments import add_worker_options
+from pdo.cli.arguments import add_worker_options, serve_worker_metrics
 from pdo.core.config import Settings
 
 
@@ -24,18 +24,15 @@ def register(subparsers) -> None:
 
 
 def run_worker(args) -> int:
-    from prometheus_client import start_http_server
-
     from pdo.core import db, streams
     from pdo.sharing.app import build_runtime, create_app
 
     settings = Settings.from_env()
+    serve_worker_metrics(args, settings)  # first: `pdo up` waits for it to answer
     # The worker reads the catalog's tables; a fresh database gets them rather than failing on each record.
     db.upgrade(settings.database_url)
     runtime = build_runtime(settings)
     try:
-        if args.metrics_port:
-            start_http_server(args.metrics_port)
         streams.run_worker(create_app(settings, runtime, app_id=args.group), loglevel=args.loglevel)
     finally:
         runtime.close()

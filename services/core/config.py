@@ -103,6 +103,35 @@ class Settings:
         "largest request body the gateway accepts (413 beyond)",
         _whole_number,
     )
+    metrics_host: str = _setting(
+        "PDO_METRICS_HOST",
+        "127.0.0.1",
+        "address the stream workers serve Prometheus metrics on (0.0.0.0 in containers)",
+    )
+    catalog_metrics_port: int = _setting(
+        "PDO_CATALOG_METRICS_PORT",
+        9401,
+        "Prometheus metrics port of `pdo catalog worker` (0: none)",
+        _whole_number,
+    )
+    authorization_metrics_port: int = _setting(
+        "PDO_AUTHORIZATION_METRICS_PORT",
+        9402,
+        "Prometheus metrics port of `pdo authorization worker` (0: none)",
+        _whole_number,
+    )
+    sharing_metrics_port: int = _setting(
+        "PDO_SHARING_METRICS_PORT",
+        9403,
+        "Prometheus metrics port of `pdo sharing worker` (0: none)",
+        _whole_number,
+    )
+    metering_metrics_port: int = _setting(
+        "PDO_METERING_METRICS_PORT",
+        9404,
+        "Prometheus metrics port of `pdo metering worker` (0: none)",
+        _whole_number,
+    )
     policy_file: Path = _setting(
         "PDO_POLICY_FILE",
         PROJECT_ROOT / "services" / "authorization" / "policy.yaml",
@@ -120,6 +149,10 @@ class Settings:
         f"sqlite:///{PROJECT_ROOT / 'run' / 'pdo.db'}",
         "SQLAlchemy URL of the system of record (SQLite default; postgresql+psycopg://… in production)",
     )
+
+    def metrics_port(self, service: str) -> int:
+        """The metrics port of a stream worker by its service name ("catalog", "sharing", ...)."""
+        return getattr(self, f"{service}_metrics_port")
 
     @classmethod
     def from_env(cls) -> Settings:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import faust
 
-from pdo.core import topics
+from pdo.core import topics, worker_metrics
 from pdo.core.config import Settings
 from pdo.core.topics import TopicId
 
@@ -19,7 +19,7 @@ def make_app(service_id: str, settings: Settings) -> faust.App:
     """
     # faust makes its own data folder but not the folders above it; a fresh PDO_RUN_DIR has none.
     (settings.run_dir / "faust").mkdir(parents=True, exist_ok=True)
-    return faust.App(
+    app = faust.App(
         service_id,
         broker=[f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")],
         key_serializer="raw",
@@ -35,6 +35,8 @@ def make_app(service_id: str, settings: Settings) -> faust.App:
         # and nothing blocks the event loop, so a live worker keeps its session easily.
         broker_session_timeout=SESSION_TIMEOUT_S,
     )
+    worker_metrics.watch(app)  # every worker exports its consumer lag and when it last saw a record
+    return app
 
 
 def source(app: faust.App, topic: TopicId, settings: Settings) -> faust.TopicT:

@@ -10,8 +10,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
+import yaml
 
 from pdo.core import db
 from pdo.core.config import Settings
@@ -21,23 +23,81 @@ from pdo.stack import broker
 
 @dataclass(frozen=True)
 class ServiceProcess:
-    """One pdo service as the CLI runs it, and how to tell it is ready."""
+    """One pdo service as the CLI runs it, where its metrics are, and how to tell it is ready."""
 
     name: str
     command: tuple[str, ...]
-    ready_url: Callable[[Settings], str] | None = None
+    metrics_url: Callable[[Settings], str | None]
+    # A worker is ready when its metrics answer (it serves them before anything else); None: no check.
+    ready_url: Callable[[Settings], str | None] | None = None
+
+    def ready(self, settings: Settings) -> str | None:
+        return (self.ready_url or self.metrics_url)(settings)
+
+
+def worker(name: str) -> ServiceProcess:
+    """A stream worker: `pdo <name> worker`, metrics on PDO_<NAME>_METRICS_PORT (none when it is 0)."""
+
+    def metrics_url(s: Settings) -> str | None:
+        port = s.metrics_port(name)
+        return f"http://{s.metrics_host}:{port}/metrics" if port else None
+
+    return ServiceProcess(name, (name, "worker"), metrics_url)
+
+
+def gateway_url(s: Settings) -> str:
+    return f"http://{s.gateway_host}:{s.gateway_port}"
 
 
 # In start order: the registry first, since every other service registers or resolves schemas there.
+# The HTTP services serve /metrics on their own HTTP port.
 SERVICES = (
-    ServiceProcess("registry", ("registry", "serve"), lambda s: f"{s.registry_url}/subjects"),
-    ServiceProcess("catalog", ("catalog", "worker")),
-    ServiceProcess("authorization", ("authorization", "worker")),
-    ServiceProcess("sharing", ("sharing", "worker")),
     ServiceProcess(
-        "gateway", ("gateway", "serve"), lambda s: f"http://{s.gateway_host}:{s.gateway_port}/healthz"
+        "registry",
+        ("registry", "serve"),
+        metrics_url=lambda s: f"{s.registry_url}/metrics",
+        ready_url=lambda s: f"{s.registry_url}/subjects",
+    ),
+    worker("catalog"),
+    worker("authorization"),
+    worker("sharing"),
+    ServiceProcess(
+        "gateway",
+        ("gateway", "serve"),
+        metrics_url=lambda s: f"{gateway_url(s)}/metrics",
+        ready_url=lambda s: f"{gateway_url(s)}/healthz",
     ),
 )
+
+
+def prometheus_config(settings: Settings, scrape_interval: str = "15s") -> dict:
+    """A Prometheus configuration scraping every service of the platform where `settings` put it, with
+    pdo's alert rules (deploy/prometheus/alerts.yml); deploy/prometheus/prometheus.yml is its compose twin."""
+    jobs = []
+    for service in SERVICES:
+        url = service.metrics_url(settings)
+        if url:
+            where = urlsplit(url)
+            jobs.append(
+                {
+                    "job_name": service.name,
+                    "metrics_path": where.path,
+                    "static_configs": [{"targets": [where.netloc]}],
+                }
+            )
+    return {
+        "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
+        "rule_files": [str(settings.home / "deploy" / "prometheus" / "alerts.yml")],
+        "scrape_configs": jobs,
+    }
+
+
+def write_prometheus_config(settings: Settings) -> Path:
+    """PDO_RUN_DIR/prometheus.yml for a local Prometheus (`prometheus --config.file=...`)."""
+    path = settings.run_dir / "prometheus.yml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(prometheus_config(settings), sort_keys=False))
+    return path
 
 
 class Platform:
@@ -53,9 +113,11 @@ class Platform:
         self.logs.mkdir(parents=True, exist_ok=True)
         for service in SERVICES:
             self.running[service.name] = self._spawn(service)
-            if service.ready_url:
-                self._wait_ready(service, service.ready_url(self.settings), ready_timeout_s)
-            self.report(f"  started {service.name:<14} log {self._log_path(service.name)}")
+            ready_url = service.ready(self.settings)
+            if ready_url:
+                self._wait_ready(service, ready_url, ready_timeout_s)
+            metrics = service.metrics_url(self.settings) or "off"
+            self.report(f"  started {service.name:<14} log {self._log_path(service.name)}  metrics {metrics}")
 
     def watch(self, poll_s: float = 1.0) -> None:
         """Block until a service exits by itself (an error: say which, with its log) or we are interrupted."""
@@ -134,6 +196,11 @@ def local_platform(settings: Settings, report: Callable[[str], None] = print) ->
         db.upgrade(settings.database_url)
         report(f"database at revision {db.current_revision(settings.database_url)}")
         platform.start()
+        prometheus = write_prometheus_config(settings)
+        report(
+            f"  Prometheus for it: prometheus --config.file={prometheus} "
+            f"--storage.tsdb.path={settings.run_dir / 'prometheus'}"
+        )
         yield platform
     finally:
         platform.stop()

@@ -32,6 +32,7 @@ def wait_until_answering(url: str, process: subprocess.Popen, timeout_s: float =
 
 def test_pdo_up_brings_the_platform_up_and_ctrl_c_stops_what_it_started(tmp_path):
     kafka_port, registry_port, gateway_port = free_port(), free_port(), free_port()
+    metrics_ports = {service: free_port() for service in ("catalog", "authorization", "sharing")}
     env = {
         **os.environ,
         "PDO_RUN_DIR": str(tmp_path / "run"),
@@ -43,6 +44,7 @@ def test_pdo_up_brings_the_platform_up_and_ctrl_c_stops_what_it_started(tmp_path
         "PDO_GATEWAY_PORT": str(gateway_port),
         "PDO_DATABASE_URL": f"sqlite:///{tmp_path / 'pdo.db'}",
         "PDO_REGISTRY_DATABASE_URL": f"sqlite:///{tmp_path / 'registry.db'}",
+        **{f"PDO_{service.upper()}_METRICS_PORT": str(port) for service, port in metrics_ports.items()},
     }
     registry = f"http://127.0.0.1:{registry_port}"
     process = subprocess.Popen(
@@ -59,6 +61,10 @@ def test_pdo_up_brings_the_platform_up_and_ctrl_c_stops_what_it_started(tmp_path
         registered = httpx.post(
             f"{registry}/subjects/pdo.catalog-probe/versions", json={"schema": '"string"'}, timeout=5
         )
+        worker_metrics = {
+            service: httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+            for service, port in metrics_ports.items()
+        }
     finally:
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=60)
@@ -68,6 +74,11 @@ def test_pdo_up_brings_the_platform_up_and_ctrl_c_stops_what_it_started(tmp_path
     for service in ("registry", "catalog", "authorization", "sharing", "gateway"):
         assert f"started {service}" in output
         assert f"stopped {service}" in output
+    for service, port in metrics_ports.items():
+        assert f"metrics http://127.0.0.1:{port}/metrics" in output
+        assert "# TYPE pdo_consumer_lag_records gauge" in worker_metrics[service]
+    assert f"prometheus --config.file={tmp_path / 'run' / 'prometheus.yml'}" in output
+    assert "127.0.0.1:" + str(metrics_ports["sharing"]) in (tmp_path / "run" / "prometheus.yml").read_text()
     assert "created   pdo.catalog" in output
     assert "created   pdo.authorizations" in output
     assert process.returncode == 130, output  # interrupted, as shells expect after Ctrl-C

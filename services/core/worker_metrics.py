@@ -1,0 +1,147 @@
+"""What every stream worker exports besides its own metrics: consumer lag and signs of life, and the port.
+
+`streams.make_app` calls `watch(app)`, so each faust worker gets, labelled with its consumer group:
+
+- `pdo_consumer_lag_records{service,topic,partition}`: for each partition assigned to this worker, the
+  broker's end offset minus the group's committed offset (the consumer's position where nothing was
+  committed yet). A faust timer samples it every LAG_INTERVAL_S; the end offsets are asked of the broker
+  (awaited in faust's consumer thread, never blocking the loop), not taken from the last fetch, so a
+  consumer that stopped fetching shows its lag growing.
+- `pdo_consumer_last_record_timestamp_seconds{service}`: when (Unix seconds, the worker's clock) the
+  worker last received a record, noted by a faust sensor; absent until the first record. aiokafka
+  consumers have been reported going silent after long runs (FIELD-NOTES): lag above zero while this
+  stands still is that failure.
+
+Each sample replaces a snapshot whole, and one collector on the default registry reads the snapshots at
+scrape time, so a scrape never sees a half-written set and revoked partitions drop out.
+
+`serve` starts a worker's metrics endpoint: the default registry plus any registry of the service's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+import faust
+from faust.types import TP
+from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from pdo.core.errors import PdoError
+
+log = logging.getLogger(__name__)
+
+LAG_INTERVAL_S = 10.0
+# A sample waits at most this long for the broker; a slow answer is retried at the next tick.
+LAG_TIMEOUT_S = 5.0
+
+
+@dataclass(eq=False)
+class ConsumerProgress:
+    """One worker's latest lag sample and when it last received a record."""
+
+    service: str
+    lag: Mapping[TP, int] = field(default_factory=dict)
+    last_record_at: float | None = None
+
+
+# Weak, so apps that tests build and drop leave nothing behind; a running app holds its progress.
+_watched: weakref.WeakSet[ConsumerProgress] = weakref.WeakSet()
+
+
+class LastRecordSensor(faust.Sensor):
+    """Notes the time of each record the consumer hands to a stream (cheap: it runs on the event loop)."""
+
+    def __init__(self, progress: ConsumerProgress, clock: Callable[[], float] = time.time, **kwargs) -> None:
+        self.progress = progress
+        self.clock = clock
+        super().__init__(**kwargs)
+
+    def on_message_in(self, tp, offset, message) -> None:
+        self.progress.last_record_at = self.clock()
+
+
+async def sample_lag(consumer) -> dict[TP, int]:
+    """Records not yet committed per assigned partition: end offset minus committed (or position)."""
+    assigned = consumer.assignment()
+    if not assigned:
+        return {}
+    ends = await consumer.highwaters(*assigned)
+    lag = {}
+    for tp in assigned:
+        # faust keeps what it committed per partition but offers no public getter for it.
+        done = consumer._committed_offset.get(tp)
+        if done is None:
+            done = await consumer.position(tp)
+        if ends.get(tp) is not None and done is not None:
+            lag[tp] = max(ends[tp] - done, 0)
+    return lag
+
+
+def watch(app: faust.App) -> ConsumerProgress:
+    """Add the lag timer and the last-record sensor to `app`; its metrics appear at the next scrape."""
+    progress = ConsumerProgress(service=app.conf.id)
+    app.consumer_progress = progress  # the app owns it: the weak set forgets it with the app
+    _watched.add(progress)
+    app.sensors.add(LastRecordSensor(progress))
+
+    @app.timer(interval=LAG_INTERVAL_S, name="sample_consumer_lag")
+    async def sample_consumer_lag() -> None:
+        try:
+            progress.lag = await asyncio.wait_for(sample_lag(app.consumer), LAG_TIMEOUT_S)
+        except Exception as error:  # not started yet, a rebalance, a slow broker: keep the last sample
+            log.debug("consumer lag not sampled this time: %r", error)
+
+    return progress
+
+
+class ConsumerCollector(Collector):
+    """Exports every watched worker's latest snapshot."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        lag = GaugeMetricFamily(
+            "pdo_consumer_lag_records",
+            "Records on an assigned partition the worker's group has not committed yet",
+            labels=["service", "topic", "partition"],
+        )
+        last = GaugeMetricFamily(
+            "pdo_consumer_last_record_timestamp_seconds",
+            "When the worker last received a record (Unix time, the worker's clock)",
+            labels=["service"],
+        )
+        for progress in list(_watched):
+            for tp, records in sorted(progress.lag.items()):
+                lag.add_metric([progress.service, tp.topic, str(tp.partition)], records)
+            if progress.last_record_at is not None:
+                last.add_metric([progress.service], progress.last_record_at)
+        yield lag
+        yield last
+
+
+REGISTRY.register(ConsumerCollector())
+
+
+class MetricsPortUnavailable(PdoError):
+    """The metrics endpoint could not listen on its address."""
+
+
+def serve(port: int, host: str, *registries: CollectorRegistry) -> None:
+    """Serve the default registry, with `registries` added to it, on host:port until exit; port 0: none."""
+    if not port:
+        return
+    for registry in registries:
+        REGISTRY.register(registry)
+    try:
+        start_http_server(port, addr=host)
+    except OSError as error:
+        raise MetricsPortUnavailable(
+            f"cannot serve metrics on {host}:{port}: {error.strerror or error}",
+            hint="is the port taken? pass --metrics-port or set the service's PDO_*_METRICS_PORT "
+            "(0 turns the endpoint off)",
+        ) from None
