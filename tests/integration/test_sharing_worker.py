@@ -230,7 +230,7 @@ def test_a_killed_worker_loses_nothing_and_redelivers_with_the_same_delivery_ids
             process = workers(group)
             wait_for(
                 f"{delivered_before_kill} deliveries before the kill",
-                lambda: len(read_topic(settings, codec, target)) >= delivered_before_kill,
+                lambda wanted=delivered_before_kill: len(read_topic(settings, codec, target)) >= wanted,
                 [process],
             )
             process.kill()
