@@ -210,7 +210,8 @@ def sqlite_harness(folder: Path, start: datetime, policy: Policy | None = None) 
 
 
 def isolated_home(folder: Path, tag: str) -> Path:
-    """A PDO_HOME whose topics are the project's with `pdo.` renamed `pdo.<tag>.`, sharing its schemas.
+    """A PDO_HOME whose topics are the project's with `pdo.` renamed `pdo.<tag>.`, sharing its schemas and
+    deploy/ (the broker's jars, Prometheus rules).
 
     Tests on the shared broker publish and consume there, so they never read another run's events (whose
     schema ids belong to another registry) and a fresh consumer group starts from an empty topic.
@@ -218,7 +219,8 @@ def isolated_home(folder: Path, tag: str) -> Path:
     project = schemas.schemas_root().parent
     home = folder / "home"
     (home / "topics").mkdir(parents=True)
-    (home / "schemas").symlink_to(project / "schemas", target_is_directory=True)
+    for shared in ("schemas", "deploy"):
+        (home / shared).symlink_to(project / shared, target_is_directory=True)
     for source in sorted((project / "topics").glob("*.yaml")):
         text = source.read_text(encoding="utf-8")
         (home / "topics" / source.name).write_text(

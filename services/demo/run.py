@@ -76,7 +76,8 @@ class GrantView:
     status: str = "ACTIVE"
     received: set[tuple[int, int]] = field(default_factory=set)  # (source partition, source offset)
     latest: dict[str, Any] | None = None
-    received_at_revocation: int | None = None
+    last_published: datetime | None = None  # the newest publication time among the received records
+    revoked_at: datetime | None = None  # when the operator's revocation was acknowledged
 
 
 class TenantStreams:
@@ -87,7 +88,6 @@ class TenantStreams:
         self.grants = grants
         self.codec = AvroCodec(RegistryClient(settings.registry_url))
         self.undecodable = 0
-        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="demo-tenant-streams", daemon=True)
 
@@ -98,10 +98,6 @@ class TenantStreams:
         self._stop.set()
         self._thread.join(timeout=10)
         self.codec.registry.close()
-
-    def received(self, grant_id: str) -> int:
-        with self._lock:
-            return len(self.grants[grant_id].received)
 
     def _run(self) -> None:
         consumer = KafkaConsumer(
@@ -138,9 +134,11 @@ class TenantStreams:
         view = self.grants.get(provenance["grant_id"])
         if view is None:
             return  # an earlier demo run's grant on the same topic
-        with self._lock:
-            view.received.add((provenance["source_partition"], provenance["source_offset"]))
-            view.latest = record
+        # Only this thread writes; the summary reads sizes and the latest record, which the GIL keeps whole.
+        view.received.add((provenance["source_partition"], provenance["source_offset"]))
+        view.latest = record
+        published = provenance["published_at"]
+        view.last_published = max(published, view.last_published or published)
 
 
 class Demo:
@@ -278,7 +276,7 @@ class Demo:
                     json={"reason": "the congestion study ended"},
                 )
                 view.status = "REVOKED"
-                view.received_at_revocation = self.streams.received(view.grant_id) if self.streams else 0
+                view.revoked_at = datetime.now(UTC)
                 self.report(
                     f"  operator revoked {view.grant_id} ({view.request.tenant.name}, {view.request.dataset_id})"
                 )

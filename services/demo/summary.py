@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,9 @@ def table(demo: Demo, metered: dict[str, int] | None = None) -> list[str]:
     for view in demo.grants.values():
         received = len(view.received)
         note = (
-            f" (revoked at {view.received_at_revocation})" if view.received_at_revocation is not None else ""
+            f"; revoked {_clock(view.revoked_at)}, newest record received published {_clock(view.last_published)}"
+            if view.revoked_at and view.last_published
+            else ""
         )
         metered_text = str(metered.get(view.grant_id, 0)) if metered is not None else "-"
         lines.append(
@@ -55,6 +58,10 @@ def table(demo: Demo, metered: dict[str, int] | None = None) -> list[str]:
     published = ", ".join(f"{dataset} {count}" for dataset, count in demo.published.items())
     lines.append(f"  published: {published}")
     return lines
+
+
+def _clock(moment: datetime) -> str:
+    return moment.strftime("%H:%M:%S.%f")[:-3]
 
 
 def print_table(demo: Demo, metered: dict[str, Any] | None = None) -> None:
