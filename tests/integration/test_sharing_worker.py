@@ -10,11 +10,13 @@ Two workers in one group on a 3-partition feed: each record delivered exactly on
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
 from collections import Counter
 
+import avro.schema
 import pytest
 from kafka.admin import KafkaAdminClient
 from sharing_support import (  # noqa: F401 - fixtures are imported by name
@@ -37,6 +39,8 @@ from sharing_support import (  # noqa: F401 - fixtures are imported by name
     workers,
 )
 
+from pdo.authorization.testing import TRAFFIC_FLOW_SCHEMA
+from pdo.catalog.models import DatasetChanges
 from pdo.core import topics
 from pdo.core.config import Settings
 from pdo.core.topics import TopicId
@@ -249,5 +253,39 @@ def test_a_killed_worker_loses_nothing_and_redelivers_with_the_same_delivery_ids
         for fact in facts:  # a redelivered fact is the same fact: same event id for the same delivery
             assert event_ids.setdefault(fact["delivery_id"], fact["event_id"]) == fact["event_id"]
         assert survivor.poll() is None
+    finally:
+        feed.close()
+
+
+def test_a_dataset_schema_evolves_under_a_live_grant(settings, workers, platform):
+    """The provider adds an optional field while a grant is active: records of both schema versions reach the
+    tenant, each decodes with the registry, and the new field (not granted) never does."""
+    catalog, service, codec = platform["catalog"], platform["service"], platform["codec"]
+    dataset_id = register_dataset(catalog)
+    grant(service, ACME, dataset_id, ("record_id", "district"))
+    process = workers(f"sharing-{uuid.uuid4().hex[:8]}")
+    feed = Feed(settings, codec, dataset_id)
+    try:
+        before = feed.publish(6, "v1")
+        evolved = json.loads(TRAFFIC_FLOW_SCHEMA)
+        evolved["fields"].append({"name": "weather", "type": ["null", "string"], "default": None})
+        catalog.update(PROVIDER, dataset_id, DatasetChanges(record_schema=json.dumps(evolved)), PROVIDER)
+        feed.schema = avro.schema.parse(json.dumps(evolved))
+        after = []
+        for number in range(6):
+            record = {**traffic_record(f"v2-{number}", DISTRICTS[number % 3]), "weather": "light rain"}
+            feed.raw(codec.encode(feed.topic, feed.schema, record), number % 3, record["record_id"].encode())
+            after.append(record["record_id"])
+        target = tenant_topic(ACME, dataset_id, settings)
+        received = wait_for(
+            "records of both schema versions",
+            lambda: (
+                (found := read_topic(settings, codec, target))
+                and set(record_ids(found)) >= {*before, *after}
+                and found
+            ),
+            [process],
+        )
+        assert all(set(value) == {"record_id", "district", "pdo_provenance"} for _, _, value in received)
     finally:
         feed.close()
