@@ -652,10 +652,10 @@ def main() -> None:
         for line in breakdowns:
             print(f"  {count:>2} grant(s) {line}")
     print(
-        "  worker: one record at a time; each record's messages (a tenant record and a usage fact per delivery)"
+        "  worker: batches of up to 500 records (or what arrives within 20 ms); a batch's messages (a tenant"
     )
     print(
-        "  are acknowledged (acks=all) before the next record is taken, and the handler runs in a thread hop."
+        "  record and a usage fact per delivery) are acknowledged (acks=all) before the next batch, one thread hop each."
     )
 
 
