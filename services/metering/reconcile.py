@@ -335,9 +335,10 @@ HEADER = (
     "dataset",
     "topic",
     "ledger",
-    "set aside",
+    "set_aside",
     "billed",
-    "topic-ledger",
+    "missing_from_ledger",
+    "not_on_topic",
     "ledger-billed",
 )
 
@@ -366,7 +367,6 @@ def report_lines(result: Reconciliation, all_grants: bool = False) -> list[str]:
 
 
 def _row(f: GrantFigures) -> tuple[str, ...]:
-    gap = f"-{f.missing_from_ledger} missing/+{f.not_on_topic} extra" if f.topic_vs_ledger else "0"
     billed = "-" if f.billed is None else str(f.billed)
     billed_gap = "-" if f.billed is None else str(f.in_ledger - f.set_aside - f.billed)
     return (
@@ -377,7 +377,8 @@ def _row(f: GrantFigures) -> tuple[str, ...]:
         str(f.in_ledger),
         str(f.set_aside),
         billed,
-        gap,
+        str(f.missing_from_ledger),
+        str(f.not_on_topic),
         billed_gap,
     )
 
