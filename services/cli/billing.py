@@ -187,12 +187,16 @@ def run_reconcile(args) -> int:
 
 
 def run_assets(args) -> int:
+    from pdo.catalog.service import list_datasets
     from pdo.metering.assets import asset_report
 
     settings = Settings.from_env()
     engine = _engine(settings)
     try:
-        report = asset_report(engine, args.period, provider_id=args.provider)
+        owned = None
+        if args.provider:
+            owned = {d.dataset_id for d in list_datasets(engine, args.provider, include_retired=True)}
+        report = asset_report(engine, args.period, dataset_ids=owned)
     finally:
         engine.dispose()
     if args.format == "json":

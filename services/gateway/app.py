@@ -20,7 +20,14 @@ from sqlalchemy import Engine
 from pdo.core.config import Settings
 from pdo.core.errors import Unavailable
 from pdo.core.http_metrics import MetricsMiddleware
-from pdo.gateway import routes_datasets, routes_grants, routes_ingest, routes_requests, routes_streams
+from pdo.gateway import (
+    routes_billing,
+    routes_datasets,
+    routes_grants,
+    routes_ingest,
+    routes_requests,
+    routes_streams,
+)
 from pdo.gateway.errors import UnexpectedErrorMiddleware, install_error_handlers
 from pdo.gateway.limits import BodyLimitMiddleware
 from pdo.gateway.metrics import gateway_metrics
@@ -29,8 +36,9 @@ from pdo.publishing.publisher import FeedPublishers
 
 DESCRIPTION = """\
 pdo's API for data providers (register and maintain datasets, publish records to their feeds), tenants
-(request access, read their own requests and grants, stream their delivered records) and operators (review requests, suspend, resume and
-revoke grants).
+(request access, read their own requests, grants and statements, stream their delivered records) and operators (review
+requests, suspend, resume and revoke grants, read every statement and asset report). Providers read the asset
+reports of their own datasets.
 
 Authenticate with an API key (`pdo principals add` / `pdo principals key` issue them) sent as
 `Authorization: Bearer <key>` or `X-API-Key: <key>`. Every refusal reads
@@ -77,6 +85,7 @@ def create_app(
     app.state.catalog = catalog
     app.state.authorization = authorization
     app.state.principals = principals or PrincipalStore(engine)
+    app.state.engine = engine  # statements and asset reports are read straight from SQL
     app.state.metrics = metrics
     app.state.feeds = feeds
     app.state.ingested_records = routes_ingest.ingested_records_counter(metrics.registry)
@@ -92,6 +101,7 @@ def create_app(
         routes_requests.router,
         routes_grants.router,
         routes_streams.router,
+        routes_billing.router,
     ):
         app.include_router(router)
 

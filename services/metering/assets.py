@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -96,8 +97,8 @@ def _cell(value: Any) -> Any:
     return value
 
 
-def asset_report(engine: Engine, period: str, provider_id: str | None = None) -> AssetReport:
-    """The period's report, for every dataset or only `provider_id`'s (by the catalog's provider)."""
+def asset_report(engine: Engine, period: str, dataset_ids: Collection[str] | None = None) -> AssetReport:
+    """The period's report, for every dataset with usage or only those in `dataset_ids` (a provider's own)."""
     period = parse_period(period)
     with engine.connect() as conn:
         closed = is_closed(conn, period)
@@ -108,7 +109,7 @@ def asset_report(engine: Engine, period: str, provider_id: str | None = None) ->
     for dataset_id, records in set_aside.items():
         _row_for(rows, period, dataset_id, datasets, not closed).set_aside_records = records
     selected = [
-        row for _, row in sorted(rows.items()) if provider_id is None or row.provider_id == provider_id
+        row for _, row in sorted(rows.items()) if dataset_ids is None or row.dataset_id in dataset_ids
     ]
     return AssetReport(period, not closed, selected)
 

@@ -354,7 +354,7 @@ def report_lines(result: Reconciliation, all_grants: bool = False) -> list[str]:
             "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
             for row in rows
         ]
-    state = "closed" if result.closed else "open (nothing billed yet)"
+    state = "closed" if result.closed else "open, nothing billed yet"
     lines.append(
         f"period {result.period} ({state}): {len(result.grants)} grant(s); drift topic_vs_ledger "
         f"{result.drift('topic_vs_ledger')} record(s), ledger_vs_billed {result.drift('ledger_vs_billed')} record(s)"
