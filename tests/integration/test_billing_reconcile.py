@@ -26,13 +26,11 @@ from sharing_support import db_url, read_topic, settings  # noqa: F401  (fixture
 from pdo.core import db, topics
 from pdo.core.codec import AvroCodec
 from pdo.core.config import Settings
-from pdo.core.events import EventPublisher
 from pdo.core.kafka import admin_client, producer
 from pdo.core.registry_client import RegistryClient
 from pdo.core.topics import TopicId
 from pdo.metering import tables as t
 from pdo.metering.reconcile import billing_metrics, export_billing_metrics, reconcile
-from pdo.metering.statements import close_period
 from pdo.sharing.agents import tenant_topic, tenant_topic_part
 from pdo.sharing.transform import PROVENANCE_SCHEMA, delivery_id
 
@@ -138,11 +136,13 @@ def test_reconciliation_is_zero_then_shows_the_exact_drift(settings) -> None:
             add_usage(conn, "g-acme", ACME, DATASET, 1, 120, IN_MARCH.replace(day=31), billing_period="2026-04",
                       delivery_id=late_id)  # fmt: skip
 
-        publisher = EventPublisher(settings)
-        try:
-            close_period(engine, publisher, "2026-03", "operator:alice", now=IN_APRIL.replace(month=5))
-        finally:
-            publisher.close()
+        closed = pdo_billing(settings, "statements", "close", "--period", "2026-03", "--by", "operator:alice")
+        assert closed.returncode == 0, closed.stderr
+        assert "period 2026-03 closed: 2 statement(s) issued" in closed.stdout
+        again = pdo_billing(settings, "statements", "close", "--period", "2026-03")
+        assert again.returncode == 2 and "period 2026-03 was closed at" in again.stderr
+        verified = pdo_billing(settings, "statements", "verify", "--period", "2026-03")
+        assert verified.returncode == 0 and "recompute to the cent" in verified.stdout
         issued = read_topic(settings, tenants.codec, topics.name(TopicId.STATEMENTS, settings))
         assert sorted((v["tenant_id"], v["total"]) for _, _, v in issued) == [
             (ACME, Decimal("0.00")),  # 4 x 1.00 / 1,000 = 0.004 -> 0.00
