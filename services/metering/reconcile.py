@@ -24,6 +24,7 @@ so an alert on the drift metric should wait a few minutes (`for:`) before firing
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable
@@ -409,14 +410,10 @@ def billing_metrics(registry: CollectorRegistry = REGISTRY) -> BillingMetrics:
     )
 
 
-_default_metrics: list[BillingMetrics] = []
-
-
+@functools.cache
 def default_billing_metrics() -> BillingMetrics:
     """The gauges on prometheus_client's default registry (what a worker's metrics port serves), made once."""
-    if not _default_metrics:
-        _default_metrics.append(billing_metrics())
-    return _default_metrics[0]
+    return billing_metrics()
 
 
 def export_billing_metrics(
