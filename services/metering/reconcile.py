@@ -20,6 +20,11 @@ The topics are read to the end offsets taken when the scan starts, then the ledg
 after the scan began may belong to a record written after it, so it is not counted as missing from the
 topic. A record delivered but not metered yet counts as missing from the ledger until metering catches up,
 so an alert on the drift metric should wait a few minutes (`for:`) before firing.
+
+Tenant topics keep records for a limited time (7 days as declared). When retention has deleted the start of
+a topic, the scan notes from when on the topic is complete (the latest first-retained record over its
+partitions); ledger rows delivered before that cannot be found on the topic and are counted as
+`past_retention` — checked against the statements only, never drift.
 """
 
 from __future__ import annotations
@@ -70,6 +75,14 @@ class TopicScan:
     records: dict[str, TopicRecord] = field(default_factory=dict)
     duplicates: Counter = field(default_factory=Counter)  # grant id -> extra copies
     unreadable: list[str] = field(default_factory=list)  # "<topic>[p]@o: reason"
+    # (tenant, dataset) -> the time from which its topic still holds every record: retention deleted the
+    # older ones (a topic that never lost any is not listed).
+    complete_since: dict[tuple[str, str], datetime] = field(default_factory=dict)
+
+    def retained(self, tenant_id: str, dataset_id: str, at: datetime) -> bool:
+        """Whether a record of that tenant and dataset delivered `at` would still be on its topic."""
+        since = self.complete_since.get((tenant_id, dataset_id))
+        return since is None or at >= since
 
 
 @dataclass(frozen=True)
@@ -80,6 +93,7 @@ class LedgerEntry:
     dataset_id: str
     records: int
     billed: bool  # False: set aside
+    delivered_at: datetime
     recorded_at: datetime
 
 
@@ -94,6 +108,7 @@ class GrantFigures:
     billed: int | None = None  # None while the period is open
     missing_from_ledger: int = 0
     not_on_topic: int = 0
+    past_retention: int = 0  # ledger records whose topic copies retention deleted: not checkable, not drift
     duplicates_on_topic: int = 0
 
     @property
@@ -128,23 +143,24 @@ class Reconciliation:
 # ---------------------------------------------------------------------------------------------- topics
 
 
-def tenant_topics(conn: Connection, settings: Settings) -> list[str]:
-    """Every tenant topic a grant or a ledger row names (whether or not the broker has it)."""
+def tenant_topics(conn: Connection, settings: Settings) -> dict[str, tuple[str, str]]:
+    """Every tenant topic a grant or a ledger row names (whether or not the broker has it): its (tenant, dataset)."""
     pairs = set(conn.execute(sa.select(authz.grants.c.tenant_id, authz.grants.c.dataset_id).distinct()).all())
     pairs |= set(conn.execute(sa.select(t.ledger.c.tenant_id, t.ledger.c.dataset_id).distinct()).all())
-    names = set()
-    for tenant_id, dataset_id in pairs:
+    names = {}
+    for tenant_id, dataset_id in sorted(pairs):
         try:
-            names.add(tenant_topic(tenant_id, dataset_id, settings))
+            names[tenant_topic(tenant_id, dataset_id, settings)] = (tenant_id, dataset_id)
         except PdoError:
             continue  # an id that cannot name a topic never had one
-    return sorted(names)
+    return names
 
 
 def scan_tenant_topics(
-    settings: Settings, codec: AvroCodec, names: Iterable[str], timeout_s: float = 60.0
+    settings: Settings, codec: AvroCodec, names: dict[str, tuple[str, str]], timeout_s: float = 60.0
 ) -> TopicScan:
-    """Read `names` from their beginning to the end offsets of now, with a consumer outside any group."""
+    """Read the topics `names` maps to their (tenant, dataset) from their beginning to the end offsets of now,
+    with a consumer outside any group."""
     scan = TopicScan(started_at=utc_now())
     consumer = KafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap.split(","),
@@ -164,6 +180,11 @@ def scan_tenant_topics(
         consumer.assign(assigned)
         consumer.seek_to_beginning(*assigned)
         ends = consumer.end_offsets(assigned)
+        # A partition whose log no longer starts at 0 lost records to retention before its first one.
+        truncated = {tp: start for tp, start in consumer.beginning_offsets(assigned).items() if start > 0}
+        for tp, start in truncated.items():
+            if start >= ends[tp]:  # nothing left: from when on it is complete is unknown, so from now
+                _complete_from(scan, names[tp.topic], scan.started_at)
         deadline = time.monotonic() + timeout_s
         while any(consumer.position(tp) < ends[tp] for tp in assigned):
             if time.monotonic() > deadline:
@@ -175,9 +196,20 @@ def scan_tenant_topics(
                 for message in messages:
                     if message.offset < ends[tp]:
                         _note(scan, codec, message)
+                    if message.offset == truncated.get(tp):
+                        _complete_from(scan, names[tp.topic], _timestamp(message))
     finally:
         consumer.close()
     return scan
+
+
+def _complete_from(scan: TopicScan, owner: tuple[str, str], moment: datetime) -> None:
+    """The topic is complete only from the latest first-retained record over its partitions."""
+    scan.complete_since[owner] = max(moment, scan.complete_since.get(owner, moment))
+
+
+def _timestamp(message: Any) -> datetime:
+    return datetime.fromtimestamp(message.timestamp / 1000, UTC)
 
 
 def _note(scan: TopicScan, codec: AvroCodec, message: Any) -> None:
@@ -192,7 +224,7 @@ def _note(scan: TopicScan, codec: AvroCodec, message: Any) -> None:
                 provenance["grant_id"],
             ),
             provenance["grant_id"],
-            datetime.fromtimestamp(message.timestamp / 1000, UTC),
+            _timestamp(message),
         )
     except (CodecError, KeyError, TypeError) as error:
         scan.unreadable.append(f"{position}: {type(error).__name__} {error}")
@@ -215,6 +247,7 @@ def _entries(rows: Iterable[Any]) -> list[LedgerEntry]:
             row.dataset_id,
             row.records,
             row.billing_period is not None,
+            utc(row.delivered_at),
             utc(row.recorded_at),
         )
         for row in rows
@@ -228,6 +261,7 @@ LEDGER_COLUMNS = (
     t.ledger.c.dataset_id,
     t.ledger.c.records,
     t.ledger.c.billing_period,
+    t.ledger.c.delivered_at,
     t.ledger.c.recorded_at,
 )
 
@@ -290,6 +324,8 @@ def reconcile_scan(conn: Connection, period: str, scan: TopicScan) -> Reconcilia
         grant.set_aside += 0 if entry.billed else entry.records
         if entry.delivery_id in scan.records:
             grant.on_topic += 1
+        elif not scan.retained(entry.tenant_id, entry.dataset_id, entry.delivered_at):
+            grant.past_retention += entry.records
         elif entry.recorded_at <= scan.started_at:  # later rows may be of records written after the scan
             grant.not_on_topic += entry.records
     for record in scan.records.values():
@@ -360,6 +396,12 @@ def report_lines(result: Reconciliation, all_grants: bool = False) -> list[str]:
         f"period {result.period} ({state}): {len(result.grants)} grant(s); drift topic_vs_ledger "
         f"{result.drift('topic_vs_ledger')} record(s), ledger_vs_billed {result.drift('ledger_vs_billed')} record(s)"
     )
+    expired = sum(f.past_retention for f in result.grants)
+    if expired:
+        lines.append(
+            f"note: {expired} ledger record(s) were delivered before retention deleted them from the tenant "
+            "topics; they are checked against the statements only"
+        )
     duplicated = sum(f.duplicates_on_topic for f in result.grants)
     if duplicated:
         lines.append(f"note: {duplicated} redelivered copy(ies) on the tenant topics, each counted once")

@@ -72,7 +72,9 @@ class TenantTopics:
             topics.apply(admin, [spec.render(tenant_id=tenant_topic_part(tenant_id), dataset_id=DATASET)])
         return name
 
-    def deliver(self, tenant_id: str, grant_id: str, source_offset: int, at: datetime) -> str:
+    def deliver(
+        self, tenant_id: str, grant_id: str, source_offset: int, at: datetime, partition: int | None = None
+    ) -> str:
         """One tenant record of feed offset `source_offset`; its delivery id."""
         provenance = {
             "dataset_id": DATASET,
@@ -197,8 +199,8 @@ def test_reconciliation_is_zero_then_shows_the_exact_drift(settings) -> None:
         rows = {line.split()[0]: line.split() for line in done.stdout.splitlines()[1:3]}
         assert set(rows) == {"g-acme", "g-citylab"}, done.stdout + done.stderr
         # topic, ledger, set_aside, billed, missing_from_ledger, not_on_topic, ledger-billed
-        assert rows["g-acme"][3:] == ["4", "3", "0", "4", "1", "0", "-1"]
-        assert rows["g-citylab"][3:] == ["3", "4", "0", "3", "0", "1", "1"]
+        assert rows["g-acme"][3:] == ["4", "3", "0", "4", "1", "0", "-1"], done.stdout
+        assert rows["g-citylab"][3:] == ["3", "4", "0", "3", "0", "1", "1"], done.stdout
         assert "drift topic_vs_ledger 2 record(s), ledger_vs_billed 2 record(s)" in done.stdout
 
         metrics = billing_metrics(CollectorRegistry())
@@ -214,6 +216,33 @@ def test_reconciliation_is_zero_then_shows_the_exact_drift(settings) -> None:
         assert (
             metrics.period_charges.labels(tenant=ACME, currency="CNY")._value.get() == 0.00
         )  # 1 x 1.00 / 1,000
+    finally:
+        tenants.close()
+        engine.dispose()
+
+
+def test_records_retention_deleted_from_the_topic_are_past_retention_not_drift(settings) -> None:
+    from kafka.structs import TopicPartition
+
+    engine = db.make_engine(settings.database_url)
+    tenants = TenantTopics(settings)
+    try:
+        topic = tenants.create(ACME)
+        with engine.begin() as conn:
+            add_grant(conn, "g-acme", ACME, DATASET, per_thousand("1.00"))
+        for day in (1, 2, 3):
+            at = IN_MARCH.replace(day=day)
+            delivery = tenants.deliver(ACME, "g-acme", day, at, partition=0)
+            with engine.begin() as conn:
+                add_usage(conn, "g-acme", ACME, DATASET, 1, 120, at, delivery_id=delivery)
+        with admin_client(settings) as admin:  # what retention does to old segments: the log starts later
+            admin.delete_records({TopicPartition(topic, 0): 2})
+
+        result = reconcile(settings, engine, "2026-03", tenants.codec)
+
+        (acme,) = result.grants
+        assert (acme.on_topic, acme.in_ledger, acme.past_retention, acme.not_on_topic) == (1, 3, 2, 0)
+        assert result.clean
     finally:
         tenants.close()
         engine.dispose()

@@ -73,6 +73,18 @@ def test_ledger_rows_recorded_after_the_scan_began_are_in_flight_not_drift(engin
     assert by_grant["g-1"].not_on_topic == 0 and result.clean
 
 
+def test_rows_older_than_what_the_topic_still_holds_are_past_retention_not_drift(engine) -> None:
+    usage(engine, "old")  # delivered on 5 March; retention has deleted its tenant record
+    scan = scan_of()
+    scan.complete_since[("tenant:acme", "traffic")] = MARCH + timedelta(hours=1)
+    result, by_grant = figures(engine, "2026-03", scan)
+    assert (by_grant["g-1"].past_retention, by_grant["g-1"].not_on_topic) == (1, 0) and result.clean
+    assert "note: 1 ledger record(s) were delivered before retention deleted them" in report_lines(result)[1]
+    scan.complete_since[("tenant:acme", "traffic")] = MARCH  # complete from that moment on: it must be there
+    result, by_grant = figures(engine, "2026-03", scan)
+    assert (by_grant["g-1"].past_retention, by_grant["g-1"].not_on_topic) == (0, 1) and not result.clean
+
+
 def test_a_late_record_counts_in_the_period_it_was_billed_in(engine) -> None:
     usage(engine, "late", billing_period="2026-04")
     march, _ = figures(engine, "2026-03", scan_of("late"))
