@@ -39,6 +39,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import UnknownTopicOrPartitionError
 from prometheus_client import REGISTRY, CollectorRegistry, Gauge
 from sqlalchemy import Connection, Engine
 
@@ -48,6 +49,7 @@ from pdo.core.codec import AvroCodec, CodecError
 from pdo.core.config import Settings
 from pdo.core.errors import PdoError
 from pdo.core.events import utc_now
+from pdo.core.kafka import admin_client
 from pdo.metering import tables as t
 from pdo.metering.months import parse_period, period_end, period_of, period_start
 from pdo.metering.statements import compute_statements, is_closed
@@ -55,6 +57,7 @@ from pdo.sharing.agents import tenant_topic
 from pdo.sharing.transform import PROVENANCE_FIELD, delivery_id
 
 CHECKS = ("topic_vs_ledger", "ledger_vs_billed")
+UNKNOWN_TOPIC = UnknownTopicOrPartitionError.errno
 CHUNK = 500
 
 
@@ -162,21 +165,15 @@ def scan_tenant_topics(
     """Read the topics `names` maps to their (tenant, dataset) from their beginning to the end offsets of now,
     with a consumer outside any group."""
     scan = TopicScan(started_at=utc_now())
+    assigned = tenant_partitions(settings, names)
+    if not assigned:
+        return scan
     consumer = KafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap.split(","),
         enable_auto_commit=False,
         request_timeout_ms=max(settings.kafka_timeout_s * 1000, 5000),
     )
     try:
-        existing = consumer.topics()
-        assigned = [
-            TopicPartition(name, partition)
-            for name in names
-            if name in existing
-            for partition in sorted(consumer.partitions_for_topic(name) or ())
-        ]
-        if not assigned:
-            return scan
         consumer.assign(assigned)
         consumer.seek_to_beginning(*assigned)
         ends = consumer.end_offsets(assigned)
@@ -201,6 +198,31 @@ def scan_tenant_topics(
     finally:
         consumer.close()
     return scan
+
+
+def tenant_partitions(settings: Settings, names: Iterable[str]) -> list[TopicPartition]:
+    """The partitions of those of `names` the broker has, asked topic by topic (never auto-creating one).
+
+    A consumer's metadata cache may be incomplete right after it connects; an incomplete answer here would
+    show every record of a missing topic as drift, so the broker's word on each topic is required.
+    """
+    wanted = sorted(names)
+    if not wanted:
+        return []
+    with admin_client(settings) as admin:
+        described = {topic["name"]: topic for topic in admin.describe_topics(wanted)}
+    partitions = []
+    for name in wanted:
+        code = described[name]["error_code"] if name in described else None
+        if code == UNKNOWN_TOPIC:
+            continue  # no delivery ever created it
+        if code != 0:
+            raise PdoError(
+                f"the broker did not describe tenant topic {name} (error code {code})",
+                hint="the topic may be being created or moved; try again",
+            )
+        partitions += [TopicPartition(name, p["partition_index"]) for p in described[name]["partitions"]]
+    return sorted(partitions)
 
 
 def _complete_from(scan: TopicScan, owner: tuple[str, str], moment: datetime) -> None:
