@@ -41,9 +41,7 @@ def register(subparsers) -> None:
     steps = statements.add_subparsers(dest="step", required=True)
     close = steps.add_parser("close", help="close a month that has ended and issue its statements")
     _period(close)
-    close.add_argument(
-        "--by", default=f"operator:{getpass.getuser()}", help="who closes it (default: operator:<your login>)"
-    )
+    close.add_argument("--by", help="who closes it, kind:name (default: operator:<your login>)")
     close.add_argument("--json", action="store_true", help="print the statements as JSON")
     close.set_defaults(func=close_statements)
     show = steps.add_parser("show", help="print a period's issued statements")
@@ -81,6 +79,13 @@ def _engine(settings: Settings):
 # ---------------------------------------------------------------------------------------------- statements
 
 
+def _login() -> str:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no login name in this environment (e.g. a container without USER)
+        return "cli"
+
+
 def close_statements(args) -> int:
     from pdo.core.events import EventPublisher
     from pdo.metering.statements import close_period
@@ -89,7 +94,7 @@ def close_statements(args) -> int:
     engine = _engine(settings)
     publisher = EventPublisher(settings)
     try:
-        closing = close_period(engine, publisher, args.period, args.by)
+        closing = close_period(engine, publisher, args.period, args.by or f"operator:{_login()}")
     finally:
         publisher.close()
         engine.dispose()

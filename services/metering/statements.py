@@ -23,7 +23,7 @@ import json
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol
@@ -68,12 +68,13 @@ class Statement:
     period: str
     currency: str
     lines: tuple[StatementLine, ...]
+    total: Decimal  # the sum of the lines' rounded amounts when computed; as stored when loaded
     issued_at: datetime | None = None  # None: computed, not issued
     issued_by: str | None = None
 
-    @property
-    def total(self) -> Decimal:
-        return sum((line.amount for line in self.lines), Decimal("0.00"))
+
+def sum_of_lines(lines: Iterable[StatementLine]) -> Decimal:
+    return sum((line.amount for line in lines), Decimal("0.00"))
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,7 @@ def compute_statements(conn: Connection, period: str) -> list[Statement]:
             period,
             currency,
             tuple(sorted(found, key=lambda line: (line.dataset_id, line.grant_id))),
+            sum_of_lines(found),
         )
         for (tenant_id, currency), found in sorted(lines.items())
     ]
@@ -219,10 +221,7 @@ def close_period(
         conn.execute(
             t.periods.update().where(t.periods.c.period == period).values(closed_at=now, closed_by=actor)
         )
-        statements = [
-            Statement(s.statement_id, s.tenant_id, s.period, s.currency, s.lines, now, actor)
-            for s in compute_statements(conn, period)
-        ]
+        statements = [replace(s, issued_at=now, issued_by=actor) for s in compute_statements(conn, period)]
         for statement in statements:
             _insert_statement(conn, statement)
         for statement in statements:
@@ -343,6 +342,7 @@ def load_statements(
             head["period"],
             head["currency"],
             tuple(lines.get(head["statement_id"], ())),
+            from_cents(head["total_cents"]),
             utc(head["issued_at"]),
             head["issued_by"],
         )
@@ -426,6 +426,10 @@ def statement_differences(
         differences += _line_differences(statement_id, grant_id, before.get(grant_id), after.get(grant_id))
     if issued.total != recomputed.total:
         differences.append(f"{statement_id}: total issued {issued.total}, recomputed {recomputed.total}")
+    if issued.total != sum_of_lines(issued.lines):
+        differences.append(
+            f"{statement_id}: total issued {issued.total}, but its lines add up to {sum_of_lines(issued.lines)}"
+        )
     return differences
 
 
@@ -469,10 +473,3 @@ def statement_json(statement: Statement) -> dict[str, Any]:
             for line in statement.lines
         ],
     }
-
-
-def totals_by_currency(statements: Iterable[Statement]) -> dict[str, Decimal]:
-    totals: dict[str, Decimal] = defaultdict(lambda: Decimal("0.00"))
-    for statement in statements:
-        totals[statement.currency] += statement.total
-    return dict(totals)

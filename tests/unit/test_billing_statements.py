@@ -248,3 +248,66 @@ def test_migration_0007_builds_the_tables_the_code_declares(engine) -> None:
     ours = {t.statements.name, t.statement_lines.name, t.ledger.name, t.periods.name}
     # Other areas' tables are not in this metadata; anything about ours is a drift between the two.
     assert [d for d in differences if ours & set(re.findall(r"\w+", str(d)))] == []
+
+
+def test_verify_notices_a_stored_total_that_no_longer_matches_its_lines(march, publisher) -> None:
+    close_period(march, publisher, "2026-03", "operator:alice", now=AFTER_APRIL)
+    acme = statement_id_for(ACME, "2026-03", "CNY")
+    with march.begin() as conn:
+        conn.execute(t.statements.update().where(t.statements.c.statement_id == acme).values(total_cents=1))
+    assert verify_period(march, "2026-03") == [
+        f"{acme}: total issued 0.01, recomputed 15.12",
+        f"{acme}: total issued 0.01, but its lines add up to 15.12",
+    ]
+
+
+def test_a_tenant_billed_in_two_currencies_gets_one_statement_per_currency(engine, publisher) -> None:
+    with engine.begin() as conn:
+        add_grant(conn, "g-cny", ACME, "traffic", per_thousand("1.00"))
+        add_grant(conn, "g-usd", ACME, "air", per_thousand("0.20", currency="USD"))
+        add_usage(conn, "g-cny", ACME, "traffic", 1_000, 1, MARCH)  # 1.00 CNY
+        add_usage(conn, "g-usd", ACME, "air", 5_000, 1, MARCH)  # 5,000 x 0.20 / 1,000 = 1.00 USD
+    closing = close_period(engine, publisher, "2026-03", "operator:alice", now=AFTER_APRIL)
+    assert sorted((s.statement_id, s.currency, s.total) for s in closing.statements) == sorted(
+        [
+            (statement_id_for(ACME, "2026-03", "CNY"), "CNY", Decimal("1.00")),
+            (statement_id_for(ACME, "2026-03", "USD"), "USD", Decimal("1.00")),
+        ]
+    )
+    assert {e["currency"] for e in publisher.of(STATEMENT_ISSUED)} == {"CNY", "USD"}
+
+
+def test_a_close_waits_for_a_ledger_transaction_billing_into_the_period(engine, publisher) -> None:
+    """The lock protocol: the ledger writer holds the period row FOR SHARE (PostgreSQL; SQLite's single writer
+    lock has the same effect) while it inserts; a close started meanwhile takes the row FOR UPDATE, so it can
+    neither finish before the insert commits nor miss the row."""
+    import threading
+
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    with engine.begin() as conn:
+        add_grant(conn, "g-1", ACME, "traffic", per_thousand("1.00"))
+    writer = engine.connect()
+    transaction = writer.begin()
+    insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[engine.dialect.name]
+    writer.execute(
+        insert(t.periods).values(period="2026-03").on_conflict_do_nothing(index_elements=["period"])
+    )
+    writer.execute(sa.select(t.periods).where(t.periods.c.period == "2026-03").with_for_update(read=True))
+    add_usage(writer, "g-1", ACME, "traffic", 3_000, 1, MARCH)  # 3,000 x 1.00 / 1,000 = 3.00
+    closings = []
+    closer = threading.Thread(
+        target=lambda: closings.append(
+            close_period(engine, publisher, "2026-03", "operator:alice", now=AFTER_APRIL)
+        )
+    )
+    closer.start()
+    closer.join(timeout=1.0)
+    finished_early = not closer.is_alive()
+    transaction.commit()
+    writer.close()
+    closer.join(timeout=30)
+
+    assert not finished_early, "the close did not wait for the ledger transaction"
+    (closing,) = closings
+    assert [(s.lines[0].records, s.total) for s in closing.statements] == [(3_000, Decimal("3.00"))]
