@@ -52,13 +52,12 @@ from pdo.core.events import utc_now
 from pdo.core.kafka import admin_client
 from pdo.metering import tables as t
 from pdo.metering.months import parse_period, period_end, period_of, period_start
-from pdo.metering.statements import compute_statements, is_closed
+from pdo.metering.statements import CHUNK, compute_statements, is_closed
 from pdo.sharing.agents import tenant_topic
 from pdo.sharing.transform import PROVENANCE_FIELD, delivery_id
 
 CHECKS = ("topic_vs_ledger", "ledger_vs_billed")
 UNKNOWN_TOPIC = UnknownTopicOrPartitionError.errno
-CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -76,7 +75,7 @@ class TopicScan:
 
     started_at: datetime
     records: dict[str, TopicRecord] = field(default_factory=dict)
-    duplicates: Counter = field(default_factory=Counter)  # grant id -> extra copies
+    duplicates: Counter = field(default_factory=Counter)  # delivery id -> extra copies
     unreadable: list[str] = field(default_factory=list)  # "<topic>[p]@o: reason"
     # (tenant, dataset) -> the time from which its topic still holds every record: retention deleted the
     # older ones (a topic that never lost any is not listed).
@@ -252,7 +251,7 @@ def _note(scan: TopicScan, codec: AvroCodec, message: Any) -> None:
         scan.unreadable.append(f"{position}: {type(error).__name__} {error}")
         return
     if record.delivery_id in scan.records:
-        scan.duplicates[record.grant_id] += 1
+        scan.duplicates[record.delivery_id] += 1
     else:
         scan.records[record.delivery_id] = record
 
@@ -346,6 +345,7 @@ def reconcile_scan(conn: Connection, period: str, scan: TopicScan) -> Reconcilia
         grant.set_aside += 0 if entry.billed else entry.records
         if entry.delivery_id in scan.records:
             grant.on_topic += 1
+            grant.duplicates_on_topic += scan.duplicates[entry.delivery_id]
         elif not scan.retained(entry.tenant_id, entry.dataset_id, entry.delivered_at):
             grant.past_retention += entry.records
         elif entry.recorded_at <= scan.started_at:  # later rows may be of records written after the scan
@@ -357,14 +357,12 @@ def reconcile_scan(conn: Connection, period: str, scan: TopicScan) -> Reconcilia
             grant = of(record.grant_id)
             grant.on_topic += 1
             grant.missing_from_ledger += 1
+            grant.duplicates_on_topic += scan.duplicates[record.delivery_id]
     if closed:
         for grant_id, records in billed_records(conn, period).items():
             of(grant_id).billed = records
         for grant in figures.values():
             grant.billed = grant.billed or 0
-    for grant_id, copies in scan.duplicates.items():
-        if grant_id in figures:
-            figures[grant_id].duplicates_on_topic = copies
     ordered = sorted(figures.values(), key=lambda f: (f.tenant_id, f.dataset_id, f.grant_id))
     return Reconciliation(period, closed, ordered, list(scan.unreadable))
 

@@ -44,6 +44,7 @@ from pdo.metering.months import parse_period, period_end, period_start
 
 STATEMENT_ISSUED = "pdo.metering.v1.StatementIssued"
 CENTS_PER_UNIT = 100
+CHUNK = 500  # ids per IN (...) list: bounded statements on both databases
 
 
 class Publisher(Protocol):
@@ -156,8 +157,8 @@ def grant_plans(conn: Connection, grant_ids: set[str]) -> dict[str, PricePlan]:
     """Each grant's price plan; a billed grant authorization does not know is an error, never a free ride."""
     plans: dict[str, PricePlan] = {}
     ordered = sorted(grant_ids)
-    for start in range(0, len(ordered), 500):  # bounded IN lists
-        chunk = ordered[start : start + 500]
+    for start in range(0, len(ordered), CHUNK):
+        chunk = ordered[start : start + CHUNK]
         rows = conn.execute(
             sa.select(authz.grants.c.grant_id, authz.grants.c.price_plan).where(
                 authz.grants.c.grant_id.in_(chunk)
@@ -352,10 +353,10 @@ def load_statements(
 
 def _lines_of(conn: Connection, statement_ids: Sequence[str]) -> dict[str, list[StatementLine]]:
     found: dict[str, list[StatementLine]] = defaultdict(list)
-    for start in range(0, len(statement_ids), 500):
+    for start in range(0, len(statement_ids), CHUNK):
         rows = conn.execute(
             sa.select(t.statement_lines)
-            .where(t.statement_lines.c.statement_id.in_(statement_ids[start : start + 500]))
+            .where(t.statement_lines.c.statement_id.in_(statement_ids[start : start + CHUNK]))
             .order_by(t.statement_lines.c.dataset_id, t.statement_lines.c.grant_id)
         ).mappings()
         for row in rows:

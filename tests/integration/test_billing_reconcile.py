@@ -10,6 +10,7 @@ command's table and exit status and in the gauges.
 # ruff: noqa: F811  (pytest fixtures imported from sharing_support are parameters here)
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -66,10 +67,13 @@ class TenantTopics:
         self.feed = f"pdo.feed.{DATASET}"
 
     def create(self, tenant_id: str) -> str:
+        """The tenant's topic as declared, but kept forever: the records carry March 2026 timestamps, which
+        the declared 7-day retention would delete at the broker's next retention check."""
         name = tenant_topic(tenant_id, DATASET, self.settings)
         spec = topics.spec(TopicId.TENANT_STREAM, self.settings)
+        rendered = spec.render(tenant_id=tenant_topic_part(tenant_id), dataset_id=DATASET)
         with admin_client(self.settings) as admin:
-            topics.apply(admin, [spec.render(tenant_id=tenant_topic_part(tenant_id), dataset_id=DATASET)])
+            topics.apply(admin, [dataclasses.replace(rendered, retention_ms=-1)])
         return name
 
     def deliver(

@@ -113,7 +113,7 @@ def test_a_closed_period_compares_the_ledger_with_the_statements(engine) -> None
 def test_the_report_lists_only_grants_with_drift_and_notes_duplicates(engine) -> None:
     usage(engine, "a", "x")
     scan = scan_of("a", "b")
-    scan.duplicates["g-1"] = 2
+    scan.duplicates["a"] = 2
     scan.unreadable.append("pdo.tenant.acme.traffic[0]@7: UndecodableError empty value")
     result, _ = figures(engine, "2026-03", scan)
     lines = report_lines(result)
