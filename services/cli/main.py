@@ -8,6 +8,7 @@ import sys
 
 from pdo.cli import (
     authorization,
+    billing,
     broker,
     catalog,
     config,
@@ -33,6 +34,7 @@ COMMAND_MODULES = (
     catalog,
     authorization,
     sharing,
+    billing,
     gateway,
     publish,
     deadletters,

@@ -21,6 +21,7 @@ from pdo.core.config import Settings
 from pdo.core.errors import Unavailable
 from pdo.core.http_metrics import MetricsMiddleware
 from pdo.gateway import (
+    routes_billing,
     routes_console,
     routes_datasets,
     routes_deadletters,
@@ -37,8 +38,9 @@ from pdo.publishing.publisher import FeedPublishers
 
 DESCRIPTION = """\
 pdo's API for data providers (register and maintain datasets, publish records to their feeds), tenants
-(request access, read their own requests and grants, stream their delivered records) and operators (review requests, suspend, resume and
-revoke grants, read dead letters; the operator console at /console works against this API).
+(request access, read their own requests, grants and statements, stream their delivered records) and operators (review
+requests, suspend, resume and revoke grants, read every statement and asset report, read dead letters; the
+operator console at /console works against this API). Providers read the asset reports of their own datasets.
 
 Authenticate with an API key (`pdo principals add` / `pdo principals key` issue them) sent as
 `Authorization: Bearer <key>` or `X-API-Key: <key>`. Every refusal reads
@@ -88,6 +90,7 @@ def create_app(
     app.state.catalog = catalog
     app.state.authorization = authorization
     app.state.principals = principals or PrincipalStore(engine)
+    app.state.engine = engine  # statements and asset reports are read straight from SQL
     app.state.metrics = metrics
     app.state.feeds = feeds
     app.state.ingested_records = routes_ingest.ingested_records_counter(metrics.registry)
@@ -105,6 +108,7 @@ def create_app(
         routes_grants.router,
         routes_streams.router,
         routes_deadletters.router,
+        routes_billing.router,
         routes_console.console_router(),
     ):
         app.include_router(router)

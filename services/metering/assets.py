@@ -1,0 +1,171 @@
+"""Asset reports: per dataset and billing period, who was served, how much was delivered, and the revenue.
+
+The figures a data group needs to register a dataset as a data asset and to list it on a data exchange:
+tenants served, grants used, records and bytes delivered (billed in the period), records set aside for
+review, and revenue. Revenue of a closed period is read from its issued statements; of an open period it is
+priced from the ledger so far, with the same code that will price the statements, and marked provisional.
+Both come from statement lines, so a dataset's revenue is always the sum of its lines on the statements.
+
+One row per dataset and currency (a dataset's grants normally share its currency). CSV cells that a
+spreadsheet would run as a formula (starting with =, +, -, @, tab or carriage return) are prefixed with
+an apostrophe: titles are written by providers.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Collection
+from dataclasses import asdict, dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import Connection, Engine
+
+from pdo.catalog import tables as catalog
+from pdo.metering import tables as t
+from pdo.metering.months import parse_period, period_end, period_start
+from pdo.metering.statements import Statement, compute_statements, is_closed, load_statements
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+COLUMNS = (
+    "period",
+    "dataset_id",
+    "title",
+    "provider_id",
+    "tenants",
+    "grants",
+    "records",
+    "bytes",
+    "set_aside_records",
+    "revenue",
+    "currency",
+    "provisional",
+)
+
+
+@dataclass
+class AssetRow:
+    period: str
+    dataset_id: str
+    title: str | None
+    provider_id: str | None
+    currency: str | None
+    provisional: bool
+    tenants: int = 0
+    grants: int = 0
+    records: int = 0
+    bytes: int = 0
+    set_aside_records: int = 0
+    revenue: Decimal = Decimal("0.00")
+    _tenant_ids: set[str] = field(default_factory=set, repr=False, compare=False)
+
+    def as_json(self) -> dict[str, Any]:
+        data = {name: value for name, value in asdict(self).items() if not name.startswith("_")}
+        data["revenue"] = str(self.revenue)
+        return {column: data[column] for column in COLUMNS}
+
+
+@dataclass(frozen=True)
+class AssetReport:
+    period: str
+    provisional: bool
+    rows: list[AssetRow]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "period": self.period,
+            "period_start": period_start(self.period).isoformat(),
+            "period_end": period_end(self.period).isoformat(),
+            "provisional": self.provisional,
+            "datasets": [row.as_json() for row in self.rows],
+        }
+
+    def as_csv(self) -> str:
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(COLUMNS)
+        for row in self.rows:
+            writer.writerow([_cell(value) for value in row.as_json().values()])
+        return out.getvalue()
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def asset_report(engine: Engine, period: str, dataset_ids: Collection[str] | None = None) -> AssetReport:
+    """The period's report, for every dataset with usage or only those in `dataset_ids` (a provider's own)."""
+    period = parse_period(period)
+    with engine.connect() as conn:
+        closed = is_closed(conn, period)
+        statements = load_statements(conn, period=period) if closed else compute_statements(conn, period)
+        set_aside = _set_aside_records(conn, period)
+        datasets = _catalog_entries(conn)
+    rows = _rows(period, statements, datasets, provisional=not closed)
+    for dataset_id, records in set_aside.items():
+        _row_for(rows, period, dataset_id, datasets, not closed).set_aside_records = records
+    selected = [
+        row for _, row in sorted(rows.items()) if dataset_ids is None or row.dataset_id in dataset_ids
+    ]
+    return AssetReport(period, not closed, selected)
+
+
+def _rows(
+    period: str,
+    statements: list[Statement],
+    datasets: dict[str, tuple[str | None, str | None]],
+    provisional: bool,
+) -> dict[tuple[str, str], AssetRow]:
+    rows: dict[tuple[str, str], AssetRow] = {}
+    for statement in statements:
+        for line in statement.lines:
+            key = (line.dataset_id, statement.currency)
+            if key not in rows:
+                title, owner = datasets.get(line.dataset_id, (None, None))
+                rows[key] = AssetRow(period, line.dataset_id, title, owner, statement.currency, provisional)
+            row = rows[key]
+            row._tenant_ids.add(statement.tenant_id)
+            row.tenants = len(row._tenant_ids)
+            row.grants += 1
+            row.records += line.records
+            row.bytes += line.bytes
+            row.revenue += line.amount
+    return rows
+
+
+def _row_for(
+    rows: dict[tuple[str, str], AssetRow],
+    period: str,
+    dataset_id: str,
+    datasets: dict[str, tuple[str | None, str | None]],
+    provisional: bool,
+) -> AssetRow:
+    """The dataset's first row; a dataset with only set-aside usage gets one without a currency."""
+    found = [row for key, row in sorted(rows.items()) if key[0] == dataset_id]
+    if found:
+        return found[0]
+    title, owner = datasets.get(dataset_id, (None, None))
+    rows[(dataset_id, "")] = AssetRow(period, dataset_id, title, owner, None, provisional)
+    return rows[(dataset_id, "")]
+
+
+def _set_aside_records(conn: Connection, period: str) -> dict[str, int]:
+    rows = conn.execute(
+        sa.select(t.ledger.c.dataset_id, sa.func.sum(t.ledger.c.records))
+        .where(t.ledger.c.billing_period.is_(None))
+        .where(t.ledger.c.delivered_at >= period_start(period))
+        .where(t.ledger.c.delivered_at < period_end(period))
+        .group_by(t.ledger.c.dataset_id)
+    ).all()
+    return {dataset_id: int(records) for dataset_id, records in rows}
+
+
+def _catalog_entries(conn: Connection) -> dict[str, tuple[str | None, str | None]]:
+    rows = conn.execute(
+        sa.select(catalog.datasets.c.dataset_id, catalog.datasets.c.title, catalog.datasets.c.provider_id)
+    )
+    return {dataset_id: (title, provider) for dataset_id, title, provider in rows}

@@ -1,0 +1,476 @@
+"""Statements: closing a billing period prices each tenant's ledger usage into statements, rows and events.
+
+Closing follows the period lock protocol the ledger writer keeps too: in one transaction the period's
+`metering_periods` row is made to exist and read FOR UPDATE (so the close waits for ledger inserts still
+billing into it, and later inserts see it closed and bill into the next open period), `closed_at` is set,
+the ledger rows billed in the period are priced, the statements and their lines are written, and each
+`StatementIssued` event is published before the transaction commits. If the broker does not acknowledge, the
+transaction rolls back and the period stays open; if the commit fails after a publish, closing again
+publishes the same statement ids again, so consumers keep the latest event per statement id.
+
+One statement per tenant and currency (a tenant's grants are normally all in CNY, so one per tenant), with
+one line per grant that has usage billed in the period — FREE grants too, at 0.00. Its id is derived from
+(tenant, period, currency), so recomputing a closed period names the same statements, and `verify_period`
+recomputes the period from the ledger and the grants' plans and lists every difference from what was issued:
+none, to the cent, when the ledger and the plans are unchanged. Rows set aside for review (billing_period
+NULL, delivered in the period) are never billed; `set_aside_rows` lists them beside the statements.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+from sqlalchemy import Connection, Engine
+from sqlalchemy.dialects import postgresql, sqlite
+
+from pdo.authorization import tables as authz
+from pdo.authorization.records import price_plan_from_json, price_plan_to_json, utc
+from pdo.catalog.models import PricePlan
+from pdo.core.errors import Conflict, InvalidInput, NotFound, PdoError
+from pdo.core.events import utc_now
+from pdo.core.topics import TopicId
+from pdo.metering import pricing
+from pdo.metering import tables as t
+from pdo.metering.months import parse_period, period_end, period_start
+
+STATEMENT_ISSUED = "pdo.metering.v1.StatementIssued"
+CENTS_PER_UNIT = 100
+CHUNK = 500  # ids per IN (...) list: bounded statements on both databases
+
+
+class Publisher(Protocol):
+    def publish(self, topic: TopicId, schema_name: str, value: dict[str, Any]) -> tuple[str, int, int]: ...
+
+
+@dataclass(frozen=True)
+class StatementLine:
+    dataset_id: str
+    grant_id: str
+    records: int
+    bytes: int
+    amount: Decimal
+    plan: str  # the plan in words
+    price_plan: PricePlan
+
+
+@dataclass(frozen=True)
+class Statement:
+    statement_id: str
+    tenant_id: str
+    period: str
+    currency: str
+    lines: tuple[StatementLine, ...]
+    total: Decimal  # the sum of the lines' rounded amounts when computed; as stored when loaded
+    issued_at: datetime | None = None  # None: computed, not issued
+    issued_by: str | None = None
+
+
+def sum_of_lines(lines: Iterable[StatementLine]) -> Decimal:
+    return sum((line.amount for line in lines), Decimal("0.00"))
+
+
+@dataclass(frozen=True)
+class SetAsideRow:
+    """A ledger row delivered in the period but set aside for review: never billed."""
+
+    delivery_id: str
+    tenant_id: str
+    dataset_id: str
+    grant_id: str
+    records: int
+    bytes: int
+    delivered_at: datetime
+    reason: str
+
+
+@dataclass(frozen=True)
+class Closing:
+    period: str
+    statements: list[Statement]
+    set_aside: list[SetAsideRow]
+
+
+# ---------------------------------------------------------------------------------------------- ids
+
+
+def statement_id_for(tenant_id: str, period: str, currency: str) -> str:
+    """Stable for (tenant, period, currency): "st-2026-03-" and 16 hex digits."""
+    parts = (tenant_id, period, currency)
+    text = "".join(f"{len(part)}:{part}" for part in parts)  # length-prefixed: no two tuples join alike
+    return f"st-{period}-{hashlib.sha256(text.encode('utf-8')).hexdigest()[:16]}"
+
+
+# ---------------------------------------------------------------------------------------------- computing
+
+
+def compute_statements(conn: Connection, period: str) -> list[Statement]:
+    """The statements the ledger's rows billed in `period` price to now, by each grant's plan (not stored)."""
+    usage = conn.execute(
+        sa.select(
+            t.ledger.c.tenant_id,
+            t.ledger.c.dataset_id,
+            t.ledger.c.grant_id,
+            sa.func.sum(t.ledger.c.records).label("records"),
+            sa.func.sum(t.ledger.c.bytes).label("bytes"),
+        )
+        .where(t.ledger.c.billing_period == period)
+        .group_by(t.ledger.c.tenant_id, t.ledger.c.dataset_id, t.ledger.c.grant_id)
+    ).all()
+    plans = grant_plans(conn, {row.grant_id for row in usage})
+    lines: dict[tuple[str, str], list[StatementLine]] = defaultdict(list)
+    for row in usage:
+        plan = plans[row.grant_id]
+        records, bytes_ = int(row.records), int(row.bytes)
+        line = StatementLine(
+            row.dataset_id,
+            row.grant_id,
+            records,
+            bytes_,
+            pricing.charge(plan, records, bytes_),
+            pricing.describe(plan),
+            plan,
+        )
+        lines[(row.tenant_id, plan.currency)].append(line)
+    return [
+        Statement(
+            statement_id_for(tenant_id, period, currency),
+            tenant_id,
+            period,
+            currency,
+            tuple(sorted(found, key=lambda line: (line.dataset_id, line.grant_id))),
+            sum_of_lines(found),
+        )
+        for (tenant_id, currency), found in sorted(lines.items())
+    ]
+
+
+def grant_plans(conn: Connection, grant_ids: set[str]) -> dict[str, PricePlan]:
+    """Each grant's price plan; a billed grant authorization does not know is an error, never a free ride."""
+    plans: dict[str, PricePlan] = {}
+    ordered = sorted(grant_ids)
+    for start in range(0, len(ordered), CHUNK):
+        chunk = ordered[start : start + CHUNK]
+        rows = conn.execute(
+            sa.select(authz.grants.c.grant_id, authz.grants.c.price_plan).where(
+                authz.grants.c.grant_id.in_(chunk)
+            )
+        )
+        plans.update((row.grant_id, price_plan_from_json(row.price_plan)) for row in rows)
+    unknown = sorted(grant_ids - plans.keys())
+    if unknown:
+        raise PdoError(
+            f"usage is billed under {len(unknown)} grant(s) the authorization tables do not hold: "
+            + ", ".join(unknown[:5])
+            + (" …" if len(unknown) > 5 else ""),
+            hint="rebuild the grants (`pdo authorization rebuild`) before pricing this period",
+        )
+    return plans
+
+
+def set_aside_rows(conn: Connection, period: str) -> list[SetAsideRow]:
+    """Ledger rows delivered in `period` that were set aside for review instead of billed, oldest first."""
+    rows = conn.execute(
+        sa.select(t.ledger)
+        .where(t.ledger.c.billing_period.is_(None))
+        .where(t.ledger.c.delivered_at >= period_start(period))
+        .where(t.ledger.c.delivered_at < period_end(period))
+        .order_by(t.ledger.c.delivered_at, t.ledger.c.delivery_id)
+    ).mappings()
+    return [
+        SetAsideRow(
+            row["delivery_id"],
+            row["tenant_id"],
+            row["dataset_id"],
+            row["grant_id"],
+            row["records"],
+            row["bytes"],
+            utc(row["delivered_at"]),
+            row["set_aside_reason"],
+        )
+        for row in rows
+    ]
+
+
+# ---------------------------------------------------------------------------------------------- closing
+
+
+def close_period(
+    engine: Engine, publisher: Publisher, period: str, actor: str, now: datetime | None = None
+) -> Closing:
+    """Close `period` and issue its statements (rows and events), in one transaction; see the module doc.
+
+    Refused (Conflict) when the period is already closed or has not ended yet.
+    """
+    period = parse_period(period)
+    now = utc(now or utc_now())
+    if now < period_end(period):
+        raise Conflict(
+            f"period {period} has not ended: usage is still billed into it until {period_end(period).isoformat()}",
+            hint="close a month once it is over",
+        )
+    with engine.begin() as conn:
+        _lock_open_period(conn, period)
+        conn.execute(
+            t.periods.update().where(t.periods.c.period == period).values(closed_at=now, closed_by=actor)
+        )
+        statements = [replace(s, issued_at=now, issued_by=actor) for s in compute_statements(conn, period)]
+        for statement in statements:
+            _insert_statement(conn, statement)
+        for statement in statements:
+            publisher.publish(TopicId.STATEMENTS, STATEMENT_ISSUED, statement_event(statement))
+        return Closing(period, statements, set_aside_rows(conn, period))
+
+
+def _lock_open_period(conn: Connection, period: str) -> None:
+    """Make the period's row exist, lock it FOR UPDATE, and refuse when it is closed already."""
+    insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[conn.dialect.name]
+    conn.execute(insert(t.periods).values(period=period).on_conflict_do_nothing(index_elements=["period"]))
+    row = (
+        conn.execute(sa.select(t.periods).where(t.periods.c.period == period).with_for_update())
+        .mappings()
+        .one()
+    )
+    if row["closed_at"] is not None:
+        raise Conflict(
+            f"period {period} was closed at {utc(row['closed_at']).isoformat()} by {row['closed_by']}; "
+            "its statements stand and cannot be issued twice",
+            hint=f"see them with `pdo billing statements show --period {period}`; "
+            f"check them with `pdo billing statements verify --period {period}`",
+        )
+
+
+def _insert_statement(conn: Connection, statement: Statement) -> None:
+    conn.execute(
+        t.statements.insert().values(
+            statement_id=statement.statement_id,
+            tenant_id=statement.tenant_id,
+            period=statement.period,
+            currency=statement.currency,
+            total_cents=to_cents(statement.total),
+            issued_at=statement.issued_at,
+            issued_by=statement.issued_by,
+        )
+    )
+    conn.execute(
+        t.statement_lines.insert(),
+        [
+            {
+                "statement_id": statement.statement_id,
+                "grant_id": line.grant_id,
+                "dataset_id": line.dataset_id,
+                "records": line.records,
+                "bytes": line.bytes,
+                "amount_cents": to_cents(line.amount),
+                "plan": line.plan,
+                "price_plan": price_plan_to_json(line.price_plan),
+            }
+            for line in statement.lines
+        ],
+    )
+
+
+def statement_event(statement: Statement) -> dict[str, Any]:
+    """The StatementIssued value of an issued statement."""
+    return {
+        "event_id": str(uuid.uuid4()),
+        "occurred_at": statement.issued_at,
+        "actor": statement.issued_by,
+        "statement_id": statement.statement_id,
+        "tenant_id": statement.tenant_id,
+        "period_start": period_start(statement.period),
+        "period_end": period_end(statement.period),
+        "lines": [
+            {
+                "dataset_id": line.dataset_id,
+                "grant_id": line.grant_id,
+                "records": line.records,
+                "bytes": line.bytes,
+                "amount": line.amount,
+                "plan": line.plan,
+            }
+            for line in statement.lines
+        ],
+        "total": statement.total,
+        "currency": statement.currency,
+    }
+
+
+def to_cents(amount: Decimal) -> int:
+    cents = amount * CENTS_PER_UNIT
+    if cents != cents.to_integral_value():
+        raise ValueError(f"{amount} is not a whole number of cents")
+    return int(cents)
+
+
+def from_cents(cents: int) -> Decimal:
+    return (Decimal(cents) / CENTS_PER_UNIT).quantize(pricing.CENT)
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+def is_closed(conn: Connection, period: str) -> bool:
+    closed = conn.execute(sa.select(t.periods.c.closed_at).where(t.periods.c.period == period)).scalar()
+    return closed is not None
+
+
+def load_statements(
+    conn: Connection,
+    period: str | None = None,
+    tenant_id: str | None = None,
+    statement_id: str | None = None,
+) -> list[Statement]:
+    """Issued statements, filtered by what is given, by tenant and currency."""
+    query = sa.select(t.statements).order_by(t.statements.c.period, t.statements.c.tenant_id)
+    for column, value in (("period", period), ("tenant_id", tenant_id), ("statement_id", statement_id)):
+        if value is not None:
+            query = query.where(t.statements.c[column] == value)
+    heads = conn.execute(query).mappings().all()
+    lines = _lines_of(conn, [head["statement_id"] for head in heads])
+    return [
+        Statement(
+            head["statement_id"],
+            head["tenant_id"],
+            head["period"],
+            head["currency"],
+            tuple(lines.get(head["statement_id"], ())),
+            from_cents(head["total_cents"]),
+            utc(head["issued_at"]),
+            head["issued_by"],
+        )
+        for head in heads
+    ]
+
+
+def _lines_of(conn: Connection, statement_ids: Sequence[str]) -> dict[str, list[StatementLine]]:
+    found: dict[str, list[StatementLine]] = defaultdict(list)
+    for start in range(0, len(statement_ids), CHUNK):
+        rows = conn.execute(
+            sa.select(t.statement_lines)
+            .where(t.statement_lines.c.statement_id.in_(statement_ids[start : start + CHUNK]))
+            .order_by(t.statement_lines.c.dataset_id, t.statement_lines.c.grant_id)
+        ).mappings()
+        for row in rows:
+            found[row["statement_id"]].append(
+                StatementLine(
+                    row["dataset_id"],
+                    row["grant_id"],
+                    row["records"],
+                    row["bytes"],
+                    from_cents(row["amount_cents"]),
+                    row["plan"],
+                    price_plan_from_json(row["price_plan"]),
+                )
+            )
+    return found
+
+
+def get_statement(engine: Engine, statement_id: str, tenant_id: str | None = None) -> Statement:
+    """One issued statement; NotFound for an unknown id and, for a tenant, for another tenant's."""
+    with engine.connect() as conn:
+        found = load_statements(conn, statement_id=statement_id, tenant_id=tenant_id)
+    if not found:
+        raise NotFound(
+            f"no statement {statement_id!r}" + (" among yours" if tenant_id else ""),
+            hint="list statements with GET /v1/statements?period=YYYY-MM",
+        )
+    return found[0]
+
+
+def list_statements(engine: Engine, period: str, tenant_id: str | None = None) -> list[Statement]:
+    with engine.connect() as conn:
+        return load_statements(conn, period=parse_period(period), tenant_id=tenant_id)
+
+
+# ---------------------------------------------------------------------------------------------- verifying
+
+
+def verify_period(engine: Engine, period: str) -> list[str]:
+    """Every difference between the issued statements of closed `period` and a recomputation; [] when equal."""
+    period = parse_period(period)
+    with engine.connect() as conn:
+        if not is_closed(conn, period):
+            raise InvalidInput(
+                f"period {period} is not closed: it has no statements to verify",
+                hint=f"close it first with `pdo billing statements close --period {period}`",
+            )
+        issued = {s.statement_id: s for s in load_statements(conn, period=period)}
+        recomputed = {s.statement_id: s for s in compute_statements(conn, period)}
+    differences = []
+    for statement_id in sorted(issued.keys() | recomputed.keys()):
+        differences += statement_differences(
+            statement_id, issued.get(statement_id), recomputed.get(statement_id)
+        )
+    return differences
+
+
+def statement_differences(
+    statement_id: str, issued: Statement | None, recomputed: Statement | None
+) -> list[str]:
+    if issued is None or recomputed is None:
+        missing = "was never issued" if issued is None else "has no usage in the ledger any more"
+        other = recomputed or issued
+        return [f"{statement_id} ({other.tenant_id}, {other.currency}): {missing}"]
+    differences = []
+    before = {line.grant_id: line for line in issued.lines}
+    after = {line.grant_id: line for line in recomputed.lines}
+    for grant_id in sorted(before.keys() | after.keys()):
+        differences += _line_differences(statement_id, grant_id, before.get(grant_id), after.get(grant_id))
+    if issued.total != recomputed.total:
+        differences.append(f"{statement_id}: total issued {issued.total}, recomputed {recomputed.total}")
+    if issued.total != sum_of_lines(issued.lines):
+        differences.append(
+            f"{statement_id}: total issued {issued.total}, but its lines add up to {sum_of_lines(issued.lines)}"
+        )
+    return differences
+
+
+def _line_differences(
+    statement_id: str, grant_id: str, issued: StatementLine | None, recomputed: StatementLine | None
+) -> list[str]:
+    where = f"{statement_id} grant {grant_id}"
+    if issued is None:
+        return [f"{where}: not on the statement, recomputed {recomputed.records} records {recomputed.amount}"]
+    if recomputed is None:
+        return [f"{where}: on the statement ({issued.records} records {issued.amount}), no usage recomputed"]
+    return [
+        f"{where}: {name} issued {getattr(issued, name)}, recomputed {getattr(recomputed, name)}"
+        for name in ("records", "bytes", "amount", "plan")
+        if getattr(issued, name) != getattr(recomputed, name)
+    ]
+
+
+def statement_json(statement: Statement) -> dict[str, Any]:
+    """A statement as the API and `--json` show it; amounts as strings with two decimals."""
+    return {
+        "statement_id": statement.statement_id,
+        "tenant_id": statement.tenant_id,
+        "period": statement.period,
+        "period_start": period_start(statement.period).isoformat(),
+        "period_end": period_end(statement.period).isoformat(),
+        "currency": statement.currency,
+        "total": str(statement.total),
+        "issued_at": statement.issued_at.isoformat() if statement.issued_at else None,
+        "issued_by": statement.issued_by,
+        "lines": [
+            {
+                "dataset_id": line.dataset_id,
+                "grant_id": line.grant_id,
+                "records": line.records,
+                "bytes": line.bytes,
+                "amount": str(line.amount),
+                "plan": line.plan,
+                "price_plan": json.loads(price_plan_to_json(line.price_plan)),
+            }
+            for line in statement.lines
+        ],
+    }

@@ -1,0 +1,97 @@
+"""What the billing tests share: grants with a price plan and ledger rows written straight into SQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from itertools import count
+
+import sqlalchemy as sa
+
+from pdo.authorization import records
+from pdo.authorization import tables as authz
+from pdo.authorization.models import Grant, GrantStatus
+from pdo.catalog.models import PriceKind, PricePlan, PriceTier
+from pdo.metering import tables as t
+
+GRANTED_AT = datetime(2026, 1, 1, tzinfo=UTC)
+_numbers = count()
+
+
+def per_thousand(price: str, currency: str = "CNY") -> PricePlan:
+    return PricePlan(PriceKind.PER_THOUSAND_RECORDS, Decimal(price), currency=currency)
+
+
+def per_megabyte(price: str) -> PricePlan:
+    return PricePlan(PriceKind.PER_MEGABYTE, Decimal(price))
+
+
+def tiered(*tiers: tuple[int | None, str], beyond: str = "0.00") -> PricePlan:
+    return PricePlan(
+        PriceKind.TIERED, Decimal(beyond), tuple(PriceTier(bound, Decimal(price)) for bound, price in tiers)
+    )
+
+
+FREE = PricePlan(PriceKind.FREE)
+
+
+def add_grant(conn: sa.Connection, grant_id: str, tenant_id: str, dataset_id: str, plan: PricePlan) -> None:
+    grant = Grant(
+        grant_id=grant_id,
+        request_id=grant_id.removeprefix("g-"),
+        tenant_id=tenant_id,
+        dataset_id=dataset_id,
+        fields=("record_id",),
+        masking={},
+        row_filter=None,
+        daily_quota_records=None,
+        valid_from=GRANTED_AT,
+        valid_until=GRANTED_AT + timedelta(days=730),
+        price_plan=plan,
+        status=GrantStatus.ACTIVE,
+        version=1,
+        created_at=GRANTED_AT,
+        updated_at=GRANTED_AT,
+    )
+    conn.execute(authz.grants.insert().values(records.grant_to_row(grant)))
+
+
+def add_usage(
+    conn: sa.Connection,
+    grant_id: str,
+    tenant_id: str,
+    dataset_id: str,
+    records_: int,
+    bytes_: int,
+    delivered_at: datetime,
+    billing_period: str | None = None,
+    set_aside_reason: str | None = None,
+    delivery_id: str | None = None,
+    source_offset: int | None = None,
+    recorded_at: datetime | None = None,
+) -> str:
+    """One ledger row, billed in the month of `delivered_at` unless told otherwise (or set aside); its id."""
+    number = next(_numbers)
+    delivery_id = delivery_id or f"d{number:031d}"
+    if set_aside_reason is None and billing_period is None:
+        billing_period = f"{delivered_at.year:04d}-{delivered_at.month:02d}"
+    offset = number if source_offset is None else source_offset
+    conn.execute(
+        t.ledger.insert().values(
+            delivery_id=delivery_id,
+            tenant_id=tenant_id,
+            dataset_id=dataset_id,
+            grant_id=grant_id,
+            records=records_,
+            bytes=bytes_,
+            delivered_at=delivered_at,
+            recorded_at=recorded_at or delivered_at,
+            source_topic=f"pdo.feed.{dataset_id}",
+            source_partition=0,
+            first_offset=offset,
+            last_offset=offset,
+            billing_period=billing_period,
+            set_aside_reason=set_aside_reason,
+        )
+    )
+    return delivery_id
