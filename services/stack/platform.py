@@ -31,6 +31,7 @@ SERVICES = (
     ServiceProcess("catalog", ("catalog", "worker")),
     ServiceProcess("authorization", ("authorization", "worker")),
     ServiceProcess("sharing", ("sharing", "worker")),
+    ServiceProcess("metering", ("metering", "worker")),
     ServiceProcess(
         "gateway", ("gateway", "serve"), lambda s: f"http://{s.gateway_host}:{s.gateway_port}/healthz"
     ),
