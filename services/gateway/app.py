@@ -20,7 +20,14 @@ from sqlalchemy import Engine
 from pdo.core.config import Settings
 from pdo.core.errors import Unavailable
 from pdo.core.http_metrics import MetricsMiddleware
-from pdo.gateway import routes_datasets, routes_grants, routes_ingest, routes_requests, routes_streams
+from pdo.gateway import (
+    routes_datasets,
+    routes_grants,
+    routes_ingest,
+    routes_requests,
+    routes_streams,
+    routes_usage,
+)
 from pdo.gateway.errors import UnexpectedErrorMiddleware, install_error_handlers
 from pdo.gateway.limits import BodyLimitMiddleware
 from pdo.gateway.metrics import gateway_metrics
@@ -29,8 +36,8 @@ from pdo.publishing.publisher import FeedPublishers
 
 DESCRIPTION = """\
 pdo's API for data providers (register and maintain datasets, publish records to their feeds), tenants
-(request access, read their own requests and grants, stream their delivered records) and operators (review requests, suspend, resume and
-revoke grants).
+(request access, read their own requests and grants, stream their delivered records, see their usage) and
+operators (review requests, suspend, resume and revoke grants, see all usage).
 
 Authenticate with an API key (`pdo principals add` / `pdo principals key` issue them) sent as
 `Authorization: Bearer <key>` or `X-API-Key: <key>`. Every refusal reads
@@ -74,6 +81,7 @@ def create_app(
         version="1",
         lifespan=lifespan,
     )
+    app.state.engine = engine  # metering usage is read straight from its tables
     app.state.catalog = catalog
     app.state.authorization = authorization
     app.state.principals = principals or PrincipalStore(engine)
@@ -92,6 +100,7 @@ def create_app(
         routes_requests.router,
         routes_grants.router,
         routes_streams.router,
+        routes_usage.router,
     ):
         app.include_router(router)
 
