@@ -4,8 +4,8 @@ Every method blocks (SQL, the registry, the broker's acks) and runs in a thread.
 the worker retries one by one, so a retry never repeats a step that succeeded:
 
 1. `decode`: each message becomes a `UsageFact`, or a refusal (UNDECODABLE, UNKNOWN_SCHEMA, SCHEMA_MISMATCH
-   for anything but RecordsDelivered, INVALID_EVENT for a fact the ledger cannot hold); a registry that
-   does not answer raises, and the batch is retried;
+   also for any event but RecordsDelivered, INVALID_EVENT for a fact the ledger cannot hold); a registry
+   that does not answer raises, and the batch is retried;
 2. `dead_letter`: refusals go to the dead-letter topic with their reason and original bytes;
 3. `record`: one ledger transaction (pdo.metering.ledger), retried on any failure, never skipped;
 4. `announce`: QuotaExceeded for grants that reached their quota in this batch; a failure leaves the notice
@@ -24,7 +24,7 @@ from datetime import date, datetime, timedelta
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from pdo.core.codec import AvroCodec, CodecError
+from pdo.core.codec import AvroCodec, CodecError, SchemaMismatchError
 from pdo.core.deadletters import DEAD_LETTER, SourceMessage, dead_letter_event
 from pdo.core.events import EventPublisher, utc_now
 from pdo.core.topics import TopicId
@@ -100,21 +100,22 @@ class MeteringHandler:
     # ------------------------------------------------------------------------------------------ batch steps
 
     def decode(self, messages: Sequence[SourceMessage]) -> DecodedBatch:
+        """Facts and refusals; a registry that does not answer raises (retry the batch)."""
         batch = DecodedBatch()
         for message in messages:
             try:
-                batch.facts.append(self._fact(message))
+                decoded = self.codec.decode(message.value)
+                if decoded.schema_name != RECORDS_DELIVERED:
+                    raise SchemaMismatchError(
+                        f"written as {decoded.schema_name} (schema id {decoded.schema_id}); "
+                        f"usage facts are {RECORDS_DELIVERED}"
+                    )
+                batch.facts.append(UsageFact.from_event(decoded.value))
             except CodecError as error:
                 batch.refused.append(Refusal(message, error.reason_code, str(error)))
             except InvalidFact as error:
                 batch.refused.append(Refusal(message, "INVALID_EVENT", str(error)))
         return batch
-
-    def _fact(self, message: SourceMessage) -> UsageFact:
-        decoded = self.codec.decode(message.value)
-        if decoded.schema_name != RECORDS_DELIVERED:
-            raise InvalidFact(f"{decoded.schema_name} is not a usage fact ({RECORDS_DELIVERED} expected)")
-        return UsageFact.from_event(decoded.value)
 
     def dead_letter(self, refused: Sequence[Refusal]) -> None:
         """Publish each refusal to the dead-letter topic and wait for the acks; Unavailable to retry."""
