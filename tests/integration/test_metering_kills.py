@@ -2,7 +2,8 @@
 """Exactly-once metering under SIGKILL: tens of thousands of usage facts, thousands of them sent twice on
 purpose, a `pdo metering worker` killed several times at random moments while it works and restarted each
 time. At the end the ledger holds exactly the distinct delivery ids, with exactly the right record and byte
-sums per grant, and the MINUTE and DAY windows sum to the ledger."""
+sums per grant, the MINUTE and DAY windows sum to the ledger, and the newest UsageRecorded event per window on
+pdo.usage equals the window (the worker's timer published them while they grew, across the kills)."""
 
 from __future__ import annotations
 
@@ -23,8 +24,10 @@ from pdo.core.codec import AvroCodec
 from pdo.core.registry_client import RegistryClient
 from pdo.core.topics import TopicId
 from pdo.metering import tables as t
+from pdo.metering.handler import WINDOW_GRACE
 from pdo.metering.ledger import DAY, MINUTE
 from pdo.metering.testing import insert_grant, usage_fact
+from pdo.metering.usage import list_windows
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +52,9 @@ def test_ledger_equals_the_distinct_deliveries_after_repeated_sigkills(settings,
         usage_fact(
             f"d-{uuid.uuid4().hex}",
             grant_id,
-            started + timedelta(milliseconds=number * 7),  # spread over a few minutes' windows
+            # Spread over a few minutes that closed before the test began: the worker's timer publishes their
+            # windows as they grow, so the topic's newest event per window must end equal to the table.
+            started - timedelta(minutes=5) + timedelta(milliseconds=number * 7),
             tenant_id=f"tenant:t{grants.index(grant_id)}",
             records=generator.randrange(1, 4),
             size=generator.randrange(50, 5000),
@@ -114,6 +119,29 @@ def test_ledger_equals_the_distinct_deliveries_after_repeated_sigkills(settings,
         assert sums_by_grant(engine, t.windows, window_kind=MINUTE) == ledger_sums
         assert sums_by_grant(engine, t.windows, window_kind=DAY) == ledger_sums
 
+        # Every closed window was published at its final version, open ones (today's DAY) not at all: the
+        # newest UsageRecorded per window equals the closed windows.
+        while _unpublished_closed_windows(engine) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert _unpublished_closed_windows(engine) == 0
+        newest = {}
+        for _, _, event in sorted(
+            read_topic(settings, codec, topics.name(TopicId.USAGE, settings)), key=_position
+        ):
+            newest[(event["grant_id"], event["window"], event["window_start"])] = (
+                event["records"],
+                event["bytes"],
+            )
+        every = datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC)
+        closed_by = datetime.now(UTC) - WINDOW_GRACE
+        assert newest == {
+            (w.grant_id, w.window, w.window_start): (w.records, w.bytes)
+            for kind in (MINUTE, DAY)
+            for w in list_windows(engine, kind, *every)
+            if w.window_end <= closed_by
+        }
+        assert len(newest) >= 3 * GRANTS  # the facts span at least three minutes per grant
+
         # The garbage was dead-lettered with its reason (possibly more than once after a kill), never counted.
         letters = read_topic(settings, codec, topics.name(TopicId.DEAD_LETTERS, settings))
         assert {(v["reason_code"], v["original_value"]) for _, _, v in letters} == {
@@ -123,6 +151,22 @@ def test_ledger_equals_the_distinct_deliveries_after_repeated_sigkills(settings,
     finally:
         codec.registry.close()
         engine.dispose()
+
+
+def _unpublished_closed_windows(engine) -> int:
+    w = t.windows.c
+    with engine.connect() as conn:
+        query = (
+            sa.select(sa.func.count())
+            .select_from(t.windows)
+            .where(w.version != w.published_version, w.window_end <= datetime.now(UTC) - WINDOW_GRACE)
+        )
+        return conn.execute(query).scalar_one()
+
+
+def _position(found: tuple) -> tuple[int, int]:
+    partition, offset, _ = found
+    return partition, offset
 
 
 def _wait_for_progress(engine, worker, deadline: float) -> int:
