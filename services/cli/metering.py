@@ -31,7 +31,7 @@ def register(subparsers) -> None:
     )
     worker.add_argument(
         "--batch-within",
-        type=float,
+        type=positive_seconds,
         default=None,
         help="seconds a batch waits to fill before it is written anyway (0.5)",
     )
@@ -48,6 +48,17 @@ def register(subparsers) -> None:
     listing.add_argument("--dataset", help="only this dataset's usage")
     listing.add_argument("--limit", type=positive_int, default=200, help="at most this many windows")
     listing.set_defaults(func=print_usage)
+
+
+def positive_seconds(text: str) -> float:
+    """An argparse type: a number of seconds above 0 (faust reads 0 as "wait for a full batch forever")."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not seconds > 0 or seconds == float("inf"):
+        raise argparse.ArgumentTypeError("must be a finite number of seconds above 0")
+    return seconds
 
 
 def iso_moment(text: str) -> datetime:

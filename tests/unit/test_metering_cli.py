@@ -46,3 +46,10 @@ def test_a_bad_moment_is_refused(database, capsys):
     with pytest.raises(SystemExit):
         main(["metering", "usage", "--since", "last tuesday"])
     assert "'last tuesday' is not an ISO 8601 date or time" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("within", ["0", "-1", "nan", "inf", "soon"])
+def test_the_worker_refuses_a_batch_window_that_is_not_a_positive_number(within, capsys):
+    with pytest.raises(SystemExit):
+        main(["metering", "worker", "--batch-within", within])
+    assert "--batch-within" in capsys.readouterr().err
