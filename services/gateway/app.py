@@ -29,6 +29,7 @@ from pdo.gateway import (
     routes_ingest,
     routes_requests,
     routes_streams,
+    routes_usage,
 )
 from pdo.gateway.errors import UnexpectedErrorMiddleware, install_error_handlers
 from pdo.gateway.limits import BodyLimitMiddleware
@@ -38,9 +39,10 @@ from pdo.publishing.publisher import FeedPublishers
 
 DESCRIPTION = """\
 pdo's API for data providers (register and maintain datasets, publish records to their feeds), tenants
-(request access, read their own requests, grants and statements, stream their delivered records) and operators (review
-requests, suspend, resume and revoke grants, read every statement and asset report, read dead letters; the
-operator console at /console works against this API). Providers read the asset reports of their own datasets.
+(request access, read their own requests, grants, usage and statements, stream their delivered records) and
+operators (review requests, suspend, resume and revoke grants, see all usage, read every statement and asset
+report, read dead letters; the operator console at /console works against this API). Providers see the usage
+and asset reports of their own datasets.
 
 Authenticate with an API key (`pdo principals add` / `pdo principals key` issue them) sent as
 `Authorization: Bearer <key>` or `X-API-Key: <key>`. Every refusal reads
@@ -87,6 +89,7 @@ def create_app(
         version="1",
         lifespan=lifespan,
     )
+    app.state.engine = engine  # metering usage is read straight from its tables
     app.state.catalog = catalog
     app.state.authorization = authorization
     app.state.principals = principals or PrincipalStore(engine)
@@ -109,6 +112,7 @@ def create_app(
         routes_streams.router,
         routes_deadletters.router,
         routes_billing.router,
+        routes_usage.router,
         routes_console.console_router(),
     ):
         app.include_router(router)

@@ -49,6 +49,46 @@ periods = sa.Table(
     sa.Column("closed_by", sa.String(255), nullable=True),
 )
 
+# Usage per grant in MINUTE and DAY windows (UTC), summed from newly recorded ledger rows in the ledger's own
+# transaction, so the windows always sum to the ledger. `version` counts the changes to a window;
+# `published_version` is the version last published as UsageRecorded (0: never), so a window late facts
+# changed after it was published is published again (the newest event per window wins).
+windows = sa.Table(
+    "metering_windows",
+    metadata,
+    sa.Column("grant_id", sa.String(160), primary_key=True),
+    sa.Column("window_kind", sa.String(8), primary_key=True),  # MINUTE or DAY
+    sa.Column("window_start", sa.DateTime(timezone=True), primary_key=True),
+    sa.Column("window_end", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("tenant_id", sa.String(255), nullable=False),
+    sa.Column("dataset_id", sa.String(64), nullable=False),
+    sa.Column("records", sa.BigInteger, nullable=False),
+    sa.Column("bytes", sa.BigInteger, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("published_version", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_metering_windows_kind_end", "window_kind", "window_end"),
+    sa.Index("ix_metering_windows_tenant", "tenant_id", "window_kind", "window_start"),
+    sa.Index("ix_metering_windows_dataset", "dataset_id", "window_kind", "window_start"),
+)
+
+# One row per grant and UTC day whose quota was reached: written in the ledger transaction that reached it,
+# so QuotaExceeded is raised once per grant and day however often the facts are redelivered;
+# `published_at` stays NULL until the broker acknowledged the event (a restart publishes what is pending).
+quota_notices = sa.Table(
+    "metering_quota_notices",
+    metadata,
+    sa.Column("grant_id", sa.String(160), primary_key=True),
+    sa.Column("day", sa.Date, primary_key=True),
+    sa.Column("tenant_id", sa.String(255), nullable=False),
+    sa.Column("dataset_id", sa.String(64), nullable=False),
+    sa.Column("quota_records", sa.BigInteger, nullable=False),
+    sa.Column("used_records", sa.BigInteger, nullable=False),
+    sa.Column("event_id", sa.String(36), nullable=False),
+    sa.Column("noticed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
+)
+
 # ---------------------------------------------------------------------------------------------- statements
 # Migration 0007. Money is kept as whole cents (BIGINT): exact on SQLite too, whose NUMERIC is a float.
 

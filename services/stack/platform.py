@@ -61,6 +61,7 @@ SERVICES = (
     worker("catalog"),
     worker("authorization"),
     worker("sharing"),
+    worker("metering"),
     ServiceProcess(
         "gateway",
         ("gateway", "serve"),

@@ -71,7 +71,7 @@ def test_pdo_up_brings_the_platform_up_and_ctrl_c_stops_what_it_started(tmp_path
 
     assert registered.status_code == 200
     assert catalog.status_code == 401  # the gateway answers, and asks for a key
-    for service in ("registry", "catalog", "authorization", "sharing", "gateway"):
+    for service in ("registry", "catalog", "authorization", "sharing", "metering", "gateway"):
         assert f"started {service}" in output
         assert f"stopped {service}" in output
     for service, port in metrics_ports.items():

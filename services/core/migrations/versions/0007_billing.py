@@ -1,7 +1,7 @@
 """Billing: statements per tenant and billing period, with one line per grant; money in whole cents.
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 Create Date: 2026-11-22
 
 Self-contained on purpose (it does not import pdo.metering.tables): a migration describes the database as it
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0007"
-down_revision = "0005"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 

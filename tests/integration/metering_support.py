@@ -1,0 +1,116 @@
+"""What the metering integration tests share: `pdo <service> worker` processes on a test's isolated namespace
+and database, usage facts on the deliveries topic, and the ledger and windows read back."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from pdo.core import schemas, topics
+from pdo.core.codec import AvroCodec
+from pdo.core.config import Settings
+from pdo.core.kafka import producer
+from pdo.core.topics import TopicId
+from pdo.metering import tables as t
+from pdo.metering.ledger import UsageFact
+from pdo.metering.testing import records_delivered_event
+
+# A killed member's partitions go to its successor only after the broker gives up on it: keep that short.
+FAST_REJOIN = {
+    "BROKER_SESSION_TIMEOUT": "6",
+    "BROKER_HEARTBEAT_INTERVAL": "1",
+    "BROKER_REBALANCE_TIMEOUT": "10",
+}
+
+
+def worker_env(settings: Settings) -> dict[str, str]:
+    return {
+        **os.environ,
+        **FAST_REJOIN,
+        "PDO_HOME": str(settings.home),
+        "PDO_RUN_DIR": str(settings.run_dir),
+        "PDO_REGISTRY_URL": settings.registry_url,
+        "PDO_DATABASE_URL": settings.database_url,
+        "PDO_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+    }
+
+
+@pytest.fixture
+def pdo_workers(settings, tmp_path) -> Iterator[Callable[..., subprocess.Popen]]:
+    """Starts `pdo <args…>` processes on this test's namespace and database; stops them after, logs shown."""
+    started: list[tuple[subprocess.Popen, Path]] = []
+
+    def start(*args: str) -> subprocess.Popen:
+        log = tmp_path / f"{args[0]}-{len(started)}.log"
+        with log.open("wb") as output:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "pdo.cli.main", *args],
+                env=worker_env(settings),
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+        started.append((process, log))
+        return process
+
+    yield start
+    for process, _ in started:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for process, log in started:
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        print(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}")  # shown when a test fails
+
+
+class Deliveries:
+    """Writes RecordsDelivered facts (or any bytes) to the deliveries topic, keyed by grant like sharing."""
+
+    def __init__(self, settings: Settings, codec: AvroCodec) -> None:
+        self.topic = topics.name(TopicId.DELIVERIES, settings)
+        self.codec = codec
+        self.schema = schemas.get("pdo.sharing.v1.RecordsDelivered", settings.home / "schemas")
+        self.producer = producer(settings, linger_ms=20, max_in_flight_requests_per_connection=5)
+        self.futures: list = []
+
+    def send(self, fact: UsageFact) -> None:
+        value = self.codec.encode(self.topic, self.schema, records_delivered_event(fact))
+        self.futures.append(self.producer.send(self.topic, key=fact.grant_id.encode(), value=value))
+
+    def raw(self, value: bytes, key: bytes = b"garbage") -> None:
+        self.futures.append(self.producer.send(self.topic, key=key, value=value))
+
+    def flush(self) -> list:
+        """Wait for every acknowledgement; the (partition, offset) of each message sent, in order."""
+        self.producer.flush()
+        positions = [(f.get(timeout=30).partition, f.get(timeout=30).offset) for f in self.futures]
+        self.futures.clear()
+        return positions
+
+    def close(self) -> None:
+        self.producer.close()
+
+
+def ledger_count(engine) -> int:
+    with engine.connect() as conn:
+        return conn.execute(sa.select(sa.func.count()).select_from(t.ledger)).scalar_one()
+
+
+def sums_by_grant(engine, table: sa.Table, **where: str) -> dict[str, tuple[int, int]]:
+    """(records, bytes) per grant in the ledger or in the windows of one kind."""
+    query = sa.select(table.c.grant_id, sa.func.sum(table.c.records), sa.func.sum(table.c.bytes)).group_by(
+        table.c.grant_id
+    )
+    for column, value in where.items():
+        query = query.where(table.c[column] == value)
+    with engine.connect() as conn:
+        return {grant_id: (int(records), int(size)) for grant_id, records, size in conn.execute(query)}

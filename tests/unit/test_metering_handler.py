@@ -1,0 +1,129 @@
+"""The metering worker's steps without faust or a broker: refusals with their reason, dead letters with the
+original bytes, metrics counting only new rows, QuotaExceeded kept pending until published, and closed
+windows published once per version."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from prometheus_client import REGISTRY
+
+from pdo.authorization.testing import RecordingPublisher
+from pdo.core import schemas
+from pdo.core.codec import AvroCodec
+from pdo.core.deadletters import SourceMessage
+from pdo.core.registry_client import RegistryClient
+from pdo.metering.handler import MeteringHandler
+from pdo.metering.ledger import Ledger
+from pdo.metering.testing import insert_grant, records_delivered_event, usage_fact
+from pdo.metering.usage import pending_notices
+
+NOW = datetime(2026, 3, 15, 12, 0, 30, tzinfo=UTC)
+TOPIC = "pdo.deliveries"
+
+
+@pytest.fixture
+def handler(sqlite_url, registry_url):
+    from pdo.core import db
+
+    db.upgrade(sqlite_url)
+    engine = db.make_engine(sqlite_url)
+    insert_grant(engine, "g-1", NOW - timedelta(days=1), tenant_id="tenant:handler", daily_quota_records=3)
+    codec = AvroCodec(RegistryClient(registry_url))
+    yield MeteringHandler(Ledger(engine, lambda: NOW), RecordingPublisher(), codec, lambda: NOW)
+    codec.registry.close()
+    engine.dispose()
+
+
+def message(value: bytes, offset: int = 0) -> SourceMessage:
+    return SourceMessage(TOPIC, 0, offset, b"g-1", value)
+
+
+def encoded_fact(handler: MeteringHandler, delivery_id: str, **changes) -> bytes:
+    value = records_delivered_event(usage_fact(delivery_id, "g-1", NOW, tenant_id="tenant:handler"))
+    schema = schemas.get("pdo.sharing.v1.RecordsDelivered")
+    return handler.codec.encode(TOPIC, schema, {**value, **changes})
+
+
+def facts_total(outcome: str) -> float:
+    return REGISTRY.get_sample_value("pdo_metering_facts_total", {"outcome": outcome}) or 0.0
+
+
+def test_bad_messages_are_refused_with_their_reason_and_dead_lettered_with_their_bytes(handler):
+    quota_event = handler.codec.encode(
+        "pdo.quota-exceeded",
+        schemas.get("pdo.metering.v1.QuotaExceeded"),
+        {
+            "event_id": "e",
+            "occurred_at": NOW,
+            "actor": "system:test",
+            "grant_id": "g-1",
+            "tenant_id": "tenant:handler",
+            "dataset_id": "traffic",
+            "day": NOW.date(),
+            "quota_records": 1,
+            "used_records": 1,
+        },
+    )
+    messages = [
+        message(encoded_fact(handler, "good"), 0),
+        message(b"\x07 garbage", 1),
+        message(quota_event, 2),
+        message(encoded_fact(handler, "bad", grant_id="g" * 200), 3),
+    ]
+    batch = handler.decode(messages)
+    assert [fact.delivery_id for fact in batch.facts] == ["good"]
+    assert [(r.message.offset, r.reason_code) for r in batch.refused] == [
+        (1, "UNDECODABLE"),
+        (2, "SCHEMA_MISMATCH"),
+        (3, "INVALID_EVENT"),
+    ]
+    assert "pdo.metering.v1.QuotaExceeded" in batch.refused[1].reason
+    before = facts_total("dead_letter")
+    handler.dead_letter(batch.refused)
+    letters = handler.publisher.of("pdo.deadletter.v1.DeadLetter")
+    assert [(letter["source_offset"], letter["original_value"]) for letter in letters] == [
+        (m.offset, m.value) for m in messages[1:]
+    ]
+    assert {letter["service"] for letter in letters} == {"metering"}
+    assert facts_total("dead_letter") == before + 3
+
+
+def test_metrics_count_new_rows_and_duplicates(handler):
+    recorded, duplicates = facts_total("recorded"), facts_total("duplicate")
+    records = {"tenant": "tenant:handler", "dataset": "traffic"}
+    records_before = REGISTRY.get_sample_value("pdo_metering_records_total", records) or 0.0
+    batch = handler.decode([message(encoded_fact(handler, f"d-{n % 2}"), n) for n in range(3)])
+    handler.record(batch.facts)
+    handler.record(batch.facts)
+    assert facts_total("recorded") == recorded + 2
+    assert facts_total("duplicate") == duplicates + 1 + 3
+    assert REGISTRY.get_sample_value("pdo_metering_records_total", records) == records_before + 2
+    assert REGISTRY.get_sample_value("pdo_metering_quota_used_ratio", records) == pytest.approx(2 / 3)
+
+
+def test_quota_exceeded_stays_pending_until_the_broker_takes_it(handler):
+    batch = handler.decode([message(encoded_fact(handler, f"q-{n}"), n) for n in range(3)])
+    result = handler.record(batch.facts)
+    assert [notice.grant_id for notice in result.notices] == ["g-1"]
+    handler.publisher.fail_next = True
+    assert handler.announce(result.notices) == 0
+    assert pending_notices(handler.ledger.engine) == result.notices
+    assert handler.publisher.of("pdo.metering.v1.QuotaExceeded") == []
+    windows, notices = handler.publish_due(NOW)  # the timer: the notice goes out now, windows are still open
+    assert (windows, notices) == (0, 1)
+    [event] = handler.publisher.of("pdo.metering.v1.QuotaExceeded")
+    assert (event["grant_id"], event["quota_records"], event["used_records"]) == ("g-1", 3, 3)
+    assert pending_notices(handler.ledger.engine) == []
+    assert handler.publish_due(NOW) == (0, 0)
+
+
+def test_closed_windows_are_published_once(handler):
+    handler.record(handler.decode([message(encoded_fact(handler, "w-1"))]).facts)
+    assert handler.publish_due(NOW)[0] == 0  # the minute is still open
+    after_the_day = NOW + timedelta(days=1)
+    assert handler.publish_due(after_the_day)[0] == 2  # its MINUTE and its DAY window
+    events = handler.publisher.of("pdo.metering.v1.UsageRecorded")
+    assert sorted((e["window"], e["records"]) for e in events) == [("DAY", 1), ("MINUTE", 1)]
+    assert handler.publish_due(after_the_day)[0] == 0
