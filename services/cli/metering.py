@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from datetime import UTC, datetime, timedelta
 
-from pdo.cli.arguments import add_worker_options, positive_int
+from pdo.cli.arguments import add_worker_options, positive_int, serve_worker_metrics
 from pdo.core import db
 from pdo.core.config import Settings
 
@@ -71,17 +71,14 @@ def iso_moment(text: str) -> datetime:
 
 
 def run_worker(args) -> int:
-    from prometheus_client import start_http_server
-
     from pdo.core import streams
     from pdo.metering import app
 
     settings = Settings.from_env()
+    serve_worker_metrics(args, settings)  # first: `pdo up` waits for it to answer
     db.upgrade(settings.database_url)
     runtime = app.build_runtime(settings)
     try:
-        if args.metrics_port:
-            start_http_server(args.metrics_port)
         faust_app = app.create_app(
             settings,
             runtime,

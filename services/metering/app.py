@@ -8,7 +8,9 @@
   the ledger ignores the delivery ids it already holds. A failing step is retried with backoff until it
   succeeds: a batch is never skipped (a stalled worker shows as consumer lag, a skipped one as lost money);
 - the `publish_usage` timer (leader only) publishes UsageRecorded for closed windows, each window version
-  once (pdo.metering.usage), and retries QuotaExceeded notices still pending.
+  once (pdo.metering.usage), and retries QuotaExceeded notices still pending;
+- the `export_billing_metrics` timer (leader only) reconciles this month and the last (tenant topics,
+  ledger, statements: pdo.metering.reconcile) into the drift and charges gauges alerts and dashboards read.
 
 Several workers may run in the group: they split pdo.deliveries' partitions, and the ledger's unique key
 holds across them (a fact redelivered to another worker after a rebalance is ignored there too).
@@ -29,12 +31,13 @@ from pdo.core.codec import AvroCodec
 from pdo.core.config import Settings
 from pdo.core.db import make_engine
 from pdo.core.deadletters import source_message
-from pdo.core.events import EventPublisher
+from pdo.core.events import EventPublisher, utc_now
 from pdo.core.registry_client import RegistryClient
 from pdo.core.streams import make_app, source
 from pdo.core.topics import TopicId
 from pdo.metering.handler import MeteringHandler
 from pdo.metering.ledger import Ledger
+from pdo.metering.reconcile import export_billing_metrics
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,9 @@ APP_ID = "metering"
 BATCH_SIZE = 1000
 BATCH_WITHIN_S = 0.5
 PUBLISH_INTERVAL_S = 5.0
+# Reconciliation reads every tenant topic of this month and the last: often enough for an alert to fire
+# within minutes of a drift, rarely enough that the scan stays a small share of the broker's reads.
+RECONCILE_INTERVAL_S = 300.0
 FIRST_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 30.0
 
@@ -116,5 +122,15 @@ def create_app(
             await asyncio.to_thread(handler.publish_due)
         except Exception:  # retried at the next tick; it must never stop the worker
             log.exception("publishing usage windows failed")
+
+    @app.timer(interval=RECONCILE_INTERVAL_S, on_leader=True, name="export_billing_metrics")
+    async def reconcile_for_metrics() -> None:
+        """pdo_metering_period_charges and pdo_metering_reconciliation_drift_records (reconcile.py)."""
+        try:
+            await asyncio.to_thread(
+                export_billing_metrics, settings, runtime.engine, utc_now(), None, handler.codec
+            )
+        except Exception:  # the gauges keep their last values; retried at the next tick
+            log.exception("reconciliation for the billing gauges failed")
 
     return app
