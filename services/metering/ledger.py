@@ -57,6 +57,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from pdo.authorization import tables as authz
 from pdo.core.events import utc_now
 from pdo.metering import tables as t
+from pdo.metering.months import period_end, period_of
 
 MINUTE = "MINUTE"
 DAY = "DAY"
@@ -178,16 +179,6 @@ def as_utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-def period_of(moment: datetime) -> str:
-    """The billing period ("YYYY-MM", UTC month) a moment falls in."""
-    return as_utc(moment).strftime("%Y-%m")
-
-
-def next_period(period: str) -> str:
-    year, month = int(period[:4]), int(period[5:])
-    return f"{year + month // 12:04d}-{month % 12 + 1:02d}"
-
-
 def window_start(kind: str, moment: datetime) -> datetime:
     """Start of the MINUTE or DAY (UTC) window holding `moment`."""
     moment = as_utc(moment)
@@ -293,7 +284,7 @@ def _open_periods(conn: Connection, wanted: set[str], now: datetime) -> dict[str
     if late:
         target = period_of(now)
         while target in _lock_periods(conn, {target}):
-            target = next_period(target)
+            target = period_of(period_end(target))
         billed.update(dict.fromkeys(late, target))
     return billed
 

@@ -25,9 +25,8 @@ from pdo.metering.ledger import (
     Ledger,
     UsageFact,
     dialect_insert,
-    next_period,
-    period_of,
 )
+from pdo.metering.months import period_end, period_of
 from pdo.metering.testing import insert_grant, records_delivered_event, usage_fact
 
 NOW = datetime(2026, 3, 15, 12, 0, 30, tzinfo=UTC)
@@ -345,5 +344,6 @@ def test_facts_the_ledger_cannot_hold_are_refused_with_the_reason(change, fragme
 
 def test_period_arithmetic():
     assert period_of(datetime(2026, 12, 31, 23, 59, tzinfo=UTC)) == "2026-12"
-    assert next_period("2026-12") == "2027-01"
-    assert next_period("2026-01") == "2026-02"
+    assert period_of(period_end("2026-12")) == "2027-01"
+    assert period_of(period_end("2026-01")) == "2026-02"
+    assert period_of(datetime(2026, 3, 1, 0, 0)) == "2026-03"  # naive, as SQLite returns it: UTC
