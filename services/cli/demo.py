@@ -31,7 +31,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from pdo.demo.run import Demo
-    from pdo.demo.summary import print_table
+    from pdo.demo.summary import print_summary
     from pdo.stack.platform import local_platform
 
     if args.rate < 1 or args.duration < 0:
@@ -44,7 +44,7 @@ def run(args) -> int:
             print("\n== the cast, the datasets and the decisions")
             demo.prepare()
             print(f"\n== publishing {args.rate} records/s to each dataset; Ctrl-C stops")
-            _console_and_metrics(settings)
+            _where_to_look(settings, demo.operator_key)
             try:
                 _publish(demo, platform, args)
             except KeyboardInterrupt:
@@ -52,14 +52,14 @@ def run(args) -> int:
             time.sleep(SETTLE_S)
             demo.refresh_statuses()
             print("\n== summary")
-            print_table(demo)
+            print_summary(demo, final=True)
         finally:
             demo.close()
     return 0
 
 
 def _publish(demo, platform, args) -> None:
-    from pdo.demo.summary import print_table
+    from pdo.demo.summary import print_summary
 
     started = time.monotonic()
     next_summary = started + args.summary_every
@@ -72,12 +72,17 @@ def _publish(demo, platform, args) -> None:
             revoked = demo.revoke() is not None
         if tick >= next_summary:
             print(f"\n-- after {tick - started:.0f} s")
-            print_table(demo)
+            print_summary(demo)
             next_summary += args.summary_every
         time.sleep(max(0.0, 1.0 - (time.monotonic() - tick)))
 
 
-def _console_and_metrics(settings: Settings) -> None:
+def _where_to_look(settings: Settings, operator_key: str) -> None:
     base = f"http://{settings.gateway_host}:{settings.gateway_port}"
-    print(f"  HTTP API {base}/docs, operator console {base}/console (paste an operator key:")
-    print("  `pdo principals add --kind operator --id <you>` prints one)")
+    print(f"  operator console {base}/console with the demo operator's key {operator_key}")
+    print(f"  HTTP API {base}/docs; metrics: {base}/metrics, {settings.registry_url}/metrics", end="")
+    for service in ("catalog", "authorization", "sharing", "metering"):
+        port = settings.metrics_port(service)
+        if port:
+            print(f", http://{settings.metrics_host}:{port}/metrics ({service})", end="")
+    print(f"\n  Prometheus: see the command printed above (config in {settings.run_dir / 'prometheus.yml'})")

@@ -64,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         # Client libraries narrate every connection at INFO; our commands print what matters.
         for noisy in ("kafka", "aiokafka", "httpx", "alembic"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+        # kafka-python 3 warns whenever its IO thread runs a task over 100 ms: routine on a busy 2-core
+        # machine, and nothing a user can act on.
+        logging.getLogger("kafka.net.selector").setLevel(logging.ERROR)
     try:
         return args.func(args) or 0
     except PdoError as error:

@@ -9,7 +9,8 @@ operator, and the tenant topics read with a plain Kafka consumer as a tenant wou
 4. `TenantStreams` reads every tenant topic of the demo's grants and counts, per grant, the distinct source
    records received (provenance: source partition and offset, so a redelivered record counts once) and
    keeps the latest record to show what masking did;
-5. `summary`: who received how many records, what was masked, and metering's usage figures.
+5. the summary (summary.py): who received how many records, what was masked, what metering counted, and
+   this month's charges as statements would price them now.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from pdo.core.registry_client import RegistryClient
 from pdo.demo import sample
 from pdo.demo.records import GENERATORS
 from pdo.gateway.principals import PrincipalStore
+from pdo.metering.months import period_of
+from pdo.metering.statements import Statement, compute_statements
 from pdo.sharing.agents import tenant_topic
 from pdo.sharing.transform import PROVENANCE_FIELD
 
@@ -150,6 +153,7 @@ class Demo:
         self.rng = random.Random(seed)
         self.base_url = f"http://{settings.gateway_host}:{settings.gateway_port}"
         self.apis: dict[str, Api] = {}
+        self.operator_key = ""
         self.grants: dict[str, GrantView] = {}
         self.denied: list[sample.RequestSample] = []
         self.published: dict[str, int] = {item.dataset_id: 0 for item in sample.DATASETS}
@@ -174,7 +178,10 @@ class Demo:
             for party in (*sample.PROVIDERS, *sample.TENANTS, sample.OPERATOR):
                 with suppress(Conflict):  # an earlier demo run made it: a new key is enough
                     store.create_principal(party.kind, party.name, party.display_name, party.government)
-                self.apis[party.principal_id] = Api(self.base_url, store.issue_key(party.principal_id).key)
+                key = store.issue_key(party.principal_id).key
+                self.apis[party.principal_id] = Api(self.base_url, key)
+                if party is sample.OPERATOR:
+                    self.operator_key = key  # printed for the console: a local demo's key, shown once
         finally:
             engine.dispose()
         self.report(
@@ -282,6 +289,23 @@ class Demo:
                 )
                 return view
         return None
+
+    def metered(self) -> dict[str, int]:
+        """Records metering counted per grant today (the operator's view of GET /v1/usage, DAY windows)."""
+        usage = self._api(sample.OPERATOR).call("GET", "/v1/usage", params={"window": "DAY"})["usage"]
+        counted: dict[str, int] = {}
+        for window in usage:
+            counted[window["grant_id"]] = counted.get(window["grant_id"], 0) + window["records"]
+        return counted
+
+    def charges(self) -> list[Statement]:
+        """This month's statements as they would be if it closed now (priced from the ledger, not issued)."""
+        engine = make_engine(self.settings.database_url)
+        try:
+            with engine.connect() as connection:
+                return compute_statements(connection, period_of(datetime.now(UTC)))
+        finally:
+            engine.dispose()
 
     def refresh_statuses(self) -> None:
         for view in self.grants.values():

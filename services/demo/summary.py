@@ -6,7 +6,6 @@ import json
 from datetime import datetime
 from functools import cache
 from pathlib import Path
-from typing import Any
 
 from pdo.demo import sample
 from pdo.demo.run import Demo, GrantView
@@ -34,7 +33,7 @@ def masked_example(demo: Demo, view: GrantView) -> str:
     return ", ".join(f"{name} ({rule}): {view.latest.get(name)}" for name, rule in masked.items())
 
 
-def table(demo: Demo, metered: dict[str, int] | None = None) -> list[str]:
+def table(demo: Demo, metered: dict[str, int]) -> list[str]:
     """One line per grant: tenant, dataset, status, records received (and metered, when known), masking."""
     lines = [
         f"  {'tenant':<15} {'dataset':<20} {'grant status':<12} {'received':>8} {'metered':>8}  masked in the latest record"
@@ -46,7 +45,7 @@ def table(demo: Demo, metered: dict[str, int] | None = None) -> list[str]:
             if view.revoked_at and view.last_published
             else ""
         )
-        metered_text = str(metered.get(view.grant_id, 0)) if metered is not None else "-"
+        metered_text = str(metered.get(view.grant_id, 0))
         lines.append(
             f"  {view.request.tenant.name:<15} {view.request.dataset_id:<20} {view.status:<12} {received:>8} "
             f"{metered_text:>8}  {masked_example(demo, view)}{note}"
@@ -64,6 +63,24 @@ def _clock(moment: datetime) -> str:
     return moment.strftime("%H:%M:%S.%f")[:-3]
 
 
-def print_table(demo: Demo, metered: dict[str, Any] | None = None) -> None:
-    for line in table(demo, metered):
+def charges(demo: Demo) -> list[str]:
+    """Per tenant: this month's charges so far, with a line per dataset and grant."""
+    lines = [
+        "  charges this month so far (statements as they would be issued now; government grants are free):"
+    ]
+    for statement in demo.charges():
+        lines.append(f"  {statement.tenant_id:<24} {statement.total:>10} {statement.currency}")
+        for line in statement.lines:
+            lines.append(
+                f"      {line.dataset_id:<20} {line.records:>7} records {line.bytes:>9} bytes {line.amount:>9}  {line.plan}"
+            )
+    return lines
+
+
+def print_summary(demo: Demo, final: bool = False) -> None:
+    """The grants table with metering's counts; at the end, this month's charges too."""
+    for line in table(demo, demo.metered()):
         demo.report(line)
+    if final:
+        for line in charges(demo):
+            demo.report(line)

@@ -2,7 +2,8 @@
 
 The demo publishes for a few seconds, the operator revokes one grant on the way, and the final summary must
 show: every approved grant ACTIVE and receiving, the denied request without a grant, masked values and no
-clear plate, the revoked grant receiving nothing published after its revocation was acknowledged.
+clear plate, the revoked grant receiving nothing published after its revocation was acknowledged, metering
+counting exactly what each tenant received, and charges priced by the plans (free for government).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import uuid
 from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
 from conftest import free_port
@@ -89,6 +91,21 @@ def test_a_short_demo_tells_the_whole_story_and_its_summary_is_right(kafka_boots
         rows[("credit-bureau", "enterprise-registry")]["rest"],
     )
     assert not re.search(r"浙[A-K][A-Z0-9]{5}", summary)  # no clear plate anywhere
+
+    # Metering counted exactly what each tenant received, no more, no less.
+    for key, row in rows.items():
+        if row["status"] != "DENIED":
+            assert row["metered"] == row["received"], (key, summary)
+    # This month's charges as statements would price them: the tiered plan's first tier (2.00 per 1,000
+    # records) for Acme's traffic records; nothing for the government department.
+    acme_traffic = re.search(
+        r"traffic-flow\s+(\d+) records\s+\d+ bytes\s+([\d.]+)", summary.split("tenant:acme-logistics", 1)[1]
+    )
+    assert acme_traffic, summary
+    records, amount = int(acme_traffic[1]), Decimal(acme_traffic[2])
+    assert records == int(rows[("acme-logistics", "traffic-flow")]["received"])
+    assert amount == (Decimal(records) * Decimal("2.00") / 1000).quantize(Decimal("0.01"), ROUND_HALF_UP)
+    assert re.search(r"tenant:urban-planning\s+0\.00 CNY", summary), summary
 
     revoked = rows[("citylab", "traffic-flow")]
     assert revoked["status"] == "REVOKED"
