@@ -36,6 +36,7 @@ from pdo.demo import sample
 from pdo.demo.records import GENERATORS
 from pdo.gateway.principals import PrincipalStore
 from pdo.metering.months import period_of
+from pdo.metering.reconcile import reconcile, report_lines
 from pdo.metering.statements import Statement, compute_statements
 from pdo.sharing.agents import tenant_topic
 from pdo.sharing.transform import PROVENANCE_FIELD
@@ -304,6 +305,17 @@ class Demo:
         try:
             with engine.connect() as connection:
                 return compute_statements(connection, period_of(datetime.now(UTC)))
+        finally:
+            engine.dispose()
+
+    def reconciliation(self) -> list[str]:
+        """`pdo billing reconcile` of this month: the tenant topics against the ledger and the statements."""
+        engine = make_engine(self.settings.database_url)
+        try:
+            codec = (
+                self.streams.codec if self.streams else AvroCodec(RegistryClient(self.settings.registry_url))
+            )
+            return report_lines(reconcile(self.settings, engine, period_of(datetime.now(UTC)), codec))
         finally:
             engine.dispose()
 

@@ -84,3 +84,6 @@ def print_summary(demo: Demo, final: bool = False) -> None:
     if final:
         for line in charges(demo):
             demo.report(line)
+        demo.report("  reconciliation (tenant topics, ledger, statements):")
+        for line in demo.reconciliation():
+            demo.report(f"  {line}")

@@ -107,6 +107,12 @@ def test_a_short_demo_tells_the_whole_story_and_its_summary_is_right(kafka_boots
     assert amount == (Decimal(records) * Decimal("2.00") / 1000).quantize(Decimal("0.01"), ROUND_HALF_UP)
     assert re.search(r"tenant:urban-planning\s+0\.00 CNY", summary), summary
 
+    # Reconciliation of the month: every record on the tenant topics is in the ledger and vice versa.
+    assert re.search(
+        r"period \d{4}-\d{2} \(open, nothing billed yet\): 5 grant\(s\); drift topic_vs_ledger 0 record",
+        summary,
+    ), summary
+
     revoked = rows[("citylab", "traffic-flow")]
     assert revoked["status"] == "REVOKED"
     times = re.search(r"revoked ([\d:.]+), newest record received published ([\d:.]+)", revoked["rest"])
