@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import statistics
 import subprocess
 import sys
@@ -128,13 +127,7 @@ def percentile(sorted_values: list[float], share: float) -> float:
 
 
 def start_worker(settings: Settings, log: Path) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "PDO_HOME": str(settings.home),
-        "PDO_RUN_DIR": str(settings.run_dir),
-        "PDO_REGISTRY_URL": settings.registry_url,
-        "PDO_DATABASE_URL": settings.database_url,
-    }
+    env = settings.environment()
     command = [sys.executable, "-m", "pdo.cli.main", "authorization", "worker"]
     command += ["--group", f"bench-{uuid.uuid4().hex[:6]}"]
     return subprocess.Popen(command, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import os
 import random
 import subprocess
 import sys
@@ -169,14 +168,7 @@ def publish_backlog(settings: Settings, codec: AvroCodec, facts: list[UsageFact]
 
 
 def start_worker(settings: Settings) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "PDO_HOME": str(settings.home),
-        "PDO_RUN_DIR": str(settings.run_dir),
-        "PDO_REGISTRY_URL": settings.registry_url,
-        "PDO_DATABASE_URL": settings.database_url,
-        "PDO_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-    }
+    env = settings.environment()
     command = [
         sys.executable,
         "-m",

@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import os
 import subprocess
 import sys
 import tempfile
@@ -279,14 +278,7 @@ def _poll_one(consumer: KafkaConsumer, tp: KTopicPartition, offset: int) -> list
 
 def start_worker(setup: Setup) -> subprocess.Popen:
     settings = setup.settings
-    env = {
-        **os.environ,
-        "PDO_HOME": str(settings.home),
-        "PDO_RUN_DIR": str(settings.run_dir),
-        "PDO_REGISTRY_URL": settings.registry_url,
-        "PDO_DATABASE_URL": settings.database_url,
-        "PDO_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-    }
+    env = settings.environment()
     command = [
         sys.executable,
         "-m",

@@ -159,6 +159,11 @@ class Settings:
         """Read the environment now, so tests and commands see what is set when they run."""
         return cls()
 
+    def environment(self) -> dict[str, str]:
+        """This process's environment with every PDO_* variable set to these settings: for a child process
+        (a worker, a command) that must run with exactly them, e.g. a test's namespace and database."""
+        return {**os.environ, **{f.metadata["env"]: str(getattr(self, f.name)) for f in fields(self)}}
+
     def describe(self) -> list[tuple[str, str, str]]:
         """(variable, value in force, meaning) for each setting, in declaration order."""
         return [(f.metadata["env"], self._shown(f), f.metadata["doc"]) for f in fields(self)]

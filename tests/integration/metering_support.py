@@ -3,7 +3,6 @@ and database, usage facts on the deliveries topic, and the ledger and windows re
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -31,15 +30,7 @@ FAST_REJOIN = {
 
 
 def worker_env(settings: Settings) -> dict[str, str]:
-    return {
-        **os.environ,
-        **FAST_REJOIN,
-        "PDO_HOME": str(settings.home),
-        "PDO_RUN_DIR": str(settings.run_dir),
-        "PDO_REGISTRY_URL": settings.registry_url,
-        "PDO_DATABASE_URL": settings.database_url,
-        "PDO_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-    }
+    return {**settings.environment(), **FAST_REJOIN}
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ processes, the dataset, grants, records, reading topics and waiting. Test module
 from __future__ import annotations
 
 import dataclasses
-import os
 import subprocess
 import sys
 import time
@@ -78,14 +77,7 @@ def settings(kafka_bootstrap, registry_url, db_url, tmp_path) -> Iterator[Settin
 def workers(settings, tmp_path) -> Iterator[Callable[[str], subprocess.Popen]]:
     """Starts `pdo sharing worker` processes on this test's namespace and database; stops them after."""
     started: list[tuple[subprocess.Popen, Path]] = []
-    env = {
-        **os.environ,
-        "PDO_HOME": str(settings.home),
-        "PDO_RUN_DIR": str(settings.run_dir),
-        "PDO_REGISTRY_URL": settings.registry_url,
-        "PDO_DATABASE_URL": settings.database_url,
-        "PDO_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-    }
+    env = settings.environment()
 
     def start(group: str) -> subprocess.Popen:
         log = tmp_path / f"worker-{len(started)}.log"

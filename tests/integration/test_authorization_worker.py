@@ -5,7 +5,6 @@ expires a grant on its clock."""
 from __future__ import annotations
 
 import dataclasses
-import os
 import subprocess
 import sys
 import time
@@ -60,14 +59,7 @@ def settings(kafka_bootstrap, registry_url, database_url, tmp_path) -> Settings:
 def worker(settings, tmp_path):
     """`pdo authorization worker` in its own consumer group, on this test's topics and database."""
     db.upgrade(settings.database_url)
-    env = {
-        **os.environ,
-        "PDO_HOME": str(settings.home),
-        "PDO_RUN_DIR": str(settings.run_dir),
-        "PDO_REGISTRY_URL": settings.registry_url,
-        "PDO_DATABASE_URL": settings.database_url,
-        "PDO_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-    }
+    env = settings.environment()
     log = tmp_path / "worker.log"
     with log.open("wb") as output:
         process = subprocess.Popen(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -104,14 +103,7 @@ class TenantTopics:
 
 
 def pdo_billing(settings: Settings, *args: str) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "PDO_HOME": str(settings.home),
-        "PDO_RUN_DIR": str(settings.run_dir),
-        "PDO_REGISTRY_URL": settings.registry_url,
-        "PDO_DATABASE_URL": settings.database_url,
-        "PDO_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-    }
+    env = settings.environment()
     return subprocess.run(
         [sys.executable, "-m", "pdo.cli.main", "billing", *args],
         env=env,

@@ -12,7 +12,6 @@ The sharing worker fixtures (namespace, worker processes, catalog) are test_shar
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -40,14 +39,7 @@ pytestmark = pytest.mark.integration
 
 
 def pdo(settings: Settings, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "PDO_HOME": str(settings.home),
-        "PDO_RUN_DIR": str(settings.run_dir),
-        "PDO_REGISTRY_URL": settings.registry_url,
-        "PDO_DATABASE_URL": settings.database_url,
-        "PDO_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-    }
+    env = settings.environment()
     return subprocess.run(
         [sys.executable, "-m", "pdo.cli.main", "deadletters", *args],
         env=env,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -81,3 +82,12 @@ def test_the_development_masking_key_is_flagged(monkeypatch):
     shown = dict((variable, value) for variable, value, _ in Settings.from_env().describe())
 
     assert "development default" in shown["PDO_MASKING_KEY"]
+
+
+def test_a_child_process_environment_carries_exactly_these_settings(monkeypatch, tmp_path):
+    chosen = dataclasses.replace(
+        Settings.from_env(), run_dir=tmp_path / "run", kafka_port=19999, registry_url="http://r:1"
+    )
+    for variable, value in chosen.environment().items():
+        monkeypatch.setenv(variable, value)
+    assert Settings.from_env() == chosen
