@@ -15,6 +15,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 from conftest import ServerThread
+from gateway_support import gateway_database
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -238,20 +239,8 @@ class Gateway:
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory) -> Iterator[Gateway]:
-    url = f"sqlite:///{tmp_path_factory.mktemp('gateway') / 'pdo.db'}"
-    db.upgrade(url)
-    engine = db.make_engine(url)
+    engine, keys = gateway_database(tmp_path_factory.mktemp("gateway"))
     store = PrincipalStore(engine)
-    keys = {}
-    for kind, name in [
-        ("provider", "transport"),
-        ("provider", "health"),
-        ("tenant", "acme"),
-        ("tenant", "globex"),
-        ("operator", "alice"),
-    ]:
-        principal = store.create_principal(kind, name)
-        keys[name] = store.issue_key(principal.principal_id).key
     catalog, authorization = FakeCatalog(), FakeAuthorization()
     # No broker in unit tests: the dead-letter topic is swept as an empty one (its reads: test_gateway_console).
     app = create_app(Settings.from_env(), catalog, authorization, engine, dead_letters=lambda limit: [])

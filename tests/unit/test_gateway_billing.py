@@ -14,12 +14,11 @@ import httpx
 import pytest
 from billing_support import FREE, add_grant, add_usage, per_thousand
 from conftest import ServerThread
+from gateway_support import gateway_database
 
 from pdo.authorization.testing import RecordingPublisher
-from pdo.core import db
 from pdo.core.config import Settings
 from pdo.gateway.app import create_app
-from pdo.gateway.principals import PrincipalStore
 from pdo.metering.statements import close_period, statement_id_for
 
 ACME, GLOBEX = "tenant:acme", "tenant:globex"
@@ -52,14 +51,7 @@ class Api:
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory) -> Iterator[Api]:
-    url = f"sqlite:///{tmp_path_factory.mktemp('billing-api') / 'pdo.db'}"
-    db.upgrade(url)
-    engine = db.make_engine(url)
-    store = PrincipalStore(engine)
-    keys = {}
-    for kind, name in [("provider", "transport"), ("provider", "health"), ("tenant", "acme"),
-                       ("tenant", "globex"), ("operator", "alice")]:  # fmt: skip
-        keys[name] = store.issue_key(store.create_principal(kind, name).principal_id).key
+    engine, keys = gateway_database(tmp_path_factory.mktemp("billing-api"))
     with engine.begin() as conn:
         add_grant(conn, "g-acme-traffic", ACME, "traffic", per_thousand("2.00"))
         add_grant(conn, "g-globex-clinics", GLOBEX, "clinics", per_thousand("1.00"))

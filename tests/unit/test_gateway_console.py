@@ -16,15 +16,14 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 from conftest import ServerThread
+from gateway_support import gateway_database
 from kafka.errors import KafkaTimeoutError
 
-from pdo.core import db
 from pdo.core.codec import CodecError
 from pdo.core.config import Settings
 from pdo.core.deadletters import SourceMessage, StoredDeadLetter, dead_letter_event
 from pdo.core.registry_client import RegistryError
 from pdo.gateway.app import create_app
-from pdo.gateway.principals import PrincipalStore
 from pdo.gateway.routes_console import ASSETS
 
 START = datetime(2026, 3, 1, tzinfo=UTC)
@@ -66,13 +65,10 @@ class Gateway:
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory) -> Iterator[Gateway]:
-    url = f"sqlite:///{tmp_path_factory.mktemp('console') / 'pdo.db'}"
-    db.upgrade(url)
-    engine = db.make_engine(url)
-    store = PrincipalStore(engine)
-    keys = {}
-    for kind, name in [("provider", "transport"), ("tenant", "acme"), ("operator", "alice")]:
-        keys[name] = store.issue_key(store.create_principal(kind, name).principal_id).key
+    engine, keys = gateway_database(
+        tmp_path_factory.mktemp("console"),
+        (("provider", "transport"), ("tenant", "acme"), ("operator", "alice")),
+    )
     # Offsets in topic order; failure times deliberately out of order.
     source = FakeDeadLetters([stored(0, 5), stored(1, 1, "UNKNOWN_SCHEMA", b""), stored(2, 9)])
     app = create_app(Settings.from_env(), None, None, engine, dead_letters=source)

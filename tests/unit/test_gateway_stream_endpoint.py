@@ -15,6 +15,7 @@ from types import SimpleNamespace
 import httpx
 import pytest
 from conftest import ServerThread
+from gateway_support import gateway_database
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -23,7 +24,6 @@ from pdo.core.config import Settings
 from pdo.core.errors import InvalidInput
 from pdo.gateway import routes_streams as rs
 from pdo.gateway.app import create_app
-from pdo.gateway.principals import PrincipalStore
 
 # ------------------------------------------------------------------------------------------ formatting
 
@@ -132,15 +132,11 @@ class NoKafka(rs.StreamHub):
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory) -> Iterator[tuple[httpx.Client, dict[str, str], Grants]]:
-    from pdo.core import db
 
-    url = f"sqlite:///{tmp_path_factory.mktemp('streams') / 'pdo.db'}"
-    db.upgrade(url)
-    engine = db.make_engine(url)
-    store = PrincipalStore(engine)
-    keys = {}
-    for kind, name in [("tenant", "acme"), ("provider", "transport"), ("operator", "alice")]:
-        keys[name] = store.issue_key(store.create_principal(kind, name).principal_id).key
+    engine, keys = gateway_database(
+        tmp_path_factory.mktemp("streams"),
+        (("tenant", "acme"), ("provider", "transport"), ("operator", "alice")),
+    )
     grants = Grants()
     settings = Settings.from_env()
     app = create_app(settings, None, grants, engine, feeds=SimpleNamespace(), streams=NoKafka(settings))

@@ -11,13 +11,12 @@ from decimal import Decimal
 import httpx
 import pytest
 from conftest import ServerThread
+from gateway_support import gateway_database
 from test_gateway_api import FakeAuthorization, FakeCatalog
 
 from pdo.catalog.models import Classification, DatasetRegistration, Domain, Openness, PriceKind, PricePlan
-from pdo.core import db
 from pdo.core.config import Settings
 from pdo.gateway.app import create_app
-from pdo.gateway.principals import PrincipalStore
 from pdo.metering.ledger import Ledger
 from pdo.metering.testing import insert_grant, usage_fact
 
@@ -56,19 +55,7 @@ def register(catalog: FakeCatalog, provider: str, dataset_id: str) -> None:
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory) -> Iterator[Gateway]:
-    url = f"sqlite:///{tmp_path_factory.mktemp('usage') / 'pdo.db'}"
-    db.upgrade(url)
-    engine = db.make_engine(url)
-    store = PrincipalStore(engine)
-    keys = {}
-    for kind, name in [
-        ("provider", "transport"),
-        ("provider", "health"),
-        ("tenant", "acme"),
-        ("tenant", "globex"),
-        ("operator", "alice"),
-    ]:
-        keys[name] = store.issue_key(store.create_principal(kind, name).principal_id).key
+    engine, keys = gateway_database(tmp_path_factory.mktemp("usage"))
     catalog = FakeCatalog()
     register(catalog, "provider:transport", "trips")
     register(catalog, "provider:health", "clinics")

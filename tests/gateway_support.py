@@ -1,0 +1,31 @@
+"""For the gateway's tests: a migrated database with principals holding API keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy.engine import Engine
+
+from pdo.core import db
+from pdo.gateway.principals import PrincipalStore
+
+EVERYONE = (
+    ("provider", "transport"),
+    ("provider", "health"),
+    ("tenant", "acme"),
+    ("tenant", "globex"),
+    ("operator", "alice"),
+)
+
+
+def gateway_database(
+    folder: Path, parties: tuple[tuple[str, str], ...] = EVERYONE
+) -> tuple[Engine, dict[str, str]]:
+    """A fresh migrated SQLite database in `folder` with the principals `(kind, name)`; name -> API key."""
+    url = f"sqlite:///{folder / 'pdo.db'}"
+    db.upgrade(url)
+    engine = db.make_engine(url)
+    store = PrincipalStore(engine)
+    return engine, {
+        name: store.issue_key(store.create_principal(kind, name).principal_id).key for kind, name in parties
+    }
