@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -105,3 +106,16 @@ def sums_by_grant(engine, table: sa.Table, **where: str) -> dict[str, tuple[int,
         query = query.where(table.c[column] == value)
     with engine.connect() as conn:
         return {grant_id: (int(records), int(size)) for grant_id, records, size in conn.execute(query)}
+
+
+def wait_for_progress(engine, worker, deadline: float, total: int) -> int:
+    """Wait until a (re)started metering worker has written to the ledger (or all `total` are in); the count
+    it started from."""
+    before = ledger_count(engine)
+    while time.monotonic() < deadline:
+        assert worker.poll() is None, f"the worker exited with {worker.returncode}"
+        now = ledger_count(engine)
+        if now > before or now >= total:
+            return now
+        time.sleep(0.05)
+    raise AssertionError("the metering worker made no progress in time")

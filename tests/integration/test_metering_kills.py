@@ -16,7 +16,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
-from metering_support import Deliveries, ledger_count, pdo_workers, sums_by_grant  # noqa: F401
+from metering_support import (  # noqa: F401
+    Deliveries,
+    ledger_count,
+    pdo_workers,
+    sums_by_grant,
+    wait_for_progress,
+)
 from sharing_support import db_url, read_topic, settings  # noqa: F401
 
 from pdo.core import db, topics
@@ -88,7 +94,7 @@ def test_ledger_equals_the_distinct_deliveries_after_repeated_sigkills(settings,
     worker = pdo_workers(*command)
     try:
         for _ in range(KILLS):
-            at_start = _wait_for_progress(engine, worker, deadline)
+            at_start = wait_for_progress(engine, worker, deadline, FACTS)
             target = at_start + generator.randrange(300, 2_500)
             while ledger_count(engine) < min(target, FACTS) and time.monotonic() < deadline:
                 assert worker.poll() is None, f"the worker exited with {worker.returncode}"
@@ -167,15 +173,3 @@ def _unpublished_closed_windows(engine) -> int:
 def _position(found: tuple) -> tuple[int, int]:
     partition, offset, _ = found
     return partition, offset
-
-
-def _wait_for_progress(engine, worker, deadline: float) -> int:
-    """Wait until a (re)started worker has written to the ledger; the count it started from."""
-    before = ledger_count(engine)
-    while time.monotonic() < deadline:
-        assert worker.poll() is None, f"the worker exited with {worker.returncode}"
-        now = ledger_count(engine)
-        if now > before or now >= FACTS:
-            return now
-        time.sleep(0.05)
-    raise AssertionError("the metering worker made no progress in time")

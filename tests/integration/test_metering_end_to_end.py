@@ -1,0 +1,169 @@
+# ruff: noqa: F811 - test parameters name the fixtures imported from the support modules
+"""Exactly once from feed to invoice: a real sharing worker delivers 10,000 records under two grants (20,000
+deliveries) while the metering worker is SIGKILLed three times and restarted, and 2,000 usage facts are sent
+a second time on purpose. At the end the ledger holds exactly the distinct delivery ids on pdo.deliveries,
+and `pdo billing reconcile` finds the tenant topics, the ledger and the (open) month in agreement: zero."""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+
+import avro.schema
+import pytest
+import sqlalchemy as sa
+from kafka import KafkaConsumer, TopicPartition
+from metering_support import ledger_count, pdo_workers, wait_for_progress  # noqa: F401
+from sharing_support import (  # noqa: F401
+    ACME,
+    CITYLAB,
+    DISTRICTS,
+    db_url,
+    grant,
+    platform,
+    register_dataset,
+    settings,
+    traffic_record,
+)
+
+from pdo.authorization.testing import TRAFFIC_FLOW_SCHEMA
+from pdo.catalog.service import feed_topic
+from pdo.core import db, topics
+from pdo.core.kafka import producer
+from pdo.core.topics import TopicId
+from pdo.metering import tables as t
+from pdo.metering.months import period_of
+
+pytestmark = pytest.mark.integration
+
+RECORDS = 10_000
+DUPLICATES = 2_000
+KILLS = 3
+DEADLINE_S = 240
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_sharing_and_a_repeatedly_killed_metering_worker_bill_each_delivery_once(
+    settings, platform, pdo_workers
+):
+    catalog, service, codec = platform["catalog"], platform["service"], platform["codec"]
+    dataset_id = register_dataset(catalog)
+    grant(service, ACME, dataset_id, ("record_id", "district", "plate_number"))
+    grant(service, CITYLAB, dataset_id, ("record_id", "speed_kmh"))
+    deliveries_topic = topics.name(TopicId.DELIVERIES, settings)
+    engine = db.make_engine(settings.database_url)
+    deadline = time.monotonic() + DEADLINE_S
+    generator = random.Random()
+    try:
+        pdo_workers("sharing", "worker", "--group", f"sharing-{uuid.uuid4().hex[:8]}")
+        metering = (
+            "metering",
+            "worker",
+            "--group",
+            f"metering-{uuid.uuid4().hex[:8]}",
+            "--batch-size",
+            "250",
+        )
+        worker = pdo_workers(*metering)
+        _publish(settings, codec, dataset_id, RECORDS)
+        total = 2 * RECORDS
+        kills_while_working = 0
+        for _ in range(KILLS):
+            at_start = wait_for_progress(engine, worker, deadline, total)
+            target = min(at_start + generator.randrange(500, 3_000), total - 1)
+            while ledger_count(engine) < target and time.monotonic() < deadline:
+                assert worker.poll() is None, f"the metering worker exited with {worker.returncode}"
+                time.sleep(0.02)
+            kills_while_working += ledger_count(engine) < total
+            worker.send_signal(signal.SIGKILL)
+            worker.wait(timeout=10)
+            worker = pdo_workers(*metering)
+        assert kills_while_working >= 2
+        delivered = _wait_for_deliveries(settings, codec, deliveries_topic, total, deadline)
+        _send_again(settings, deliveries_topic, generator.sample(delivered, DUPLICATES))
+        while ledger_count(engine) < total and time.monotonic() < deadline:
+            assert worker.poll() is None, f"the metering worker exited with {worker.returncode}"
+            time.sleep(0.2)
+        time.sleep(3)  # anything counted twice would arrive now
+
+        ids_on_topic = {codec.decode(value).value["delivery_id"] for value in delivered}
+        assert len(ids_on_topic) == total  # one usage fact per record and grant (redelivered ones collapse)
+        with engine.connect() as conn:
+            in_ledger = set(conn.execute(sa.select(t.ledger.c.delivery_id)).scalars())
+        assert in_ledger == ids_on_topic
+
+        reconciled = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pdo.cli.main",
+                "billing",
+                "reconcile",
+                "--period",
+                period_of(datetime.now(UTC)),
+            ],
+            env=settings.environment(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert reconciled.returncode == 0, reconciled.stdout + reconciled.stderr
+        assert "drift topic_vs_ledger 0 record(s), ledger_vs_billed 0 record(s)" in reconciled.stdout
+        assert worker.poll() is None
+    finally:
+        engine.dispose()
+
+
+def _publish(settings, codec, dataset_id: str, count: int) -> None:
+    topic = feed_topic(dataset_id, settings)
+    schema = avro.schema.parse(TRAFFIC_FLOW_SCHEMA)
+    feed = producer(settings, linger_ms=20)
+    try:
+        for number in range(count):
+            record = traffic_record(f"e2e-{number}", DISTRICTS[number % 3])
+            feed.send(topic, key=record["record_id"].encode(), value=codec.encode(topic, schema, record))
+        feed.flush()
+    finally:
+        feed.close()
+
+
+def _wait_for_deliveries(settings, codec, topic: str, total: int, deadline: float) -> list[bytes]:
+    """The usage facts on the deliveries topic once `total` distinct deliveries are there (raw values)."""
+    while time.monotonic() < deadline:
+        values = _read_all(settings, topic)
+        if len({codec.decode(value).value["delivery_id"] for value in values}) >= total:
+            return values
+        time.sleep(1)
+    raise AssertionError(f"fewer than {total} usage facts on {topic} in time")
+
+
+def _read_all(settings, topic: str) -> list[bytes]:
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap.split(","), enable_auto_commit=False)
+    try:
+        assigned = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(assigned)
+        consumer.seek_to_beginning(*assigned)
+        ends = consumer.end_offsets(assigned)
+        values: list[bytes] = []
+        while any(consumer.position(tp) < ends[tp] for tp in assigned):
+            for messages in consumer.poll(timeout_ms=500).values():
+                values.extend(m.value for m in messages)
+        return values
+    finally:
+        consumer.close()
+
+
+def _send_again(settings, topic: str, values: list[bytes]) -> None:
+    """Duplicates on purpose: the same facts, byte for byte, as a redelivering sharing worker writes them."""
+    again = producer(settings, linger_ms=20)
+    try:
+        for value in values:
+            again.send(topic, key=b"duplicate", value=value)
+        again.flush()
+    finally:
+        again.close()
