@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import socket
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -126,3 +128,21 @@ def registry_url(tmp_path) -> Iterator[str]:
     db.upgrade(url)
     with ServerThread(create_app(url)) as server:
         yield server.url
+
+
+@contextmanager
+def isolated_namespace(base: Settings, folder) -> Iterator[Settings]:
+    """`base` in a topic namespace of its own (`pdo.<tag>.…`, created), with its run folder in `folder`; on
+    exit every topic of the namespace goes, feeds and tenant streams included. Tests on the shared broker
+    thus never read another test's events, and leave nothing a developer's `pdo up` on that broker would see."""
+    from pdo.authorization.testing import create_topics, isolated_home
+
+    tag = f"t-{uuid.uuid4().hex[:10]}"
+    folder.mkdir(parents=True, exist_ok=True)
+    settings = dataclasses.replace(base, home=isolated_home(folder, tag), run_dir=folder / "run")
+    create_topics(settings)
+    try:
+        yield settings
+    finally:
+        with admin_client(settings) as admin:
+            admin.delete_topics([name for name in admin.list_topics() if name.startswith(f"pdo.{tag}.")])

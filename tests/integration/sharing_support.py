@@ -16,7 +16,7 @@ from typing import Any
 
 import avro.schema
 import pytest
-from conftest import fresh_postgres_database
+from conftest import fresh_postgres_database, isolated_namespace
 from kafka import KafkaConsumer, TopicPartition
 
 from pdo.authorization.models import RequestSpec
@@ -24,8 +24,6 @@ from pdo.authorization.policy import load_policy
 from pdo.authorization.service import AuthorizationService
 from pdo.authorization.testing import (
     TRAFFIC_FLOW_SCHEMA,
-    create_topics,
-    isolated_home,
     register_traffic_dataset,
 )
 from pdo.catalog.service import CatalogService, feed_topic
@@ -33,7 +31,7 @@ from pdo.core import db
 from pdo.core.codec import AvroCodec
 from pdo.core.config import Settings
 from pdo.core.events import EventPublisher, utc_now
-from pdo.core.kafka import admin_client, producer
+from pdo.core.kafka import producer
 
 PROVIDER = "provider:transport-bureau"
 ACME = "tenant:acme-logistics"
@@ -56,21 +54,10 @@ def db_url(request, tmp_path) -> Iterator[str]:
 
 @pytest.fixture
 def settings(kafka_bootstrap, registry_url, db_url, tmp_path) -> Iterator[Settings]:
-    tag = f"t-{uuid.uuid4().hex[:10]}"
-    database_url = db_url
-    configured = dataclasses.replace(
-        Settings.from_env(),
-        registry_url=registry_url,
-        database_url=database_url,
-        home=isolated_home(tmp_path, tag),
-        run_dir=tmp_path / "run",
-    )
-    create_topics(configured)
-    db.upgrade(configured.database_url)
-    yield configured
-    with admin_client(configured) as admin:
-        # Feeds and tenant streams were created during the test: everything in the namespace goes.
-        admin.delete_topics([name for name in admin.list_topics() if name.startswith(f"pdo.{tag}.")])
+    base = dataclasses.replace(Settings.from_env(), registry_url=registry_url, database_url=db_url)
+    with isolated_namespace(base, tmp_path) as configured:
+        db.upgrade(configured.database_url)
+        yield configured
 
 
 @pytest.fixture

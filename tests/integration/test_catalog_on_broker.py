@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Iterator
 from decimal import Decimal
 
 import httpx
 import pytest
 import sqlalchemy as sa
-from conftest import free_port, unique_name
+from conftest import free_port, isolated_namespace, unique_name
 from kafka import KafkaConsumer, TopicPartition
 
 from pdo.catalog.models import (
@@ -28,13 +29,14 @@ from pdo.catalog.models import (
 from pdo.catalog.projection import rebuild_from_topic
 from pdo.catalog.service import CatalogService, feed_topic
 from pdo.catalog.tables import datasets
-from pdo.core import db, schemas
+from pdo.core import db, schemas, topics
 from pdo.core.codec import AvroCodec
 from pdo.core.config import Settings
 from pdo.core.errors import Conflict, InvalidInput, Unavailable
 from pdo.core.events import EventPublisher
 from pdo.core.kafka import admin_client
 from pdo.core.registry_client import RegistryClient
+from pdo.core.topics import TopicId
 
 pytestmark = pytest.mark.integration
 
@@ -43,8 +45,11 @@ TRAFFIC_FLOW = schemas.path_of("pdo.datasets.v1.TrafficFlow").read_text()
 
 
 @pytest.fixture
-def settings(kafka_bootstrap, registry_url) -> Settings:
-    return dataclasses.replace(Settings.from_env(), registry_url=registry_url)
+def settings(kafka_bootstrap, registry_url, tmp_path) -> Iterator[Settings]:
+    with isolated_namespace(
+        dataclasses.replace(Settings.from_env(), registry_url=registry_url), tmp_path
+    ) as ours:
+        yield ours
 
 
 @pytest.fixture
@@ -91,7 +96,8 @@ def registration(dataset_id: str, **changes) -> DatasetRegistration:
 def catalog_end(settings: Settings) -> dict[TopicPartition, int]:
     consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
     try:
-        partitions = [TopicPartition("pdo.catalog", p) for p in consumer.partitions_for_topic("pdo.catalog")]
+        topic = topics.name(TopicId.CATALOG, settings)
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
         return consumer.end_offsets(partitions)
     finally:
         consumer.close()
@@ -156,7 +162,7 @@ def test_register_update_retire_are_rows_and_events_that_agree(service, settings
     assert (reg["version"], reg["schema_id"], reg["schema_subject"]) == (
         1,
         registered.schema_id,
-        f"pdo.feed.{dataset_id}-pdo.datasets.v1.TrafficFlow",
+        f"{feed_topic(dataset_id, settings)}-pdo.datasets.v1.TrafficFlow",
     )
     assert reg["price_plan"]["tiers"][0] == {"up_to_records": 100000, "unit_price": Decimal("2.00")}
     assert (upd["openness"], upd["title"], upd["classification"], upd["version"]) == (
@@ -183,8 +189,8 @@ def test_registration_creates_the_feed_topic_and_a_full_transitive_subject(servi
     dataset = service.register(PROVIDER, registration(dataset_id), actor=PROVIDER)
 
     with admin_client(settings) as admin:
-        [described] = admin.describe_topics([feed_topic(dataset_id)])
-    assert described["name"] == f"pdo.feed.{dataset_id}" and len(described["partitions"]) == 3
+        [described] = admin.describe_topics([feed_topic(dataset_id, settings)])
+    assert described["name"] == feed_topic(dataset_id, settings) and len(described["partitions"]) == 3
     level = httpx.get(f"{settings.registry_url}/config/{dataset.schema_subject}").json()
     assert level == {"compatibilityLevel": "FULL_TRANSITIVE"}
 
@@ -227,7 +233,7 @@ def test_invalid_input_writes_no_row_no_event_no_topic(service, settings, engine
     assert rows(engine, [dataset_id]) == []
     assert events_since(settings, start, dataset_id) == []
     with admin_client(settings) as admin:
-        assert feed_topic(dataset_id) not in admin.list_topics()
+        assert feed_topic(dataset_id, settings) not in admin.list_topics()
 
 
 def test_when_the_event_cannot_be_published_no_row_is_kept(settings, engine, registry):

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from conftest import ServerThread, fresh_postgres_database
+from conftest import ServerThread, fresh_postgres_database, isolated_namespace
 from kafka import KafkaConsumer, TopicPartition
 
 from pdo.authorization.policy import load_policy
@@ -22,7 +22,6 @@ from pdo.core import db, topics
 from pdo.core.codec import AvroCodec
 from pdo.core.config import Settings
 from pdo.core.events import EventPublisher
-from pdo.core.kafka import admin_client
 from pdo.core.registry_client import RegistryClient
 from pdo.core.topics import TopicId
 from pdo.gateway.app import create_app
@@ -60,17 +59,17 @@ class Platform:
 
 
 @pytest.fixture(scope="module")
-def platform(kafka_bootstrap, postgres_url) -> Iterator[Platform]:
+def platform(kafka_bootstrap, postgres_url, tmp_path_factory) -> Iterator[Platform]:
     database = fresh_postgres_database(postgres_url)
     url = next(database)
     db.upgrade(url)
-    with ServerThread(create_registry_app(url)) as registry_server:
-        settings = dataclasses.replace(
-            Settings.from_env(), database_url=url, registry_url=registry_server.url
-        )
-        with admin_client(settings) as admin:
-            wanted = (TopicId.CATALOG, TopicId.REQUESTS, TopicId.AUTHORIZATIONS)
-            topics.apply(admin, [topics.spec(topic, settings) for topic in wanted])
+    with (
+        ServerThread(create_registry_app(url)) as registry_server,
+        isolated_namespace(
+            dataclasses.replace(Settings.from_env(), database_url=url, registry_url=registry_server.url),
+            tmp_path_factory.mktemp("gateway-http"),
+        ) as settings,
+    ):
         engine = db.make_engine(url)
         publisher = EventPublisher(settings)
         registry = RegistryClient(settings.registry_url)

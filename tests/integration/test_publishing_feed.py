@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ import pytest
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
-from conftest import ServerThread
+from conftest import ServerThread, isolated_namespace
 from kafka import KafkaConsumer, TopicPartition
 
 from pdo.catalog.models import (
@@ -34,7 +33,7 @@ from pdo.catalog.models import (
     PriceKind,
     PricePlan,
 )
-from pdo.catalog.service import CatalogService
+from pdo.catalog.service import CatalogService, feed_topic
 from pdo.core import db
 from pdo.core.codec import HEADER
 from pdo.core.config import Settings
@@ -77,19 +76,20 @@ class Platform:
 
 
 @pytest.fixture
-def platform(kafka_bootstrap, registry_url, database_url) -> Iterator[Platform]:
+def platform(kafka_bootstrap, registry_url, database_url, tmp_path) -> Iterator[Platform]:
     db.upgrade(database_url)
-    settings = dataclasses.replace(Settings.from_env(), registry_url=registry_url, database_url=database_url)
-    engine = db.make_engine(database_url)
-    events = EventPublisher(settings)
-    registry = RegistryClient(registry_url)
-    provider = f"provider:ecology-{uuid.uuid4().hex[:8]}"
-    try:
-        yield Platform(settings, engine, CatalogService(engine, events, registry, settings), provider)
-    finally:
-        events.close()
-        registry.close()
-        engine.dispose()
+    base = dataclasses.replace(Settings.from_env(), registry_url=registry_url, database_url=database_url)
+    with isolated_namespace(base, tmp_path / "namespace") as settings:
+        engine = db.make_engine(database_url)
+        events = EventPublisher(settings)
+        registry = RegistryClient(registry_url)
+        provider = f"provider:ecology-{uuid.uuid4().hex[:8]}"
+        try:
+            yield Platform(settings, engine, CatalogService(engine, events, registry, settings), provider)
+        finally:
+            events.close()
+            registry.close()
+            engine.dispose()
 
 
 def read_feed(settings: Settings, topic: str, count: int, timeout_s: float = 30) -> list:
@@ -123,7 +123,7 @@ def decoded_by_standard_tooling(settings: Settings, topic: str, records: list) -
 
 
 def assert_feed_holds(platform: Platform, dataset: Dataset, expected: list[dict]) -> None:
-    topic = f"pdo.feed.{dataset.dataset_id}"
+    topic = feed_topic(dataset.dataset_id, platform.settings)
     records = read_feed(platform.settings, topic, len(expected))
     assert len(records) == len(expected)
     assert {HEADER.unpack_from(record.value)[1] for record in records} == {dataset.schema_id}
@@ -167,15 +167,9 @@ def test_unknown_and_retired_datasets_are_refused(platform):
 
 
 def run_cli(platform: Platform, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "PDO_REGISTRY_URL": platform.settings.registry_url,
-        "PDO_DATABASE_URL": platform.settings.database_url,
-        "PDO_KAFKA_BOOTSTRAP": platform.settings.kafka_bootstrap,
-    }
     return subprocess.run(
         [sys.executable, "-m", "pdo.cli.main", "publish", *args],
-        env=env,
+        env=platform.settings.environment(),
         input=stdin,
         capture_output=True,
         text=True,
@@ -188,7 +182,10 @@ def test_pdo_publish_sends_a_jsonl_file_and_lists_refusals_by_line(platform, tmp
 
     clean = run_cli(platform, "--dataset", dataset.dataset_id, "--file", str(RECORDS_FILE))
     assert clean.returncode == 0, clean.stderr
-    assert f"published 20 record(s) to pdo.feed.{dataset.dataset_id}; 0 refused" in clean.stdout
+    assert (
+        f"published 20 record(s) to {feed_topic(dataset.dataset_id, platform.settings)}; 0 refused"
+        in clean.stdout
+    )
 
     other = platform.register()
     lines = RECORDS_FILE.read_text().splitlines()
