@@ -400,6 +400,10 @@ HEADER = (
 )
 
 
+# A topic written under another registry is unreadable record after record: name the first few, count the rest.
+UNREADABLE_SHOWN = 10
+
+
 def report_lines(result: Reconciliation, all_grants: bool = False) -> list[str]:
     """A table of the grants with a difference (all of them with `all_grants`), then totals and notes."""
     shown = [f for f in result.grants if all_grants or not f.clean]
@@ -425,7 +429,12 @@ def report_lines(result: Reconciliation, all_grants: bool = False) -> list[str]:
     duplicated = sum(f.duplicates_on_topic for f in result.grants)
     if duplicated:
         lines.append(f"note: {duplicated} redelivered copy(ies) on the tenant topics, each counted once")
-    lines += [f"unreadable tenant record {where}" for where in result.unreadable]
+    lines += [f"unreadable tenant record {where}" for where in result.unreadable[:UNREADABLE_SHOWN]]
+    if len(result.unreadable) > UNREADABLE_SHOWN:
+        lines.append(
+            f"... and {len(result.unreadable) - UNREADABLE_SHOWN} more unreadable tenant record(s) "
+            f"({len(result.unreadable)} in all)"
+        )
     return lines
 
 

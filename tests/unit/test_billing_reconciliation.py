@@ -125,6 +125,13 @@ def test_the_report_lists_only_grants_with_drift_and_notes_duplicates(engine) ->
     assert "drift topic_vs_ledger 2 record(s)" in lines[2]
     assert lines[3] == "note: 2 redelivered copy(ies) on the tenant topics, each counted once"
     assert lines[4].startswith("unreadable tenant record pdo.tenant.acme.traffic[0]@7")
+    scan.unreadable.extend(
+        f"pdo.tenant.acme.traffic[0]@{offset}: UndecodableError empty value" for offset in range(8, 30)
+    )
+    result, _ = figures(engine, "2026-03", scan)
+    lines = report_lines(result)
+    assert sum(line.startswith("unreadable tenant record") for line in lines) == 10
+    assert lines[-1] == "... and 13 more unreadable tenant record(s) (23 in all)"
     clean, _ = figures(engine, "2026-04", scan_of())
     assert report_lines(clean) == [
         "period 2026-04 (open, nothing billed yet): 0 grant(s); drift topic_vs_ledger 0 record(s), "
