@@ -156,6 +156,10 @@ class Platform:
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            # A session of its own: a terminal's Ctrl-C reaches only the supervisor (`pdo up`, `pdo demo`),
+            # which stops the services in order with SIGTERM once it is done with them (the demo still
+            # needs them for its final summary).
+            start_new_session=True,
         )
 
     def _wait_ready(self, service: ServiceProcess, url: str, timeout_s: float) -> None:

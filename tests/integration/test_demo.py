@@ -1,6 +1,5 @@
-"""`pdo demo`, shortened, in a topic namespace of its own: the story runs and its summary is right.
-
-The demo publishes for a few seconds, the operator revokes one grant on the way, and the final summary must
+"""`pdo demo` in a topic namespace of its own, stopped with Ctrl-C (SIGINT to its process group, as a
+terminal sends it) some seconds after the operator revoked a grant: it stops cleanly and its final summary must
 show: every approved grant ACTIVE and receiving, the denied request without a grant, masked values and no
 clear plate, the revoked grant receiving nothing published after its revocation was acknowledged, metering
 counting exactly what each tenant received, and charges priced by the plans (free for government).
@@ -10,8 +9,10 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 import uuid
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
@@ -29,7 +30,15 @@ ROW = re.compile(
 )
 
 
-def test_a_short_demo_tells_the_whole_story_and_its_summary_is_right(kafka_bootstrap, tmp_path):
+def _wait_for_text(log, text: str, process: subprocess.Popen, timeout_s: float = 300) -> None:
+    deadline = time.monotonic() + timeout_s
+    while text not in log.read_text():
+        assert process.poll() is None, f"the demo exited early:\n{log.read_text()}"
+        assert time.monotonic() < deadline, f"no {text!r} within {timeout_s} s:\n{log.read_text()}"
+        time.sleep(0.5)
+
+
+def test_a_demo_stopped_with_ctrl_c_tells_the_whole_story_and_its_summary_is_right(kafka_bootstrap, tmp_path):
     registry_port, gateway_port = free_port(), free_port()
     env = {
         **os.environ,
@@ -43,27 +52,30 @@ def test_a_short_demo_tells_the_whole_story_and_its_summary_is_right(kafka_boots
         "PDO_DATABASE_URL": f"sqlite:///{tmp_path / 'pdo.db'}",
         "PDO_REGISTRY_DATABASE_URL": f"sqlite:///{tmp_path / 'registry.db'}",
     }
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pdo.cli.main",
-            "demo",
-            "--duration",
-            "20",
-            "--rate",
-            "4",
-            "--revoke-after",
-            "8",
-        ],
-        env=env,
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    output = done.stdout + done.stderr
-    assert done.returncode == 0, output
+    log = tmp_path / "demo.log"
+    with log.open("w") as output_file:
+        # Its own session, like a terminal's foreground job: Ctrl-C goes to the whole process group.
+        demo = subprocess.Popen(
+            [sys.executable, "-m", "pdo.cli.main", "demo", "--rate", "4", "--revoke-after", "8"],
+            env=env,
+            cwd=PROJECT_ROOT,
+            stdout=output_file,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        try:
+            _wait_for_text(log, "operator revoked", demo)
+            time.sleep(8)  # records keep flowing after the revocation
+            os.killpg(demo.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+            returncode = demo.wait(timeout=180)
+        finally:
+            if demo.poll() is None:
+                os.killpg(demo.pid, signal.SIGKILL)
+    output = log.read_text()
+    assert returncode == 0, output
+    assert "interrupted: the final summary follows" in output
+    assert "stopped registry" in output  # every service stopped by the demo, the registry last
     assert "already answers" in output  # it did not start a broker of its own
     summary = output.split("== summary", 1)[1]
     rows = {(m["tenant"], m["dataset"]): m for m in map(ROW.match, summary.splitlines()) if m}
