@@ -159,6 +159,7 @@ class Demo:
         self.denied: list[sample.RequestSample] = []
         self.published: dict[str, int] = {item.dataset_id: 0 for item in sample.DATASETS}
         self.streams: TenantStreams | None = None
+        self.engine = make_engine(settings.database_url)  # principals, this month's charges, reconciliation
         self._numbers = 0
 
     # -- setting the scene
@@ -173,18 +174,14 @@ class Demo:
         self.streams.start()
 
     def _issue_keys(self) -> None:
-        engine = make_engine(self.settings.database_url)
-        try:
-            store = PrincipalStore(engine)
-            for party in (*sample.PROVIDERS, *sample.TENANTS, sample.OPERATOR):
-                with suppress(Conflict):  # an earlier demo run made it: a new key is enough
-                    store.create_principal(party.kind, party.name, party.display_name, party.government)
-                key = store.issue_key(party.principal_id).key
-                self.apis[party.principal_id] = Api(self.base_url, key)
-                if party is sample.OPERATOR:
-                    self.operator_key = key  # printed for the console: a local demo's key, shown once
-        finally:
-            engine.dispose()
+        store = PrincipalStore(self.engine)
+        for party in (*sample.PROVIDERS, *sample.TENANTS, sample.OPERATOR):
+            with suppress(Conflict):  # an earlier demo run made it: a new key is enough
+                store.create_principal(party.kind, party.name, party.display_name, party.government)
+            key = store.issue_key(party.principal_id).key
+            self.apis[party.principal_id] = Api(self.base_url, key)
+            if party is sample.OPERATOR:
+                self.operator_key = key  # printed for the console: a local demo's key, shown once
         self.report(
             f"  {len(sample.PROVIDERS)} providers, {len(sample.TENANTS)} tenants and an operator, each with an API key"
         )
@@ -301,23 +298,16 @@ class Demo:
 
     def charges(self) -> list[Statement]:
         """This month's statements as they would be if it closed now (priced from the ledger, not issued)."""
-        engine = make_engine(self.settings.database_url)
-        try:
-            with engine.connect() as connection:
-                return compute_statements(connection, period_of(datetime.now(UTC)))
-        finally:
-            engine.dispose()
+        with self.engine.connect() as connection:
+            return compute_statements(connection, period_of(datetime.now(UTC)))
 
     def reconciliation(self) -> list[str]:
-        """`pdo billing reconcile` of this month: the tenant topics against the ledger and the statements."""
-        engine = make_engine(self.settings.database_url)
-        try:
-            codec = (
-                self.streams.codec if self.streams else AvroCodec(RegistryClient(self.settings.registry_url))
-            )
-            return report_lines(reconcile(self.settings, engine, period_of(datetime.now(UTC)), codec))
-        finally:
-            engine.dispose()
+        """`pdo billing reconcile` of this month: the tenant topics against the ledger and the statements.
+        After prepare(): the tenant streams' codec decodes the topics."""
+        assert self.streams is not None
+        return report_lines(
+            reconcile(self.settings, self.engine, period_of(datetime.now(UTC)), self.streams.codec)
+        )
 
     def refresh_statuses(self) -> None:
         for view in self.grants.values():
@@ -328,6 +318,7 @@ class Demo:
             self.streams.stop()
         for api in self.apis.values():
             api.close()
+        self.engine.dispose()
 
 
 def _undecided_or(found: dict[str, Any], undecided: str) -> dict[str, Any] | None:

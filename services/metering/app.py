@@ -128,7 +128,7 @@ def create_app(
         """pdo_metering_period_charges and pdo_metering_reconciliation_drift_records (reconcile.py)."""
         try:
             await asyncio.to_thread(
-                export_billing_metrics, settings, runtime.engine, utc_now(), None, handler.codec
+                export_billing_metrics, settings, runtime.engine, utc_now(), codec=handler.codec
             )
         except Exception:  # the gauges keep their last values; retried at the next tick
             log.exception("reconciliation for the billing gauges failed")

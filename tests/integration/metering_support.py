@@ -3,15 +3,13 @@ and database, usage facts on the deliveries topic, and the ledger and windows re
 
 from __future__ import annotations
 
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from sharing_support import PdoProcesses
 
 from pdo.core import schemas, topics
 from pdo.core.codec import AvroCodec
@@ -30,38 +28,12 @@ FAST_REJOIN = {
 }
 
 
-def worker_env(settings: Settings) -> dict[str, str]:
-    return {**settings.environment(), **FAST_REJOIN}
-
-
 @pytest.fixture
 def pdo_workers(settings, tmp_path) -> Iterator[Callable[..., subprocess.Popen]]:
     """Starts `pdo <args…>` processes on this test's namespace and database; stops them after, logs shown."""
-    started: list[tuple[subprocess.Popen, Path]] = []
-
-    def start(*args: str) -> subprocess.Popen:
-        log = tmp_path / f"{args[0]}-{len(started)}.log"
-        with log.open("wb") as output:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "pdo.cli.main", *args],
-                env=worker_env(settings),
-                stdout=output,
-                stderr=subprocess.STDOUT,
-            )
-        started.append((process, log))
-        return process
-
-    yield start
-    for process, _ in started:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-    for process, log in started:
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        print(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}")  # shown when a test fails
+    processes = PdoProcesses(settings, tmp_path, FAST_REJOIN)
+    yield processes.start
+    processes.stop()
 
 
 class Deliveries:

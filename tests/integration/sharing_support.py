@@ -60,44 +60,46 @@ def settings(kafka_bootstrap, registry_url, db_url, tmp_path) -> Iterator[Settin
         yield configured
 
 
-@pytest.fixture
-def workers(settings, tmp_path) -> Iterator[Callable[[str], subprocess.Popen]]:
-    """Starts `pdo sharing worker` processes on this test's namespace and database; stops them after."""
-    started: list[tuple[subprocess.Popen, Path]] = []
-    env = settings.environment()
+class PdoProcesses:
+    """`pdo <args…>` processes on a test's namespace and database (`extra_env` on top), logs in `folder`;
+    stop() ends them (SIGTERM, then SIGKILL after 30 s) and prints each log's tail, shown when a test fails."""
 
-    def start(group: str) -> subprocess.Popen:
-        log = tmp_path / f"worker-{len(started)}.log"
+    def __init__(self, settings: Settings, folder: Path, extra_env: dict[str, str] | None = None) -> None:
+        self.env = {**settings.environment(), **(extra_env or {})}
+        self.folder = folder
+        self.started: list[tuple[subprocess.Popen, Path]] = []
+
+    def start(self, *args: str) -> subprocess.Popen:
+        log = self.folder / f"{args[0]}-{len(self.started)}.log"
         with log.open("wb") as output:
             process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "pdo.cli.main",
-                    "sharing",
-                    "worker",
-                    "--group",
-                    group,
-                    "--loglevel",
-                    "info",
-                ],
-                env=env,
+                [sys.executable, "-m", "pdo.cli.main", *args],
+                env=self.env,
                 stdout=output,
                 stderr=subprocess.STDOUT,
             )
-        started.append((process, log))
+        self.started.append((process, log))
         return process
 
-    yield start
-    for process, _ in started:
-        process.terminate()
-    for process, log in started:
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        print(f"--- {log.name}\n{log.read_text(errors='replace')[-4000:]}")  # shown when a test fails
+    def stop(self) -> None:
+        for process, _ in self.started:
+            if process.poll() is None:
+                process.terminate()
+        for process, log in self.started:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            print(f"--- {log.name}\n{log.read_text(errors='replace')[-4000:]}")
+
+
+@pytest.fixture
+def workers(settings, tmp_path) -> Iterator[Callable[[str], subprocess.Popen]]:
+    """Starts `pdo sharing worker` processes in consumer group `group`; stops them after."""
+    processes = PdoProcesses(settings, tmp_path)
+    yield lambda group: processes.start("sharing", "worker", "--group", group, "--loglevel", "info")
+    processes.stop()
 
 
 @pytest.fixture
@@ -183,25 +185,31 @@ def traffic_record(record_id: str, district: str) -> dict[str, Any]:
     }
 
 
-def read_topic(settings: Settings, codec: AvroCodec, topic: str) -> list[tuple[int, int, Any]]:
-    """Every record on `topic` now: (partition, offset, decoded value or the raw bytes)."""
+def topic_messages(settings: Settings, topic: str, timeout_s: float = 20) -> list[Any]:
+    """Every message on `topic` now, undecoded, in partition and offset order ([] for a missing topic)."""
     consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap.split(","), enable_auto_commit=False)
     try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        assigned = [TopicPartition(topic, number) for number in partitions]
+        assigned = [
+            TopicPartition(topic, number) for number in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
         if not assigned:
             return []
         consumer.assign(assigned)
         consumer.seek_to_beginning(*assigned)
         ends = consumer.end_offsets(assigned)
         found = []
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + timeout_s
         while any(consumer.position(tp) < ends[tp] for tp in assigned) and time.monotonic() < deadline:
-            for tp, messages in consumer.poll(timeout_ms=500).items():
-                found.extend((tp.partition, m.offset, codec.decode(m.value).value) for m in messages)
-        return found
+            for messages in consumer.poll(timeout_ms=500).values():
+                found.extend(messages)
+        return sorted(found, key=lambda m: (m.partition, m.offset))
     finally:
         consumer.close()
+
+
+def read_topic(settings: Settings, codec: AvroCodec, topic: str) -> list[tuple[int, int, Any]]:
+    """Every record on `topic` now: (partition, offset, decoded value)."""
+    return [(m.partition, m.offset, codec.decode(m.value).value) for m in topic_messages(settings, topic)]
 
 
 def wait_for(what: str, check: Callable[[], Any], processes: list[subprocess.Popen]) -> Any:

@@ -23,6 +23,7 @@ from sharing_support import (  # noqa: F401  (fixtures)
     platform,
     register_dataset,
     settings,
+    topic_messages,
     wait_for,
     workers,
 )
@@ -48,25 +49,6 @@ def pdo(settings: Settings, *args: str, stdin: str = "") -> subprocess.Completed
         text=True,
         timeout=60,
     )
-
-
-def read_raw(settings: Settings, topic: str) -> list:
-    """Every message on `topic` now, undecoded."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap.split(","), enable_auto_commit=False)
-    try:
-        assigned = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        consumer.assign(assigned)
-        consumer.seek_to_beginning(*assigned)
-        ends = consumer.end_offsets(assigned)
-        found = []
-        while any(consumer.position(tp) < ends[tp] for tp in assigned):
-            for messages in consumer.poll(timeout_ms=500).values():
-                found.extend(messages)
-        return sorted(found, key=lambda m: (m.partition, m.offset))
-    finally:
-        consumer.close()
 
 
 SOURCES = [
@@ -126,14 +108,14 @@ def test_replay_puts_original_bytes_back_once(settings, source_topic, published)
     assert dry.returncode == 0 and dry.stdout.count("would replay") == 3, dry.stdout
     refused = pdo(settings, "replay", "--reason", "UNDECODABLE")  # stdin is not a terminal
     assert refused.returncode == 1 and "--yes" in refused.stderr
-    assert read_raw(settings, source_topic) == []
+    assert topic_messages(settings, source_topic) == []
     assert not (settings.run_dir / "deadletters" / "replayed.json").exists()
 
     first = pdo(settings, "replay", "--reason", "UNDECODABLE", "--yes")
     assert first.returncode == 0, first.stderr
     assert "replayed 2 dead letter(s)" in first.stdout
     dead_letters = topics.name(TopicId.DEAD_LETTERS, settings)
-    back = read_raw(settings, source_topic)
+    back = topic_messages(settings, source_topic)
     assert [(m.partition, m.key, m.value, m.headers) for m in back] == [
         (
             0,
@@ -155,7 +137,7 @@ def test_replay_puts_original_bytes_back_once(settings, source_topic, published)
     assert again.stdout.startswith("0 dead letter(s) to replay; 2 already replayed"), again.stdout
     rest = pdo(settings, "replay", "--yes")
     assert "1 dead letter(s) to replay; 2 already replayed" in rest.stdout
-    back = read_raw(settings, source_topic)
+    back = topic_messages(settings, source_topic)
     assert len(back) == 3
     assert (back[2].key, back[2].value) == (None, b"\x00\x00\x00\x00\x09\xff")
     assert pdo(settings, "replay", "--yes").stdout.startswith("0 dead letter(s) to replay; 3 already")

@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 import avro.schema
 import pytest
 import sqlalchemy as sa
-from kafka import KafkaConsumer, TopicPartition
 from metering_support import ledger_count, pdo_workers, wait_for_progress  # noqa: F401
 from sharing_support import (  # noqa: F401
     ACME,
@@ -28,6 +27,7 @@ from sharing_support import (  # noqa: F401
     platform,
     register_dataset,
     settings,
+    topic_messages,
     traffic_record,
 )
 
@@ -135,27 +135,11 @@ def _publish(settings, codec, dataset_id: str, count: int) -> None:
 def _wait_for_deliveries(settings, codec, topic: str, total: int, deadline: float) -> list[bytes]:
     """The usage facts on the deliveries topic once `total` distinct deliveries are there (raw values)."""
     while time.monotonic() < deadline:
-        values = _read_all(settings, topic)
+        values = [m.value for m in topic_messages(settings, topic)]
         if len({codec.decode(value).value["delivery_id"] for value in values}) >= total:
             return values
         time.sleep(1)
     raise AssertionError(f"fewer than {total} usage facts on {topic} in time")
-
-
-def _read_all(settings, topic: str) -> list[bytes]:
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap.split(","), enable_auto_commit=False)
-    try:
-        assigned = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        consumer.assign(assigned)
-        consumer.seek_to_beginning(*assigned)
-        ends = consumer.end_offsets(assigned)
-        values: list[bytes] = []
-        while any(consumer.position(tp) < ends[tp] for tp in assigned):
-            for messages in consumer.poll(timeout_ms=500).values():
-                values.extend(m.value for m in messages)
-        return values
-    finally:
-        consumer.close()
 
 
 def _send_again(settings, topic: str, values: list[bytes]) -> None:

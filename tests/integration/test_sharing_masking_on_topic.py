@@ -20,7 +20,6 @@ import pytest
 from hypothesis import HealthCheck, Phase, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
-from kafka import KafkaConsumer, TopicPartition
 from sharing_support import (  # noqa: F401  (fixtures)
     ACME,
     DISTRICTS,
@@ -29,13 +28,13 @@ from sharing_support import (  # noqa: F401  (fixtures)
     platform,
     register_dataset,
     settings,
+    topic_messages,
     wait_for,
     workers,
 )
 
 from pdo.authorization.testing import TRAFFIC_FLOW_SCHEMA
 from pdo.catalog.service import feed_topic
-from pdo.core.config import Settings
 from pdo.core.kafka import producer
 from pdo.sharing.agents import tenant_topic
 
@@ -95,25 +94,6 @@ def generated_records(count: int) -> list[dict]:
     return [{"record_id": f"r{number:04d}", **record} for number, record in enumerate(drawn)]
 
 
-def raw_records(settings: Settings, topic: str) -> list[bytes]:
-    """Every value on `topic` now, as the bytes a tenant's consumer receives."""
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap.split(","), enable_auto_commit=False)
-    try:
-        assigned = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        if not assigned:
-            return []
-        consumer.assign(assigned)
-        consumer.seek_to_beginning(*assigned)
-        ends = consumer.end_offsets(assigned)
-        found: list[bytes] = []
-        while any(consumer.position(tp) < ends[tp] for tp in assigned):
-            for messages in consumer.poll(timeout_ms=500).values():
-                found.extend(m.value for m in messages)
-        return found
-    finally:
-        consumer.close()
-
-
 def test_masked_fields_never_reach_the_tenant_topic_in_clear(settings, workers, platform):
     catalog, service, codec = platform["catalog"], platform["service"], platform["codec"]
     dataset_id = register_dataset(catalog)
@@ -137,7 +117,7 @@ def test_masked_fields_never_reach_the_tenant_topic_in_clear(settings, workers, 
     tenant = tenant_topic(ACME, dataset_id, settings)
     delivered = wait_for(
         "every filtered record",
-        lambda: (v := raw_records(settings, tenant)) and len(v) >= len(expected) and v,
+        lambda: (v := [m.value for m in topic_messages(settings, tenant)]) and len(v) >= len(expected) and v,
         [worker],
     )
     assert len(delivered) == len(expected)
