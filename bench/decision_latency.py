@@ -34,6 +34,7 @@ from pdo.catalog.service import CatalogService
 from pdo.core import db, schemas, topics
 from pdo.core.config import Settings
 from pdo.core.events import EventPublisher, utc_now
+from pdo.core.kafka import kafka_python_connection
 from pdo.core.serving import ServerThread
 from pdo.core.topics import TopicId
 from pdo.registry.app import create_app
@@ -60,7 +61,7 @@ class GrantWatcher:
         self.seen: dict[str, float] = {}
         self._consumer = KafkaConsumer(
             topics.name(TopicId.AUTHORIZATIONS, settings),
-            bootstrap_servers=settings.kafka_bootstrap,
+            **kafka_python_connection(settings),
             auto_offset_reset="earliest",
         )
         self._stop = threading.Event()

@@ -65,7 +65,7 @@ from pdo.core.codec import AvroCodec
 from pdo.core.config import Settings
 from pdo.core.deadletters import source_message
 from pdo.core.events import EventPublisher, utc_now
-from pdo.core.kafka import admin_client, producer
+from pdo.core.kafka import admin_client, aiokafka_connection, kafka_python_connection, producer
 from pdo.core.registry_client import RegistryClient
 from pdo.core.serving import ServerThread
 from pdo.core.topics import TopicId
@@ -218,7 +218,7 @@ def expected_deliveries(setup: Setup, count: int) -> int:
 
 
 def _consumer(settings: Settings) -> KafkaConsumer:
-    return KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap.split(","), enable_auto_commit=False)
+    return KafkaConsumer(**kafka_python_connection(settings), enable_auto_commit=False)
 
 
 def end_offsets(settings: Settings, names: list[str]) -> dict[KTopicPartition, int]:
@@ -361,13 +361,13 @@ async def loop(
     are processed and acknowledged (the loop has caught up)."""
     settings = setup.settings
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap.split(","),
+        **aiokafka_connection(settings),
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_partition_fetch_bytes=4 * 1024 * 1024,
     )
-    kafka = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap.split(","), acks="all", linger_ms=0)
+    kafka = AIOKafkaProducer(**aiokafka_connection(settings), acks="all", linger_ms=0)
     await consumer.start()
     await kafka.start()
     handler = (

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 import pytest
 
 from pdo.core import topics
-from pdo.core.config import Settings
+from pdo.core.config import Settings, local_secret_path
 from pdo.core.kafka import admin_client
 from pdo.core.serving import ServerThread, free_port
 
@@ -25,6 +25,14 @@ REQUIRE_ALL = os.environ.get("PDO_TEST_REQUIRE_ALL") == "1"
 # would collide. Worker processes inherit this; a test that wants an endpoint gives it a free port.
 for _variable in ("CATALOG", "AUTHORIZATION", "SHARING", "METERING"):
     os.environ[f"PDO_{_variable}_METRICS_PORT"] = "0"
+
+
+# The suite talks to the broker as its admin. Tests move run_dir into temporary folders and start child
+# processes, so the local broker's generated password is handed on explicitly, as a deployment would.
+if not os.environ.get("PDO_KAFKA_PASSWORD"):
+    _admin_secret = local_secret_path(Settings.from_env().run_dir, "kafka-admin")
+    if _admin_secret.exists():
+        os.environ["PDO_KAFKA_PASSWORD"] = _admin_secret.read_text().strip()
 
 
 def _unavailable(what: str) -> None:

@@ -36,7 +36,7 @@ from pdo.authorization.models import (
     SuspensionCause,
 )
 from pdo.authorization.service import OPERATOR_RULE
-from pdo.core import topics
+from pdo.core import kafka, topics
 from pdo.core.codec import AvroCodec, CodecError
 from pdo.core.config import Settings
 from pdo.core.errors import Unavailable
@@ -242,16 +242,13 @@ def read_events(settings: Settings, topic: TopicId, codec: AvroCodec, timeout_s:
 
 
 def _consumer(settings: Settings) -> KafkaConsumer:
-    try:
-        return KafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap.split(","),
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            request_timeout_ms=settings.kafka_timeout_s * 1000 + 1000,
-        )
-    except KafkaError as error:
-        raise Unavailable(f"cannot reach the Kafka broker at {settings.kafka_bootstrap}: {error}") from None
+    return kafka.consumer(
+        settings,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        request_timeout_ms=settings.kafka_timeout_s * 1000 + 1000,
+    )
 
 
 def _tp(message) -> TopicPartition:

@@ -17,14 +17,13 @@ from typing import Any, Protocol
 
 import sqlalchemy as sa
 from kafka import KafkaConsumer, TopicPartition
-from kafka.errors import KafkaError
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from pdo.catalog import mapping
 from pdo.catalog.models import Dataset
 from pdo.catalog.tables import datasets
-from pdo.core import topics
+from pdo.core import kafka, topics
 from pdo.core.codec import AvroCodec, CodecError
 from pdo.core.config import Settings
 from pdo.core.errors import Unavailable
@@ -226,15 +225,12 @@ def rebuild_from_topic(
 
 
 def _reader(settings: Settings) -> KafkaConsumer:
-    try:
-        return KafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap.split(","),
-            group_id=None,
-            enable_auto_commit=False,
-            request_timeout_ms=settings.kafka_timeout_s * 1000 + 1000,
-        )
-    except KafkaError as error:
-        raise Unavailable(f"cannot reach the Kafka broker at {settings.kafka_bootstrap}: {error}") from None
+    return kafka.consumer(
+        settings,
+        group_id=None,
+        enable_auto_commit=False,
+        request_timeout_ms=settings.kafka_timeout_s * 1000 + 1000,
+    )
 
 
 def _records_to_end(consumer: KafkaConsumer, topic: str, timeout_s: float):

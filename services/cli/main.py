@@ -7,6 +7,7 @@ import logging
 import sys
 
 from pdo.cli import (
+    acls,
     authorization,
     billing,
     broker,
@@ -31,6 +32,7 @@ COMMAND_MODULES = (
     demo,
     broker,
     topics,
+    acls,
     registry,
     catalog,
     authorization,

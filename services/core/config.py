@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -26,6 +27,38 @@ def _whole_number(raw: str) -> int:
         return int(raw)
     except ValueError:
         raise ConfigError(f"{raw!r} is not a whole number") from None
+
+
+SECURITY_PROTOCOLS = ("SASL_PLAINTEXT", "SASL_SSL")
+
+
+def _security_protocol(raw: str) -> str:
+    if raw not in SECURITY_PROTOCOLS:
+        raise ConfigError(f"{raw!r} is not one of {', '.join(SECURITY_PROTOCOLS)} (pdo always authenticates)")
+    return raw
+
+
+def local_secret_path(run_dir: Path, name: str) -> Path:
+    """Where the local stack keeps a generated secret (mode 0600), e.g. `kafka-admin`."""
+    return run_dir / "secrets" / name
+
+
+def ensure_local_secret(run_dir: Path, name: str) -> str:
+    """The local stack's secret `name`, made once (256 random bits, URL-safe) in a file only its owner reads."""
+    path = local_secret_path(run_dir, name)
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.chmod(0o700)
+    secret = secrets.token_urlsafe(32)
+    # O_EXCL: two commands starting at once cannot both write (the loser reads the winner's secret).
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(descriptor, "w") as file:
+        file.write(secret + "\n")
+    return secret
 
 
 def _setting(
@@ -65,11 +98,45 @@ class Settings:
     kafka_bootstrap: str = _setting(
         "PDO_KAFKA_BOOTSTRAP", "127.0.0.1:9092", "Kafka bootstrap servers, host:port[,host:port]"
     )
+    kafka_username: str = _setting(
+        "PDO_KAFKA_USERNAME",
+        "admin",
+        "SASL/SCRAM user this process authenticates as, to Kafka and to the schema registry "
+        "(`service.<name>` for a service, `tenant.<name>` for a tenant)",
+    )
+    kafka_password: str = _setting(
+        "PDO_KAFKA_PASSWORD",
+        "",
+        "password of PDO_KAFKA_USERNAME; unset, the local stack's generated secret "
+        "<PDO_RUN_DIR>/secrets/kafka-<user> is used (`pdo broker start` and `pdo up` write them)",
+        secret=True,
+    )
+    kafka_security_protocol: str = _setting(
+        "PDO_KAFKA_SECURITY_PROTOCOL",
+        "SASL_PLAINTEXT",
+        "SASL_PLAINTEXT, or SASL_SSL for TLS to the broker (then PDO_KAFKA_SSL_CAFILE)",
+        _security_protocol,
+    )
+    kafka_ssl_cafile: str = _setting(
+        "PDO_KAFKA_SSL_CAFILE", "", "PEM file of the CA that signed the broker's certificate (SASL_SSL)"
+    )
     kafka_port: int = _setting(
         "PDO_KAFKA_PORT", 9092, "client port of the local broker `pdo broker start` runs", _whole_number
     )
     kafka_controller_port: int = _setting(
         "PDO_KAFKA_CONTROLLER_PORT", 9093, "KRaft controller port of the local broker", _whole_number
+    )
+    kafka_tls_port: int = _setting(
+        "PDO_KAFKA_TLS_PORT",
+        0,
+        "SASL_SSL client port of the local broker (0: none); needs PDO_KAFKA_TLS_CERTFILE and _KEYFILE",
+        _whole_number,
+    )
+    kafka_tls_certfile: str = _setting(
+        "PDO_KAFKA_TLS_CERTFILE", "", "PEM certificate chain of the local broker's TLS listener"
+    )
+    kafka_tls_keyfile: str = _setting(
+        "PDO_KAFKA_TLS_KEYFILE", "", "PEM private key (unencrypted) of the local broker's TLS listener"
     )
     kafka_heap: str = _setting("PDO_KAFKA_HEAP", "512m", "maximum Java heap of the local broker (-Xmx)")
     kafka_start_timeout_s: int = _setting(
@@ -172,6 +239,8 @@ class Settings:
         value = getattr(self, setting.name)
         if not setting.metadata["secret"]:
             return str(value)
+        if not value:
+            return "(not set)"
         return (
             "(the development default: change it)"
             if value == setting.metadata["default"]

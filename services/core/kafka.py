@@ -1,30 +1,103 @@
-"""Kafka clients built from Settings, failing within seconds with a clear message when no broker answers."""
+"""Kafka clients built from Settings: always authenticated (SASL/SCRAM-SHA-512, optionally over TLS), failing
+within seconds with a clear message when no broker answers or the broker refuses the credentials.
+
+Every client pdo makes — kafka-python's producer, consumer and admin, aiokafka consumers, faust apps — takes
+its connection settings from here, so no code path can talk to Kafka without credentials.
+"""
 
 from __future__ import annotations
 
+import logging
+import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaError
 from kafka.net.compat import KafkaNetClient
 
-from pdo.core.config import Settings
+from pdo.core.config import ConfigError, Settings, local_secret_path
 from pdo.core.errors import Unavailable
 
+SASL_MECHANISM = "SCRAM-SHA-512"
 
-def _unreachable(settings: Settings) -> Unavailable:
+# kafka-python warns "exchanging credentials in the clear" on every SASL_PLAINTEXT login, SCRAM included;
+# SCRAM sends a salted proof, never the password, so the warning is noise in every log.
+logging.getLogger("kafka.net.sasl.scram").setLevel(logging.ERROR)
+
+
+def _unreachable(settings: Settings, error: Exception | None = None) -> Unavailable:
+    if error is not None and "authentication" in str(error).lower():
+        return Unavailable(
+            f"the Kafka broker at {settings.kafka_bootstrap} refused user {settings.kafka_username!r}",
+            hint="check PDO_KAFKA_USERNAME / PDO_KAFKA_PASSWORD (a local stack keeps them in "
+            "<PDO_RUN_DIR>/secrets/), or issue the user's credentials again",
+        )
     return Unavailable(
-        f"cannot reach the Kafka broker at {settings.kafka_bootstrap} within {settings.kafka_timeout_s} s",
-        hint="start the local one with `pdo broker start`, or point PDO_KAFKA_BOOTSTRAP at a running broker",
+        f"cannot reach the Kafka broker at {settings.kafka_bootstrap} within {settings.kafka_timeout_s} s "
+        f"as user {settings.kafka_username!r}",
+        hint="start the local one with `pdo broker start`, or point PDO_KAFKA_BOOTSTRAP at a running broker; "
+        "a wrong PDO_KAFKA_PASSWORD looks the same from here: see the broker's log",
     )
+
+
+def require_credentials(settings: Settings) -> tuple[str, str]:
+    """(username, password): PDO_KAFKA_PASSWORD, else the local stack's secret for the user; a ConfigError
+    that says where credentials come from when there is neither (there is no built-in password)."""
+    username = settings.kafka_username
+    if settings.kafka_password:
+        return username, settings.kafka_password
+    try:
+        return username, local_secret_path(settings.run_dir, f"kafka-{username}").read_text().strip()
+    except OSError:
+        raise ConfigError(
+            f"no Kafka password for user {username!r}: set PDO_KAFKA_PASSWORD, or start the local broker "
+            f"(`pdo broker start`), which writes {local_secret_path(settings.run_dir, 'kafka-admin')}"
+        ) from None
+
+
+def ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    """The TLS context of a SASL_SSL connection (verifying the broker against PDO_KAFKA_SSL_CAFILE)."""
+    if settings.kafka_security_protocol != "SASL_SSL":
+        return None
+    return ssl.create_default_context(cafile=settings.kafka_ssl_cafile or None)
+
+
+def connection(settings: Settings) -> dict[str, Any]:
+    """kafka-python's (and aiokafka's) security settings for this process's principal."""
+    username, password = require_credentials(settings)
+    return {
+        "bootstrap_servers": settings.kafka_bootstrap.split(","),
+        "security_protocol": settings.kafka_security_protocol,
+        "sasl_mechanism": SASL_MECHANISM,
+        "sasl_plain_username": username,
+        "sasl_plain_password": password,
+    }
+
+
+def kafka_python_connection(settings: Settings) -> dict[str, Any]:
+    config = connection(settings)
+    if settings.kafka_security_protocol == "SASL_SSL":
+        config["ssl_cafile"] = settings.kafka_ssl_cafile or None
+        config["ssl_check_hostname"] = True
+    return config
+
+
+def aiokafka_connection(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for AIOKafkaConsumer / AIOKafkaProducer: servers, SASL and, for SASL_SSL, TLS."""
+    config = connection(settings)
+    context = ssl_context(settings)
+    if context is not None:
+        config["ssl_context"] = context
+    return config
 
 
 def _timeouts(settings: Settings) -> dict:
     timeout_ms = settings.kafka_timeout_s * 1000
     return {
-        "bootstrap_servers": settings.kafka_bootstrap.split(","),
+        **kafka_python_connection(settings),
         "bootstrap_timeout_ms": timeout_ms,
         "request_timeout_ms": timeout_ms,
     }
@@ -35,7 +108,7 @@ def admin_client(settings: Settings) -> Iterator[KafkaAdminClient]:
     try:
         client = KafkaAdminClient(client_id="pdo-admin", **_timeouts(settings))
     except KafkaError as error:
-        raise _unreachable(settings) from error
+        raise _unreachable(settings, error) from error
     try:
         yield client
     finally:
@@ -56,7 +129,7 @@ def producer(settings: Settings, **config) -> KafkaProducer:
     try:
         return KafkaProducer(client_id="pdo", **_timeouts(settings), **{**defaults, **config})
     except KafkaError as error:
-        raise _unreachable(settings) from error
+        raise _unreachable(settings, error) from error
 
 
 def consumer(settings: Settings, **config) -> KafkaConsumer:
@@ -77,4 +150,19 @@ def consumer(settings: Settings, **config) -> KafkaConsumer:
     except KafkaError as error:
         for client in made:
             client.close()
-        raise _unreachable(settings) from error
+        raise _unreachable(settings, error) from error
+
+
+def librdkafka_config(settings: Settings) -> dict[str, str]:
+    """The same connection for librdkafka clients (confluent-kafka, kcat): the properties a tenant is given."""
+    username, password = require_credentials(settings)
+    config = {
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "security.protocol": settings.kafka_security_protocol,
+        "sasl.mechanisms": SASL_MECHANISM,
+        "sasl.username": username,
+        "sasl.password": password,
+    }
+    if settings.kafka_security_protocol == "SASL_SSL" and settings.kafka_ssl_cafile:
+        config["ssl.ca.location"] = settings.kafka_ssl_cafile
+    return config

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import faust
 
-from pdo.core import topics, worker_metrics
+from pdo.core import kafka, topics, worker_metrics
 from pdo.core.config import Settings
 from pdo.core.topics import TopicId
 
@@ -22,6 +22,7 @@ def make_app(service_id: str, settings: Settings) -> faust.App:
     app = faust.App(
         service_id,
         broker=[f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")],
+        broker_credentials=credentials(settings),
         key_serializer="raw",
         value_serializer="raw",
         store="memory://",
@@ -37,6 +38,17 @@ def make_app(service_id: str, settings: Settings) -> faust.App:
     )
     worker_metrics.watch(app)  # every worker exports its consumer lag and when it last saw a record
     return app
+
+
+def credentials(settings: Settings) -> faust.SASLCredentials:
+    """The worker's SASL/SCRAM credentials (and TLS context for SASL_SSL), as for every other client."""
+    username, password = kafka.require_credentials(settings)
+    return faust.SASLCredentials(
+        username=username,
+        password=password,
+        mechanism=kafka.SASL_MECHANISM,
+        ssl_context=kafka.ssl_context(settings),
+    )
 
 
 def source(app: faust.App, topic: TopicId, settings: Settings) -> faust.TopicT:

@@ -25,8 +25,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
 
+from pdo.core import kafka
 from pdo.core.codec import AvroCodec, CodecError
 from pdo.core.config import Settings
 from pdo.core.db import make_engine
@@ -104,9 +105,7 @@ class TenantStreams:
         self.codec.registry.close()
 
     def _run(self) -> None:
-        consumer = KafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap.split(","), enable_auto_commit=False
-        )
+        consumer = kafka.consumer(self.settings, enable_auto_commit=False)
         try:
             topics = sorted(
                 {

@@ -52,6 +52,7 @@ from starlette.background import BackgroundTask
 from pdo.core.codec import AvroCodec, CodecError
 from pdo.core.config import Settings
 from pdo.core.errors import InvalidInput, NotFound, Unavailable
+from pdo.core.kafka import aiokafka_connection
 from pdo.core.registry_client import RegistryClient, RegistryError
 from pdo.gateway.auth import Tenant
 from pdo.gateway.deps import DatasetId, authorization
@@ -126,7 +127,7 @@ class StreamHub:
     def consumer(self) -> AIOKafkaConsumer:
         timeout_ms = self.settings.kafka_timeout_s * 1000
         return AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap.split(","),
+            **aiokafka_connection(self.settings),
             group_id=None,
             enable_auto_commit=False,
             # A resume position whose records retention has removed reads on from the oldest kept.

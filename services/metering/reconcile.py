@@ -38,13 +38,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
 from kafka.errors import UnknownTopicOrPartitionError
 from prometheus_client import REGISTRY, CollectorRegistry, Gauge
 from sqlalchemy import Connection, Engine
 
 from pdo.authorization import tables as authz
 from pdo.authorization.records import utc
+from pdo.core import kafka
 from pdo.core.codec import AvroCodec, CodecError
 from pdo.core.config import Settings
 from pdo.core.errors import PdoError
@@ -167,10 +168,8 @@ def scan_tenant_topics(
     assigned = tenant_partitions(settings, names)
     if not assigned:
         return scan
-    consumer = KafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap.split(","),
-        enable_auto_commit=False,
-        request_timeout_ms=max(settings.kafka_timeout_s * 1000, 5000),
+    consumer = kafka.consumer(
+        settings, enable_auto_commit=False, request_timeout_ms=max(settings.kafka_timeout_s * 1000, 5000)
     )
     try:
         consumer.assign(assigned)

@@ -41,6 +41,13 @@ created later and asks faust to resubscribe (a rebalance). A new dataset's feed 
 **Tenant topics** are created by the follower when it sees a grant ACTIVE, before the grant counts as
 applied, so a delivery never waits on a missing topic.
 
+**Fail closed.** An authorization event the follower cannot decode (garbage bytes, a schema the registry no
+longer has) is never skipped: the follower stops that partition of pdo.authorizations at the event,
+dead-letters it once (reason UNDECODABLE), sets `pdo_sharing_control_blocked{partition}` (alert
+`PdoControlEventBlocked`), and tries again every `BLOCKED_RETRY_S`. Since every fence waits for all
+authorization partitions, no feed record appended after the event is delivered until it decodes (e.g. the
+schema is registered again): the worker never delivers under a grant state it did not see.
+
 Nothing blocking runs on the event loop: SQL, the registry, Avro and kafka-python's admin run in threads.
 """
 
@@ -60,13 +67,13 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import Counter, Gauge, Histogram
 
 from pdo.catalog.service import get_dataset
-from pdo.core import topics
+from pdo.core import schemas, topics
 from pdo.core.codec import AvroCodec, CodecError
 from pdo.core.config import Settings
 from pdo.core.db import make_engine
-from pdo.core.deadletters import source_message
+from pdo.core.deadletters import DEAD_LETTER, dead_letter_event, source_message
 from pdo.core.errors import PdoError
-from pdo.core.kafka import admin_client
+from pdo.core.kafka import admin_client, aiokafka_connection, producer
 from pdo.core.registry_client import RegistryClient
 from pdo.core.streams import make_app
 from pdo.core.topics import TopicId
@@ -91,9 +98,16 @@ BATCH_WAIT_S = 0.02
 
 AUTHORIZATION_EVENTS = Counter(
     "pdo_sharing_authorization_events_total",
-    "Authorization events the follower read, by outcome (applied, unchanged, skipped)",
+    "Authorization events the follower read, by outcome (applied, unchanged, blocked)",
     ["outcome"],
 )
+CONTROL_BLOCKED = Gauge(
+    "pdo_sharing_control_blocked",
+    "1 while the follower is stopped at an authorization event it cannot decode (delivery waits), by partition",
+    ["partition"],
+)
+# How often a blocked follower tries the event again (the registry may have the schema back by then).
+BLOCKED_RETRY_S = 5.0
 GRANTS = Gauge("pdo_sharing_grants", "Grants in the worker's grant book")
 FENCES = Counter("pdo_sharing_fences_total", "End-offset fences the feed agent waited on")
 PROCESSING = Histogram(
@@ -115,11 +129,14 @@ class AuthorizationsFollower:
         codec: AvroCodec,
         book: GrantBook,
         on_active: Callable[[list[GrantScope]], None],
+        dead_letter: Callable[[Any, str], None],
     ) -> None:
         self.settings = settings
         self.codec = codec
         self.book = book
         self.on_active = on_active  # blocking (creates topics): run in a thread
+        self.dead_letter = dead_letter  # blocking (writes to the dead-letter topic): run in a thread
+        self._last_error = ""
         self.topic = topics.name(TopicId.AUTHORIZATIONS, settings)
         self._consumer: AIOKafkaConsumer | None = None
         # End offsets are asked on a connection of their own: a broker answers one connection's requests in
@@ -130,6 +147,8 @@ class AuthorizationsFollower:
         self._applied: dict[TopicPartition, int] = {}
         self._progress = asyncio.Condition()
         self._started = asyncio.Event()
+        self._blocked: dict[TopicPartition, int] = {}  # partition -> offset of the event it cannot decode
+        self._dead_lettered: set[tuple[TopicPartition, int]] = set()
 
     async def run(self) -> None:
         """Follow the topic until cancelled; a failure is logged and the follower starts over."""
@@ -148,7 +167,7 @@ class AuthorizationsFollower:
 
     def _new_consumer(self, client_id: str) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap.split(","),
+            **aiokafka_connection(self.settings),
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -171,7 +190,11 @@ class AuthorizationsFollower:
                 activated = await self._apply(batch)
                 if activated:
                     await _retrying("creating tenant topics", self.on_active, activated)
+                for tp, offset in self._blocked.items():
+                    consumer.seek(tp, offset)  # read the undecodable event again next time, never past it
                 await self._advance({tp: await consumer.position(tp) for tp in partitions})
+                if self._blocked:
+                    await asyncio.sleep(BLOCKED_RETRY_S)
         finally:
             self._started.clear()
             self._consumer = self._offsets = None
@@ -189,11 +212,13 @@ class AuthorizationsFollower:
     async def _apply(self, batch: dict[TopicPartition, list[Any]]) -> list[GrantScope]:
         """Apply one fetched batch in offset order per partition; the grants it left ACTIVE."""
         activated: dict[str, GrantScope] = {}
-        for messages in batch.values():
+        for tp, messages in batch.items():
             for message in messages:
                 decoded = await _retrying("decoding an authorization", self._decode, message)
                 if decoded is None:
-                    continue
+                    await self._block(tp, message)
+                    break  # nothing after it on this partition until it decodes
+                self._unblock(tp)
                 changed = self.book.apply(decoded.schema_name, decoded.value)
                 AUTHORIZATION_EVENTS.labels("applied" if changed else "unchanged").inc()
                 if changed is not None:
@@ -205,10 +230,32 @@ class AuthorizationsFollower:
         try:
             return self.codec.decode(message.value)
         except CodecError as error:
-            # Nothing better can be done with bytes that are no event; pdo's own services never write them.
-            AUTHORIZATION_EVENTS.labels("skipped").inc()
-            log.error("%s[%d]@%d skipped: %s", message.topic, message.partition, message.offset, error)
+            log.error(
+                "%s[%d]@%d cannot be decoded; delivery waits for it: %s",
+                message.topic,
+                message.partition,
+                message.offset,
+                error,
+            )
+            self._last_error = str(error)
             return None
+
+    async def _block(self, tp: TopicPartition, message: Any) -> None:
+        """Stop `tp` at this event (fail closed) and dead-letter it once, so an operator sees why."""
+        self._blocked[tp] = message.offset
+        CONTROL_BLOCKED.labels(str(tp.partition)).set(1)
+        AUTHORIZATION_EVENTS.labels("blocked").inc()
+        if (tp, message.offset) not in self._dead_lettered:
+            reason = (
+                f"authorization event cannot be decoded; delivery is stopped until it can: {self._last_error}"
+            )
+            await _retrying("dead-lettering an authorization", self.dead_letter, message, reason)
+            self._dead_lettered.add((tp, message.offset))
+
+    def _unblock(self, tp: TopicPartition) -> None:
+        if self._blocked.pop(tp, None) is not None:
+            CONTROL_BLOCKED.labels(str(tp.partition)).set(0)
+            log.warning("%s[%d] decodes again; the follower goes on", tp.topic, tp.partition)
 
     async def _advance(self, positions: dict[TopicPartition, int]) -> None:
         async with self._progress:
@@ -282,6 +329,28 @@ class TenantTopics:
             log.info("tenant topics ready: %s", ", ".join(spec.name for spec in missing))
 
 
+class ControlDeadLetters:
+    """Writes an undecodable control event to the dead-letter topic, exactly as read. Blocking."""
+
+    def __init__(self, settings: Settings, codec: AvroCodec) -> None:
+        self.settings = settings
+        self.codec = codec
+        self.topic = topics.name(TopicId.DEAD_LETTERS, settings)
+
+    def send(self, message: Any, reason: str) -> None:
+        letter = dead_letter_event(source_message(message), APP_ID, "UNDECODABLE", reason)
+        value = self.codec.encode(
+            self.topic, schemas.get(DEAD_LETTER, self.settings.home / "schemas"), letter
+        )
+        sender = producer(self.settings)
+        try:
+            sender.send(self.topic, key=message.topic.encode(), value=value).get(
+                self.settings.kafka_timeout_s
+            )
+        finally:
+            sender.close()
+
+
 def partition_numbers(settings: Settings, topic: str) -> list[int]:
     """The partitions `topic` has on the broker; empty if it does not exist."""
     with admin_client(settings) as admin:
@@ -330,7 +399,9 @@ def build_runtime(settings: Settings) -> Runtime:
     handler = FeedHandler(
         settings, codec, lambda dataset_id: get_dataset(engine, dataset_id), book, masking_key(settings)
     )
-    follower = AuthorizationsFollower(settings, codec, book, tenant_topics.ensure)
+    follower = AuthorizationsFollower(
+        settings, codec, book, tenant_topics.ensure, ControlDeadLetters(settings, codec).send
+    )
     return Runtime(settings, book, handler, follower, tenant_topics, engine)
 
 

@@ -28,10 +28,10 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from pdo.core.config import Settings
+from pdo.core.config import Settings, ensure_local_secret
 from pdo.core.errors import PdoError
 
 KAFKA_VERSION = "4.4.0"  # must match <kafka.version> in deploy/kafka/pom.xml
@@ -92,6 +92,15 @@ class BrokerPaths:
     def pid_file(self) -> Path:
         return self.root / "broker.pid"
 
+    @property
+    def secured_stamp(self) -> Path:
+        # Written when pdo formats the storage with its admin credential; an older, open folder lacks it.
+        return self.data / ".pdo-secured"
+
+    @property
+    def tls_keystore(self) -> Path:
+        return self.root / "tls-keystore.pem"
+
 
 @dataclass(frozen=True)
 class BrokerStatus:
@@ -148,21 +157,87 @@ def fetch_jars(settings: Settings, report: Report = print, force: bool = False) 
 # ---------------------------------------------------------------------------------------------- config
 
 
+CONTROLLER_USER = "controller"
+ADMIN_USER = "admin"
+SCRAM = "SCRAM-SHA-512"
+AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+
+
+def admin_password(settings: Settings) -> str:
+    """The bootstrap super user's password: PDO_KAFKA_PASSWORD when this process is the admin, else made once
+    per run dir and kept in <run_dir>/secrets/kafka-admin (the file every local client falls back to)."""
+    if settings.kafka_username == ADMIN_USER and settings.kafka_password:
+        return settings.kafka_password
+    return ensure_local_secret(settings.run_dir, f"kafka-{ADMIN_USER}")
+
+
+def _jaas(module: str, **options: str) -> str:
+    quoted = " ".join(f'{key}="{value}"' for key, value in options.items())
+    return f"org.apache.kafka.common.security.{module} required {quoted};"
+
+
+def security_properties(settings: Settings, paths: BrokerPaths) -> dict[str, object]:
+    """SASL on every listener, Kafka's StandardAuthorizer, and nothing allowed without an ACL.
+
+    Clients authenticate with SCRAM-SHA-512 (users live in the cluster metadata; the admin is added when
+    the storage is formatted). KRaft controllers cannot use SCRAM (KAFKA-14369), so the loopback-only
+    controller listener uses SASL/PLAIN with one static user, a super user like the admin: the quorum's
+    own requests pass the authorizer too.
+    """
+    admin = admin_password(settings)
+    controller = ensure_local_secret(settings.run_dir, "kafka-controller")
+    scram_login = _jaas("scram.ScramLoginModule", username=ADMIN_USER, password=admin)
+    properties: dict[str, object] = {
+        "sasl.enabled.mechanisms": SCRAM,
+        "sasl.mechanism.inter.broker.protocol": SCRAM,
+        "sasl.mechanism.controller.protocol": "PLAIN",
+        "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+        "listener.name.controller.plain.sasl.jaas.config": _jaas(
+            "plain.PlainLoginModule",
+            username=CONTROLLER_USER,
+            password=controller,
+            **{f"user_{CONTROLLER_USER}": controller},
+        ),
+        "listener.name.client.scram-sha-512.sasl.jaas.config": scram_login,
+        "authorizer.class.name": AUTHORIZER,
+        "super.users": f"User:{ADMIN_USER};User:{CONTROLLER_USER}",
+        "allow.everyone.if.no.acl.found": "false",
+    }
+    if settings.kafka_tls_port:
+        properties.update(
+            {
+                "listener.name.client_tls.scram-sha-512.sasl.jaas.config": scram_login,
+                "listener.name.client_tls.ssl.keystore.type": "PEM",
+                "listener.name.client_tls.ssl.keystore.location": paths.tls_keystore,
+            }
+        )
+    return properties
+
+
+def listener_properties(settings: Settings) -> dict[str, object]:
+    """CLIENT (SASL_PLAINTEXT), optionally CLIENT_TLS (SASL_SSL), and CONTROLLER, all on loopback."""
+    host = "127.0.0.1"
+    client = f"CLIENT://{host}:{settings.kafka_port}"
+    tls = f",CLIENT_TLS://{host}:{settings.kafka_tls_port}" if settings.kafka_tls_port else ""
+    return {
+        "listeners": f"{client}{tls},CONTROLLER://{host}:{settings.kafka_controller_port}",
+        "advertised.listeners": f"{client}{tls}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "CLIENT",
+        "listener.security.protocol.map": "CLIENT:SASL_PLAINTEXT,CLIENT_TLS:SASL_SSL,CONTROLLER:SASL_PLAINTEXT",
+    }
+
+
 def server_properties(settings: Settings, paths: BrokerPaths) -> str:
     """The broker's configuration: one node that is both broker and controller, sized for a small machine."""
-    host = "127.0.0.1"
-    port, controller_port = settings.kafka_port, settings.kafka_controller_port
     settings_lines = {
         "process.roles": "broker,controller",
         "node.id": NODE_ID,
         # A static one-voter quorum (rather than `format --standalone`) keeps no endpoint in the
         # metadata log, so changing PDO_KAFKA_CONTROLLER_PORT later only needs a new properties file.
-        "controller.quorum.voters": f"{NODE_ID}@{host}:{controller_port}",
-        "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://{host}:{port}",
-        "controller.listener.names": "CONTROLLER",
-        "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "controller.quorum.voters": f"{NODE_ID}@127.0.0.1:{settings.kafka_controller_port}",
+        **listener_properties(settings),
+        **security_properties(settings, paths),
         "log.dirs": paths.data,
         # Topics are created on purpose by `pdo topics`, never by a typo in a producer.
         "auto.create.topics.enable": "false",
@@ -221,8 +296,33 @@ logger.state.level = warn
 
 def write_config_files(settings: Settings, paths: BrokerPaths) -> None:
     paths.logs.mkdir(parents=True, exist_ok=True)
-    paths.server_properties.write_text(server_properties(settings, paths))
+    if settings.kafka_tls_port:
+        write_tls_keystore(settings, paths)
+    _write_private(paths.server_properties, server_properties(settings, paths))  # it holds passwords
     paths.log4j_properties.write_text(log4j_properties(paths))
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    path.write_text(text)
+
+
+def write_tls_keystore(settings: Settings, paths: BrokerPaths) -> None:
+    """Kafka's PEM keystore is one file holding the private key (PKCS#8, unencrypted) and the chain."""
+    sources = {
+        "PDO_KAFKA_TLS_KEYFILE": settings.kafka_tls_keyfile,
+        "PDO_KAFKA_TLS_CERTFILE": settings.kafka_tls_certfile,
+    }
+    missing = [name for name, value in sources.items() if not value or not Path(value).is_file()]
+    if missing:
+        raise PdoError(
+            f"PDO_KAFKA_TLS_PORT={settings.kafka_tls_port} needs {' and '.join(missing)} (PEM files)",
+            "make a development CA and broker certificate with `deploy/local/tls.sh <folder>`",
+        )
+    key = Path(settings.kafka_tls_keyfile).read_text()
+    chain = Path(settings.kafka_tls_certfile).read_text()
+    _write_private(paths.tls_keystore, key.rstrip() + "\n" + chain)
 
 
 def new_cluster_id() -> str:
@@ -266,11 +366,28 @@ def is_formatted(paths: BrokerPaths) -> bool:
 def format_storage(settings: Settings, paths: BrokerPaths, report: Report = print) -> None:
     """Format the KRaft data folder once; a formatted folder is kept, with its topics, across restarts."""
     if is_formatted(paths):
+        if not paths.secured_stamp.exists():
+            raise PdoError(
+                f"{paths.data} was formatted before pdo's broker was secured (no admin credential in it)",
+                f"remove {paths.data} (its topics go with it) and run `pdo broker start` again",
+            )
         return
     cluster_id = new_cluster_id()
     report(f"formatting KRaft storage in {paths.data} (cluster id {cluster_id})")
+    scram_admin = f"{SCRAM}=[name={ADMIN_USER},password={admin_password(settings)}]"
     command = java_command(
-        settings, paths, STORAGE_MAIN_CLASS, "format", "-t", cluster_id, "-c", str(paths.server_properties)
+        settings,
+        paths,
+        STORAGE_MAIN_CLASS,
+        "format",
+        "-t",
+        cluster_id,
+        "-c",
+        str(paths.server_properties),
+        # KIP-900: the admin's SCRAM credential goes into the metadata log before the broker first starts,
+        # since the broker itself authenticates as the admin on its client listener.
+        "--add-scram",
+        scram_admin,
     )
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
@@ -278,18 +395,17 @@ def format_storage(settings: Settings, paths: BrokerPaths, report: Report = prin
             f"formatting the Kafka storage failed:\n{(result.stdout + result.stderr).strip()}",
             f"remove {paths.data} and retry `pdo broker start`",
         )
+    paths.secured_stamp.touch()
 
 
 # ---------------------------------------------------------------------------------------------- probing
 
 
-def metadata_request(correlation_id: int = 1) -> bytes:
-    """A Metadata v4 request for no topics: the lowest version Kafka 4 still accepts (KIP-896)."""
+def api_versions_request(correlation_id: int = 1) -> bytes:
+    """An ApiVersions v0 request: the one request a SASL listener answers before authentication."""
     client_id = b"pdo-broker-probe"
-    header = struct.pack(">hhih", 3, 4, correlation_id, len(client_id)) + client_id  # api_key 3 = Metadata
-    body = struct.pack(">ib", 0, 0)  # empty topic list, allow_auto_topic_creation=false
-    payload = header + body
-    return struct.pack(">i", len(payload)) + payload
+    header = struct.pack(">hhih", 18, 0, correlation_id, len(client_id)) + client_id  # api_key 18
+    return struct.pack(">i", len(header)) + header
 
 
 def _receive_exactly(sock: socket.socket, size: int) -> bytes:
@@ -302,23 +418,35 @@ def _receive_exactly(sock: socket.socket, size: int) -> bytes:
     return data
 
 
-def broker_count_in_metadata(response: bytes, correlation_id: int) -> int:
-    """How many brokers a Metadata v4 response lists (header: correlation id; body: throttle, brokers)."""
-    answered_id, _throttle_ms, broker_count = struct.unpack_from(">iii", response)
-    if answered_id != correlation_id:
-        raise ConnectionError("unexpected reply to the metadata probe")
-    return broker_count
-
-
-def answers_metadata(port: int, host: str = "127.0.0.1", timeout_s: float = 1.0) -> bool:
-    """True when a Kafka broker on host:port answers a Metadata request and lists at least one broker."""
+def answers_api_versions(port: int, host: str = "127.0.0.1", timeout_s: float = 1.0) -> bool:
+    """True when a Kafka broker on host:port answers ApiVersions without error (no credentials needed)."""
     try:
         with socket.create_connection((host, port), timeout=timeout_s) as sock:
             sock.settimeout(timeout_s)
-            sock.sendall(metadata_request())
+            sock.sendall(api_versions_request())
             (size,) = struct.unpack(">i", _receive_exactly(sock, 4))
-            return broker_count_in_metadata(_receive_exactly(sock, size), 1) > 0
+            answered_id, error_code = struct.unpack_from(">ih", _receive_exactly(sock, size))
+            return answered_id == 1 and error_code == 0
     except (OSError, ConnectionError, struct.error):
+        return False
+
+
+def serves_authenticated_clients(settings: Settings) -> bool:
+    """True once the broker lists itself to the admin over SASL: registered, its authorizer loaded."""
+    from pdo.core.kafka import admin_client  # the stack sits above the core's client helpers
+
+    admin = replace(
+        settings,
+        kafka_username=ADMIN_USER,
+        kafka_password=admin_password(settings),
+        kafka_security_protocol="SASL_PLAINTEXT",
+        kafka_bootstrap=f"127.0.0.1:{settings.kafka_port}",
+        kafka_timeout_s=2,
+    )
+    try:
+        with admin_client(admin) as client:
+            return bool(client.describe_cluster()["brokers"])
+    except PdoError:
         return False
 
 
@@ -405,11 +533,13 @@ def log_tail(paths: BrokerPaths, lines: int = 30) -> str:
 
 
 def wait_until_answering(pid: int, settings: Settings, paths: BrokerPaths) -> float:
-    """Seconds until the new broker answered metadata; PdoError if it exits or the timeout passes."""
+    """Seconds until the new broker served the admin; PdoError if it exits or the timeout passes."""
     started = time.monotonic()
     deadline = started + settings.kafka_start_timeout_s
     while time.monotonic() < deadline:
-        if answers_metadata(settings.kafka_port, timeout_s=0.5):
+        if answers_api_versions(settings.kafka_port, timeout_s=0.5) and serves_authenticated_clients(
+            settings
+        ):
             return time.monotonic() - started
         if not process_alive(pid):
             paths.pid_file.unlink(missing_ok=True)
@@ -438,14 +568,14 @@ def start(settings: Settings | None = None, report: Report = print) -> BrokerSta
 
     existing = running_pid(paths)
     if existing is not None:
-        if answers_metadata(port):
+        if answers_api_versions(port):
             report(f"Kafka broker already running (pid {existing}) on 127.0.0.1:{port}; nothing to do")
             return BrokerStatus(running=True, pid=existing, port=port, answering=True)
         report(f"Kafka broker (pid {existing}) is running but not answering yet; waiting for it")
         elapsed = wait_until_answering(existing, settings, paths)
         report(f"Kafka broker ready after {elapsed:.1f} s more")
         return BrokerStatus(running=True, pid=existing, port=port, answering=True)
-    if answers_metadata(port):
+    if answers_api_versions(port):
         report(f"a Kafka broker not started from {paths.root} already answers on 127.0.0.1:{port}; using it")
         return BrokerStatus(running=True, pid=None, port=port, answering=True)
 
@@ -492,7 +622,7 @@ def stop(settings: Settings | None = None, report: Report = print) -> bool:
         others = " (another broker answers on that port; pdo did not start it and leaves it alone)"
         report(
             f"no Kafka broker started from {paths.root} is running"
-            + (others if answers_metadata(settings.kafka_port) else "")
+            + (others if answers_api_versions(settings.kafka_port) else "")
         )
         return False
     report(f"stopping Kafka broker (pid {pid})...")
@@ -524,5 +654,5 @@ def status(settings: Settings | None = None) -> BrokerStatus:
         running=pid is not None,
         pid=pid,
         port=settings.kafka_port,
-        answering=answers_metadata(settings.kafka_port),
+        answering=answers_api_versions(settings.kafka_port),
     )

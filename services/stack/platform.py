@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import httpx
 import yaml
 
-from pdo.core import db
+from pdo.core import access, db
 from pdo.core.config import Settings
 from pdo.core.errors import PdoError
 from pdo.stack import broker
@@ -153,6 +153,7 @@ class Platform:
         log = self._log_path(service.name).open("ab")
         return subprocess.Popen(
             [sys.executable, "-m", "pdo.cli.main", *service.command],
+            env=self._environment(service.name),
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -161,6 +162,14 @@ class Platform:
             # needs them for its final summary).
             start_new_session=True,
         )
+
+    def _environment(self, name: str) -> dict[str, str]:
+        """These settings, with the service's own Kafka principal: it can do only what topics/ grants it."""
+        return {
+            **self.settings.environment(),
+            "PDO_KAFKA_USERNAME": access.service_user(name),
+            "PDO_KAFKA_PASSWORD": access.service_password(self.settings, name),
+        }
 
     def _wait_ready(self, service: ServiceProcess, url: str, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -191,13 +200,15 @@ class Platform:
 def local_platform(settings: Settings, report: Callable[[str], None] = print) -> Iterator[Platform]:
     """The broker (started unless running), the declared topics, the database, and every service, running;
     on exit every service stops, and the broker too if it was started here (leave someone else's alone)."""
-    from pdo.cli.topics import apply_and_report  # the CLI's report of created topics and drift
+    from pdo.cli.acls import apply_and_report as apply_acls  # the CLI's reports of what it created
+    from pdo.cli.topics import apply_and_report
 
     already_running = broker.status(settings).running
     broker.start(settings)
     platform = Platform(settings, report)
     try:
         apply_and_report(settings)
+        apply_acls(settings, users=True)
         db.upgrade(settings.database_url)
         report(f"database at revision {db.current_revision(settings.database_url)}")
         platform.start()

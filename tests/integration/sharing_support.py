@@ -31,7 +31,7 @@ from pdo.core import db
 from pdo.core.codec import AvroCodec
 from pdo.core.config import Settings
 from pdo.core.events import EventPublisher, utc_now
-from pdo.core.kafka import producer
+from pdo.core.kafka import kafka_python_connection, producer
 
 PROVIDER = "provider:transport-bureau"
 ACME = "tenant:acme-logistics"
@@ -187,7 +187,7 @@ def traffic_record(record_id: str, district: str) -> dict[str, Any]:
 
 def topic_messages(settings: Settings, topic: str, timeout_s: float = 20) -> list[Any]:
     """Every message on `topic` now, undecoded, in partition and offset order ([] for a missing topic)."""
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap.split(","), enable_auto_commit=False)
+    consumer = KafkaConsumer(**kafka_python_connection(settings), enable_auto_commit=False)
     try:
         assigned = [
             TopicPartition(topic, number) for number in sorted(consumer.partitions_for_topic(topic) or ())

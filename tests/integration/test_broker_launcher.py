@@ -30,7 +30,7 @@ def test_start_is_idempotent_and_stop_shuts_the_broker_down(tmp_path):
     started = broker.start(settings, report=lines.append)
     try:
         assert started.running and started.pid is not None
-        assert broker.answers_metadata(settings.kafka_port)
+        assert broker.answers_api_versions(settings.kafka_port)
         assert paths.pid_file.read_text().strip() == str(started.pid)
         assert any("ready in" in line for line in lines)
 
@@ -41,7 +41,7 @@ def test_start_is_idempotent_and_stop_shuts_the_broker_down(tmp_path):
     finally:
         assert broker.stop(settings, report=lines.append)
 
-    assert not broker.answers_metadata(settings.kafka_port, timeout_s=0.5)
+    assert not broker.answers_api_versions(settings.kafka_port, timeout_s=0.5)
     assert not paths.pid_file.exists()
     assert not broker.status(settings).running
     assert "shut down" in paths.server_log.read_text()

@@ -34,7 +34,7 @@ from pdo.core.codec import AvroCodec
 from pdo.core.config import Settings
 from pdo.core.errors import Conflict, InvalidInput, Unavailable
 from pdo.core.events import EventPublisher
-from pdo.core.kafka import admin_client
+from pdo.core.kafka import admin_client, kafka_python_connection
 from pdo.core.registry_client import RegistryClient
 from pdo.core.topics import TopicId
 
@@ -94,7 +94,7 @@ def registration(dataset_id: str, **changes) -> DatasetRegistration:
 
 
 def catalog_end(settings: Settings) -> dict[TopicPartition, int]:
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    consumer = KafkaConsumer(**kafka_python_connection(settings))
     try:
         topic = topics.name(TopicId.CATALOG, settings)
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
@@ -108,7 +108,7 @@ def events_since(
 ) -> list[tuple[str, dict]]:
     """(schema name, value) of every catalog event keyed by `dataset_id` written after `start`, in order."""
     end = catalog_end(settings)
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, consumer_timeout_ms=5000)
+    consumer = KafkaConsumer(**kafka_python_connection(settings), consumer_timeout_ms=5000)
     found = []
     try:
         consumer.assign(list(start))

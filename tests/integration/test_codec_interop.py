@@ -18,7 +18,7 @@ from kafka.admin import NewTopic
 from pdo.core import schemas
 from pdo.core.codec import AvroCodec
 from pdo.core.config import Settings
-from pdo.core.kafka import admin_client, producer
+from pdo.core.kafka import admin_client, kafka_python_connection, librdkafka_config, producer
 from pdo.core.registry_client import RegistryClient
 
 pytestmark = pytest.mark.integration
@@ -47,7 +47,10 @@ def topic(kafka_bootstrap) -> str:
 
 def read_one(bootstrap: str, topic: str) -> bytes:
     consumer = KafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=15000
+        topic,
+        **kafka_python_connection(Settings.from_env()),
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=15000,
     )
     try:
         return next(iter(consumer)).value
@@ -80,7 +83,7 @@ def test_a_record_confluent_produces_is_read_by_our_codec(kafka_bootstrap, regis
             conf={"subject.name.strategy": topic_record_subject_name_strategy},
         )
         data = serialize(event, SerializationContext(topic, MessageField.VALUE))
-    sender = Producer({"bootstrap.servers": kafka_bootstrap})
+    sender = Producer(librdkafka_config(Settings.from_env()))
     sender.produce(topic, key=b"air-quality", value=data)
     assert sender.flush(15) == 0
 

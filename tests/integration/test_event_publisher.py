@@ -11,6 +11,7 @@ from pdo.core.codec import AvroCodec
 from pdo.core.config import Settings
 from pdo.core.errors import Unavailable
 from pdo.core.events import EventPublisher, event_head
+from pdo.core.kafka import kafka_python_connection
 from pdo.core.registry_client import RegistryClient
 from pdo.core.topics import TopicId
 
@@ -25,7 +26,7 @@ def publisher(kafka_bootstrap, registry_url):
 
 
 def read_at(bootstrap: str, topic: str, partition: int, offset: int) -> tuple[bytes, bytes]:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, consumer_timeout_ms=10000)
+    consumer = KafkaConsumer(**kafka_python_connection(Settings.from_env()), consumer_timeout_ms=10000)
     try:
         position = TopicPartition(topic, partition)
         consumer.assign([position])

@@ -22,6 +22,7 @@ from pdo.core import db, topics
 from pdo.core.codec import AvroCodec
 from pdo.core.config import Settings
 from pdo.core.events import EventPublisher
+from pdo.core.kafka import kafka_python_connection
 from pdo.core.registry_client import RegistryClient
 from pdo.core.topics import TopicId
 from pdo.gateway.app import create_app
@@ -173,7 +174,7 @@ def refusals(platform: Platform, route: str, reason: str) -> float:
 def grant_events(platform: Platform, grant_id: str) -> list[str]:
     """Schema names of the events keyed by `grant_id` on the authorizations topic, in order."""
     name = topics.name(TopicId.AUTHORIZATIONS, platform.settings)
-    consumer = KafkaConsumer(bootstrap_servers=platform.settings.kafka_bootstrap, consumer_timeout_ms=3000)
+    consumer = KafkaConsumer(**kafka_python_connection(platform.settings), consumer_timeout_ms=3000)
     found = []
     try:
         partitions = [TopicPartition(name, p) for p in consumer.partitions_for_topic(name)]

@@ -39,6 +39,7 @@ from pdo.core.codec import HEADER
 from pdo.core.config import Settings
 from pdo.core.errors import Conflict, NotFound
 from pdo.core.events import EventPublisher
+from pdo.core.kafka import kafka_python_connection
 from pdo.core.registry_client import RegistryClient
 from pdo.gateway.app import create_app
 from pdo.gateway.principals import PrincipalStore
@@ -94,7 +95,7 @@ def platform(kafka_bootstrap, registry_url, database_url, tmp_path) -> Iterator[
 
 def read_feed(settings: Settings, topic: str, count: int, timeout_s: float = 30) -> list:
     """The first `count` records of every partition of `topic`, read from the beginning."""
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    consumer = KafkaConsumer(**kafka_python_connection(settings), enable_auto_commit=False)
     try:
         partitions = [
             TopicPartition(topic, number) for number in sorted(consumer.partitions_for_topic(topic))

@@ -43,6 +43,7 @@ from pdo.authorization.testing import TRAFFIC_FLOW_SCHEMA
 from pdo.catalog.models import DatasetChanges
 from pdo.core import topics
 from pdo.core.config import Settings
+from pdo.core.kafka import kafka_python_connection
 from pdo.core.topics import TopicId
 from pdo.sharing.agents import tenant_topic
 from pdo.sharing.transform import delivery_id
@@ -209,7 +210,7 @@ def test_two_workers_deliver_each_record_once_per_grant(settings, workers, platf
 
 
 def _group_is_stable(settings: Settings, group: str, members: int) -> bool:
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap.split(","))
+    admin = KafkaAdminClient(**kafka_python_connection(settings))
     try:
         description = admin.describe_groups([group])[group]
         return description["group_state"] == "Stable" and len(description["members"]) == members

@@ -1,4 +1,4 @@
-"""The broker launcher's pure logic: generated configuration, error messages and the metadata probe."""
+"""The broker launcher's pure logic: generated (secured) configuration, error messages and the probe."""
 
 from __future__ import annotations
 
@@ -37,9 +37,72 @@ def test_server_properties_turn_topic_auto_creation_off(broker_settings):
 
 def test_server_properties_listen_on_loopback_at_the_configured_ports(broker_settings):
     props = parsed_properties(broker_settings)
-    assert props["listeners"] == "PLAINTEXT://127.0.0.1:29092,CONTROLLER://127.0.0.1:29093"
-    assert props["advertised.listeners"] == "PLAINTEXT://127.0.0.1:29092"
+    assert props["listeners"] == "CLIENT://127.0.0.1:29092,CONTROLLER://127.0.0.1:29093"
+    assert props["advertised.listeners"] == "CLIENT://127.0.0.1:29092"
     assert props["controller.quorum.voters"] == "1@127.0.0.1:29093"
+
+
+def test_every_listener_authenticates_and_nothing_passes_without_an_acl(broker_settings):
+    props = parsed_properties(broker_settings)
+    protocols = dict(entry.split(":") for entry in props["listener.security.protocol.map"].split(","))
+    assert set(protocols.values()) <= {"SASL_PLAINTEXT", "SASL_SSL"}
+    assert props["sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
+    assert props["sasl.mechanism.inter.broker.protocol"] == "SCRAM-SHA-512"
+    assert props["authorizer.class.name"] == "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+    assert props["allow.everyone.if.no.acl.found"] == "false"
+    assert props["super.users"] == "User:admin;User:controller"
+
+
+def test_the_admin_password_is_random_per_run_dir_and_kept_private(broker_settings, tmp_path):
+    password = broker.admin_password(broker_settings)
+    secret_file = tmp_path / "secrets" / "kafka-admin"
+    assert secret_file.read_text().strip() == password and len(password) >= 40
+    assert secret_file.stat().st_mode & 0o077 == 0
+    assert broker.admin_password(broker_settings) == password  # made once
+    other = dataclasses.replace(broker_settings, run_dir=tmp_path / "elsewhere")
+    assert broker.admin_password(other) != password
+
+
+def test_the_properties_file_holding_passwords_is_readable_by_its_owner_only(broker_settings):
+    paths = broker.BrokerPaths.from_settings(broker_settings)
+    broker.write_config_files(broker_settings, paths)
+    assert paths.server_properties.stat().st_mode & 0o077 == 0
+    assert broker.admin_password(broker_settings) in paths.server_properties.read_text()
+
+
+def test_a_tls_port_without_certificate_files_says_how_to_make_them(broker_settings):
+    settings = dataclasses.replace(broker_settings, kafka_tls_port=29094)
+    with pytest.raises(PdoError, match="PDO_KAFKA_TLS_KEYFILE and PDO_KAFKA_TLS_CERTFILE") as raised:
+        broker.write_config_files(settings, broker.BrokerPaths.from_settings(settings))
+    assert "deploy/local/tls.sh" in raised.value.hint
+
+
+def test_a_tls_port_adds_a_sasl_ssl_listener_with_a_pem_keystore(broker_settings, tmp_path):
+    (tmp_path / "key.pem").write_text("-----BEGIN PRIVATE KEY-----\nx\n-----END PRIVATE KEY-----\n")
+    (tmp_path / "cert.pem").write_text("-----BEGIN CERTIFICATE-----\ny\n-----END CERTIFICATE-----\n")
+    settings = dataclasses.replace(
+        broker_settings,
+        kafka_tls_port=29094,
+        kafka_tls_keyfile=str(tmp_path / "key.pem"),
+        kafka_tls_certfile=str(tmp_path / "cert.pem"),
+    )
+    paths = broker.BrokerPaths.from_settings(settings)
+    broker.write_config_files(settings, paths)
+    props = parsed_properties(settings)
+    assert "CLIENT_TLS://127.0.0.1:29094" in props["listeners"]
+    assert props["listener.name.client_tls.ssl.keystore.type"] == "PEM"
+    keystore = paths.tls_keystore.read_text()
+    assert keystore.index("PRIVATE KEY") < keystore.index("CERTIFICATE")
+    assert paths.tls_keystore.stat().st_mode & 0o077 == 0
+
+
+def test_a_data_folder_formatted_before_security_is_refused_with_what_to_do(broker_settings):
+    paths = broker.BrokerPaths.from_settings(broker_settings)
+    paths.data.mkdir(parents=True)
+    (paths.data / "meta.properties").write_text("cluster.id=x\n")
+    with pytest.raises(PdoError, match="formatted before pdo's broker was secured") as raised:
+        broker.format_storage(broker_settings, paths, report=lambda _line: None)
+    assert "remove" in raised.value.hint
 
 
 def test_server_properties_describe_a_single_kraft_node(broker_settings, tmp_path):
@@ -88,26 +151,19 @@ def test_pom_fetches_the_kafka_version_the_launcher_expects():
     assert f"<kafka.version>{broker.KAFKA_VERSION}</kafka.version>" in pom
 
 
-def test_metadata_request_is_a_framed_metadata_v4_request():
-    request = broker.metadata_request(correlation_id=7)
+def test_the_probe_is_a_framed_api_versions_v0_request():
+    request = broker.api_versions_request(correlation_id=7)
     (size,) = struct.unpack_from(">i", request)
     assert size == len(request) - 4
     api_key, api_version, correlation_id = struct.unpack_from(">hhi", request, 4)
-    assert (api_key, api_version, correlation_id) == (3, 4, 7)
+    assert (api_key, api_version, correlation_id) == (18, 0, 7)
 
 
-def test_metadata_response_broker_count_is_read_after_the_throttle_time():
-    response = struct.pack(">iii", 7, 0, 1) + b"rest of the response"
-    assert broker.broker_count_in_metadata(response, 7) == 1
-    with pytest.raises(ConnectionError):
-        broker.broker_count_in_metadata(response, 8)
-
-
-def test_a_port_nobody_listens_on_does_not_answer_metadata():
+def test_a_port_nobody_listens_on_does_not_answer():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    assert not broker.answers_metadata(port, timeout_s=0.2)
+    assert not broker.answers_api_versions(port, timeout_s=0.2)
 
 
 def test_start_refuses_a_port_held_by_something_that_is_not_kafka(broker_settings):

@@ -1,0 +1,70 @@
+"""`pdo acls apply|list`: the services' Kafka ACLs and users, as declared in topics/, on the broker."""
+
+from pdo.core import access
+from pdo.core.config import Settings
+from pdo.core.kafka import admin_client
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "acls", help="Kafka ACLs and service users: apply topics/ access, list them"
+    )
+    actions = parser.add_subparsers(dest="action", required=True)
+    apply_parser = actions.add_parser(
+        "apply", help="create the services' declared ACLs the broker lacks; report extra ones (idempotent)"
+    )
+    apply_parser.add_argument("--check", action="store_true", help="change nothing; exit 1 on any difference")
+    apply_parser.add_argument("--prune", action="store_true", help="also remove services' undeclared ACLs")
+    apply_parser.add_argument(
+        "--service-users",
+        action="store_true",
+        help="also create each service's SCRAM user (password PDO_<SERVICE>_KAFKA_PASSWORD, or a local secret)",
+    )
+    apply_parser.set_defaults(func=apply)
+    list_parser = actions.add_parser("list", help="every ACL on the broker, by principal")
+    list_parser.add_argument("--principal", help="only this Kafka user, e.g. tenant.acme")
+    list_parser.set_defaults(func=list_acls)
+
+
+def apply(args) -> int:
+    report = apply_and_report(
+        Settings.from_env(), check=args.check, prune=args.prune, users=args.service_users
+    )
+    return 1 if (args.check and not report.clean) else 0
+
+
+def apply_and_report(
+    settings: Settings, check: bool = False, prune: bool = False, users: bool = False
+) -> access.AclReport:
+    """Apply (or check) the services' ACLs and print what was found."""
+    verb = "checking" if check else "applying"
+    print(
+        f"{verb} the services' ACLs declared in {settings.home / 'topics'} on {settings.kafka_bootstrap} ..."
+    )
+    with admin_client(settings) as admin:
+        if users and not check:
+            for user in access.ensure_service_users(admin, settings):
+                print(f"  user      {user}")
+        report = access.apply(admin, settings, check=check, prune=prune)
+    label = "missing" if check else "created"
+    for grant in report.created:
+        print(f"  {label:<9} {grant.describe()}")
+    print(f"  ok        {len(report.present)} ACLs as declared")
+    for grant in report.extra:
+        print(f"  EXTRA     {grant.describe()}")
+    for grant in report.removed:
+        print(f"  removed   {grant.describe()}")
+    if report.extra:
+        print("extra ACLs are reported, not removed: `pdo acls apply --prune` removes them")
+    return report
+
+
+def list_acls(args) -> int:
+    settings = Settings.from_env()
+    principal = access.kafka_principal(args.principal) if args.principal else None
+    with admin_client(settings) as admin:
+        grants = sorted(access.current_acls(admin, principal))
+    for grant in grants:
+        print(grant.describe())
+    print(f"{len(grants)} ACLs")
+    return 0
