@@ -37,7 +37,7 @@ from pdo.catalog.models import (
     Openness,
 )
 from pdo.catalog.tables import datasets
-from pdo.core import schemas, topics
+from pdo.core import access, schemas, topics
 from pdo.core.compatibility import CompatibilityLevel
 from pdo.core.config import Settings
 from pdo.core.errors import Conflict, Forbidden, InvalidInput, NotFound, PdoError, Unavailable
@@ -119,7 +119,7 @@ class CatalogService:
             raise Conflict(f"dataset {draft.dataset_id!r} is already in the catalog")
         self._require_full_transitive(draft.schema_subject)
         schema_id = self._register_schema(draft.schema_subject, draft.record_schema)
-        self._create_feed_topic(draft.dataset_id)
+        self._open_feed(draft.dataset_id, provider_id)
         registered = dataclasses.replace(draft, schema_id=schema_id)
         head = event_head(actor)
         event = self._prepare(REGISTERED, mapping.registered_event(head, registered))
@@ -161,6 +161,7 @@ class CatalogService:
         with self._transaction() as connection:
             self._replace(connection, current, retired, head, retired_reason=reason)
             self._publish(connection, RETIRED, event)
+        self._close_feed(dataset_id, current.provider_id)
         return retired
 
     # -- checks
@@ -274,17 +275,29 @@ class CatalogService:
                 ) from None
             raise Unavailable(error.message, hint=error.hint) from None
 
-    def _create_feed_topic(self, dataset_id: str) -> None:
+    def _open_feed(self, dataset_id: str, provider_id: str) -> None:
+        """Create the dataset's feed topic and let its provider's Kafka credentials write to it (only it)."""
         spec = topics.spec(TopicId.FEED, self.settings).render(dataset_id=dataset_id)
-        try:
-            with admin_client(self.settings) as admin:
-                report = topics.apply(admin, [spec])
-        except KafkaError as error:
-            raise Unavailable(f"could not create the feed topic {spec.name}: {error}") from None
-        except PdoError as error:
-            raise Unavailable(error.message, hint=error.hint) from None
+        with self._kafka_admin(f"could not create the feed topic {spec.name}") as admin:
+            report = topics.apply(admin, [spec])
+            access.grant(admin, access.provider_acls(provider_id, dataset_id, self.settings))
         for line in report.drift:
             log.warning("feed topic differs from topics/feed.yaml: %s", line)
+
+    def _close_feed(self, dataset_id: str, provider_id: str) -> None:
+        """A retired dataset's feed takes no more records from its provider's Kafka client."""
+        with self._kafka_admin(f"could not withdraw the write access to the feed of {dataset_id}") as admin:
+            access.revoke(admin, access.provider_acls(provider_id, dataset_id, self.settings))
+
+    @contextmanager
+    def _kafka_admin(self, what: str) -> Iterator[Any]:
+        try:
+            with admin_client(self.settings) as admin:
+                yield admin
+        except KafkaError as error:
+            raise Unavailable(f"{what}: {error}") from None
+        except PdoError as error:
+            raise Unavailable(f"{what}: {error.message}", hint=error.hint) from None
 
     # -- the transaction: row and event together
 

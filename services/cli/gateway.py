@@ -48,6 +48,20 @@ def register_principals(subparsers) -> None:
     revoke.add_argument("--key-id", required=True)
     revoke.set_defaults(func=revoke_key)
 
+    kafka = actions.add_parser(
+        "kafka-credentials",
+        help="issue (or rotate) a tenant's or provider's Kafka credentials and print them once; --revoke removes them",
+    )
+    kafka.add_argument("--id", required=True, dest="principal_id", help="tenant:<name> or provider:<name>")
+    kafka.add_argument("--revoke", action="store_true", help="remove the Kafka user and every ACL it had")
+    kafka.set_defaults(func=kafka_credentials)
+
+    disable = actions.add_parser(
+        "disable", help="disable a principal: its API keys stop working, its Kafka user and ACLs are removed"
+    )
+    disable.add_argument("--id", required=True, dest="principal_id")
+    disable.set_defaults(func=disable_principal)
+
     listing = actions.add_parser("list", help="list principals and their keys (never the secrets)")
     listing.add_argument("--kind", choices=["provider", "tenant", "operator"])
     listing.set_defaults(func=list_principals)
@@ -94,6 +108,51 @@ def revoke_key(args) -> int:
     finally:
         store.engine.dispose()
     print(f"key {info.key_id} of {info.principal_id} revoked at {info.revoked_at:%Y-%m-%d %H:%M:%S}")
+    return 0
+
+
+def _issuer(settings: Settings, store):
+    from pdo.catalog.service import list_datasets
+    from pdo.gateway.kafka_credentials import KafkaCredentialIssuer
+
+    return KafkaCredentialIssuer(
+        settings, lambda provider_id: [d.dataset_id for d in list_datasets(store.engine, provider_id)]
+    )
+
+
+def kafka_credentials(args) -> int:
+    settings = Settings.from_env()
+    store = _store(settings)
+    try:
+        store.get(args.principal_id)  # a principal pdo knows, or NotFound
+        issuer = _issuer(settings, store)
+        if args.revoke:
+            removed = issuer.revoke(args.principal_id)
+            print(f"Kafka credentials of {args.principal_id} revoked ({removed} ACLs removed)")
+            return 0
+        issued = issuer.issue(args.principal_id)
+    finally:
+        store.engine.dispose()
+    print(
+        f"Kafka credentials for {args.principal_id} (shown once; issuing again rotates them), "
+        "as client properties:",
+        file=sys.stderr,
+    )
+    print(issued.client_properties(), end="")
+    return 0
+
+
+def disable_principal(args) -> int:
+    settings = Settings.from_env()
+    store = _store(settings)
+    try:
+        principal = store.set_disabled(args.principal_id, True)
+        removed = 0
+        if principal.kind.value in ("tenant", "provider"):
+            removed = _issuer(settings, store).revoke(args.principal_id)
+    finally:
+        store.engine.dispose()
+    print(f"{args.principal_id} disabled: its API keys no longer work; {removed} Kafka ACLs removed")
     return 0
 
 

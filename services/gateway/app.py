@@ -27,11 +27,13 @@ from pdo.gateway import (
     routes_deadletters,
     routes_grants,
     routes_ingest,
+    routes_kafka,
     routes_requests,
     routes_streams,
     routes_usage,
 )
 from pdo.gateway.errors import UnexpectedErrorMiddleware, install_error_handlers
+from pdo.gateway.kafka_credentials import KafkaCredentialIssuer
 from pdo.gateway.limits import BodyLimitMiddleware
 from pdo.gateway.metrics import gateway_metrics
 from pdo.gateway.principals import PrincipalStore
@@ -59,6 +61,7 @@ def create_app(
     feeds: Any | None = None,
     streams: routes_streams.StreamHub | None = None,
     dead_letters: routes_deadletters.DeadLetterSource | None = None,
+    kafka_credentials: KafkaCredentialIssuer | None = None,
 ) -> fastapi.FastAPI:
     """The gateway over `engine` (migrated already: pdo.core.db.upgrade) and the two services.
 
@@ -68,6 +71,7 @@ def create_app(
     `settings`, closed with the app.
     `dead_letters` gives GET /v1/dead-letters the newest dead letters; by default read from the topic with
     the streams' codec.
+    `kafka_credentials` issues and revokes tenants' and providers' Kafka users; by default on the broker.
     """
     metrics = gateway_metrics()
     own_feeds = feeds is None
@@ -99,6 +103,9 @@ def create_app(
     app.state.ingested_records = routes_ingest.ingested_records_counter(metrics.registry)
     app.state.streams = streams
     app.state.stream_metrics = routes_streams.stream_metrics(metrics.registry)
+    app.state.kafka_credentials = kafka_credentials or KafkaCredentialIssuer(
+        settings, lambda provider_id: [d.dataset_id for d in catalog.list(provider_id)]
+    )
     app.state.dead_letters = dead_letters or routes_deadletters.topic_reader(settings, lambda: streams.codec)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.gateway_max_body_bytes)
     app.add_middleware(UnexpectedErrorMiddleware, refusals=metrics.refusals)
@@ -113,6 +120,7 @@ def create_app(
         routes_deadletters.router,
         routes_billing.router,
         routes_usage.router,
+        routes_kafka.router,
         routes_console.console_router(),
     ):
         app.include_router(router)

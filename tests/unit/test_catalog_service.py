@@ -118,7 +118,8 @@ def publisher(registry) -> Publisher:
 def service(engine, publisher, registry, monkeypatch) -> CatalogService:
     service = CatalogService(engine, publisher, registry, Settings.from_env())
     # No broker nor registry server here: the topic and compatibility calls are integration-tested.
-    monkeypatch.setattr(service, "_create_feed_topic", lambda dataset_id: None)
+    monkeypatch.setattr(service, "_open_feed", lambda dataset_id, provider_id: None)
+    monkeypatch.setattr(service, "_close_feed", lambda dataset_id, provider_id: None)
     monkeypatch.setattr(service, "_require_full_transitive", lambda subject: None)
     return service
 

@@ -1,0 +1,104 @@
+"""Kafka credentials of tenants and providers: issued by the platform, shown once, rotatable, revocable.
+
+Guarantee: a tenant's credentials read only its own topics (`pdo.tenant.<tenant>.` prefix) with consumer groups
+of the same prefix; a provider's write only the feeds of the datasets it owns (granted when a dataset is
+registered, withdrawn when it is retired). The password is 256 random bits, handed out once and never stored
+by pdo: the broker keeps only its salted SCRAM verifier, so issuing again is rotation (the old password stops
+working at once) and revoking removes the user and every ACL it had. The schema registry checks the same
+credentials, so a revoked tenant's registry access ends with it.
+
+Depends on the gateway's Kafka principal holding cluster ALTER (declared in topics/principals/services.yaml).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pdo.core import access
+from pdo.core.config import Settings
+from pdo.core.errors import Forbidden
+from pdo.core.kafka import SASL_MECHANISM, admin_client
+
+
+@dataclass(frozen=True)
+class IssuedKafkaCredentials:
+    """What a party needs to connect; `password` is shown to it once."""
+
+    principal_id: str
+    username: str
+    password: str
+    bootstrap_servers: str
+    security_protocol: str
+    sasl_mechanism: str
+    registry_url: str
+    topic_prefix: str | None  # a tenant's topics and consumer groups start with it
+    feeds: tuple[str, ...]  # the feeds a provider may write
+
+    def client_properties(self) -> str:
+        """librdkafka / kcat / Java client properties, ready to paste into a file."""
+        lines = [
+            f"bootstrap.servers={self.bootstrap_servers}",
+            f"security.protocol={self.security_protocol}",
+            f"sasl.mechanisms={self.sasl_mechanism}",
+            f"sasl.username={self.username}",
+            f"sasl.password={self.password}",
+        ]
+        if self.topic_prefix:
+            lines += [f"group.id={self.topic_prefix}my-app", "isolation.level=read_committed"]
+        lines.append(f"schema.registry.basic.auth.user.info={self.username}:{self.password}")
+        return "\n".join(lines) + "\n"
+
+
+class KafkaCredentialIssuer:
+    """Issues (or rotates) and revokes a party's Kafka user and its ACLs. Blocking: call from a thread."""
+
+    def __init__(self, settings: Settings, datasets_of: Callable[[str], list[str]]) -> None:
+        self.settings = settings
+        self.datasets_of = datasets_of  # provider id -> ids of its datasets that are not retired
+
+    def issue(self, principal_id: str) -> IssuedKafkaCredentials:
+        user = self._user(principal_id)
+        password = secrets.token_urlsafe(32)
+        kind = principal_id.partition(":")[0]
+        feeds: tuple[str, ...] = ()
+        prefix = None
+        if kind == "tenant":
+            grants = access.tenant_acls(principal_id, self.settings)
+            prefix = access.tenant_prefix(principal_id, self.settings)
+        else:
+            datasets = self.datasets_of(principal_id)
+            grants = set().union(*(access.provider_acls(principal_id, d, self.settings) for d in datasets))
+            feeds = tuple(sorted(g.resource_name for g in grants))
+        with admin_client(self.settings) as admin:
+            access.set_password(admin, user, password)
+            access.grant(admin, grants)
+        return IssuedKafkaCredentials(
+            principal_id=principal_id,
+            username=user,
+            password=password,
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            security_protocol=self.settings.kafka_security_protocol,
+            sasl_mechanism=SASL_MECHANISM,
+            registry_url=self.settings.registry_url,
+            topic_prefix=prefix,
+            feeds=feeds,
+        )
+
+    def revoke(self, principal_id: str) -> int:
+        """Remove the party's Kafka user and all its ACLs; how many ACLs went."""
+        user = self._user(principal_id)
+        with admin_client(self.settings) as admin:
+            access.delete_user(admin, user)
+            return len(access.revoke_principal(admin, user))
+
+    @staticmethod
+    def _user(principal_id: str) -> str:
+        kind = principal_id.partition(":")[0]
+        if kind not in access.PARTY_KINDS:
+            raise Forbidden(
+                f"{principal_id} is an {kind}: only tenants and providers get Kafka credentials",
+                hint="operators work through the HTTP API and the pdo command",
+            )
+        return access.party_user(principal_id)

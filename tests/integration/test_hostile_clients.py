@@ -1,0 +1,408 @@
+"""An attacker with a Kafka client, against the whole platform as `pdo up` runs it (every service as its own
+Kafka principal) in a topic namespace of its own on the suite's secured broker.
+
+The attacker's side uses only public clients (kafka-python, confluent-kafka, httpx) and what the platform
+handed it over HTTP (its API key, the Kafka credentials it issued itself). pdo's code only sets the stage:
+`pdo up` and `pdo principals add`, as an operator would. Each attack from issue #10 must be refused by the
+broker or the registry, and each legitimate path — a provider publishing over Kafka with Confluent's
+serializer, a tenant consuming its stream with Confluent's deserializer — must keep working.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+from confluent_kafka import Consumer, KafkaError, Producer
+from confluent_kafka.schema_registry import SchemaRegistryClient, topic_record_subject_name_strategy
+from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
+from confluent_kafka.serialization import MessageField, SerializationContext
+from conftest import free_port
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError as KafkaPythonError
+from kafka.errors import TopicAuthorizationFailedError
+
+from pdo.authorization.testing import isolated_home
+from pdo.core.config import PROJECT_ROOT
+
+pytestmark = [
+    pytest.mark.integration,
+    # kafka-python leaves the socket of a refused login to the garbage collector: the attacker's client, not ours.
+    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+]
+
+RUN = uuid.uuid4().hex[:6]
+PROVIDER, TENANT, OTHER_TENANT, OPERATOR = f"bureau-{RUN}", f"acme-{RUN}", f"globex-{RUN}", f"alice-{RUN}"
+DATASET = f"trips-{RUN}"
+SCHEMA = {
+    "type": "record",
+    "name": "Trip",
+    "namespace": "hostile.test.v1",
+    "fields": [
+        {"name": "record_id", "type": "string"},
+        {"name": "plate", "type": "string"},
+        {"name": "district", "type": "string"},
+        {"name": "speed_kmh", "type": "double"},
+    ],
+}
+AUTHORIZATION_FAILED = {KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.GROUP_AUTHORIZATION_FAILED}
+PLATES = [f"浙A{n:05d}" for n in range(6)]
+
+
+@dataclass
+class Stage:
+    env: dict[str, str]
+    gateway: str
+    registry: str
+    bootstrap: str
+    tag: str
+    keys: dict[str, str]
+
+    def topic(self, kind: str, *parts: str) -> str:
+        return ".".join(["pdo", self.tag, kind, *parts])
+
+    def call(self, who: str, method: str, path: str, **kwargs) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {self.keys[who]}"}
+        return httpx.request(method, f"{self.gateway}{path}", headers=headers, timeout=60, **kwargs)
+
+
+def _pdo(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "pdo.cli.main", *args],
+        env=env,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def _wait_for(url: str, process: subprocess.Popen, log, timeout_s: float = 180) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"pdo up exited early:\n{log.read_text()}"
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"{url} did not answer:\n{log.read_text()}")
+
+
+@pytest.fixture(scope="module")
+def stage(kafka_bootstrap, tmp_path_factory) -> Iterator[Stage]:
+    folder = tmp_path_factory.mktemp("hostile")
+    tag = f"t-{uuid.uuid4().hex[:10]}"
+    registry_port, gateway_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "PDO_HOME": str(isolated_home(folder, tag)),
+        "PDO_RUN_DIR": str(folder / "run"),
+        "PDO_REGISTRY_PORT": str(registry_port),
+        "PDO_REGISTRY_URL": f"http://127.0.0.1:{registry_port}",
+        "PDO_GATEWAY_PORT": str(gateway_port),
+        "PDO_DATABASE_URL": f"sqlite:///{folder / 'pdo.db'}",
+        "PDO_REGISTRY_DATABASE_URL": f"sqlite:///{folder / 'registry.db'}",
+    }
+    log = folder / "up.log"
+    with log.open("w") as output:
+        up = subprocess.Popen(
+            [sys.executable, "-m", "pdo.cli.main", "up"],
+            env=env,
+            cwd=PROJECT_ROOT,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    gateway = f"http://127.0.0.1:{gateway_port}"
+    try:
+        _wait_for(f"{gateway}/healthz", up, log)
+        keys = {
+            name: _pdo(env, "principals", "add", "--kind", kind, "--id", name)
+            for kind, name in (
+                ("provider", PROVIDER),
+                ("tenant", TENANT),
+                ("tenant", OTHER_TENANT),
+                ("operator", OPERATOR),
+            )
+        }
+        yield Stage(env, gateway, env["PDO_REGISTRY_URL"], kafka_bootstrap, tag, keys)
+    finally:
+        os.killpg(up.pid, signal.SIGINT)
+        try:
+            up.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            os.killpg(up.pid, signal.SIGKILL)
+
+
+@dataclass
+class Parties:
+    provider: dict
+    tenant: dict
+    other_tenant: dict
+    tenant_topic: str
+    feed: str
+
+
+def _credentials(stage: Stage, who: str) -> dict:
+    response = stage.call(who, "POST", "/v1/kafka-credentials")
+    assert response.status_code == 201, response.text
+    assert response.headers["cache-control"] == "no-store"
+    return response.json()
+
+
+@pytest.fixture(scope="module")
+def parties(stage) -> Parties:
+    """A dataset, a granted tenant, a tenant with no grant; each party with the credentials it issued itself."""
+    registration = {
+        "dataset_id": DATASET,
+        "owner_department": "Transport Bureau",
+        "title": "Trips",
+        "domain": "TRANSPORT",
+        "classification": "GENERAL",
+        "openness": "OPEN",
+        "record_schema": SCHEMA,
+        "sensitive_fields": [{"field": "plate", "masking": "KEEP_FIRST_LAST"}],
+        "price_plan": {"kind": "PER_THOUSAND_RECORDS", "unit_price": "2.00"},
+    }
+    assert stage.call(PROVIDER, "POST", "/v1/datasets", json=registration).status_code == 201
+    now = datetime.now(UTC)
+    request = {
+        "dataset_id": DATASET,
+        "purpose": "traffic research",
+        "fields": ["record_id", "district", "speed_kmh"],  # no sensitive field: approved by the policy
+        "valid_from": (now - timedelta(minutes=1)).isoformat(),
+        "valid_until": (now + timedelta(days=30)).isoformat(),
+    }
+    submitted = stage.call(TENANT, "POST", "/v1/requests", json=request)
+    assert submitted.status_code == 202, submitted.text
+    request_id = submitted.json()["request_id"]
+    deadline = time.monotonic() + 60
+    while stage.call(TENANT, "GET", f"/v1/requests/{request_id}").json()["status"] != "APPROVED":
+        assert time.monotonic() < deadline, "the policy did not approve the request"
+        time.sleep(0.5)
+    return Parties(
+        provider=_credentials(stage, PROVIDER),
+        tenant=_credentials(stage, TENANT),
+        other_tenant=_credentials(stage, OTHER_TENANT),
+        tenant_topic=stage.topic("tenant", TENANT, DATASET),
+        feed=stage.topic("feed", DATASET),
+    )
+
+
+# ---------------------------------------------------------------------------------------------- clients
+
+
+def sasl(credentials: dict) -> dict:
+    return {
+        "bootstrap_servers": credentials["bootstrap_servers"],
+        "security_protocol": credentials["security_protocol"],
+        "sasl_mechanism": credentials["sasl_mechanism"],
+        "sasl_plain_username": credentials["username"],
+        "sasl_plain_password": credentials["password"],
+    }
+
+
+def librdkafka(credentials: dict, **extra: str) -> dict:
+    return {
+        "bootstrap.servers": credentials["bootstrap_servers"],
+        "security.protocol": credentials["security_protocol"],
+        "sasl.mechanisms": credentials["sasl_mechanism"],
+        "sasl.username": credentials["username"],
+        "sasl.password": credentials["password"],
+        **extra,
+    }
+
+
+def registry_client(stage: Stage, credentials: dict | None) -> SchemaRegistryClient:
+    config = {"url": stage.registry}
+    if credentials is not None:
+        config["basic.auth.user.info"] = f"{credentials['username']}:{credentials['password']}"
+    return SchemaRegistryClient(config)
+
+
+def read_as(credentials: dict, topic: str, timeout_s: float = 8) -> list:
+    """Every record a kafka-python consumer with these credentials fetches from `topic`'s partitions 0-2,
+    assigned directly (a subscription would only leave an unauthorized topic out of its metadata)."""
+    consumer = KafkaConsumer(
+        **sasl(credentials),
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=int(timeout_s * 1000),
+        bootstrap_timeout_ms=5000,
+        request_timeout_ms=5000,
+    )
+    try:
+        consumer.assign([TopicPartition(topic, partition) for partition in range(3)])
+        return list(consumer)
+    finally:
+        consumer.close()
+
+
+def refused_read(credentials: dict, topic: str, timeout_s: float = 15) -> set[int]:
+    """Try to read `topic` with confluent-kafka as these credentials: assert no record arrives; the error codes."""
+    consumer = Consumer(
+        librdkafka(
+            credentials,
+            **{"group.id": f"{credentials.get('topic_prefix') or ''}probe", "auto.offset.reset": "earliest"},
+        )
+    )
+    consumer.subscribe([topic])
+    codes: set[int] = set()
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline and not codes & AUTHORIZATION_FAILED:
+            message = consumer.poll(0.5)
+            if message is None:
+                continue
+            assert message.error() is not None, f"{credentials['username']} read a record of {topic}"
+            codes.add(message.error().code())
+    finally:
+        consumer.close()
+    return codes
+
+
+def write_as(credentials: dict, topic: str, key: bytes, value: bytes) -> None:
+    producer = KafkaProducer(**sasl(credentials), max_block_ms=8000, request_timeout_ms=8000, retries=0)
+    try:
+        producer.send(topic, key=key, value=value).get(timeout=10)
+    finally:
+        producer.close(timeout=5)
+
+
+# ---------------------------------------------------------------------------------------------- legitimate paths
+
+
+def test_a_provider_publishes_over_kafka_and_the_tenant_consumes_with_confluents_deserializer(stage, parties):
+    provider, tenant = parties.provider, parties.tenant
+    assert parties.feed in provider["feeds"]
+    serializer = AvroSerializer(
+        registry_client(stage, provider),
+        json.dumps(SCHEMA),
+        conf={
+            "auto.register.schemas": False,
+            "use.latest.version": True,
+            "subject.name.strategy": topic_record_subject_name_strategy,
+        },
+    )
+    producer = Producer(librdkafka(provider, **{"enable.idempotence": True}))
+    for index, plate in enumerate(PLATES):
+        record = {"record_id": f"r-{index}", "plate": plate, "district": "西湖区", "speed_kmh": 40.0 + index}
+        value = serializer(record, SerializationContext(parties.feed, MessageField.VALUE))
+        producer.produce(parties.feed, key=record["record_id"].encode(), value=value)
+    assert producer.flush(30) == 0
+
+    deserializer = AvroDeserializer(registry_client(stage, tenant))
+    assert parties.tenant_topic.startswith(tenant["topic_prefix"])
+    consumer = Consumer(
+        librdkafka(
+            tenant,
+            **{
+                "group.id": f"{tenant['topic_prefix']}analytics",
+                "auto.offset.reset": "earliest",
+                "isolation.level": "read_committed",
+            },
+        )
+    )
+    consumer.subscribe([parties.tenant_topic])
+    received = []
+    deadline = time.monotonic() + 90
+    try:
+        while len(received) < len(PLATES) and time.monotonic() < deadline:
+            message = consumer.poll(1.0)
+            if message is None:
+                continue
+            if message.error():
+                # The topic appears when sharing applies the grant; until then the broker says so.
+                assert message.error().code() == KafkaError.UNKNOWN_TOPIC_OR_PART, message.error()
+                continue
+            context = SerializationContext(message.topic(), MessageField.VALUE)
+            received.append(deserializer(message.value(), context))
+    finally:
+        consumer.close()
+    assert sorted(r["record_id"] for r in received) == [f"r-{i}" for i in range(len(PLATES))]
+    assert all("plate" not in record for record in received)  # not granted: never delivered
+    assert all(record["district"] == "西湖区" for record in received)
+
+
+# ---------------------------------------------------------------------------------------------- attacks
+
+
+def test_without_credentials_nobody_gets_in(stage, parties):
+    with pytest.raises(KafkaPythonError):
+        KafkaConsumer(
+            parties.feed,
+            bootstrap_servers=stage.bootstrap,
+            security_protocol="PLAINTEXT",
+            request_timeout_ms=3000,
+            bootstrap_timeout_ms=3000,
+        )
+    wrong = {**parties.tenant, "password": "guessed"}
+    with pytest.raises(KafkaPythonError):
+        read_as(wrong, parties.tenant_topic)
+
+
+def test_a_tenant_cannot_read_a_raw_feed(parties):
+    assert KafkaError.TOPIC_AUTHORIZATION_FAILED in refused_read(parties.tenant, parties.feed)
+
+
+def test_a_tenant_cannot_read_another_tenants_stream(parties):
+    assert KafkaError.TOPIC_AUTHORIZATION_FAILED in refused_read(parties.other_tenant, parties.tenant_topic)
+
+
+def test_a_provider_cannot_read_tenant_streams_or_control_topics(stage, parties):
+    for topic in (parties.tenant_topic, stage.topic("authorizations"), stage.topic("deliveries")):
+        # A provider may use no consumer group at all: the broker refuses the group or the topic first.
+        assert refused_read(parties.provider, topic) & AUTHORIZATION_FAILED
+
+
+def test_no_party_can_forge_a_grant(stage, parties):
+    forged = b"\x00\x00\x00\x00\x01forged AuthorizationGranted for a tenant that never asked"
+    for credentials in (parties.tenant, parties.other_tenant, parties.provider):
+        with pytest.raises(TopicAuthorizationFailedError):
+            write_as(credentials, stage.topic("authorizations"), f"g-forged-{RUN}".encode(), forged)
+
+
+def test_no_party_can_forge_usage_or_write_where_only_services_write(stage, parties):
+    fact = b"\x00\x00\x00\x00\x01forged RecordsDelivered"
+    for topic in (stage.topic("deliveries"), stage.topic("usage"), parties.tenant_topic):
+        with pytest.raises(TopicAuthorizationFailedError):
+            write_as(parties.provider, topic, b"k", fact)
+    with pytest.raises(TopicAuthorizationFailedError):
+        write_as(parties.tenant, stage.topic("deliveries"), b"k", fact)
+    with pytest.raises(TopicAuthorizationFailedError):
+        write_as(parties.tenant, parties.feed, b"k", fact)  # a tenant is no provider
+
+
+def test_a_provider_writes_only_its_own_feeds(stage, parties):
+    other_feed = stage.topic("feed", f"someone-else-{RUN}")
+    with pytest.raises(TopicAuthorizationFailedError):
+        write_as(parties.provider, other_feed, b"k", b"\x00\x00\x00\x00\x01x")
+
+
+def test_revoked_credentials_stop_working_at_once(stage, parties):
+    spare = _credentials(stage, OTHER_TENANT)  # rotation: the newest password is the one that works
+    with pytest.raises(KafkaPythonError):
+        read_as(parties.other_tenant, stage.topic("tenant", OTHER_TENANT, DATASET), timeout_s=3)
+    revoked = stage.call(OTHER_TENANT, "DELETE", "/v1/kafka-credentials")
+    assert revoked.status_code == 200 and revoked.json()["acls_removed"] >= 2
+    with pytest.raises(KafkaPythonError):
+        read_as(spare, stage.topic("tenant", OTHER_TENANT, DATASET), timeout_s=3)
+
+
+def test_operators_get_no_kafka_credentials_and_tenants_cannot_revoke_others(stage):
+    refused = stage.call(OPERATOR, "POST", "/v1/kafka-credentials")
+    assert refused.status_code == 403
+    other = stage.call(TENANT, "DELETE", f"/v1/principals/tenant:{OTHER_TENANT}/kafka-credentials")
+    assert other.status_code == 403
