@@ -77,6 +77,10 @@ TEXT_LIMITS = {
 }
 
 
+# No Kafka record pdo delivers is larger (the broker's message.max.bytes is 1 MiB by default).
+MAX_RECORD_BYTES = 16 * 1024 * 1024
+
+
 class InvalidFact(ValueError):
     """A RecordsDelivered value the ledger cannot hold as it is (the message says which field and why)."""
 
@@ -126,6 +130,13 @@ class UsageFact:
             raise InvalidFact(f"records ({self.records}) and bytes ({self.bytes}) cannot be negative")
         if self.last_offset < self.first_offset:
             raise InvalidFact(f"last_offset {self.last_offset} is before first_offset {self.first_offset}")
+        # A fact counts the records of its source offsets, no more: an absurd count (a forged or broken fact)
+        # would overflow the window sums and stall the partition on a retried transaction.
+        span = self.last_offset - self.first_offset + 1
+        if self.records > span:
+            raise InvalidFact(f"records ({self.records}) exceed the {span} source offsets the fact covers")
+        if self.bytes > self.records * MAX_RECORD_BYTES:
+            raise InvalidFact(f"bytes ({self.bytes}) exceed {MAX_RECORD_BYTES} per record for {self.records} records")
 
 
 @dataclass(frozen=True)

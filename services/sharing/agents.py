@@ -62,6 +62,8 @@ from pdo.sharing.transform import (
 log = logging.getLogger(__name__)
 
 SERVICE = "sharing"
+# What one Kafka record may hold here: the producers' max_request_size (1 MiB) less room for the batch header.
+MAX_TENANT_RECORD_BYTES = 1_000_000
 RECORDS_DELIVERED = "pdo.sharing.v1.RecordsDelivered"
 # A database, registry or broker that does not answer right now: the caller retries, nothing is dropped.
 TRANSIENT = (Unavailable, RegistryError, OperationalError)
@@ -315,6 +317,13 @@ class FeedHandler:
             value = self.codec.encode(plan.target, plan.tenant_schema, shaped)
         except SchemaMismatchError as error:
             raise Refused("SCHEMA_MISMATCH", f"shaped for grant {scope.grant_id}: {error}") from None
+        if len(value) > MAX_TENANT_RECORD_BYTES:
+            # The broker would refuse it on every retry and stall the feed partition: park it instead.
+            raise Refused(
+                "OTHER",
+                f"shaped for grant {scope.grant_id} the record is {len(value)} bytes, over the "
+                f"{MAX_TENANT_RECORD_BYTES} bytes a tenant topic takes",
+            )
         key = record.get("record_id")
         prepared.outgoing.append(
             Outgoing(plan.target, str(key).encode() if key is not None else message.key, value)

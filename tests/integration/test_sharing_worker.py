@@ -43,7 +43,7 @@ from pdo.authorization.testing import TRAFFIC_FLOW_SCHEMA
 from pdo.catalog.models import DatasetChanges
 from pdo.core import topics
 from pdo.core.config import Settings
-from pdo.core.kafka import kafka_python_connection
+from pdo.core.kafka import kafka_python_connection, producer
 from pdo.core.topics import TopicId
 from pdo.sharing.agents import tenant_topic
 from pdo.sharing.transform import delivery_id
@@ -288,5 +288,44 @@ def test_a_dataset_schema_evolves_under_a_live_grant(settings, workers, platform
             [process],
         )
         assert all(set(value) == {"record_id", "district", "pdo_provenance"} for _, _, value in received)
+    finally:
+        feed.close()
+
+
+def test_an_undecodable_authorization_stops_delivery_and_is_dead_lettered(settings, workers, platform):
+    """Fail closed: the worker cannot know what the event said (a revocation?), so nothing published after it
+    is delivered; the event is dead-lettered once with its reason; the worker keeps running."""
+    catalog, service, codec = platform["catalog"], platform["service"], platform["codec"]
+    dataset_id = register_dataset(catalog)
+    acme = grant(service, ACME, dataset_id, ("record_id", "district"))
+    acme_topic = tenant_topic(ACME, dataset_id, settings)
+    feed = Feed(settings, codec, dataset_id)
+    worker = workers(f"sharing-{uuid.uuid4().hex[:8]}")
+    try:
+        before = feed.publish(3, "before")
+        wait_for("deliveries before", lambda: len(read_topic(settings, codec, acme_topic)) >= 3, [worker])
+        sender = producer(settings)
+        authorizations = topics.name(TopicId.AUTHORIZATIONS, settings)
+        poison = b"\x00\x7f\xff\xff\xf0 an event the registry never saw"
+        sender.send(authorizations, key=acme.encode(), value=poison).get(timeout=10)
+        sender.close()
+        after = feed.publish(6, "after")
+        dead_letters = topics.name(TopicId.DEAD_LETTERS, settings)
+        letters = wait_for(
+            "the dead letter",
+            lambda: [
+                value
+                for _, _, value in read_topic(settings, codec, dead_letters)
+                if value["source_topic"] == authorizations
+            ],
+            [worker],
+        )
+        time.sleep(3)  # the records after the poison had their chance to be delivered, and must not be
+        assert sorted(record_ids(read_topic(settings, codec, acme_topic))) == sorted(before)
+        assert not set(after) & set(record_ids(read_topic(settings, codec, acme_topic)))
+        assert len(letters) == 1  # dead-lettered once, though retried every few seconds
+        assert letters[0]["reason_code"] == "UNDECODABLE" and letters[0]["original_value"] == poison
+        assert "delivery is stopped" in letters[0]["reason"]
+        assert worker.poll() is None
     finally:
         feed.close()

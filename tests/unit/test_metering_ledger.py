@@ -334,6 +334,8 @@ def test_a_fact_from_a_records_delivered_value_round_trips():
         ({"grant_id": "g" * 161}, "grant_id must be 1 to 160"),
         ({"records": -1}, "cannot be negative"),
         ({"bytes": -5}, "cannot be negative"),
+        ({"records": 2**63 - 1}, "exceed the 1 source offsets"),
+        ({"bytes": 2**63 - 1}, "exceed 16777216 per record"),
     ],
 )
 def test_facts_the_ledger_cannot_hold_are_refused_with_the_reason(change, fragment):

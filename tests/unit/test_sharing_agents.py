@@ -18,6 +18,7 @@ from pdo.core.codec import AvroCodec
 from pdo.core.config import Settings
 from pdo.core.deadletters import SourceMessage
 from pdo.core.registry_client import SchemaIdNotFound
+from pdo.sharing import agents
 from pdo.sharing.agents import (
     FeedHandler,
     Prepared,
@@ -323,3 +324,12 @@ def test_a_dataset_changed_in_the_catalog_is_seen_after_the_cache_expires(codec,
     catalog.add(replace(catalog.get(DATASET), retired=True))
     now[0] += 10
     assert handler.handle(feed_message(value), PUBLISHED).dead_letter_reason == "RETIRED_DATASET"
+
+
+def test_a_record_too_large_for_a_tenant_topic_is_dead_lettered_not_retried(handler, codec, monkeypatch):
+    monkeypatch.setattr(agents, "MAX_TENANT_RECORD_BYTES", 40)  # every shaped traffic record is larger
+    prepared = handler.handle(feed_message(encoded_record(codec, traffic_record())), PUBLISHED)
+    letters = [value for _, value in decoded(codec, prepared)]
+    assert [letter["reason_code"] for letter in letters] == ["OTHER"]
+    assert "over the 40 bytes a tenant topic takes" in letters[0]["reason"]
+    assert prepared.delivered == []
