@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The test command: start the real Kafka broker and PostgreSQL (unless already up), run the whole
-# suite, stop what this script started. Extra arguments go to pytest. Usage: deploy/test.sh [-k expr]
+# The test command: start the real Kafka broker (secured: SASL/SCRAM, ACLs, and a SASL_SSL listener with a
+# development CA) and PostgreSQL unless already up, run the whole suite, stop what this script started.
+# Extra arguments go to pytest. Usage: deploy/test.sh [-k expr]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +15,14 @@ cleanup() {
   done
 }
 trap cleanup EXIT
+
+# The TLS listener of the suite's broker: one integration test runs publish -> share -> consume over it.
+tls_dir=${PDO_RUN_DIR:-$PWD/run}/tls
+deploy/local/tls.sh "$tls_dir" >/dev/null || exit 1
+export PDO_KAFKA_TLS_PORT=${PDO_KAFKA_TLS_PORT:-9094}
+export PDO_KAFKA_TLS_CERTFILE=${PDO_KAFKA_TLS_CERTFILE:-$tls_dir/broker.pem}
+export PDO_KAFKA_TLS_KEYFILE=${PDO_KAFKA_TLS_KEYFILE:-$tls_dir/broker-key.pem}
+export PDO_KAFKA_SSL_CAFILE=${PDO_KAFKA_SSL_CAFILE:-$tls_dir/ca.pem}
 
 if ! .venv/bin/pdo broker status >/dev/null 2>&1; then
   .venv/bin/pdo broker start || exit 1
