@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from pdo.cli.main import build_parser
+from pdo.core import access
 from pdo.core.config import PROJECT_ROOT, Settings
 
 COMPOSE = yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())
@@ -33,9 +34,18 @@ def test_every_service_runs_an_official_image_or_our_dockerfile():
             )
 
 
+def pdo_commands(command: list[str]) -> list[list[str]]:
+    """The pdo commands a service runs: its command, or each `pdo …` of a `sh -c "… && …"`."""
+    if command[:2] == ["sh", "-c"]:
+        return [shlex.split(part) for part in command[2].split("&&")]
+    return [command]
+
+
 def test_every_pdo_command_is_a_real_cli_command():
     parser = build_parser()
-    commands = [(name, s["command"]) for name, s in services().items() if "build" in s]
+    commands = [
+        (name, c) for name, s in services().items() if "build" in s for c in pdo_commands(s["command"])
+    ]
     assert commands, "the compose file runs no pdo service"
     for name, command in commands:
         assert command[0] == "pdo", f"{name}: runs {command[0]}, not the pdo CLI"
@@ -43,11 +53,31 @@ def test_every_pdo_command_is_a_real_cli_command():
         assert callable(args.func), f"{name}: `{shlex.join(command)}` does not reach a command"
 
 
+# Besides Settings: the services' passwords `pdo acls apply --service-users` sets (README, "Kafka security"),
+# and the broker's own, read by deploy/kafka/compose-start.sh.
+SERVICE_PASSWORDS = {f"PDO_{name.upper()}_KAFKA_PASSWORD" for name in access.services(Settings())}
+BROKER_PASSWORDS = {"PDO_KAFKA_ADMIN_PASSWORD", "PDO_KAFKA_CONTROLLER_PASSWORD"}
+
+
 def test_every_pdo_variable_in_compose_is_a_documented_setting():
     for name, service in services().items():
         for variable in service.get("environment", {}):
             if variable.startswith("PDO_"):
-                assert variable in KNOWN_VARIABLES, f"{name}: {variable} is not a pdo setting"
+                known = KNOWN_VARIABLES | SERVICE_PASSWORDS | (BROKER_PASSWORDS if name == "kafka" else set())
+                assert variable in known, f"{name}: {variable} is not a pdo setting"
+
+
+def test_every_service_talks_to_kafka_as_its_own_user_with_a_password_that_has_no_default():
+    declared = set(access.services(Settings()))
+    for name, service in services().items():
+        if name not in declared:
+            continue
+        environment = service["environment"]
+        assert environment["PDO_KAFKA_USERNAME"] == f"service.{name}"
+        assert environment["PDO_KAFKA_PASSWORD"] == f"${{PDO_{name.upper()}_KAFKA_PASSWORD:?set it in .env}}"
+    init = services()["kafka-init"]["environment"]
+    assert init["PDO_KAFKA_USERNAME"] == "admin" and ":?" in init["PDO_KAFKA_PASSWORD"]
+    assert set(init) >= SERVICE_PASSWORDS
 
 
 def test_every_mounted_project_file_exists():
@@ -58,8 +88,27 @@ def test_every_mounted_project_file_exists():
                 assert (PROJECT_ROOT / source).exists(), f"{name}: mounts missing {source}"
 
 
+BROKER_START = (PROJECT_ROOT / "deploy" / "kafka" / "compose-start.sh").read_text()
+
+
+def compose_broker_properties() -> dict[str, str]:
+    body = BROKER_START.split("<<PROPERTIES", 1)[1].split("\nPROPERTIES", 1)[0]
+    return dict(line.split("=", 1) for line in body.strip().splitlines())
+
+
 def test_the_broker_never_auto_creates_topics():
-    assert services()["kafka"]["environment"]["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+    assert compose_broker_properties()["auto.create.topics.enable"] == "false"
+
+
+def test_the_compose_broker_is_secured_like_the_local_one():
+    properties = compose_broker_properties()
+    protocols = {entry.split(":")[1] for entry in properties["listener.security.protocol.map"].split(",")}
+    assert protocols == {"SASL_PLAINTEXT"}
+    assert properties["sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
+    assert properties["authorizer.class.name"].endswith("StandardAuthorizer")
+    assert properties["allow.everyone.if.no.acl.found"] == "false"
+    assert "--add-scram" in BROKER_START
+    assert services()["kafka"]["entrypoint"][-1] == "/pdo/compose-start.sh"
 
 
 def test_the_dockerfile_copies_only_existing_paths():
