@@ -49,11 +49,13 @@ class PublishedEvent:
 
 
 class RecordingPublisher:
-    """An EventPublisher that keeps events in a list; `fail_next` makes the next publish Unavailable."""
+    """An EventPublisher that keeps events in a list; `fail_next` makes the next publish Unavailable, `down`
+    every publish until it is set back to False."""
 
     def __init__(self) -> None:
         self.events: list[PublishedEvent] = []
         self.fail_next = False
+        self.down = False
         self._parsed: dict[str, Any] = {}
 
     def publish(
@@ -62,7 +64,7 @@ class RecordingPublisher:
         spec = topics.spec(topic)
         if schema_name not in spec.values:
             raise ValueError(f"{schema_name} is not declared on {spec.name}")
-        if self.fail_next:
+        if self.fail_next or self.down:
             self.fail_next = False
             raise Unavailable(f"could not write to {spec.name}: broker down (test)")
         fastavro.schemaless_writer(io.BytesIO(), self._schema(schema_name), value)
