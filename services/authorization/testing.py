@@ -97,6 +97,18 @@ class RecordingPublisher:
         return self._parsed[schema_name]
 
 
+def approved_grant(service: AuthorizationService, request_id: str, operator: str = "operator:alice") -> str:
+    """The grant of a SUBMITTED request: the policy decides first (as the worker would), and an operator
+    approves it if the policy sent it to review; AssertionError when the policy denies it."""
+    decided = service.decide(request_id)
+    if decided.status.value == "PENDING_REVIEW":
+        return service.approve(request_id, operator).grant_id
+    assert decided.grant_id is not None, (
+        f"request {request_id} was {decided.status}: {decided.decision_reason}"
+    )
+    return decided.grant_id
+
+
 class InMemoryCatalog:
     def __init__(self, *datasets: Dataset) -> None:
         self.datasets = {dataset.dataset_id: dataset for dataset in datasets}
