@@ -82,8 +82,13 @@ def stage(
 
 def pending_count(engine: Engine) -> int:
     with engine.connect() as conn:
-        query = sa.select(sa.func.count()).select_from(t.outbox).where(t.outbox.c.sent_at.is_(None))
-        return conn.execute(query).scalar_one()
+        return pending_in(conn)
+
+
+def pending_in(conn: Connection) -> int:
+    """Events committed but not yet acknowledged by the broker."""
+    query = sa.select(sa.func.count()).select_from(t.outbox).where(t.outbox.c.sent_at.is_(None))
+    return conn.execute(query).scalar_one()
 
 
 class OutboxRelay:

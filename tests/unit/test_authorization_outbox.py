@@ -3,6 +3,7 @@ committed, in order, once the broker takes it; versions are never reused; a doub
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -207,3 +208,31 @@ def submitted(request_id: str) -> dict:
         "expected_daily_records": None,
         "tenant_kind": "COMPANY",
     }
+
+
+def test_relays_racing_writers_publish_each_grant_version_once_and_in_order(service, publisher, engine):
+    grant_ids = [granted(service) for _ in range(3)]
+    rival = outbox.OutboxRelay(engine, publisher, timedelta(minutes=5))
+    done = threading.Event()
+
+    def change(grant_id: str) -> None:
+        for _ in range(4):
+            service.suspend(grant_id, OPERATOR, "checking")
+            service.resume(grant_id, OPERATOR)
+
+    def relay_until_done() -> None:
+        while not done.is_set():
+            rival.publish_all()
+
+    relay = threading.Thread(target=relay_until_done)
+    relay.start()
+    writers = [threading.Thread(target=change, args=(grant_id,)) for grant_id in grant_ids]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join()
+    done.set()
+    relay.join()
+    service.relay.publish_all()
+    for grant_id in grant_ids:
+        assert [version for _, version in grant_events(publisher, grant_id)] == list(range(1, 10))
