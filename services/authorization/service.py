@@ -411,7 +411,7 @@ class AuthorizationService:
         query = (
             sa.select(t.grants.c.grant_id)
             .where(t.grants.c.dataset_id == dataset.dataset_id)
-            .where(t.grants.c.status == GrantStatus.ACTIVE.value)
+            .where(t.grants.c.status.in_([GrantStatus.ACTIVE.value, GrantStatus.SUSPENDED.value]))
             .order_by(t.grants.c.grant_id)
         )
         with self.engine.connect() as conn:
@@ -430,8 +430,6 @@ class AuthorizationService:
     def _enforce_on(self, grant_id: str, dataset: Dataset) -> Grant | None:
         with self._change() as conn:
             grant = self._locked_grant(conn, grant_id)
-            if grant.status != GrantStatus.ACTIVE:
-                return None
             denial = self._hard_denial(grant.fields, dataset, self._tenant_kind(grant, conn))
             if denial is not None:
                 reason = (
@@ -439,6 +437,8 @@ class AuthorizationService:
                     f"{dataset.openness.value} (catalog version {dataset.version}): {denial.reason} "
                     f"(policy rule {denial.rule_id})"
                 )
+                if grant.status == GrantStatus.SUSPENDED:
+                    return self._restate_suspension(conn, grant, reason)
                 return self._move_grant(
                     conn,
                     grant,
@@ -448,6 +448,8 @@ class AuthorizationService:
                     records.SUSPENDED,
                     SuspensionCause.DATASET_CHANGED,
                 )
+            if grant.status != GrantStatus.ACTIVE:
+                return None  # a suspended grant is re-masked when it is resumed
             masking = _tightened_masking(grant, dataset)
             if masking == grant.masking:
                 return None
@@ -477,6 +479,21 @@ class AuthorizationService:
                 records.RESUMED,
                 amend=lambda resumed: replace(resumed, masking=masking),
             )
+
+    def _restate_suspension(self, conn: Connection, grant: Grant, reason: str) -> Grant | None:
+        """A grant already suspended (by an operator, for its quota) now stays suspended for the dataset's
+        new terms: a new version saying so, so the tenant is not told it resumes tomorrow."""
+        if grant.suspension_cause == SuspensionCause.DATASET_CHANGED:
+            return None
+        return self._move_grant(
+            conn,
+            grant,
+            None,
+            CATALOG_ACTOR,
+            reason,
+            records.SUSPENDED,
+            SuspensionCause.DATASET_CHANGED,
+        )
 
     def _newest(self, changed: Dataset) -> Dataset:
         try:
@@ -645,16 +662,18 @@ class AuthorizationService:
         self,
         conn: Connection,
         before: Grant,
-        action: GrantAction,
+        action: GrantAction | None,
         actor: str,
         reason: str | None,
         schema_name: str,
         cause: SuspensionCause | None = None,
         amend: Callable[[Grant], Grant] | None = None,
     ) -> Grant:
-        """One version more of a grant: its row, its history row and its event (into the outbox)."""
+        """One version more of a grant: its row, its history row and its event (into the outbox).
+
+        `action` None keeps the status and restates why (a new reason or cause, a new version)."""
         grant_id = before.grant_id
-        status = next_grant_status(grant_id, before.status, action)
+        status = before.status if action is None else next_grant_status(grant_id, before.status, action)
         after = replace(
             before,
             status=status,

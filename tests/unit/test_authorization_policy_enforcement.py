@@ -157,6 +157,25 @@ def test_the_quota_clock_does_not_resume_a_grant_on_a_reclassified_dataset(servi
     assert service.get_grant(grant_id).status == GrantStatus.SUSPENDED
 
 
+def test_a_grant_suspended_for_its_quota_is_told_the_dataset_is_now_closed(service, catalog, publisher):
+    grant_id = active_grant(service, catalog)
+    service.suspend(grant_id, "system:metering", "daily quota reached", SuspensionCause.QUOTA_EXCEEDED)
+    closed = reclassify(catalog, "open-traffic", openness=Openness.NOT_OPEN)
+    (restated,) = service.enforce_dataset_terms(closed)
+    assert (restated.status, restated.suspension_cause, restated.version) == (
+        GrantStatus.SUSPENDED,
+        SuspensionCause.DATASET_CHANGED,
+        3,
+    )
+    assert "deny-not-open" in restated.status_reason
+    assert [event["cause"] for event in publisher.of(records.SUSPENDED)] == [
+        "QUOTA_EXCEEDED",
+        "DATASET_CHANGED",
+    ]
+    assert service.enforce_dataset_terms(closed) == []  # said once
+    assert service.resume_quota_suspended(START + timedelta(days=2)) == []  # not the quota's to resume
+
+
 def test_an_old_catalog_event_read_again_acts_on_the_dataset_as_it_is_now(service, catalog, publisher):
     grant_id = active_grant(service, catalog)
     old = reclassify(catalog, "open-traffic", classification=Classification.CORE)
