@@ -55,6 +55,7 @@ from pdo.authorization.policy import load_policy
 from pdo.authorization.service import AuthorizationService
 from pdo.authorization.testing import (
     TRAFFIC_FLOW_SCHEMA,
+    approved_grant,
     create_topics,
     isolated_home,
     register_traffic_dataset,
@@ -142,7 +143,7 @@ def prepare(base: Settings, work: Path, grant_count: int) -> Setup:
                 ),
                 tenant,
             )
-            grants.append((service.approve(request.request_id, "operator:bench").grant_id, tenant, filtered))
+            grants.append((approved_grant(service, request.request_id, "operator:bench"), tenant, filtered))
     finally:
         publisher.close()
         engine.dispose()

@@ -18,6 +18,8 @@ from prometheus_client import Counter
 
 from pdo.authorization import records
 from pdo.authorization.service import AuthorizationService
+from pdo.catalog import mapping
+from pdo.catalog.projection import REGISTERED, RETIRED, UPDATED
 from pdo.core.codec import AvroCodec, CodecError, Decoded
 from pdo.core.deadletters import DEAD_LETTER, SourceMessage, dead_letter_event
 from pdo.core.errors import NotFound, PdoError, Unavailable
@@ -40,6 +42,14 @@ DEAD_LETTERS = Counter(
 DECISIONS = Counter("pdo_authorization_decisions_total", "Requests decided by the worker", ["status", "rule"])
 GRANT_TRANSITIONS = Counter(
     "pdo_authorization_clock_transitions_total", "Grants expired or resumed by the clock", ["to_status"]
+)
+CATALOG_ENFORCEMENTS = Counter(
+    "pdo_authorization_catalog_enforcements_total",
+    "Grants suspended or re-masked because the catalog changed their dataset",
+    ["to_status"],
+)
+OUTBOX_PUBLISHED = Counter(
+    "pdo_authorization_outbox_published_total", "Outbox events the worker's relay published"
 )
 
 
@@ -86,6 +96,18 @@ class AuthorizationHandlers:
             },
         )
 
+    def on_catalog(self, message: SourceMessage) -> None:
+        """pdo.catalog: put the grants on an updated dataset under its new terms (suspend what the policy now
+        denies, re-mask fields newly sensitive). Registrations have no grants yet; retirements are the
+        catalog's business."""
+        self._handle(message, {UPDATED: self._enforce_dataset_terms, REGISTERED: _nothing, RETIRED: _nothing})
+
+    def publish_outbox(self) -> int:
+        """Publish what the outbox holds (changes whose prompt publish failed: the broker was down)."""
+        published = self.service.relay.publish_all()
+        OUTBOX_PUBLISHED.inc(published)
+        return published
+
     def on_quota_exceeded(self, message: SourceMessage) -> None:
         """pdo.quota-exceeded: suspend the grant that reached today's quota."""
         self._handle(message, {records.QUOTA_EXCEEDED: self._suspend_for_quota})
@@ -94,6 +116,17 @@ class AuthorizationHandlers:
         self.service.record_submitted(dict(value))
         decided = self.service.decide(value["request_id"])
         DECISIONS.labels(decided.status.value, decided.decided_by_rule or "none").inc()
+
+    def _enforce_dataset_terms(self, value: Mapping[str, Any]) -> None:
+        entry = value.get("dataset")
+        if entry is None:  # an event written before snapshots: the catalog's row says what the terms are
+            dataset = self.service.catalog.get(value["dataset_id"])
+        else:
+            dataset = mapping.dataset_from_snapshot(
+                dict(entry), self.codec.registry.schema_by_id(entry["schema_id"])
+            )
+        for grant in self.service.enforce_dataset_terms(dataset):
+            CATALOG_ENFORCEMENTS.labels(grant.status.value).inc()
 
     def _suspend_for_quota(self, value: Mapping[str, Any]) -> None:
         try:

@@ -2,6 +2,10 @@
 
 - `decide_request` reads pdo.requests and decides each submitted request by policy;
 - `suspend_on_quota` reads pdo.quota-exceeded and suspends grants that reached their daily quota;
+- `enforce_catalog_changes` reads pdo.catalog and, for every dataset update, suspends the grants the policy
+  now denies (reclassified CORE / NOT_OPEN) and re-masks fields newly marked sensitive, in stream order;
+- the `publish_outbox` timer (every worker, every OUTBOX_INTERVAL_S) publishes outbox events the process that
+  committed them could not (outbox.py: a lease lets one relay publish at a time);
 - the `expire_due_grants` timer (leader only, every few seconds) expires grants past valid-until, resumes
   grants whose quota day is over, and decides requests left SUBMITTED;
 - the `count_requests_and_grants` timer (every worker) refreshes the pending-request and grant gauges
@@ -35,6 +39,7 @@ log = logging.getLogger(__name__)
 
 APP_ID = "authorization"
 CLOCK_INTERVAL_S = 5.0
+OUTBOX_INTERVAL_S = 0.5
 
 
 @dataclass
@@ -67,6 +72,7 @@ def create_app(settings: Settings, handlers: AuthorizationHandlers, app_id: str 
     app = make_app(app_id, settings)
     requests = source(app, TopicId.REQUESTS, settings)
     quota_exceeded = source(app, TopicId.QUOTA_EXCEEDED, settings)
+    catalog = source(app, TopicId.CATALOG, settings)
 
     @app.agent(requests, name="decide_request")
     async def decide_request(stream):
@@ -77,6 +83,19 @@ def create_app(settings: Settings, handlers: AuthorizationHandlers, app_id: str 
     async def suspend_on_quota(stream):
         async for event in stream.events():
             await asyncio.to_thread(handlers.on_quota_exceeded, source_message(event.message))
+
+    @app.agent(catalog, name="enforce_catalog_changes")
+    async def enforce_catalog_changes(stream):
+        async for event in stream.events():
+            await asyncio.to_thread(handlers.on_catalog, source_message(event.message))
+
+    # Every worker runs the relay: the outbox's lease lets one publish at a time, and any can take over.
+    @app.timer(interval=OUTBOX_INTERVAL_S, name="publish_outbox")
+    async def publish_outbox():
+        try:
+            await asyncio.to_thread(handlers.publish_outbox)
+        except Exception as error:  # the broker is away: the rows wait, in order, for the next tick
+            log.warning("publishing the outbox failed (%s); retrying in %.1f s", error, OUTBOX_INTERVAL_S)
 
     # One worker runs the clock: the others would only find nothing left to do.
     @app.timer(interval=CLOCK_INTERVAL_S, on_leader=True, name="expire_due_grants")

@@ -31,6 +31,8 @@ class GrantStatus(StrEnum):
 class SuspensionCause(StrEnum):
     OPERATOR = "OPERATOR"
     QUOTA_EXCEEDED = "QUOTA_EXCEEDED"
+    # The catalog entry changed so that the policy now denies the grant (e.g. reclassified CORE / NOT_OPEN).
+    DATASET_CHANGED = "DATASET_CHANGED"
 
 
 class TenantKind(StrEnum):

@@ -25,7 +25,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 from sqlalchemy import Engine
 
-from pdo.authorization import records
+from pdo.authorization import outbox, records
 from pdo.authorization import tables as t
 from pdo.authorization.models import (
     DataRequest,
@@ -39,7 +39,7 @@ from pdo.authorization.service import OPERATOR_RULE
 from pdo.core import kafka, topics
 from pdo.core.codec import AvroCodec, CodecError
 from pdo.core.config import Settings
-from pdo.core.errors import Unavailable
+from pdo.core.errors import Conflict, Unavailable
 from pdo.core.registry_client import RegistryClient, RegistryError
 from pdo.core.topics import TopicId
 
@@ -188,8 +188,19 @@ def is_empty(engine: Engine) -> bool:
 
 
 def write(engine: Engine, projection: Projection) -> None:
-    """Replace the authorization tables with the projection, all or nothing."""
+    """Replace the authorization tables with the projection, all or nothing.
+
+    Refused while the outbox holds events not yet published: the topics do not have those changes yet, so
+    a rebuild would undo them in SQL and their events would still go out afterwards.
+    """
     with engine.begin() as conn:
+        unsent = outbox.pending_in(conn)
+        if unsent:
+            raise Conflict(
+                f"{unsent} authorization event(s) are committed but not yet on the topics; a rebuild now "
+                "would lose them",
+                hint="start `pdo authorization worker` with the broker up (its relay publishes them), then rebuild",
+            )
         for table in (t.grant_transitions, t.grants, t.requests):
             conn.execute(table.delete())
         if projection.requests:

@@ -1,9 +1,20 @@
 """The authorization service: data requests, their decision by policy or operator, and the grant lifecycle.
 
-Every change is one database transaction that writes the row(s) and publishes the event before it commits:
-if the broker does not acknowledge, the transaction rolls back and the caller gets Unavailable, so SQL never
-holds a change the topics lack. Rows are locked (PostgreSQL) and version-checked while they change, so
-several workers and API processes may act on the same request or grant safely.
+Every change is one database transaction that writes the row(s), the history row and the event into the
+outbox (outbox.py): the event is published if and only if the change commits, and grant versions are never
+reused. Right after the commit the service publishes the outbox itself, waiting at most PROMPT_PUBLISH_WAIT_S
+(normally the event is on the topic before the caller gets its answer); whatever is left — the broker was
+down — the authorization worker's relay publishes once the broker is back, in order. Rows are locked
+(PostgreSQL) and version-checked while they change, so several workers and API processes may act on the same
+request or grant safely.
+
+**Hard denials stay denials.** An operator approves only a request PENDING_REVIEW, and only when the policy
+would not deny it with the dataset as it is now; a grant is resumed only under the same condition. When the
+catalog changes a dataset (`enforce_dataset_terms`, called by the worker for every catalog update), each
+ACTIVE grant the policy would now deny is suspended (cause DATASET_CHANGED, the rule and its reason as the
+grant's status reason), and each ACTIVE grant holding a newly sensitive field in clear is re-masked: a
+suspension and a resumption carrying the field's default masking, in one transaction, so the tenant keeps
+receiving the field, masked, and the grant's history says why. Masking only ever tightens.
 
 Government tenants: pass `tenant_is_government=True` to submit_request; their grants are FREE, and policy
 rules may test `tenant_kind: [government]`. The kind travels on DataRequestSubmitted, and a referral to
@@ -15,7 +26,8 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -24,7 +36,7 @@ import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
-from pdo.authorization import records, row_filter
+from pdo.authorization import outbox, records, row_filter
 from pdo.authorization import tables as t
 from pdo.authorization.lifecycle import (
     GrantAction,
@@ -46,7 +58,7 @@ from pdo.authorization.models import (
     grant_id_for,
 )
 from pdo.authorization.policy import Decision, Outcome, Policy, RequestFacts
-from pdo.catalog.models import Dataset
+from pdo.catalog.models import Dataset, MaskingRule
 from pdo.core.config import Settings
 from pdo.core.errors import Conflict, InvalidInput, NotFound
 from pdo.core.events import EventPublisher, utc_now
@@ -57,6 +69,7 @@ log = logging.getLogger(__name__)
 POLICY_ACTOR = "system:policy"
 CLOCK_ACTOR = "system:clock"
 QUOTA_ACTOR = "system:metering"
+CATALOG_ACTOR = "system:catalog"
 OPERATOR_RULE = "operator"  # the `rule` of a denial a person made
 # Decisions the service takes before the policy: a request for a dataset that is gone cannot be granted.
 DATASET_UNAVAILABLE_RULE = "dataset-unavailable"
@@ -64,6 +77,9 @@ DATASET_UNAVAILABLE_RULE = "dataset-unavailable"
 REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")
 MAX_PURPOSE = 4000
 MAX_REASON = 2000
+# How long a caller (an operator's HTTP request) waits for its change's event to reach the broker; the
+# change is committed either way, and the worker's relay publishes what is left.
+PROMPT_PUBLISH_WAIT_S = 2.0
 
 
 class Catalog(Protocol):
@@ -88,6 +104,9 @@ class AuthorizationService:
         self.policy = policy
         self.settings = settings
         self.clock = clock
+        lease = timedelta(seconds=3 * settings.kafka_timeout_s + 5)
+        self.relay = outbox.OutboxRelay(engine, publisher, lease)
+        self._prompt = outbox.PromptPublisher(self.relay, PROMPT_PUBLISH_WAIT_S)
 
     # ------------------------------------------------------------------------------------------ requests
 
@@ -122,12 +141,12 @@ class AuthorizationService:
             updated_at=now,
         )
         try:
-            with self.engine.begin() as conn:
+            with self._change() as conn:
                 if conn.execute(_request_query(request_id)).first() is not None:
                     raise _duplicate(request_id)
                 conn.execute(t.requests.insert().values(records.request_to_row(request)))
                 event = records.submitted_event(request, _event_id(), actor)
-                self.publisher.publish(TopicId.REQUESTS, records.SUBMITTED, event)
+                outbox.stage(conn, TopicId.REQUESTS, records.SUBMITTED, event, request_id)
         except IntegrityError:
             raise _duplicate(request_id) from None  # another caller inserted the same id concurrently
         return request
@@ -137,7 +156,7 @@ class AuthorizationService:
     ) -> DataRequest:
         """The tenant takes back a request not decided yet (SUBMITTED or PENDING_REVIEW)."""
         reason = _optional_text(reason, "reason")
-        with self.engine.begin() as conn:
+        with self._change() as conn:
             request = self._locked_request(conn, request_id, tenant_id)
             next_request_status(request_id, request.status, RequestAction.WITHDRAW)
             withdrawn = replace(
@@ -155,7 +174,7 @@ class AuthorizationService:
                 "tenant_id": request.tenant_id,
                 "reason": reason,
             }
-            self.publisher.publish(TopicId.REQUESTS, records.WITHDRAWN, event)
+            outbox.stage(conn, TopicId.REQUESTS, records.WITHDRAWN, event, request_id)
         return withdrawn
 
     def decide(self, request_id: str) -> DataRequest:
@@ -168,7 +187,7 @@ class AuthorizationService:
         if request.status != RequestStatus.SUBMITTED:
             return request
         decision, dataset = self._evaluate(request)
-        with self.engine.begin() as conn:
+        with self._change() as conn:
             request = self._locked_request(conn, request_id)
             if request.status != RequestStatus.SUBMITTED:
                 return request  # another worker decided it while we looked at the catalog
@@ -184,7 +203,7 @@ class AuthorizationService:
                 self._save_request(conn, request, reviewed)
                 # The referral is an event too, so a rebuilt database has it PENDING_REVIEW, not SUBMITTED.
                 event = records.referred_event(reviewed, _event_id(), POLICY_ACTOR)
-                self.publisher.publish(TopicId.REQUESTS, records.REFERRED, event)
+                outbox.stage(conn, TopicId.REQUESTS, records.REFERRED, event, request_id)
             return self._request(conn, request_id)
 
     def decide_stale(self, older_than: timedelta) -> list[DataRequest]:
@@ -203,9 +222,9 @@ class AuthorizationService:
     def record_submitted(self, event: dict[str, Any]) -> bool:
         """Make sure the request a DataRequestSubmitted event describes has a row; True if one was added.
 
-        The submitter publishes before it commits, so the worker may read the event first: inserting
-        waits on the submitter's uncommitted row and fails harmlessly once it commits. A row is added
-        only for an event whose submitter never committed: the topic is the record of what happened.
+        Through the outbox an event is published only after its row committed, so a row is added only for
+        an event written by an earlier version (which published before committing) or a database restored
+        from an older backup: the topic is the record of what happened.
         """
         request = records.request_from_submitted(event)
         try:
@@ -223,7 +242,12 @@ class AuthorizationService:
     def approve(
         self, request_id: str, operator_id: str, narrowing: Narrowing | None = None, reason: str | None = None
     ) -> Grant:
-        """An operator approves an undecided request, optionally narrowing its scope; returns the grant."""
+        """An operator approves a request PENDING_REVIEW, optionally narrowing its scope; returns the grant.
+
+        Refused (Conflict) for a request in any other state — a SUBMITTED one is the policy's to decide
+        first — and when the policy's rules deny the narrowed request with the dataset as it is now: no
+        operator can approve what the policy denies (e.g. CORE or NOT_OPEN data).
+        """
         reason = _optional_text(reason, "reason")
         narrowing = narrowing or Narrowing()
         request = self.get_request(request_id)
@@ -231,15 +255,22 @@ class AuthorizationService:
         if dataset.retired:
             raise Conflict(f"dataset {dataset.dataset_id} is retired; deny request {request_id} instead")
         scope = _Scope.requested(request).narrowed(narrowing, dataset)
-        with self.engine.begin() as conn:
+        denial = self._hard_denial(scope.fields, dataset, request.tenant_kind)
+        if denial is not None:
+            raise Conflict(
+                f"request {request_id} cannot be approved: policy rule {denial.rule_id!r} denies it "
+                f"({denial.reason})",
+                hint="hard denials stay denials whoever approves; deny the request with that reason",
+            )
+        with self._change() as conn:
             request = self._locked_request(conn, request_id)
-            next_request_status(request_id, request.status, RequestAction.APPROVE)
+            _require_pending_review(request)
             return self._grant(conn, request, dataset, scope, operator_id, None, reason)
 
     def deny(self, request_id: str, operator_id: str, reason: str) -> DataRequest:
         """An operator refuses an undecided request; the reason is shown to the tenant."""
         reason = _required_reason(reason, "a denial")
-        with self.engine.begin() as conn:
+        with self._change() as conn:
             request = self._locked_request(conn, request_id)
             return self._deny(conn, request, operator_id, OPERATOR_RULE, reason)
 
@@ -256,8 +287,26 @@ class AuthorizationService:
         return self._transition(grant_id, GrantAction.SUSPEND, actor, reason, records.SUSPENDED, cause=cause)
 
     def resume(self, grant_id: str, actor: str, reason: str | None = None) -> Grant:
+        """Resume a SUSPENDED grant, under the dataset's terms as they are now: Conflict while the policy
+        denies it (the dataset was reclassified), and every granted field the catalog now marks sensitive
+        comes back masked by its default."""
+        reason = _optional_text(reason, "reason")
+        grant = self.get_grant(grant_id)
+        dataset = self._dataset(grant.dataset_id)
+        denial = self._hard_denial(grant.fields, dataset, self._tenant_kind(grant))
+        if denial is not None:
+            raise Conflict(
+                f"grant {grant_id} cannot be resumed: policy rule {denial.rule_id!r} now denies it "
+                f"({denial.reason})",
+                hint="it can be resumed once the dataset's classification and openness allow it again",
+            )
         return self._transition(
-            grant_id, GrantAction.RESUME, actor, _optional_text(reason, "reason"), records.RESUMED
+            grant_id,
+            GrantAction.RESUME,
+            actor,
+            reason,
+            records.RESUMED,
+            amend=lambda resumed: replace(resumed, masking=_tightened_masking(resumed, dataset)),
         )
 
     def revoke(self, grant_id: str, actor: str, reason: str) -> Grant:
@@ -348,7 +397,131 @@ class AuthorizationService:
         with self.engine.connect() as conn:
             return [records.grant_from_row(row) for row in conn.execute(query).mappings()]
 
+    # ------------------------------------------------------------------------------------------ catalog
+
+    def enforce_dataset_terms(self, changed: Dataset) -> list[Grant]:
+        """Bring every ACTIVE grant on a changed dataset under its new terms; the grants changed here.
+
+        `changed` is the entry a catalog event carries; the catalog's own row is used instead when it is
+        newer, so an old event read again (a new consumer group, a replay) acts on the dataset as it is now
+        and changes nothing that is already right. A grant the policy now denies is suspended (cause
+        DATASET_CHANGED); one holding a newly sensitive field in clear is re-masked.
+        """
+        dataset = self._newest(changed)
+        query = (
+            sa.select(t.grants.c.grant_id)
+            .where(t.grants.c.dataset_id == dataset.dataset_id)
+            .where(t.grants.c.status.in_([GrantStatus.ACTIVE.value, GrantStatus.SUSPENDED.value]))
+            .order_by(t.grants.c.grant_id)
+        )
+        with self.engine.connect() as conn:
+            grant_ids = list(conn.execute(query).scalars())
+        changed_grants: list[Grant] = []
+        for grant_id in grant_ids:
+            try:
+                grant = self._enforce_on(grant_id, dataset)
+            except (IllegalTransition, Conflict) as error:  # another process moved it meanwhile
+                log.info("skipped grant %s: %s", grant_id, error.message)
+                continue
+            if grant is not None:
+                changed_grants.append(grant)
+        return changed_grants
+
+    def _enforce_on(self, grant_id: str, dataset: Dataset) -> Grant | None:
+        with self._change() as conn:
+            grant = self._locked_grant(conn, grant_id)
+            denial = self._hard_denial(grant.fields, dataset, self._tenant_kind(grant, conn))
+            if denial is not None:
+                reason = (
+                    f"dataset {dataset.dataset_id} is now {dataset.classification.value} and "
+                    f"{dataset.openness.value} (catalog version {dataset.version}): {denial.reason} "
+                    f"(policy rule {denial.rule_id})"
+                )
+                if grant.status == GrantStatus.SUSPENDED:
+                    return self._restate_suspension(conn, grant, reason)
+                return self._move_grant(
+                    conn,
+                    grant,
+                    GrantAction.SUSPEND,
+                    CATALOG_ACTOR,
+                    reason,
+                    records.SUSPENDED,
+                    SuspensionCause.DATASET_CHANGED,
+                )
+            if grant.status != GrantStatus.ACTIVE:
+                return None  # a suspended grant is re-masked when it is resumed
+            masking = _tightened_masking(grant, dataset)
+            if masking == grant.masking:
+                return None
+            newly = ", ".join(
+                f"{name} ({rule.value})"
+                for name, rule in sorted(masking.items())
+                if grant.masking.get(name) != rule
+            )
+            # A suspension then a resumption with the new masking: both events in this one transaction,
+            # so no record is ever shaped by the old masking after this point in stream order.
+            stopped = self._move_grant(
+                conn,
+                grant,
+                GrantAction.SUSPEND,
+                CATALOG_ACTOR,
+                f"the catalog now marks {newly} sensitive (dataset version {dataset.version}); re-masking",
+                records.SUSPENDED,
+                SuspensionCause.DATASET_CHANGED,
+            )
+            return self._move_grant(
+                conn,
+                stopped,
+                GrantAction.RESUME,
+                CATALOG_ACTOR,
+                f"re-masked: {newly} delivered masked from version {stopped.version + 1} on, "
+                f"because the catalog marks them sensitive since dataset version {dataset.version}",
+                records.RESUMED,
+                amend=lambda resumed: replace(resumed, masking=masking),
+            )
+
+    def _restate_suspension(self, conn: Connection, grant: Grant, reason: str) -> Grant | None:
+        """A grant already suspended (by an operator, for its quota) now stays suspended for the dataset's
+        new terms: a new version saying so, so the tenant is not told it resumes tomorrow."""
+        if grant.suspension_cause == SuspensionCause.DATASET_CHANGED:
+            return None
+        return self._move_grant(
+            conn,
+            grant,
+            None,
+            CATALOG_ACTOR,
+            reason,
+            records.SUSPENDED,
+            SuspensionCause.DATASET_CHANGED,
+        )
+
+    def _newest(self, changed: Dataset) -> Dataset:
+        try:
+            current = self.catalog.get(changed.dataset_id)
+        except NotFound:
+            return changed
+        return current if current.version >= changed.version else changed
+
     # ------------------------------------------------------------------------------------------ internals
+
+    @contextmanager
+    def _change(self) -> Iterator[Connection]:
+        """One transaction of state, history and outbox rows; after it commits, publish the outbox promptly."""
+        with self.engine.begin() as conn:
+            yield conn
+        self._prompt.publish_soon()
+
+    def _hard_denial(
+        self, fields: Sequence[str], dataset: Dataset, tenant_kind: TenantKind
+    ) -> Decision | None:
+        """The policy's decision when it denies these fields of this dataset to this kind of tenant; else None."""
+        decision = self.policy.decide(_facts(fields, dataset, tenant_kind))
+        return decision if decision.outcome == Outcome.DENY else None
+
+    def _tenant_kind(self, grant: Grant, conn: Connection | None = None) -> TenantKind:
+        if conn is None:
+            return self.get_request(grant.request_id).tenant_kind
+        return self._request(conn, grant.request_id).tenant_kind
 
     def _dataset(self, dataset_id: str) -> Dataset:
         _require_text(dataset_id, "dataset_id")
@@ -367,13 +540,7 @@ class AuthorizationService:
             return _unavailable(
                 f"dataset {dataset.dataset_id} no longer has the fields {', '.join(missing)}"
             ), None
-        facts = RequestFacts(
-            classification=dataset.classification,
-            openness=dataset.openness,
-            has_sensitive_fields_requested=any(name in dataset.sensitive for name in request.fields),
-            tenant_kind=request.tenant_kind,
-        )
-        return self.policy.decide(facts), dataset
+        return self.policy.decide(_facts(request.fields, dataset, request.tenant_kind)), dataset
 
     def _request(self, conn: Connection, request_id: str, tenant_id: str | None = None) -> DataRequest:
         row = conn.execute(_request_query(request_id, tenant_id)).mappings().first()
@@ -427,7 +594,7 @@ class AuthorizationService:
             "reason": reason,
         }
         # A denial has no grant: it is keyed by the request, so compaction keeps one per request.
-        self.publisher.publish(TopicId.AUTHORIZATIONS, records.DENIED, event, key=request.request_id)
+        outbox.stage(conn, TopicId.AUTHORIZATIONS, records.DENIED, event, request.request_id)
         return denied
 
     def _grant(
@@ -468,7 +635,7 @@ class AuthorizationService:
         )
         conn.execute(t.grant_transitions.insert().values(records.transition_to_row(transition)))
         event = records.granted_event(grant, event_id, actor, rule, reason)
-        self.publisher.publish(TopicId.AUTHORIZATIONS, records.GRANTED, event)
+        outbox.stage(conn, TopicId.AUTHORIZATIONS, records.GRANTED, event, grant.grant_id, grant.version)
         return replace(grant, history=(transition,))
 
     def _transition(
@@ -479,39 +646,59 @@ class AuthorizationService:
         reason: str | None,
         schema_name: str,
         cause: SuspensionCause | None = None,
+        amend: Callable[[Grant], Grant] | None = None,
     ) -> Grant:
-        with self.engine.begin() as conn:
-            row = conn.execute(_grant_query(grant_id).with_for_update()).mappings().first()
-            if row is None:
-                raise NotFound(f"no grant {grant_id}")
-            before = records.grant_from_row(row)
-            status = next_grant_status(grant_id, before.status, action)
-            after = replace(
-                before,
-                status=status,
-                status_reason=reason,
-                suspension_cause=cause if status == GrantStatus.SUSPENDED else None,
-                version=before.version + 1,
-                updated_at=self.clock(),
-            )
-            done = conn.execute(
-                t.grants.update()
-                .where(t.grants.c.grant_id == grant_id)
-                .where(t.grants.c.version == before.version)
-                .values(records.grant_to_row(after))
-            )
-            if done.rowcount != 1:
-                raise Conflict(f"grant {grant_id} changed while being updated; try again")
-            event_id = _event_id()
-            transition = GrantTransition(
-                grant_id, before.status, status, actor, reason, after.updated_at, event_id
-            )
-            conn.execute(t.grant_transitions.insert().values(records.transition_to_row(transition)))
-            event = records.transition_event(
-                after, event_id, actor, **_event_extras(schema_name, after, reason)
-            )
-            self.publisher.publish(TopicId.AUTHORIZATIONS, schema_name, event)
-            return after
+        with self._change() as conn:
+            before = self._locked_grant(conn, grant_id)
+            return self._move_grant(conn, before, action, actor, reason, schema_name, cause, amend)
+
+    def _locked_grant(self, conn: Connection, grant_id: str) -> Grant:
+        row = conn.execute(_grant_query(grant_id).with_for_update()).mappings().first()
+        if row is None:
+            raise NotFound(f"no grant {grant_id}")
+        return records.grant_from_row(row)
+
+    def _move_grant(
+        self,
+        conn: Connection,
+        before: Grant,
+        action: GrantAction | None,
+        actor: str,
+        reason: str | None,
+        schema_name: str,
+        cause: SuspensionCause | None = None,
+        amend: Callable[[Grant], Grant] | None = None,
+    ) -> Grant:
+        """One version more of a grant: its row, its history row and its event (into the outbox).
+
+        `action` None keeps the status and restates why (a new reason or cause, a new version)."""
+        grant_id = before.grant_id
+        status = before.status if action is None else next_grant_status(grant_id, before.status, action)
+        after = replace(
+            before,
+            status=status,
+            status_reason=reason,
+            suspension_cause=cause if status == GrantStatus.SUSPENDED else None,
+            version=before.version + 1,
+            updated_at=self.clock(),
+        )
+        after = amend(after) if amend is not None else after
+        done = conn.execute(
+            t.grants.update()
+            .where(t.grants.c.grant_id == grant_id)
+            .where(t.grants.c.version == before.version)
+            .values(records.grant_to_row(after))
+        )
+        if done.rowcount != 1:
+            raise Conflict(f"grant {grant_id} changed while being updated; try again")
+        event_id = _event_id()
+        transition = GrantTransition(
+            grant_id, before.status, status, actor, reason, after.updated_at, event_id
+        )
+        conn.execute(t.grant_transitions.insert().values(records.transition_to_row(transition)))
+        event = records.transition_event(after, event_id, actor, **_event_extras(schema_name, after, reason))
+        outbox.stage(conn, TopicId.AUTHORIZATIONS, schema_name, event, grant_id, after.version)
+        return after
 
     def _expire(self, grant_id: str) -> Grant:
         grant = self.get_grant(grant_id)
@@ -702,6 +889,39 @@ def _status(kind: type, value: str) -> Any:
         raise InvalidInput(
             f"status {value!r} is not one of {', '.join(member.value for member in kind)}"
         ) from None
+
+
+def _facts(fields: Sequence[str], dataset: Dataset, tenant_kind: TenantKind) -> RequestFacts:
+    """What the policy sees of a request (or of a grant, re-checked) for these fields of this dataset."""
+    return RequestFacts(
+        classification=dataset.classification,
+        openness=dataset.openness,
+        has_sensitive_fields_requested=any(name in dataset.sensitive for name in fields),
+        tenant_kind=tenant_kind,
+    )
+
+
+def _tightened_masking(grant: Grant, dataset: Dataset) -> dict[str, MaskingRule]:
+    """The grant's masking plus the catalog default of every granted field now sensitive and still clear.
+
+    Masking only tightens: a field the catalog no longer marks sensitive stays masked as granted.
+    """
+    added = {
+        name: dataset.sensitive[name]
+        for name in grant.fields
+        if name in dataset.sensitive and name not in grant.masking
+    }
+    return {**grant.masking, **added}
+
+
+def _require_pending_review(request: DataRequest) -> None:
+    next_request_status(request.request_id, request.status, RequestAction.APPROVE)
+    if request.status != RequestStatus.PENDING_REVIEW:
+        raise IllegalTransition(
+            f"request {request.request_id} is {request.status}; an operator approves only requests "
+            "PENDING_REVIEW",
+            hint="the policy decides a SUBMITTED request first; approve it once it waits for review",
+        )
 
 
 def _unavailable(reason: str) -> Decision:

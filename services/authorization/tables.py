@@ -1,4 +1,4 @@
-"""SQLAlchemy Core tables of the authorization service; they mirror migration 0003 (keep the two in step)."""
+"""SQLAlchemy Core tables of the authorization service; they mirror migrations 0003 and 0008 (keep them in step)."""
 
 from __future__ import annotations
 
@@ -60,4 +60,30 @@ grant_transitions = sa.Table(
     sa.Column("reason", sa.Text, nullable=True),
     sa.Column("at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("event_id", sa.String(64), nullable=False, unique=True),
+)
+
+# Events waiting for (or done with) the broker, written in the transaction of the change they describe
+# (outbox.py). `body` is the Avro body of `schema_name`; at most one event per grant version.
+outbox = sa.Table(
+    "authz_outbox",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("topic", sa.String(64), nullable=False),
+    sa.Column("schema_name", sa.String(255), nullable=False),
+    sa.Column("event_key", sa.String(255), nullable=False),
+    sa.Column("grant_version", sa.Integer, nullable=True),
+    sa.Column("body", sa.LargeBinary, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
+    sa.UniqueConstraint("event_key", "grant_version", name="uq_authz_outbox_grant_version"),
+    sa.Index("ix_authz_outbox_sent_at", "sent_at", "id"),
+)
+
+# One row per relay name: who may publish the outbox now, and until when (outbox.OutboxRelay).
+outbox_lease = sa.Table(
+    "authz_outbox_lease",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("holder", sa.String(255), nullable=True),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
 )

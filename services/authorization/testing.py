@@ -49,11 +49,13 @@ class PublishedEvent:
 
 
 class RecordingPublisher:
-    """An EventPublisher that keeps events in a list; `fail_next` makes the next publish Unavailable."""
+    """An EventPublisher that keeps events in a list; `fail_next` makes the next publish Unavailable, `down`
+    every publish until it is set back to False."""
 
     def __init__(self) -> None:
         self.events: list[PublishedEvent] = []
         self.fail_next = False
+        self.down = False
         self._parsed: dict[str, Any] = {}
 
     def publish(
@@ -62,7 +64,7 @@ class RecordingPublisher:
         spec = topics.spec(topic)
         if schema_name not in spec.values:
             raise ValueError(f"{schema_name} is not declared on {spec.name}")
-        if self.fail_next:
+        if self.fail_next or self.down:
             self.fail_next = False
             raise Unavailable(f"could not write to {spec.name}: broker down (test)")
         fastavro.schemaless_writer(io.BytesIO(), self._schema(schema_name), value)
@@ -93,6 +95,18 @@ class RecordingPublisher:
         if schema_name not in self._parsed:
             self._parsed[schema_name] = fastavro.parse_schema(json.loads(str(schemas.get(schema_name))))
         return self._parsed[schema_name]
+
+
+def approved_grant(service: AuthorizationService, request_id: str, operator: str = "operator:alice") -> str:
+    """The grant of a SUBMITTED request: the policy decides first (as the worker would), and an operator
+    approves it if the policy sent it to review; AssertionError when the policy denies it."""
+    decided = service.decide(request_id)
+    if decided.status.value == "PENDING_REVIEW":
+        return service.approve(request_id, operator).grant_id
+    assert decided.grant_id is not None, (
+        f"request {request_id} was {decided.status}: {decided.decision_reason}"
+    )
+    return decided.grant_id
 
 
 class InMemoryCatalog:

@@ -15,9 +15,10 @@ covering O. A fence reads, in this order, (1) P's end offset E and then (2) the 
 pdo.authorizations partition, and waits until the follower has applied the authorizations topic up to
 (2). Any record with an offset below E was appended before (1), so every authorization event acknowledged
 before it was appended is below (2) and is in the book. One fence covers every record of P below E, so a
-backlog costs one fence, not one per record. (The authorization service publishes with acks=all and
-waits for the acknowledgement, so "revoked" returned to an operator means the event is below (2) for any
-record appended afterwards.)
+backlog costs one fence, not one per record. (The authorization service publishes its outbox with acks=all
+right after the commit and normally before answering, so "revoked" returned to an operator then means the
+event is below (2) for any record appended afterwards; when the broker was unreachable the event follows
+from the worker's relay, and the stop takes effect at its position.)
 
 The book then decides by `GrantBook.active_for` (grants.py): a grant whose current state is not ACTIVE
 delivers nothing, so transitions applied earlier than strictly needed only ever deliver less (a record

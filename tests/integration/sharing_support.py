@@ -24,6 +24,7 @@ from pdo.authorization.policy import load_policy
 from pdo.authorization.service import AuthorizationService
 from pdo.authorization.testing import (
     TRAFFIC_FLOW_SCHEMA,
+    approved_grant,
     register_traffic_dataset,
 )
 from pdo.catalog.service import CatalogService, feed_topic
@@ -137,7 +138,7 @@ def grant(
         ),
         tenant,
     )
-    return service.approve(request.request_id, "operator:alice").grant_id
+    return approved_grant(service, request.request_id)
 
 
 class Feed:

@@ -31,6 +31,7 @@ from sharing_support import (  # noqa: F401
 
 from pdo.authorization.agents import AuthorizationHandlers
 from pdo.authorization.models import GrantStatus, RequestSpec
+from pdo.authorization.testing import approved_grant
 from pdo.core import topics
 from pdo.core.events import utc_now
 from pdo.core.topics import TopicId
@@ -61,7 +62,7 @@ def quota_grant(service, tenant: str, dataset_id: str, quota: int | None) -> str
         ),
         tenant,
     )
-    return service.approve(request.request_id, "operator:alice").grant_id
+    return approved_grant(service, request.request_id)
 
 
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)

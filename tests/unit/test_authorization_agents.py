@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -9,10 +10,12 @@ from test_authorization_service import START, TENANT, spec
 
 from pdo.authorization import records
 from pdo.authorization.agents import AuthorizationHandlers
-from pdo.authorization.models import GrantStatus, RequestStatus, TenantKind
+from pdo.authorization.models import GrantStatus, RequestStatus, SuspensionCause, TenantKind
 from pdo.authorization.service import AuthorizationService
-from pdo.authorization.testing import Clock, Harness, RecordingPublisher, sqlite_harness
-from pdo.catalog.models import PriceKind
+from pdo.authorization.testing import TRAFFIC_FLOW_SCHEMA, Clock, Harness, RecordingPublisher, sqlite_harness
+from pdo.catalog import mapping as catalog_mapping
+from pdo.catalog import projection as catalog_projection
+from pdo.catalog.models import Classification, PriceKind
 from pdo.core.codec import Decoded, UndecodableError
 from pdo.core.deadletters import SourceMessage
 from pdo.core.errors import Unavailable
@@ -88,7 +91,7 @@ def test_a_submission_whose_row_never_committed_is_recorded_from_the_event(
 ):
     service.submit_request(TENANT, spec(request_id="r-lost-commit"), TENANT)
     (submitted,) = publisher.of(records.SUBMITTED)
-    with service.engine.begin() as conn:  # as if the submitter's commit had failed after the publish
+    with service.engine.begin() as conn:  # a database restored from before the request (or an older version)
         conn.exec_driver_sql("DELETE FROM authz_requests")
     handlers.on_request(message(codec.add(b"r1", records.SUBMITTED, submitted)))
     assert service.get_request("r-lost-commit").status == RequestStatus.APPROVED
@@ -208,3 +211,60 @@ def test_a_failing_clock_step_does_not_stop_the_others(handlers, service, clock,
     service.submit_request(TENANT, spec(), TENANT)
     clock.advance(minutes=5)
     assert len(handlers.tick(clock.now).decided) == 1
+
+
+class SchemaById:
+    """The registry's schema-by-id lookup the catalog handler needs: every id is TrafficFlow."""
+
+    def schema_by_id(self, _schema_id: int) -> str:
+        return TRAFFIC_FLOW_SCHEMA
+
+
+def catalog_update(dataset, version: int = 2, **changes) -> dict:
+    after = replace(dataset, version=version, **changes)
+    head = records.head("e-catalog", START, "provider:transport-bureau")
+    return catalog_mapping.updated_event(head, dataset, after)
+
+
+def test_a_catalog_update_reclassifying_a_dataset_suspends_its_grants(handlers, service, publisher, codec, h):
+    request = service.submit_request(TENANT, spec(), TENANT)
+    grant_id = service.decide(request.request_id).grant_id
+    codec.registry = SchemaById()
+    update = catalog_update(h.catalog.get("open-traffic"), classification=Classification.CORE)
+    for _ in range(2):  # delivered, then redelivered: one suspension
+        handlers.on_catalog(
+            message(codec.add(b"c1", catalog_projection.UPDATED, update), topic="pdo.catalog")
+        )
+    grant = service.get_grant(grant_id)
+    assert (grant.status, grant.suspension_cause) == (GrantStatus.SUSPENDED, SuspensionCause.DATASET_CHANGED)
+    assert len(publisher.of(records.SUSPENDED)) == 1
+    assert dead_letters(publisher) == []
+
+
+def test_catalog_registrations_and_retirements_change_no_grant(handlers, service, publisher, codec, h):
+    dataset = h.catalog.get("open-traffic")
+    head = records.head("e-catalog", START, "provider:transport-bureau")
+    registered = catalog_mapping.registered_event(head, dataset)
+    retired = catalog_mapping.retired_event(head, dataset, "no longer collected")
+    handlers.on_catalog(
+        message(codec.add(b"c1", catalog_projection.REGISTERED, registered), topic="pdo.catalog")
+    )
+    handlers.on_catalog(message(codec.add(b"c2", catalog_projection.RETIRED, retired), topic="pdo.catalog"))
+    assert publisher.events == []
+
+
+def test_a_catalog_update_for_an_unknown_dataset_without_snapshot_is_dead_lettered(
+    handlers, publisher, codec
+):
+    update = {**records.head("e-catalog", START, "provider:x"), "dataset_id": "gone", "dataset": None}
+    handlers.on_catalog(message(codec.add(b"c1", catalog_projection.UPDATED, update), topic="pdo.catalog"))
+    (letter,) = dead_letters(publisher)
+    assert letter["reason_code"] == "INVALID_EVENT" and "gone" in letter["reason"]
+
+
+def test_the_worker_relay_publishes_what_the_broker_missed(handlers, service, publisher):
+    publisher.fail_next = True
+    service.submit_request(TENANT, spec(request_id="r-missed"), TENANT)
+    assert publisher.of(records.SUBMITTED) == []
+    assert handlers.publish_outbox() == 1
+    assert [event["request_id"] for event in publisher.of(records.SUBMITTED)] == ["r-missed"]

@@ -9,7 +9,7 @@ from prometheus_client import REGISTRY
 from test_authorization_projection import walk_every_path
 from test_authorization_service import START
 
-from pdo.authorization import gauges
+from pdo.authorization import gauges, outbox
 from pdo.authorization.models import GrantStatus, RequestStatus
 from pdo.authorization.testing import sqlite_harness
 
@@ -44,3 +44,15 @@ def test_an_empty_database_exports_zero_for_every_status(h):
 
     assert REGISTRY.get_sample_value("pdo_authorization_pending_requests") == 0
     assert exported_grants() == dict.fromkeys((status.value for status in GrantStatus), 0.0)
+
+
+def test_events_the_broker_has_not_taken_are_counted_until_the_relay_publishes_them(h):
+    h.publisher.down = True
+    walk_every_path(h)
+    gauges.refresh(h.engine)
+    waiting = REGISTRY.get_sample_value("pdo_authorization_outbox_pending")
+    assert waiting == outbox.pending_count(h.engine) > 0 and h.publisher.events == []
+    h.publisher.down = False
+    h.service.relay.publish_all()
+    gauges.refresh(h.engine)
+    assert REGISTRY.get_sample_value("pdo_authorization_outbox_pending") == 0

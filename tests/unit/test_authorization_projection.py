@@ -10,10 +10,11 @@ from test_authorization_service import OPERATOR, START, TENANT, spec
 
 from pdo.authorization import projection, records
 from pdo.authorization import tables as t
-from pdo.authorization.models import Narrowing, RequestStatus, TenantKind
+from pdo.authorization.models import GrantStatus, Narrowing, RequestStatus, TenantKind
 from pdo.authorization.projection import SourcedEvent
 from pdo.authorization.testing import Harness, sqlite_harness
 from pdo.core import db
+from pdo.core.errors import Conflict
 
 
 @pytest.fixture
@@ -227,3 +228,14 @@ def test_unknown_and_malformed_events_are_skipped_with_their_position():
     assert len(result.skipped) == 2
     assert result.skipped[0].startswith("pdo.catalog[0]@4")
     assert result.skipped[1].startswith("pdo.authorizations[1]@9")
+
+
+def test_a_rebuild_is_refused_while_the_outbox_holds_unpublished_changes(h):
+    walk_every_path(h)
+    rebuilt = projection.project(SourcedEvent(name, value) for name, value in h.publisher.decoded())
+    h.publisher.down = True
+    grant_id = h.service.list_grants(status="ACTIVE")[0].grant_id
+    h.service.revoke(grant_id, OPERATOR, "contract ended")  # committed, not on the topics yet
+    with pytest.raises(Conflict, match="not yet on the topics"):
+        projection.write(h.engine, rebuilt)
+    assert h.service.get_grant(grant_id).status == GrantStatus.REVOKED  # nothing undone

@@ -34,7 +34,7 @@ from pdo.authorization.testing import (
 from pdo.catalog.models import MaskingRule, PriceKind
 from pdo.core import db
 from pdo.core.config import Settings
-from pdo.core.errors import Conflict, InvalidInput, NotFound, Unavailable
+from pdo.core.errors import Conflict, InvalidInput, NotFound
 from pdo.core.topics import TopicId
 
 START = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
@@ -182,12 +182,13 @@ def test_naive_times_are_taken_as_utc_and_kept_to_the_millisecond(service):
     assert service.get_request(request.request_id).valid_from == request.valid_from
 
 
-def test_a_publish_failure_rolls_the_row_back(service, publisher, engine):
+def test_a_broker_down_at_submission_keeps_the_request_and_publishes_it_later(service, publisher, engine):
     publisher.fail_next = True
-    with pytest.raises(Unavailable):
-        service.submit_request(TENANT, spec(request_id="r-lost"), TENANT)
-    assert rows(engine, t.requests) == []
-    service.submit_request(TENANT, spec(request_id="r-lost"), TENANT)  # and the id is still free
+    service.submit_request(TENANT, spec(request_id="r-late"), TENANT)  # answered: the row is committed
+    assert [row["request_id"] for row in rows(engine, t.requests)] == ["r-late"]
+    assert publisher.of(records.SUBMITTED) == []
+    assert service.relay.publish_all() == 1  # the worker's relay, once the broker is back
+    assert [event["request_id"] for event in publisher.of(records.SUBMITTED)] == ["r-late"]
 
 
 # ---------------------------------------------------------------------------------------------- policy
@@ -252,14 +253,12 @@ def test_sensitive_fields_go_to_review(service, publisher):
     assert [r.request_id for r in service.list_requests(status="PENDING_REVIEW")] == [request.request_id]
 
 
-def test_a_failed_referral_publish_leaves_the_request_submitted(service, publisher):
+def test_a_referral_the_broker_missed_is_published_once_it_returns(service, publisher):
     request = service.submit_request(TENANT, spec("conditional-traffic"), TENANT)
     publisher.fail_next = True
-    with pytest.raises(Unavailable):
-        service.decide(request.request_id)
-    assert service.get_request(request.request_id).status == RequestStatus.SUBMITTED
+    assert service.decide(request.request_id).status == RequestStatus.PENDING_REVIEW
     assert publisher.of(records.REFERRED) == []
-    assert service.decide(request.request_id).status == RequestStatus.PENDING_REVIEW  # and decided later
+    assert service.relay.publish_all() == 1
     assert len(publisher.of(records.REFERRED)) == 1
     assert service.decide(request.request_id).status == RequestStatus.PENDING_REVIEW
     assert len(publisher.of(records.REFERRED)) == 1  # deciding again publishes nothing more
@@ -462,13 +461,15 @@ def test_an_unknown_grant_is_not_found(service):
         service.revoke("g-nothing", OPERATOR, "why not")
 
 
-def test_a_failed_publish_leaves_the_grant_as_it_was(service, publisher):
+def test_a_revocation_the_broker_missed_is_committed_and_published_later(service, publisher):
     grant_id = granted(service)
     publisher.fail_next = True
-    with pytest.raises(Unavailable):
-        service.revoke(grant_id, OPERATOR, "contract ended")
+    service.revoke(grant_id, OPERATOR, "contract ended")
     grant = service.get_grant(grant_id)
-    assert (grant.status, grant.version, len(grant.history)) == (GrantStatus.ACTIVE, 1, 1)
+    assert (grant.status, grant.version, len(grant.history)) == (GrantStatus.REVOKED, 2, 2)
+    assert publisher.of(records.REVOKED) == []
+    service.relay.publish_all()
+    assert [event["grant"]["version"] for event in publisher.of(records.REVOKED)] == [2]
 
 
 def test_grants_expire_at_valid_until(service, publisher, clock):
