@@ -368,7 +368,10 @@ def delete_user(admin: KafkaAdminClient, user: str) -> bool:
     errors = admin.alter_user_scram_credentials(
         [UserScramCredentialDeletion(user, ScramMechanism.SCRAM_SHA_512)]
     )
-    if any(error and "not found" in str(error).lower() for error in errors.values()):
+    if any(
+        error and ("not found" in str(error).lower() or "does not exist" in str(error))
+        for error in errors.values()
+    ):
         return False
     _raise_user_errors(errors, "delete")
     return True

@@ -15,6 +15,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from pdo.core import access
 from pdo.core.config import Settings
@@ -51,29 +52,54 @@ class IssuedKafkaCredentials:
         return "\n".join(lines) + "\n"
 
 
+class KafkaUsers(Protocol):
+    """Where users and ACLs live: the broker (BrokerUsers), or a stand-in in unit tests."""
+
+    def set_user(self, user: str, password: str, grants: set[access.Grant]) -> None: ...
+
+    def remove_user(self, user: str) -> int: ...
+
+
+class BrokerUsers:
+    """SCRAM users and ACLs on the broker, as this process's Kafka principal (the gateway's)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def set_user(self, user: str, password: str, grants: set[access.Grant]) -> None:
+        with admin_client(self.settings) as admin:
+            access.set_password(admin, user, password)
+            access.grant(admin, grants)
+
+    def remove_user(self, user: str) -> int:
+        with admin_client(self.settings) as admin:
+            access.delete_user(admin, user)
+            return len(access.revoke_principal(admin, user))
+
+
 class KafkaCredentialIssuer:
     """Issues (or rotates) and revokes a party's Kafka user and its ACLs. Blocking: call from a thread."""
 
-    def __init__(self, settings: Settings, datasets_of: Callable[[str], list[str]]) -> None:
+    def __init__(
+        self, settings: Settings, datasets_of: Callable[[str], list[str]], users: KafkaUsers | None = None
+    ) -> None:
         self.settings = settings
         self.datasets_of = datasets_of  # provider id -> ids of its datasets that are not retired
+        self.users = users or BrokerUsers(settings)
 
     def issue(self, principal_id: str) -> IssuedKafkaCredentials:
         user = self._user(principal_id)
         password = secrets.token_urlsafe(32)
-        kind = principal_id.partition(":")[0]
         feeds: tuple[str, ...] = ()
         prefix = None
-        if kind == "tenant":
+        if principal_id.startswith("tenant:"):
             grants = access.tenant_acls(principal_id, self.settings)
             prefix = access.tenant_prefix(principal_id, self.settings)
         else:
             datasets = self.datasets_of(principal_id)
             grants = set().union(*(access.provider_acls(principal_id, d, self.settings) for d in datasets))
-            feeds = tuple(sorted(g.resource_name for g in grants))
-        with admin_client(self.settings) as admin:
-            access.set_password(admin, user, password)
-            access.grant(admin, grants)
+            feeds = tuple(sorted({g.resource_name for g in grants}))
+        self.users.set_user(user, password, grants)
         return IssuedKafkaCredentials(
             principal_id=principal_id,
             username=user,
@@ -88,10 +114,7 @@ class KafkaCredentialIssuer:
 
     def revoke(self, principal_id: str) -> int:
         """Remove the party's Kafka user and all its ACLs; how many ACLs went."""
-        user = self._user(principal_id)
-        with admin_client(self.settings) as admin:
-            access.delete_user(admin, user)
-            return len(access.revoke_principal(admin, user))
+        return self.users.remove_user(self._user(principal_id))
 
     @staticmethod
     def _user(principal_id: str) -> str:
@@ -102,3 +125,16 @@ class KafkaCredentialIssuer:
                 hint="operators work through the HTTP API and the pdo command",
             )
         return access.party_user(principal_id)
+
+
+class InMemoryUsers:
+    """KafkaUsers kept in a dict: for tests and for a gateway run without a broker."""
+
+    def __init__(self) -> None:
+        self.users: dict[str, tuple[str, set[access.Grant]]] = {}
+
+    def set_user(self, user: str, password: str, grants: set[access.Grant]) -> None:
+        self.users[user] = (password, set(grants))
+
+    def remove_user(self, user: str) -> int:
+        return len(self.users.pop(user, ("", set()))[1])

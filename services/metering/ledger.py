@@ -136,7 +136,9 @@ class UsageFact:
         if self.records > span:
             raise InvalidFact(f"records ({self.records}) exceed the {span} source offsets the fact covers")
         if self.bytes > self.records * MAX_RECORD_BYTES:
-            raise InvalidFact(f"bytes ({self.bytes}) exceed {MAX_RECORD_BYTES} per record for {self.records} records")
+            raise InvalidFact(
+                f"bytes ({self.bytes}) exceed {MAX_RECORD_BYTES} per record for {self.records} records"
+            )
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,7 @@ def test_every_listener_authenticates_and_nothing_passes_without_an_acl(broker_s
 
 
 def test_the_admin_password_is_random_per_run_dir_and_kept_private(broker_settings, tmp_path):
+    broker_settings = dataclasses.replace(broker_settings, kafka_password="")  # none configured
     password = broker.admin_password(broker_settings)
     secret_file = tmp_path / "secrets" / "kafka-admin"
     assert secret_file.read_text().strip() == password and len(password) >= 40
@@ -61,6 +62,16 @@ def test_the_admin_password_is_random_per_run_dir_and_kept_private(broker_settin
     assert broker.admin_password(broker_settings) == password  # made once
     other = dataclasses.replace(broker_settings, run_dir=tmp_path / "elsewhere")
     assert broker.admin_password(other) != password
+
+
+def test_a_configured_admin_password_is_the_one_the_broker_is_formatted_with(broker_settings):
+    configured = dataclasses.replace(
+        broker_settings, kafka_username="admin", kafka_password="s3cret-from-env"
+    )
+    assert broker.admin_password(configured) == "s3cret-from-env"
+    assert 'username="admin" password="s3cret-from-env"' in broker.server_properties(
+        configured, broker.BrokerPaths.from_settings(configured)
+    )
 
 
 def test_the_properties_file_holding_passwords_is_readable_by_its_owner_only(broker_settings):

@@ -39,6 +39,7 @@ from pdo.core import db
 from pdo.core.config import Settings
 from pdo.core.errors import Conflict, Forbidden, InvalidInput, NotFound, PdoError, Unavailable
 from pdo.gateway.app import create_app
+from pdo.gateway.kafka_credentials import InMemoryUsers, KafkaCredentialIssuer
 from pdo.gateway.principals import PrincipalStore
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
@@ -232,6 +233,7 @@ class Gateway:
     authorization: FakeAuthorization
     store: PrincipalStore
     keys: dict[str, str]
+    users: InMemoryUsers
 
     def as_(self, who: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.keys[who]}"}
@@ -242,10 +244,18 @@ def gateway(tmp_path_factory) -> Iterator[Gateway]:
     engine, keys = gateway_database(tmp_path_factory.mktemp("gateway"))
     store = PrincipalStore(engine)
     catalog, authorization = FakeCatalog(), FakeAuthorization()
-    # No broker in unit tests: the dead-letter topic is swept as an empty one (its reads: test_gateway_console).
-    app = create_app(Settings.from_env(), catalog, authorization, engine, dead_letters=lambda limit: [])
+    # No broker in unit tests: the dead-letter topic is swept as an empty one (its reads: test_gateway_console),
+    # Kafka users live in a dict.
+    users = InMemoryUsers()
+    settings = Settings.from_env()
+    issuer = KafkaCredentialIssuer(
+        settings, lambda provider: [d.dataset_id for d in catalog.list(provider)], users
+    )
+    app = create_app(
+        settings, catalog, authorization, engine, dead_letters=lambda limit: [], kafka_credentials=issuer
+    )
     with ServerThread(app) as server, httpx.Client(base_url=server.url, timeout=30) as http:
-        yield Gateway(http, catalog, authorization, store, keys)
+        yield Gateway(http, catalog, authorization, store, keys, users)
     engine.dispose()
 
 
@@ -713,3 +723,53 @@ def test_openapi_sweep_never_causes_a_server_error(gateway, operation, data, pat
             "conflict",
             "unauthenticated",
         }, response.text
+
+
+# ---------------------------------------------------------------------------------------------- Kafka credentials
+
+
+def test_a_tenant_gets_kafka_credentials_that_read_only_its_own_topics(gateway):
+    response = gateway.http.post("/v1/kafka-credentials", headers=gateway.as_("acme"))
+    assert response.status_code == 201, response.text
+    assert response.headers["cache-control"] == "no-store"
+    issued = response.json()
+    assert issued["username"] == "tenant.acme" and len(issued["password"]) >= 40
+    assert issued["topic_prefix"] == "pdo.tenant.acme."
+    assert f"sasl.password={issued['password']}" in issued["client_properties"]
+    password, grants = gateway.users.users["tenant.acme"]
+    assert password == issued["password"]  # what the broker is given is what the tenant is shown
+    assert {(g.resource_type, g.resource_name, g.pattern, g.operation) for g in grants} == {
+        ("TOPIC", "pdo.tenant.acme.", "PREFIXED", "READ"),
+        ("TOPIC", "pdo.tenant.acme.", "PREFIXED", "DESCRIBE"),
+        ("GROUP", "pdo.tenant.acme.", "PREFIXED", "READ"),
+        ("GROUP", "pdo.tenant.acme.", "PREFIXED", "DESCRIBE"),
+    }
+    rotated = gateway.http.post("/v1/kafka-credentials", headers=gateway.as_("acme")).json()
+    assert rotated["password"] != issued["password"]
+    assert gateway.users.users["tenant.acme"][0] == rotated["password"]
+
+
+def test_a_provider_gets_write_access_to_its_own_feeds_only(gateway):
+    gateway.http.post("/v1/datasets", json=dataset_body("kafka-feed"), headers=gateway.as_("transport"))
+    issued = gateway.http.post("/v1/kafka-credentials", headers=gateway.as_("transport")).json()
+    own = {f"pdo.feed.{d.dataset_id}" for d in gateway.catalog.list("provider:transport")}
+    assert "pdo.feed.kafka-feed" in own and issued["topic_prefix"] is None
+    assert set(issued["feeds"]) == own  # every dataset it owns, none of another provider's
+    grants = gateway.users.users["provider.transport"][1]
+    assert {(g.resource_name, g.operation) for g in grants} == {
+        (feed, operation) for feed in own for operation in ("WRITE", "DESCRIBE")
+    }
+
+
+def test_operators_get_no_kafka_credentials_and_only_operators_revoke_others(gateway):
+    assert gateway.http.post("/v1/kafka-credentials", headers=gateway.as_("alice")).status_code == 403
+    gateway.http.post("/v1/kafka-credentials", headers=gateway.as_("globex"))
+    path = "/v1/principals/tenant:globex/kafka-credentials"
+    assert gateway.http.delete(path, headers=gateway.as_("acme")).status_code == 403
+    revoked = gateway.http.delete(path, headers=gateway.as_("alice"))
+    assert revoked.status_code == 200 and revoked.json()["acls_removed"] == 4
+    assert "tenant.globex" not in gateway.users.users
+    unknown = gateway.http.delete(
+        "/v1/principals/tenant:nobody/kafka-credentials", headers=gateway.as_("alice")
+    )
+    assert unknown.status_code == 404

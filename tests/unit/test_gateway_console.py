@@ -231,5 +231,7 @@ print("threads:", sorted(t.name for t in threading.enumerate()))
     )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[:2] == ["cannot reach the Kafka broker at 127.0.0.1:1 within 1 s"] * 2, done.stdout
+    assert lines[:2] == ["cannot reach the Kafka broker at 127.0.0.1:1 within 1 s as user 'admin'"] * 2, (
+        done.stdout
+    )
     assert lines[2] == "threads: ['MainThread']"
