@@ -7,8 +7,8 @@ Pure functions, no broker: the sharing service calls them per (record, grant).
   `pdo.authorization.row_filter`; anything else is refused, never evaluated); then only granted fields
   are kept, each masked as the grant says (`pdo.sharing.masking`), and `pdo_provenance` says where it
   came from.
-- `tenant_key` is the Kafka key of the tenant record. Nothing outside the value may tell the tenant more
-  than the value does: the key is the `record_id` when the grant delivers it in clear, and otherwise a
+- `tenant_key` is the Kafka key of the tenant record. Nothing outside the value may carry a value the
+  grant masks or leaves out: the key is the `record_id` when the grant delivers it in clear, and otherwise a
   keyed pseudonym of the source record id under a key of its own per grant — stable, so the tenant's
   partitioning and per-key order hold, but neither reversible nor joinable across grants (all it tells is
   which deliveries of this grant came from the same source record id). Provenance carries positions and
