@@ -16,13 +16,21 @@ Matching: a missing field reads as null; `==`/`!=`/`in` compare like values (a s
 number, true never equals 1); ordering compares numbers with numbers and strings with strings (a
 timestamp field with an ISO-8601 string) and is false otherwise. Inputs are bounded in length, nesting
 and list size, so hostile text costs little and cannot exhaust the stack.
+
+**Scope rule** (`parse_in_scope`): a grant's filter may name only fields the grant delivers in clear —
+granted and not masked. Which rows arrive tells the tenant about every field the filter reads: a filter
+on a hidden ID-card number, repeated with narrowing ranges, would read it out digit by digit, and one
+beside a pseudonymised field would link each pseudonym to its clear value. So a filter never reads more
+than the tenant sees anyway. The authorization service refuses other filters when a request is submitted
+and approved; the sharing worker checks again before it compiles a grant's filter, so a forged or stale
+grant event cannot make it evaluate one.
 """
 
 from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -347,6 +355,50 @@ def parse(text: str, allowed_fields: Sequence[str] | Iterable[str]) -> Filter:
     parser = _Parser(text, allowed_fields)
     root = parser.parse()
     return Filter(text=text, root=root, fields=frozenset(parser.fields))
+
+
+class FilterScopeError(InvalidInput):
+    """The filter names a field the grant does not deliver in clear; `fields` are those fields."""
+
+    def __init__(self, message: str, hint: str, fields: Sequence[str]) -> None:
+        super().__init__(message, hint=hint)
+        self.fields = tuple(fields)
+
+
+def clear_fields(granted: Iterable[str], masking: Mapping[str, Any]) -> tuple[str, ...]:
+    """The granted fields delivered unmasked: the only ones a filter may name (see "Scope rule")."""
+    return tuple(name for name in granted if name not in masking)
+
+
+def require_in_scope(parsed: Filter, granted: Sequence[str], masking: Mapping[str, Any]) -> Filter:
+    """`parsed` if every field it names is granted and unmasked; FilterScopeError naming the others."""
+    readable = clear_fields(granted, masking)
+    hidden = sorted(parsed.fields.difference(readable))
+    if not hidden:
+        return parsed
+    why = "; ".join(
+        f"{name!r} is delivered masked ({masking[name]})" if name in granted else f"{name!r} is not granted"
+        for name in hidden
+    )
+    hint = (
+        f"filter only on granted fields delivered in clear (here: {', '.join(readable)})"
+        if readable
+        else "no granted field is delivered in clear, so this grant cannot have a row filter"
+    )
+    raise FilterScopeError(
+        f"row filter names {', '.join(map(repr, hidden))}, which the grant does not deliver in clear ({why}): "
+        "a filter may only name fields that are granted and not masked, or the rows it lets through "
+        "would reveal what the masking hides",
+        hint=f"{hint}; or drop the filter",
+        fields=hidden,
+    )
+
+
+def parse_in_scope(
+    text: str, dataset_fields: Iterable[str], granted: Sequence[str], masking: Mapping[str, Any]
+) -> Filter:
+    """`parse` against the dataset's fields, then `require_in_scope` for the grant's fields and masking."""
+    return require_in_scope(parse(text, dataset_fields), granted, masking)
 
 
 def conjunction(first: str | None, second: str | None) -> str | None:

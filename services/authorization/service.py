@@ -125,14 +125,15 @@ class AuthorizationService:
             raise Conflict(f"dataset {dataset.dataset_id} is retired; it cannot be requested any more")
         now = self.clock()
         valid_from, valid_until = _period(spec.valid_from, spec.valid_until, now)
+        fields = _fields(spec.fields, dataset)
         request = DataRequest(
             request_id=request_id,
             tenant_id=tenant_id,
             tenant_kind=TenantKind.GOVERNMENT if tenant_is_government else TenantKind.COMPANY,
             dataset_id=dataset.dataset_id,
             purpose=_purpose(spec.purpose),
-            fields=_fields(spec.fields, dataset),
-            row_filter=_row_filter(spec.row_filter, dataset),
+            fields=fields,
+            row_filter=_row_filter(spec.row_filter, dataset, fields),
             valid_from=valid_from,
             valid_until=valid_until,
             expected_daily_records=_positive(spec.expected_daily_records, "expected_daily_records"),
@@ -540,6 +541,10 @@ class AuthorizationService:
             return _unavailable(
                 f"dataset {dataset.dataset_id} no longer has the fields {', '.join(missing)}"
             ), None
+        try:
+            _row_filter(request.row_filter, dataset, request.fields)
+        except InvalidInput as error:  # a filtered field became sensitive since the request was made
+            return _unavailable(f"dataset {dataset.dataset_id} changed: {error.message}"), None
         return self.policy.decide(_facts(request.fields, dataset, request.tenant_kind)), dataset
 
     def _request(self, conn: Connection, request_id: str, tenant_id: str | None = None) -> DataRequest:
@@ -762,9 +767,11 @@ class _Scope:
                 )
         filter_text = self.row_filter
         if narrowing.row_filter is not None and narrowing.row_filter.strip():
-            _row_filter(narrowing.row_filter, dataset)
+            _row_filter(narrowing.row_filter, dataset, fields)
             # Both filters apply: a record must match the tenant's and the operator's, so rows only drop.
-            filter_text = _row_filter(row_filter.conjunction(self.row_filter, narrowing.row_filter), dataset)
+            filter_text = row_filter.conjunction(self.row_filter, narrowing.row_filter)
+        # Checked whole and against the fields kept: dropping a field the tenant's filter reads hides it too.
+        filter_text = _row_filter(filter_text, dataset, fields)
         quota = self.daily_quota_records
         if narrowing.daily_quota_records is not None:
             quota = _positive(narrowing.daily_quota_records, "daily_quota_records")
@@ -854,10 +861,12 @@ def _fields(fields: Sequence[str] | None, dataset: Dataset) -> tuple[str, ...]:
     return fields
 
 
-def _row_filter(text: str | None, dataset: Dataset) -> str | None:
+def _row_filter(text: str | None, dataset: Dataset, fields: Sequence[str]) -> str | None:
+    """The filter if it parses and names only `fields` the dataset does not mark sensitive (the scope rule)."""
     if text is None or (isinstance(text, str) and not text.strip()):
         return None
-    row_filter.parse(text, dataset.field_names)
+    masking = {name: rule for name, rule in dataset.sensitive.items() if name in fields}
+    row_filter.parse_in_scope(text, dataset.field_names, fields, masking)
     return text
 
 

@@ -152,9 +152,10 @@ def traffic_dataset(
     return replace(dataset, **changes)
 
 
-def register_traffic_dataset(catalog: Any, title: str = "Traffic flow") -> str:
-    """Register a fresh TrafficFlow dataset (as traffic_dataset describes it) through a CatalogService; its id."""
-    template = traffic_dataset(dataset_id=f"traffic-{uuid.uuid4().hex[:8]}")
+def register_traffic_dataset(catalog: Any, title: str = "Traffic flow", **changes: Any) -> str:
+    """Register a fresh TrafficFlow dataset (as traffic_dataset describes it, with `changes`) through a
+    CatalogService; its id."""
+    template = traffic_dataset(dataset_id=f"traffic-{uuid.uuid4().hex[:8]}", **changes)
     catalog.register(
         template.provider_id,
         DatasetRegistration(

@@ -10,11 +10,19 @@ once they are written. For a record of dataset D, published at T:
    is D's record (else SCHEMA_MISMATCH);
 3. for every grant the book says delivers D at T: keep the granted fields, apply the row filter (compiled
    once per grant version), mask, attach provenance (`pdo.sharing.transform.shape`), encode against the
-   tenant's record schema to the tenant topic, key = the record's record_id; and a RecordsDelivered usage
+   tenant's record schema to the tenant topic, key = `pdo.sharing.transform.tenant_key` (the record_id
+   only where the grant delivers it in clear, else a per-grant pseudonym); and a RecordsDelivered usage
    fact (records=1, bytes=len(encoded value)) with a delivery id stable across redelivery.
 
 A record that fails 1–2, or whose shaped value does not fit the tenant schema, yields one dead letter
-(reason, source position, original bytes) and no delivery: all or nothing per record. Failures of a
+(reason, source position, original bytes) and no delivery: all or nothing per record.
+
+A grant whose row filter cannot be used — it does not parse, or it names a field the grant does not
+deliver in clear (a forged or stale grant event: the authorization service never grants one) — delivers
+nothing, and the first record it withholds yields one INVALID_EVENT dead letter per grant version and
+worker, naming the grant and the reason. That letter carries the record's position but none of its bytes:
+the record itself is fine and went to every other grant, so there is nothing to replay, only a grant to
+correct or revoke. Failures of a
 backing service (`TRANSIENT`) are raised for the caller to retry; nothing else escapes.
 
 Tenant topics: `pdo.tenant.{tenant_id}.{dataset_id}` cannot hold ':' — the tenant part is the tenant
@@ -56,6 +64,7 @@ from pdo.sharing.transform import (
     delivery_id,
     masking_policy_version,
     shape,
+    tenant_key,
     tenant_record_schema,
 )
 
@@ -183,17 +192,18 @@ def record_full_name(record_schema: str) -> str:
 # ---------------------------------------------------------------------------------------------- handler
 
 
-BROKEN_FILTER = object()  # a grant's row filter that does not compile: the grant delivers nothing
-
-
 @dataclass(frozen=True)
 class GrantPlan:
-    """A grant version's delivery plan for one dataset version: compiled row filter, names, tenant schema."""
+    """A grant version's delivery plan for one dataset version: compiled row filter, names, tenant schema.
 
-    rows: Any  # the compiled row filter, None for all rows, or BROKEN_FILTER
+    `refusal` says why the grant delivers nothing (its row filter cannot be used), None when it delivers.
+    """
+
+    rows: row_filter.Filter | None  # the compiled row filter, None for all rows
     policy_version: str
     target: str  # the tenant topic
     tenant_schema: avro.schema.NamedSchema
+    refusal: str | None = None
 
 
 class FeedHandler:
@@ -219,6 +229,8 @@ class FeedHandler:
         self.clock = clock
         self._dataset_cache: dict[str, tuple[float, Dataset]] = {}
         self._plans: dict[tuple[str, int, int, int], GrantPlan] = {}
+        # Refused plan -> the record its dead letter names (a batch handled again must write it again).
+        self._refusals_reported: dict[tuple[str, int, int, int], str] = {}
         self._feed_pattern = feed_pattern(settings)  # reading the declaration per record costs more than Avro
         self._deliveries_topic = topics.name(TopicId.DELIVERIES, settings)
         self._dead_letters_topic = topics.name(TopicId.DEAD_LETTERS, settings)
@@ -299,8 +311,9 @@ class FeedHandler:
         prepared: Prepared,
     ) -> None:
         plan = self.plan(scope, dataset)
-        if plan.rows is BROKEN_FILTER:
-            return  # a filter that does not compile delivers nothing: never more rows than granted
+        if plan.refusal is not None:
+            self._report_refusal(message, scope, dataset, plan.refusal, prepared)
+            return  # never more rows than granted, and never a filter on what the tenant may not see
         provenance = Provenance(
             dataset_id=dataset.dataset_id,
             source_topic=message.topic,
@@ -324,10 +337,8 @@ class FeedHandler:
                 f"shaped for grant {scope.grant_id} the record is {len(value)} bytes, over the "
                 f"{MAX_TENANT_RECORD_BYTES} bytes a tenant topic takes",
             )
-        key = record.get("record_id")
-        prepared.outgoing.append(
-            Outgoing(plan.target, str(key).encode() if key is not None else message.key, value)
-        )
+        key = tenant_key(record, scope, self.masking_key, message.key)
+        prepared.outgoing.append(Outgoing(plan.target, key, value))
         fact = usage_fact(message, scope, plan.target, plan.policy_version, len(value))
         prepared.outgoing.append(
             Outgoing(
@@ -343,27 +354,52 @@ class FeedHandler:
 
     def plan(self, scope: GrantScope, dataset: Dataset) -> GrantPlan:
         """What delivering under this grant version needs, worked out once per grant and dataset version."""
-        key = (scope.grant_id, scope.version, dataset.schema_id, dataset.version)
+        key = _plan_key(scope, dataset)
         if key not in self._plans:
+            rows, refusal = self._compile_row_filter(scope, dataset)
             self._plans[key] = GrantPlan(
-                rows=self._compile_row_filter(scope, dataset),
+                rows=rows,
                 policy_version=masking_policy_version(scope),
                 target=tenant_topic(scope.tenant_id, dataset.dataset_id, self.settings),
                 tenant_schema=avro.schema.parse(
                     json.dumps(tenant_record_schema(json.loads(dataset.record_schema), scope))
                 ),
+                refusal=refusal,
             )
         return self._plans[key]
 
     @staticmethod
-    def _compile_row_filter(scope: GrantScope, dataset: Dataset) -> Any:
+    def _compile_row_filter(
+        scope: GrantScope, dataset: Dataset
+    ) -> tuple[row_filter.Filter | None, str | None]:
+        """The compiled filter, or why the grant delivers nothing: it does not parse or leaves the scope rule."""
         if not scope.row_filter:
-            return None
+            return None, None
         try:
-            return row_filter.parse(scope.row_filter, dataset.field_names)
+            return row_filter.parse_in_scope(
+                scope.row_filter, dataset.field_names, scope.fields, scope.masking
+            ), None
         except InvalidInput as error:
-            log.error("grant %s: row filter does not compile, nothing delivered: %s", scope.grant_id, error)
-            return BROKEN_FILTER
+            refusal = f"grant {scope.grant_id} (version {scope.version}) delivers nothing: {error.message}"
+            log.error("%s", refusal)
+            return None, refusal
+
+    def _report_refusal(
+        self, message: SourceMessage, scope: GrantScope, dataset: Dataset, refusal: str, prepared: Prepared
+    ) -> None:
+        """One dead letter per refused grant version in this worker, at the first record it withholds."""
+        if (
+            self._refusals_reported.setdefault(_plan_key(scope, dataset), message.position)
+            != message.position
+        ):
+            return
+        # No bytes of the record: it is fine and went to every other grant; the grant is what is wrong.
+        withheld = SourceMessage(message.topic, message.partition, message.offset, None, None)
+        reason = f"{refusal}; first record withheld here, not copied. Correct or revoke the grant"
+        letter = dead_letter_event(withheld, SERVICE, "INVALID_EVENT", reason)
+        value = self.codec.encode(self._dead_letters_topic, self._dead_letter_schema, letter)
+        prepared.outgoing.append(Outgoing(self._dead_letters_topic, message.topic.encode(), value))
+        prepared.dead_letter_reason = "INVALID_EVENT"
 
     def _dead_letter(
         self, message: SourceMessage, published_at: datetime, reason_code: str, reason: str
@@ -377,6 +413,11 @@ class FeedHandler:
             outgoing=[Outgoing(self._dead_letters_topic, message.topic.encode(), value)],
             dead_letter_reason=reason_code,
         )
+
+
+def _plan_key(scope: GrantScope, dataset: Dataset) -> tuple[str, int, int, int]:
+    """One plan per grant version and dataset version."""
+    return (scope.grant_id, scope.version, dataset.schema_id, dataset.version)
 
 
 def usage_fact(

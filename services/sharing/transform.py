@@ -3,8 +3,16 @@
 Pure functions, no broker: the sharing service calls them per (record, grant).
 
 - `shape` turns a dataset record into the tenant record: the row filter decides on the record as
-  published (it may name fields the grant does not deliver); then only granted fields are kept, each
-  masked as the grant says (`pdo.sharing.masking`), and `pdo_provenance` says where it came from.
+  published, and may name only fields the grant delivers in clear (the scope rule in
+  `pdo.authorization.row_filter`; anything else is refused, never evaluated); then only granted fields
+  are kept, each masked as the grant says (`pdo.sharing.masking`), and `pdo_provenance` says where it
+  came from.
+- `tenant_key` is the Kafka key of the tenant record. Nothing outside the value may carry a value the
+  grant masks or leaves out: the key is the `record_id` when the grant delivers it in clear, and otherwise a
+  keyed pseudonym of the source record id under a key of its own per grant — stable, so the tenant's
+  partitioning and per-key order hold, but neither reversible nor joinable across grants (all it tells is
+  which deliveries of this grant came from the same source record id). Provenance carries positions and
+  names, never a record value, and pdo writes no headers on tenant records.
 - `tenant_record_schema` is the Avro schema of those records. A tenant topic carries one dataset for
   one tenant, possibly under several grants with different fields or masking, so it uses
   TopicRecordNameStrategy: each distinct (fields, masking, dataset schema) gets its own record name,
@@ -17,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import hmac
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -25,7 +34,7 @@ from typing import Any
 
 import avro.schema
 
-from pdo.authorization.row_filter import Filter
+from pdo.authorization.row_filter import Filter, require_in_scope
 from pdo.catalog.models import MaskingRule
 from pdo.sharing.masking import mask
 from pdo.sharing.scope import GrantScope
@@ -42,6 +51,10 @@ UNQUALIFIED_NAMESPACE = f"{TENANT_NAMESPACE}.dataset"
 PROVENANCE_FIELD = "pdo_provenance"
 NAME_DIGEST_CHARS = 8
 DELIVERY_ID_CHARS = 32
+KEY_FIELD = "record_id"  # what providers key feed records by, and so what tenant records are keyed by
+TENANT_KEY_HEX_CHARS = 32
+# Domain separation: a tenant key pseudonym never equals a KEYED_HASH value made with the same master key.
+TENANT_KEY_PURPOSE = b"pdo tenant record key v1"
 
 # Rules whose result is text (or null) whatever the field held.
 TEXT_RULES = frozenset(
@@ -127,8 +140,11 @@ def shape(
             f"provenance names grant {provenance.grant_id} of {provenance.dataset_id}, "
             f"but the scope is grant {scope.grant_id} of {scope.dataset_id}"
         )
-    if row_filter is not None and not row_filter.matches(record):
-        return None  # decided on the record as published: a filter may name undelivered fields
+    if row_filter is not None:
+        # Never evaluate a filter on what the tenant may not see: the rows it passes would reveal it.
+        require_in_scope(row_filter, scope.fields, scope.masking)
+        if not row_filter.matches(record):
+            return None
     granted = scope.fields
     masking = scope.masking
     shaped: dict[str, Any] = {}
@@ -139,6 +155,26 @@ def shape(
         shaped[name] = value if rule is None else mask(value, rule, key)
     shaped[PROVENANCE_FIELD] = provenance.as_record()
     return shaped
+
+
+def tenant_key(
+    record: dict[str, Any], scope: GrantScope, key: bytes, source_key: bytes | None
+) -> bytes | None:
+    """The Kafka key of `record` on the tenant topic under `scope` (see the module docstring).
+
+    `source_key` (the feed message's key) stands in for a record without a `record_id`; it is pseudonymised
+    like one, because a provider's key may be any value of the record. None when there is neither.
+    """
+    source_id = record.get(KEY_FIELD)
+    if source_id is not None and KEY_FIELD in scope.fields and KEY_FIELD not in scope.masking:
+        return str(source_id).encode("utf-8")
+    identity = str(source_id).encode("utf-8") if source_id is not None else source_key
+    if identity is None:
+        return None
+    grant = scope.grant_id.encode("utf-8")
+    # Length-prefixed, so no (grant, id) pair can be written the same as another.
+    message = b"%s\0%d:%s%s" % (TENANT_KEY_PURPOSE, len(grant), grant, identity)
+    return hmac.digest(key, message, "sha256").hex()[:TENANT_KEY_HEX_CHARS].encode("ascii")
 
 
 def delivery_id(source_topic: str, source_partition: int, source_offset: int, grant_id: str) -> str:

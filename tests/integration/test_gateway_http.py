@@ -404,6 +404,13 @@ def test_bad_requests_are_refused_precisely_and_counted(platform):
         (request_body(open_id, fields=["record_id", "colour"]), 422, "invalid_input", "colour"),
         (request_body(open_id, row_filter="district ==="), 422, "invalid_input", "row filter"),
         (request_body(open_id, row_filter="colour == 'red'"), 422, "invalid_input", "colour"),
+        # A filter may read only fields granted in clear: not one left out (the plate), however open the data.
+        (
+            request_body(open_id, fields=["record_id"], row_filter="plate >= '京A'"),
+            422,
+            "invalid_input",
+            "'plate' is not granted",
+        ),
         (
             request_body(
                 open_id, valid_from=now.isoformat(), valid_until=(now - timedelta(days=1)).isoformat()

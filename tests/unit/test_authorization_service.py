@@ -303,14 +303,14 @@ def test_an_operator_approves_with_narrowing(service, publisher):
         request_id,
         OPERATOR,
         Narrowing(
-            fields=("district", "plate_number"),
+            fields=("district", "plate_number", "speed_kmh"),
             row_filter="speed_kmh > 80",
             daily_quota_records=1000,
             valid_until=START + timedelta(days=7),
         ),
         reason="plates needed for the fleet study only",
     )
-    assert grant.fields == ("district", "plate_number")
+    assert grant.fields == ("district", "plate_number", "speed_kmh")
     assert grant.masking == {"plate_number": MaskingRule.KEEP_FIRST_LAST}
     assert grant.row_filter == "(district == 'Haidian') and (speed_kmh > 80)"
     assert grant.daily_quota_records == 1000

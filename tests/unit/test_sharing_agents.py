@@ -78,7 +78,10 @@ def book() -> GrantBook:
     book.apply(
         records.GRANTED,
         granted(
-            "grant-lab", "tenant:citylab", ("record_id", "speed_kmh"), row_filter="district == 'Haidian'"
+            "grant-lab",
+            "tenant:citylab",
+            ("record_id", "district", "speed_kmh"),
+            row_filter="district == 'Haidian'",
         ),
     )
     return book
@@ -155,7 +158,7 @@ def test_each_active_grant_gets_its_fields_masked_with_provenance_and_a_usage_fa
     assert acme["plate_number"] == "京*****5"
     assert acme["pdo_provenance"]["grant_id"] == "grant-acme"
     assert (acme["pdo_provenance"]["source_partition"], acme["pdo_provenance"]["source_offset"]) == (1, 7)
-    assert set(out[2][1]) == {"record_id", "speed_kmh", "pdo_provenance"}
+    assert set(out[2][1]) == {"record_id", "district", "speed_kmh", "pdo_provenance"}
     fact = out[1][1]
     assert fact["delivery_id"] == delivery_id(FEED, 1, 7, "grant-acme")
     assert (fact["records"], fact["bytes"], fact["target_topic"]) == (
@@ -333,3 +336,115 @@ def test_a_record_too_large_for_a_tenant_topic_is_dead_lettered_not_retried(hand
     assert [letter["reason_code"] for letter in letters] == ["OTHER"]
     assert "over the 40 bytes a tenant topic takes" in letters[0]["reason"]
     assert prepared.delivered == []
+
+
+# ---------------------------------------------------------------------------------------------- grant scope
+
+
+def forged(book: GrantBook, grant_id: str, fields: tuple[str, ...], row_filter: str, **changes: Any) -> None:
+    """A grant event the authorization service would never write (a forged or stale one), in the book."""
+    book.apply(records.GRANTED, {**granted(grant_id, "tenant:mallory", fields, row_filter), **changes})
+
+
+def tenant_deliveries(codec: AvroCodec, prepared: Prepared, tenant: str) -> list[dict[str, Any]]:
+    return [value for topic, value in decoded(codec, prepared) if topic == tenant_topic(tenant, DATASET)]
+
+
+@pytest.mark.parametrize(
+    ("fields", "row_filter", "changes", "named"),
+    [
+        # The issue's attack: record_id only, the filter reads a phone the grant does not deliver.
+        (("record_id",), "driver_phone == '13812345678'", {}, "'driver_phone' is not granted"),
+        (("record_id",), "driver_phone != '13812345678'", {}, "'driver_phone' is not granted"),
+        # Beside a pseudonym: the filter would link it to the clear plate.
+        (
+            ("record_id", "plate_number"),
+            "plate_number == '京A12345'",
+            {"masking": {"plate_number": "KEYED_HASH"}},
+            "'plate_number' is delivered masked (KEYED_HASH)",
+        ),
+        (("record_id", "district"), "district ==", {}, "row filter: expected a value"),
+    ],
+)
+def test_a_grant_whose_filter_reads_beyond_its_scope_delivers_nothing_and_is_dead_lettered_once(
+    handler, codec, book, fields, row_filter, changes, named
+):
+    forged(book, "grant-forged", fields, row_filter, **changes)
+    before = dead_letter_count("INVALID_EVENT")
+    first = handler.handle(feed_message(encoded_record(codec, traffic_record()), offset=7), PUBLISHED)
+    second = handler.handle(feed_message(encoded_record(codec, traffic_record()), offset=8), PUBLISHED)
+
+    assert tenant_deliveries(codec, first, "tenant:mallory") == []
+    assert tenant_deliveries(codec, second, "tenant:mallory") == []
+    # The other grants are not held hostage by a bad one.
+    assert len(tenant_deliveries(codec, first, "tenant:acme")) == 1
+    letters = [value for topic, value in decoded(codec, first) if topic == "pdo.dead-letters"]
+    assert [(v["reason_code"], v["source_offset"]) for v in letters] == [("INVALID_EVENT", 7)]
+    assert "grant-forged" in letters[0]["reason"] and named in letters[0]["reason"]
+    # The record is fine and went to the other grants: the letter carries none of its bytes.
+    assert (letters[0]["original_key"], letters[0]["original_value"], letters[0]["headers"]) == (
+        None,
+        b"",
+        [],
+    )
+    assert "pdo.dead-letters" not in [topic for topic, _ in decoded(codec, second)]
+    first.count()
+    assert dead_letter_count("INVALID_EVENT") == before + 1
+
+
+def test_a_batch_handled_again_writes_the_refusal_letter_again(handler, codec, book):
+    forged(book, "grant-forged", ("record_id",), "driver_phone == '13812345678'")
+    message = feed_message(encoded_record(codec, traffic_record()))
+    handler.handle(message, PUBLISHED)
+
+    again = handler.handle(message, PUBLISHED)  # e.g. the batch was retried after a transient failure
+
+    assert [v["reason_code"] for t, v in decoded(codec, again) if t == "pdo.dead-letters"] == [
+        "INVALID_EVENT"
+    ]
+
+
+def test_a_newer_grant_version_within_scope_delivers_again(handler, codec, book):
+    forged(book, "grant-forged", ("record_id",), "driver_phone == '13812345678'")
+    corrected = {
+        **{k: v for k, v in granted("grant-forged", "tenant:mallory", ("record_id", "district")).items()},
+        "row_filter": "district == 'Haidian'",
+        "status": "ACTIVE",
+        "status_reason": None,
+        "version": 2,
+    }
+    book.apply(records.RESUMED, {"occurred_at": PUBLISHED - timedelta(minutes=1), "grant": corrected})
+
+    prepared = handler.handle(feed_message(encoded_record(codec, traffic_record())), PUBLISHED)
+
+    assert [set(v) for v in tenant_deliveries(codec, prepared, "tenant:mallory")] == [
+        {"record_id", "district", "pdo_provenance"}
+    ]
+
+
+# ---------------------------------------------------------------------------------------------- keys
+
+
+def test_the_tenant_key_is_the_record_id_only_where_the_grant_delivers_it_in_clear(handler, codec, book):
+    book.apply(
+        records.GRANTED,
+        {
+            **granted("grant-hashed", "tenant:hashed", ("record_id", "district")),
+            "masking": {"record_id": "REDACT"},
+        },
+    )
+    book.apply(records.GRANTED, granted("grant-without", "tenant:without", ("district",)))
+    book.apply(records.GRANTED, granted("grant-without-2", "tenant:without2", ("district",)))
+    message = feed_message(encoded_record(codec, traffic_record("secret-record-17")))
+
+    keys = {item.topic: item.key for item in handler.handle(message, PUBLISHED).outgoing}
+    again = {item.topic: item.key for item in handler.handle(message, PUBLISHED).outgoing}
+
+    assert keys[tenant_topic("tenant:acme", DATASET)] == b"secret-record-17"  # granted in clear
+    pseudonyms = [
+        keys[tenant_topic(t, DATASET)] for t in ("tenant:hashed", "tenant:without", "tenant:without2")
+    ]
+    for key in pseudonyms:
+        assert b"secret-record-17" not in key and b"r-1" not in key and len(key) == 32
+    assert len(set(pseudonyms)) == 3  # one key per grant: not joinable across grants
+    assert again == keys  # stable: the tenant's partitioning and per-key order hold

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pdo.authorization.row_filter import parse
+from pdo.authorization.row_filter import FilterScopeError, clear_fields, parse
 from pdo.catalog.models import MaskingRule
 from pdo.core.config import PROJECT_ROOT
 from pdo.sharing import transform
@@ -31,6 +31,7 @@ from pdo.sharing.transform import (
     delivery_id,
     masking_policy_version,
     shape,
+    tenant_key,
     tenant_record_schema,
 )
 
@@ -251,6 +252,10 @@ def test_shaped_records_deliver_granted_fields_masked_and_never_a_masked_value_i
     record = data.draw(RECORDS[dataset])
     schema = tenant_record_schema(SCHEMAS[dataset], scope)
 
+    if row_filter is not None and not row_filter.fields <= set(clear_fields(scope.fields, scope.masking)):
+        with pytest.raises(FilterScopeError):  # never evaluated on what the tenant may not see
+            shape(record, scope, row_filter, provenance_for(scope), KEY)
+        return
     shaped = shape(record, scope, row_filter, provenance_for(scope), KEY)
 
     if not predicate(record):
@@ -274,6 +279,86 @@ def test_shaped_records_deliver_granted_fields_masked_and_never_a_masked_value_i
             continue  # nothing of it is hidden (cannot happen for the realistic values generated here)
         assert not any(clear in text for text in shown), f"{name} {clear!r} appears in {shaped}"
         assert clear.encode() not in encoded, f"{name} {clear!r} appears in the Avro encoding"
+
+
+@st.composite
+def scopes_masking_with(draw, dataset: str, rule: MaskingRule) -> GrantScope:
+    """A random grant where every granted field is either in clear or masked by `rule`; sensitive ones masked."""
+    granted, masking = [], {}
+    for name in field_names(dataset):
+        fates = ["left out", rule] if name in sensitive_fields(dataset) else ["left out", "clear", rule]
+        fate = draw(st.sampled_from(fates))
+        if fate != "left out":
+            granted.append(name)
+        if fate == rule:
+            masking[name] = rule
+    return scope_of(dataset, tuple(granted), masking, grant_id=draw(st.sampled_from(["g-1", "g-2", "g-3"])))
+
+
+def hidden_texts(record: dict, scope: GrantScope) -> dict[str, str]:
+    """Text values of fields the grant leaves out or masks, that no clear granted value happens to contain."""
+    clear_shown = [str(record[name]) for name in clear_fields(scope.fields, scope.masking)]
+    hidden = {}
+    for name, value in record.items():
+        if name in clear_fields(scope.fields, scope.masking) or not isinstance(value, str) or len(value) < 4:
+            continue
+        rule = scope.masking.get(name)
+        if rule is not None and len(value) <= kept_characters(rule, len(value)) + 1:
+            continue  # a masking rule that shows nearly all of a short value is not what this checks
+        if not any(value in shown for shown in clear_shown):
+            hidden[name] = value
+    return hidden
+
+
+@pytest.mark.parametrize("rule", list(MaskingRule))
+@pytest.mark.parametrize("dataset", sorted(SCHEMAS))
+@settings(max_examples=80, deadline=None)
+@given(data=st.data())
+def test_no_clear_value_of_a_masked_or_left_out_field_reaches_the_value_or_the_key(dataset, rule, data):
+    scope = data.draw(scopes_masking_with(dataset, rule))
+    record = data.draw(RECORDS[dataset])
+    source_key = record["record_id"].encode()
+
+    shaped = shape(record, scope, None, provenance_for(scope), KEY)
+    value = encode(tenant_record_schema(SCHEMAS[dataset], scope), shaped)
+    key = tenant_key(record, scope, KEY, source_key)
+
+    for name, clear in hidden_texts(record, scope).items():
+        assert not any(clear in text for text in texts(shaped)), f"{name} {clear!r} in the value {shaped}"
+        assert clear.encode() not in value, f"{name} {clear!r} in the Avro encoding"
+        assert clear.encode() not in key, f"{name} {clear!r} in the key {key!r}"
+    for name in scope.masking:
+        assert shaped[name] == mask(record[name], rule, KEY)  # masked as granted, kind-keeping rules too
+    record_id_clear = "record_id" in scope.fields and "record_id" not in scope.masking
+    assert (key == source_key) == record_id_clear
+    # The pseudonym is the grant's own: another grant gets another key for the same record.
+    other = replace_grant(scope, "g-other")
+    assert record_id_clear or tenant_key(record, other, KEY, source_key) != key
+
+
+def replace_grant(scope: GrantScope, grant_id: str) -> GrantScope:
+    return GrantScope(**{**scope.__dict__, "grant_id": grant_id})
+
+
+def test_the_tenant_key_of_a_record_without_record_id_is_a_pseudonym_of_the_feed_key():
+    scope = scope_of("AirQuality", ("district",), {})
+
+    key = tenant_key({"district": "Haidian"}, scope, KEY, b"provider-key-13812345678")
+
+    assert b"13812345678" not in key and len(key) == transform.TENANT_KEY_HEX_CHARS
+    assert tenant_key({"district": "Haidian"}, scope, KEY, None) is None
+
+
+def test_the_tenant_key_pseudonym_is_not_the_keyed_hash_masking_of_the_record_id():
+    scope = scope_of("AirQuality", ("record_id", "district"), {"record_id": MaskingRule.KEYED_HASH})
+    shaped = shape(
+        {"record_id": "rec-00000001", "district": "Haidian"}, scope, None, provenance_for(scope), KEY
+    )
+
+    key = tenant_key({"record_id": "rec-00000001"}, scope, KEY, None)
+
+    # Separate domains: knowing one pseudonym tells nothing about the other.
+    assert key.decode() not in shaped["record_id"] and shaped["record_id"] not in key.decode()
 
 
 @pytest.mark.parametrize("dataset", sorted(SCHEMAS))
@@ -370,14 +455,28 @@ def test_a_registry_entry_as_a_tenant_sees_it():
     assert b"110105194912310021" not in encoded and "张三丰".encode() not in encoded
 
 
-def test_the_row_filter_sees_fields_the_grant_does_not_deliver():
-    scope = scope_of("EnterpriseRegistry", ("enterprise_name",), {})
+@pytest.mark.parametrize("rule", [None, *MaskingRule])
+def test_shape_refuses_to_evaluate_a_filter_on_a_field_left_out_or_masked(rule):
+    # None: the field is left out; a rule: the field is granted but masked by it.
+    fields = ("enterprise_name",) if rule is None else ("enterprise_name", "legal_rep_id_number")
+    scope = scope_of("EnterpriseRegistry", fields, {} if rule is None else {"legal_rep_id_number": rule})
+    # Both outcomes refused: a filter that matched and one that did not would each tell the tenant something.
+    for text in ("legal_rep_id_number < '2'", "legal_rep_id_number >= '2'"):
+        row_filter = parse(text, field_names("EnterpriseRegistry"))
+        with pytest.raises(FilterScopeError, match="legal_rep_id_number"):
+            shape(ZHANG, scope, row_filter, provenance_for(scope), KEY)
+
+
+def test_shape_evaluates_a_filter_on_granted_clear_fields():
+    scope = scope_of(
+        "EnterpriseRegistry", ("enterprise_name", "district"), {"enterprise_name": "KEEP_FIRST_LAST"}
+    )
     fields = field_names("EnterpriseRegistry")
 
     kept = shape(ZHANG, scope, parse("district == 'Haidian'", fields), provenance_for(scope), KEY)
     dropped = shape(ZHANG, scope, parse("district == 'Chaoyang'", fields), provenance_for(scope), KEY)
 
-    assert kept is not None and set(kept) == {"enterprise_name", PROVENANCE_FIELD}
+    assert kept is not None and set(kept) == {"enterprise_name", "district", PROVENANCE_FIELD}
     assert dropped is None
 
 
