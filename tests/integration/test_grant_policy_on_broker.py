@@ -39,6 +39,7 @@ from pdo.catalog.models import Classification, DatasetChanges, MaskingRule, Sens
 from pdo.core import topics
 from pdo.core.config import Settings
 from pdo.core.errors import Unavailable
+from pdo.core.kafka import kafka_python_connection
 from pdo.core.topics import TopicId
 from pdo.sharing.agents import tenant_topic
 
@@ -67,9 +68,7 @@ def processed_by(settings: Settings, group: str, feed_topic: str) -> bool:
     """True when the sharing group's committed offsets reach the feed's end on every partition: every
     record published so far has been processed (delivered or not)."""
     # A consumer in the group that never subscribes: it only reads the group's committed offsets.
-    consumer = KafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap.split(","), group_id=group, enable_auto_commit=False
-    )
+    consumer = KafkaConsumer(**kafka_python_connection(settings), group_id=group, enable_auto_commit=False)
     try:
         partitions = [TopicPartition(feed_topic, p) for p in consumer.partitions_for_topic(feed_topic) or ()]
         ends = consumer.end_offsets(partitions)

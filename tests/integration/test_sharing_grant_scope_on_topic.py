@@ -5,8 +5,9 @@
    For each rule a TrafficFlow dataset marks record_id, plate_number and driver_phone sensitive with that
    rule; one tenant is granted all three (masked), another none of them. Hypothesis draws the records.
 2. A forged grant event whose row filter reads a field it does not deliver (the issue's attack: record_id
-   only, filtered on the driver's phone) is written to pdo.authorizations with public clients only: the
-   real worker delivers nothing under it, keeps delivering under the honest grant, and dead-letters the
+   only, filtered on the driver's phone) is written to pdo.authorizations with public clients, as the
+   admin (no party may write there: test_hostile_clients shows that; this is defence in depth against a
+   stale or broken grant): the real worker delivers nothing under it, keeps delivering under the honest grant, and dead-letters the
    refusal once, naming the grant and the field, without the record's bytes.
 
 The sharing worker fixtures (namespace, worker processes, catalog) are sharing_support's.
@@ -48,6 +49,7 @@ from pdo.authorization.testing import TRAFFIC_FLOW_SCHEMA, register_traffic_data
 from pdo.catalog.models import MaskingRule, SensitiveField
 from pdo.catalog.service import feed_topic
 from pdo.core import topics
+from pdo.core.kafka import kafka_python_connection
 from pdo.core.topics import TopicId
 from pdo.sharing.agents import tenant_topic
 from pdo.sharing.masking import mask
@@ -114,7 +116,7 @@ def publish(settings, codec, dataset_id: str, batch: list[dict]) -> None:
     """As a provider does: keyed by the clear record_id on the feed (which only the platform reads)."""
     topic = feed_topic(dataset_id, settings)
     schema = avro.schema.parse(TRAFFIC_FLOW_SCHEMA)
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap.split(","))
+    producer = KafkaProducer(**kafka_python_connection(settings))
     try:
         for record in batch:
             producer.send(topic, key=record["record_id"].encode(), value=codec.encode(topic, schema, record))
@@ -249,7 +251,7 @@ def forge_grant(settings, registry_url: str, honest_grant_id: str, **forged) -> 
     event = fastavro.schemaless_reader(io.BytesIO(original.value[5:]), parsed, None)
     body = io.BytesIO()
     fastavro.schemaless_writer(body, parsed, {**event, **forged, "event_id": str(uuid.uuid4())})
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap.split(","), acks="all")
+    producer = KafkaProducer(**kafka_python_connection(settings), acks="all")
     try:
         value = b"\x00" + struct.pack(">I", latest["id"]) + body.getvalue()
         producer.send(topic, key=forged["grant_id"].encode(), value=value).get(timeout=10)
