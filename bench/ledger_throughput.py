@@ -135,7 +135,7 @@ def worker_rate(
     tag = f"bench-{uuid.uuid4().hex[:6]}"
     settings = dataclasses.replace(base, home=isolated_home(folder / tag, tag), run_dir=folder / tag / "run")
     create_topics(settings)
-    codec = AvroCodec(RegistryClient(settings.registry_url))
+    codec = AvroCodec(RegistryClient.for_settings(settings))
     try:
         publish_backlog(settings, codec, facts)
         engine = db.make_engine(settings.database_url)

@@ -147,7 +147,7 @@ def prepare(base: Settings, work: Path, grant_count: int) -> Setup:
     finally:
         publisher.close()
         engine.dispose()
-    codec = AvroCodec(RegistryClient(settings.registry_url))
+    codec = AvroCodec(RegistryClient.for_settings(settings))
     return Setup(
         settings, tag, dataset_id, feed_topic(dataset_id, settings), grants, codec, read_book(settings, codec)
     )

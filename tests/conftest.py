@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hmac
 import os
 import shutil
 import socket
@@ -27,12 +28,34 @@ for _variable in ("CATALOG", "AUTHORIZATION", "SHARING", "METERING"):
     os.environ[f"PDO_{_variable}_METRICS_PORT"] = "0"
 
 
-# The suite talks to the broker as its admin. Tests move run_dir into temporary folders and start child
-# processes, so the local broker's generated password is handed on explicitly, as a deployment would.
+# The suite talks to the broker and the registries as its admin. Tests move run_dir into temporary folders
+# and start child processes, so the local broker's generated password is handed on explicitly, as a
+# deployment would; without a local broker (unit tests alone) a made-up one serves the in-process registries.
 if not os.environ.get("PDO_KAFKA_PASSWORD"):
     _admin_secret = local_secret_path(Settings.from_env().run_dir, "kafka-admin")
-    if _admin_secret.exists():
-        os.environ["PDO_KAFKA_PASSWORD"] = _admin_secret.read_text().strip()
+    os.environ["PDO_KAFKA_PASSWORD"] = (
+        _admin_secret.read_text().strip() if _admin_secret.exists() else f"unit-{uuid.uuid4().hex}"
+    )
+
+
+def admin_credentials() -> tuple[str, str]:
+    """The suite's user and password, for its own registry and Kafka clients."""
+    settings = Settings.from_env()
+    return settings.kafka_username, settings.kafka_password
+
+
+def static_guard(metrics):
+    """A registry Guard knowing only the suite's admin, checked without Kafka: for registries that tests run
+    in-process, unit tests included. (`pdo registry serve` checks passwords by logging in to Kafka.)"""
+    from pdo.registry.auth import Guard
+
+    username, password = admin_credentials()
+    known = {username: password}
+    return Guard(
+        lambda user, given: hmac.compare_digest(known.get(user, "\0"), given),
+        lambda user, topic: False,
+        metrics,
+    )
 
 
 def _unavailable(what: str) -> None:
@@ -134,7 +157,7 @@ def registry_url(tmp_path) -> Iterator[str]:
 
     url = f"sqlite:///{tmp_path / 'registry.db'}"
     db.upgrade(url)
-    with ServerThread(create_app(url)) as server:
+    with ServerThread(create_app(url, guard=static_guard)) as server:
         yield server.url
 
 

@@ -63,7 +63,7 @@ def build_runtime(settings: Settings) -> Runtime:
     publisher = EventPublisher(settings)
     catalog = CatalogService(engine, publisher, publisher.codec.registry, settings)
     service = AuthorizationService(engine, publisher, catalog, load_policy(), settings)
-    codec = AvroCodec(RegistryClient(settings.registry_url))
+    codec = AvroCodec(RegistryClient.for_settings(settings))
     return Runtime(service, AuthorizationHandlers(service, publisher, codec), publisher)
 
 

@@ -286,7 +286,7 @@ class RebuildReport:
 
 def rebuild_from_topics(settings: Settings, engine: Engine, timeout_s: float = 60.0) -> RebuildReport:
     """Read pdo.requests then pdo.authorizations from the start and replace the authorization tables."""
-    with RegistryClient(settings.registry_url) as registry:
+    with RegistryClient.for_settings(settings) as registry:
         codec = AvroCodec(registry)
         try:
             events = read_events(settings, TopicId.REQUESTS, codec, timeout_s)

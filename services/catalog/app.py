@@ -31,7 +31,7 @@ def create_app(
     """
     app = streams.make_app(app_id, settings)
     if projector is None:
-        codec = AvroCodec(RegistryClient(settings.registry_url))
+        codec = AvroCodec(RegistryClient.for_settings(settings))
         projector = CatalogProjector(
             engine or db.make_engine(settings.database_url),
             codec,

@@ -201,7 +201,7 @@ def rebuild_from_topic(
     Events it cannot decode or apply are skipped and reported: the stream agent dead-lettered them.
     """
     own_registry = registry is None
-    registry = registry or RegistryClient(settings.registry_url)
+    registry = registry or RegistryClient.for_settings(settings)
     codec = AvroCodec(registry)
     consumer = _reader(settings)
     report = RebuildReport()

@@ -177,7 +177,7 @@ def run_reconcile(args) -> int:
 
     settings = Settings.from_env()
     engine = _engine(settings)
-    registry = RegistryClient(settings.registry_url)
+    registry = RegistryClient.for_settings(settings)
     try:
         result = reconcile(settings, engine, args.period, AvroCodec(registry))
     finally:

@@ -173,7 +173,7 @@ def _selected(settings: Settings, args: argparse.Namespace) -> list[StoredDeadLe
     from pdo.core.deadletters import read_dead_letters, select
     from pdo.core.registry_client import RegistryClient
 
-    registry = RegistryClient(settings.registry_url)
+    registry = RegistryClient.for_settings(settings)
     try:
         letters = read_dead_letters(settings, AvroCodec(registry))
     finally:

@@ -200,7 +200,7 @@ def serve_gateway(settings: Settings) -> None:
         resources.callback(engine.dispose)
         publisher = EventPublisher(settings)
         resources.callback(publisher.close)
-        registry = RegistryClient(settings.registry_url)
+        registry = RegistryClient.for_settings(settings)
         resources.callback(registry.close)
         catalog = CatalogService(engine, publisher, registry, settings)
         authorization = AuthorizationService(engine, publisher, catalog, load_policy(), settings)

@@ -157,6 +157,12 @@ class Settings:
         f"sqlite:///{PROJECT_ROOT / 'run' / 'registry.db'}",
         "the schema registry's own store (kept apart so a service's open SQLite write never blocks it)",
     )
+    registry_auth_cache_s: int = _setting(
+        "PDO_REGISTRY_AUTH_CACHE_S",
+        30,
+        "seconds the registry trusts a checked password before asking Kafka again (a removed user's limit)",
+        _whole_number,
+    )
     registry_port: int = _setting(
         "PDO_REGISTRY_PORT", 8081, "port `pdo registry serve` listens on", _whole_number
     )

@@ -36,7 +36,7 @@ class EventPublisher:
 
     def __init__(self, settings: Settings, codec: AvroCodec | None = None) -> None:
         self.settings = settings
-        self.codec = codec or AvroCodec(RegistryClient(settings.registry_url))
+        self.codec = codec or AvroCodec(RegistryClient.for_settings(settings))
         self._producer = producer(settings)
 
     def publish(

@@ -7,7 +7,9 @@ import threading
 
 import httpx
 
+from pdo.core.config import Settings
 from pdo.core.errors import PdoError
+from pdo.core.kafka import require_credentials
 
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 SCHEMA_NOT_FOUND = 40403
@@ -33,12 +35,24 @@ def subject_for(topic: str, record_full_name: str) -> str:
 class RegistryClient:
     """Thread-safe; ids never change once given, so answers are cached for the life of the client."""
 
-    def __init__(self, url: str, timeout_s: float = 5.0, http: httpx.Client | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        timeout_s: float = 5.0,
+        http: httpx.Client | None = None,
+        auth: tuple[str, str] | None = None,
+    ) -> None:
         self.url = url.rstrip("/")
-        self._http = http or httpx.Client(timeout=timeout_s, headers={"Accept": CONTENT_TYPE})
+        self._http = http or httpx.Client(timeout=timeout_s, headers={"Accept": CONTENT_TYPE}, auth=auth)
+        self._user = auth[0] if auth else None
         self._ids: dict[tuple[str, str], int] = {}
         self._schemas: dict[int, str] = {}
         self._lock = threading.Lock()
+
+    @classmethod
+    def for_settings(cls, settings: Settings, timeout_s: float = 5.0) -> RegistryClient:
+        """A client of PDO_REGISTRY_URL that authenticates as this process's Kafka user (HTTP Basic)."""
+        return cls(settings.registry_url, timeout_s, auth=require_credentials(settings))
 
     def close(self) -> None:
         self._http.close()
@@ -87,6 +101,12 @@ class RegistryClient:
             ) from None
         if response.is_success:
             return response.json()
+        if response.status_code in (401, 403):
+            raise RegistryError(
+                f"the schema registry at {self.url} refused {method} {path} for user {self._user!r} "
+                f"(HTTP {response.status_code}): {self._refusal(method, path, response).message}",
+                hint="check PDO_KAFKA_USERNAME / PDO_KAFKA_PASSWORD, and the user's Kafka ACLs (`pdo acls list`)",
+            )
         raise self._refusal(method, path, response)
 
     @staticmethod

@@ -91,7 +91,7 @@ class TenantStreams:
     def __init__(self, settings: Settings, grants: dict[str, GrantView]) -> None:
         self.settings = settings
         self.grants = grants
-        self.codec = AvroCodec(RegistryClient(settings.registry_url))
+        self.codec = AvroCodec(RegistryClient.for_settings(settings))
         self.undecodable = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="demo-tenant-streams", daemon=True)

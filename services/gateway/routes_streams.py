@@ -117,7 +117,7 @@ class StreamHub:
     def codec(self) -> AvroCodec:
         with self._lock:
             if self._codec is None:
-                self._registry = RegistryClient(self.settings.registry_url)
+                self._registry = RegistryClient.for_settings(self.settings)
                 self._codec = AvroCodec(self._registry)
             return self._codec
 

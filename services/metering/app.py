@@ -69,7 +69,7 @@ class Runtime:
 def build_runtime(settings: Settings) -> Runtime:
     engine = make_engine(settings.database_url)
     publisher = EventPublisher(settings)
-    codec = AvroCodec(RegistryClient(settings.registry_url))
+    codec = AvroCodec(RegistryClient.for_settings(settings))
     return Runtime(MeteringHandler(Ledger(engine), publisher, codec), publisher, engine)
 
 

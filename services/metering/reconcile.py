@@ -523,7 +523,7 @@ def _scan_with(settings: Settings, codec: AvroCodec | None, names: list[str]) ->
         return scan_tenant_topics(settings, codec, names)
     from pdo.core.registry_client import RegistryClient
 
-    registry = RegistryClient(settings.registry_url)
+    registry = RegistryClient.for_settings(settings)
     try:
         return scan_tenant_topics(settings, AvroCodec(registry), names)
     finally:

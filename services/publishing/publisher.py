@@ -103,7 +103,7 @@ class FeedPublisher:
         self.schema = conversion.parse_schema(dataset.record_schema)
         # Encoding under a known id never calls the registry; the client is there for the codec's shape.
         self._own_codec = codec is None
-        self.codec = codec or AvroCodec(RegistryClient(settings.registry_url))
+        self.codec = codec or AvroCodec(RegistryClient.for_settings(settings))
         self._own_producer = producer_factory is None
         self._producer_factory = producer_factory or (lambda: _feed_producer(settings))
         self._producer: KafkaProducer | None = None
@@ -257,7 +257,7 @@ class FeedPublishers:
 
     def _shared_codec(self) -> AvroCodec:
         if self._codec is None:
-            self._codec = AvroCodec(RegistryClient(self.settings.registry_url))
+            self._codec = AvroCodec(RegistryClient.for_settings(self.settings))
         return self._codec
 
     def _shared_producer(self) -> KafkaProducer:

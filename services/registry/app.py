@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Annotated, Any
 
 import fastapi
 from fastapi import Depends, Request
@@ -21,9 +22,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pdo.core.compatibility import CompatibilityLevel
+from pdo.core.config import Settings
 from pdo.core.db import make_engine
 from pdo.core.http_metrics import MetricsMiddleware
 from pdo.registry import errors
+from pdo.registry.auth import REALM, Caller, Guard, Role, forbidden
 from pdo.registry.errors import RegistryError
 from pdo.registry.schemas import SUPPORTED_TYPES, parse_request
 from pdo.registry.store import RegistryStore, SubjectVersion
@@ -170,14 +173,36 @@ def _version_body(row: SubjectVersion) -> dict[str, Any]:
 # -- metrics -------------------------------------------------------------------------------------------
 
 
+# -- the caller ----------------------------------------------------------------------------------------
+
+
+def current_caller(request: Request) -> Caller:
+    """Who sent the request (HTTP Basic), checked by the app's Guard; 401 otherwise."""
+    return request.app.state.guard.caller(request.headers.get("authorization"))
+
+
+Who = Annotated[Caller, Depends(current_caller)]
+
+
 # -- the app -------------------------------------------------------------------------------------------
 
 
-def create_app(database_url: str) -> fastapi.FastAPI:
-    """The registry over the database at `database_url` (migrated already: see pdo.core.db.upgrade)."""
+def create_app(
+    database_url: str,
+    guard: Callable[[CollectorRegistry], Guard] | None = None,
+    settings: Settings | None = None,
+) -> fastapi.FastAPI:
+    """The registry over the database at `database_url` (migrated already: see pdo.core.db.upgrade).
+
+    `guard` makes the Guard that authenticates and authorizes every request (given the metrics registry);
+    by default `Guard.for_settings`: passwords checked by logging in to Kafka, parties' reach from its ACLs.
+    """
     engine = make_engine(database_url)
     store = RegistryStore(engine)
     metrics = CollectorRegistry()
+    settings = settings or Settings.from_env()
+    guard_of = guard(metrics) if guard is not None else Guard.for_settings(settings, metrics)
+
     requests_total = Counter(
         "pdo_registry_http_requests",
         "HTTP requests the schema registry answered, by method, route template and status",
@@ -206,11 +231,15 @@ def create_app(database_url: str) -> fastapi.FastAPI:
     )
     app.state.store = store
     app.state.metrics = metrics
+    app.state.guard = guard_of
     app.add_middleware(MetricsMiddleware, requests=requests_total)
 
     @app.exception_handler(RegistryError)
     async def registry_error(_request, error: RegistryError):
-        return _error_response(error.status, error.code, error.message)
+        response = _error_response(error.status, error.code, error.message)
+        if error.status == 401:
+            response.headers["WWW-Authenticate"] = REALM
+        return response
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request, error: StarletteHTTPException):
@@ -231,19 +260,19 @@ def create_app(database_url: str) -> fastapi.FastAPI:
     # -- root, types, metrics --
 
     @app.get("/")
-    def root() -> dict:
+    def root(_caller: Who) -> dict:
         return {}
 
     @app.get("/schemas/types")
-    def schema_types() -> list:
+    def schema_types(_caller: Who) -> list:
         return list(SUPPORTED_TYPES)
 
     @app.get("/mode")
-    def mode() -> dict:
+    def mode(_caller: Who) -> dict:
         return {"mode": "READWRITE"}
 
     @app.get("/contexts")
-    def contexts() -> list:
+    def contexts(_caller: Who) -> list:
         return ["."]
 
     @app.get("/metrics")
@@ -253,16 +282,17 @@ def create_app(database_url: str) -> fastapi.FastAPI:
     # -- subjects --
 
     @app.get("/subjects")
-    def list_subjects(request: Request) -> list:
+    def list_subjects(request: Request, who: Who) -> list:
         found = store.subjects(
             include_deleted=_flag(request, "deleted"),
             deleted_only=_flag(request, "deleted_only"),
             prefix=request.query_params.get("subjectPrefix") or None,
         )
-        return _page(request, found)
+        return _page(request, [subject for subject in found if guard_of.may_read(who, subject)])
 
     @app.get("/subjects/{subject}/versions")
-    def list_versions(subject: str, request: Request) -> list:
+    def list_versions(subject: str, request: Request, who: Who) -> list:
+        guard_of.require_read(who, subject)
         found = store.versions(
             _subject(subject),
             include_deleted=_flag(request, "deleted"),
@@ -271,7 +301,8 @@ def create_app(database_url: str) -> fastapi.FastAPI:
         return _page(request, found)
 
     @app.post("/subjects/{subject}/versions")
-    def register(subject: str, body: bytes = Depends(read_body)) -> dict:
+    def register(subject: str, who: Who, body: bytes = Depends(read_body)) -> dict:
+        guard_of.require_writer(who, "register schemas")
         subject = _subject(subject)
         parsed = parse_request(_json(body))
         registration = store.register(subject, parsed)
@@ -282,32 +313,38 @@ def create_app(database_url: str) -> fastapi.FastAPI:
         return {"id": registration.schema_id, "subject": subject, "version": registration.version}
 
     @app.get("/subjects/{subject}/versions/{version}")
-    def get_version(subject: str, version: str, request: Request) -> dict:
+    def get_version(subject: str, version: str, request: Request, who: Who) -> dict:
+        guard_of.require_read(who, subject)
         row = store.version(_subject(subject), _version(version), include_deleted=_flag(request, "deleted"))
         return _version_body(row)
 
     @app.get("/subjects/{subject}/versions/{version}/schema")
-    def get_version_schema(subject: str, version: str, request: Request) -> Response:
+    def get_version_schema(subject: str, version: str, request: Request, who: Who) -> Response:
+        guard_of.require_read(who, subject)
         row = store.version(_subject(subject), _version(version), include_deleted=_flag(request, "deleted"))
         return Response(row.schema_text, media_type=MEDIA_TYPE)
 
     @app.get("/subjects/{subject}/versions/{version}/referencedby")
-    def referenced_by(subject: str, version: str) -> list:
+    def referenced_by(subject: str, version: str, who: Who) -> list:
+        guard_of.require_read(who, subject)
         store.version(_subject(subject), _version(version), include_deleted=False)
         return []  # references are not supported, so nothing can refer to a version
 
     @app.post("/subjects/{subject}")
-    def lookup(subject: str, request: Request, body: bytes = Depends(read_body)) -> dict:
+    def lookup(subject: str, request: Request, who: Who, body: bytes = Depends(read_body)) -> dict:
+        guard_of.require_read(who, subject)
         subject = _subject(subject)
         parsed = parse_request(_json(body))
         return _version_body(store.lookup(subject, parsed, include_deleted=_flag(request, "deleted")))
 
     @app.delete("/subjects/{subject}")
-    def delete_subject(subject: str, request: Request) -> list:
+    def delete_subject(subject: str, request: Request, who: Who) -> list:
+        guard_of.require_operator(who, "delete subjects")
         return store.delete_subject(_subject(subject), permanent=_flag(request, "permanent"))
 
     @app.delete("/subjects/{subject}/versions/{version}")
-    def delete_version(subject: str, version: str, request: Request) -> int:
+    def delete_version(subject: str, version: str, request: Request, who: Who) -> int:
+        guard_of.require_operator(who, "delete schema versions")
         return store.delete_version(
             _subject(subject), _version(version), permanent=_flag(request, "permanent")
         )
@@ -315,7 +352,8 @@ def create_app(database_url: str) -> fastapi.FastAPI:
     # -- schemas by id --
 
     @app.get("/schemas/ids/{schema_id}")
-    def get_schema(schema_id: str) -> dict:
+    def get_schema(schema_id: str, who: Who) -> dict:
+        readable_id(who, schema_id)
         schema_type, text = store.schema(_schema_id(schema_id))
         body = {"schema": text}
         if schema_type != "AVRO":
@@ -323,54 +361,73 @@ def create_app(database_url: str) -> fastapi.FastAPI:
         return body
 
     @app.get("/schemas/ids/{schema_id}/schema")
-    def get_raw_schema(schema_id: str) -> Response:
+    def get_raw_schema(schema_id: str, who: Who) -> Response:
+        readable_id(who, schema_id)
         _, text = store.schema(_schema_id(schema_id))
         return Response(text, media_type=MEDIA_TYPE)
 
     @app.get("/schemas/ids/{schema_id}/versions")
-    def schema_versions(schema_id: str, request: Request) -> list:
+    def schema_versions(schema_id: str, request: Request, who: Who) -> list:
+        readable_id(who, schema_id)
         usages = store.schema_usages(_schema_id(schema_id), include_deleted=_flag(request, "deleted"))
+        usages = [(s, v) for s, v in usages if guard_of.may_read(who, s)]
         wanted = request.query_params.get("subject")
         found = [{"subject": s, "version": v} for s, v in usages if not wanted or s == wanted]
         return _page(request, found)
 
     @app.get("/schemas/ids/{schema_id}/subjects")
-    def schema_subjects(schema_id: str, request: Request) -> list:
+    def schema_subjects(schema_id: str, request: Request, who: Who) -> list:
+        readable_id(who, schema_id)
         usages = store.schema_usages(_schema_id(schema_id), include_deleted=_flag(request, "deleted"))
+        usages = [(s, v) for s, v in usages if guard_of.may_read(who, s)]
         wanted = request.query_params.get("subject")
         found = sorted({s for s, _ in usages if not wanted or s == wanted})
         return _page(request, found)
 
+    def readable_id(who: Caller, schema_id: str) -> None:
+        """A party sees a schema by id only when a subject it may read holds it (404 otherwise, as if absent)."""
+        if who.role is not Role.PARTY:
+            return
+        usages = store.schema_usages(_schema_id(schema_id), include_deleted=False)
+        if not any(guard_of.may_read(who, subject) for subject, _ in usages):
+            guard_of.refusals.labels("forbidden").inc()
+            raise forbidden(who, f"read schema {schema_id[:20]!r}")
+
     # -- config --
 
     @app.get("/config")
-    def get_global_config() -> dict:
+    def get_global_config(_caller: Who) -> dict:
         return {"compatibilityLevel": store.get_level(None, default_to_global=True).value}
 
     @app.put("/config")
-    def put_global_config(body: bytes = Depends(read_body)) -> dict:
+    def put_global_config(who: Who, body: bytes = Depends(read_body)) -> dict:
+        guard_of.require_operator(who, "change the global compatibility")
         level = _level(body)
         store.set_level(None, level)
         return {"compatibility": level.value}
 
     @app.delete("/config")
-    def delete_global_config() -> dict:
+    def delete_global_config(who: Who) -> dict:
+        guard_of.require_operator(who, "change the global compatibility")
         return {"compatibilityLevel": store.delete_level(None).value}
 
     @app.get("/config/{subject}")
-    def get_subject_config(subject: str, request: Request) -> dict:
+    def get_subject_config(subject: str, request: Request, who: Who) -> dict:
+        guard_of.require_read(who, subject)
         level = store.get_level(_subject(subject), default_to_global=_flag(request, "defaultToGlobal"))
         return {"compatibilityLevel": level.value}
 
     @app.put("/config/{subject}")
-    def put_subject_config(subject: str, body: bytes = Depends(read_body)) -> dict:
+    def put_subject_config(subject: str, who: Who, body: bytes = Depends(read_body)) -> dict:
         subject = _subject(subject)
         level = _level(body)
+        guard_of.require_subject_level(who, level)
         store.set_level(subject, level)
         return {"compatibility": level.value}
 
     @app.delete("/config/{subject}")
-    def delete_subject_config(subject: str) -> dict:
+    def delete_subject_config(subject: str, who: Who) -> dict:
+        guard_of.require_operator(who, "change a subject's compatibility")
         return {"compatibilityLevel": store.delete_level(_subject(subject)).value}
 
     # -- compatibility --
@@ -383,11 +440,19 @@ def create_app(database_url: str) -> fastapi.FastAPI:
         return {"is_compatible": not problems, "messages": problems if verbose else []}
 
     @app.post("/compatibility/subjects/{subject}/versions/{version}")
-    def check_version(subject: str, version: str, request: Request, body: bytes = Depends(read_body)) -> dict:
+    def check_version(
+        subject: str,
+        version: str,
+        request: Request,
+        who: Who,
+        body: bytes = Depends(read_body),
+    ) -> dict:
+        guard_of.require_read(who, subject)
         return _compatibility(subject, _version(version), request, body)
 
     @app.post("/compatibility/subjects/{subject}/versions")
-    def check_all(subject: str, request: Request, body: bytes = Depends(read_body)) -> dict:
+    def check_all(subject: str, request: Request, who: Who, body: bytes = Depends(read_body)) -> dict:
+        guard_of.require_read(who, subject)
         return _compatibility(subject, "all", request, body)
 
     return app

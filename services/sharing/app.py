@@ -394,7 +394,7 @@ def masking_key(settings: Settings) -> bytes:
 
 def build_runtime(settings: Settings) -> Runtime:
     engine = make_engine(settings.database_url)
-    codec = AvroCodec(RegistryClient(settings.registry_url))
+    codec = AvroCodec(RegistryClient.for_settings(settings))
     book = GrantBook()
     tenant_topics = TenantTopics(settings)
     handler = FeedHandler(

@@ -78,7 +78,7 @@ def spec(dataset_id="open-traffic", **changes) -> RequestSpec:
 
 def on_topic(settings: Settings, topic: TopicId, **match) -> list[tuple[str, dict]]:
     """(schema name, value) of every event on the topic whose fields equal `match`."""
-    with RegistryClient(settings.registry_url) as registry:
+    with RegistryClient.for_settings(settings) as registry:
         events = projection.read_events(settings, topic, AvroCodec(registry), timeout_s=30)
     return [
         (event.schema_name, dict(event.value))

@@ -194,7 +194,7 @@ def test_the_worker_decides_suspends_dead_letters_and_expires(settings, worker, 
         sender.close()
 
         def dead_letters():
-            with RegistryClient(settings.registry_url) as registry:
+            with RegistryClient.for_settings(settings) as registry:
                 return projection.read_events(
                     settings, TopicId.DEAD_LETTERS, AvroCodec(registry), timeout_s=30
                 )
@@ -235,7 +235,7 @@ def test_the_worker_decides_suspends_dead_letters_and_expires(settings, worker, 
         assert worker.poll() is None
         # The referral (read long before now) was skipped: the junk is still the only dead letter.
         assert [event.value["reason_code"] for event in dead_letters()] == ["UNDECODABLE"]
-        with RegistryClient(settings.registry_url) as registry:
+        with RegistryClient.for_settings(settings) as registry:
             on_requests = projection.read_events(settings, TopicId.REQUESTS, AvroCodec(registry), 30)
         assert [e.value["request_id"] for e in on_requests if e.schema_name == records.REFERRED] == [
             review.request_id

@@ -60,7 +60,7 @@ class TenantTopics:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.registry = RegistryClient(settings.registry_url)
+        self.registry = RegistryClient.for_settings(settings)
         self.codec = AvroCodec(self.registry)
         self.producer = producer(settings)
         self.feed = f"pdo.feed.{DATASET}"

@@ -62,7 +62,7 @@ def engine(database_url):
 
 @pytest.fixture
 def registry(settings):
-    with RegistryClient(settings.registry_url) as client:
+    with RegistryClient.for_settings(settings) as client:
         yield client
 
 
@@ -119,7 +119,7 @@ def events_since(
                 found += [r for r in batch if r.key == dataset_id.encode()]
     finally:
         consumer.close()
-    with RegistryClient(settings.registry_url) as registry:
+    with RegistryClient.for_settings(settings) as registry:
         codec = AvroCodec(registry)
         decoded = [codec.decode(r.value) for r in sorted(found, key=lambda r: r.offset)]
     return [(d.schema_name, d.value) for d in decoded]

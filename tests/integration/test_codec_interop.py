@@ -11,7 +11,7 @@ from confluent_kafka import Producer
 from confluent_kafka.schema_registry import SchemaRegistryClient, topic_record_subject_name_strategy
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
-from conftest import unique_name
+from conftest import admin_credentials, unique_name
 from kafka import KafkaConsumer
 from kafka.admin import NewTopic
 
@@ -60,13 +60,15 @@ def read_one(bootstrap: str, topic: str) -> bytes:
 
 def test_a_record_we_produce_is_read_by_confluents_deserializer(kafka_bootstrap, registry_url, topic):
     event = retired_event("traffic-flow")
-    with RegistryClient(registry_url) as registry:
+    with RegistryClient(registry_url, auth=admin_credentials()) as registry:
         data = AvroCodec(registry).encode(topic, RETIRED, event)
     sender = producer(Settings.from_env())
     sender.send(topic, key=b"traffic-flow", value=data).get(timeout=15)
     sender.close()
 
-    with SchemaRegistryClient({"url": registry_url}) as client:
+    with SchemaRegistryClient(
+        {"url": registry_url, "basic.auth.user.info": ":".join(admin_credentials())}
+    ) as client:
         value = AvroDeserializer(client)(
             read_one(kafka_bootstrap, topic), SerializationContext(topic, MessageField.VALUE)
         )
@@ -76,7 +78,9 @@ def test_a_record_we_produce_is_read_by_confluents_deserializer(kafka_bootstrap,
 
 def test_a_record_confluent_produces_is_read_by_our_codec(kafka_bootstrap, registry_url, topic):
     event = retired_event("air-quality")
-    with SchemaRegistryClient({"url": registry_url}) as client:
+    with SchemaRegistryClient(
+        {"url": registry_url, "basic.auth.user.info": ":".join(admin_credentials())}
+    ) as client:
         serialize = AvroSerializer(
             client,
             json.dumps(RETIRED.to_json()),
@@ -87,7 +91,7 @@ def test_a_record_confluent_produces_is_read_by_our_codec(kafka_bootstrap, regis
     sender.produce(topic, key=b"air-quality", value=data)
     assert sender.flush(15) == 0
 
-    with RegistryClient(registry_url) as registry:
+    with RegistryClient(registry_url, auth=admin_credentials()) as registry:
         decoded = AvroCodec(registry).decode(read_one(kafka_bootstrap, topic))
 
     assert decoded.schema_name == "pdo.catalog.v1.DatasetRetired"
@@ -95,10 +99,12 @@ def test_a_record_confluent_produces_is_read_by_our_codec(kafka_bootstrap, regis
 
 
 def test_both_sides_agree_on_the_subject_and_the_schema_id(registry_url, topic):
-    with RegistryClient(registry_url) as registry:
+    with RegistryClient(registry_url, auth=admin_credentials()) as registry:
         ours = AvroCodec(registry).encode(topic, RETIRED, retired_event("x"))
 
-    with SchemaRegistryClient({"url": registry_url}) as client:
+    with SchemaRegistryClient(
+        {"url": registry_url, "basic.auth.user.info": ":".join(admin_credentials())}
+    ) as client:
         latest = client.get_latest_version(f"{topic}-pdo.catalog.v1.DatasetRetired")
 
     assert int.from_bytes(ours[1:5], "big") == latest.schema_id

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from conftest import admin_credentials
 from kafka import KafkaConsumer, TopicPartition
 
 from pdo.core.codec import AvroCodec
@@ -45,7 +46,7 @@ def test_an_event_lands_on_its_topic_keyed_by_the_declared_field(publisher, kafk
 
     assert topic == "pdo.catalog"
     assert key == b"publisher-probe"
-    with RegistryClient(registry_url) as registry:
+    with RegistryClient(registry_url, auth=admin_credentials()) as registry:
         decoded = AvroCodec(registry).decode(value)
     assert decoded.schema_name == "pdo.catalog.v1.DatasetRetired"
     assert decoded.value == {**event, "dataset": None}  # the snapshot defaults to null when not given

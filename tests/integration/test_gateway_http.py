@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from conftest import ServerThread, fresh_postgres_database, isolated_namespace
+from conftest import ServerThread, fresh_postgres_database, isolated_namespace, static_guard
 from kafka import KafkaConsumer, TopicPartition
 
 from pdo.authorization.policy import load_policy
@@ -65,7 +65,7 @@ def platform(kafka_bootstrap, postgres_url, tmp_path_factory) -> Iterator[Platfo
     url = next(database)
     db.upgrade(url)
     with (
-        ServerThread(create_registry_app(url)) as registry_server,
+        ServerThread(create_registry_app(url, guard=static_guard)) as registry_server,
         isolated_namespace(
             dataclasses.replace(Settings.from_env(), database_url=url, registry_url=registry_server.url),
             tmp_path_factory.mktemp("gateway-http"),
@@ -73,7 +73,7 @@ def platform(kafka_bootstrap, postgres_url, tmp_path_factory) -> Iterator[Platfo
     ):
         engine = db.make_engine(url)
         publisher = EventPublisher(settings)
-        registry = RegistryClient(settings.registry_url)
+        registry = RegistryClient.for_settings(settings)
         catalog = CatalogService(engine, publisher, registry, settings)
         authorization = AuthorizationService(engine, publisher, catalog, load_policy(), settings)
         keys = issue_keys(PrincipalStore(engine))
@@ -180,7 +180,7 @@ def grant_events(platform: Platform, grant_id: str) -> list[str]:
         partitions = [TopicPartition(name, p) for p in consumer.partitions_for_topic(name)]
         consumer.assign(partitions)
         consumer.seek_to_beginning()
-        with RegistryClient(platform.settings.registry_url) as registry:
+        with RegistryClient.for_settings(platform.settings) as registry:
             codec = AvroCodec(registry)
             for record in consumer:
                 if record.key == grant_id.encode():

@@ -20,7 +20,7 @@ from typing import Any
 import avro.schema
 import httpx
 import pytest
-from conftest import ServerThread, fresh_postgres_database
+from conftest import ServerThread, fresh_postgres_database, static_guard
 
 from pdo.authorization.policy import load_policy
 from pdo.authorization.service import AuthorizationService
@@ -92,7 +92,7 @@ def stack(kafka_bootstrap, postgres_url, tmp_path_factory) -> Iterator[Stack]:
     db.upgrade(url)
     from pdo.registry.app import create_app as create_registry_app
 
-    with ServerThread(create_registry_app(url)) as registry_server:
+    with ServerThread(create_registry_app(url, guard=static_guard)) as registry_server:
         settings = dataclasses.replace(
             Settings.from_env(),
             database_url=url,
@@ -103,7 +103,7 @@ def stack(kafka_bootstrap, postgres_url, tmp_path_factory) -> Iterator[Stack]:
         create_topics(settings)
         engine = db.make_engine(url)
         publisher = EventPublisher(settings)
-        registry = RegistryClient(settings.registry_url)
+        registry = RegistryClient.for_settings(settings)
         catalog = CatalogService(engine, publisher, registry, settings)
         authorization = AuthorizationService(engine, publisher, catalog, load_policy(), settings)
         store = PrincipalStore(engine)
@@ -177,7 +177,7 @@ def fill_topic(stack: Stack) -> None:
     )
     with admin_client(settings) as admin:
         assert topics.apply(admin, [spec]).clean
-    registry = RegistryClient(settings.registry_url)
+    registry = RegistryClient.for_settings(settings)
     codec = AvroCodec(registry)
     try:
         values = [codec.encode(stack.topic, TENANT_SCHEMA, record(i, stack.grant_id)) for i in range(RECORDS)]

@@ -10,7 +10,7 @@ import time
 
 import httpx
 import pytest
-from conftest import free_port
+from conftest import admin_credentials, free_port
 
 from pdo.core.config import PROJECT_ROOT
 
@@ -59,8 +59,12 @@ def test_pdo_up_brings_the_platform_up_and_ctrl_c_stops_what_it_started(tmp_path
         wait_until_answering(f"http://127.0.0.1:{gateway_port}/healthz", process)
         catalog = httpx.get(f"http://127.0.0.1:{gateway_port}/v1/datasets", timeout=5)
         registered = httpx.post(
-            f"{registry}/subjects/pdo.catalog-probe/versions", json={"schema": '"string"'}, timeout=5
+            f"{registry}/subjects/pdo.catalog-probe/versions",
+            json={"schema": '"string"'},
+            auth=admin_credentials(),  # the admin of the broker this pdo up started
+            timeout=5,
         )
+        anonymous = httpx.get(f"{registry}/subjects", timeout=5)
         worker_metrics = {
             service: httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
             for service, port in metrics_ports.items()
@@ -70,6 +74,7 @@ def test_pdo_up_brings_the_platform_up_and_ctrl_c_stops_what_it_started(tmp_path
         output, _ = process.communicate(timeout=60)
 
     assert registered.status_code == 200
+    assert anonymous.status_code == 401  # the registry pdo up runs checks passwords against Kafka
     assert catalog.status_code == 401  # the gateway answers, and asks for a key
     for service in ("registry", "catalog", "authorization", "sharing", "metering", "gateway"):
         assert f"started {service}" in output

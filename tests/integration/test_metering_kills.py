@@ -49,7 +49,7 @@ DEADLINE_S = 150
 def test_ledger_equals_the_distinct_deliveries_after_repeated_sigkills(settings, pdo_workers):
     generator = random.Random()
     engine = db.make_engine(settings.database_url)
-    codec = AvroCodec(RegistryClient(settings.registry_url))
+    codec = AvroCodec(RegistryClient.for_settings(settings))
     started = datetime.now(UTC)
     grants = [f"g-kill-{n}" for n in range(GRANTS)]
     for n, grant_id in enumerate(grants):

@@ -21,7 +21,7 @@ import pytest
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
-from conftest import ServerThread, isolated_namespace
+from conftest import ServerThread, admin_credentials, isolated_namespace
 from kafka import KafkaConsumer, TopicPartition
 
 from pdo.catalog.models import (
@@ -83,7 +83,7 @@ def platform(kafka_bootstrap, registry_url, database_url, tmp_path) -> Iterator[
     with isolated_namespace(base, tmp_path / "namespace") as settings:
         engine = db.make_engine(database_url)
         events = EventPublisher(settings)
-        registry = RegistryClient(registry_url)
+        registry = RegistryClient(registry_url, auth=admin_credentials())
         provider = f"provider:ecology-{uuid.uuid4().hex[:8]}"
         try:
             yield Platform(settings, engine, CatalogService(engine, events, registry, settings), provider)
@@ -117,7 +117,9 @@ def read_feed(settings: Settings, topic: str, count: int, timeout_s: float = 30)
 
 def decoded_by_standard_tooling(settings: Settings, topic: str, records: list) -> dict[str, dict]:
     """record_id (the Kafka key) -> value, decoded by confluent-kafka's AvroDeserializer via the registry."""
-    with SchemaRegistryClient({"url": settings.registry_url}) as client:
+    with SchemaRegistryClient(
+        {"url": settings.registry_url, "basic.auth.user.info": ":".join(admin_credentials())}
+    ) as client:
         deserialize = AvroDeserializer(client)
         context = SerializationContext(topic, MessageField.VALUE)
         return {record.key.decode(): deserialize(record.value, context) for record in records}

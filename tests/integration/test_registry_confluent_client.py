@@ -15,7 +15,7 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
-from conftest import ServerThread, unique_name
+from conftest import ServerThread, admin_credentials, static_guard, unique_name
 
 pytestmark = pytest.mark.integration
 
@@ -63,13 +63,13 @@ def registry(database_url) -> Iterator[str]:
     from pdo.registry.app import create_app
 
     db.upgrade(database_url)
-    with ServerThread(create_app(database_url)) as server:
+    with ServerThread(create_app(database_url, guard=static_guard)) as server:
         yield server.url
 
 
 @pytest.fixture
 def client(registry) -> Iterator[SchemaRegistryClient]:
-    with SchemaRegistryClient({"url": registry}) as sr:
+    with SchemaRegistryClient({"url": registry, "basic.auth.user.info": ":".join(admin_credentials())}) as sr:
         yield sr
 
 
@@ -86,7 +86,9 @@ def test_avro_serializer_round_trip(registry, client):
     assert serializer(value, context) == payload
 
     # A fresh client (cold cache) must fetch the writer schema from the registry by id.
-    with SchemaRegistryClient({"url": registry}) as cold:
+    with SchemaRegistryClient(
+        {"url": registry, "basic.auth.user.info": ":".join(admin_credentials())}
+    ) as cold:
         assert AvroDeserializer(cold)(payload, context) == value
     assert deserializer(payload, context) == value
 
@@ -101,7 +103,9 @@ def test_client_api_end_to_end(registry, client):
 
     first_id = client.register_schema(subject, Schema(TRIP_V1, "AVRO"))
     assert client.register_schema(subject, Schema(TRIP_V1, "AVRO")) == first_id
-    with SchemaRegistryClient({"url": registry}) as cold:
+    with SchemaRegistryClient(
+        {"url": registry, "basic.auth.user.info": ":".join(admin_credentials())}
+    ) as cold:
         assert cold.register_schema(subject, Schema(TRIP_V1, "AVRO")) == first_id  # idempotent on the server
         other_subject_id = cold.register_schema(subject.replace("-value", "-copy"), Schema(TRIP_V1, "AVRO"))
         assert other_subject_id == first_id
@@ -174,7 +178,9 @@ def test_client_sees_confluent_error_codes(client):
 def test_racing_registrations_across_clients(registry):
     """Several registry clients at once, as several producers starting together would."""
     subject = unique_name("race") + "-value"
-    with SchemaRegistryClient({"url": registry}) as admin:
+    with SchemaRegistryClient(
+        {"url": registry, "basic.auth.user.info": ":".join(admin_credentials())}
+    ) as admin:
         admin.set_compatibility(subject_name=subject, level="NONE")
     schemas = [
         json.dumps({"type": "record", "name": f"R{index}", "fields": [{"name": "a", "type": "int"}]})
@@ -186,7 +192,9 @@ def test_racing_registrations_across_clients(registry):
 
     def run(index: int) -> None:
         try:
-            with SchemaRegistryClient({"url": registry}) as sr:
+            with SchemaRegistryClient(
+                {"url": registry, "basic.auth.user.info": ":".join(admin_credentials())}
+            ) as sr:
                 barrier.wait()
                 ids[index] = sr.register_schema(subject, Schema(schemas[index % len(schemas)], "AVRO"))
         except Exception as error:  # reported below, on the test's thread
@@ -201,5 +209,5 @@ def test_racing_registrations_across_clients(registry):
     # Each schema got one id whichever client registered it, and one version each: no duplicates.
     for index in range(len(schemas)):
         assert ids[index] == ids[index + len(schemas)]
-    with SchemaRegistryClient({"url": registry}) as sr:
+    with SchemaRegistryClient({"url": registry, "basic.auth.user.info": ":".join(admin_credentials())}) as sr:
         assert sr.get_versions(subject) == list(range(1, len(schemas) + 1))

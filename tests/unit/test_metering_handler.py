@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from conftest import admin_credentials
 from prometheus_client import REGISTRY
 
 from pdo.authorization.testing import RecordingPublisher
@@ -30,7 +31,7 @@ def handler(sqlite_url, registry_url):
     db.upgrade(sqlite_url)
     engine = db.make_engine(sqlite_url)
     insert_grant(engine, "g-1", NOW - timedelta(days=1), tenant_id="tenant:handler", daily_quota_records=3)
-    codec = AvroCodec(RegistryClient(registry_url))
+    codec = AvroCodec(RegistryClient(registry_url, auth=admin_credentials()))
     yield MeteringHandler(Ledger(engine, lambda: NOW), RecordingPublisher(), codec, lambda: NOW)
     codec.registry.close()
     engine.dispose()

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from conftest import ServerThread, unique_name
+from conftest import ServerThread, admin_credentials, static_guard, unique_name
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -32,7 +32,7 @@ V2_INCOMPATIBLE = record("Trip", ("id", "string"), ("km", "double"))  # new fiel
 
 @pytest.fixture
 def client(registry_url) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=registry_url, timeout=30) as http:
+    with httpx.Client(base_url=registry_url, timeout=30, auth=admin_credentials()) as http:
         yield http
 
 
@@ -45,7 +45,10 @@ def shared_client(tmp_path_factory) -> Iterator[httpx.Client]:
 
     url = f"sqlite:///{tmp_path_factory.mktemp('registry') / 'pdo.db'}"
     db.upgrade(url)
-    with ServerThread(create_app(url)) as server, httpx.Client(base_url=server.url, timeout=30) as http:
+    with (
+        ServerThread(create_app(url, guard=static_guard)) as server,
+        httpx.Client(base_url=server.url, timeout=30, auth=admin_credentials()) as http,
+    ):
         yield http
 
 
@@ -583,11 +586,11 @@ def _race(count: int, action) -> list:
 
 
 def test_racing_registrations_never_duplicate_versions(registry_url):
-    with httpx.Client(base_url=registry_url, timeout=60) as http:
+    with httpx.Client(base_url=registry_url, timeout=60, auth=admin_credentials()) as http:
         http.put("/config/race-value", json={"compatibility": "NONE"})
 
     def distinct(index: int) -> httpx.Response:
-        with httpx.Client(base_url=registry_url, timeout=60) as http:
+        with httpx.Client(base_url=registry_url, timeout=60, auth=admin_credentials()) as http:
             return register(http, "race-value", record(f"R{index}", ("id", "string")))
 
     responses = _race(8, distinct)
@@ -596,13 +599,13 @@ def test_racing_registrations_never_duplicate_versions(registry_url):
     assert len({response.json()["id"] for response in responses}) == 8
 
     def same(_index: int) -> httpx.Response:
-        with httpx.Client(base_url=registry_url, timeout=60) as http:
+        with httpx.Client(base_url=registry_url, timeout=60, auth=admin_credentials()) as http:
             return register(http, "same-value", V1)
 
     responses = _race(8, same)
     assert all(response.status_code == 200 for response in responses), [r.text for r in responses]
     assert {(r.json()["id"], r.json()["version"]) for r in responses} == {(responses[0].json()["id"], 1)}
-    with httpx.Client(base_url=registry_url) as http:
+    with httpx.Client(base_url=registry_url, auth=admin_credentials()) as http:
         assert http.get("/subjects/same-value/versions").json() == [1]
 
 
