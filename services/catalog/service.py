@@ -20,7 +20,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import httpx
 import sqlalchemy as sa
 from avro.schema import RecordSchema
 from kafka.errors import KafkaError
@@ -43,7 +42,7 @@ from pdo.core.config import Settings
 from pdo.core.errors import Conflict, Forbidden, InvalidInput, NotFound, PdoError, Unavailable
 from pdo.core.events import EventPublisher, event_head
 from pdo.core.kafka import admin_client
-from pdo.core.registry_client import CONTENT_TYPE, RegistryClient, RegistryError, subject_for
+from pdo.core.registry_client import RegistryClient, RegistryError, subject_for
 from pdo.core.topics import TopicId
 
 log = logging.getLogger(__name__)
@@ -242,21 +241,13 @@ class CatalogService:
     # -- outside steps: registry and broker (idempotent, so a retry after a failure is safe)
 
     def _require_full_transitive(self, subject: str) -> None:
-        # RegistryClient has no config call; this is the one registry endpoint the catalog needs beyond it.
         try:
-            response = httpx.put(
-                f"{self.registry.url}/config/{subject}",
-                json={"compatibility": FEED_COMPATIBILITY.value},
-                headers={"Content-Type": CONTENT_TYPE, "Accept": CONTENT_TYPE},
-                timeout=self.settings.kafka_timeout_s,
-            )
-        except httpx.HTTPError as error:
-            raise Unavailable(f"cannot reach the schema registry at {self.registry.url}: {error}") from None
-        if not response.is_success:
+            self.registry.set_compatibility(subject, FEED_COMPATIBILITY.value)
+        except RegistryError as error:
             raise Unavailable(
-                f"the schema registry refused to set {subject}'s compatibility: "
-                f"HTTP {response.status_code} {response.text[:200]}"
-            )
+                f"the schema registry refused to set {subject}'s compatibility: {error.message}",
+                hint=error.hint,
+            ) from None
 
     def _register_schema(self, subject: str, schema_text: str) -> int:
         try:

@@ -91,6 +91,12 @@ class RegistryClient:
             self._schemas[schema_id] = body["schema"]
         return body["schema"]
 
+    def set_compatibility(self, subject: str, level: str) -> None:
+        """Set `subject`'s compatibility level (services may only set FULL_TRANSITIVE, the strictest)."""
+        self._call(
+            "PUT", f"/config/{subject}", json={"compatibility": level}, headers={"Content-Type": CONTENT_TYPE}
+        )
+
     def _call(self, method: str, path: str, **kwargs) -> dict:
         try:
             response = self._http.request(method, self.url + path, **kwargs)

@@ -26,6 +26,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, Producer
 from confluent_kafka.schema_registry import SchemaRegistryClient, topic_record_subject_name_strategy
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
+from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
 from conftest import free_port
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -177,7 +178,8 @@ def parties(stage) -> Parties:
         "sensitive_fields": [{"field": "plate", "masking": "KEEP_FIRST_LAST"}],
         "price_plan": {"kind": "PER_THOUSAND_RECORDS", "unit_price": "2.00"},
     }
-    assert stage.call(PROVIDER, "POST", "/v1/datasets", json=registration).status_code == 201
+    registered = stage.call(PROVIDER, "POST", "/v1/datasets", json=registration)
+    assert registered.status_code == 201, registered.text
     now = datetime.now(UTC)
     request = {
         "dataset_id": DATASET,
@@ -406,3 +408,48 @@ def test_operators_get_no_kafka_credentials_and_tenants_cannot_revoke_others(sta
     assert refused.status_code == 403
     other = stage.call(TENANT, "DELETE", f"/v1/principals/tenant:{OTHER_TENANT}/kafka-credentials")
     assert other.status_code == 403
+
+
+# ---------------------------------------------------------------------------------------------- the registry
+
+
+def test_the_registry_refuses_anonymous_changes_and_deletes(stage, parties):
+    subject = f"{stage.topic('authorizations')}-pdo.authorizations.v1.AuthorizationRevoked"
+    attempts = [
+        ("POST", f"/subjects/{subject}/versions", {"schema": '"string"'}),
+        ("PUT", "/config", {"compatibility": "NONE"}),
+        ("PUT", f"/config/{subject}", {"compatibility": "NONE"}),
+        ("DELETE", f"/subjects/{subject}", None),
+        ("DELETE", f"/subjects/{subject}?permanent=true", None),
+        ("GET", "/subjects", None),
+    ]
+    for method, path, body in attempts:
+        response = httpx.request(method, f"{stage.registry}{path}", json=body, timeout=30)
+        assert response.status_code == 401, (method, path, response.text)
+    wrong = httpx.get(f"{stage.registry}/subjects", auth=(parties.tenant["username"], "guessed"), timeout=30)
+    assert wrong.status_code == 401
+
+
+def test_the_registry_lets_parties_read_only_their_own_subjects_and_change_nothing(stage, parties):
+    tenant, other = parties.tenant, _credentials(stage, OTHER_TENANT)  # its first ones may be revoked by now
+    revocation = f"{stage.topic('authorizations')}-pdo.authorizations.v1.AuthorizationRevoked"
+    as_tenant = (tenant["username"], tenant["password"])
+    listed = httpx.get(f"{stage.registry}/subjects", auth=as_tenant, timeout=30).json()
+    assert listed and all(subject.startswith(tenant["topic_prefix"]) for subject in listed)
+    for method, path, body in [
+        ("PUT", "/config", {"compatibility": "NONE"}),
+        ("PUT", f"/config/{revocation}", {"compatibility": "NONE"}),
+        ("DELETE", f"/subjects/{revocation}", None),
+        ("DELETE", f"/subjects/{listed[0]}", None),
+        ("GET", f"/subjects/{revocation}/versions/latest", None),
+    ]:
+        response = httpx.request(method, f"{stage.registry}{path}", json=body, auth=as_tenant, timeout=30)
+        assert response.status_code == 403, (method, path, response.text)
+    feed_subject = f"{parties.feed}-hostile.test.v1.Trip"
+    as_other = (other["username"], other["password"])
+    for subject in (listed[0], feed_subject):
+        refused = httpx.get(f"{stage.registry}/subjects/{subject}/versions/latest", auth=as_other, timeout=30)
+        assert refused.status_code == 403
+    with pytest.raises(SchemaRegistryError) as refused:  # Confluent's own client, a provider's credentials
+        registry_client(stage, parties.provider).get_latest_version(revocation)
+    assert refused.value.http_status_code == 403
