@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 LEASE_NAME = "authorization-outbox"
 BATCH_ROWS = 500
 # While another relay holds the lease, a prompt publish looks again this often (until its wait is over).
-LEASE_RETRY_S = 0.05
+LEASE_RETRY_S = 0.01
 
 
 class Publisher(Protocol):
@@ -111,7 +111,9 @@ class OutboxRelay:
         """Send up to `limit` unsent rows; how many the broker acknowledged (0 when another relay holds the
         lease). A send that fails stops the round: the row and those after it wait for the next one, so
         nothing overtakes an unsent event. Raises what the publisher raised, after recording what was sent."""
-        if not self._take_lease():
+        # Looking first is one cheap read; taking the lease when there is nothing to send would only make
+        # a relay with work (a process that has just committed) wait for it.
+        if pending_count(self.engine) == 0 or not self._take_lease():
             return 0
         sent: list[int] = []
         try:
