@@ -12,9 +12,10 @@ request or grant safely.
 would not deny it with the dataset as it is now; a grant is resumed only under the same condition. When the
 catalog changes a dataset (`enforce_dataset_terms`, called by the worker for every catalog update), each
 ACTIVE grant the policy would now deny is suspended (cause DATASET_CHANGED, the rule and its reason as the
-grant's status reason), and each ACTIVE grant holding a newly sensitive field in clear is re-masked: a
-suspension and a resumption carrying the field's default masking, in one transaction, so the tenant keeps
-receiving the field, masked, and the grant's history says why. Masking only ever tightens.
+grant's status reason; a grant already suspended gets a new version saying so), and each ACTIVE grant
+holding a newly sensitive field in clear is re-masked: a suspension and a resumption carrying the field's
+default masking, in one transaction, so the tenant keeps receiving the field, masked, and the grant's
+history says why. Masking only ever tightens.
 
 Government tenants: pass `tenant_is_government=True` to submit_request; their grants are FREE, and policy
 rules may test `tenant_kind: [government]`. The kind travels on DataRequestSubmitted, and a referral to
