@@ -85,6 +85,18 @@ def pending_count(engine: Engine) -> int:
         return pending_in(conn)
 
 
+def is_published(conn: Connection, grant_id: str, version: int) -> bool:
+    """False while the event of this grant version waits in the outbox; True once the broker has it (or
+    for a version written before the outbox, or rebuilt from the topic: those came from the topic)."""
+    query = (
+        sa.select(t.outbox.c.id)
+        .where(t.outbox.c.event_key == grant_id)
+        .where(t.outbox.c.grant_version == version)
+        .where(t.outbox.c.sent_at.is_(None))
+    )
+    return conn.execute(query).first() is None
+
+
 def pending_in(conn: Connection) -> int:
     """Events committed but not yet acknowledged by the broker."""
     query = sa.select(sa.func.count()).select_from(t.outbox).where(t.outbox.c.sent_at.is_(None))

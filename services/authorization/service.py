@@ -383,7 +383,8 @@ class AuthorizationService:
                 .where(t.grant_transitions.c.grant_id == grant_id)
                 .order_by(t.grant_transitions.c.at, t.grant_transitions.c.id)
             ).mappings()
-            return records.grant_from_row(row, tuple(records.transition_from_row(item) for item in history))
+            grant = records.grant_from_row(row, tuple(records.transition_from_row(item) for item in history))
+            return replace(grant, published=outbox.is_published(conn, grant_id, grant.version))
 
     def list_grants(
         self, tenant_id: str | None = None, dataset_id: str | None = None, status: str | None = None

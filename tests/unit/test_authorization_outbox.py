@@ -123,6 +123,7 @@ def test_with_the_broker_down_changes_commit_and_go_out_in_order_once_it_returns
     service.revoke(grant_id, OPERATOR, "contract ended")
     assert service.get_grant(grant_id).version == 4
     assert outbox.pending_count(engine) == 3
+    assert service.get_grant(grant_id).published is False  # SQL has version 4; sharing does not yet
     with pytest.raises(Exception, match="broker down"):
         service.relay.publish_pending()  # the worker's relay keeps trying while the broker is away
     publisher.down = False
@@ -134,6 +135,7 @@ def test_with_the_broker_down_changes_commit_and_go_out_in_order_once_it_returns
         ("AuthorizationRevoked", 4),
     ]
     assert outbox.pending_count(engine) == 0
+    assert service.get_grant(grant_id).published is True
 
 
 def test_a_send_that_fails_midway_resends_from_that_row_and_nothing_overtakes_it(service, publisher, engine):

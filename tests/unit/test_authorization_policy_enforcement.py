@@ -259,7 +259,11 @@ def test_the_tenant_sees_the_suspension_reason_through_the_gateway(tmp_path, cat
     engine.dispose()
     assert seen.status_code == 200, seen.text
     body = seen.json()
-    assert (body["status"], body["suspension_cause"]) == ("SUSPENDED", "DATASET_CHANGED")
+    assert (body["status"], body["suspension_cause"], body["published"]) == (
+        "SUSPENDED",
+        "DATASET_CHANGED",
+        True,
+    )
     assert "Core data never leaves the platform" in body["status_reason"]
     assert body["history"][-1]["reason"] == body["status_reason"]
     assert [item["status_reason"] for item in listed.json()] == [body["status_reason"]]
