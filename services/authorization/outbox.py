@@ -51,6 +51,8 @@ LEASE_NAME = "authorization-outbox"
 BATCH_ROWS = 500
 # While another relay holds the lease, a prompt publish looks again this often (until its wait is over).
 LEASE_RETRY_S = 0.01
+# Sent rows are kept this long (to see what went out when), then pruned by the worker's clock.
+SENT_RETENTION = timedelta(days=7)
 
 
 class Publisher(Protocol):
@@ -85,22 +87,30 @@ def pending_count(engine: Engine) -> int:
         return pending_in(conn)
 
 
-def is_published(conn: Connection, grant_id: str, version: int) -> bool:
-    """False while the event of this grant version waits in the outbox; True once the broker has it (or
-    for a version written before the outbox, or rebuilt from the topic: those came from the topic)."""
-    query = (
-        sa.select(t.outbox.c.id)
-        .where(t.outbox.c.event_key == grant_id)
-        .where(t.outbox.c.grant_version == version)
-        .where(t.outbox.c.sent_at.is_(None))
+def unpublished_grant_versions(conn: Connection, grant_id: str | None = None) -> set[tuple[str, int]]:
+    """(grant id, version) of every grant event still waiting in the outbox (of one grant if given).
+
+    A version not in it is on the topic: published by the relay, written before the outbox existed, or
+    rebuilt from the topic."""
+    query = sa.select(t.outbox.c.event_key, t.outbox.c.grant_version).where(
+        t.outbox.c.sent_at.is_(None), t.outbox.c.grant_version.is_not(None)
     )
-    return conn.execute(query).first() is None
+    if grant_id is not None:
+        query = query.where(t.outbox.c.event_key == grant_id)
+    return {(key, version) for key, version in conn.execute(query)}
 
 
 def pending_in(conn: Connection) -> int:
     """Events committed but not yet acknowledged by the broker."""
     query = sa.select(sa.func.count()).select_from(t.outbox).where(t.outbox.c.sent_at.is_(None))
     return conn.execute(query).scalar_one()
+
+
+def prune_sent(engine: Engine, now: datetime, keep: timedelta = SENT_RETENTION) -> int:
+    """Delete rows the broker acknowledged more than `keep` ago; how many. Unsent rows are never pruned."""
+    with engine.begin() as conn:
+        done = conn.execute(t.outbox.delete().where(t.outbox.c.sent_at < now - keep))
+        return done.rowcount
 
 
 class OutboxRelay:

@@ -384,7 +384,7 @@ class AuthorizationService:
                 .order_by(t.grant_transitions.c.at, t.grant_transitions.c.id)
             ).mappings()
             grant = records.grant_from_row(row, tuple(records.transition_from_row(item) for item in history))
-            return replace(grant, published=outbox.is_published(conn, grant_id, grant.version))
+            return _with_published(grant, outbox.unpublished_grant_versions(conn, grant_id))
 
     def list_grants(
         self, tenant_id: str | None = None, dataset_id: str | None = None, status: str | None = None
@@ -397,7 +397,11 @@ class AuthorizationService:
         if status is not None:
             query = query.where(t.grants.c.status == _status(GrantStatus, status).value)
         with self.engine.connect() as conn:
-            return [records.grant_from_row(row) for row in conn.execute(query).mappings()]
+            unpublished = outbox.unpublished_grant_versions(conn)
+            return [
+                _with_published(records.grant_from_row(row), unpublished)
+                for row in conn.execute(query).mappings()
+            ]
 
     # ------------------------------------------------------------------------------------------ catalog
 
@@ -914,6 +918,10 @@ def _tightened_masking(grant: Grant, dataset: Dataset) -> dict[str, MaskingRule]
         if name in dataset.sensitive and name not in grant.masking
     }
     return {**grant.masking, **added}
+
+
+def _with_published(grant: Grant, unpublished: set[tuple[str, int]]) -> Grant:
+    return replace(grant, published=(grant.grant_id, grant.version) not in unpublished)
 
 
 def _require_pending_review(request: DataRequest) -> None:

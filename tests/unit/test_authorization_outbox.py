@@ -124,6 +124,7 @@ def test_with_the_broker_down_changes_commit_and_go_out_in_order_once_it_returns
     assert service.get_grant(grant_id).version == 4
     assert outbox.pending_count(engine) == 3
     assert service.get_grant(grant_id).published is False  # SQL has version 4; sharing does not yet
+    assert [grant.published for grant in service.list_grants()] == [False]
     with pytest.raises(Exception, match="broker down"):
         service.relay.publish_pending()  # the worker's relay keeps trying while the broker is away
     publisher.down = False
@@ -238,3 +239,15 @@ def test_relays_racing_writers_publish_each_grant_version_once_and_in_order(serv
     service.relay.publish_all()
     for grant_id in grant_ids:
         assert [version for _, version in grant_events(publisher, grant_id)] == list(range(1, 10))
+
+
+def test_sent_rows_are_pruned_after_their_retention_and_unsent_ones_never(service, publisher, engine):
+    grant_id = granted(service)  # two rows sent: the submission and the grant
+    publisher.down = True
+    service.suspend(grant_id, OPERATOR, "checking")  # one row waiting for the broker
+    later = datetime.now(UTC) + outbox.SENT_RETENTION + timedelta(minutes=1)
+    assert outbox.prune_sent(engine, datetime.now(UTC)) == 0
+    assert outbox.prune_sent(engine, later) == 2
+    assert outbox.pending_count(engine) == 1
+    publisher.down = False
+    assert service.relay.publish_all() == 1
