@@ -161,13 +161,9 @@ class OutboxRelay:
             taken = conn.execute(
                 t.outbox_lease.update()
                 .where(t.outbox_lease.c.name == LEASE_NAME)
-                .where(
-                    sa.or_(
-                        t.outbox_lease.c.holder.is_(None),
-                        t.outbox_lease.c.holder == self.holder,
-                        t.outbox_lease.c.expires_at < now,
-                    )
-                )
+                # Free or expired only: not even this relay's own holder, so two threads of one process
+                # (a prompt publish and the worker's timer) never publish at the same time either.
+                .where(sa.or_(t.outbox_lease.c.holder.is_(None), t.outbox_lease.c.expires_at < now))
                 .values(holder=self.holder, expires_at=now + self.lease)
             )
             return taken.rowcount == 1

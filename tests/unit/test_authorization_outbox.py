@@ -251,3 +251,14 @@ def test_sent_rows_are_pruned_after_their_retention_and_unsent_ones_never(servic
     assert outbox.pending_count(engine) == 1
     publisher.down = False
     assert service.relay.publish_all() == 1
+
+
+def test_a_relay_holding_the_lease_keeps_its_own_other_threads_out(service, publisher, engine):
+    granted(service)
+    publisher.down = True
+    service.suspend(service.list_grants()[0].grant_id, OPERATOR, "checking")
+    publisher.down = False
+    assert service.relay._take_lease()  # the prompt publish's thread, mid-round
+    assert service.relay.publish_pending() == 0  # the worker's timer, same relay: waits its turn
+    service.relay._release_lease()
+    assert service.relay.publish_pending() == 1
