@@ -262,3 +262,32 @@ def test_a_relay_holding_the_lease_keeps_its_own_other_threads_out(service, publ
     assert service.relay.publish_pending() == 0  # the worker's timer, same relay: waits its turn
     service.relay._release_lease()
     assert service.relay.publish_pending() == 1
+
+
+class HangingBroker(RecordingPublisher):
+    """A broker that does not answer until the test lets it (kafka-python waits up to its timeout)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answer = threading.Event()
+
+    def publish(self, *args, **kwargs):
+        self.answer.wait(timeout=60)
+        return super().publish(*args, **kwargs)
+
+
+def test_an_operator_gets_the_answer_while_the_broker_hangs_and_the_event_follows(engine):
+    broker = HangingBroker()
+    service = AuthorizationService(
+        engine, broker, sample_catalog(), load_policy(), Settings.from_env(), clock=Clock(START)
+    )
+    broker.answer.set()
+    grant_id = granted(service)
+    broker.answer.clear()
+    service._prompt.wait_s = 0.1  # the bound on how long a caller waits for the broker
+    revoked = service.revoke(grant_id, OPERATOR, "contract ended")  # returns although the send hangs
+    assert revoked.status == GrantStatus.REVOKED and service.get_grant(grant_id).published is False
+    assert grant_events(broker, grant_id) == [("AuthorizationGranted", 1)]
+    broker.answer.set()
+    service._prompt._queued.result(timeout=60)  # the round that was waiting on the broker finishes
+    assert grant_events(broker, grant_id) == [("AuthorizationGranted", 1), ("AuthorizationRevoked", 2)]
