@@ -16,7 +16,7 @@ from typing import Any
 
 from prometheus_client import Counter
 
-from pdo.authorization import records
+from pdo.authorization import outbox, records
 from pdo.authorization.service import AuthorizationService
 from pdo.catalog import mapping
 from pdo.catalog.projection import REGISTERED, RETIRED, UPDATED
@@ -186,7 +186,8 @@ class AuthorizationHandlers:
     # ------------------------------------------------------------------------------------------ clock
 
     def tick(self, now: datetime | None = None) -> TickReport:
-        """Expire grants past valid-until, resume grants whose quota day is over, decide stale requests."""
+        """Expire grants past valid-until, resume grants whose quota day is over, decide stale requests, and
+        prune outbox rows the broker acknowledged long ago."""
         now = now or utc_now()
         report = TickReport()
         for name, step in (
@@ -195,6 +196,7 @@ class AuthorizationHandlers:
                 "resume",
                 lambda: self._note(report.resumed, self.service.resume_quota_suspended(now), "ACTIVE"),
             ),
+            ("prune outbox", lambda: outbox.prune_sent(self.service.engine, now)),
             (
                 "sweep",
                 lambda: report.decided.extend(

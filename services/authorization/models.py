@@ -113,6 +113,9 @@ class Grant:
     status_reason: str | None = None
     suspension_cause: SuspensionCause | None = None
     history: tuple[GrantTransition, ...] = field(default=(), compare=False)
+    # Whether this version's event is on pdo.authorizations (the broker acknowledged it): false between the
+    # commit and the publish, and while the broker is unreachable. Sharing follows the event, not the row.
+    published: bool = field(default=True, compare=False)
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,9 @@ log = logging.getLogger(__name__)
 LEASE_NAME = "authorization-outbox"
 BATCH_ROWS = 500
 # While another relay holds the lease, a prompt publish looks again this often (until its wait is over).
-LEASE_RETRY_S = 0.05
+LEASE_RETRY_S = 0.01
+# Sent rows are kept this long (to see what went out when), then pruned by the worker's clock.
+SENT_RETENTION = timedelta(days=7)
 
 
 class Publisher(Protocol):
@@ -85,10 +87,30 @@ def pending_count(engine: Engine) -> int:
         return pending_in(conn)
 
 
+def unpublished_grant_versions(conn: Connection, grant_id: str | None = None) -> set[tuple[str, int]]:
+    """(grant id, version) of every grant event still waiting in the outbox (of one grant if given).
+
+    A version not in it is on the topic: published by the relay, written before the outbox existed, or
+    rebuilt from the topic."""
+    query = sa.select(t.outbox.c.event_key, t.outbox.c.grant_version).where(
+        t.outbox.c.sent_at.is_(None), t.outbox.c.grant_version.is_not(None)
+    )
+    if grant_id is not None:
+        query = query.where(t.outbox.c.event_key == grant_id)
+    return {(key, version) for key, version in conn.execute(query)}
+
+
 def pending_in(conn: Connection) -> int:
     """Events committed but not yet acknowledged by the broker."""
     query = sa.select(sa.func.count()).select_from(t.outbox).where(t.outbox.c.sent_at.is_(None))
     return conn.execute(query).scalar_one()
+
+
+def prune_sent(engine: Engine, now: datetime, keep: timedelta = SENT_RETENTION) -> int:
+    """Delete rows the broker acknowledged more than `keep` ago; how many. Unsent rows are never pruned."""
+    with engine.begin() as conn:
+        done = conn.execute(t.outbox.delete().where(t.outbox.c.sent_at < now - keep))
+        return done.rowcount
 
 
 class OutboxRelay:
@@ -111,7 +133,9 @@ class OutboxRelay:
         """Send up to `limit` unsent rows; how many the broker acknowledged (0 when another relay holds the
         lease). A send that fails stops the round: the row and those after it wait for the next one, so
         nothing overtakes an unsent event. Raises what the publisher raised, after recording what was sent."""
-        if not self._take_lease():
+        # Looking first is one cheap read; taking the lease when there is nothing to send would only make
+        # a relay with work (a process that has just committed) wait for it.
+        if pending_count(self.engine) == 0 or not self._take_lease():
             return 0
         sent: list[int] = []
         try:
@@ -137,13 +161,9 @@ class OutboxRelay:
             taken = conn.execute(
                 t.outbox_lease.update()
                 .where(t.outbox_lease.c.name == LEASE_NAME)
-                .where(
-                    sa.or_(
-                        t.outbox_lease.c.holder.is_(None),
-                        t.outbox_lease.c.holder == self.holder,
-                        t.outbox_lease.c.expires_at < now,
-                    )
-                )
+                # Free or expired only: not even this relay's own holder, so two threads of one process
+                # (a prompt publish and the worker's timer) never publish at the same time either.
+                .where(sa.or_(t.outbox_lease.c.holder.is_(None), t.outbox_lease.c.expires_at < now))
                 .values(holder=self.holder, expires_at=now + self.lease)
             )
             return taken.rowcount == 1

@@ -12,9 +12,10 @@ request or grant safely.
 would not deny it with the dataset as it is now; a grant is resumed only under the same condition. When the
 catalog changes a dataset (`enforce_dataset_terms`, called by the worker for every catalog update), each
 ACTIVE grant the policy would now deny is suspended (cause DATASET_CHANGED, the rule and its reason as the
-grant's status reason), and each ACTIVE grant holding a newly sensitive field in clear is re-masked: a
-suspension and a resumption carrying the field's default masking, in one transaction, so the tenant keeps
-receiving the field, masked, and the grant's history says why. Masking only ever tightens.
+grant's status reason; a grant already suspended gets a new version saying so), and each ACTIVE grant
+holding a newly sensitive field in clear is re-masked: a suspension and a resumption carrying the field's
+default masking, in one transaction, so the tenant keeps receiving the field, masked, and the grant's
+history says why. Masking only ever tightens.
 
 Government tenants: pass `tenant_is_government=True` to submit_request; their grants are FREE, and policy
 rules may test `tenant_kind: [government]`. The kind travels on DataRequestSubmitted, and a referral to
@@ -383,7 +384,8 @@ class AuthorizationService:
                 .where(t.grant_transitions.c.grant_id == grant_id)
                 .order_by(t.grant_transitions.c.at, t.grant_transitions.c.id)
             ).mappings()
-            return records.grant_from_row(row, tuple(records.transition_from_row(item) for item in history))
+            grant = records.grant_from_row(row, tuple(records.transition_from_row(item) for item in history))
+            return _with_published(grant, outbox.unpublished_grant_versions(conn, grant_id))
 
     def list_grants(
         self, tenant_id: str | None = None, dataset_id: str | None = None, status: str | None = None
@@ -396,7 +398,11 @@ class AuthorizationService:
         if status is not None:
             query = query.where(t.grants.c.status == _status(GrantStatus, status).value)
         with self.engine.connect() as conn:
-            return [records.grant_from_row(row) for row in conn.execute(query).mappings()]
+            unpublished = outbox.unpublished_grant_versions(conn)
+            return [
+                _with_published(records.grant_from_row(row), unpublished)
+                for row in conn.execute(query).mappings()
+            ]
 
     # ------------------------------------------------------------------------------------------ catalog
 
@@ -921,6 +927,10 @@ def _tightened_masking(grant: Grant, dataset: Dataset) -> dict[str, MaskingRule]
         if name in dataset.sensitive and name not in grant.masking
     }
     return {**grant.masking, **added}
+
+
+def _with_published(grant: Grant, unpublished: set[tuple[str, int]]) -> Grant:
+    return replace(grant, published=(grant.grant_id, grant.version) not in unpublished)
 
 
 def _require_pending_review(request: DataRequest) -> None:

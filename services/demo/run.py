@@ -239,7 +239,8 @@ class Demo:
         tenant = self._api(request.tenant)
         self._wait(
             f"grant {grant_id} to be ACTIVE",
-            lambda: tenant.call("GET", f"/v1/grants/{grant_id}")["status"] == "ACTIVE",
+            # Published: sharing follows the grant's event, and records must come after it to be delivered.
+            lambda: _active_and_published(tenant.call("GET", f"/v1/grants/{grant_id}")),
         )
         self.grants[grant_id] = GrantView(request, grant_id)
 
@@ -322,3 +323,7 @@ class Demo:
 
 def _undecided_or(found: dict[str, Any], undecided: str) -> dict[str, Any] | None:
     return None if found["status"] == undecided else found
+
+
+def _active_and_published(grant: dict[str, Any]) -> bool:
+    return grant["status"] == "ACTIVE" and grant.get("published", True)

@@ -151,6 +151,7 @@ class CutOffPublisher:
         raise Unavailable("cannot reach the Kafka broker (test: this process is cut off)")
 
 
+@pytest.mark.parametrize("db_url", ["sqlite", "postgresql"], indirect=True)
 def test_changes_committed_while_the_broker_is_unreachable_are_published_by_the_worker_in_order(
     settings, platform, pdo_workers
 ):

@@ -123,6 +123,8 @@ def test_with_the_broker_down_changes_commit_and_go_out_in_order_once_it_returns
     service.revoke(grant_id, OPERATOR, "contract ended")
     assert service.get_grant(grant_id).version == 4
     assert outbox.pending_count(engine) == 3
+    assert service.get_grant(grant_id).published is False  # SQL has version 4; sharing does not yet
+    assert [grant.published for grant in service.list_grants()] == [False]
     with pytest.raises(Exception, match="broker down"):
         service.relay.publish_pending()  # the worker's relay keeps trying while the broker is away
     publisher.down = False
@@ -134,6 +136,7 @@ def test_with_the_broker_down_changes_commit_and_go_out_in_order_once_it_returns
         ("AuthorizationRevoked", 4),
     ]
     assert outbox.pending_count(engine) == 0
+    assert service.get_grant(grant_id).published is True
 
 
 def test_a_send_that_fails_midway_resends_from_that_row_and_nothing_overtakes_it(service, publisher, engine):
@@ -236,3 +239,55 @@ def test_relays_racing_writers_publish_each_grant_version_once_and_in_order(serv
     service.relay.publish_all()
     for grant_id in grant_ids:
         assert [version for _, version in grant_events(publisher, grant_id)] == list(range(1, 10))
+
+
+def test_sent_rows_are_pruned_after_their_retention_and_unsent_ones_never(service, publisher, engine):
+    grant_id = granted(service)  # two rows sent: the submission and the grant
+    publisher.down = True
+    service.suspend(grant_id, OPERATOR, "checking")  # one row waiting for the broker
+    later = datetime.now(UTC) + outbox.SENT_RETENTION + timedelta(minutes=1)
+    assert outbox.prune_sent(engine, datetime.now(UTC)) == 0
+    assert outbox.prune_sent(engine, later) == 2
+    assert outbox.pending_count(engine) == 1
+    publisher.down = False
+    assert service.relay.publish_all() == 1
+
+
+def test_a_relay_holding_the_lease_keeps_its_own_other_threads_out(service, publisher, engine):
+    granted(service)
+    publisher.down = True
+    service.suspend(service.list_grants()[0].grant_id, OPERATOR, "checking")
+    publisher.down = False
+    assert service.relay._take_lease()  # the prompt publish's thread, mid-round
+    assert service.relay.publish_pending() == 0  # the worker's timer, same relay: waits its turn
+    service.relay._release_lease()
+    assert service.relay.publish_pending() == 1
+
+
+class HangingBroker(RecordingPublisher):
+    """A broker that does not answer until the test lets it (kafka-python waits up to its timeout)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answer = threading.Event()
+
+    def publish(self, *args, **kwargs):
+        self.answer.wait(timeout=60)
+        return super().publish(*args, **kwargs)
+
+
+def test_an_operator_gets_the_answer_while_the_broker_hangs_and_the_event_follows(engine):
+    broker = HangingBroker()
+    service = AuthorizationService(
+        engine, broker, sample_catalog(), load_policy(), Settings.from_env(), clock=Clock(START)
+    )
+    broker.answer.set()
+    grant_id = granted(service)
+    broker.answer.clear()
+    service._prompt.wait_s = 0.1  # the bound on how long a caller waits for the broker
+    revoked = service.revoke(grant_id, OPERATOR, "contract ended")  # returns although the send hangs
+    assert revoked.status == GrantStatus.REVOKED and service.get_grant(grant_id).published is False
+    assert grant_events(broker, grant_id) == [("AuthorizationGranted", 1)]
+    broker.answer.set()
+    service._prompt._queued.result(timeout=60)  # the round that was waiting on the broker finishes
+    assert grant_events(broker, grant_id) == [("AuthorizationGranted", 1), ("AuthorizationRevoked", 2)]

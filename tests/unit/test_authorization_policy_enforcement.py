@@ -244,22 +244,36 @@ def test_masking_only_tightens_when_the_catalog_unmarks_a_field(service, catalog
 # ---------------------------------------------------------------------------------------------- the tenant sees why
 
 
-def test_the_tenant_sees_the_suspension_reason_through_the_gateway(tmp_path, catalog, publisher):
+def test_through_the_gateway_the_tenant_sees_why_and_the_operator_is_refused_with_the_rule(
+    tmp_path, catalog, publisher
+):
     engine, keys = gateway_database(tmp_path)
     service = AuthorizationService(
         engine, publisher, catalog, load_policy(), Settings.from_env(), clock=Clock(START)
     )
     request_id = submit(service)
     grant_id = service.decide(request_id).grant_id
+    pending = submit(service, "conditional-traffic")
+    service.decide(pending)
     service.enforce_dataset_terms(reclassify(catalog, "open-traffic", classification=Classification.CORE))
+    reclassify(catalog, "conditional-traffic", classification=Classification.CORE)
     app = create_app(Settings.from_env(), catalog, service, engine, dead_letters=lambda limit: [])
     with ServerThread(app) as server, httpx.Client(base_url=server.url, timeout=30) as http:
         seen = http.get(f"/v1/grants/{grant_id}", headers={"Authorization": f"Bearer {keys['acme']}"})
         listed = http.get("/v1/grants", headers={"Authorization": f"Bearer {keys['acme']}"})
+        approval = http.post(
+            f"/v1/requests/{pending}/approve", json={}, headers={"Authorization": f"Bearer {keys['alice']}"}
+        )
     engine.dispose()
+    assert approval.status_code == 409, approval.text
+    assert "policy rule 'deny-core-data' denies it" in approval.json()["message"]
     assert seen.status_code == 200, seen.text
     body = seen.json()
-    assert (body["status"], body["suspension_cause"]) == ("SUSPENDED", "DATASET_CHANGED")
+    assert (body["status"], body["suspension_cause"], body["published"]) == (
+        "SUSPENDED",
+        "DATASET_CHANGED",
+        True,
+    )
     assert "Core data never leaves the platform" in body["status_reason"]
     assert body["history"][-1]["reason"] == body["status_reason"]
     assert [item["status_reason"] for item in listed.json()] == [body["status_reason"]]
