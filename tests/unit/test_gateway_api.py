@@ -38,6 +38,7 @@ from pdo.catalog.models import (
 from pdo.core import db
 from pdo.core.config import Settings
 from pdo.core.errors import Conflict, Forbidden, InvalidInput, NotFound, PdoError, Unavailable
+from pdo.core.ids import ID_RULE
 from pdo.gateway.app import create_app
 from pdo.gateway.principals import PrincipalStore
 
@@ -264,7 +265,7 @@ def dataset_body(dataset_id: str, **overrides) -> dict:
     return {**body, **overrides}
 
 
-def request_body(dataset_id: str = "transport.trips", **overrides) -> dict:
+def request_body(dataset_id: str = "transport-trips", **overrides) -> dict:
     body = {
         "dataset_id": dataset_id,
         "purpose": "route planning",
@@ -341,8 +342,8 @@ def test_healthz_and_openapi_need_no_key(gateway):
 @pytest.mark.parametrize(
     "who, method, path, body",
     [
-        ("acme", "POST", "/v1/datasets", dataset_body("transport.x")),
-        ("alice", "POST", "/v1/datasets", dataset_body("transport.x")),
+        ("acme", "POST", "/v1/datasets", dataset_body("transport-x")),
+        ("alice", "POST", "/v1/datasets", dataset_body("transport-x")),
         ("transport", "POST", "/v1/requests", request_body()),
         ("alice", "POST", "/v1/requests", request_body()),
         ("acme", "POST", "/v1/requests/r-1/approve", {}),
@@ -364,7 +365,7 @@ def test_wrong_role_is_403(gateway, who, method, path, body):
 
 def test_provider_registers_updates_and_retires_its_dataset(gateway):
     created = gateway.http.post(
-        "/v1/datasets", json=dataset_body("transport.trips"), headers=gateway.as_("transport")
+        "/v1/datasets", json=dataset_body("transport-trips"), headers=gateway.as_("transport")
     )
     assert created.status_code == 201, created.text
     dataset = created.json()
@@ -374,39 +375,49 @@ def test_provider_registers_updates_and_retires_its_dataset(gateway):
 
     for reader in ("acme", "alice", "health"):
         listed = gateway.http.get("/v1/datasets", headers=gateway.as_(reader)).json()
-        assert "transport.trips" in [d["dataset_id"] for d in listed]
+        assert "transport-trips" in [d["dataset_id"] for d in listed]
 
     patched = gateway.http.patch(
-        "/v1/datasets/transport.trips", json={"title": "All trips"}, headers=gateway.as_("transport")
+        "/v1/datasets/transport-trips", json={"title": "All trips"}, headers=gateway.as_("transport")
     )
     assert patched.json()["title"] == "All trips" and patched.json()["version"] == 2
 
     foreign = gateway.http.patch(
-        "/v1/datasets/transport.trips", json={"title": "Mine now"}, headers=gateway.as_("health")
+        "/v1/datasets/transport-trips", json={"title": "Mine now"}, headers=gateway.as_("health")
     )
     assert_refused(foreign, 403, "forbidden", "another provider")
 
     retire_without_reason = gateway.http.post(
-        "/v1/datasets/transport.trips/retire", json={}, headers=gateway.as_("transport")
+        "/v1/datasets/transport-trips/retire", json={}, headers=gateway.as_("transport")
     )
     assert_refused(retire_without_reason, 422, "invalid_input", "body.reason: Field required")
 
 
 def test_duplicate_dataset_is_409(gateway):
-    body = dataset_body("transport.dupe")
+    body = dataset_body("transport-dupe")
     assert gateway.http.post("/v1/datasets", json=body, headers=gateway.as_("transport")).status_code == 201
     again = gateway.http.post("/v1/datasets", json=body, headers=gateway.as_("transport"))
     assert_refused(again, 409, "conflict", "exists already")
 
 
+@pytest.mark.parametrize("dataset_id", ["corp.sales", "corp_sales", "Sales", "x" * 64])
+def test_a_dataset_id_that_breaks_the_id_rule_is_422_naming_the_rule(gateway, dataset_id):
+    """`tenant:acme` + `corp.sales` would share pdo.tenant.acme.corp.sales with `tenant:acme.corp` + `sales`."""
+    response = gateway.http.post(
+        "/v1/datasets", json=dataset_body(dataset_id), headers=gateway.as_("transport")
+    )
+    assert_refused(response, 422, "invalid_input", "body.dataset_id", ID_RULE)
+    assert dataset_id not in gateway.catalog.datasets
+
+
 def test_record_schema_may_be_json_text(gateway):
-    body = dataset_body("transport.text-schema", record_schema=json.dumps(SCHEMA))
+    body = dataset_body("transport-text-schema", record_schema=json.dumps(SCHEMA))
     response = gateway.http.post("/v1/datasets", json=body, headers=gateway.as_("transport"))
     assert response.status_code == 201, response.text
 
 
 def test_unknown_dataset_is_404(gateway):
-    response = gateway.http.get("/v1/datasets/transport.nothing", headers=gateway.as_("acme"))
+    response = gateway.http.get("/v1/datasets/transport-nothing", headers=gateway.as_("acme"))
     assert_refused(response, 404, "not_found", "no dataset")
 
 
@@ -587,7 +598,7 @@ def test_a_body_sent_as_anything_but_json_is_415_with_the_fix(gateway, content_t
 
 @pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e400"])
 def test_non_finite_prices_are_422(gateway, number):
-    body = json.dumps(dataset_body("transport.nan")).replace('"1.50"', number)
+    body = json.dumps(dataset_body("transport-nan")).replace('"1.50"', number)
     response = gateway.http.post(
         "/v1/datasets",
         content=body.encode(),
@@ -679,7 +690,7 @@ def operations() -> list[tuple[str, str, list[str]]]:
 
 OPERATIONS = operations()
 PATH_IDS = st.one_of(
-    st.sampled_from(["r-none", "g-none", "transport.trips", "flow-1", "g-flow-1"]),
+    st.sampled_from(["r-none", "g-none", "transport-trips", "flow-1", "g-flow-1"]),
     st.text(min_size=1, max_size=40).map(lambda text: quote(text, safe="")),
 )
 
