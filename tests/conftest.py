@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -25,6 +26,10 @@ REQUIRE_ALL = os.environ.get("PDO_TEST_REQUIRE_ALL") == "1"
 # would collide. Worker processes inherit this; a test that wants an endpoint gives it a free port.
 for _variable in ("CATALOG", "AUTHORIZATION", "SHARING", "METERING"):
     os.environ[f"PDO_{_variable}_METRICS_PORT"] = "0"
+
+# Outside development mode the published default masking key is refused (pdo.core.config): the suite runs
+# as production does, with a random master key of its own that every worker it starts inherits.
+os.environ.setdefault("PDO_MASKING_KEY", secrets.token_urlsafe(48))
 
 
 def _unavailable(what: str) -> None:

@@ -50,6 +50,7 @@ from pdo.core.events import utc_now
 from pdo.core.registry_client import RegistryError
 from pdo.core.topics import TopicId
 from pdo.sharing.grants import GrantBook
+from pdo.sharing.masking import pseudonym_key
 from pdo.sharing.scope import GrantScope
 from pdo.sharing.transform import (
     Provenance,
@@ -308,7 +309,8 @@ class FeedHandler:
             masking_policy_version=plan.policy_version,
             published_at=published_at,
         )
-        shaped = shape(record, scope, plan.rows, provenance, self.masking_key)
+        grant_key = pseudonym_key(self.masking_key, scope.tenant_id, dataset.dataset_id)
+        shaped = shape(record, scope, plan.rows, provenance, grant_key)
         if shaped is None:
             return  # filtered out
         try:

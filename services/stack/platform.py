@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from pdo.core import db
 from pdo.core.config import Settings
 from pdo.core.errors import PdoError
 from pdo.stack import broker
+from pdo.stack.local_secrets import local_secrets
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,8 @@ class Platform:
         self.report = report
         self.logs = settings.run_dir / "logs"
         self.running: dict[str, subprocess.Popen] = {}
+        # The generated secrets go to the services only, never into this process's environment or a log.
+        self.service_environment = {**os.environ, **local_secrets(settings)}
 
     def start(self, ready_timeout_s: float = 60) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -156,6 +160,7 @@ class Platform:
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            env=self.service_environment,
             # A session of its own: a terminal's Ctrl-C reaches only the supervisor (`pdo up`, `pdo demo`),
             # which stops the services in order with SIGTERM once it is done with them (the demo still
             # needs them for its final summary).

@@ -13,6 +13,7 @@ from prometheus_client import REGISTRY
 
 from pdo.authorization import records
 from pdo.authorization.testing import InMemoryCatalog, traffic_dataset
+from pdo.catalog.models import MaskingRule
 from pdo.core import schemas
 from pdo.core.codec import AvroCodec
 from pdo.core.config import Settings
@@ -27,6 +28,7 @@ from pdo.sharing.agents import (
     tenant_topic_part,
 )
 from pdo.sharing.grants import GrantBook
+from pdo.sharing.masking import mask, pseudonym_key
 from pdo.sharing.transform import delivery_id
 
 PUBLISHED = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
@@ -323,3 +325,27 @@ def test_a_dataset_changed_in_the_catalog_is_seen_after_the_cache_expires(codec,
     catalog.add(replace(catalog.get(DATASET), retired=True))
     now[0] += 10
     assert handler.handle(feed_message(value), PUBLISHED).dead_letter_reason == "RETIRED_DATASET"
+
+
+# ---------------------------------------------------------------------------------------------- pseudonyms
+
+
+def test_keyed_hash_pseudonyms_are_derived_per_tenant_and_cannot_be_joined_across_tenants(codec, catalog):
+    book = GrantBook()
+    for grant_id, tenant in (("grant-acme", "tenant:acme"), ("grant-globex", "tenant:globex")):
+        grant = granted(grant_id, tenant, ("record_id", "plate_number"))
+        book.apply(records.GRANTED, {**grant, "masking": {"plate_number": "KEYED_HASH"}})
+    handler = FeedHandler(Settings.from_env(), codec, catalog.get, book, b"test-key")
+
+    out = decoded(codec, handler.handle(feed_message(encoded_record(codec, traffic_record())), PUBLISHED))
+
+    plates = {topic: value["plate_number"] for topic, value in out if topic != "pdo.deliveries"}
+    acme, globex = (
+        plates[tenant_topic("tenant:acme", DATASET)],
+        plates[tenant_topic("tenant:globex", DATASET)],
+    )
+    assert acme != globex
+    assert acme == mask(
+        "京A12345", MaskingRule.KEYED_HASH, pseudonym_key(b"test-key", "tenant:acme", DATASET)
+    )
+    assert acme != mask("京A12345", MaskingRule.KEYED_HASH, b"test-key")  # never the master key itself
