@@ -134,6 +134,42 @@ class Settings:
         "largest request body the gateway accepts (413 beyond)",
         _whole_number,
     )
+    gateway_rate_per_s: int = _setting(
+        "PDO_GATEWAY_RATE_PER_S",
+        20,
+        "API requests per second one principal may make on average (429 beyond; 0: no limit)",
+        _whole_number,
+    )
+    gateway_rate_burst: int = _setting(
+        "PDO_GATEWAY_RATE_BURST",
+        100,
+        "API requests one principal may make at once above its average rate",
+        _whole_number,
+    )
+    gateway_max_streams: int = _setting(
+        "PDO_GATEWAY_MAX_STREAMS",
+        100,
+        "HTTP record streams (GET /v1/streams/...) one gateway process serves at once, all tenants together",
+        _whole_number,
+    )
+    gateway_max_streams_per_tenant: int = _setting(
+        "PDO_GATEWAY_MAX_STREAMS_PER_TENANT",
+        4,
+        "HTTP record streams one tenant may hold open at once on one gateway process",
+        _whole_number,
+    )
+    gateway_max_stream_s: int = _setting(
+        "PDO_GATEWAY_MAX_STREAM_S",
+        3600,
+        "seconds an HTTP record stream lasts at most; it then ends with `event: end` (resume with Last-Event-ID)",
+        _whole_number,
+    )
+    max_grants_per_tenant_dataset: int = _setting(
+        "PDO_MAX_GRANTS_PER_TENANT_DATASET",
+        5,
+        "live grants (active or suspended) plus undecided requests one tenant may hold on one dataset",
+        _whole_number,
+    )
     metrics_host: str = _setting(
         "PDO_METRICS_HOST",
         "127.0.0.1",

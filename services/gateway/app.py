@@ -31,6 +31,7 @@ from pdo.gateway import (
     routes_streams,
     routes_usage,
 )
+from pdo.gateway.caps import Caps
 from pdo.gateway.errors import UnexpectedErrorMiddleware, install_error_handlers
 from pdo.gateway.limits import BodyLimitMiddleware
 from pdo.gateway.metrics import gateway_metrics
@@ -95,6 +96,8 @@ def create_app(
     app.state.principals = principals or PrincipalStore(engine)
     app.state.engine = engine  # statements and asset reports are read straight from SQL
     app.state.metrics = metrics
+    app.state.settings = settings
+    app.state.caps = Caps(settings, metrics.limited)
     app.state.feeds = feeds
     app.state.ingested_records = routes_ingest.ingested_records_counter(metrics.registry)
     app.state.streams = streams

@@ -38,9 +38,12 @@ def authenticated(
     _bearer: Annotated[object, Security(bearer_scheme)] = None,
     _api_key: Annotated[object, Security(api_key_scheme)] = None,
 ) -> Principal:
-    """The principal whose key the request carries; 401 when there is none or it is not valid."""
+    """The principal whose key the request carries; 401 when there is none or it is not valid, 429 when
+    it is over its request rate (pdo.gateway.caps)."""
     store: PrincipalStore = request.app.state.principals
-    return store.authenticate(presented_key(request))
+    principal = store.authenticate(presented_key(request))
+    request.app.state.caps.spend_request(principal.principal_id)
+    return principal
 
 
 def role(*kinds: PrincipalKind) -> Callable[..., Principal]:

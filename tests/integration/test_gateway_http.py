@@ -103,7 +103,7 @@ def issue_keys(store: PrincipalStore) -> dict[str, str]:
 
 
 def dataset_id(label: str) -> str:
-    return f"gw-{RUN}.{label}-{uuid.uuid4().hex[:6]}"
+    return f"gw-{RUN}-{label}-{uuid.uuid4().hex[:6]}"
 
 
 def register(platform: Platform, openness: str, sensitive: bool = False, classification="GENERAL") -> str:

@@ -5,11 +5,13 @@ The fakes keep just enough state to answer like the real services; the integrati
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -40,6 +42,7 @@ from pdo.core.config import Settings
 from pdo.core.errors import Conflict, Forbidden, InvalidInput, NotFound, PdoError, Unavailable
 from pdo.core.ids import ID_RULE
 from pdo.gateway.app import create_app
+from pdo.gateway.caps import RateLimiter
 from pdo.gateway.principals import PrincipalStore
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
@@ -244,10 +247,36 @@ def gateway(tmp_path_factory) -> Iterator[Gateway]:
     store = PrincipalStore(engine)
     catalog, authorization = FakeCatalog(), FakeAuthorization()
     # No broker in unit tests: the dead-letter topic is swept as an empty one (its reads: test_gateway_console).
-    app = create_app(Settings.from_env(), catalog, authorization, engine, dead_letters=lambda limit: [])
+    # The caps have tests of their own (below); here they would only make the sweeps flaky.
+    settings = dataclasses.replace(
+        Settings.from_env(), gateway_rate_per_s=0, max_grants_per_tenant_dataset=10**6
+    )
+    app = create_app(settings, catalog, authorization, engine, dead_letters=lambda limit: [])
     with ServerThread(app) as server, httpx.Client(base_url=server.url, timeout=30) as http:
         yield Gateway(http, catalog, authorization, store, keys)
     engine.dispose()
+
+
+@pytest.fixture
+def capped(tmp_path) -> Iterator[Callable[..., tuple[Gateway, Any]]]:
+    """A fresh gateway over fresh fakes with the given settings changed; (gateway, its app)."""
+    engine, keys = gateway_database(tmp_path)
+    with contextlib.ExitStack() as stack:
+
+        def make(**changes) -> tuple[Gateway, Any]:
+            settings = dataclasses.replace(Settings.from_env(), **changes)
+            catalog, authorization = FakeCatalog(), FakeAuthorization()
+            app = create_app(settings, catalog, authorization, engine, dead_letters=lambda limit: [])
+            server = stack.enter_context(ServerThread(app))
+            http = stack.enter_context(httpx.Client(base_url=server.url, timeout=30))
+            return Gateway(http, catalog, authorization, PrincipalStore(engine), keys), app
+
+        yield make
+    engine.dispose()
+
+
+def limited(app, limit: str) -> float:
+    return app.state.metrics.registry.get_sample_value("pdo_gateway_limited_total", {"limit": limit}) or 0.0
 
 
 def dataset_body(dataset_id: str, **overrides) -> dict:
@@ -724,3 +753,63 @@ def test_openapi_sweep_never_causes_a_server_error(gateway, operation, data, pat
             "conflict",
             "unauthenticated",
         }, response.text
+
+
+# ---------------------------------------------------------------------------------------------- caps
+
+
+def test_a_principal_over_its_request_rate_gets_429_with_retry_after(capped):
+    gateway, app = capped(gateway_rate_per_s=1, gateway_rate_burst=3)
+    answers = [gateway.http.get("/v1/grants", headers=gateway.as_("acme")).status_code for _ in range(3)]
+    assert answers == [200, 200, 200]
+
+    refused = gateway.http.get("/v1/grants", headers=gateway.as_("acme"))
+
+    body = assert_refused(
+        refused, 429, "too_many_requests", "tenant:acme sent more than 1 requests per second"
+    )
+    assert "Retry-After" in body["hint"] and int(refused.headers["Retry-After"]) >= 1
+    assert limited(app, "rate") == 1
+    # Another principal has its own allowance.
+    assert gateway.http.get("/v1/grants", headers=gateway.as_("globex")).status_code == 200
+
+
+def test_the_rate_limit_refills_with_time_and_zero_turns_it_off():
+    clock = [0.0]
+    bucket = RateLimiter(per_second=2, burst=2, clock=lambda: clock[0])
+    assert [bucket.take("a"), bucket.take("a")] == [None, None]
+    assert bucket.take("a") == 1  # empty: one token is back in half a second, so "retry after 1 s"
+    clock[0] += 0.5
+    assert bucket.take("a") is None and bucket.take("a") == 1
+    unlimited = RateLimiter(per_second=0, burst=1)
+    assert all(unlimited.take("a") is None for _ in range(1000))
+
+
+def test_a_tenant_cannot_pile_up_requests_and_grants_on_one_dataset(capped):
+    gateway, app = capped(max_grants_per_tenant_dataset=2)
+    first = post_request(gateway, request_body())
+    assert first.status_code == 202, first.text
+    gateway.http.post(f"/v1/requests/{first.json()['request_id']}/approve", headers=gateway.as_("alice"))
+    assert post_request(gateway, request_body()).status_code == 202  # one grant + one undecided: the cap
+
+    refused = post_request(gateway, request_body())
+
+    body = assert_refused(refused, 429, "too_many_requests", "1 live grant(s) and 1 undecided request(s)")
+    assert "at most 2" in body["message"] and "withdraw" in body["hint"]
+    assert "Retry-After" not in refused.headers  # waiting alone does not help
+    assert limited(app, "grants_per_tenant_dataset") == 1
+    assert len(gateway.authorization.requests) == 2  # the refused request reached no service
+    # Other datasets and other tenants are not affected.
+    assert post_request(gateway, request_body("transport-other")).status_code == 202
+    other = gateway.http.post("/v1/requests", headers=gateway.as_("globex"), json=request_body())
+    assert other.status_code == 202
+
+
+def test_revoked_grants_and_decided_requests_do_not_count_against_the_cap(capped):
+    gateway, _ = capped(max_grants_per_tenant_dataset=1)
+    submitted = post_request(gateway, request_body()).json()["request_id"]
+    gateway.http.post(f"/v1/requests/{submitted}/approve", headers=gateway.as_("alice"))
+    gateway.http.post(
+        f"/v1/grants/{grant_id_for(submitted)}/revoke", headers=gateway.as_("alice"), json={"reason": "ended"}
+    )
+    assert post_request(gateway, request_body()).status_code == 202
