@@ -62,7 +62,10 @@ def check_enum(kind: type[E], what: str, value: Any) -> E:
 
 def normalize_schema_text(text: str) -> str:
     """The schema text as the registry stores it: JSON without insignificant whitespace."""
-    return json.dumps(json.loads(text), separators=(",", ":"), ensure_ascii=False)
+    try:
+        return json.dumps(json.loads(text), separators=(",", ":"), ensure_ascii=False)
+    except (TypeError, ValueError) as error:
+        raise InvalidInput(f"record_schema is not JSON text: {error}") from None
 
 
 def parse_record_schema(text: Any) -> RecordSchema:

@@ -246,6 +246,16 @@ def test_a_new_record_schema_is_registered_and_keeps_sensitive_fields_checked(se
         )
 
 
+@pytest.mark.parametrize("text", ["", "   ", "not json", "[1,"])
+def test_an_empty_or_unparsable_new_schema_is_invalid_input_not_a_crash(service, publisher, text):
+    """`PATCH {"record_schema": ""}` once answered 500: "" was read as "no change", then parsed as JSON."""
+    service.register(PROVIDER, registration(), actor="provider:city")
+
+    with pytest.raises(InvalidInput, match="record_schema"):
+        service.update(PROVIDER, "city-readings", DatasetChanges(record_schema=text), actor="provider:city")
+    assert service.get("city-readings").version == 1 and len(publisher.events) == 1
+
+
 def test_an_incompatible_schema_is_a_conflict_naming_the_registrys_reason(service, registry, publisher):
     service.register(PROVIDER, registration(), actor="provider:city")
     changed = {**SCHEMA, "fields": [*SCHEMA["fields"], {"name": "extra", "type": "int"}]}
