@@ -30,6 +30,13 @@ for _variable in ("CATALOG", "AUTHORIZATION", "SHARING", "METERING"):
 # Outside development mode the published default masking key is refused (pdo.core.config): the suite runs
 # as production does, with a random master key of its own that every worker it starts inherits.
 os.environ.setdefault("PDO_MASKING_KEY", secrets.token_urlsafe(48))
+# The gateway's /metrics answers only operators and this scrape token (tests send it as a bearer token).
+os.environ.setdefault("PDO_METRICS_TOKEN", secrets.token_urlsafe(48))
+
+
+def scrape_headers(settings: Settings) -> dict[str, str]:
+    """What Prometheus sends to read the gateway's /metrics."""
+    return {"Authorization": f"Bearer {settings.metrics_token}"}
 
 
 def _unavailable(what: str) -> None:
@@ -38,7 +45,14 @@ def _unavailable(what: str) -> None:
     pytest.skip(f"{what} is not available (start it with .ci/run or `pdo broker start`)")
 
 
-__all__ = ["ServerThread", "free_port", "fresh_postgres_database", "require_program", "unique_name"]
+__all__ = [
+    "ServerThread",
+    "free_port",
+    "fresh_postgres_database",
+    "require_program",
+    "scrape_headers",
+    "unique_name",
+]
 
 
 def unique_name(prefix: str) -> str:

@@ -218,6 +218,13 @@ class Settings:
         "worker; `pdo up` generates one in PDO_RUN_DIR/secrets/",
         secret=True,
     )
+    metrics_token: str = _setting(
+        "PDO_METRICS_TOKEN",
+        "",
+        "bearer token Prometheus presents to scrape the gateway's /metrics (operators' API keys work too); "
+        f"at least {MIN_SECRET_BYTES} bytes; `pdo up` generates one in PDO_RUN_DIR/secrets/",
+        secret=True,
+    )
     database_url: str = _setting(
         "PDO_DATABASE_URL",
         f"sqlite:///{PROJECT_ROOT / 'run' / 'pdo.db'}",

@@ -6,6 +6,7 @@ SQL, so the dependencies are plain `def`s and FastAPI runs them in its threadpoo
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Callable
 from typing import Annotated
 
@@ -59,6 +60,22 @@ def role(*kinds: PrincipalKind) -> Callable[..., Principal]:
         return principal
 
     return check
+
+
+def require_metrics_reader(request: Request) -> None:
+    """/metrics answers the scrape token (PDO_METRICS_TOKEN, as a bearer token) or an operator's API key;
+    anyone else gets 401 or 403: the metrics carry per-tenant usage."""
+    token: str = request.app.state.metrics_token
+    presented = presented_key(request)
+    if token and presented and hmac.compare_digest(presented.encode(), token.encode()):
+        return
+    principal = authenticated(request)
+    if principal.kind is not PrincipalKind.OPERATOR:
+        raise Forbidden(
+            f"{principal.principal_id} is a {principal.kind.value}; only operators and the scrape token may read "
+            "the metrics",
+            hint="Prometheus sends PDO_METRICS_TOKEN as a bearer token (authorization: credentials_file:)",
+        )
 
 
 AnyPrincipal = Annotated[Principal, Depends(authenticated)]

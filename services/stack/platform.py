@@ -20,7 +20,7 @@ from pdo.core import db
 from pdo.core.config import Settings
 from pdo.core.errors import PdoError
 from pdo.stack import broker
-from pdo.stack.local_secrets import local_secrets
+from pdo.stack.local_secrets import local_secrets, secret_file
 
 
 @dataclass(frozen=True)
@@ -75,19 +75,24 @@ SERVICES = (
 
 def prometheus_config(settings: Settings, scrape_interval: str = "15s") -> dict:
     """A Prometheus configuration scraping every service of the platform where `settings` put it, with
-    pdo's alert rules (deploy/prometheus/alerts.yml); deploy/prometheus/prometheus.yml is its compose twin."""
+    pdo's alert rules (deploy/prometheus/alerts.yml); deploy/prometheus/prometheus.yml is its compose twin.
+    The gateway's /metrics (per-tenant usage) answers only to the scrape token, read from its private file."""
     jobs = []
     for service in SERVICES:
         url = service.metrics_url(settings)
         if url:
             where = urlsplit(url)
-            jobs.append(
-                {
-                    "job_name": service.name,
-                    "metrics_path": where.path,
-                    "static_configs": [{"targets": [where.netloc]}],
+            job = {
+                "job_name": service.name,
+                "metrics_path": where.path,
+                "static_configs": [{"targets": [where.netloc]}],
+            }
+            if service.name == "gateway":
+                job["authorization"] = {
+                    "type": "Bearer",
+                    "credentials_file": str(secret_file(settings, "metrics_token")),
                 }
-            )
+            jobs.append(job)
     return {
         "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
         "rule_files": [str(settings.home / "deploy" / "prometheus" / "alerts.yml")],

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from conftest import ServerThread, fresh_postgres_database, isolated_namespace
+from conftest import ServerThread, fresh_postgres_database, isolated_namespace, scrape_headers
 from kafka import KafkaConsumer, TopicPartition
 
 from pdo.authorization.policy import load_policy
@@ -163,7 +163,7 @@ def refused(response: httpx.Response, status: int, kind: str, fragment: str = ""
 
 
 def refusals(platform: Platform, route: str, reason: str) -> float:
-    for line in platform.http.get("/metrics").text.splitlines():
+    for line in platform.http.get("/metrics", headers=scrape_headers(platform.settings)).text.splitlines():
         labels = (f'route="{route}"', f'reason="{reason}"')
         if line.startswith("pdo_gateway_refusals_total{") and all(label in line for label in labels):
             return float(line.rsplit(" ", 1)[1])

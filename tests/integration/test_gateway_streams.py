@@ -20,7 +20,7 @@ from typing import Any
 import avro.schema
 import httpx
 import pytest
-from conftest import ServerThread, fresh_postgres_database
+from conftest import ServerThread, fresh_postgres_database, scrape_headers
 
 from pdo.authorization.policy import load_policy
 from pdo.authorization.service import AuthorizationService
@@ -293,7 +293,7 @@ def test_a_bad_last_event_id_is_refused_precisely(stack, last_event_id, fragment
 
 def test_metrics_count_records_and_open_streams(stack):
     read_events(stack, limit=2)
-    text = stack.http.get("/metrics").text
+    text = stack.http.get("/metrics", headers=scrape_headers(stack.settings)).text
     line = f'pdo_gateway_stream_records_total{{dataset="{stack.dataset_id}"}}'
     assert any(row.startswith(line) and float(row.split()[-1]) >= 2 for row in text.splitlines())
     assert "pdo_gateway_open_streams 0.0" in text
@@ -306,9 +306,15 @@ def test_a_client_going_away_closes_its_stream(stack):
         lines = response.iter_lines()
         while not next(lines).startswith("data:"):
             pass
-        assert "pdo_gateway_open_streams 1.0" in stack.http.get("/metrics").text
+        assert (
+            "pdo_gateway_open_streams 1.0"
+            in stack.http.get("/metrics", headers=scrape_headers(stack.settings)).text
+        )
     deadline = time.monotonic() + 20
-    while "pdo_gateway_open_streams 0.0" not in stack.http.get("/metrics").text:
+    while (
+        "pdo_gateway_open_streams 0.0"
+        not in stack.http.get("/metrics", headers=scrape_headers(stack.settings)).text
+    ):
         assert time.monotonic() < deadline, "the stream stayed open after its client left"
         time.sleep(0.2)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from conftest import free_port, require_program
+from conftest import free_port, require_program, scrape_headers
 
 from pdo.authorization.testing import create_topics, isolated_home
 from pdo.core import db, topics
@@ -42,7 +42,8 @@ class RunningPlatform:
         return f"{service}-{self.tag}"
 
     def metrics(self, service: str) -> str:
-        return httpx.get(self.metrics_urls[service], timeout=5).text
+        # The scrape token Prometheus sends: the gateway needs it, the others ignore it.
+        return httpx.get(self.metrics_urls[service], headers=scrape_headers(self.settings), timeout=5).text
 
     def alive(self) -> None:
         for name, process in self.processes.items():

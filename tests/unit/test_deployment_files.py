@@ -99,3 +99,16 @@ def test_compose_ships_no_secret_value_only_required_variables():
                     f"{name}: {variable}={value}"
                 )
     assert checked, "compose hands no secret to any service"
+
+
+def test_grafana_lets_nobody_in_anonymously_and_ships_no_admin_password():
+    grafana = services()["grafana"]["environment"]
+    assert grafana["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    assert "GF_AUTH_ANONYMOUS_ORG_ROLE" not in grafana
+    assert re.fullmatch(r"\$\{PDO_GRAFANA_ADMIN_PASSWORD:\?[^}]+\}", grafana["GF_SECURITY_ADMIN_PASSWORD"])
+
+
+def test_prometheus_gets_the_gateways_scrape_token_as_a_secret_file():
+    assert COMPOSE["secrets"]["metrics_token"] == {"environment": "PDO_METRICS_TOKEN"}
+    assert "metrics_token" in services()["prometheus"]["secrets"]
+    assert "PDO_METRICS_TOKEN" in services()["gateway"]["environment"]

@@ -38,7 +38,7 @@ from pdo.catalog.models import (
     PricePlan,
 )
 from pdo.core import db
-from pdo.core.config import Settings
+from pdo.core.config import ConfigError, Settings
 from pdo.core.errors import Conflict, Forbidden, InvalidInput, NotFound, PdoError, Unavailable
 from pdo.core.ids import ID_RULE
 from pdo.gateway.app import create_app
@@ -316,7 +316,7 @@ def assert_refused(response: httpx.Response, status: int, kind: str, *fragments:
 
 
 def metric(gateway: Gateway, name: str, **labels: str) -> float:
-    text = gateway.http.get("/metrics").text
+    text = gateway.http.get("/metrics", headers=gateway.as_("alice")).text
     for line in text.splitlines():
         if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
             return float(line.rsplit(" ", 1)[1])
@@ -677,7 +677,7 @@ def test_unknown_status_filter_is_422(gateway):
 
 def test_requests_are_counted_by_route_template(gateway):
     gateway.http.get("/v1/requests/whatever-1", headers=gateway.as_("acme"))
-    text = gateway.http.get("/metrics").text
+    text = gateway.http.get("/metrics", headers=gateway.as_("alice")).text
     assert (
         'pdo_gateway_http_requests_total{method="GET",route="/v1/requests/{request_id}",status="404"}' in text
     )
@@ -813,3 +813,32 @@ def test_revoked_grants_and_decided_requests_do_not_count_against_the_cap(capped
         f"/v1/grants/{grant_id_for(submitted)}/revoke", headers=gateway.as_("alice"), json={"reason": "ended"}
     )
     assert post_request(gateway, request_body()).status_code == 202
+
+
+# ---------------------------------------------------------------------------------------------- /metrics
+
+
+@pytest.mark.parametrize(
+    ("who", "status"),
+    [(None, 401), ("acme", 403), ("transport", 403)],
+)
+def test_metrics_with_per_tenant_usage_are_operators_only(gateway, who, status):
+    response = gateway.http.get("/metrics", headers=gateway.as_(who) if who else {})
+    assert response.status_code == status, response.text
+    assert "pdo_gateway" not in response.text
+
+
+def test_metrics_answer_an_operator_and_the_scrape_token_only(gateway):
+    token = Settings.from_env().metrics_token
+    assert gateway.http.get("/metrics", headers=gateway.as_("alice")).status_code == 200
+    scraped = gateway.http.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+    assert scraped.status_code == 200 and "pdo_gateway_http_requests_total" in scraped.text
+    wrong = gateway.http.get("/metrics", headers={"Authorization": f"Bearer {token[:-1]}x"})
+    assert wrong.status_code == 401
+
+
+def test_a_weak_scrape_token_stops_the_gateway_outside_development(monkeypatch):
+    monkeypatch.delenv("PDO_ENVIRONMENT", raising=False)
+    settings = dataclasses.replace(Settings.from_env(), metrics_token="change-me")
+    with pytest.raises(ConfigError, match="PDO_METRICS_TOKEN"):
+        create_app(settings, FakeCatalog(), FakeAuthorization(), db.make_engine("sqlite://"))

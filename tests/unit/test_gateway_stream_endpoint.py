@@ -186,6 +186,6 @@ def test_bad_query_values_are_422(gateway, query):
 
 
 def test_metrics_are_declared(gateway):
-    text = gateway[0].get("/metrics").text
+    text = gateway[0].get("/metrics", headers={"Authorization": f"Bearer {gateway[1]['alice']}"}).text
     assert "pdo_gateway_open_streams 0.0" in text
     assert "# TYPE pdo_gateway_stream_records_total counter" in text

@@ -18,9 +18,9 @@ from pdo.stack.platform import Platform
 
 @pytest.fixture
 def unset(monkeypatch, tmp_path) -> Settings:
-    """Settings as a fresh checkout has them: no masking key set, run folder in tmp_path."""
-    monkeypatch.delenv("PDO_MASKING_KEY", raising=False)
-    monkeypatch.delenv("PDO_ENVIRONMENT", raising=False)
+    """Settings as a fresh checkout has them: no secret set, run folder in tmp_path."""
+    for variable in ("PDO_MASKING_KEY", "PDO_METRICS_TOKEN", "PDO_ENVIRONMENT"):
+        monkeypatch.delenv(variable, raising=False)
     return dataclasses.replace(Settings.from_env(), run_dir=tmp_path / "run")
 
 
@@ -45,10 +45,26 @@ def test_a_key_file_made_readable_by_others_is_narrowed_again(unset):
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
-def test_a_key_the_user_set_is_used_as_given(unset):
+def test_a_key_the_user_set_is_used_as_given_and_never_written(unset):
     chosen = dataclasses.replace(unset, masking_key="k" * 40)
     assert "PDO_MASKING_KEY" not in local_secrets(chosen)
-    assert not secrets_folder(chosen).exists()
+    assert not (secrets_folder(chosen) / "masking_key").exists()
+
+
+def test_the_scrape_token_prometheus_reads_is_the_one_in_force(unset):
+    generated = local_secrets(unset)["PDO_METRICS_TOKEN"]
+    path = secrets_folder(unset) / "metrics_token"
+    assert path.read_text().strip() == generated and len(generated) >= MIN_SECRET_BYTES
+
+    chosen = dataclasses.replace(unset, metrics_token="t" * 40)
+    assert "PDO_METRICS_TOKEN" not in local_secrets(chosen)
+    assert path.read_text().strip() == "t" * 40  # Prometheus' credentials_file follows the user's token
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_only_secrets_the_stack_alone_uses_are_made_up(unset):
+    """A made-up broker or database password would match nothing: only these two are generated."""
+    assert set(local_secrets(unset)) == {"PDO_MASKING_KEY", "PDO_METRICS_TOKEN"}
 
 
 def test_the_services_the_stack_starts_get_the_generated_key(unset):
