@@ -191,7 +191,7 @@ class GrantPlan:
 
     rows: Any  # the compiled row filter, None for all rows, or BROKEN_FILTER
     policy_version: str
-    target: str  # the tenant topic
+    target: str | None  # the tenant topic; None when an id breaks the id rule (created before it existed)
     tenant_schema: avro.schema.NamedSchema
 
 
@@ -298,8 +298,8 @@ class FeedHandler:
         prepared: Prepared,
     ) -> None:
         plan = self.plan(scope, dataset)
-        if plan.rows is BROKEN_FILTER:
-            return  # a filter that does not compile delivers nothing: never more rows than granted
+        if plan.rows is BROKEN_FILTER or plan.target is None:
+            return  # a filter that does not compile, or no topic to name: this grant delivers nothing
         provenance = Provenance(
             dataset_id=dataset.dataset_id,
             source_topic=message.topic,
@@ -341,12 +341,21 @@ class FeedHandler:
             self._plans[key] = GrantPlan(
                 rows=self._compile_row_filter(scope, dataset),
                 policy_version=masking_policy_version(scope),
-                target=tenant_topic(scope.tenant_id, dataset.dataset_id, self.settings),
+                target=self._target(scope, dataset),
                 tenant_schema=avro.schema.parse(
                     json.dumps(tenant_record_schema(json.loads(dataset.record_schema), scope))
                 ),
             )
         return self._plans[key]
+
+    def _target(self, scope: GrantScope, dataset: Dataset) -> str | None:
+        # An id from before the id rule (pdo.core.ids) names no topic: that grant delivers nothing, and the
+        # dataset's other grants deliver on (one legacy name must not stop sharing for everyone).
+        try:
+            return tenant_topic(scope.tenant_id, dataset.dataset_id, self.settings)
+        except InvalidInput as error:
+            log.error("grant %s: no tenant topic, nothing delivered: %s", scope.grant_id, error)
+            return None
 
     @staticmethod
     def _compile_row_filter(scope: GrantScope, dataset: Dataset) -> Any:

@@ -349,3 +349,17 @@ def test_keyed_hash_pseudonyms_are_derived_per_tenant_and_cannot_be_joined_acros
         "京A12345", MaskingRule.KEYED_HASH, pseudonym_key(b"test-key", "tenant:acme", DATASET)
     )
     assert acme != mask("京A12345", MaskingRule.KEYED_HASH, b"test-key")  # never the master key itself
+
+
+def test_a_grant_whose_tenant_id_predates_the_id_rule_delivers_nothing_and_stops_no_one(codec, catalog, book):
+    """`tenant:acme.corp` (allowed before pdo.core.ids) names no topic; the dataset's other grants go on."""
+    book.apply(records.GRANTED, granted("grant-legacy", "tenant:acme.corp", ("record_id", "district")))
+    handler = FeedHandler(Settings.from_env(), codec, catalog.get, book, b"test-key")
+
+    prepared = handler.handle(feed_message(encoded_record(codec, traffic_record())), PUBLISHED)
+
+    topics = [topic for topic, _ in decoded(codec, prepared)]
+    assert (
+        tenant_topic("tenant:acme", DATASET) in topics and tenant_topic("tenant:citylab", DATASET) in topics
+    )
+    assert not any("acme.corp" in topic or "dead-letters" in topic for topic in topics)
