@@ -42,8 +42,14 @@ def authenticated(
     """The principal whose key the request carries; 401 when there is none or it is not valid, 429 when
     it is over its request rate (pdo.gateway.caps)."""
     store: PrincipalStore = request.app.state.principals
-    principal = store.authenticate(presented_key(request))
-    request.app.state.caps.spend_request(principal.principal_id)
+    caps = request.app.state.caps
+    try:
+        principal = store.authenticate(presented_key(request))
+    except Unauthenticated:
+        # Failed keys count against the caller's address, so guessing keys is throttled too.
+        caps.spend_request(f"address {request.client.host if request.client else 'unknown'}")
+        raise
+    caps.spend_request(principal.principal_id)
     return principal
 
 

@@ -1,7 +1,8 @@
 """Caps on what one caller can make the gateway do, so one tenant cannot starve the others.
 
 * **Rate**: each principal has a token bucket (PDO_GATEWAY_RATE_PER_S on average, PDO_GATEWAY_RATE_BURST
-  at once), taken when its key is checked; past it, 429 with Retry-After until a token is back.
+  at once), taken when its key is checked; past it, 429 with Retry-After until a token is back. Requests
+  whose key fails spend from a bucket of their client address instead, so guessing keys is throttled.
 * **Open streams**: at most PDO_GATEWAY_MAX_STREAMS record streams per gateway process and
   PDO_GATEWAY_MAX_STREAMS_PER_TENANT per tenant; a slot is held from the stream's start to its end.
 * **Grants per tenant and dataset**: a request is refused when the tenant already holds
@@ -128,13 +129,14 @@ class Caps:
         self.limited.labels(limit=limit).inc()
         return error
 
-    def spend_request(self, principal_id: str) -> None:
-        wait = self.rate.take(principal_id)
+    def spend_request(self, caller: str) -> None:
+        """Spend one request of `caller` (a principal id, or "address <ip>" for a failed key)."""
+        wait = self.rate.take(caller)
         if wait is not None:
             raise self.refuse(
                 "rate",
                 TooManyRequests(
-                    f"{principal_id} sent more than {self.settings.gateway_rate_per_s} requests per second "
+                    f"{caller} sent more than {self.settings.gateway_rate_per_s} requests per second "
                     f"(bursts up to {self.settings.gateway_rate_burst})",
                     hint=f"slow down: retry after {wait} s (Retry-After), and space out polling",
                     retry_after_s=wait,

@@ -842,3 +842,11 @@ def test_a_weak_scrape_token_stops_the_gateway_outside_development(monkeypatch):
     settings = dataclasses.replace(Settings.from_env(), metrics_token="change-me")
     with pytest.raises(ConfigError, match="PDO_METRICS_TOKEN"):
         create_app(settings, FakeCatalog(), FakeAuthorization(), db.make_engine("sqlite://"))
+
+
+def test_guessing_keys_is_throttled_by_address(capped):
+    gateway, app = capped(gateway_rate_per_s=1, gateway_rate_burst=2)
+    guess = {"Authorization": "Bearer pdo_0123456789abcdef_" + "x" * 43}
+    answers = [gateway.http.get("/v1/grants", headers=guess).status_code for _ in range(3)]
+    assert answers == [401, 401, 429]
+    assert limited(app, "rate") == 1
