@@ -275,6 +275,8 @@ class Settings:
         value = getattr(self, setting.name)
         if not setting.metadata["secret"]:
             return str(value)
+        if value == "":
+            return "(not set)"
         return (
             "(the development default: change it)"
             if value == setting.metadata["default"]

@@ -150,3 +150,9 @@ def test_an_unknown_environment_is_refused(monkeypatch, value):
     monkeypatch.setenv("PDO_ENVIRONMENT", value)
     with pytest.raises(ConfigError, match="PDO_ENVIRONMENT"):
         Settings.from_env()
+
+
+def test_an_unset_secret_without_default_shows_as_not_set(monkeypatch):
+    monkeypatch.delenv("PDO_METRICS_TOKEN", raising=False)
+    shown = dict((variable, value) for variable, value, _ in Settings.from_env().describe())
+    assert shown["PDO_METRICS_TOKEN"] == "(not set)"
