@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hmac
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -26,6 +27,17 @@ REQUIRE_ALL = os.environ.get("PDO_TEST_REQUIRE_ALL") == "1"
 # would collide. Worker processes inherit this; a test that wants an endpoint gives it a free port.
 for _variable in ("CATALOG", "AUTHORIZATION", "SHARING", "METERING"):
     os.environ[f"PDO_{_variable}_METRICS_PORT"] = "0"
+
+# Outside development mode the published default masking key is refused (pdo.core.config): the suite runs
+# as production does, with a random master key of its own that every worker it starts inherits.
+os.environ.setdefault("PDO_MASKING_KEY", secrets.token_urlsafe(48))
+# The gateway's /metrics answers only operators and this scrape token (tests send it as a bearer token).
+os.environ.setdefault("PDO_METRICS_TOKEN", secrets.token_urlsafe(48))
+
+
+def scrape_headers(settings: Settings) -> dict[str, str]:
+    """What Prometheus sends to read the gateway's /metrics."""
+    return {"Authorization": f"Bearer {settings.metrics_token}"}
 
 
 # The suite talks to the broker and the registries as its admin. Tests move run_dir into temporary folders
@@ -64,7 +76,14 @@ def _unavailable(what: str) -> None:
     pytest.skip(f"{what} is not available (start it with .ci/run or `pdo broker start`)")
 
 
-__all__ = ["ServerThread", "free_port", "fresh_postgres_database", "require_program", "unique_name"]
+__all__ = [
+    "ServerThread",
+    "free_port",
+    "fresh_postgres_database",
+    "require_program",
+    "scrape_headers",
+    "unique_name",
+]
 
 
 def unique_name(prefix: str) -> str:

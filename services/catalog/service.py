@@ -216,7 +216,8 @@ class CatalogService:
     @staticmethod
     def _changed_record(current: Dataset, new_schema: str | None) -> RecordSchema:
         """The record schema after the change; a new one must keep the record's full name."""
-        record = validation.parse_record_schema(new_schema or current.record_schema)
+        # `is None`, not falsiness: an empty text is a new schema to refuse, not "unchanged".
+        record = validation.parse_record_schema(current.record_schema if new_schema is None else new_schema)
         if new_schema is not None:
             old_name = validation.parse_record_schema(current.record_schema).fullname
             if record.fullname != old_name:

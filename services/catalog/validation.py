@@ -20,10 +20,8 @@ from avro.schema import RecordSchema
 from pdo.catalog.models import MaskingRule, PriceKind, PricePlan, PriceTier, SensitiveField
 from pdo.core import schemas
 from pdo.core.errors import InvalidInput
+from pdo.core.ids import check_id
 
-# It becomes part of the feed topic's name (pdo.feed.<id>), so only characters Kafka and URLs take as is;
-# the first character is a letter or digit so ids like "." or ".." cannot occur.
-DATASET_ID = re.compile(r"^[a-z0-9][a-z0-9.-]{2,63}$")
 CURRENCY = re.compile(r"^[A-Z]{3}$")
 CENT = Decimal("0.01")
 # PricePlan amounts are Avro decimal(18, 2): at most 16 digits before the point.
@@ -38,12 +36,8 @@ E = TypeVar("E", bound=StrEnum)
 
 
 def check_dataset_id(dataset_id: Any) -> str:
-    if not isinstance(dataset_id, str) or not DATASET_ID.match(dataset_id):
-        raise InvalidInput(
-            f"dataset id {dataset_id!r} is not valid",
-            hint="use 3 to 64 lower-case letters, digits, '-' and '.', starting with a letter or digit",
-        )
-    return dataset_id
+    """It becomes part of topic names (pdo.feed.<id>, pdo.tenant.<tenant>.<id>): see `pdo.core.ids`."""
+    return check_id("dataset id", dataset_id)
 
 
 def check_text(what: str, value: Any, max_length: int, *, required: bool = True) -> str | None:
@@ -68,7 +62,10 @@ def check_enum(kind: type[E], what: str, value: Any) -> E:
 
 def normalize_schema_text(text: str) -> str:
     """The schema text as the registry stores it: JSON without insignificant whitespace."""
-    return json.dumps(json.loads(text), separators=(",", ":"), ensure_ascii=False)
+    try:
+        return json.dumps(json.loads(text), separators=(",", ":"), ensure_ascii=False)
+    except (TypeError, ValueError) as error:
+        raise InvalidInput(f"record_schema is not JSON text: {error}") from None
 
 
 def parse_record_schema(text: Any) -> RecordSchema:

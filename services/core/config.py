@@ -1,7 +1,13 @@
-"""Settings read from the environment: the one documented list of pdo's configuration variables."""
+"""Settings read from the environment: the one documented list of pdo's configuration variables.
+
+Secrets (`secret=True`) are never printed, and `Settings.secret` refuses a published placeholder or a short
+value unless the process runs with PDO_ENVIRONMENT=development: a deployment cannot run on a key anyone
+who reads this repository knows.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 from collections.abc import Callable
@@ -12,6 +18,7 @@ from typing import Any
 from pdo.core.errors import PdoError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+logger = logging.getLogger(__name__)
 
 
 class ConfigError(PdoError):
@@ -83,6 +90,30 @@ def _setting(
         repr=not secret,
         metadata={"env": env, "doc": doc, "secret": secret, "default": default},
     )
+
+
+PRODUCTION = "production"
+DEVELOPMENT = "development"
+DEVELOPMENT_MASKING_KEY = "pdo-development-masking-key"
+# Values shipped in this repository (defaults, docker-compose.yml placeholders): public, so never a secret.
+KNOWN_PLACEHOLDERS = frozenset({DEVELOPMENT_MASKING_KEY, "change-me-to-a-long-random-secret", "change-me"})
+MIN_SECRET_BYTES = 32
+MAKE_A_SECRET = "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+
+
+def _environment(raw: str) -> str:
+    if raw not in (PRODUCTION, DEVELOPMENT):
+        raise ConfigError(f"{raw!r} is neither {PRODUCTION!r} nor {DEVELOPMENT!r}")
+    return raw
+
+
+def weak_secret_reason(value: str) -> str | None:
+    """Why `value` cannot serve as a secret outside development, or None when it can."""
+    if value in KNOWN_PLACEHOLDERS or value.lower().startswith("change-me"):
+        return "is a placeholder published with pdo"
+    if len(value.encode()) < MIN_SECRET_BYTES:
+        return f"is {len(value.encode())} bytes long; at least {MIN_SECRET_BYTES} are needed"
+    return None
 
 
 @dataclass(frozen=True)
@@ -176,6 +207,42 @@ class Settings:
         "largest request body the gateway accepts (413 beyond)",
         _whole_number,
     )
+    gateway_rate_per_s: int = _setting(
+        "PDO_GATEWAY_RATE_PER_S",
+        20,
+        "API requests per second one principal may make on average (429 beyond; 0: no limit)",
+        _whole_number,
+    )
+    gateway_rate_burst: int = _setting(
+        "PDO_GATEWAY_RATE_BURST",
+        100,
+        "API requests one principal may make at once above its average rate",
+        _whole_number,
+    )
+    gateway_max_streams: int = _setting(
+        "PDO_GATEWAY_MAX_STREAMS",
+        100,
+        "HTTP record streams (GET /v1/streams/...) one gateway process serves at once, all tenants together",
+        _whole_number,
+    )
+    gateway_max_streams_per_tenant: int = _setting(
+        "PDO_GATEWAY_MAX_STREAMS_PER_TENANT",
+        4,
+        "HTTP record streams one tenant may hold open at once on one gateway process",
+        _whole_number,
+    )
+    gateway_max_stream_s: int = _setting(
+        "PDO_GATEWAY_MAX_STREAM_S",
+        3600,
+        "seconds an HTTP record stream lasts at most; it then ends with `event: end` (resume with Last-Event-ID)",
+        _whole_number,
+    )
+    max_grants_per_tenant_dataset: int = _setting(
+        "PDO_MAX_GRANTS_PER_TENANT_DATASET",
+        5,
+        "live grants (active or suspended) plus undecided requests one tenant may hold on one dataset",
+        _whole_number,
+    )
     metrics_host: str = _setting(
         "PDO_METRICS_HOST",
         "127.0.0.1",
@@ -211,10 +278,24 @@ class Settings:
         "the authorization policy: rules that approve, deny or send requests to review",
         _path,
     )
+    deployment: str = _setting(
+        "PDO_ENVIRONMENT",
+        PRODUCTION,
+        "production, or development: only development accepts the built-in development secrets (with a warning)",
+        _environment,
+    )
     masking_key: str = _setting(
         "PDO_MASKING_KEY",
-        "pdo-development-masking-key",
-        "secret key of KEYED_HASH masking; set a long random value in production — every sharing worker must use the same",
+        DEVELOPMENT_MASKING_KEY,
+        f"master key of KEYED_HASH pseudonyms, at least {MIN_SECRET_BYTES} bytes, the same for every sharing "
+        "worker; `pdo up` generates one in PDO_RUN_DIR/secrets/",
+        secret=True,
+    )
+    metrics_token: str = _setting(
+        "PDO_METRICS_TOKEN",
+        "",
+        "bearer token Prometheus presents to scrape the gateway's /metrics (operators' API keys work too); "
+        f"at least {MIN_SECRET_BYTES} bytes; `pdo up` generates one in PDO_RUN_DIR/secrets/",
         secret=True,
     )
     database_url: str = _setting(
@@ -222,6 +303,28 @@ class Settings:
         f"sqlite:///{PROJECT_ROOT / 'run' / 'pdo.db'}",
         "SQLAlchemy URL of the system of record (SQLite default; postgresql+psycopg://… in production)",
     )
+
+    @property
+    def development(self) -> bool:
+        return self.deployment == DEVELOPMENT
+
+    def secret(self, name: str) -> str:
+        """The secret setting `name`, refused (ConfigError naming its variable) when it is a published
+        placeholder or too short, unless PDO_ENVIRONMENT=development, which accepts it with a warning."""
+        setting = next(f for f in fields(self) if f.name == name)
+        value, env = getattr(self, name), setting.metadata["env"]
+        reason = weak_secret_reason(value)
+        if reason is None:
+            return value
+        if self.development:
+            logger.warning("%s %s: accepted only because PDO_ENVIRONMENT=development", env, reason)
+            return value
+        raise ConfigError(
+            f"{env} {reason}, so it is refused (this is not a development environment)",
+            hint=f"set {env} to a random value of at least {MIN_SECRET_BYTES} bytes, e.g. from "
+            f"`{MAKE_A_SECRET}`, the same for every worker; or, on a developer's machine only, "
+            f"set PDO_ENVIRONMENT={DEVELOPMENT}",
+        )
 
     def metrics_port(self, service: str) -> int:
         """The metrics port of a stream worker by its service name ("catalog", "sharing", ...)."""

@@ -35,3 +35,12 @@ class Forbidden(PdoError):
 
 class Unavailable(PdoError):
     """A backing service (Kafka, the registry, the database) did not answer; retrying later may work (HTTP 503)."""
+
+
+class TooManyRequests(PdoError):
+    """The caller reached a cap (rate, open streams, grants); `retry_after_s` says when trying again helps,
+    None when waiting alone will not (HTTP 429, with Retry-After when known)."""
+
+    def __init__(self, message: str, hint: str = "", retry_after_s: int | None = None) -> None:
+        super().__init__(message, hint)
+        self.retry_after_s = retry_after_s

@@ -14,8 +14,9 @@ from kafka.errors import TopicAlreadyExistsError
 
 from pdo.core.config import Settings
 from pdo.core.errors import PdoError
+from pdo.core.ids import check_id
 
-# Kafka accepts these characters in topic names; template parameters must keep to them too.
+# Kafka accepts these characters in topic names (template parameters keep to the stricter id rule).
 LEGAL_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 CLEANUP_POLICIES = {"delete", "compact", "compact,delete"}
@@ -70,17 +71,17 @@ class TopicSpec:
         return {"cleanup.policy": self.cleanup_policy, "retention.ms": str(self.retention_ms)}
 
     def render(self, **params: str) -> TopicSpec:
-        """The concrete topic for a template, e.g. the feed of one dataset."""
+        """The concrete topic for a template, e.g. the feed of one dataset; InvalidInput for a bad id."""
         missing = set(self.parameters) - params.keys()
         if missing:
             raise PdoError(f"topic {self.name} needs {', '.join(sorted(missing))}")
+        # Every parameter is a tenant or dataset id. Holding them to the id rule (no '.', no '_') is what
+        # makes the mapping parameters → topic name injective: see pdo.core.ids.
         for key, value in params.items():
-            if not LEGAL_NAME.match(value) or value in {".", ".."}:
-                raise PdoError(
-                    f"{key}={value!r} cannot be part of a topic name",
-                    hint="use letters, digits, '.', '_' and '-' only (at most 249 characters)",
-                )
+            check_id(f"topic name parameter {key}", value)
         name = PLACEHOLDER.sub(lambda m: params[m.group(1)], self.name)
+        if not LEGAL_NAME.match(name):
+            raise PdoError(f"topic name {name[:80]!r}… is longer than Kafka's 249 characters")
         return TopicSpec(**{**self.__dict__, "name": name})
 
 

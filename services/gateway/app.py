@@ -32,6 +32,8 @@ from pdo.gateway import (
     routes_streams,
     routes_usage,
 )
+from pdo.gateway.auth import require_metrics_reader
+from pdo.gateway.caps import Caps
 from pdo.gateway.errors import UnexpectedErrorMiddleware, install_error_handlers
 from pdo.gateway.kafka_credentials import KafkaCredentialIssuer
 from pdo.gateway.limits import BodyLimitMiddleware
@@ -99,6 +101,9 @@ def create_app(
     app.state.principals = principals or PrincipalStore(engine)
     app.state.engine = engine  # statements and asset reports are read straight from SQL
     app.state.metrics = metrics
+    app.state.settings = settings
+    app.state.metrics_token = settings.secret("metrics_token") if settings.metrics_token else ""
+    app.state.caps = Caps(settings, metrics.limited)
     app.state.feeds = feeds
     app.state.ingested_records = routes_ingest.ingested_records_counter(metrics.registry)
     app.state.streams = streams
@@ -135,7 +140,9 @@ def create_app(
         return {"status": "ok"}
 
     @app.get("/metrics", include_in_schema=False)
-    def metrics_endpoint() -> Response:
+    def metrics_endpoint(request: fastapi.Request) -> Response:
+        # Per-tenant usage and refusals: operators' data, not the public's.
+        require_metrics_reader(request)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/", include_in_schema=False)

@@ -6,6 +6,7 @@ SQL, so the dependencies are plain `def`s and FastAPI runs them in its threadpoo
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Callable
 from typing import Annotated
 
@@ -38,9 +39,18 @@ def authenticated(
     _bearer: Annotated[object, Security(bearer_scheme)] = None,
     _api_key: Annotated[object, Security(api_key_scheme)] = None,
 ) -> Principal:
-    """The principal whose key the request carries; 401 when there is none or it is not valid."""
+    """The principal whose key the request carries; 401 when there is none or it is not valid, 429 when
+    it is over its request rate (pdo.gateway.caps)."""
     store: PrincipalStore = request.app.state.principals
-    return store.authenticate(presented_key(request))
+    caps = request.app.state.caps
+    try:
+        principal = store.authenticate(presented_key(request))
+    except Unauthenticated:
+        # Failed keys count against the caller's address, so guessing keys is throttled too.
+        caps.spend_request(f"address {request.client.host if request.client else 'unknown'}")
+        raise
+    caps.spend_request(principal.principal_id)
+    return principal
 
 
 def role(*kinds: PrincipalKind) -> Callable[..., Principal]:
@@ -56,6 +66,22 @@ def role(*kinds: PrincipalKind) -> Callable[..., Principal]:
         return principal
 
     return check
+
+
+def require_metrics_reader(request: Request) -> None:
+    """/metrics answers the scrape token (PDO_METRICS_TOKEN, as a bearer token) or an operator's API key;
+    anyone else gets 401 or 403: the metrics carry per-tenant usage."""
+    token: str = request.app.state.metrics_token
+    presented = presented_key(request)
+    if token and presented and hmac.compare_digest(presented.encode(), token.encode()):
+        return
+    principal = authenticated(request)
+    if principal.kind is not PrincipalKind.OPERATOR:
+        raise Forbidden(
+            f"{principal.principal_id} is a {principal.kind.value}; only operators and the scrape token may read "
+            "the metrics",
+            hint="Prometheus sends PDO_METRICS_TOKEN as a bearer token (authorization: credentials_file:)",
+        )
 
 
 AnyPrincipal = Annotated[Principal, Depends(authenticated)]

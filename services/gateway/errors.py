@@ -22,6 +22,7 @@ from pdo.core.errors import (
     InvalidInput,
     NotFound,
     PdoError,
+    TooManyRequests,
     Unauthenticated,
     Unavailable,
 )
@@ -38,6 +39,7 @@ ERROR_KINDS: tuple[tuple[type[PdoError], str, int], ...] = (
     (Unauthenticated, "unauthenticated", 401),
     (Forbidden, "forbidden", 403),
     (Unavailable, "unavailable", 503),
+    (TooManyRequests, "too_many_requests", 429),
 )
 HTTP_KINDS = {
     400: "bad_request",
@@ -92,10 +94,17 @@ def install_error_handlers(app: FastAPI, refusals: Counter) -> None:
     """Answer every failure in the gateway's JSON shape and count it by route and kind."""
 
     def refuse(
-        request: Request, status: int, kind: str, message: str, hint: str = "", **extra
+        request: Request,
+        status: int,
+        kind: str,
+        message: str,
+        hint: str = "",
+        headers: dict[str, str] | None = None,
+        **extra,
     ) -> JSONResponse:
         refusals.labels(route=route_of(request), reason=kind).inc()
-        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        if status == 401:
+            headers = {**(headers or {}), "WWW-Authenticate": "Bearer"}
         body = {"error": kind, "message": message, "hint": hint, **extra}
         return JSONResponse(body, status_code=status, headers=headers)
 
@@ -104,7 +113,10 @@ def install_error_handlers(app: FastAPI, refusals: Counter) -> None:
         kind, status = error_kind(error)
         if status == 500:
             log.error("unclassified error on %s: %s", route_of(request), error.message)
-        return refuse(request, status, kind, printable(error.message, 2000), printable(error.hint, 2000))
+        retry_after = getattr(error, "retry_after_s", None)
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+        message, hint = printable(error.message, 2000), printable(error.hint, 2000)
+        return refuse(request, status, kind, message, hint, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:

@@ -12,6 +12,7 @@ class GatewayMetrics:
     registry: CollectorRegistry
     requests: Counter
     refusals: Counter
+    limited: Counter
 
 
 def gateway_metrics() -> GatewayMetrics:
@@ -28,6 +29,13 @@ def gateway_metrics() -> GatewayMetrics:
             "pdo_gateway_refusals",
             "Requests the gateway refused, by route template and reason (the error kind)",
             ["route", "reason"],
+            registry=registry,
+        ),
+        limited=Counter(
+            "pdo_gateway_limited",
+            "Requests refused (429) or streams ended by a cap, by cap: rate, streams, streams_per_tenant, "
+            "stream_duration, grants_per_tenant_dataset",
+            ["limit"],
             registry=registry,
         ),
     )

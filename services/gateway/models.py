@@ -37,6 +37,7 @@ from pdo.catalog.models import (
     PriceTier,
     SensitiveField,
 )
+from pdo.core.ids import ID_RULE
 
 MAX_LIST = 500
 MAX_RECORDS = 10**12
@@ -65,6 +66,12 @@ def _not_blank(text: str) -> str:
 
 # Ids: what the services accept is narrower still; this only keeps hostile strings out early.
 Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$", max_length=128)]
+# A new dataset's id: the rule every id that becomes part of a topic name keeps (see pdo.core.ids).
+NewDatasetId = Annotated[
+    str,
+    StringConstraints(pattern=ID_RULE),
+    Field(description="1 to 63 lower-case letters, digits and '-', starting with a letter or digit"),
+]
 FieldName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=128)]
 Line = Annotated[
     str,
@@ -139,7 +146,7 @@ def schema_text(schema: dict[str, Any] | str) -> str:
 
 
 class DatasetIn(Body):
-    dataset_id: Identifier
+    dataset_id: NewDatasetId
     owner_department: Line
     title: Line
     domain: Domain

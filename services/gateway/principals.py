@@ -20,6 +20,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 
 from pdo.core.errors import Conflict, InvalidInput, NotFound, Unauthenticated
+from pdo.core.ids import check_id
 from pdo.gateway.tables import api_keys, principals
 
 KEY_PREFIX = "pdo"
@@ -27,7 +28,6 @@ KEY_PREFIX = "pdo"
 # about 5 ms per check on this machine. Each row records its own count, so raising it later is safe.
 KDF_ITERATIONS = 10_000
 KDF = f"pbkdf2-sha256:{KDF_ITERATIONS}"
-NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 KEY_PATTERN = re.compile(r"pdo_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
 MAX_DISPLAY_NAME = 200
 
@@ -67,18 +67,14 @@ class KeyInfo:
 
 
 def principal_id(kind: PrincipalKind | str, name: str) -> str:
-    """`kind:name` after checking both; a name is 1-63 lower-case letters, digits, '.', '_' or '-'."""
+    """`kind:name` after checking both; the name follows the id rule of `pdo.core.ids`."""
     try:
         kind = PrincipalKind(kind)
     except ValueError:
         raise InvalidInput(
             f"unknown principal kind {str(kind)[:40]!r}", hint="use provider, tenant or operator"
         ) from None
-    if not NAME_PATTERN.fullmatch(name):
-        raise InvalidInput(
-            f"principal name {name[:80]!r} is not allowed",
-            hint="use 1-63 lower-case letters, digits, '.', '_' or '-', starting with a letter or digit",
-        )
+    check_id("principal name", name)
     return f"{kind}:{name}"
 
 

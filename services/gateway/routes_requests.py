@@ -27,10 +27,12 @@ router = APIRouter(prefix="/v1/requests", responses=ERROR_RESPONSES, tags=["requ
     status_code=202,
     summary="Submit a data request (tenants)",
     description="Accepted as SUBMITTED; the policy decides it shortly after (auto-approve, auto-deny or "
-    "operator review). Poll GET /v1/requests/{request_id} for the decision.",
+    "operator review). Poll GET /v1/requests/{request_id} for the decision. 429 when you already hold "
+    "PDO_MAX_GRANTS_PER_TENANT_DATASET live grants and undecided requests on the dataset.",
 )
 def submit_request(request: Request, tenant: Tenant, body: RequestIn) -> DataRequestOut:
     who = tenant.principal_id
+    request.app.state.caps.check_grants(authorization(request), who, body.dataset_id)
     submitted = authorization(request).submit_request(
         who, body.to_domain(), actor=who, tenant_is_government=tenant.is_government
     )

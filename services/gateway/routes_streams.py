@@ -5,6 +5,16 @@ authenticated principal (`pdo.sharing.agents.tenant_topic`), never from anything
 reaches only its own streams. A tenant without a grant (in any state) on the dataset gets 404, as does one
 whose topic does not exist yet; operators and providers get 403.
 
+Revoked means revoked here too: records are served only while the tenant holds an ACTIVE grant on the
+dataset inside its validity window. After a revocation, suspension or expiry the retained records are not
+served (403, naming the grant's state), and an open stream re-checks the grant before every batch it sends
+and at every heartbeat: it ends with `event: error` (`access_ended`) instead of sending on. When the grant's
+state cannot be read, the stream ends too (fail closed).
+
+Caps (pdo.gateway.caps): a tenant holds at most PDO_GATEWAY_MAX_STREAMS_PER_TENANT streams and a gateway
+serves at most PDO_GATEWAY_MAX_STREAMS (429 with Retry-After beyond); a stream lasts at most
+PDO_GATEWAY_MAX_STREAM_S and then ends with `event: end` (`max_duration`), to be resumed with its last id.
+
 Each record is one SSE event:
 
     event: record
@@ -34,9 +44,9 @@ import math
 import re
 import threading
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from datetime import date, datetime, time
+from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -49,12 +59,14 @@ from fastapi.responses import StreamingResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from starlette.background import BackgroundTask
 
+from pdo.authorization.models import Grant, GrantStatus
 from pdo.core.codec import AvroCodec, CodecError
 from pdo.core.config import Settings
-from pdo.core.errors import InvalidInput, NotFound, Unavailable
+from pdo.core.errors import Forbidden, InvalidInput, NotFound, Unavailable
 from pdo.core.kafka import aiokafka_connection
 from pdo.core.registry_client import RegistryClient, RegistryError
 from pdo.gateway.auth import Tenant
+from pdo.gateway.caps import Caps, StreamSlot
 from pdo.gateway.deps import DatasetId, authorization
 from pdo.gateway.models import ERROR_RESPONSES
 from pdo.sharing.agents import tenant_topic
@@ -237,6 +249,37 @@ def check_positions(positions: dict[int, int], ends: dict[int, int]) -> None:
             )
 
 
+# ---------------------------------------------------------------------------------------------- access
+
+
+def live_grant(grants: Iterable[Grant], now: datetime) -> Grant | None:
+    """The grant that lets its tenant read now: ACTIVE and inside its validity window; else None."""
+    return next(
+        (g for g in grants if g.status is GrantStatus.ACTIVE and g.valid_from <= now < g.valid_until), None
+    )
+
+
+def access_ended(grants: list[Grant], dataset_id: str, now: datetime) -> Forbidden:
+    """Why a tenant holding only grants that are not live may not read: its newest grant's state."""
+    newest = max(grants, key=lambda g: g.updated_at)
+    if newest.status is not GrantStatus.ACTIVE:
+        state = newest.status.value.lower()
+    elif now < newest.valid_from:
+        state = f"not valid before {newest.valid_from.isoformat()}"
+    else:
+        state = f"expired at {newest.valid_until.isoformat()}"
+    return Forbidden(
+        f"your grant {newest.grant_id} on dataset {dataset_id!r} is {state}: records are served only under "
+        "an active grant, never after a revocation, suspension or expiry",
+        hint="see GET /v1/grants/" + newest.grant_id + "; request access again (POST /v1/requests) if you "
+        "still need the data",
+    )
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
 # -------------------------------------------------------------------------------------------- decoding
 
 
@@ -308,8 +351,31 @@ async def stream_records(
     )
     if not grants:
         raise missing
+    if live_grant(grants, now_utc()) is None:
+        raise access_ended(grants, dataset_id, now_utc())
+    caps: Caps = request.app.state.caps
+    slot = caps.open_stream(tenant.principal_id)
+    try:
+        return await _open_stream(
+            request, tenant.principal_id, dataset_id, start, limit, idle_timeout_s, resume, slot
+        )
+    except BaseException:
+        slot.release()
+        raise
+
+
+async def _open_stream(
+    request: Request,
+    tenant_id: str,
+    dataset_id: str,
+    start: str,
+    limit: int | None,
+    idle_timeout_s: float | None,
+    resume: dict[int, int],
+    slot: StreamSlot,
+) -> StreamingResponse:
     hub: StreamHub = request.app.state.streams
-    topic = hub.topic(tenant.principal_id, dataset_id)
+    topic = hub.topic(tenant_id, dataset_id)
     consumer = hub.consumer()
     try:
         await consumer.start()
@@ -346,11 +412,53 @@ async def stream_records(
                 "the stream cannot be read now: the Kafka broker failed", hint="retry later"
             ) from error
         raise
-    body = _events(request, hub, consumer, dataset_id, resume, limit, idle_timeout_s)
+
+    async def access_problem() -> dict | None:
+        return await _access_problem(request, tenant_id, dataset_id)
+
+    ending = Ending(access_problem, request.app.state.caps, request.app.state.settings.gateway_max_stream_s)
+    body = _events(request, hub, consumer, dataset_id, resume, limit, idle_timeout_s, ending, slot)
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    # Closes the consumer should the body never start (its own `finally` closes it otherwise).
-    closing = BackgroundTask(_stop, consumer)
+    # Closes the consumer and frees the slot should the body never start (its own `finally` does otherwise).
+    closing = BackgroundTask(_close, consumer, slot)
     return StreamingResponse(body, media_type="text/event-stream", headers=headers, background=closing)
+
+
+@dataclass(frozen=True)
+class Ending:
+    """What ends an open stream besides the client: the grant no longer live, or its maximum duration."""
+
+    access_problem: Callable[[], Awaitable[dict | None]]
+    caps: Caps
+    max_duration_s: float
+
+
+async def _access_problem(request: Request, tenant_id: str, dataset_id: str) -> dict | None:
+    """None while the tenant may still read the dataset; else the error event that ends its stream."""
+    try:
+        grants = await run_in_threadpool(
+            authorization(request).list_grants, tenant_id=tenant_id, dataset_id=dataset_id
+        )
+    except Exception:
+        log.warning("could not re-check the grant of a stream of %s; ending it", dataset_id, exc_info=True)
+        return {
+            "error": "unavailable",
+            "message": "your grant's state cannot be read now, so the stream ends",
+            "hint": "reconnect later with the last id",
+        }
+    if live_grant(grants, now_utc()) is not None:
+        return None
+    ended = access_ended(grants, dataset_id, now_utc()) if grants else None
+    return {
+        "error": "access_ended",
+        "message": ended.message if ended else f"you no longer hold a grant on dataset {dataset_id!r}",
+        "hint": ended.hint if ended else "request access again (POST /v1/requests)",
+    }
+
+
+async def _close(consumer: AIOKafkaConsumer, slot: StreamSlot) -> None:
+    slot.release()
+    await _stop(consumer)
 
 
 async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[int]:
@@ -375,19 +483,30 @@ async def _events(
     positions: dict[int, int],
     limit: int | None,
     idle_timeout_s: float | None,
+    ending: Ending,
+    slot: StreamSlot,
 ) -> AsyncIterator[str]:
     metrics: StreamMetrics = request.app.state.stream_metrics
     records, skipped = metrics.records.labels(dataset=dataset_id), metrics.skipped.labels(dataset=dataset_id)
     positions = dict(positions)
     loop = asyncio.get_running_loop()
     sent = 0
-    last_record = last_output = loop.time()
+    opened = last_record = last_output = loop.time()
     metrics.open_streams.inc()
     try:
         yield f"retry: {RETRY_MS}\n" + sse_comment(f"your stream of dataset {dataset_id}")
         while limit is None or sent < limit:
             now = loop.time()
-            wait = min(POLL_S, max(hub.heartbeat_s - (now - last_output), 0.0))
+            if now - opened >= ending.max_duration_s:
+                ending.caps.limited.labels(limit="stream_duration").inc()
+                resume_id = format_event_id(positions) or None
+                yield sse_event("end", record_json(_max_duration(ending.max_duration_s)), resume_id)
+                break
+            wait = min(
+                POLL_S,
+                max(hub.heartbeat_s - (now - last_output), 0.0),
+                ending.max_duration_s - (now - opened),
+            )
             if idle_timeout_s is not None:
                 left = idle_timeout_s - (now - last_record)
                 if left <= 0:
@@ -398,6 +517,12 @@ async def _events(
                 max_records=min(MAX_BATCH, limit - sent) if limit is not None else MAX_BATCH,
             )
             messages = [message for tp in sorted(batch, key=lambda tp: tp.partition) for message in batch[tp]]
+            if messages or loop.time() - last_output >= hub.heartbeat_s:
+                problem = await ending.access_problem()
+                if problem is not None:
+                    # Fail closed: nothing of this batch goes out once the grant is not live.
+                    yield sse_event("error", record_json(problem))
+                    break
             if messages:
                 try:
                     outcomes = await anyio.to_thread.run_sync(decode_all, hub.codec, messages)
@@ -435,4 +560,12 @@ async def _events(
                 break
     finally:
         metrics.open_streams.dec()
-        await _stop(consumer)
+        await _close(consumer, slot)
+
+
+def _max_duration(max_duration_s: float) -> dict:
+    return {
+        "reason": "max_duration",
+        "message": f"a stream lasts at most {max_duration_s:g} s (PDO_GATEWAY_MAX_STREAM_S)",
+        "hint": "reconnect with this event's id as Last-Event-ID to read on from here",
+    }

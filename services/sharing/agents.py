@@ -58,6 +58,7 @@ from pdo.core.events import utc_now
 from pdo.core.registry_client import RegistryError
 from pdo.core.topics import TopicId
 from pdo.sharing.grants import GrantBook
+from pdo.sharing.masking import pseudonym_key
 from pdo.sharing.scope import GrantScope
 from pdo.sharing.transform import (
     Provenance,
@@ -201,7 +202,7 @@ class GrantPlan:
 
     rows: row_filter.Filter | None  # the compiled row filter, None for all rows
     policy_version: str
-    target: str  # the tenant topic
+    target: str | None  # the tenant topic; None when an id breaks the id rule (created before it existed)
     tenant_schema: avro.schema.NamedSchema
     refusal: str | None = None
 
@@ -314,6 +315,8 @@ class FeedHandler:
         if plan.refusal is not None:
             self._report_refusal(message, scope, dataset, plan.refusal, prepared)
             return  # never more rows than granted, and never a filter on what the tenant may not see
+        if plan.target is None:
+            return  # no topic can be named for this grant (its ids predate the id rule): it delivers nothing
         provenance = Provenance(
             dataset_id=dataset.dataset_id,
             source_topic=message.topic,
@@ -323,7 +326,8 @@ class FeedHandler:
             masking_policy_version=plan.policy_version,
             published_at=published_at,
         )
-        shaped = shape(record, scope, plan.rows, provenance, self.masking_key)
+        grant_key = pseudonym_key(self.masking_key, scope.tenant_id, dataset.dataset_id)
+        shaped = shape(record, scope, plan.rows, provenance, grant_key)
         if shaped is None:
             return  # filtered out
         try:
@@ -360,13 +364,22 @@ class FeedHandler:
             self._plans[key] = GrantPlan(
                 rows=rows,
                 policy_version=masking_policy_version(scope),
-                target=tenant_topic(scope.tenant_id, dataset.dataset_id, self.settings),
+                target=self._target(scope, dataset),
                 tenant_schema=avro.schema.parse(
                     json.dumps(tenant_record_schema(json.loads(dataset.record_schema), scope))
                 ),
                 refusal=refusal,
             )
         return self._plans[key]
+
+    def _target(self, scope: GrantScope, dataset: Dataset) -> str | None:
+        # An id from before the id rule (pdo.core.ids) names no topic: that grant delivers nothing, and the
+        # dataset's other grants deliver on (one legacy name must not stop sharing for everyone).
+        try:
+            return tenant_topic(scope.tenant_id, dataset.dataset_id, self.settings)
+        except InvalidInput as error:
+            log.error("grant %s: no tenant topic, nothing delivered: %s", scope.grant_id, error)
+            return None
 
     @staticmethod
     def _compile_row_filter(

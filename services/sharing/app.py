@@ -388,8 +388,8 @@ class Runtime:
 
 
 def masking_key(settings: Settings) -> bytes:
-    key = settings.masking_key
-    return key.encode() if isinstance(key, str) else bytes(key)
+    """The master key of KEYED_HASH pseudonyms; ConfigError for a placeholder or short key (not in development)."""
+    return settings.secret("masking_key").encode()
 
 
 def build_runtime(settings: Settings) -> Runtime:

@@ -1,6 +1,7 @@
 """Field masking: what a tenant sees of a sensitive value. Pure functions, no broker, no state.
 
-`mask(value, rule, key)` applies one catalog `MaskingRule` to one field value. `None` stays `None` under
+`mask(value, rule, key)` applies one catalog `MaskingRule` to one field value; `key` is the grant's
+`pseudonym_key`, never the master key itself. `None` stays `None` under
 every rule. The string rules (KEEP_FIRST_LAST, MASK_MIDDLE_DIGITS, KEYED_HASH) first turn a non-string
 value into text with `str()`; their result is always a string. Characters are Unicode code points, so
 "张三丰" has three.
@@ -17,11 +18,14 @@ MASK_MIDDLE_DIGITS — ID-card numbers, phones, any digit string
     keep `len // 4` characters at each end, so at most half shows ("62751234" → "62****34", "123" →
     "***"). Never more than 7 characters of the value show.
 
-KEYED_HASH — a pseudonym a tenant can join on
-    HMAC-SHA256 of the UTF-8 text under the masking key, as lower-case hex, first 16 characters (64
-    bits). Every worker with the same key gives the same pseudonym, in every run, so a tenant can count
-    and join on it; without the key it cannot be reversed or brute-forced even for small value spaces
-    like phone numbers. Rotating the key changes every pseudonym.
+KEYED_HASH — a pseudonym a tenant can join on within its own stream
+    HMAC-SHA256 of the UTF-8 text under the grant's pseudonym key, as lower-case hex, first 16 characters
+    (64 bits). The pseudonym key is derived from the master key (PDO_MASKING_KEY) per tenant and dataset
+    with HKDF-SHA256 (`pseudonym_key`), so one value has a different pseudonym for every tenant and every
+    dataset: two tenants cannot join their streams on it, nor one tenant two datasets. Every worker with
+    the same master key gives the same pseudonym, in every run, so a tenant can count and join on it in
+    its stream; without the key it cannot be reversed or brute-forced even for small value spaces like
+    phone numbers. Rotating the master key changes every pseudonym.
 
 REDACT
     The value becomes `None` (the field is null on the tenant stream).
@@ -49,7 +53,11 @@ import hmac
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time
 from decimal import ROUND_FLOOR, ROUND_HALF_UP, Context, Decimal
+from functools import lru_cache
 from typing import Any
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from pdo.catalog.models import MaskingRule
 
@@ -95,6 +103,22 @@ def mask_middle_digits(text: str) -> str:
     else:
         first = last = length // 4  # short values: never more than half shows
     return text[:first] + MASK_CHAR * (length - first - last) + text[length - last :]
+
+
+# HKDF's `info` names the purpose and version, so a key derived here serves nothing else.
+PSEUDONYM_KEY_INFO = b"pdo keyed-hash pseudonym key v1"
+PSEUDONYM_KEY_BYTES = 32
+
+
+@lru_cache(maxsize=4096)  # one derivation per (tenant, dataset), not per record
+def pseudonym_key(master_key: bytes, tenant_id: str, dataset_id: str) -> bytes:
+    """The KEYED_HASH key of one tenant's stream of one dataset: HKDF-SHA256 of the master key."""
+    # Length-prefixed, so no two different (tenant, dataset) pairs give the same `info`.
+    parts = b"".join(len(p).to_bytes(4, "big") + p for p in (tenant_id.encode(), dataset_id.encode()))
+    derive = HKDF(
+        algorithm=hashes.SHA256(), length=PSEUDONYM_KEY_BYTES, salt=None, info=PSEUDONYM_KEY_INFO + parts
+    )
+    return derive.derive(master_key)
 
 
 def keyed_hash(text: str, key: bytes) -> str:

@@ -41,7 +41,7 @@ from pdo.sharing.scope import GrantScope
 
 # Bump when pdo.sharing.masking.mask changes what any rule produces: it is part of every record's
 # masking_policy_version, so tenants can tell records masked the old way from the new.
-MASKING_ALGORITHM_VERSION = 1
+MASKING_ALGORITHM_VERSION = 2  # 2: KEYED_HASH keys derived per tenant and dataset
 
 TENANT_NAMESPACE = "pdo.tenant.v1"
 # Named types a dataset schema declares without a namespace move here: inside pdo.tenant.v1 they could

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from pdo.core import access, db
 from pdo.core.config import Settings
 from pdo.core.errors import PdoError
 from pdo.stack import broker
+from pdo.stack.local_secrets import local_secrets, secret_file
 
 
 @dataclass(frozen=True)
@@ -73,19 +75,24 @@ SERVICES = (
 
 def prometheus_config(settings: Settings, scrape_interval: str = "15s") -> dict:
     """A Prometheus configuration scraping every service of the platform where `settings` put it, with
-    pdo's alert rules (deploy/prometheus/alerts.yml); deploy/prometheus/prometheus.yml is its compose twin."""
+    pdo's alert rules (deploy/prometheus/alerts.yml); deploy/prometheus/prometheus.yml is its compose twin.
+    The gateway's /metrics (per-tenant usage) answers only to the scrape token, read from its private file."""
     jobs = []
     for service in SERVICES:
         url = service.metrics_url(settings)
         if url:
             where = urlsplit(url)
-            jobs.append(
-                {
-                    "job_name": service.name,
-                    "metrics_path": where.path,
-                    "static_configs": [{"targets": [where.netloc]}],
+            job = {
+                "job_name": service.name,
+                "metrics_path": where.path,
+                "static_configs": [{"targets": [where.netloc]}],
+            }
+            if service.name == "gateway":
+                job["authorization"] = {
+                    "type": "Bearer",
+                    "credentials_file": str(secret_file(settings, "metrics_token")),
                 }
-            )
+            jobs.append(job)
     return {
         "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
         "rule_files": [str(settings.home / "deploy" / "prometheus" / "alerts.yml")],
@@ -109,6 +116,8 @@ class Platform:
         self.report = report
         self.logs = settings.run_dir / "logs"
         self.running: dict[str, subprocess.Popen] = {}
+        # The generated secrets go to the services only, never into this process's environment or a log.
+        self.service_environment = {**os.environ, **local_secrets(settings)}
 
     def start(self, ready_timeout_s: float = 60) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -157,6 +166,7 @@ class Platform:
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            env=self.service_environment,
             # A session of its own: a terminal's Ctrl-C reaches only the supervisor (`pdo up`, `pdo demo`),
             # which stops the services in order with SIGTERM once it is done with them (the demo still
             # needs them for its final summary).

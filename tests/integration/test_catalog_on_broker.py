@@ -139,7 +139,7 @@ def comparable(row: dict) -> dict:
 
 
 def test_register_update_retire_are_rows_and_events_that_agree(service, settings, engine, registry):
-    dataset_id = unique_name("it.traffic")
+    dataset_id = unique_name("it-traffic")
     start = catalog_end(settings)
 
     registered = service.register(PROVIDER, registration(dataset_id), actor=PROVIDER)
@@ -184,7 +184,7 @@ def test_register_update_retire_are_rows_and_events_that_agree(service, settings
 
 
 def test_registration_creates_the_feed_topic_and_a_full_transitive_subject(service, settings):
-    dataset_id = unique_name("it.feed")
+    dataset_id = unique_name("it-feed")
 
     dataset = service.register(PROVIDER, registration(dataset_id), actor=PROVIDER)
 
@@ -196,7 +196,7 @@ def test_registration_creates_the_feed_topic_and_a_full_transitive_subject(servi
 
 
 def test_an_incompatible_schema_change_is_a_conflict_and_changes_nothing(service, settings, engine):
-    dataset_id = unique_name("it.compat")
+    dataset_id = unique_name("it-compat")
     service.register(PROVIDER, registration(dataset_id), actor=PROVIDER)
     before = rows(engine, [dataset_id])
     record = json.loads(TRAFFIC_FLOW)
@@ -224,7 +224,7 @@ def test_an_incompatible_schema_change_is_a_conflict_and_changes_nothing(service
     ],
 )
 def test_invalid_input_writes_no_row_no_event_no_topic(service, settings, engine, changes, reason):
-    dataset_id = unique_name("it.bad")
+    dataset_id = unique_name("it-bad")
     start = catalog_end(settings)
 
     with pytest.raises(InvalidInput, match=reason):
@@ -237,7 +237,7 @@ def test_invalid_input_writes_no_row_no_event_no_topic(service, settings, engine
 
 
 def test_when_the_event_cannot_be_published_no_row_is_kept(settings, engine, registry):
-    dataset_id = unique_name("it.down")
+    dataset_id = unique_name("it-down")
     unreachable = dataclasses.replace(settings, registry_url=f"http://127.0.0.1:{free_port()}")
     publisher = EventPublisher(unreachable)
     service = CatalogService(engine, publisher, registry, settings)
@@ -253,7 +253,7 @@ def test_when_the_event_cannot_be_published_no_row_is_kept(settings, engine, reg
 def test_a_wiped_database_is_rebuilt_from_the_topic_to_the_same_rows(
     service, settings, engine, tmp_path, registry
 ):
-    kept, changed, gone = (unique_name(f"it.rebuild-{n}") for n in ("kept", "changed", "gone"))
+    kept, changed, gone = (unique_name(f"it-rebuild-{n}") for n in ("kept", "changed", "gone"))
     service.register(PROVIDER, registration(kept), actor=PROVIDER)
     service.register(PROVIDER, registration(changed, sensitive_fields=()), actor=PROVIDER)
     service.update(

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from conftest import ServerThread, fresh_postgres_database, isolated_namespace, static_guard
+from conftest import ServerThread, fresh_postgres_database, isolated_namespace, scrape_headers, static_guard
 from kafka import KafkaConsumer, TopicPartition
 
 from pdo.authorization.policy import load_policy
@@ -104,7 +104,7 @@ def issue_keys(store: PrincipalStore) -> dict[str, str]:
 
 
 def dataset_id(label: str) -> str:
-    return f"gw-{RUN}.{label}-{uuid.uuid4().hex[:6]}"
+    return f"gw-{RUN}-{label}-{uuid.uuid4().hex[:6]}"
 
 
 def register(platform: Platform, openness: str, sensitive: bool = False, classification="GENERAL") -> str:
@@ -164,7 +164,7 @@ def refused(response: httpx.Response, status: int, kind: str, fragment: str = ""
 
 
 def refusals(platform: Platform, route: str, reason: str) -> float:
-    for line in platform.http.get("/metrics").text.splitlines():
+    for line in platform.http.get("/metrics", headers=scrape_headers(platform.settings)).text.splitlines():
         labels = (f'route="{route}"', f'reason="{reason}"')
         if line.startswith("pdo_gateway_refusals_total{") and all(label in line for label in labels):
             return float(line.rsplit(" ", 1)[1])

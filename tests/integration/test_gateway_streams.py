@@ -20,7 +20,7 @@ from typing import Any
 import avro.schema
 import httpx
 import pytest
-from conftest import ServerThread, fresh_postgres_database, static_guard
+from conftest import ServerThread, fresh_postgres_database, scrape_headers, static_guard
 
 from pdo.authorization.policy import load_policy
 from pdo.authorization.service import AuthorizationService
@@ -115,7 +115,7 @@ def stack(kafka_bootstrap, postgres_url, tmp_path_factory) -> Iterator[Stack]:
         try:
             with ServerThread(app) as server, httpx.Client(base_url=server.url, timeout=60) as http:
                 stack = Stack(http, authorization, app.state.streams, settings, keys, "", "", "")
-                stack.dataset_id, stack.grant_id = granted_dataset(stack, f"streams-{RUN}.trips")
+                stack.dataset_id, stack.grant_id = granted_dataset(stack, f"streams-{RUN}-trips")
                 stack.topic = tenant_topic(f"tenant:{TENANT}", stack.dataset_id, settings)
                 fill_topic(stack)
                 yield stack
@@ -272,7 +272,7 @@ def test_no_other_key_reaches_the_stream(stack):
     assert response.status_code == 403 and response.json()["error"] == "forbidden"
     response, _ = read_events(stack, who=None, limit=1)
     assert response.status_code == 401
-    response = stack.http.get(f"/v1/streams/streams-{RUN}.nothing", headers=stack.as_(TENANT))
+    response = stack.http.get(f"/v1/streams/streams-{RUN}-nothing", headers=stack.as_(TENANT))
     assert response.status_code == 404 and response.json()["error"] == "not_found"
 
 
@@ -293,7 +293,7 @@ def test_a_bad_last_event_id_is_refused_precisely(stack, last_event_id, fragment
 
 def test_metrics_count_records_and_open_streams(stack):
     read_events(stack, limit=2)
-    text = stack.http.get("/metrics").text
+    text = stack.http.get("/metrics", headers=scrape_headers(stack.settings)).text
     line = f'pdo_gateway_stream_records_total{{dataset="{stack.dataset_id}"}}'
     assert any(row.startswith(line) and float(row.split()[-1]) >= 2 for row in text.splitlines())
     assert "pdo_gateway_open_streams 0.0" in text
@@ -306,15 +306,21 @@ def test_a_client_going_away_closes_its_stream(stack):
         lines = response.iter_lines()
         while not next(lines).startswith("data:"):
             pass
-        assert "pdo_gateway_open_streams 1.0" in stack.http.get("/metrics").text
+        assert (
+            "pdo_gateway_open_streams 1.0"
+            in stack.http.get("/metrics", headers=scrape_headers(stack.settings)).text
+        )
     deadline = time.monotonic() + 20
-    while "pdo_gateway_open_streams 0.0" not in stack.http.get("/metrics").text:
+    while (
+        "pdo_gateway_open_streams 0.0"
+        not in stack.http.get("/metrics", headers=scrape_headers(stack.settings)).text
+    ):
         assert time.monotonic() < deadline, "the stream stayed open after its client left"
         time.sleep(0.2)
 
 
 def test_a_grant_whose_topic_does_not_exist_yet_is_404(stack):
-    dataset_id, _ = granted_dataset(stack, f"streams-{RUN}.no-topic")
+    dataset_id, _ = granted_dataset(stack, f"streams-{RUN}-no-topic")
     response = stack.http.get(f"/v1/streams/{dataset_id}", headers=stack.as_(TENANT))
     assert response.status_code == 404, response.text
     assert response.json()["message"] == f"your stream of dataset {dataset_id!r} does not exist yet"
@@ -329,3 +335,16 @@ def test_heartbeats_keep_a_quiet_stream_alive(stack):
     assert response.status_code == 200
     beats = [c for e in events for c in e.get("comment", []) if c == "heartbeat"]
     assert len(beats) >= 2 and records_of(events) == []
+
+
+def test_after_revocation_the_retained_records_are_not_served(stack):
+    """Runs last: it revokes the module's grant. Its topic still holds every record; none is served."""
+    assert records_of(read_events(stack, limit=1)[1]), "the stream served records before the revocation"
+    stack.authorization.revoke(stack.grant_id, "operator:alice", "contract ended")
+
+    response, events = read_events(stack, limit=1)
+
+    assert response.status_code == 403 and events == []
+    body = response.json()
+    assert body["error"] == "forbidden" and f"your grant {stack.grant_id}" in body["message"]
+    assert "is revoked" in body["message"]

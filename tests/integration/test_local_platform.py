@@ -33,8 +33,10 @@ def wait_until_answering(url: str, process: subprocess.Popen, timeout_s: float =
 def test_pdo_up_brings_the_platform_up_and_ctrl_c_stops_what_it_started(tmp_path):
     kafka_port, registry_port, gateway_port = free_port(), free_port(), free_port()
     metrics_ports = {service: free_port() for service in ("catalog", "authorization", "sharing")}
+    # As on a fresh checkout: no secret set and not in development mode; `pdo up` makes its own secrets.
+    unset = ("PDO_MASKING_KEY", "PDO_METRICS_TOKEN", "PDO_ENVIRONMENT")
     env = {
-        **os.environ,
+        **{name: value for name, value in os.environ.items() if name not in unset},
         "PDO_RUN_DIR": str(tmp_path / "run"),
         "PDO_KAFKA_PORT": str(kafka_port),
         "PDO_KAFKA_CONTROLLER_PORT": str(free_port()),
@@ -69,12 +71,26 @@ def test_pdo_up_brings_the_platform_up_and_ctrl_c_stops_what_it_started(tmp_path
             service: httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
             for service, port in metrics_ports.items()
         }
+        secrets = tmp_path / "run" / "secrets"
+        token = (secrets / "metrics_token").read_text().strip()
+        gateway_metrics = {
+            "anonymous": httpx.get(f"http://127.0.0.1:{gateway_port}/metrics", timeout=5).status_code,
+            "token": httpx.get(
+                f"http://127.0.0.1:{gateway_port}/metrics",
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=5,
+            ).status_code,
+        }
     finally:
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=60)
 
     assert registered.status_code == 200
     assert anonymous.status_code == 401  # the registry pdo up runs checks passwords against Kafka
+    assert gateway_metrics == {"anonymous": 401, "token": 200}
+    modes = {path.name: oct(path.stat().st_mode & 0o777) for path in secrets.iterdir()}
+    assert {"masking_key", "metrics_token", "kafka-admin", "kafka-service.sharing"} <= modes.keys()
+    assert set(modes.values()) == {"0o600"}, modes
     assert catalog.status_code == 401  # the gateway answers, and asks for a key
     for service in ("registry", "catalog", "authorization", "sharing", "metering", "gateway"):
         assert f"started {service}" in output

@@ -21,7 +21,7 @@ import pytest
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
-from conftest import ServerThread, admin_credentials, isolated_namespace
+from conftest import ServerThread, admin_credentials, isolated_namespace, scrape_headers
 from kafka import KafkaConsumer, TopicPartition
 
 from pdo.catalog.models import (
@@ -231,7 +231,7 @@ def test_http_ingest_publishes_only_for_the_owner(platform):
         refused = post(other_name, RECORDS[:1])
         platform.catalog.retire(platform.provider, dataset.dataset_id, "replaced", actor=platform.provider)
         retired = post(owner_name, RECORDS[:1])
-        metrics = http.get("/metrics").text
+        metrics = http.get("/metrics", headers=scrape_headers(platform.settings)).text
 
     assert accepted.status_code == 200 and accepted.json() == {"accepted": 12, "rejected": []}
     assert partial.status_code == 200

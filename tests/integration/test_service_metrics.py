@@ -16,13 +16,14 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from conftest import free_port, require_program
+from conftest import free_port, require_program, scrape_headers
 
 from pdo.authorization.testing import create_topics, isolated_home
 from pdo.core import db, topics
 from pdo.core.config import PROJECT_ROOT, Settings
 from pdo.core.kafka import admin_client, producer
 from pdo.core.topics import TopicId
+from pdo.stack.local_secrets import local_secrets
 from pdo.stack.platform import prometheus_config
 
 pytestmark = pytest.mark.integration
@@ -42,7 +43,8 @@ class RunningPlatform:
         return f"{service}-{self.tag}"
 
     def metrics(self, service: str) -> str:
-        return httpx.get(self.metrics_urls[service], timeout=5).text
+        # The scrape token Prometheus sends: the gateway needs it, the others ignore it.
+        return httpx.get(self.metrics_urls[service], headers=scrape_headers(self.settings), timeout=5).text
 
     def alive(self) -> None:
         for name, process in self.processes.items():
@@ -230,6 +232,7 @@ def settings_partitions(settings: Settings, topic: str) -> int:
 
 def test_the_prometheus_server_scrapes_the_services_and_answers_a_query(platform, tmp_path):
     prometheus = require_program("prometheus", "prometheus")
+    local_secrets(platform.settings)  # as `pdo up` does: the gateway's scrape token in its file
     config = prometheus_config(platform.settings, scrape_interval="1s")
     # The test's home has only topics and schemas: point at the project's own alert rules.
     config["rule_files"] = [str(PROJECT_ROOT / "deploy" / "prometheus" / "alerts.yml")]

@@ -62,14 +62,14 @@ def engine(sqlite_url):
 
 def dataset(**changes) -> Dataset:
     base = Dataset(
-        dataset_id="city.readings",
+        dataset_id="city-readings",
         provider_id="provider:city",
         owner_department="City Bureau",
         title="Readings",
         domain=Domain.URBAN_GOVERNANCE,
         classification=Classification.GENERAL,
         openness=Openness.CONDITIONAL,
-        schema_subject="pdo.feed.city.readings-Reading",
+        schema_subject="pdo.feed.city-readings-Reading",
         schema_id=1,
         record_schema=SCHEMA_V1,
         price_plan=PricePlan(
@@ -103,7 +103,7 @@ def retired(entry: Dataset, minutes: int, reason: str = "replaced") -> dict:
     return mapping.retired_event(head(minutes), dataclasses.replace(entry, retired=True), reason)
 
 
-def row(engine, dataset_id="city.readings"):
+def row(engine, dataset_id="city-readings"):
     with engine.connect() as connection:
         return connection.execute(sa.select(datasets).where(datasets.c.dataset_id == dataset_id)).one()
 
@@ -119,7 +119,7 @@ def test_a_registration_becomes_a_row_with_the_registrys_schema_text(engine):
         position=Position("pdo.catalog", 2, 41),
     )
 
-    assert get_dataset(engine, "city.readings") == dataset()
+    assert get_dataset(engine, "city-readings") == dataset()
     stored = row(engine)
     assert (stored.last_event_id, stored.last_event_partition, stored.last_event_offset) == (
         event["event_id"],
@@ -152,7 +152,7 @@ def test_updates_apply_in_order_and_older_ones_are_ignored(engine):
     assert not apply_catalog_event(
         engine, "pdo.catalog.v1.DatasetRegistered", registered(v1), registry=schemas
     )
-    assert get_dataset(engine, "city.readings") == v3
+    assert get_dataset(engine, "city-readings") == v3
 
 
 def test_an_update_seen_before_its_registration_still_leaves_the_newest_state(engine):
@@ -162,7 +162,7 @@ def test_an_update_seen_before_its_registration_still_leaves_the_newest_state(en
     apply_catalog_event(engine, "pdo.catalog.v1.DatasetUpdated", updated(v1, v2, 1), registry=Schemas())
     apply_catalog_event(engine, "pdo.catalog.v1.DatasetRegistered", registered(v1), registry=Schemas())
 
-    assert get_dataset(engine, "city.readings") == v2
+    assert get_dataset(engine, "city-readings") == v2
 
 
 def test_a_retirement_is_final_and_keeps_its_reason(engine):
@@ -176,20 +176,20 @@ def test_a_retirement_is_final_and_keeps_its_reason(engine):
         engine, "pdo.catalog.v1.DatasetRegistered", registered(v1), registry=Schemas()
     )
 
-    assert get_dataset(engine, "city.readings").retired
+    assert get_dataset(engine, "city-readings").retired
     assert row(engine).retired_reason == "superseded"
     assert list_datasets(engine) == []
-    assert [d.dataset_id for d in list_datasets(engine, include_retired=True)] == ["city.readings"]
+    assert [d.dataset_id for d in list_datasets(engine, include_retired=True)] == ["city-readings"]
 
 
 def test_a_retirement_without_a_snapshot_marks_a_known_dataset_and_skips_an_unknown_one(engine):
     apply_catalog_event(engine, "pdo.catalog.v1.DatasetRegistered", registered(dataset()), registry=Schemas())
-    legacy = {**head(3), "dataset_id": "city.readings", "reason": "old", "dataset": None}
+    legacy = {**head(3), "dataset_id": "city-readings", "reason": "old", "dataset": None}
     unknown = {**head(3), "dataset_id": "publisher-probe", "reason": "probe", "dataset": None}
 
     assert apply_catalog_event(engine, "pdo.catalog.v1.DatasetRetired", legacy, registry=Schemas())
     assert not apply_catalog_event(engine, "pdo.catalog.v1.DatasetRetired", unknown, registry=Schemas())
-    assert get_dataset(engine, "city.readings").retired
+    assert get_dataset(engine, "city-readings").retired
     with pytest.raises(NotFound):
         get_dataset(engine, "publisher-probe")
 

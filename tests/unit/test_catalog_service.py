@@ -126,7 +126,7 @@ def service(engine, publisher, registry, monkeypatch) -> CatalogService:
 
 def registration(**changes) -> DatasetRegistration:
     base = DatasetRegistration(
-        dataset_id="city.readings",
+        dataset_id="city-readings",
         owner_department="City Bureau",
         title="Meter readings",
         domain=Domain.URBAN_GOVERNANCE,
@@ -148,14 +148,14 @@ def test_registering_writes_a_row_and_publishes_the_entry(service, publisher, en
     dataset = service.register(PROVIDER, registration(), actor="provider:city")
 
     assert dataset.version == 1 and dataset.schema_id == 1
-    assert dataset.schema_subject == "pdo.feed.city.readings-city.v1.Reading"
+    assert dataset.schema_subject == "pdo.feed.city-readings-city.v1.Reading"
     assert dataset.record_schema == json.dumps(SCHEMA, separators=(",", ":"))
     assert dataset.sensitive == {"holder": MaskingRule.KEEP_FIRST_LAST}
     assert dataset.price_plan.unit_price == Decimal("1.50")
-    assert service.get("city.readings") == dataset
+    assert service.get("city-readings") == dataset
     [(name, event, _data)] = publisher.events
     assert name == "pdo.catalog.v1.DatasetRegistered"
-    assert event["dataset_id"] == "city.readings" and event["actor"] == "provider:city"
+    assert event["dataset_id"] == "city-readings" and event["actor"] == "provider:city"
     assert rows(engine)[0].last_event_id == event["event_id"]
 
 
@@ -193,7 +193,7 @@ def test_a_failed_publish_rolls_the_row_back(service, publisher, engine):
 
     assert rows(engine) == []
     with pytest.raises(NotFound):
-        service.get("city.readings")
+        service.get("city-readings")
 
 
 def test_an_update_bumps_the_version_and_publishes_what_changed(service, publisher):
@@ -201,13 +201,13 @@ def test_an_update_bumps_the_version_and_publishes_what_changed(service, publish
 
     updated = service.update(
         PROVIDER,
-        "city.readings",
+        "city-readings",
         DatasetChanges(title="Readings", openness=Openness.OPEN),
         actor="provider:city",
     )
 
     assert (updated.version, updated.title, updated.openness) == (2, "Readings", Openness.OPEN)
-    assert service.get("city.readings") == updated
+    assert service.get("city-readings") == updated
     name, event, _ = publisher.events[-1]
     assert name == "pdo.catalog.v1.DatasetUpdated"
     assert (event["title"], event["openness"], event["classification"]) == ("Readings", "OPEN", None)
@@ -218,7 +218,7 @@ def test_an_update_that_changes_nothing_is_no_event(service, publisher):
     registered = service.register(PROVIDER, registration(), actor="provider:city")
 
     again = service.update(
-        PROVIDER, "city.readings", DatasetChanges(title="Meter readings"), actor="provider:city"
+        PROVIDER, "city-readings", DatasetChanges(title="Meter readings"), actor="provider:city"
     )
 
     assert again == registered and len(publisher.events) == 1
@@ -232,7 +232,7 @@ def test_a_new_record_schema_is_registered_and_keeps_sensitive_fields_checked(se
     }
 
     updated = service.update(
-        PROVIDER, "city.readings", DatasetChanges(record_schema=json.dumps(wider)), actor="provider:city"
+        PROVIDER, "city-readings", DatasetChanges(record_schema=json.dumps(wider)), actor="provider:city"
     )
 
     assert registry.schema_by_id(updated.schema_id) == updated.record_schema
@@ -241,10 +241,20 @@ def test_a_new_record_schema_is_registered_and_keeps_sensitive_fields_checked(se
     with pytest.raises(InvalidInput, match="'holder' is not a field"):
         service.update(
             PROVIDER,
-            "city.readings",
+            "city-readings",
             DatasetChanges(record_schema=json.dumps(narrower)),
             actor="provider:city",
         )
+
+
+@pytest.mark.parametrize("text", ["", "   ", "not json", "[1,"])
+def test_an_empty_or_unparsable_new_schema_is_invalid_input_not_a_crash(service, publisher, text):
+    """`PATCH {"record_schema": ""}` once answered 500: "" was read as "no change", then parsed as JSON."""
+    service.register(PROVIDER, registration(), actor="provider:city")
+
+    with pytest.raises(InvalidInput, match="record_schema"):
+        service.update(PROVIDER, "city-readings", DatasetChanges(record_schema=text), actor="provider:city")
+    assert service.get("city-readings").version == 1 and len(publisher.events) == 1
 
 
 def test_an_incompatible_schema_is_a_conflict_naming_the_registrys_reason(service, registry, publisher):
@@ -254,9 +264,9 @@ def test_an_incompatible_schema_is_a_conflict_naming_the_registrys_reason(servic
 
     with pytest.raises(Conflict, match="not compatible .*FULL_TRANSITIVE.*incompatible with an earlier"):
         service.update(
-            PROVIDER, "city.readings", DatasetChanges(record_schema=json.dumps(changed)), actor="p"
+            PROVIDER, "city-readings", DatasetChanges(record_schema=json.dumps(changed)), actor="p"
         )
-    assert service.get("city.readings").version == 1 and len(publisher.events) == 1
+    assert service.get("city-readings").version == 1 and len(publisher.events) == 1
 
 
 def test_renaming_the_record_is_refused(service):
@@ -265,7 +275,7 @@ def test_renaming_the_record_is_refused(service):
 
     with pytest.raises(InvalidInput, match="keep the record's name"):
         service.update(
-            PROVIDER, "city.readings", DatasetChanges(record_schema=json.dumps(renamed)), actor="p"
+            PROVIDER, "city-readings", DatasetChanges(record_schema=json.dumps(renamed)), actor="p"
         )
 
 
@@ -274,10 +284,10 @@ def test_only_the_owner_may_change_a_dataset(service):
 
     with pytest.raises(Forbidden, match="belongs to another provider"):
         service.update(
-            "provider:other", "city.readings", DatasetChanges(title="Mine"), actor="provider:other"
+            "provider:other", "city-readings", DatasetChanges(title="Mine"), actor="provider:other"
         )
     with pytest.raises(Forbidden):
-        service.retire("provider:other", "city.readings", "mine now", actor="provider:other")
+        service.retire("provider:other", "city-readings", "mine now", actor="provider:other")
     with pytest.raises(NotFound):
         service.update(PROVIDER, "no.such-dataset", DatasetChanges(title="x"), actor="provider:city")
 
@@ -285,21 +295,21 @@ def test_only_the_owner_may_change_a_dataset(service):
 def test_a_retired_dataset_stays_retired(service, publisher):
     service.register(PROVIDER, registration(), actor="provider:city")
 
-    retired = service.retire(PROVIDER, "city.readings", "replaced by city.readings-v2", actor="provider:city")
+    retired = service.retire(PROVIDER, "city-readings", "replaced by city-readings-v2", actor="provider:city")
 
     assert retired.retired and retired.version == 1
     name, event, _ = publisher.events[-1]
     assert (name, event["reason"], event["dataset"]["retired"]) == (
         "pdo.catalog.v1.DatasetRetired",
-        "replaced by city.readings-v2",
+        "replaced by city-readings-v2",
         True,
     )
     with pytest.raises(Conflict, match="already retired"):
-        service.retire(PROVIDER, "city.readings", "again", actor="provider:city")
+        service.retire(PROVIDER, "city-readings", "again", actor="provider:city")
     with pytest.raises(Conflict, match="retired and can no longer be changed"):
-        service.update(PROVIDER, "city.readings", DatasetChanges(title="x"), actor="provider:city")
+        service.update(PROVIDER, "city-readings", DatasetChanges(title="x"), actor="provider:city")
     with pytest.raises(InvalidInput, match="reason"):
-        service.retire(PROVIDER, "city.readings", " ", actor="provider:city")
+        service.retire(PROVIDER, "city-readings", " ", actor="provider:city")
     assert service.list(PROVIDER) == [] and service.list(PROVIDER, include_retired=True) == [retired]
 
 
@@ -310,15 +320,15 @@ def test_the_projector_rebuilds_the_services_rows_from_its_events(
     service, publisher, registry, sqlite_url, tmp_path
 ):
     service.register(PROVIDER, registration(), actor="provider:city")
-    service.update(PROVIDER, "city.readings", DatasetChanges(title="Readings"), actor="provider:city")
-    service.retire(PROVIDER, "city.readings", "done", actor="provider:city")
+    service.update(PROVIDER, "city-readings", DatasetChanges(title="Readings"), actor="provider:city")
+    service.retire(PROVIDER, "city-readings", "done", actor="provider:city")
     fresh_url = f"sqlite:///{tmp_path / 'fresh.db'}"
     db.upgrade(fresh_url)
     fresh = db.make_engine(fresh_url)
     projector = CatalogProjector(fresh, AvroCodec(registry), dead_letters=lambda: publisher)
 
     outcomes = [
-        asyncio.run(projector.handle(SourceMessage("pdo.catalog", 0, offset, b"city.readings", data)))
+        asyncio.run(projector.handle(SourceMessage("pdo.catalog", 0, offset, b"city-readings", data)))
         for offset, (_name, _event, data) in enumerate(publisher.events)
     ]
 
@@ -389,7 +399,7 @@ def test_the_projector_waits_out_an_outage_instead_of_dropping_the_event(
     projector = CatalogProjector(engine, AvroCodec(flaky), dead_letters=lambda: publisher, sleep=sleep)
 
     assert (
-        asyncio.run(projector.handle(SourceMessage("pdo.catalog", 0, 0, b"city.readings", data))) == "applied"
+        asyncio.run(projector.handle(SourceMessage("pdo.catalog", 0, 0, b"city-readings", data))) == "applied"
     )
     assert waits == [0.5, 1.0]
 

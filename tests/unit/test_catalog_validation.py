@@ -27,14 +27,27 @@ RECORD = json.dumps(
 )
 
 
-@pytest.mark.parametrize("dataset_id", ["abc", "transport.traffic-flow", "a1-b2.c3", "x" * 64])
+@pytest.mark.parametrize("dataset_id", ["a", "abc", "transport-traffic-flow", "a1-b2-c3", "x" * 63])
 def test_good_dataset_ids_pass(dataset_id):
     assert validation.check_dataset_id(dataset_id) == dataset_id
 
 
 @pytest.mark.parametrize(
     "dataset_id",
-    ["ab", "x" * 65, "Traffic", "traffic_flow", "traffic flow", ".hidden", "-x-y", "..", "", None, 7],
+    [
+        "x" * 64,
+        "Traffic",
+        "traffic_flow",
+        "transport.traffic",
+        "traffic flow",
+        ".hidden",
+        "-x-y",
+        "..",
+        "",
+        "a\n",
+        None,
+        7,
+    ],
 )
 def test_bad_dataset_ids_are_refused(dataset_id):
     with pytest.raises(InvalidInput, match="dataset id"):

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 
 import pytest
 
 from pdo.cli.main import main
-from pdo.core.config import PROJECT_ROOT, ConfigError, Settings
+from pdo.core.config import MIN_SECRET_BYTES, PROJECT_ROOT, ConfigError, Settings
 
 
 def test_defaults_apply_when_nothing_is_set(monkeypatch):
@@ -91,3 +92,67 @@ def test_a_child_process_environment_carries_exactly_these_settings(monkeypatch,
     for variable, value in chosen.environment().items():
         monkeypatch.setenv(variable, value)
     assert Settings.from_env() == chosen
+
+
+# ---------------------------------------------------------------------------------------------- secrets
+
+STRONG_KEY = "x" * MIN_SECRET_BYTES
+
+
+@pytest.mark.parametrize(
+    ("key", "says"),
+    [
+        (None, "placeholder"),  # unset: the built-in development key
+        ("pdo-development-masking-key", "placeholder"),
+        ("change-me-to-a-long-random-secret", "placeholder"),  # docker-compose.yml's old value
+        ("Change-Me-please-this-is-long-enough-to-pass-the-length", "placeholder"),
+        ("s" * (MIN_SECRET_BYTES - 1), f"at least {MIN_SECRET_BYTES}"),
+    ],
+)
+def test_outside_development_a_published_or_short_masking_key_is_refused(monkeypatch, key, says):
+    monkeypatch.delenv("PDO_ENVIRONMENT", raising=False)
+    if key is None:
+        monkeypatch.delenv("PDO_MASKING_KEY", raising=False)
+    else:
+        monkeypatch.setenv("PDO_MASKING_KEY", key)
+
+    with pytest.raises(ConfigError, match=says) as refused:
+        Settings.from_env().secret("masking_key")
+
+    assert "PDO_MASKING_KEY" in refused.value.message
+    assert (
+        "secrets.token_urlsafe(48)" in refused.value.hint
+        and "PDO_ENVIRONMENT=development" in refused.value.hint
+    )
+    if key is not None:
+        assert key not in str(refused.value)  # a secret never appears in an error
+
+
+def test_a_long_random_masking_key_is_accepted(monkeypatch):
+    monkeypatch.delenv("PDO_ENVIRONMENT", raising=False)
+    monkeypatch.setenv("PDO_MASKING_KEY", STRONG_KEY)
+    assert Settings.from_env().secret("masking_key") == STRONG_KEY
+
+
+def test_only_explicit_development_mode_accepts_the_development_key_with_a_warning(monkeypatch, caplog):
+    monkeypatch.delenv("PDO_MASKING_KEY", raising=False)
+    monkeypatch.setenv("PDO_ENVIRONMENT", "development")
+
+    with caplog.at_level(logging.WARNING, logger="pdo.core.config"):
+        assert Settings.from_env().secret("masking_key") == "pdo-development-masking-key"
+
+    assert "PDO_MASKING_KEY" in caplog.text and "PDO_ENVIRONMENT=development" in caplog.text
+    assert "pdo-development-masking-key" not in caplog.text
+
+
+@pytest.mark.parametrize("value", ["dev", "Development", "prod", "test"])
+def test_an_unknown_environment_is_refused(monkeypatch, value):
+    monkeypatch.setenv("PDO_ENVIRONMENT", value)
+    with pytest.raises(ConfigError, match="PDO_ENVIRONMENT"):
+        Settings.from_env()
+
+
+def test_an_unset_secret_without_default_shows_as_not_set(monkeypatch):
+    monkeypatch.delenv("PDO_METRICS_TOKEN", raising=False)
+    shown = dict((variable, value) for variable, value, _ in Settings.from_env().describe())
+    assert shown["PDO_METRICS_TOKEN"] == "(not set)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shlex
 import tomllib
@@ -133,3 +134,30 @@ def test_every_service_package_is_listed_for_packaging():
 )
 def test_scripts_are_executable(script):
     assert Path(PROJECT_ROOT / script).stat().st_mode & 0o111
+
+
+def test_compose_ships_no_secret_value_only_required_variables():
+    """Every secret pdo reads comes from the user's environment: `${VAR:?…}` fails compose when it is unset."""
+    secrets = {f.metadata["env"] for f in dataclasses.fields(Settings) if f.metadata["secret"]}
+    checked = 0
+    for name, service in services().items():
+        for variable, value in (service.get("environment") or {}).items():
+            if variable in secrets:
+                checked += 1
+                assert re.fullmatch(rf"\$\{{{variable}:\?[^}}]+\}}", str(value)), (
+                    f"{name}: {variable}={value}"
+                )
+    assert checked, "compose hands no secret to any service"
+
+
+def test_grafana_lets_nobody_in_anonymously_and_ships_no_admin_password():
+    grafana = services()["grafana"]["environment"]
+    assert grafana["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    assert "GF_AUTH_ANONYMOUS_ORG_ROLE" not in grafana
+    assert re.fullmatch(r"\$\{PDO_GRAFANA_ADMIN_PASSWORD:\?[^}]+\}", grafana["GF_SECURITY_ADMIN_PASSWORD"])
+
+
+def test_prometheus_gets_the_gateways_scrape_token_as_a_secret_file():
+    assert COMPOSE["secrets"]["metrics_token"] == {"environment": "PDO_METRICS_TOKEN"}
+    assert "metrics_token" in services()["prometheus"]["secrets"]
+    assert "PDO_METRICS_TOKEN" in services()["gateway"]["environment"]

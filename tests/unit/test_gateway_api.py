@@ -5,11 +5,13 @@ The fakes keep just enough state to answer like the real services; the integrati
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -36,10 +38,12 @@ from pdo.catalog.models import (
     PricePlan,
 )
 from pdo.core import db
-from pdo.core.config import Settings
+from pdo.core.config import ConfigError, Settings
 from pdo.core.errors import Conflict, Forbidden, InvalidInput, NotFound, PdoError, Unavailable
+from pdo.core.ids import ID_RULE
 from pdo.gateway.app import create_app
 from pdo.gateway.kafka_credentials import InMemoryUsers, KafkaCredentialIssuer
+from pdo.gateway.caps import RateLimiter
 from pdo.gateway.principals import PrincipalStore
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
@@ -245,9 +249,12 @@ def gateway(tmp_path_factory) -> Iterator[Gateway]:
     store = PrincipalStore(engine)
     catalog, authorization = FakeCatalog(), FakeAuthorization()
     # No broker in unit tests: the dead-letter topic is swept as an empty one (its reads: test_gateway_console),
-    # Kafka users live in a dict.
+    # Kafka users live in a dict. The caps have tests of their own (below); here they would only make the
+    # sweeps flaky.
+    settings = dataclasses.replace(
+        Settings.from_env(), gateway_rate_per_s=0, max_grants_per_tenant_dataset=10**6
+    )
     users = InMemoryUsers()
-    settings = Settings.from_env()
     issuer = KafkaCredentialIssuer(
         settings, lambda provider: [d.dataset_id for d in catalog.list(provider)], users
     )
@@ -257,6 +264,28 @@ def gateway(tmp_path_factory) -> Iterator[Gateway]:
     with ServerThread(app) as server, httpx.Client(base_url=server.url, timeout=30) as http:
         yield Gateway(http, catalog, authorization, store, keys, users)
     engine.dispose()
+
+
+@pytest.fixture
+def capped(tmp_path) -> Iterator[Callable[..., tuple[Gateway, Any]]]:
+    """A fresh gateway over fresh fakes with the given settings changed; (gateway, its app)."""
+    engine, keys = gateway_database(tmp_path)
+    with contextlib.ExitStack() as stack:
+
+        def make(**changes) -> tuple[Gateway, Any]:
+            settings = dataclasses.replace(Settings.from_env(), **changes)
+            catalog, authorization = FakeCatalog(), FakeAuthorization()
+            app = create_app(settings, catalog, authorization, engine, dead_letters=lambda limit: [])
+            server = stack.enter_context(ServerThread(app))
+            http = stack.enter_context(httpx.Client(base_url=server.url, timeout=30))
+            return Gateway(http, catalog, authorization, PrincipalStore(engine), keys), app
+
+        yield make
+    engine.dispose()
+
+
+def limited(app, limit: str) -> float:
+    return app.state.metrics.registry.get_sample_value("pdo_gateway_limited_total", {"limit": limit}) or 0.0
 
 
 def dataset_body(dataset_id: str, **overrides) -> dict:
@@ -274,7 +303,7 @@ def dataset_body(dataset_id: str, **overrides) -> dict:
     return {**body, **overrides}
 
 
-def request_body(dataset_id: str = "transport.trips", **overrides) -> dict:
+def request_body(dataset_id: str = "transport-trips", **overrides) -> dict:
     body = {
         "dataset_id": dataset_id,
         "purpose": "route planning",
@@ -296,7 +325,7 @@ def assert_refused(response: httpx.Response, status: int, kind: str, *fragments:
 
 
 def metric(gateway: Gateway, name: str, **labels: str) -> float:
-    text = gateway.http.get("/metrics").text
+    text = gateway.http.get("/metrics", headers=gateway.as_("alice")).text
     for line in text.splitlines():
         if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
             return float(line.rsplit(" ", 1)[1])
@@ -351,8 +380,8 @@ def test_healthz_and_openapi_need_no_key(gateway):
 @pytest.mark.parametrize(
     "who, method, path, body",
     [
-        ("acme", "POST", "/v1/datasets", dataset_body("transport.x")),
-        ("alice", "POST", "/v1/datasets", dataset_body("transport.x")),
+        ("acme", "POST", "/v1/datasets", dataset_body("transport-x")),
+        ("alice", "POST", "/v1/datasets", dataset_body("transport-x")),
         ("transport", "POST", "/v1/requests", request_body()),
         ("alice", "POST", "/v1/requests", request_body()),
         ("acme", "POST", "/v1/requests/r-1/approve", {}),
@@ -374,7 +403,7 @@ def test_wrong_role_is_403(gateway, who, method, path, body):
 
 def test_provider_registers_updates_and_retires_its_dataset(gateway):
     created = gateway.http.post(
-        "/v1/datasets", json=dataset_body("transport.trips"), headers=gateway.as_("transport")
+        "/v1/datasets", json=dataset_body("transport-trips"), headers=gateway.as_("transport")
     )
     assert created.status_code == 201, created.text
     dataset = created.json()
@@ -384,39 +413,49 @@ def test_provider_registers_updates_and_retires_its_dataset(gateway):
 
     for reader in ("acme", "alice", "health"):
         listed = gateway.http.get("/v1/datasets", headers=gateway.as_(reader)).json()
-        assert "transport.trips" in [d["dataset_id"] for d in listed]
+        assert "transport-trips" in [d["dataset_id"] for d in listed]
 
     patched = gateway.http.patch(
-        "/v1/datasets/transport.trips", json={"title": "All trips"}, headers=gateway.as_("transport")
+        "/v1/datasets/transport-trips", json={"title": "All trips"}, headers=gateway.as_("transport")
     )
     assert patched.json()["title"] == "All trips" and patched.json()["version"] == 2
 
     foreign = gateway.http.patch(
-        "/v1/datasets/transport.trips", json={"title": "Mine now"}, headers=gateway.as_("health")
+        "/v1/datasets/transport-trips", json={"title": "Mine now"}, headers=gateway.as_("health")
     )
     assert_refused(foreign, 403, "forbidden", "another provider")
 
     retire_without_reason = gateway.http.post(
-        "/v1/datasets/transport.trips/retire", json={}, headers=gateway.as_("transport")
+        "/v1/datasets/transport-trips/retire", json={}, headers=gateway.as_("transport")
     )
     assert_refused(retire_without_reason, 422, "invalid_input", "body.reason: Field required")
 
 
 def test_duplicate_dataset_is_409(gateway):
-    body = dataset_body("transport.dupe")
+    body = dataset_body("transport-dupe")
     assert gateway.http.post("/v1/datasets", json=body, headers=gateway.as_("transport")).status_code == 201
     again = gateway.http.post("/v1/datasets", json=body, headers=gateway.as_("transport"))
     assert_refused(again, 409, "conflict", "exists already")
 
 
+@pytest.mark.parametrize("dataset_id", ["corp.sales", "corp_sales", "Sales", "x" * 64])
+def test_a_dataset_id_that_breaks_the_id_rule_is_422_naming_the_rule(gateway, dataset_id):
+    """`tenant:acme` + `corp.sales` would share pdo.tenant.acme.corp.sales with `tenant:acme.corp` + `sales`."""
+    response = gateway.http.post(
+        "/v1/datasets", json=dataset_body(dataset_id), headers=gateway.as_("transport")
+    )
+    assert_refused(response, 422, "invalid_input", "body.dataset_id", ID_RULE)
+    assert dataset_id not in gateway.catalog.datasets
+
+
 def test_record_schema_may_be_json_text(gateway):
-    body = dataset_body("transport.text-schema", record_schema=json.dumps(SCHEMA))
+    body = dataset_body("transport-text-schema", record_schema=json.dumps(SCHEMA))
     response = gateway.http.post("/v1/datasets", json=body, headers=gateway.as_("transport"))
     assert response.status_code == 201, response.text
 
 
 def test_unknown_dataset_is_404(gateway):
-    response = gateway.http.get("/v1/datasets/transport.nothing", headers=gateway.as_("acme"))
+    response = gateway.http.get("/v1/datasets/transport-nothing", headers=gateway.as_("acme"))
     assert_refused(response, 404, "not_found", "no dataset")
 
 
@@ -597,7 +636,7 @@ def test_a_body_sent_as_anything_but_json_is_415_with_the_fix(gateway, content_t
 
 @pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e400"])
 def test_non_finite_prices_are_422(gateway, number):
-    body = json.dumps(dataset_body("transport.nan")).replace('"1.50"', number)
+    body = json.dumps(dataset_body("transport-nan")).replace('"1.50"', number)
     response = gateway.http.post(
         "/v1/datasets",
         content=body.encode(),
@@ -647,7 +686,7 @@ def test_unknown_status_filter_is_422(gateway):
 
 def test_requests_are_counted_by_route_template(gateway):
     gateway.http.get("/v1/requests/whatever-1", headers=gateway.as_("acme"))
-    text = gateway.http.get("/metrics").text
+    text = gateway.http.get("/metrics", headers=gateway.as_("alice")).text
     assert (
         'pdo_gateway_http_requests_total{method="GET",route="/v1/requests/{request_id}",status="404"}' in text
     )
@@ -689,7 +728,7 @@ def operations() -> list[tuple[str, str, list[str]]]:
 
 OPERATIONS = operations()
 PATH_IDS = st.one_of(
-    st.sampled_from(["r-none", "g-none", "transport.trips", "flow-1", "g-flow-1"]),
+    st.sampled_from(["r-none", "g-none", "transport-trips", "flow-1", "g-flow-1"]),
     st.text(min_size=1, max_size=40).map(lambda text: quote(text, safe="")),
 )
 
@@ -773,3 +812,100 @@ def test_operators_get_no_kafka_credentials_and_only_operators_revoke_others(gat
         "/v1/principals/tenant:nobody/kafka-credentials", headers=gateway.as_("alice")
     )
     assert unknown.status_code == 404
+
+
+# ---------------------------------------------------------------------------------------------- caps
+
+
+def test_a_principal_over_its_request_rate_gets_429_with_retry_after(capped):
+    gateway, app = capped(gateway_rate_per_s=1, gateway_rate_burst=3)
+    answers = [gateway.http.get("/v1/grants", headers=gateway.as_("acme")).status_code for _ in range(3)]
+    assert answers == [200, 200, 200]
+
+    refused = gateway.http.get("/v1/grants", headers=gateway.as_("acme"))
+
+    body = assert_refused(
+        refused, 429, "too_many_requests", "tenant:acme sent more than 1 requests per second"
+    )
+    assert "Retry-After" in body["hint"] and int(refused.headers["Retry-After"]) >= 1
+    assert limited(app, "rate") == 1
+    # Another principal has its own allowance.
+    assert gateway.http.get("/v1/grants", headers=gateway.as_("globex")).status_code == 200
+
+
+def test_the_rate_limit_refills_with_time_and_zero_turns_it_off():
+    clock = [0.0]
+    bucket = RateLimiter(per_second=2, burst=2, clock=lambda: clock[0])
+    assert [bucket.take("a"), bucket.take("a")] == [None, None]
+    assert bucket.take("a") == 1  # empty: one token is back in half a second, so "retry after 1 s"
+    clock[0] += 0.5
+    assert bucket.take("a") is None and bucket.take("a") == 1
+    unlimited = RateLimiter(per_second=0, burst=1)
+    assert all(unlimited.take("a") is None for _ in range(1000))
+
+
+def test_a_tenant_cannot_pile_up_requests_and_grants_on_one_dataset(capped):
+    gateway, app = capped(max_grants_per_tenant_dataset=2)
+    first = post_request(gateway, request_body())
+    assert first.status_code == 202, first.text
+    gateway.http.post(f"/v1/requests/{first.json()['request_id']}/approve", headers=gateway.as_("alice"))
+    assert post_request(gateway, request_body()).status_code == 202  # one grant + one undecided: the cap
+
+    refused = post_request(gateway, request_body())
+
+    body = assert_refused(refused, 429, "too_many_requests", "1 live grant(s) and 1 undecided request(s)")
+    assert "at most 2" in body["message"] and "withdraw" in body["hint"]
+    assert "Retry-After" not in refused.headers  # waiting alone does not help
+    assert limited(app, "grants_per_tenant_dataset") == 1
+    assert len(gateway.authorization.requests) == 2  # the refused request reached no service
+    # Other datasets and other tenants are not affected.
+    assert post_request(gateway, request_body("transport-other")).status_code == 202
+    other = gateway.http.post("/v1/requests", headers=gateway.as_("globex"), json=request_body())
+    assert other.status_code == 202
+
+
+def test_revoked_grants_and_decided_requests_do_not_count_against_the_cap(capped):
+    gateway, _ = capped(max_grants_per_tenant_dataset=1)
+    submitted = post_request(gateway, request_body()).json()["request_id"]
+    gateway.http.post(f"/v1/requests/{submitted}/approve", headers=gateway.as_("alice"))
+    gateway.http.post(
+        f"/v1/grants/{grant_id_for(submitted)}/revoke", headers=gateway.as_("alice"), json={"reason": "ended"}
+    )
+    assert post_request(gateway, request_body()).status_code == 202
+
+
+# ---------------------------------------------------------------------------------------------- /metrics
+
+
+@pytest.mark.parametrize(
+    ("who", "status"),
+    [(None, 401), ("acme", 403), ("transport", 403)],
+)
+def test_metrics_with_per_tenant_usage_are_operators_only(gateway, who, status):
+    response = gateway.http.get("/metrics", headers=gateway.as_(who) if who else {})
+    assert response.status_code == status, response.text
+    assert "pdo_gateway" not in response.text
+
+
+def test_metrics_answer_an_operator_and_the_scrape_token_only(gateway):
+    token = Settings.from_env().metrics_token
+    assert gateway.http.get("/metrics", headers=gateway.as_("alice")).status_code == 200
+    scraped = gateway.http.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+    assert scraped.status_code == 200 and "pdo_gateway_http_requests_total" in scraped.text
+    wrong = gateway.http.get("/metrics", headers={"Authorization": f"Bearer {token[:-1]}x"})
+    assert wrong.status_code == 401
+
+
+def test_a_weak_scrape_token_stops_the_gateway_outside_development(monkeypatch):
+    monkeypatch.delenv("PDO_ENVIRONMENT", raising=False)
+    settings = dataclasses.replace(Settings.from_env(), metrics_token="change-me")
+    with pytest.raises(ConfigError, match="PDO_METRICS_TOKEN"):
+        create_app(settings, FakeCatalog(), FakeAuthorization(), db.make_engine("sqlite://"))
+
+
+def test_guessing_keys_is_throttled_by_address(capped):
+    gateway, app = capped(gateway_rate_per_s=1, gateway_rate_burst=2)
+    guess = {"Authorization": "Bearer pdo_0123456789abcdef_" + "x" * 43}
+    answers = [gateway.http.get("/v1/grants", headers=guess).status_code for _ in range(3)]
+    assert answers == [401, 401, 429]
+    assert limited(app, "rate") == 1

@@ -8,7 +8,8 @@ import pytest
 
 from pdo.cli import gateway as gateway_cli
 from pdo.core import db
-from pdo.core.errors import Conflict, Unauthenticated
+from pdo.core.errors import Conflict, InvalidInput, Unauthenticated
+from pdo.core.ids import ID_RULE
 from pdo.gateway.principals import PrincipalStore
 
 
@@ -65,3 +66,12 @@ def test_adding_twice_is_a_clear_error(store, capsys):
     run("principals", "add", "--kind", "provider", "--id", "transport-bureau")
     with pytest.raises(Conflict, match="exists already"):
         run("principals", "add", "--kind", "provider", "--id", "transport-bureau")
+
+
+@pytest.mark.parametrize("name", ["acme.corp", "acme_corp", "Acme"])
+def test_add_refuses_a_name_that_breaks_the_id_rule_and_names_the_rule(store, name):
+    """`acme.corp` would share topics with `acme` (pdo.tenant.acme.corp.sales); '_' collides with '.'."""
+    with pytest.raises(InvalidInput, match="principal name") as refused:
+        run("principals", "add", "--kind", "tenant", "--id", name)
+    assert ID_RULE in refused.value.hint
+    assert store.list() == []

@@ -24,7 +24,22 @@ def test_ids_are_kind_and_name():
     assert principal_id(PrincipalKind.OPERATOR, "alice") == "operator:alice"
 
 
-@pytest.mark.parametrize("name", ["", "Acme", "-acme", "a" * 64, "acme corp", "acme:x", "ac\x00me", "ac/me"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "",
+        "Acme",
+        "-acme",
+        "a" * 64,
+        "acme corp",
+        "acme:x",
+        "ac\x00me",
+        "ac/me",
+        "acme.corp",
+        "acme_corp",
+        "acme\n",
+    ],
+)
 def test_bad_names_are_refused(name):
     with pytest.raises(InvalidInput, match="principal name"):
         principal_id("tenant", name)

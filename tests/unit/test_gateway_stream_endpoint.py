@@ -145,7 +145,7 @@ def gateway(tmp_path_factory) -> Iterator[tuple[httpx.Client, dict[str, str], Gr
     engine.dispose()
 
 
-def get(gateway, who: str | None, path: str = "/v1/streams/transport.trips", **headers) -> httpx.Response:
+def get(gateway, who: str | None, path: str = "/v1/streams/transport-trips", **headers) -> httpx.Response:
     http, keys, _ = gateway
     if who:
         headers["Authorization"] = f"Bearer {keys[who]}"
@@ -165,8 +165,8 @@ def test_no_key_is_401(gateway):
 def test_no_grant_is_404_and_the_stream_is_the_callers_own(gateway):
     response = get(gateway, "acme")
     assert response.status_code == 404, response.text
-    assert response.json()["message"] == "you have no stream of dataset 'transport.trips'"
-    assert gateway[2].calls[-1] == ("tenant:acme", "transport.trips")
+    assert response.json()["message"] == "you have no stream of dataset 'transport-trips'"
+    assert gateway[2].calls[-1] == ("tenant:acme", "transport-trips")
 
 
 def test_a_hostile_last_event_id_is_422_before_any_lookup(gateway):
@@ -181,11 +181,11 @@ def test_a_hostile_last_event_id_is_422_before_any_lookup(gateway):
     "query", ["from=middle", "limit=0", "limit=-1", "idle_timeout_s=0", "idle_timeout_s=nan", "limit=x"]
 )
 def test_bad_query_values_are_422(gateway, query):
-    response = get(gateway, "acme", path=f"/v1/streams/transport.trips?{query}")
+    response = get(gateway, "acme", path=f"/v1/streams/transport-trips?{query}")
     assert response.status_code == 422 and response.json()["error"] == "invalid_input"
 
 
 def test_metrics_are_declared(gateway):
-    text = gateway[0].get("/metrics").text
+    text = gateway[0].get("/metrics", headers={"Authorization": f"Bearer {gateway[1]['alice']}"}).text
     assert "pdo_gateway_open_streams 0.0" in text
     assert "# TYPE pdo_gateway_stream_records_total counter" in text

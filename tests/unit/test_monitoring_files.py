@@ -3,6 +3,7 @@ provisioned; and every dashboard query and alert rule uses only metrics that pdo
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 import yaml
 
 from pdo.core.config import PROJECT_ROOT, Settings
+from pdo.stack.local_secrets import local_secrets
 from pdo.stack.platform import SERVICES, prometheus_config
 
 PROMETHEUS = PROJECT_ROOT / "deploy" / "prometheus"
@@ -93,9 +95,31 @@ def rule_queries() -> list[tuple[str, str]]:
 
 
 def test_the_compose_prometheus_config_is_valid(promtool):
-    checked = promtool("check", "config", str(PROMETHEUS / "prometheus.yml"))
+    # Syntax only: the gateway's token file exists inside the Prometheus container (a compose secret).
+    checked = promtool("check", "config", "--syntax-only", str(PROMETHEUS / "prometheus.yml"))
 
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def gateway_job(config: dict) -> dict:
+    return next(job for job in config["scrape_configs"] if job["job_name"] == "gateway")
+
+
+def test_both_prometheus_configs_scrape_the_gateway_with_a_token_file_never_an_inline_secret(tmp_path):
+    compose = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
+    local_settings = dataclasses.replace(Settings.from_env(), run_dir=tmp_path / "run")
+    local = prometheus_config(local_settings)
+
+    assert gateway_job(compose)["authorization"] == {
+        "type": "Bearer",
+        "credentials_file": "/run/secrets/metrics_token",
+    }
+    assert gateway_job(local)["authorization"]["credentials_file"] == str(
+        tmp_path / "run" / "secrets" / "metrics_token"
+    )
+    for config in (compose, local):
+        for job in config["scrape_configs"]:
+            assert "credentials" not in job.get("authorization", {}) and "bearer_token" not in job
 
 
 def test_the_alert_rules_are_valid(promtool):
@@ -112,8 +136,10 @@ def test_the_alert_rule_tests_pass(promtool):
 
 
 def test_the_local_config_pdo_up_writes_is_valid(promtool, tmp_path):
+    settings = dataclasses.replace(Settings.from_env(), run_dir=tmp_path / "run")
+    local_secrets(settings)  # what `pdo up` does first: the gateway's token file exists
     config = tmp_path / "prometheus.yml"
-    config.write_text(yaml.safe_dump(prometheus_config(Settings.from_env())))
+    config.write_text(yaml.safe_dump(prometheus_config(settings)))
 
     checked = promtool("check", "config", str(config))
 

@@ -86,7 +86,8 @@ class Gateway:
         return self.http.post(f"/v1/datasets/{dataset_id}/records", json=body, headers=headers)
 
     def metric(self, **labels: str) -> float:
-        for line in self.http.get("/metrics").text.splitlines():
+        operator = {"Authorization": f"Bearer {self.keys['alice']}"}
+        for line in self.http.get("/metrics", headers=operator).text.splitlines():
             if line.startswith("pdo_gateway_ingested_records_total{") and all(
                 f'{k}="{v}"' in line for k, v in labels.items()
             ):

@@ -66,7 +66,7 @@ STRING_HINTS = {
     "event_id": lambda: str(uuid.uuid4()),
     "actor": lambda: "operator:alice",
     "tenant_id": lambda: "tenant:acme-logistics",
-    "dataset_id": lambda: "transport.traffic-flow",
+    "dataset_id": lambda: "transport-traffic-flow",
     "currency": lambda: "CNY",
     "plate_number": lambda: "京A12345",
     "driver_phone": lambda: "13812345678",

@@ -13,6 +13,7 @@ from prometheus_client import REGISTRY
 
 from pdo.authorization import records
 from pdo.authorization.testing import InMemoryCatalog, traffic_dataset
+from pdo.catalog.models import MaskingRule
 from pdo.core import schemas
 from pdo.core.codec import AvroCodec
 from pdo.core.config import Settings
@@ -28,6 +29,7 @@ from pdo.sharing.agents import (
     tenant_topic_part,
 )
 from pdo.sharing.grants import GrantBook
+from pdo.sharing.masking import mask, pseudonym_key
 from pdo.sharing.transform import delivery_id
 
 PUBLISHED = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
@@ -448,3 +450,41 @@ def test_the_tenant_key_is_the_record_id_only_where_the_grant_delivers_it_in_cle
         assert b"secret-record-17" not in key and b"r-1" not in key and len(key) == 32
     assert len(set(pseudonyms)) == 3  # one key per grant: not joinable across grants
     assert again == keys  # stable: the tenant's partitioning and per-key order hold
+
+
+# ---------------------------------------------------------------------------------------------- pseudonyms
+
+
+def test_keyed_hash_pseudonyms_are_derived_per_tenant_and_cannot_be_joined_across_tenants(codec, catalog):
+    book = GrantBook()
+    for grant_id, tenant in (("grant-acme", "tenant:acme"), ("grant-globex", "tenant:globex")):
+        grant = granted(grant_id, tenant, ("record_id", "plate_number"))
+        book.apply(records.GRANTED, {**grant, "masking": {"plate_number": "KEYED_HASH"}})
+    handler = FeedHandler(Settings.from_env(), codec, catalog.get, book, b"test-key")
+
+    out = decoded(codec, handler.handle(feed_message(encoded_record(codec, traffic_record())), PUBLISHED))
+
+    plates = {topic: value["plate_number"] for topic, value in out if topic != "pdo.deliveries"}
+    acme, globex = (
+        plates[tenant_topic("tenant:acme", DATASET)],
+        plates[tenant_topic("tenant:globex", DATASET)],
+    )
+    assert acme != globex
+    assert acme == mask(
+        "京A12345", MaskingRule.KEYED_HASH, pseudonym_key(b"test-key", "tenant:acme", DATASET)
+    )
+    assert acme != mask("京A12345", MaskingRule.KEYED_HASH, b"test-key")  # never the master key itself
+
+
+def test_a_grant_whose_tenant_id_predates_the_id_rule_delivers_nothing_and_stops_no_one(codec, catalog, book):
+    """`tenant:acme.corp` (allowed before pdo.core.ids) names no topic; the dataset's other grants go on."""
+    book.apply(records.GRANTED, granted("grant-legacy", "tenant:acme.corp", ("record_id", "district")))
+    handler = FeedHandler(Settings.from_env(), codec, catalog.get, book, b"test-key")
+
+    prepared = handler.handle(feed_message(encoded_record(codec, traffic_record())), PUBLISHED)
+
+    topics = [topic for topic, _ in decoded(codec, prepared)]
+    assert (
+        tenant_topic("tenant:acme", DATASET) in topics and tenant_topic("tenant:citylab", DATASET) in topics
+    )
+    assert not any("acme.corp" in topic or "dead-letters" in topic for topic in topics)

@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from pdo.core import schemas, topics
+from pdo.core import ids, schemas, topics
 from pdo.core.config import PROJECT_ROOT
-from pdo.core.errors import PdoError
+from pdo.core.errors import InvalidInput, PdoError
 from pdo.core.topics import TopicDeclarationError, TopicId
 
 TOPICS_DIR = PROJECT_ROOT / "topics"
@@ -55,10 +57,61 @@ def test_services_get_names_from_declarations():
     )
 
 
-@pytest.mark.parametrize("hostile", ["../etc", "a b", "x/y", "", "é", "a" * 300, ".."])
-def test_a_template_refuses_parameters_kafka_cannot_name(hostile):
-    with pytest.raises(PdoError, match="cannot be part of a topic name"):
+@pytest.mark.parametrize(
+    "hostile", ["../etc", "a b", "x/y", "", "é", "a" * 300, "..", "a.b", "a_b", "A", "-a"]
+)
+def test_a_template_refuses_parameters_that_break_the_id_rule(hostile):
+    with pytest.raises(InvalidInput, match="is not a valid id") as refused:
         topics.name(TopicId.FEED, dataset_id=hostile)
+    assert ids.ID_RULE in refused.value.hint
+
+
+def test_neither_dotted_collision_can_be_named():
+    """`tenant:acme` + `corp.sales` and `tenant:acme.corp` + `sales` would both be pdo.tenant.acme.corp.sales."""
+    with pytest.raises(InvalidInput, match="dataset_id"):
+        topics.name(TopicId.TENANT_STREAM, tenant_id="acme", dataset_id="corp.sales")
+    with pytest.raises(InvalidInput, match="tenant_id"):
+        topics.name(TopicId.TENANT_STREAM, tenant_id="acme.corp", dataset_id="sales")
+
+
+def test_kafkas_dot_underscore_collision_cannot_be_named():
+    """Kafka refuses `pdo.feed.a_b` next to `pdo.feed.a.b` (it treats '.' and '_' alike)."""
+    for hostile in ("a_b", "a.b"):
+        with pytest.raises(InvalidInput):
+            topics.name(TopicId.FEED, dataset_id=hostile)
+
+
+# Short texts over the characters that could make two names collide.
+PARTS = st.text(alphabet="ab.-_A", min_size=0, max_size=5)
+
+
+def _renders(tenant: str, dataset: str) -> bool:
+    try:
+        topics.name(TopicId.TENANT_STREAM, tenant_id=tenant, dataset_id=dataset)
+    except InvalidInput:
+        return False
+    return True
+
+
+def _rivals(tenant: str, dataset: str) -> set[tuple[str, str]]:
+    """Other pairs whose topic name would equal this pair's, or collide with it in Kafka ('.' ~ '_')."""
+    joined = f"{tenant}.{dataset}"
+    variants = {joined, joined.replace("_", "."), joined.replace(".", "_")}
+    pairs = set()
+    for text in variants:
+        for at, char in enumerate(text):
+            if char in "._":
+                pairs.add((text[:at], text[at + 1 :]))
+    return pairs - {(tenant, dataset)}
+
+
+@settings(max_examples=400, deadline=None)
+@given(PARTS, PARTS)
+def test_tenant_topic_names_are_injective(tenant, dataset):
+    """When render accepts a pair, no other pair that would name the same (or a Kafka-colliding) topic is
+    accepted: the mapping (tenant, dataset) → topic name is injective."""
+    if _renders(tenant, dataset):
+        assert not [pair for pair in _rivals(tenant, dataset) if _renders(*pair)]
 
 
 def test_a_template_needs_all_its_parameters():
