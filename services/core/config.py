@@ -50,6 +50,15 @@ def local_secret_path(run_dir: Path, name: str) -> Path:
     return run_dir / "secrets" / name
 
 
+def write_private(path: Path, text: str) -> None:
+    """Write `text` to a file only its owner may read (0600), in a folder only its owner may enter."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(text)
+    os.chmod(path, 0o600)
+
+
 def ensure_local_secret(run_dir: Path, name: str) -> str:
     """The local stack's secret `name`, made once (256 random bits, URL-safe) in a file only its owner reads."""
     path = local_secret_path(run_dir, name)

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from pdo.core.config import Settings, ensure_local_secret
+from pdo.core.config import Settings, ensure_local_secret, write_private
 from pdo.core.errors import PdoError
 
 KAFKA_VERSION = "4.4.0"  # must match <kafka.version> in deploy/kafka/pom.xml
@@ -298,14 +298,8 @@ def write_config_files(settings: Settings, paths: BrokerPaths) -> None:
     paths.logs.mkdir(parents=True, exist_ok=True)
     if settings.kafka_tls_port:
         write_tls_keystore(settings, paths)
-    _write_private(paths.server_properties, server_properties(settings, paths))  # it holds passwords
+    write_private(paths.server_properties, server_properties(settings, paths))  # it holds passwords
     paths.log4j_properties.write_text(log4j_properties(paths))
-
-
-def _write_private(path: Path, text: str) -> None:
-    path.touch(mode=0o600, exist_ok=True)
-    path.chmod(0o600)
-    path.write_text(text)
 
 
 def write_tls_keystore(settings: Settings, paths: BrokerPaths) -> None:
@@ -322,7 +316,7 @@ def write_tls_keystore(settings: Settings, paths: BrokerPaths) -> None:
         )
     key = Path(settings.kafka_tls_keyfile).read_text()
     chain = Path(settings.kafka_tls_certfile).read_text()
-    _write_private(paths.tls_keystore, key.rstrip() + "\n" + chain)
+    write_private(paths.tls_keystore, key.rstrip() + "\n" + chain)
 
 
 def new_cluster_id() -> str:

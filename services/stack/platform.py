@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -117,7 +116,7 @@ class Platform:
         self.logs = settings.run_dir / "logs"
         self.running: dict[str, subprocess.Popen] = {}
         # The generated secrets go to the services only, never into this process's environment or a log.
-        self.service_environment = {**os.environ, **local_secrets(settings)}
+        self.service_environment = {**settings.environment(), **local_secrets(settings)}
 
     def start(self, ready_timeout_s: float = 60) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -166,7 +165,6 @@ class Platform:
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env=self.service_environment,
             # A session of its own: a terminal's Ctrl-C reaches only the supervisor (`pdo up`, `pdo demo`),
             # which stops the services in order with SIGTERM once it is done with them (the demo still
             # needs them for its final summary).
@@ -176,7 +174,7 @@ class Platform:
     def _environment(self, name: str) -> dict[str, str]:
         """These settings, with the service's own Kafka principal: it can do only what topics/ grants it."""
         return {
-            **self.settings.environment(),
+            **self.service_environment,
             "PDO_KAFKA_USERNAME": access.service_user(name),
             "PDO_KAFKA_PASSWORD": access.service_password(self.settings, name),
         }

@@ -42,8 +42,8 @@ from pdo.core.config import ConfigError, Settings
 from pdo.core.errors import Conflict, Forbidden, InvalidInput, NotFound, PdoError, Unavailable
 from pdo.core.ids import ID_RULE
 from pdo.gateway.app import create_app
-from pdo.gateway.kafka_credentials import InMemoryUsers, KafkaCredentialIssuer
 from pdo.gateway.caps import RateLimiter
+from pdo.gateway.kafka_credentials import InMemoryUsers, KafkaCredentialIssuer
 from pdo.gateway.principals import PrincipalStore
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
