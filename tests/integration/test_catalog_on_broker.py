@@ -11,7 +11,7 @@ from decimal import Decimal
 import httpx
 import pytest
 import sqlalchemy as sa
-from conftest import free_port, isolated_namespace, unique_name
+from conftest import admin_credentials, free_port, isolated_namespace, unique_name
 from kafka import KafkaConsumer, TopicPartition
 
 from pdo.catalog.models import (
@@ -191,7 +191,9 @@ def test_registration_creates_the_feed_topic_and_a_full_transitive_subject(servi
     with admin_client(settings) as admin:
         [described] = admin.describe_topics([feed_topic(dataset_id, settings)])
     assert described["name"] == feed_topic(dataset_id, settings) and len(described["partitions"]) == 3
-    level = httpx.get(f"{settings.registry_url}/config/{dataset.schema_subject}").json()
+    level = httpx.get(
+        f"{settings.registry_url}/config/{dataset.schema_subject}", auth=admin_credentials()
+    ).json()
     assert level == {"compatibilityLevel": "FULL_TRANSITIVE"}
 
 

@@ -138,7 +138,10 @@ def assert_feed_holds(platform: Platform, dataset: Dataset, expected: list[dict]
 
 
 def subject_versions(platform: Platform, dataset: Dataset) -> list[int]:
-    response = httpx.get(f"{platform.settings.registry_url}/subjects/{dataset.schema_subject}/versions")
+    response = httpx.get(
+        f"{platform.settings.registry_url}/subjects/{dataset.schema_subject}/versions",
+        auth=admin_credentials(),
+    )
     return response.json()
 
 

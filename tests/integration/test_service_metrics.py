@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from conftest import free_port, require_program, scrape_headers
+from conftest import admin_credentials, free_port, require_program, scrape_headers
 
 from pdo.authorization.testing import create_topics, isolated_home
 from pdo.core import db, topics
@@ -129,7 +129,9 @@ def platform(kafka_bootstrap, tmp_path_factory) -> Iterator[RunningPlatform]:
                 )
             url = ready_url or running.metrics_urls[name]
             wait_for(
-                f"answer from {name}", lambda url=url: httpx.get(url, timeout=2).status_code == 200, running
+                f"answer from {name}",
+                lambda url=url: httpx.get(url, auth=admin_credentials(), timeout=2).status_code == 200,
+                running,
             )
         yield running
     finally:

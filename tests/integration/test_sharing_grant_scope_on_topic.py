@@ -28,6 +28,7 @@ import avro.schema
 import fastavro
 import httpx
 import pytest
+from conftest import admin_credentials
 from hypothesis import HealthCheck, Phase, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
@@ -245,7 +246,9 @@ def forge_grant(settings, registry_url: str, honest_grant_id: str, **forged) -> 
     write access to pdo.authorizations (or a stale copy) would: kafka-python, the registry's HTTP API, fastavro."""
     topic = topics.name(TopicId.AUTHORIZATIONS, settings)
     subject = f"{topic}-pdo.authorizations.v1.AuthorizationGranted"
-    latest = httpx.get(f"{registry_url}/subjects/{subject}/versions/latest", timeout=10).json()
+    latest = httpx.get(
+        f"{registry_url}/subjects/{subject}/versions/latest", auth=admin_credentials(), timeout=10
+    ).json()
     parsed = fastavro.parse_schema(json.loads(latest["schema"]))
     (original,) = [m for m in topic_messages(settings, topic) if m.key == honest_grant_id.encode()]
     event = fastavro.schemaless_reader(io.BytesIO(original.value[5:]), parsed, None)
