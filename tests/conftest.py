@@ -82,6 +82,7 @@ __all__ = [
     "fresh_postgres_database",
     "require_program",
     "scrape_headers",
+    "serving_registry",
     "unique_name",
 ]
 
@@ -171,12 +172,18 @@ def fresh_postgres_database(server_url: str) -> Iterator[str]:
 @pytest.fixture
 def registry_url(tmp_path) -> Iterator[str]:
     """A live pdo schema registry over HTTP, on its own SQLite file (a test's writes never lock it)."""
+    with serving_registry(f"sqlite:///{tmp_path / 'registry.db'}") as url:
+        yield url
+
+
+@contextmanager
+def serving_registry(database_url: str, guard=static_guard) -> Iterator[str]:
+    """pdo's schema registry over HTTP on `database_url` (migrated here), each request checked by `guard`."""
     from pdo.core import db
     from pdo.registry.app import create_app
 
-    url = f"sqlite:///{tmp_path / 'registry.db'}"
-    db.upgrade(url)
-    with ServerThread(create_app(url, guard=static_guard)) as server:
+    db.upgrade(database_url)
+    with ServerThread(create_app(database_url, guard=guard)) as server:
         yield server.url
 
 

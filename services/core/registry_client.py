@@ -13,6 +13,11 @@ from pdo.core.kafka import require_credentials
 
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 SCHEMA_NOT_FOUND = 40403
+ACCESS_HINTS = {
+    401: "check PDO_KAFKA_USERNAME / PDO_KAFKA_PASSWORD: the registry takes this process's Kafka user and password",
+    403: "this user's role or Kafka ACLs do not allow it: services register, only an operator changes "
+    "compatibility or deletes, a tenant or provider reads only its topics' subjects (`pdo acls list`)",
+}
 
 
 class RegistryError(PdoError):
@@ -107,23 +112,20 @@ class RegistryClient:
             ) from None
         if response.is_success:
             return response.json()
-        if response.status_code in (401, 403):
-            raise RegistryError(
-                f"the schema registry at {self.url} refused {method} {path} for user {self._user!r} "
-                f"(HTTP {response.status_code}): {self._refusal(method, path, response).message}",
-                hint="check PDO_KAFKA_USERNAME / PDO_KAFKA_PASSWORD, and the user's Kafka ACLs (`pdo acls list`)",
-            )
         raise self._refusal(method, path, response)
 
-    @staticmethod
-    def _refusal(method: str, path: str, response: httpx.Response) -> RegistryError:
+    def _refusal(self, method: str, path: str, response: httpx.Response) -> RegistryError:
         try:
             body = response.json()
             code, message = body.get("error_code"), body.get("message", response.text)
         except (json.JSONDecodeError, AttributeError):
             code, message = None, response.text
+        refused = f"schema registry at {self.url} refused {method} {path}"
+        if response.status_code in ACCESS_HINTS:  # name the user (never the password): it is what to fix
+            refused += f" for user {self._user!r}"
         error = RegistryError(
-            f"schema registry refused {method} {path}: {message} (HTTP {response.status_code})"
+            f"{refused}: {message} (HTTP {response.status_code})",
+            hint=ACCESS_HINTS.get(response.status_code, ""),
         )
         error.error_code = code
         return error

@@ -385,7 +385,8 @@ def create_app(
         return _page(request, found)
 
     def readable_id(who: Caller, schema_id: str) -> None:
-        """A party sees a schema by id only when a subject it may read holds it (404 otherwise, as if absent)."""
+        """A party sees a schema by id only when a subject it may read holds it (403 otherwise). An unknown id
+        stays a 404 (40403, what Confluent's deserializer expects): it tells only how many schemas exist."""
         if who.role is not Role.PARTY:
             return
         usages = store.schema_usages(_schema_id(schema_id), include_deleted=False)

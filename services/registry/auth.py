@@ -25,7 +25,7 @@ import hmac
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
@@ -142,8 +142,9 @@ class KafkaLogin:
     authentication delay; a broker that does not answer is a 503, never a refusal.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, connect: Callable[..., Awaitable] = create_conn) -> None:
         self.settings = settings
+        self.connect = connect  # aiokafka's handshake; a stand-in in unit tests
         host, _, port = settings.kafka_bootstrap.split(",")[0].rpartition(":")
         self.address = (host, int(port))
 
@@ -152,7 +153,7 @@ class KafkaLogin:
 
     async def _login(self, username: str, password: str) -> bool:
         try:
-            connection = await create_conn(
+            connection = await self.connect(
                 *self.address,
                 security_protocol=self.settings.kafka_security_protocol,
                 ssl_context=ssl_context(self.settings),
@@ -172,13 +173,27 @@ class KafkaLogin:
 
 
 class KafkaAclAccess:
-    """May `username` read `topic`? Asked of the broker's ACLs (cached a few seconds per user)."""
+    """May `username` read `topic`? Asked of the broker's ACLs, cached `ttl_s` per user so a party's
+    listing of many subjects costs one ACL query; a change of ACLs thus reaches the registry within `ttl_s`.
 
-    def __init__(self, settings: Settings, clock: Callable[[], float] = time.monotonic) -> None:
-        self.settings = settings
+    `list_acls` gives a user's TOPIC ACLs (`broker_acls` in production; a stand-in in unit tests).
+    """
+
+    def __init__(
+        self,
+        list_acls: Callable[[str], list[ACL]],
+        ttl_s: float = ACL_CACHE_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.list_acls = list_acls
+        self.ttl_s = ttl_s
         self.clock = clock
         self._cache: dict[str, tuple[float, list[ACL]]] = {}
         self._lock = threading.Lock()
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> KafkaAclAccess:
+        return cls(lambda username: broker_acls(settings, username))
 
     def __call__(self, username: str, topic: str) -> bool:
         return may_read(self._acls(username), topic)
@@ -189,16 +204,22 @@ class KafkaAclAccess:
             cached = self._cache.get(username)
             if cached and cached[0] > now:
                 return cached[1]
-        try:
-            with admin_client(self.settings) as admin:
-                acls, error = admin.describe_acls(_topic_acls_of(username))
-        except (PdoError, KafkaError) as failure:
-            raise RegistryError(503, 50302, f"cannot read the caller's Kafka ACLs now: {failure}") from None
-        if error.errno:
-            raise RegistryError(503, 50302, f"the broker would not list ACLs: {error}")
+        acls = self.list_acls(username)
         with self._lock:
-            self._cache[username] = (now + ACL_CACHE_S, acls)
+            self._cache[username] = (now + self.ttl_s, acls)
         return acls
+
+
+def broker_acls(settings: Settings, username: str) -> list[ACL]:
+    """The TOPIC ACLs the broker holds for `username`; a 503 when it cannot say (never an empty list)."""
+    try:
+        with admin_client(settings) as admin:
+            acls, error = admin.describe_acls(_topic_acls_of(username))
+    except (PdoError, KafkaError) as failure:
+        raise RegistryError(503, 50302, f"cannot read the caller's Kafka ACLs now: {failure}") from None
+    if error.errno:
+        raise RegistryError(503, 50302, f"the broker would not list ACLs: {error}")
+    return acls
 
 
 def _topic_acls_of(username: str) -> ACLFilter:
@@ -218,8 +239,8 @@ def _covers(acl: ACL, topic: str) -> bool:
         ACLOperation(acl.operation).name in READ_OPERATIONS
         and ResourceType(pattern.resource_type) is ResourceType.TOPIC
         and (
-            pattern.resource_name == "*"
-            or (kind is ACLResourcePatternType.LITERAL and pattern.resource_name == topic)
+            # Kafka's wildcard is the LITERAL name '*' only: a PREFIXED '*' matches names starting with '*'.
+            (kind is ACLResourcePatternType.LITERAL and pattern.resource_name in ("*", topic))
             or (kind is ACLResourcePatternType.PREFIXED and topic.startswith(pattern.resource_name))
         )
     )
@@ -255,7 +276,7 @@ class Guard:
         """Credentials checked by logging in to Kafka; parties' reach read from the broker's ACLs."""
         return cls(
             CachedAuthenticator(KafkaLogin(settings), settings.registry_auth_cache_s),
-            KafkaAclAccess(settings),
+            KafkaAclAccess.for_settings(settings),
             metrics,
         )
 

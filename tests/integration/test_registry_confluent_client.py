@@ -5,6 +5,7 @@ No broker is needed: serializing and deserializing with a SerializationContext o
 
 from __future__ import annotations
 
+import hmac
 import json
 import struct
 import threading
@@ -15,7 +16,7 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
-from conftest import ServerThread, admin_credentials, static_guard, unique_name
+from conftest import admin_credentials, serving_registry, unique_name
 
 pytestmark = pytest.mark.integration
 
@@ -56,15 +57,28 @@ TRIP_BROKEN = json.dumps(
 )
 
 
+TENANT = ("tenant.acme", "acme-test-password")
+TENANT_TOPICS = "pdo.tenant.acme."  # the prefix its Kafka ACLs would allow
+
+
+def tenant_guard(metrics):
+    """The suite's admin plus one tenant whose ACLs reach its own topics: a stand-in for the Kafka login and
+    ACL listing `pdo registry serve` uses."""
+    from pdo.registry.auth import Guard
+
+    known = dict([admin_credentials(), TENANT])
+    return Guard(
+        lambda user, password: hmac.compare_digest(known.get(user, "\0"), password),
+        lambda user, topic: user == TENANT[0] and topic.startswith(TENANT_TOPICS),
+        metrics,
+    )
+
+
 @pytest.fixture
 def registry(database_url) -> Iterator[str]:
     """pdo's registry served over HTTP on an empty database of each supported kind."""
-    from pdo.core import db
-    from pdo.registry.app import create_app
-
-    db.upgrade(database_url)
-    with ServerThread(create_app(database_url, guard=static_guard)) as server:
-        yield server.url
+    with serving_registry(database_url, tenant_guard) as url:
+        yield url
 
 
 @pytest.fixture
@@ -211,3 +225,42 @@ def test_racing_registrations_across_clients(registry):
         assert ids[index] == ids[index + len(schemas)]
     with SchemaRegistryClient({"url": registry, "basic.auth.user.info": ":".join(admin_credentials())}) as sr:
         assert sr.get_versions(subject) == list(range(1, len(schemas) + 1))
+
+
+def test_a_tenant_decodes_its_own_topic_with_its_credentials_and_no_other(registry, client):
+    """What a tenant's consumer does: Confluent's AvroDeserializer with basic.auth.user.info."""
+    value = {"trip_id": "t-9", "km": 3.0, "district": None}
+    own = SerializationContext(unique_name(TENANT_TOPICS + "trips"), MessageField.VALUE)
+    other = SerializationContext(unique_name("pdo.tenant.globex.trips"), MessageField.VALUE)
+    own_payload = AvroSerializer(client, TRIP_V1)(value, own)
+    other_payload = AvroSerializer(client, TRIP_V2)(
+        value, other
+    )  # another schema id, another tenant's subject
+
+    with SchemaRegistryClient({"url": registry, "basic.auth.user.info": ":".join(TENANT)}) as tenant:
+        assert AvroDeserializer(tenant)(own_payload, own) == value
+        with pytest.raises(SchemaRegistryError) as refused:
+            AvroDeserializer(tenant)(other_payload, other)
+        assert (refused.value.http_status_code, refused.value.error_code) == (403, 40301)
+        assert tenant.get_subjects() == [f"{own.topic}-value"]
+        with pytest.raises(SchemaRegistryError) as refused:
+            tenant.register_schema(f"{own.topic}-value", Schema(TRIP_V2, "AVRO"))
+        assert refused.value.http_status_code == 403
+
+
+@pytest.mark.parametrize("user_info", [f"{TENANT[0]}:wrong-password", "admin:" + TENANT[1], None])
+def test_a_wrong_password_or_none_is_refused(registry, client, user_info):
+    subject = unique_name(TENANT_TOPICS + "trips") + "-value"
+    schema_id = client.register_schema(subject, Schema(TRIP_V1, "AVRO"))
+    config = {"url": registry} | ({"basic.auth.user.info": user_info} if user_info else {})
+    with SchemaRegistryClient(config) as intruder:
+        for call in (
+            lambda: intruder.get_schema(schema_id),
+            lambda: intruder.register_schema(subject, Schema(TRIP_V2, "AVRO")),
+            lambda: intruder.set_compatibility(level="NONE"),
+            lambda: intruder.delete_subject(subject, permanent=False),
+        ):
+            with pytest.raises(SchemaRegistryError) as refused:
+                call()
+            assert (refused.value.http_status_code, refused.value.error_code) == (401, 40101)
+    assert client.get_versions(subject) == [1] and client.get_compatibility() == "BACKWARD"

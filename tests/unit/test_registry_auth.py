@@ -7,12 +7,14 @@ another tenant's or a feed's subject) are refused; what services and parties nee
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 
 import httpx
 import pytest
-from conftest import ServerThread
+from aiokafka.errors import KafkaConnectionError, SaslAuthenticationFailed
+from conftest import serving_registry
 from kafka.admin import (
     ACL,
     ACLOperation,
@@ -22,9 +24,18 @@ from kafka.admin import (
     ResourceType,
 )
 
-from pdo.core import db
-from pdo.registry.app import create_app
-from pdo.registry.auth import CachedAuthenticator, Guard, Role, may_read, role_of, topic_of_subject
+from pdo.core.config import Settings
+from pdo.registry.auth import (
+    CachedAuthenticator,
+    Guard,
+    KafkaAclAccess,
+    KafkaLogin,
+    Role,
+    may_read,
+    role_of,
+    topic_of_subject,
+)
+from pdo.registry.errors import RegistryError
 
 PASSWORDS = {
     "admin": "admin-pw",
@@ -56,15 +67,13 @@ def guard(metrics) -> Guard:
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory) -> Iterator[str]:
-    url = f"sqlite:///{tmp_path_factory.mktemp('registry') / 'registry.db'}"
-    db.upgrade(url)
-    with ServerThread(create_app(url, guard=guard)) as server:
-        with httpx.Client(base_url=server.url, auth=("service.catalog", "catalog-pw")) as catalog:
+    with serving_registry(f"sqlite:///{tmp_path_factory.mktemp('registry') / 'registry.db'}", guard) as url:
+        with httpx.Client(base_url=url, auth=("service.catalog", "catalog-pw")) as catalog:
             for subject in (ACME_SUBJECT, GLOBEX_SUBJECT, FEED_SUBJECT):
                 assert (
                     catalog.post(f"/subjects/{subject}/versions", json={"schema": SCHEMA}).status_code == 200
                 )
-        yield server.url
+        yield url
 
 
 def as_(registry: str, user: str | None, password: str | None = None) -> httpx.Client:
@@ -225,6 +234,28 @@ def test_acl_matching_literal_prefixed_wildcard_and_deny_wins():
     assert may_read([acl("*", "LITERAL", "WRITE")], topic)
     assert not may_read([acl(topic, "LITERAL", "DESCRIBE")], topic)  # describing is not reading
     assert not may_read([acl("pdo.tenant.", "PREFIXED"), acl(topic, "LITERAL", "ALL", "DENY")], topic)
+    assert not may_read([acl("*", "LITERAL"), acl("pdo.tenant.", "PREFIXED", "READ", "DENY")], topic)
+    assert not may_read([acl("*", "PREFIXED")], topic)  # Kafka's wildcard is LITERAL '*' only
+    assert not may_read([], topic)
+
+
+def test_acls_are_asked_once_per_user_until_their_cache_time_ends():
+    listed: list[str] = []
+    held = {"tenant.acme": [acl("pdo.tenant.acme.", "PREFIXED")]}
+    now = [0.0]
+
+    def list_acls(user: str) -> list[ACL]:
+        listed.append(user)
+        return list(held.get(user, []))
+
+    access = KafkaAclAccess(list_acls, ttl_s=5, clock=lambda: now[0])
+    assert access("tenant.acme", "pdo.tenant.acme.trips") and access("tenant.acme", "pdo.tenant.acme.bus")
+    assert not access("tenant.globex", "pdo.tenant.acme.trips")
+    assert listed == ["tenant.acme", "tenant.globex"]
+    held["tenant.acme"] = []  # the operator removes the tenant's ACLs
+    now[0] = 5
+    assert not access("tenant.acme", "pdo.tenant.acme.trips")
+    assert listed.count("tenant.acme") == 2
 
 
 def test_a_checked_password_is_trusted_for_the_cache_time_and_a_wrong_one_never_is():
@@ -245,3 +276,52 @@ def test_a_checked_password_is_trusted_for_the_cache_time_and_a_wrong_one_never_
     assert cached("tenant.acme", "right")  # still inside the cache time
     now[0] = 31
     assert not cached("tenant.acme", "right")
+
+
+class StandInBroker:
+    """aiokafka's create_conn as the broker would answer it: a login with the right password connects."""
+
+    def __init__(self, failure: Exception | None = None) -> None:
+        self.failure = failure
+        self.logins: list[dict] = []
+        self.closed = 0
+
+    async def __call__(self, host: str, port: int, **options):
+        self.logins.append({"address": (host, port), **options})
+        if self.failure is not None:
+            raise self.failure
+        if options["sasl_plain_password"] != PASSWORDS.get(options["sasl_plain_username"]):
+            raise SaslAuthenticationFailed(
+                "Authentication failed during authentication due to invalid credentials"
+            )
+        return self
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+def kafka_login(broker: StandInBroker) -> KafkaLogin:
+    settings = dataclasses.replace(
+        Settings.from_env(),
+        kafka_bootstrap="broker-1:9094,broker-2:9094",
+        kafka_security_protocol="SASL_PLAINTEXT",
+    )
+    return KafkaLogin(settings, connect=broker)
+
+
+def test_a_password_is_checked_by_a_scram_login_to_the_broker():
+    broker = StandInBroker()
+    login = kafka_login(broker)
+    assert login("tenant.acme", "acme-pw")
+    assert not login("tenant.acme", "globex-pw") and not login("nobody", "")
+    assert broker.closed == 1  # the one successful login's connection is not left open
+    first = broker.logins[0]
+    assert first["address"] == ("broker-1", 9094)
+    assert (first["security_protocol"], first["sasl_mechanism"]) == ("SASL_PLAINTEXT", "SCRAM-SHA-512")
+
+
+def test_a_broker_that_cannot_answer_is_a_503_never_a_refusal_or_a_pass():
+    for failure in (KafkaConnectionError("refused"), OSError("unreachable"), TimeoutError()):
+        with pytest.raises(RegistryError) as unavailable:
+            kafka_login(StandInBroker(failure))("tenant.acme", "acme-pw")
+        assert (unavailable.value.status, unavailable.value.code) == (503, 50301)
