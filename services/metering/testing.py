@@ -65,7 +65,7 @@ def usage_fact(
         source_topic=f"pdo.feed.{dataset_id}",
         source_partition=0,
         first_offset=offset,
-        last_offset=offset,
+        last_offset=offset + records - 1,  # a fact counts the records of the source offsets it covers
     )
 
 

@@ -278,7 +278,9 @@ def test_the_prometheus_server_scrapes_the_services_and_answers_a_query(platform
     assert grants["metric"]["job"] == "authorization"
     assert grants["value"][1] == "0"
     assert {series["metric"]["job"] for series in up} == set(FIRST_SAMPLE)
-    assert len(health) == 8 and "PdoServiceDown" in health
+    rules = yaml.safe_load((PROJECT_ROOT / "deploy" / "prometheus" / "alerts.yml").read_text())
+    declared = [rule.get("alert") or rule["record"] for group in rules["groups"] for rule in group["rules"]]
+    assert set(health) == set(declared) and set(health.values()) == {"ok"}
 
 
 def rule_health(api: str) -> dict[str, str] | None:
