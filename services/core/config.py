@@ -63,6 +63,7 @@ def ensure_local_secret(run_dir: Path, name: str) -> str:
     """The local stack's secret `name`, made once (256 random bits, URL-safe) in a file only its owner reads."""
     path = local_secret_path(run_dir, name)
     if path.exists():
+        path.chmod(0o600)  # a copy someone made readable by others is narrowed again
         return path.read_text().strip()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.parent.chmod(0o700)
@@ -70,7 +71,7 @@ def ensure_local_secret(run_dir: Path, name: str) -> str:
     # O_EXCL: two commands starting at once cannot both write (the loser reads the winner's secret).
     try:
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
+    except FileExistsError:  # another command made it a moment ago: use theirs
         return path.read_text().strip()
     with os.fdopen(descriptor, "w") as file:
         file.write(secret + "\n")

@@ -144,9 +144,8 @@ def test_compose_ships_no_secret_value_only_required_variables():
         for variable, value in (service.get("environment") or {}).items():
             if variable in secrets:
                 checked += 1
-                assert re.fullmatch(rf"\$\{{{variable}:\?[^}}]+\}}", str(value)), (
-                    f"{name}: {variable}={value}"
-                )
+                # Required (`:?`), never a default; a service's Kafka password comes from its own variable.
+                assert re.fullmatch(r"\$\{PDO_[A-Z_]+:\?[^}]+\}", str(value)), f"{name}: {variable}={value}"
     assert checked, "compose hands no secret to any service"
 
 

@@ -278,7 +278,7 @@ def capped(tmp_path) -> Iterator[Callable[..., tuple[Gateway, Any]]]:
             app = create_app(settings, catalog, authorization, engine, dead_letters=lambda limit: [])
             server = stack.enter_context(ServerThread(app))
             http = stack.enter_context(httpx.Client(base_url=server.url, timeout=30))
-            return Gateway(http, catalog, authorization, PrincipalStore(engine), keys), app
+            return Gateway(http, catalog, authorization, PrincipalStore(engine), keys, InMemoryUsers()), app
 
         yield make
     engine.dispose()

@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import httpx
 import pytest
 import schemathesis
-from conftest import ServerThread
+from conftest import ServerThread, static_guard
 from gateway_support import gateway_database
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
@@ -64,13 +64,15 @@ class Seeded:
 def gateway(tmp_path_factory) -> Iterator[tuple[str, Seeded]]:
     folder = tmp_path_factory.mktemp("fuzz")
     engine, keys = gateway_database(folder)
-    with ServerThread(create_registry_app(f"sqlite:///{folder / 'pdo.db'}")) as registry_server:
+    with ServerThread(
+        create_registry_app(f"sqlite:///{folder / 'pdo.db'}", guard=static_guard)
+    ) as registry_server:
         settings = dataclasses.replace(
             Settings.from_env(),
             registry_url=registry_server.url,
             gateway_rate_per_s=0,  # the fuzzer calls far faster than any client should
         )
-        registry, publisher = RegistryClient(settings.registry_url), RecordingPublisher()
+        registry, publisher = RegistryClient.for_settings(settings), RecordingPublisher()
         catalog = CatalogService(engine, publisher, registry, settings)
         catalog._create_feed_topic = lambda dataset_id: None  # noqa: SLF001 — no broker in the unit tier
         authorization = AuthorizationService(engine, publisher, catalog, load_policy(), settings)
