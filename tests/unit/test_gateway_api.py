@@ -275,7 +275,15 @@ def capped(tmp_path) -> Iterator[Callable[..., tuple[Gateway, Any]]]:
         def make(**changes) -> tuple[Gateway, Any]:
             settings = dataclasses.replace(Settings.from_env(), **changes)
             catalog, authorization = FakeCatalog(), FakeAuthorization()
-            app = create_app(settings, catalog, authorization, engine, dead_letters=lambda limit: [])
+            issuer = KafkaCredentialIssuer(settings, lambda provider: [], InMemoryUsers())
+            app = create_app(
+                settings,
+                catalog,
+                authorization,
+                engine,
+                dead_letters=lambda limit: [],
+                kafka_credentials=issuer,
+            )
             server = stack.enter_context(ServerThread(app))
             http = stack.enter_context(httpx.Client(base_url=server.url, timeout=30))
             return Gateway(http, catalog, authorization, PrincipalStore(engine), keys, InMemoryUsers()), app

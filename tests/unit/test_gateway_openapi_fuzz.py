@@ -30,6 +30,7 @@ from pdo.core import db
 from pdo.core.config import Settings
 from pdo.core.registry_client import RegistryClient
 from pdo.gateway.app import create_app
+from pdo.gateway.kafka_credentials import InMemoryUsers, KafkaCredentialIssuer
 from pdo.publishing.publisher import PublishReport
 from pdo.registry.app import create_app as create_registry_app
 
@@ -74,10 +75,19 @@ def gateway(tmp_path_factory) -> Iterator[tuple[str, Seeded]]:
         )
         registry, publisher = RegistryClient.for_settings(settings), RecordingPublisher()
         catalog = CatalogService(engine, publisher, registry, settings)
-        catalog._create_feed_topic = lambda dataset_id: None  # noqa: SLF001 — no broker in the unit tier
+        # No broker in the unit tier: feeds open and close without Kafka, Kafka users live in a dict.
+        catalog._open_feed = lambda dataset_id, provider_id: None  # noqa: SLF001
+        catalog._close_feed = lambda dataset_id, provider_id: None  # noqa: SLF001
         authorization = AuthorizationService(engine, publisher, catalog, load_policy(), settings)
+        users = KafkaCredentialIssuer(settings, lambda provider: [], InMemoryUsers())
         app = create_app(
-            settings, catalog, authorization, engine, feeds=AcceptingFeeds(), dead_letters=lambda limit: []
+            settings,
+            catalog,
+            authorization,
+            engine,
+            feeds=AcceptingFeeds(),
+            dead_letters=lambda limit: [],
+            kafka_credentials=users,
         )
         with ServerThread(app) as server, httpx.Client(base_url=server.url, timeout=30) as client:
             yield server.url, seed(client, authorization, keys)
