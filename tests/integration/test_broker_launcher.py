@@ -23,7 +23,11 @@ def test_start_is_idempotent_and_stop_shuts_the_broker_down(tmp_path):
     if broker.shutil.which("java") is None or broker.shutil.which("mvn") is None:
         pytest.skip("Java and Maven are needed to run a Kafka broker")
     settings = dataclasses.replace(
-        Settings.from_env(), run_dir=tmp_path, kafka_port=free_port(), kafka_controller_port=free_port()
+        Settings.from_env(),
+        run_dir=tmp_path,
+        kafka_port=free_port(),
+        kafka_controller_port=free_port(),
+        kafka_tls_port=0,  # the suite's broker holds the TLS port
     )
     paths = broker.BrokerPaths.from_settings(settings)
     lines: list[str] = []

@@ -40,6 +40,7 @@ def test_pdo_up_brings_the_platform_up_and_ctrl_c_stops_what_it_started(tmp_path
         "PDO_RUN_DIR": str(tmp_path / "run"),
         "PDO_KAFKA_PORT": str(kafka_port),
         "PDO_KAFKA_CONTROLLER_PORT": str(free_port()),
+        "PDO_KAFKA_TLS_PORT": "0",  # the suite's broker holds the TLS port
         "PDO_KAFKA_BOOTSTRAP": f"127.0.0.1:{kafka_port}",
         "PDO_REGISTRY_PORT": str(registry_port),
         "PDO_REGISTRY_URL": f"http://127.0.0.1:{registry_port}",
