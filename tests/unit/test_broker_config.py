@@ -22,6 +22,9 @@ def broker_settings(tmp_path) -> Settings:
         kafka_port=29092,
         kafka_controller_port=29093,
         kafka_heap="256m",
+        kafka_tls_port=0,  # deploy/test.sh sets the suite broker's; these tests choose their own
+        kafka_tls_certfile="",
+        kafka_tls_keyfile="",
     )
 
 
