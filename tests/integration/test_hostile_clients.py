@@ -157,6 +157,16 @@ class Parties:
     feed: str
 
 
+def _granted_and_published(stage: Stage, request_id: str) -> bool:
+    """Approved, and the grant's event is on pdo.authorizations: records published from now on are delivered
+    (the stream-order rule; an approval committed in SQL is published by the outbox a moment later)."""
+    request = stage.call(TENANT, "GET", f"/v1/requests/{request_id}").json()
+    if request["status"] != "APPROVED":
+        return False
+    grant = stage.call(TENANT, "GET", f"/v1/grants/{request['grant_id']}").json()
+    return grant["status"] == "ACTIVE" and grant["published"]
+
+
 def _credentials(stage: Stage, who: str) -> dict:
     response = stage.call(who, "POST", "/v1/kafka-credentials")
     assert response.status_code == 201, response.text
@@ -192,8 +202,10 @@ def parties(stage) -> Parties:
     assert submitted.status_code == 202, submitted.text
     request_id = submitted.json()["request_id"]
     deadline = time.monotonic() + 60
-    while stage.call(TENANT, "GET", f"/v1/requests/{request_id}").json()["status"] != "APPROVED":
-        assert time.monotonic() < deadline, "the policy did not approve the request"
+    while not _granted_and_published(stage, request_id):
+        assert time.monotonic() < deadline, (
+            "the policy did not approve the request, or its grant is unpublished"
+        )
         time.sleep(0.5)
     return Parties(
         provider=_credentials(stage, PROVIDER),

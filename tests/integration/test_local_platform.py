@@ -90,7 +90,7 @@ def test_pdo_up_brings_the_platform_up_and_ctrl_c_stops_what_it_started(tmp_path
     assert anonymous.status_code == 401  # the registry pdo up runs checks passwords against Kafka
     assert gateway_metrics == {"anonymous": 401, "token": 200}
     modes = {path.name: oct(path.stat().st_mode & 0o777) for path in secrets.iterdir()}
-    assert {"masking_key", "metrics_token", "kafka-admin", "kafka-service.sharing"} <= modes.keys()
+    assert {"masking_key", "metrics_token", "kafka-controller", "kafka-service.sharing"} <= modes.keys()
     assert set(modes.values()) == {"0o600"}, modes
     assert catalog.status_code == 401  # the gateway answers, and asks for a key
     for service in ("registry", "catalog", "authorization", "sharing", "metering", "gateway"):
