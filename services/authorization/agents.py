@@ -7,6 +7,7 @@ handlers never raise, so one bad message cannot stop a partition.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -17,7 +18,9 @@ from typing import Any
 from prometheus_client import Counter
 
 from pdo.authorization import outbox, records
-from pdo.authorization.service import AuthorizationService
+from pdo.authorization.lifecycle import IllegalTransition
+from pdo.authorization.models import GrantStatus, SuspensionCause
+from pdo.authorization.service import QUOTA_ACTOR, AuthorizationService
 from pdo.catalog import mapping
 from pdo.catalog.projection import REGISTERED, RETIRED, UPDATED
 from pdo.core.codec import AvroCodec, CodecError, Decoded
@@ -60,6 +63,18 @@ class TickReport:
     decided: list[str] = field(default_factory=list)
 
 
+UNREADABLE_QUOTA_REASON = (
+    "a quota notice for this grant could not be read; suspended as if the quota was reached (fail closed)"
+)
+UNREADABLE_CATALOG_REASON = "a catalog change to this dataset could not be read; suspended until an operator has checked it (fail closed)"
+CATALOG_ACTOR = "system:catalog"
+FAILED_CLOSED = Counter(
+    "pdo_authorization_failed_closed_total",
+    "Unreadable control events the worker answered by suspending what they name, by topic",
+    ["topic"],
+)
+
+
 class _Refused(Exception):
     """A message that is well-formed Avro but cannot be acted on; carries the dead-letter reason."""
 
@@ -100,7 +115,11 @@ class AuthorizationHandlers:
         """pdo.catalog: put the grants on an updated dataset under its new terms (suspend what the policy now
         denies, re-mask fields newly sensitive). Registrations have no grants yet; retirements are the
         catalog's business."""
-        self._handle(message, {UPDATED: self._enforce_dataset_terms, REGISTERED: _nothing, RETIRED: _nothing})
+        self._handle(
+            message,
+            {UPDATED: self._enforce_dataset_terms, REGISTERED: _nothing, RETIRED: _nothing},
+            unreadable=self._suspend_dataset_grants,
+        )
 
     def publish_outbox(self) -> int:
         """Publish what the outbox holds (changes whose prompt publish failed: the broker was down)."""
@@ -110,7 +129,9 @@ class AuthorizationHandlers:
 
     def on_quota_exceeded(self, message: SourceMessage) -> None:
         """pdo.quota-exceeded: suspend the grant that reached today's quota."""
-        self._handle(message, {records.QUOTA_EXCEEDED: self._suspend_for_quota})
+        self._handle(
+            message, {records.QUOTA_EXCEEDED: self._suspend_for_quota}, unreadable=self._suspend_grant
+        )
 
     def _decide_submitted(self, value: Mapping[str, Any]) -> None:
         self.service.record_submitted(dict(value))
@@ -136,11 +157,36 @@ class AuthorizationHandlers:
         except NotFound:
             raise _Refused("INVALID_EVENT", f"quota exceeded for unknown grant {value['grant_id']}") from None
 
+    # -- fail closed: a control event nobody can read stops what it might have stopped
+
+    def _suspend_grant(self, grant_id: str) -> None:
+        """An unreadable quota notice is read as the worst it could say: the grant (its key) reached its quota."""
+        with contextlib.suppress(NotFound, IllegalTransition):  # none, or not active: nothing to stop
+            self.service.suspend(
+                grant_id, QUOTA_ACTOR, UNREADABLE_QUOTA_REASON, SuspensionCause.QUOTA_EXCEEDED
+            )
+        FAILED_CLOSED.labels("quota-exceeded").inc()
+
+    def _suspend_dataset_grants(self, dataset_id: str) -> None:
+        """An unreadable catalog change may have closed the dataset (its key): its live grants stop until
+        an operator has looked."""
+        for grant in self.service.list_grants(dataset_id=dataset_id, status=GrantStatus.ACTIVE.value):
+            try:
+                self.service.suspend(
+                    grant.grant_id, CATALOG_ACTOR, UNREADABLE_CATALOG_REASON, SuspensionCause.DATASET_CHANGED
+                )
+            except IllegalTransition:
+                continue  # changed meanwhile: it is not active any more
+        FAILED_CLOSED.labels("catalog").inc()
+
     def _handle(
-        self, message: SourceMessage, actions: Mapping[str, Callable[[Mapping[str, Any]], None]]
+        self,
+        message: SourceMessage,
+        actions: Mapping[str, Callable[[Mapping[str, Any]], None]],
+        unreadable: Callable[[str], None] | None = None,
     ) -> None:
         try:
-            decoded = self._decode(message)
+            decoded = self._decode_or_fail_closed(message, unreadable)
             action = actions.get(decoded.schema_name)
             if action is None:
                 raise _Refused("INVALID_EVENT", f"{decoded.schema_name} is not expected on {message.topic}")
@@ -150,6 +196,19 @@ class AuthorizationHandlers:
         except Exception as error:  # never let one message stop the worker; keep it for a person
             log.exception("%s: could not process", message.position)
             self._dead_letter(message, "OTHER", f"{type(error).__name__}: {error}")
+
+    def _decode_or_fail_closed(
+        self, message: SourceMessage, unreadable: Callable[[str], None] | None
+    ) -> Decoded:
+        """The decoded event; for one nobody can read, first `unreadable(key)` (the fail-closed step), then
+        the refusal that dead-letters it."""
+        try:
+            return self._decode(message)
+        except _Refused:
+            if unreadable is not None and message.key:
+                key = message.key.decode(errors="replace")
+                self._with_retries(lambda: unreadable(key), message)
+            raise
 
     def _decode(self, message: SourceMessage) -> Decoded:
         try:

@@ -268,3 +268,29 @@ def test_the_worker_relay_publishes_what_the_broker_missed(handlers, service, pu
     assert publisher.of(records.SUBMITTED) == []
     assert handlers.publish_outbox() == 1
     assert [event["request_id"] for event in publisher.of(records.SUBMITTED)] == ["r-missed"]
+
+
+# ---------------------------------------------------------------------------------------------- fail closed
+
+
+def test_an_unreadable_quota_notice_suspends_the_grant_it_is_keyed_by(handlers, service, publisher):
+    grant_id = service.decide(service.submit_request(TENANT, spec(), TENANT).request_id).grant_id
+    unreadable = SourceMessage("pdo.quota-exceeded", 0, 3, grant_id.encode(), b"\x07 not avro", ())
+    handlers.on_quota_exceeded(unreadable)
+    grant = service.get_grant(grant_id)
+    assert (grant.status, grant.suspension_cause) == (GrantStatus.SUSPENDED, SuspensionCause.QUOTA_EXCEEDED)
+    assert "could not be read" in grant.status_reason
+    assert [letter["source_offset"] for letter in dead_letters(publisher)] == [3]  # and kept for a person
+    handlers.on_quota_exceeded(unreadable)  # redelivered: the grant stays suspended, nothing breaks
+    assert service.get_grant(grant_id).version == grant.version
+
+
+def test_an_unreadable_catalog_change_suspends_the_live_grants_of_its_dataset(handlers, service, publisher):
+    grant_id = service.decide(service.submit_request(TENANT, spec(), TENANT).request_id).grant_id
+    handlers.on_catalog(SourceMessage("pdo.catalog", 0, 9, b"open-traffic", b"\x00\x7f\xff\xff\xf0 x", ()))
+    grant = service.get_grant(grant_id)
+    assert (grant.status, grant.suspension_cause) == (GrantStatus.SUSPENDED, SuspensionCause.DATASET_CHANGED)
+    assert "catalog change to this dataset could not be read" in grant.status_reason
+    assert dead_letters(publisher)[0]["source_topic"] == "pdo.catalog"
+    handlers.on_catalog(SourceMessage("pdo.catalog", 0, 10, b"some-other-dataset", b"\x07", ()))
+    assert service.get_grant(grant_id).version == grant.version  # another dataset's grants only
