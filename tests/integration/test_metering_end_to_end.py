@@ -69,9 +69,12 @@ def test_sharing_and_a_repeatedly_killed_metering_worker_bill_each_delivery_once
             "--batch-size",
             "250",
         )
-        worker = pdo_workers(*metering)
         _publish(settings, codec, dataset_id, RECORDS)
         total = 2 * RECORDS
+        # Metering starts on a backlog, so its kills land mid-work however fast sharing keeps up with the
+        # publisher (on a quiet machine the two workers can otherwise finish with the last record published).
+        delivered = _wait_for_deliveries(settings, codec, deliveries_topic, total, deadline)
+        worker = pdo_workers(*metering)
         kills_while_working = 0
         for _ in range(KILLS):
             at_start = wait_for_progress(engine, worker, deadline, total)
@@ -84,7 +87,6 @@ def test_sharing_and_a_repeatedly_killed_metering_worker_bill_each_delivery_once
             worker.wait(timeout=10)
             worker = pdo_workers(*metering)
         assert kills_while_working >= 2
-        delivered = _wait_for_deliveries(settings, codec, deliveries_topic, total, deadline)
         _send_again(settings, deliveries_topic, generator.sample(delivered, DUPLICATES))
         while ledger_count(engine) < total and time.monotonic() < deadline:
             assert worker.poll() is None, f"the metering worker exited with {worker.returncode}"
