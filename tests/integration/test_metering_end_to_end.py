@@ -1,6 +1,6 @@
 # ruff: noqa: F811 - test parameters name the fixtures imported from the support modules
 """Exactly once from feed to invoice: a real sharing worker delivers 10,000 records under two grants (20,000
-deliveries) while the metering worker is SIGKILLed three times and restarted, and 2,000 usage facts are sent
+deliveries); the metering worker counts that backlog while it is SIGKILLed three times and restarted, and 2,000 usage facts are sent
 a second time on purpose. At the end the ledger holds exactly the distinct delivery ids on pdo.deliveries,
 and `pdo billing reconcile` finds the tenant topics, the ledger and the (open) month in agreement: zero."""
 
