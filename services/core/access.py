@@ -271,19 +271,20 @@ def provider_acls(provider_id: str, dataset_id: str, settings: Settings) -> set[
 # ---------------------------------------------------------------------------------------------- broker
 
 
-def _any_filter(principal: str | None = None) -> ACLFilter:
+def acl_filter(principal: str | None = None, resource_type: ResourceType = ResourceType.ANY) -> ACLFilter:
+    """Every ACL (ALLOW or DENY) of one principal, or of all, on resources of `resource_type`."""
     return ACLFilter(
         principal=principal,
         host="*" if principal else None,
         operation=ACLOperation.ANY,
         permission_type=ACLPermissionType.ANY,
-        resource_pattern=ResourcePatternFilter(ResourceType.ANY, None, ACLResourcePatternType.ANY),
+        resource_pattern=ResourcePatternFilter(resource_type, None, ACLResourcePatternType.ANY),
     )
 
 
 def current_acls(admin: KafkaAdminClient, principal: str | None = None) -> set[Grant]:
     """The ALLOW ACLs on the broker (of one principal, or all)."""
-    acls, error = admin.describe_acls(_any_filter(principal))
+    acls, error = admin.describe_acls(acl_filter(principal))
     if error.errno:
         raise PdoError(f"the broker would not list its ACLs: {error}", "run this as the admin user")
     return {Grant.from_kafka(acl) for acl in acls if acl.permission_type == ACLPermissionType.ALLOW}

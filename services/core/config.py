@@ -45,9 +45,14 @@ def _security_protocol(raw: str) -> str:
     return raw
 
 
+def local_secrets_dir(run_dir: Path) -> Path:
+    """The folder (mode 0700) of the local stack's generated secrets."""
+    return run_dir / "secrets"
+
+
 def local_secret_path(run_dir: Path, name: str) -> Path:
     """Where the local stack keeps a generated secret (mode 0600), e.g. `kafka-admin`."""
-    return run_dir / "secrets" / name
+    return local_secrets_dir(run_dir) / name
 
 
 def write_private(path: Path, text: str) -> None:

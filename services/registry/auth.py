@@ -35,11 +35,9 @@ from aiokafka.errors import KafkaError as AioKafkaError
 from aiokafka.errors import SaslAuthenticationFailed
 from kafka.admin import (
     ACL,
-    ACLFilter,
     ACLOperation,
     ACLPermissionType,
     ACLResourcePatternType,
-    ResourcePatternFilter,
     ResourceType,
 )
 from kafka.errors import KafkaError
@@ -214,22 +212,14 @@ def broker_acls(settings: Settings, username: str) -> list[ACL]:
     """The TOPIC ACLs the broker holds for `username`; a 503 when it cannot say (never an empty list)."""
     try:
         with admin_client(settings) as admin:
-            acls, error = admin.describe_acls(_topic_acls_of(username))
+            acls, error = admin.describe_acls(
+                access.acl_filter(access.kafka_principal(username), ResourceType.TOPIC)
+            )
     except (PdoError, KafkaError) as failure:
         raise RegistryError(503, 50302, f"cannot read the caller's Kafka ACLs now: {failure}") from None
     if error.errno:
         raise RegistryError(503, 50302, f"the broker would not list ACLs: {error}")
     return acls
-
-
-def _topic_acls_of(username: str) -> ACLFilter:
-    return ACLFilter(
-        principal=access.kafka_principal(username),
-        host="*",
-        operation=ACLOperation.ANY,
-        permission_type=ACLPermissionType.ANY,
-        resource_pattern=ResourcePatternFilter(ResourceType.TOPIC, None, ACLResourcePatternType.ANY),
-    )
 
 
 def _covers(acl: ACL, topic: str) -> bool:

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from pdo.core.config import Settings, ensure_local_secret, write_private
 from pdo.core.errors import PdoError
+from pdo.core.kafka import admin_client
 
 KAFKA_VERSION = "4.4.0"  # must match <kafka.version> in deploy/kafka/pom.xml
 NODE_ID = 1
@@ -427,8 +428,6 @@ def answers_api_versions(port: int, host: str = "127.0.0.1", timeout_s: float = 
 
 def serves_authenticated_clients(settings: Settings) -> bool:
     """True once the broker lists itself to the admin over SASL: registered, its authorizer loaded."""
-    from pdo.core.kafka import admin_client  # the stack sits above the core's client helpers
-
     admin = replace(
         settings,
         kafka_username=ADMIN_USER,

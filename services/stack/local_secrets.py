@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import fields
 from pathlib import Path
 
-from pdo.core.config import Settings, ensure_local_secret, local_secret_path, write_private
+from pdo.core.config import Settings, ensure_local_secret, local_secret_path, local_secrets_dir, write_private
 
 # The secrets the stack makes up when the user set none. Only secrets that nothing outside the stack has to
 # know: a made-up Kafka password, say, would not match the broker's.
@@ -19,7 +19,7 @@ READ_FROM_FILE = ("metrics_token",)
 
 
 def secrets_folder(settings: Settings) -> Path:
-    return local_secret_path(settings.run_dir, "x").parent
+    return local_secrets_dir(settings.run_dir)
 
 
 def secret_file(settings: Settings, name: str) -> Path:
