@@ -24,7 +24,8 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from confluent_kafka import Consumer, KafkaError, Producer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer
+from confluent_kafka import TopicPartition as ConfluentPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient, topic_record_subject_name_strategy
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.schema_registry.error import SchemaRegistryError
@@ -340,35 +341,44 @@ def publish_as_provider(provider: dict, registry: SchemaRegistryClient, feed: st
 
 
 def consume_as_tenant(tenant: dict, registry: SchemaRegistryClient, topic: str, count: int) -> list[dict]:
-    """Up to `count` records of the tenant's topic, decoded by Confluent's deserializer (90 s at most)."""
+    """Up to `count` records of the tenant's topic, every partition read from its start with the tenant's
+    credentials, decoded by Confluent's deserializer (90 s at most). Partitions are assigned, not
+    subscribed: the topic appears only once sharing applies the grant, and a group joined before that
+    would add a rebalance's timing to what this test measures."""
     deserializer = AvroDeserializer(registry)
     consumer = Consumer(
         librdkafka(
             tenant,
-            **{
-                "group.id": f"{tenant['topic_prefix']}analytics",
-                "auto.offset.reset": "earliest",
-                "isolation.level": "read_committed",
-            },
+            **{"group.id": f"{tenant['topic_prefix']}analytics", "isolation.level": "read_committed"},
         )
     )
-    consumer.subscribe([topic])
     received: list[dict] = []
     deadline = time.monotonic() + 90
     try:
+        partitions = _partitions_when_created(consumer, topic, deadline)
+        consumer.assign([ConfluentPartition(topic, number, OFFSET_BEGINNING) for number in partitions])
         while len(received) < count and time.monotonic() < deadline:
             message = consumer.poll(1.0)
             if message is None:
                 continue
-            if message.error():
-                # The topic appears when sharing applies the grant; until then the broker says so.
-                assert message.error().code() == KafkaError.UNKNOWN_TOPIC_OR_PART, message.error()
-                continue
+            assert message.error() is None, message.error()
             context = SerializationContext(message.topic(), MessageField.VALUE)
             received.append(deserializer(message.value(), context))
+        on_topic = sum(high - low for low, high in map(consumer.get_watermark_offsets, consumer.assignment()))
+        assert len(received) == on_topic, f"read {len(received)} of the {on_topic} records on {topic}"
     finally:
         consumer.close()
     return received
+
+
+def _partitions_when_created(consumer: Consumer, topic: str, deadline: float) -> list[int]:
+    """The topic's partitions once the broker lists it (sharing creates it when it applies the grant)."""
+    while time.monotonic() < deadline:
+        listed = consumer.list_topics(topic, timeout=5).topics.get(topic)
+        if listed is not None and listed.error is None and listed.partitions:
+            return sorted(listed.partitions)
+        time.sleep(0.5)
+    raise AssertionError(f"{topic} was not created in time")
 
 
 # ---------------------------------------------------------------------------------------------- attacks
