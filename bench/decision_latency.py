@@ -29,7 +29,7 @@ from pdo.authorization.models import RequestSpec
 from pdo.authorization.policy import load_policy
 from pdo.authorization.service import AuthorizationService
 from pdo.authorization.testing import create_topics, delete_topics, isolated_home
-from pdo.catalog.models import Classification, DatasetRegistration, Domain, Openness, PriceKind, PricePlan
+from pdo.catalog.models import DatasetRegistration
 from pdo.catalog.service import CatalogService
 from pdo.core import db, schemas, topics
 from pdo.core.config import Settings
@@ -37,6 +37,7 @@ from pdo.core.events import EventPublisher, utc_now
 from pdo.core.kafka import kafka_python_connection
 from pdo.core.serving import ServerThread
 from pdo.core.topics import TopicId
+from pdo.core.vocabulary import Classification, Domain, Openness, PriceKind, PricePlan
 from pdo.registry.app import create_app
 
 TENANT = "tenant:bench"

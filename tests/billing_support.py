@@ -10,8 +10,8 @@ import sqlalchemy as sa
 
 from pdo.authorization import records
 from pdo.authorization import tables as authz
-from pdo.authorization.models import Grant, GrantStatus
-from pdo.catalog.models import PriceKind, PricePlan, PriceTier
+from pdo.authorization.models import Grant
+from pdo.core.vocabulary import GrantStatus, PriceKind, PricePlan, PriceTier
 from pdo.metering import tables as t
 
 GRANTED_AT = datetime(2026, 1, 1, tzinfo=UTC)

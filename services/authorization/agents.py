@@ -19,16 +19,16 @@ from prometheus_client import Counter
 
 from pdo.authorization import outbox, records
 from pdo.authorization.lifecycle import IllegalTransition
-from pdo.authorization.models import GrantStatus, SuspensionCause
 from pdo.authorization.service import QUOTA_ACTOR, AuthorizationService
 from pdo.catalog import mapping
-from pdo.catalog.projection import REGISTERED, RETIRED, UPDATED
 from pdo.core.codec import AvroCodec, CodecError, Decoded
 from pdo.core.deadletters import DEAD_LETTER, SourceMessage, dead_letter_event
 from pdo.core.errors import NotFound, PdoError, Unavailable
 from pdo.core.events import EventPublisher, utc_now
+from pdo.core.names import Event
 from pdo.core.registry_client import RegistryError
 from pdo.core.topics import TopicId
+from pdo.core.vocabulary import GrantStatus, SuspensionCause
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,11 @@ class AuthorizationHandlers:
         catalog's business."""
         self._handle(
             message,
-            {UPDATED: self._enforce_dataset_terms, REGISTERED: _nothing, RETIRED: _nothing},
+            {
+                Event.DATASET_UPDATED: self._enforce_dataset_terms,
+                Event.DATASET_REGISTERED: _nothing,
+                Event.DATASET_RETIRED: _nothing,
+            },
             unreadable=self._suspend_dataset_grants,
         )
 

@@ -12,7 +12,8 @@ from prometheus_client import Gauge
 from sqlalchemy import Engine
 
 from pdo.authorization import tables as t
-from pdo.authorization.models import GrantStatus, RequestStatus
+from pdo.authorization.models import RequestStatus
+from pdo.core.vocabulary import GrantStatus
 
 PENDING_REQUESTS = Gauge(
     "pdo_authorization_pending_requests", "Data requests waiting for an operator's review (PENDING_REVIEW)"

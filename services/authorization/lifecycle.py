@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pdo.authorization.models import GrantStatus, RequestStatus
+from pdo.authorization.models import RequestStatus
 from pdo.core.errors import Conflict
+from pdo.core.vocabulary import GrantStatus
 
 
 class GrantAction(StrEnum):

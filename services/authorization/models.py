@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-from pdo.catalog.models import MaskingRule, PricePlan
+from pdo.core.vocabulary import GrantStatus, MaskingRule, PricePlan, SuspensionCause, TenantKind
 
 
 class RequestStatus(StrEnum):
@@ -17,29 +17,6 @@ class RequestStatus(StrEnum):
     APPROVED = "APPROVED"
     DENIED = "DENIED"
     WITHDRAWN = "WITHDRAWN"
-
-
-class GrantStatus(StrEnum):
-    """Lifecycle state of a grant; REVOKED and EXPIRED are terminal."""
-
-    ACTIVE = "ACTIVE"
-    SUSPENDED = "SUSPENDED"
-    REVOKED = "REVOKED"
-    EXPIRED = "EXPIRED"
-
-
-class SuspensionCause(StrEnum):
-    OPERATOR = "OPERATOR"
-    QUOTA_EXCEEDED = "QUOTA_EXCEEDED"
-    # The catalog entry changed so that the policy now denies the grant (e.g. reclassified CORE / NOT_OPEN).
-    DATASET_CHANGED = "DATASET_CHANGED"
-
-
-class TenantKind(StrEnum):
-    """Companies pay the dataset's price; government departments share for free."""
-
-    COMPANY = "company"
-    GOVERNMENT = "government"
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,9 @@ from typing import Any
 
 import yaml
 
-from pdo.authorization.models import TenantKind
-from pdo.catalog.models import Classification, Openness
 from pdo.core.config import Settings
 from pdo.core.errors import PdoError
+from pdo.core.vocabulary import Classification, Openness, TenantKind
 
 
 class Outcome(StrEnum):

@@ -27,14 +27,7 @@ from sqlalchemy import Engine
 
 from pdo.authorization import outbox, records
 from pdo.authorization import tables as t
-from pdo.authorization.models import (
-    DataRequest,
-    Grant,
-    GrantStatus,
-    GrantTransition,
-    RequestStatus,
-    SuspensionCause,
-)
+from pdo.authorization.models import DataRequest, Grant, GrantTransition, RequestStatus
 from pdo.authorization.service import OPERATOR_RULE
 from pdo.core import kafka, topics
 from pdo.core.codec import AvroCodec, CodecError
@@ -42,6 +35,7 @@ from pdo.core.config import Settings
 from pdo.core.errors import Conflict, Unavailable
 from pdo.core.registry_client import RegistryClient, RegistryError
 from pdo.core.topics import TopicId
+from pdo.core.vocabulary import GrantStatus, SuspensionCause
 
 log = logging.getLogger(__name__)
 

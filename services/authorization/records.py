@@ -9,32 +9,31 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
-from pdo.authorization.models import (
-    DataRequest,
-    Grant,
+from pdo.authorization.models import DataRequest, Grant, GrantTransition, RequestStatus
+from pdo.core.names import Event
+from pdo.core.vocabulary import (
     GrantStatus,
-    GrantTransition,
-    RequestStatus,
+    MaskingRule,
     SuspensionCause,
     TenantKind,
+    price_plan_from_json,
+    price_plan_from_mapping,
+    price_plan_to_avro,
+    price_plan_to_json,
 )
-from pdo.catalog.models import MaskingRule, PriceKind, PricePlan, PriceTier
 
-CENTS = Decimal("0.01")
-
-SUBMITTED = "pdo.requests.v1.DataRequestSubmitted"
-REFERRED = "pdo.requests.v1.DataRequestReferred"
-WITHDRAWN = "pdo.requests.v1.DataRequestWithdrawn"
-GRANTED = "pdo.authorizations.v1.AuthorizationGranted"
-DENIED = "pdo.authorizations.v1.AuthorizationDenied"
-SUSPENDED = "pdo.authorizations.v1.AuthorizationSuspended"
-RESUMED = "pdo.authorizations.v1.AuthorizationResumed"
-REVOKED = "pdo.authorizations.v1.AuthorizationRevoked"
-EXPIRED = "pdo.authorizations.v1.AuthorizationExpired"
-QUOTA_EXCEEDED = "pdo.metering.v1.QuotaExceeded"
+SUBMITTED = Event.REQUEST_SUBMITTED
+REFERRED = Event.REQUEST_REFERRED
+WITHDRAWN = Event.REQUEST_WITHDRAWN
+GRANTED = Event.AUTHORIZATION_GRANTED
+DENIED = Event.AUTHORIZATION_DENIED
+SUSPENDED = Event.AUTHORIZATION_SUSPENDED
+RESUMED = Event.AUTHORIZATION_RESUMED
+REVOKED = Event.AUTHORIZATION_REVOKED
+EXPIRED = Event.AUTHORIZATION_EXPIRED
+QUOTA_EXCEEDED = Event.QUOTA_EXCEEDED
 
 
 def utc(moment: datetime) -> datetime:
@@ -47,55 +46,6 @@ def utc(moment: datetime) -> datetime:
 
 
 # ---------------------------------------------------------------------------------------------- price plans
-
-
-def price_plan_to_json(plan: PricePlan) -> str:
-    return json.dumps(
-        {
-            "kind": plan.kind.value,
-            "unit_price": str(plan.unit_price.quantize(CENTS)),
-            "tiers": [
-                {"up_to_records": tier.up_to_records, "unit_price": str(tier.unit_price.quantize(CENTS))}
-                for tier in plan.tiers
-            ],
-            "currency": plan.currency,
-        },
-        sort_keys=True,
-    )
-
-
-def price_plan_from_json(text: str) -> PricePlan:
-    return price_plan_from_mapping(json.loads(text))
-
-
-def price_plan_from_mapping(data: Mapping[str, Any]) -> PricePlan:
-    """From the JSON column or from a decoded Avro PricePlan (decimals as text or as Decimal)."""
-    return PricePlan(
-        kind=PriceKind(data["kind"]),
-        unit_price=Decimal(data["unit_price"]).quantize(CENTS),
-        tiers=tuple(
-            PriceTier(tier["up_to_records"], Decimal(tier["unit_price"]).quantize(CENTS))
-            for tier in data.get("tiers", ())
-        ),
-        currency=data.get("currency", "CNY"),
-    )
-
-
-def price_plan_to_avro(plan: PricePlan) -> dict[str, Any]:
-    return {
-        "kind": plan.kind.value,
-        "unit_price": plan.unit_price.quantize(CENTS),
-        "tiers": [
-            {"up_to_records": tier.up_to_records, "unit_price": tier.unit_price.quantize(CENTS)}
-            for tier in plan.tiers
-        ],
-        "currency": plan.currency,
-    }
-
-
-def free_plan(like: PricePlan) -> PricePlan:
-    """What a government tenant pays: nothing, in the dataset's currency."""
-    return PricePlan(kind=PriceKind.FREE, unit_price=Decimal("0.00"), tiers=(), currency=like.currency)
 
 
 # ---------------------------------------------------------------------------------------------- rows

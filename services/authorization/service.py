@@ -49,21 +49,19 @@ from pdo.authorization.lifecycle import (
 from pdo.authorization.models import (
     DataRequest,
     Grant,
-    GrantStatus,
     GrantTransition,
     Narrowing,
     RequestSpec,
     RequestStatus,
-    SuspensionCause,
-    TenantKind,
     grant_id_for,
 )
 from pdo.authorization.policy import Decision, Outcome, Policy, RequestFacts
-from pdo.catalog.models import Dataset, MaskingRule
+from pdo.catalog.models import Dataset
 from pdo.core.config import Settings
 from pdo.core.errors import Conflict, InvalidInput, NotFound
 from pdo.core.events import EventPublisher, utc_now
 from pdo.core.topics import TopicId
+from pdo.core.vocabulary import GrantStatus, MaskingRule, SuspensionCause, TenantKind, free_plan
 
 log = logging.getLogger(__name__)
 
@@ -633,7 +631,7 @@ class AuthorizationService:
             daily_quota_records=scope.daily_quota_records,
             valid_from=scope.valid_from,
             valid_until=scope.valid_until,
-            price_plan=records.free_plan(plan) if request.tenant_kind == TenantKind.GOVERNMENT else plan,
+            price_plan=free_plan(plan) if request.tenant_kind == TenantKind.GOVERNMENT else plan,
             status=GrantStatus.ACTIVE,
             version=1,
             created_at=approved.updated_at,

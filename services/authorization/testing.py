@@ -21,10 +21,13 @@ import fastavro
 
 from pdo.authorization.policy import Policy, load_policy
 from pdo.authorization.service import AuthorizationService
-from pdo.catalog.models import (
+from pdo.catalog.models import Dataset, DatasetRegistration
+from pdo.core import db, schemas, topics
+from pdo.core.config import Settings
+from pdo.core.errors import NotFound, Unavailable
+from pdo.core.topics import TopicId
+from pdo.core.vocabulary import (
     Classification,
-    Dataset,
-    DatasetRegistration,
     Domain,
     MaskingRule,
     Openness,
@@ -32,10 +35,6 @@ from pdo.catalog.models import (
     PricePlan,
     SensitiveField,
 )
-from pdo.core import db, schemas, topics
-from pdo.core.config import Settings
-from pdo.core.errors import NotFound, Unavailable
-from pdo.core.topics import TopicId
 
 TRAFFIC_FLOW_SCHEMA = (schemas.schemas_root() / "datasets" / "TrafficFlow.avsc").read_text(encoding="utf-8")
 

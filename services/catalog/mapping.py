@@ -7,53 +7,22 @@ back into rows cannot drift apart.
 from __future__ import annotations
 
 import json
-from decimal import Decimal
 from typing import Any
 
-from pdo.catalog.models import (
+from pdo.catalog.models import Dataset
+from pdo.core.vocabulary import (
     Classification,
-    Dataset,
     Domain,
     MaskingRule,
     Openness,
-    PriceKind,
-    PricePlan,
-    PriceTier,
     SensitiveField,
+    price_plan_from_json,
+    price_plan_from_mapping,
+    price_plan_to_avro,
+    price_plan_to_json,
 )
 
 # ---------------------------------------------------------------- price plans and sensitive fields
-
-
-def price_plan_to_avro(plan: PricePlan) -> dict[str, Any]:
-    return {
-        "kind": plan.kind.value,
-        "unit_price": plan.unit_price,
-        "tiers": [{"up_to_records": t.up_to_records, "unit_price": t.unit_price} for t in plan.tiers],
-        "currency": plan.currency,
-    }
-
-
-def price_plan_from_avro(value: dict[str, Any]) -> PricePlan:
-    return PricePlan(
-        kind=PriceKind(value["kind"]),
-        unit_price=Decimal(value["unit_price"]),
-        tiers=tuple(PriceTier(t["up_to_records"], Decimal(t["unit_price"])) for t in value.get("tiers", [])),
-        currency=value.get("currency", "CNY"),
-    )
-
-
-def price_plan_to_json(plan: PricePlan) -> str:
-    # Decimals as strings: JSON numbers would pass through floats in some readers.
-    value = price_plan_to_avro(plan)
-    value["unit_price"] = str(plan.unit_price)
-    for tier in value["tiers"]:
-        tier["unit_price"] = str(tier["unit_price"])
-    return json.dumps(value, separators=(",", ":"))
-
-
-def price_plan_from_json(text: str) -> PricePlan:
-    return price_plan_from_avro(json.loads(text))
 
 
 def sensitive_fields_to_avro(items: tuple[SensitiveField, ...]) -> list[dict[str, Any]]:
@@ -162,7 +131,7 @@ def dataset_from_snapshot(value: dict[str, Any], record_schema: str) -> Dataset:
         schema_id=value["schema_id"],
         record_schema=record_schema,
         sensitive_fields=sensitive_fields_from_avro(value.get("sensitive_fields", [])),
-        price_plan=price_plan_from_avro(value["price_plan"]),
+        price_plan=price_plan_from_mapping(value["price_plan"]),
         version=value["version"],
         retired=bool(value.get("retired", False)),
     )

@@ -4,70 +4,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from decimal import Decimal
-from enum import StrEnum
 
-
-class Domain(StrEnum):
-    INDUSTRIAL_MANUFACTURING = "INDUSTRIAL_MANUFACTURING"
-    FINANCIAL_SERVICES = "FINANCIAL_SERVICES"
-    URBAN_GOVERNANCE = "URBAN_GOVERNANCE"
-    TRANSPORT = "TRANSPORT"
-    HEALTH = "HEALTH"
-    ENVIRONMENT = "ENVIRONMENT"
-    MARKET_REGULATION = "MARKET_REGULATION"
-    OTHER = "OTHER"
-
-
-class Classification(StrEnum):
-    """GENERAL < IMPORTANT < CORE; core data never leaves the platform."""
-
-    GENERAL = "GENERAL"
-    IMPORTANT = "IMPORTANT"
-    CORE = "CORE"
-
-
-class Openness(StrEnum):
-    OPEN = "OPEN"
-    CONDITIONAL = "CONDITIONAL"
-    NOT_OPEN = "NOT_OPEN"
-
-
-class MaskingRule(StrEnum):
-    KEEP_FIRST_LAST = "KEEP_FIRST_LAST"
-    MASK_MIDDLE_DIGITS = "MASK_MIDDLE_DIGITS"
-    KEYED_HASH = "KEYED_HASH"
-    REDACT = "REDACT"
-    TRUNCATE_DATE = "TRUNCATE_DATE"
-    ROUND_NUMBER = "ROUND_NUMBER"
-
-
-class PriceKind(StrEnum):
-    FREE = "FREE"
-    PER_THOUSAND_RECORDS = "PER_THOUSAND_RECORDS"
-    PER_MEGABYTE = "PER_MEGABYTE"
-    TIERED = "TIERED"
-
-
-@dataclass(frozen=True)
-class SensitiveField:
-    field: str
-    masking: MaskingRule
-    doc: str | None = None
-
-
-@dataclass(frozen=True)
-class PriceTier:
-    up_to_records: int | None
-    unit_price: Decimal
-
-
-@dataclass(frozen=True)
-class PricePlan:
-    kind: PriceKind
-    unit_price: Decimal = Decimal("0.00")
-    tiers: tuple[PriceTier, ...] = ()
-    currency: str = "CNY"
+from pdo.core.vocabulary import Classification, Domain, MaskingRule, Openness, PricePlan, SensitiveField
 
 
 @dataclass(frozen=True)

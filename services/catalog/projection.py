@@ -27,15 +27,13 @@ from pdo.core import kafka, topics
 from pdo.core.codec import AvroCodec, CodecError
 from pdo.core.config import Settings
 from pdo.core.errors import Unavailable
+from pdo.core.names import Event
 from pdo.core.registry_client import RegistryClient, RegistryError, SchemaIdNotFound
 from pdo.core.topics import TopicId
 
 log = logging.getLogger(__name__)
 
-REGISTERED = "pdo.catalog.v1.DatasetRegistered"
-UPDATED = "pdo.catalog.v1.DatasetUpdated"
-RETIRED = "pdo.catalog.v1.DatasetRetired"
-CATALOG_EVENTS = frozenset({REGISTERED, UPDATED, RETIRED})
+CATALOG_EVENTS = frozenset({Event.DATASET_REGISTERED, Event.DATASET_UPDATED, Event.DATASET_RETIRED})
 # Upsert attempts when another writer inserts or changes the same row between our read and our write.
 ATTEMPTS = 5
 
@@ -85,14 +83,14 @@ def apply_catalog_event(
     columns = {
         **mapping.dataset_to_row(dataset),
         **_stamp(value, position),
-        "retired_reason": value.get("reason") if schema_name == RETIRED else None,
+        "retired_reason": value.get("reason") if schema_name == Event.DATASET_RETIRED else None,
     }
     return _upsert(engine, dataset, columns)
 
 
 def _entry(schema_name: str, value: dict[str, Any]) -> dict[str, Any] | None:
     """The whole catalog entry the event carries, or None for events written before snapshots existed."""
-    if schema_name == REGISTERED:
+    if schema_name == Event.DATASET_REGISTERED:
         return {**value, "retired": False}
     return value.get("dataset")
 
@@ -160,7 +158,7 @@ def _apply_without_snapshot(
 ) -> bool:
     """Older events without a snapshot: a retirement marks the row it finds; an update cannot be
     replayed faithfully (its schema text and unchanged fields are unknown) and is skipped with a note."""
-    if schema_name == UPDATED:
+    if schema_name == Event.DATASET_UPDATED:
         log.warning(
             "skipping DatasetUpdated %s of %s: it has no snapshot", value["event_id"], value["dataset_id"]
         )

@@ -27,14 +27,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from pdo.catalog import mapping, validation
-from pdo.catalog.models import (
-    Classification,
-    Dataset,
-    DatasetChanges,
-    DatasetRegistration,
-    Domain,
-    Openness,
-)
+from pdo.catalog.models import Dataset, DatasetChanges, DatasetRegistration
 from pdo.catalog.tables import datasets
 from pdo.core import access, schemas, topics
 from pdo.core.compatibility import CompatibilityLevel
@@ -42,14 +35,16 @@ from pdo.core.config import Settings
 from pdo.core.errors import Conflict, Forbidden, InvalidInput, NotFound, PdoError, Unavailable
 from pdo.core.events import EventPublisher, event_head
 from pdo.core.kafka import admin_client
+from pdo.core.names import Event
 from pdo.core.registry_client import RegistryClient, RegistryError, subject_for
 from pdo.core.topics import TopicId
+from pdo.core.vocabulary import Classification, Domain, Openness
 
 log = logging.getLogger(__name__)
 
-REGISTERED = "pdo.catalog.v1.DatasetRegistered"
-UPDATED = "pdo.catalog.v1.DatasetUpdated"
-RETIRED = "pdo.catalog.v1.DatasetRetired"
+REGISTERED = Event.DATASET_REGISTERED
+UPDATED = Event.DATASET_UPDATED
+RETIRED = Event.DATASET_RETIRED
 # New readers read old records and old readers read new ones, against every earlier version: tenants'
 # consumers and the sharing service keep working whatever version a provider publishes with.
 FEED_COMPATIBILITY = CompatibilityLevel.FULL_TRANSITIVE

@@ -17,10 +17,10 @@ import avro.errors
 import avro.schema
 from avro.schema import RecordSchema
 
-from pdo.catalog.models import MaskingRule, PriceKind, PricePlan, PriceTier, SensitiveField
 from pdo.core import schemas
 from pdo.core.errors import InvalidInput
 from pdo.core.ids import check_id
+from pdo.core.vocabulary import MaskingRule, PriceKind, PricePlan, PriceTier, SensitiveField
 
 CURRENCY = re.compile(r"^[A-Z]{3}$")
 CENT = Decimal("0.01")

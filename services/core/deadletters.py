@@ -17,9 +17,10 @@ from pdo.core import topics
 from pdo.core.errors import PdoError
 from pdo.core.events import event_head, utc_now
 from pdo.core.kafka import consumer as kafka_consumer
+from pdo.core.names import Event
 from pdo.core.topics import TopicId
 
-DEAD_LETTER = "pdo.deadletter.v1.DeadLetter"
+DEAD_LETTER = Event.DEAD_LETTER
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,10 @@ from typing import Any
 
 from prometheus_client import Counter
 
-from pdo.authorization.models import GrantStatus, RequestStatus
+from pdo.authorization.models import RequestStatus
 from pdo.core.config import Settings
 from pdo.core.errors import TooManyRequests
+from pdo.core.vocabulary import GrantStatus
 
 # Stream slots free up when a stream ends; nothing predicts when, so this is a polite guess.
 STREAM_RETRY_AFTER_S = 30

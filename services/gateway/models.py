@@ -25,10 +25,10 @@ from pydantic import (
 )
 
 from pdo.authorization.models import DataRequest, Narrowing, RequestSpec
-from pdo.catalog.models import (
+from pdo.catalog.models import DatasetChanges, DatasetRegistration
+from pdo.core.ids import ID_RULE
+from pdo.core.vocabulary import (
     Classification,
-    DatasetChanges,
-    DatasetRegistration,
     Domain,
     MaskingRule,
     Openness,
@@ -37,7 +37,6 @@ from pdo.catalog.models import (
     PriceTier,
     SensitiveField,
 )
-from pdo.core.ids import ID_RULE
 
 MAX_LIST = 500
 MAX_RECORDS = 10**12

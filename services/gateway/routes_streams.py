@@ -59,12 +59,13 @@ from fastapi.responses import StreamingResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from starlette.background import BackgroundTask
 
-from pdo.authorization.models import Grant, GrantStatus
+from pdo.authorization.models import Grant
 from pdo.core.codec import AvroCodec, CodecError
 from pdo.core.config import Settings
 from pdo.core.errors import Forbidden, InvalidInput, NotFound, Unavailable
 from pdo.core.kafka import aiokafka_connection
 from pdo.core.registry_client import RegistryClient, RegistryError
+from pdo.core.vocabulary import GrantStatus
 from pdo.gateway.auth import Tenant
 from pdo.gateway.caps import Caps, StreamSlot
 from pdo.gateway.deps import DatasetId, authorization

@@ -27,6 +27,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from pdo.core.codec import AvroCodec, CodecError, SchemaMismatchError
 from pdo.core.deadletters import DEAD_LETTER, SourceMessage, dead_letter_event
 from pdo.core.events import EventPublisher, utc_now
+from pdo.core.names import Event
 from pdo.core.topics import TopicId
 from pdo.metering import usage
 from pdo.metering.ledger import BatchResult, InvalidFact, Ledger, QuotaNotice, QuotaUsage, UsageFact
@@ -34,9 +35,9 @@ from pdo.metering.ledger import BatchResult, InvalidFact, Ledger, QuotaNotice, Q
 log = logging.getLogger(__name__)
 
 SERVICE = "metering"
-RECORDS_DELIVERED = "pdo.sharing.v1.RecordsDelivered"
-USAGE_RECORDED = "pdo.metering.v1.UsageRecorded"
-QUOTA_EXCEEDED = "pdo.metering.v1.QuotaExceeded"
+RECORDS_DELIVERED = Event.RECORDS_DELIVERED
+USAGE_RECORDED = Event.USAGE_RECORDED
+QUOTA_EXCEEDED = Event.QUOTA_EXCEEDED
 # A window is published this long after it closed, so facts still on their way are in it.
 WINDOW_GRACE = timedelta(seconds=10)
 PUBLISH_LIMIT = 500  # windows per timer tick; the rest follow at the next tick

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 
-from pdo.catalog.models import PriceKind, PricePlan
+from pdo.core.vocabulary import PriceKind, PricePlan
 
 CENT = Decimal("0.01")
 RECORDS_PER_UNIT = 1_000

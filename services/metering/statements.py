@@ -33,16 +33,17 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.dialects import postgresql, sqlite
 
 from pdo.authorization import tables as authz
-from pdo.authorization.records import price_plan_from_json, price_plan_to_json, utc
-from pdo.catalog.models import PricePlan
+from pdo.authorization.records import utc
 from pdo.core.errors import Conflict, InvalidInput, NotFound, PdoError
 from pdo.core.events import utc_now
+from pdo.core.names import Event
 from pdo.core.topics import TopicId
+from pdo.core.vocabulary import PricePlan, price_plan_from_json, price_plan_to_json
 from pdo.metering import pricing
 from pdo.metering import tables as t
 from pdo.metering.months import parse_period, period_end, period_start
 
-STATEMENT_ISSUED = "pdo.metering.v1.StatementIssued"
+STATEMENT_ISSUED = Event.STATEMENT_ISSUED
 CENTS_PER_UNIT = 100
 CHUNK = 500  # ids per IN (...) list: bounded statements on both databases
 

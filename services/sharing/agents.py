@@ -55,6 +55,7 @@ from pdo.core.config import Settings
 from pdo.core.deadletters import DEAD_LETTER, SourceMessage, dead_letter_event
 from pdo.core.errors import InvalidInput, NotFound, Unavailable
 from pdo.core.events import utc_now
+from pdo.core.names import Event
 from pdo.core.registry_client import RegistryError
 from pdo.core.topics import TopicId
 from pdo.sharing.grants import GrantBook
@@ -74,7 +75,7 @@ log = logging.getLogger(__name__)
 SERVICE = "sharing"
 # What one Kafka record may hold here: the producers' max_request_size (1 MiB) less room for the batch header.
 MAX_TENANT_RECORD_BYTES = 1_000_000
-RECORDS_DELIVERED = "pdo.sharing.v1.RecordsDelivered"
+RECORDS_DELIVERED = Event.RECORDS_DELIVERED
 # A database, registry or broker that does not answer right now: the caller retries, nothing is dropped.
 TRANSIENT = (Unavailable, RegistryError, OperationalError)
 # How long a catalog row is trusted; a retirement reaches the sharing worker within this time.

@@ -33,18 +33,18 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from pdo.catalog.models import MaskingRule
+from pdo.core.names import Event
+from pdo.core.vocabulary import MaskingRule
 from pdo.sharing.scope import GrantScope, GrantState
 
 log = logging.getLogger(__name__)
 
-NAMESPACE = "pdo.authorizations.v1."
-GRANTED = NAMESPACE + "AuthorizationGranted"
-DENIED = NAMESPACE + "AuthorizationDenied"
-SUSPENDED = NAMESPACE + "AuthorizationSuspended"
-RESUMED = NAMESPACE + "AuthorizationResumed"
-REVOKED = NAMESPACE + "AuthorizationRevoked"
-EXPIRED = NAMESPACE + "AuthorizationExpired"
+GRANTED = Event.AUTHORIZATION_GRANTED
+DENIED = Event.AUTHORIZATION_DENIED
+SUSPENDED = Event.AUTHORIZATION_SUSPENDED
+RESUMED = Event.AUTHORIZATION_RESUMED
+REVOKED = Event.AUTHORIZATION_REVOKED
+EXPIRED = Event.AUTHORIZATION_EXPIRED
 TRANSITIONS = {
     SUSPENDED: GrantState.SUSPENDED,
     RESUMED: GrantState.ACTIVE,

@@ -59,7 +59,7 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from pdo.catalog.models import MaskingRule
+from pdo.core.vocabulary import MaskingRule
 
 MASK_CHAR = "*"
 HASH_HEX_CHARS = 16

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from pdo.catalog.models import MaskingRule
+from pdo.core.vocabulary import MaskingRule
 
 
 class GrantState(StrEnum):

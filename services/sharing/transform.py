@@ -35,7 +35,7 @@ from typing import Any
 import avro.schema
 
 from pdo.authorization.row_filter import Filter, require_in_scope
-from pdo.catalog.models import MaskingRule
+from pdo.core.vocabulary import MaskingRule
 from pdo.sharing.masking import mask
 from pdo.sharing.scope import GrantScope
 

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from pdo.authorization import projection, records
 from pdo.authorization import tables as t
-from pdo.authorization.models import GrantStatus, Narrowing, RequestSpec, RequestStatus
+from pdo.authorization.models import Narrowing, RequestSpec, RequestStatus
 from pdo.authorization.policy import load_policy
 from pdo.authorization.service import AuthorizationService
 from pdo.authorization.testing import create_topics, delete_topics, isolated_home, sample_catalog
@@ -22,6 +22,7 @@ from pdo.core.config import Settings
 from pdo.core.events import EventPublisher, utc_now
 from pdo.core.registry_client import RegistryClient
 from pdo.core.topics import TopicId
+from pdo.core.vocabulary import GrantStatus
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ from datetime import timedelta
 import pytest
 
 from pdo.authorization import projection, records
-from pdo.authorization.models import GrantStatus, RequestSpec, RequestStatus, SuspensionCause
+from pdo.authorization.models import RequestSpec, RequestStatus
 from pdo.authorization.policy import load_policy
 from pdo.authorization.service import AuthorizationService
 from pdo.authorization.testing import (
@@ -32,6 +32,7 @@ from pdo.core.events import EventPublisher, event_head, utc_now
 from pdo.core.kafka import producer
 from pdo.core.registry_client import RegistryClient
 from pdo.core.topics import TopicId
+from pdo.core.vocabulary import GrantStatus, SuspensionCause
 
 pytestmark = pytest.mark.integration
 

@@ -14,18 +14,7 @@ import sqlalchemy as sa
 from conftest import admin_credentials, free_port, isolated_namespace, unique_name
 from kafka import KafkaConsumer, TopicPartition
 
-from pdo.catalog.models import (
-    Classification,
-    DatasetChanges,
-    DatasetRegistration,
-    Domain,
-    MaskingRule,
-    Openness,
-    PriceKind,
-    PricePlan,
-    PriceTier,
-    SensitiveField,
-)
+from pdo.catalog.models import DatasetChanges, DatasetRegistration
 from pdo.catalog.projection import rebuild_from_topic
 from pdo.catalog.service import CatalogService, feed_topic
 from pdo.catalog.tables import datasets
@@ -37,6 +26,16 @@ from pdo.core.events import EventPublisher
 from pdo.core.kafka import admin_client, kafka_python_connection
 from pdo.core.registry_client import RegistryClient
 from pdo.core.topics import TopicId
+from pdo.core.vocabulary import (
+    Classification,
+    Domain,
+    MaskingRule,
+    Openness,
+    PriceKind,
+    PricePlan,
+    PriceTier,
+    SensitiveField,
+)
 
 pytestmark = pytest.mark.integration
 

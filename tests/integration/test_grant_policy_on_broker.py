@@ -32,15 +32,15 @@ from sharing_support import (  # noqa: F401
 )
 
 from pdo.authorization import outbox
-from pdo.authorization.models import GrantStatus, SuspensionCause
 from pdo.authorization.policy import load_policy
 from pdo.authorization.service import AuthorizationService
-from pdo.catalog.models import Classification, DatasetChanges, MaskingRule, SensitiveField
+from pdo.catalog.models import DatasetChanges
 from pdo.core import topics
 from pdo.core.config import Settings
 from pdo.core.errors import Unavailable
 from pdo.core.kafka import kafka_python_connection
 from pdo.core.topics import TopicId
+from pdo.core.vocabulary import Classification, GrantStatus, MaskingRule, SensitiveField, SuspensionCause
 from pdo.sharing.agents import tenant_topic
 
 pytestmark = pytest.mark.integration

@@ -30,11 +30,12 @@ from sharing_support import (  # noqa: F401
 )
 
 from pdo.authorization.agents import AuthorizationHandlers
-from pdo.authorization.models import GrantStatus, RequestSpec
+from pdo.authorization.models import RequestSpec
 from pdo.authorization.testing import approved_grant
 from pdo.core import topics
 from pdo.core.events import utc_now
 from pdo.core.topics import TopicId
+from pdo.core.vocabulary import GrantStatus
 from pdo.sharing.agents import tenant_topic
 
 pytestmark = pytest.mark.integration

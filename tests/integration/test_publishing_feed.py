@@ -24,15 +24,7 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 from conftest import ServerThread, admin_credentials, isolated_namespace, scrape_headers
 from kafka import KafkaConsumer, TopicPartition
 
-from pdo.catalog.models import (
-    Classification,
-    Dataset,
-    DatasetRegistration,
-    Domain,
-    Openness,
-    PriceKind,
-    PricePlan,
-)
+from pdo.catalog.models import Dataset, DatasetRegistration
 from pdo.catalog.service import CatalogService, feed_topic
 from pdo.core import db
 from pdo.core.codec import HEADER
@@ -41,6 +33,7 @@ from pdo.core.errors import Conflict, NotFound
 from pdo.core.events import EventPublisher
 from pdo.core.kafka import kafka_python_connection
 from pdo.core.registry_client import RegistryClient
+from pdo.core.vocabulary import Classification, Domain, Openness, PriceKind, PricePlan
 from pdo.gateway.app import create_app
 from pdo.gateway.principals import PrincipalStore
 from pdo.publishing.conversion import from_json

@@ -10,16 +10,16 @@ from test_authorization_service import START, TENANT, spec
 
 from pdo.authorization import records
 from pdo.authorization.agents import AuthorizationHandlers
-from pdo.authorization.models import GrantStatus, RequestStatus, SuspensionCause, TenantKind
+from pdo.authorization.models import RequestStatus
 from pdo.authorization.service import AuthorizationService
 from pdo.authorization.testing import TRAFFIC_FLOW_SCHEMA, Clock, Harness, RecordingPublisher, sqlite_harness
 from pdo.catalog import mapping as catalog_mapping
-from pdo.catalog import projection as catalog_projection
-from pdo.catalog.models import Classification, PriceKind
 from pdo.core.codec import Decoded, UndecodableError
 from pdo.core.deadletters import SourceMessage
 from pdo.core.errors import Unavailable
+from pdo.core.names import Event
 from pdo.core.topics import TopicId
+from pdo.core.vocabulary import Classification, GrantStatus, PriceKind, SuspensionCause, TenantKind
 
 
 class TableCodec:
@@ -232,9 +232,7 @@ def test_a_catalog_update_reclassifying_a_dataset_suspends_its_grants(handlers, 
     codec.registry = SchemaById()
     update = catalog_update(h.catalog.get("open-traffic"), classification=Classification.CORE)
     for _ in range(2):  # delivered, then redelivered: one suspension
-        handlers.on_catalog(
-            message(codec.add(b"c1", catalog_projection.UPDATED, update), topic="pdo.catalog")
-        )
+        handlers.on_catalog(message(codec.add(b"c1", Event.DATASET_UPDATED, update), topic="pdo.catalog"))
     grant = service.get_grant(grant_id)
     assert (grant.status, grant.suspension_cause) == (GrantStatus.SUSPENDED, SuspensionCause.DATASET_CHANGED)
     assert len(publisher.of(records.SUSPENDED)) == 1
@@ -246,10 +244,8 @@ def test_catalog_registrations_and_retirements_change_no_grant(handlers, service
     head = records.head("e-catalog", START, "provider:transport-bureau")
     registered = catalog_mapping.registered_event(head, dataset)
     retired = catalog_mapping.retired_event(head, dataset, "no longer collected")
-    handlers.on_catalog(
-        message(codec.add(b"c1", catalog_projection.REGISTERED, registered), topic="pdo.catalog")
-    )
-    handlers.on_catalog(message(codec.add(b"c2", catalog_projection.RETIRED, retired), topic="pdo.catalog"))
+    handlers.on_catalog(message(codec.add(b"c1", Event.DATASET_REGISTERED, registered), topic="pdo.catalog"))
+    handlers.on_catalog(message(codec.add(b"c2", Event.DATASET_RETIRED, retired), topic="pdo.catalog"))
     assert publisher.events == []
 
 
@@ -257,7 +253,7 @@ def test_a_catalog_update_for_an_unknown_dataset_without_snapshot_is_dead_letter
     handlers, publisher, codec
 ):
     update = {**records.head("e-catalog", START, "provider:x"), "dataset_id": "gone", "dataset": None}
-    handlers.on_catalog(message(codec.add(b"c1", catalog_projection.UPDATED, update), topic="pdo.catalog"))
+    handlers.on_catalog(message(codec.add(b"c1", Event.DATASET_UPDATED, update), topic="pdo.catalog"))
     (letter,) = dead_letters(publisher)
     assert letter["reason_code"] == "INVALID_EVENT" and "gone" in letter["reason"]
 

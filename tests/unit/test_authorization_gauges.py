@@ -10,8 +10,9 @@ from test_authorization_projection import walk_every_path
 from test_authorization_service import START
 
 from pdo.authorization import gauges, outbox
-from pdo.authorization.models import GrantStatus, RequestStatus
+from pdo.authorization.models import RequestStatus
 from pdo.authorization.testing import sqlite_harness
+from pdo.core.vocabulary import GrantStatus
 
 
 def exported_grants() -> dict[str, float]:

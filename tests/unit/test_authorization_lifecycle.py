@@ -17,8 +17,9 @@ from pdo.authorization.lifecycle import (
     next_grant_status,
     next_request_status,
 )
-from pdo.authorization.models import GrantStatus, RequestStatus
+from pdo.authorization.models import RequestStatus
 from pdo.core.errors import Conflict
+from pdo.core.vocabulary import GrantStatus
 
 
 def test_the_grant_lifecycle_is_active_suspended_active_revoked():

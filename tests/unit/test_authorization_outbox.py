@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from pdo.authorization import outbox, records
 from pdo.authorization import tables as t
-from pdo.authorization.models import GrantStatus, RequestSpec
+from pdo.authorization.models import RequestSpec
 from pdo.authorization.policy import load_policy
 from pdo.authorization.projection import SourcedEvent, project
 from pdo.authorization.service import AuthorizationService
@@ -21,6 +21,7 @@ from pdo.authorization.testing import Clock, RecordingPublisher, sample_catalog
 from pdo.core import db
 from pdo.core.config import Settings
 from pdo.core.topics import TopicId
+from pdo.core.vocabulary import GrantStatus
 from pdo.sharing.grants import GrantBook
 from pdo.sharing.scope import GrantState
 

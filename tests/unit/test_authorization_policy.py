@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from pdo.authorization.models import TenantKind
 from pdo.authorization.policy import (
     Outcome,
     Policy,
@@ -12,8 +11,8 @@ from pdo.authorization.policy import (
     RequestFacts,
     load_policy,
 )
-from pdo.catalog.models import Classification, Openness
 from pdo.core.config import PROJECT_ROOT, Settings
+from pdo.core.vocabulary import Classification, Openness, TenantKind
 
 SHIPPED_POLICY = PROJECT_ROOT / "services" / "authorization" / "policy.yaml"
 

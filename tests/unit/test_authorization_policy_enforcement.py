@@ -13,14 +13,21 @@ from gateway_support import gateway_database
 
 from pdo.authorization import records
 from pdo.authorization.lifecycle import IllegalTransition
-from pdo.authorization.models import GrantStatus, RequestSpec, RequestStatus, SuspensionCause
+from pdo.authorization.models import RequestSpec, RequestStatus
 from pdo.authorization.policy import load_policy
 from pdo.authorization.service import AuthorizationService
 from pdo.authorization.testing import Clock, RecordingPublisher, sample_catalog
-from pdo.catalog.models import Classification, MaskingRule, Openness, SensitiveField
 from pdo.core import db
 from pdo.core.config import Settings
 from pdo.core.errors import Conflict
+from pdo.core.vocabulary import (
+    Classification,
+    GrantStatus,
+    MaskingRule,
+    Openness,
+    SensitiveField,
+    SuspensionCause,
+)
 from pdo.gateway.app import create_app
 from pdo.sharing.grants import GrantBook
 from pdo.sharing.scope import GrantState

@@ -14,14 +14,7 @@ from hypothesis import strategies as st
 from pdo.authorization import records
 from pdo.authorization import tables as t
 from pdo.authorization.lifecycle import GRANT_TRANSITIONS, GrantAction, IllegalTransition
-from pdo.authorization.models import (
-    GrantStatus,
-    Narrowing,
-    RequestSpec,
-    RequestStatus,
-    SuspensionCause,
-    TenantKind,
-)
+from pdo.authorization.models import Narrowing, RequestSpec, RequestStatus
 from pdo.authorization.policy import load_policy
 from pdo.authorization.service import AuthorizationService
 from pdo.authorization.testing import (
@@ -31,11 +24,11 @@ from pdo.authorization.testing import (
     sample_catalog,
     traffic_dataset,
 )
-from pdo.catalog.models import MaskingRule, PriceKind
 from pdo.core import db
 from pdo.core.config import Settings
 from pdo.core.errors import Conflict, InvalidInput, NotFound
 from pdo.core.topics import TopicId
+from pdo.core.vocabulary import GrantStatus, MaskingRule, PriceKind, SuspensionCause, TenantKind
 
 START = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 TENANT = "tenant:acme-logistics"

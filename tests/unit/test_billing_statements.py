@@ -13,10 +13,10 @@ import sqlalchemy as sa
 from billing_support import FREE, add_grant, add_usage, per_megabyte, per_thousand, tiered
 
 from pdo.authorization import tables as authz
-from pdo.authorization.records import price_plan_to_json
 from pdo.authorization.testing import RecordingPublisher
 from pdo.core import db
 from pdo.core.errors import Conflict, InvalidInput, NotFound, PdoError, Unavailable
+from pdo.core.vocabulary import price_plan_to_json
 from pdo.metering import tables as t
 from pdo.metering.statements import (
     STATEMENT_ISSUED,

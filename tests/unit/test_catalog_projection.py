@@ -12,9 +12,15 @@ import pytest
 import sqlalchemy as sa
 
 from pdo.catalog import mapping
-from pdo.catalog.models import (
+from pdo.catalog.models import Dataset
+from pdo.catalog.projection import InvalidCatalogEvent, Position, apply_catalog_event
+from pdo.catalog.service import get_dataset, list_datasets
+from pdo.catalog.tables import datasets
+from pdo.core import db
+from pdo.core.errors import NotFound
+from pdo.core.registry_client import SchemaIdNotFound
+from pdo.core.vocabulary import (
     Classification,
-    Dataset,
     Domain,
     MaskingRule,
     Openness,
@@ -23,12 +29,6 @@ from pdo.catalog.models import (
     PriceTier,
     SensitiveField,
 )
-from pdo.catalog.projection import InvalidCatalogEvent, Position, apply_catalog_event
-from pdo.catalog.service import get_dataset, list_datasets
-from pdo.catalog.tables import datasets
-from pdo.core import db
-from pdo.core.errors import NotFound
-from pdo.core.registry_client import SchemaIdNotFound
 
 SCHEMA_V1 = '{"type":"record","name":"Reading","fields":[{"name":"record_id","type":"string"}]}'
 SCHEMA_V2 = (

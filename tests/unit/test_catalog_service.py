@@ -15,17 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from pdo.catalog.agents import CatalogProjector
-from pdo.catalog.models import (
-    Classification,
-    DatasetChanges,
-    DatasetRegistration,
-    Domain,
-    MaskingRule,
-    Openness,
-    PriceKind,
-    PricePlan,
-    SensitiveField,
-)
+from pdo.catalog.models import DatasetChanges, DatasetRegistration
 from pdo.catalog.service import CatalogService
 from pdo.catalog.tables import datasets
 from pdo.core import db, schemas
@@ -34,6 +24,15 @@ from pdo.core.config import Settings
 from pdo.core.deadletters import SourceMessage
 from pdo.core.errors import Conflict, Forbidden, InvalidInput, NotFound, Unavailable
 from pdo.core.registry_client import RegistryError, SchemaIdNotFound
+from pdo.core.vocabulary import (
+    Classification,
+    Domain,
+    MaskingRule,
+    Openness,
+    PriceKind,
+    PricePlan,
+    SensitiveField,
+)
 
 PROVIDER = "provider:city"
 SCHEMA = {

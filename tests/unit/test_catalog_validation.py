@@ -8,9 +8,9 @@ from decimal import Decimal
 import pytest
 
 from pdo.catalog import validation
-from pdo.catalog.models import MaskingRule, PriceKind, PricePlan, PriceTier, SensitiveField
 from pdo.core import schemas
 from pdo.core.errors import InvalidInput
+from pdo.core.vocabulary import MaskingRule, PriceKind, PricePlan, PriceTier, SensitiveField
 
 RECORD = json.dumps(
     {

@@ -21,26 +21,13 @@ from gateway_support import gateway_database
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pdo.authorization.models import (
-    DataRequest,
-    Grant,
-    GrantStatus,
-    Narrowing,
-    RequestSpec,
-    RequestStatus,
-    TenantKind,
-    grant_id_for,
-)
-from pdo.catalog.models import (
-    Dataset,
-    DatasetRegistration,
-    PriceKind,
-    PricePlan,
-)
+from pdo.authorization.models import DataRequest, Grant, Narrowing, RequestSpec, RequestStatus, grant_id_for
+from pdo.catalog.models import Dataset, DatasetRegistration
 from pdo.core import db
 from pdo.core.config import ConfigError, Settings
 from pdo.core.errors import Conflict, Forbidden, InvalidInput, NotFound, PdoError, Unavailable
 from pdo.core.ids import ID_RULE
+from pdo.core.vocabulary import GrantStatus, PriceKind, PricePlan, TenantKind
 from pdo.gateway.app import create_app
 from pdo.gateway.caps import RateLimiter
 from pdo.gateway.kafka_credentials import InMemoryUsers, KafkaCredentialIssuer

@@ -24,9 +24,9 @@ from aiokafka import TopicPartition
 from conftest import ServerThread
 from gateway_support import gateway_database
 
-from pdo.authorization.models import Grant, GrantStatus
-from pdo.catalog.models import PriceKind, PricePlan
+from pdo.authorization.models import Grant
 from pdo.core.config import Settings
+from pdo.core.vocabulary import GrantStatus, PriceKind, PricePlan
 from pdo.gateway import routes_streams as rs
 from pdo.gateway.app import create_app
 

@@ -14,8 +14,9 @@ from conftest import ServerThread
 from gateway_support import gateway_database
 from test_gateway_api import FakeAuthorization, FakeCatalog
 
-from pdo.catalog.models import Classification, DatasetRegistration, Domain, Openness, PriceKind, PricePlan
+from pdo.catalog.models import DatasetRegistration
 from pdo.core.config import Settings
+from pdo.core.vocabulary import Classification, Domain, Openness, PriceKind, PricePlan
 from pdo.gateway.app import create_app
 from pdo.metering.ledger import Ledger
 from pdo.metering.testing import insert_grant, usage_fact

@@ -15,11 +15,12 @@ import fastavro
 import pytest
 from kafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 
-from pdo.catalog.models import Classification, Dataset, Domain, Openness, PriceKind, PricePlan
+from pdo.catalog.models import Dataset
 from pdo.core.codec import HEADER, AvroCodec
 from pdo.core.config import Settings
 from pdo.core.errors import Conflict, Unavailable
 from pdo.core.registry_client import RegistryClient
+from pdo.core.vocabulary import Classification, Domain, Openness, PriceKind, PricePlan
 from pdo.publishing.conversion import parse_schema
 from pdo.publishing.publisher import MAX_RECORD_BYTES, FeedPublisher, FeedPublishers
 

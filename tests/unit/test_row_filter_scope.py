@@ -22,8 +22,8 @@ from pdo.authorization.row_filter import (
     require_in_scope,
 )
 from pdo.authorization.testing import sqlite_harness
-from pdo.catalog.models import MaskingRule, SensitiveField
 from pdo.core.errors import InvalidInput
+from pdo.core.vocabulary import MaskingRule, SensitiveField
 
 START = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 TENANT = "tenant:acme-logistics"

@@ -13,12 +13,12 @@ from prometheus_client import REGISTRY
 
 from pdo.authorization import records
 from pdo.authorization.testing import InMemoryCatalog, traffic_dataset
-from pdo.catalog.models import MaskingRule
 from pdo.core import schemas
 from pdo.core.codec import AvroCodec
 from pdo.core.config import Settings
 from pdo.core.deadletters import SourceMessage
 from pdo.core.registry_client import SchemaIdNotFound
+from pdo.core.vocabulary import MaskingRule
 from pdo.sharing import agents
 from pdo.sharing.agents import (
     FeedHandler,

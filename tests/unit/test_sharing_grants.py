@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pdo.authorization import records
-from pdo.catalog.models import MaskingRule
+from pdo.core.vocabulary import MaskingRule
 from pdo.sharing.grants import GrantBook
 from pdo.sharing.scope import GrantState
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pdo.catalog.models import MaskingRule
+from pdo.core.vocabulary import MaskingRule
 from pdo.sharing.masking import mask, pseudonym_key
 
 KEY = b"test-masking-key"

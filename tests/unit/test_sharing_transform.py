@@ -20,8 +20,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pdo.authorization.row_filter import FilterScopeError, clear_fields, parse
-from pdo.catalog.models import MaskingRule
 from pdo.core.config import PROJECT_ROOT
+from pdo.core.vocabulary import MaskingRule
 from pdo.sharing import transform
 from pdo.sharing.masking import mask
 from pdo.sharing.scope import GrantScope, GrantState

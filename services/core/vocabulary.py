@@ -1,0 +1,158 @@
+"""The named types pdo's events share, defined once for every service: the Python side of the `.avsc` enums
+(domain, classification, openness, masking rule, price kind, grant status, suspension cause, tenant kind,
+usage window) and the price plan record with its one JSON/Avro mapping.
+
+The schemas in `schemas/` are the contract; each `.avsc` file stays self-contained (it is registered as one
+subject version), so an enum is written out in every file that uses it. `tests/unit/test_vocabulary.py`
+keeps every copy in `schemas/` identical and each enum here equal to it, member for member and in order.
+Depends on nothing but the standard library.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+CENTS = Decimal("0.01")
+
+
+class Domain(StrEnum):
+    INDUSTRIAL_MANUFACTURING = "INDUSTRIAL_MANUFACTURING"
+    FINANCIAL_SERVICES = "FINANCIAL_SERVICES"
+    URBAN_GOVERNANCE = "URBAN_GOVERNANCE"
+    TRANSPORT = "TRANSPORT"
+    HEALTH = "HEALTH"
+    ENVIRONMENT = "ENVIRONMENT"
+    MARKET_REGULATION = "MARKET_REGULATION"
+    OTHER = "OTHER"
+
+
+class Classification(StrEnum):
+    """GENERAL < IMPORTANT < CORE; core data never leaves the platform."""
+
+    GENERAL = "GENERAL"
+    IMPORTANT = "IMPORTANT"
+    CORE = "CORE"
+
+
+class Openness(StrEnum):
+    OPEN = "OPEN"
+    CONDITIONAL = "CONDITIONAL"
+    NOT_OPEN = "NOT_OPEN"
+
+
+class MaskingRule(StrEnum):
+    KEEP_FIRST_LAST = "KEEP_FIRST_LAST"
+    MASK_MIDDLE_DIGITS = "MASK_MIDDLE_DIGITS"
+    KEYED_HASH = "KEYED_HASH"
+    REDACT = "REDACT"
+    TRUNCATE_DATE = "TRUNCATE_DATE"
+    ROUND_NUMBER = "ROUND_NUMBER"
+
+
+class PriceKind(StrEnum):
+    FREE = "FREE"
+    PER_THOUSAND_RECORDS = "PER_THOUSAND_RECORDS"
+    PER_MEGABYTE = "PER_MEGABYTE"
+    TIERED = "TIERED"
+
+
+class GrantStatus(StrEnum):
+    """Lifecycle state of a grant; REVOKED and EXPIRED are terminal."""
+
+    ACTIVE = "ACTIVE"
+    SUSPENDED = "SUSPENDED"
+    REVOKED = "REVOKED"
+    EXPIRED = "EXPIRED"
+
+
+class SuspensionCause(StrEnum):
+    OPERATOR = "OPERATOR"
+    QUOTA_EXCEEDED = "QUOTA_EXCEEDED"
+    # The catalog entry changed so that the policy now denies the grant (e.g. reclassified CORE / NOT_OPEN).
+    DATASET_CHANGED = "DATASET_CHANGED"
+
+
+class TenantKind(StrEnum):
+    """Companies pay the dataset's price; government departments share for free.
+
+    The Avro symbols are the member names (COMPANY); the values are what the HTTP API and SQL carry."""
+
+    COMPANY = "company"
+    GOVERNMENT = "government"
+
+
+class UsageWindow(StrEnum):
+    """The windows metering sums deliveries over."""
+
+    MINUTE = "MINUTE"
+    DAY = "DAY"
+
+
+@dataclass(frozen=True)
+class SensitiveField:
+    field: str
+    masking: MaskingRule
+    doc: str | None = None
+
+
+@dataclass(frozen=True)
+class PriceTier:
+    up_to_records: int | None
+    unit_price: Decimal
+
+
+@dataclass(frozen=True)
+class PricePlan:
+    kind: PriceKind
+    unit_price: Decimal = Decimal("0.00")
+    tiers: tuple[PriceTier, ...] = ()
+    currency: str = "CNY"
+
+
+def price_plan_to_avro(plan: PricePlan) -> dict[str, Any]:
+    """The Avro PricePlan record (decimals of scale 2, as the schemas declare them)."""
+    return {
+        "kind": plan.kind.value,
+        "unit_price": plan.unit_price.quantize(CENTS),
+        "tiers": [
+            {"up_to_records": tier.up_to_records, "unit_price": tier.unit_price.quantize(CENTS)}
+            for tier in plan.tiers
+        ],
+        "currency": plan.currency,
+    }
+
+
+def price_plan_from_mapping(data: Mapping[str, Any]) -> PricePlan:
+    """From a decoded Avro PricePlan or its JSON column (decimals as Decimal or as text)."""
+    return PricePlan(
+        kind=PriceKind(data["kind"]),
+        unit_price=Decimal(data["unit_price"]).quantize(CENTS),
+        tiers=tuple(
+            PriceTier(tier["up_to_records"], Decimal(tier["unit_price"]).quantize(CENTS))
+            for tier in data.get("tiers", ())
+        ),
+        currency=data.get("currency", "CNY"),
+    )
+
+
+def price_plan_to_json(plan: PricePlan) -> str:
+    # Decimals as strings: JSON numbers would pass through floats in some readers.
+    value = price_plan_to_avro(plan)
+    value["unit_price"] = str(value["unit_price"])
+    for tier in value["tiers"]:
+        tier["unit_price"] = str(tier["unit_price"])
+    return json.dumps(value, sort_keys=True)
+
+
+def price_plan_from_json(text: str) -> PricePlan:
+    return price_plan_from_mapping(json.loads(text))
+
+
+def free_plan(like: PricePlan) -> PricePlan:
+    """What a government tenant pays: nothing, in the dataset's currency."""
+    return PricePlan(kind=PriceKind.FREE, unit_price=Decimal("0.00"), tiers=(), currency=like.currency)
