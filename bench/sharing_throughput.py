@@ -60,7 +60,7 @@ from pdo.authorization.testing import (
     isolated_home,
     register_traffic_dataset,
 )
-from pdo.catalog.service import CatalogService, feed_topic, get_dataset
+from pdo.catalog.service import CatalogService, get_dataset
 from pdo.core import db, topics
 from pdo.core.codec import AvroCodec
 from pdo.core.config import Settings
@@ -69,9 +69,9 @@ from pdo.core.events import EventPublisher, utc_now
 from pdo.core.kafka import admin_client, aiokafka_connection, kafka_python_connection, producer
 from pdo.core.registry_client import RegistryClient
 from pdo.core.serving import ServerThread
-from pdo.core.topics import TopicId
+from pdo.core.topics import TopicId, feed_topic, tenant_topic
 from pdo.registry.app import create_app
-from pdo.sharing.agents import FeedHandler, tenant_topic
+from pdo.sharing.agents import FeedHandler
 from pdo.sharing.app import masking_key
 from pdo.sharing.grants import GrantBook
 from pdo.sharing.transform import Provenance, shape

@@ -37,7 +37,7 @@ from pdo.core.events import EventPublisher, event_head
 from pdo.core.kafka import admin_client
 from pdo.core.names import Event
 from pdo.core.registry_client import RegistryClient, RegistryError, subject_for
-from pdo.core.topics import TopicId
+from pdo.core.topics import TopicId, feed_topic
 from pdo.core.vocabulary import Classification, Domain, Openness
 
 log = logging.getLogger(__name__)
@@ -75,11 +75,6 @@ def list_datasets(
         query = query.where(datasets.c.retired == sa.false())
     with _database(engine) as connection:
         return [mapping.dataset_from_row(row) for row in connection.execute(query)]
-
-
-def feed_topic(dataset_id: str, settings: Settings | None = None) -> str:
-    """The name of the dataset's feed topic, e.g. pdo.feed.traffic-flow."""
-    return topics.name(TopicId.FEED, settings, dataset_id=dataset_id)
 
 
 # ---------------------------------------------------------------- the service

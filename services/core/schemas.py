@@ -30,6 +30,8 @@ from pdo.core.errors import PdoError
 NAMESPACE_PREFIX = "pdo"
 VERSION = "v1"
 DATASETS_AREA = "datasets"
+# Record types events and tenant records embed (e.g. the provenance every tenant record carries).
+TYPES_AREA = "types"
 SENSITIVE_ATTRIBUTE = "pdo.sensitive"
 EVENT_HEAD = ("event_id", "occurred_at", "actor")
 
@@ -152,8 +154,9 @@ def area_of(full_name: str) -> str:
 
 
 def is_event(full_name: str) -> bool:
-    """Whether the type is a platform event (every area but `datasets`, which holds provider records)."""
-    return area_of(full_name) != DATASETS_AREA
+    """Whether the type is a platform event: every area but `datasets` (provider records) and `types`
+    (records that others embed)."""
+    return area_of(full_name) not in (DATASETS_AREA, TYPES_AREA)
 
 
 PRIMITIVE_TYPES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})

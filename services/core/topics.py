@@ -1,4 +1,6 @@
-"""Topics as declared data: load `topics/*.yaml`, name them in code by TopicId, create them on the broker."""
+"""Topics as declared data: load `topics/*.yaml`, name them in code by TopicId (templated names such as a
+dataset's feed or a tenant's stream through `feed_topic` and `tenant_topic`, the one place they are spelled),
+create them on the broker."""
 
 from __future__ import annotations
 
@@ -177,6 +179,23 @@ def name(topic: TopicId, settings: Settings | None = None, **params: str) -> str
     """The concrete topic name, e.g. name(TopicId.FEED, dataset_id="traffic-flow")."""
     declaration = spec(topic, settings)
     return declaration.render(**params).name if declaration.templated else declaration.name
+
+
+def feed_topic(dataset_id: str, settings: Settings | None = None) -> str:
+    """The name of a dataset's feed topic, e.g. pdo.feed.traffic-flow."""
+    return name(TopicId.FEED, settings, dataset_id=dataset_id)
+
+
+def tenant_topic_part(tenant_id: str) -> str:
+    """The tenant's part of its topic names: the id after its kind ("tenant:acme" → "acme")."""
+    return tenant_id.split(":", 1)[-1]
+
+
+def tenant_topic(tenant_id: str, dataset_id: str, settings: Settings | None = None) -> str:
+    """The name of a tenant's stream of one dataset, e.g. pdo.tenant.acme.traffic-flow."""
+    return name(
+        TopicId.TENANT_STREAM, settings, tenant_id=tenant_topic_part(tenant_id), dataset_id=dataset_id
+    )
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """GET /v1/streams/{dataset_id}: a tenant reads its own delivered records over server-sent events.
 
 For tenants without Kafka access. The stream is the tenant's topic of that dataset, named from the
-authenticated principal (`pdo.sharing.agents.tenant_topic`), never from anything the caller sends, so a key
+authenticated principal (`pdo.core.topics.tenant_topic`), never from anything the caller sends, so a key
 reaches only its own streams. A tenant without a grant (in any state) on the dataset gets 404, as does one
 whose topic does not exist yet; operators and providers get 403.
 
@@ -65,12 +65,12 @@ from pdo.core.config import Settings
 from pdo.core.errors import Forbidden, InvalidInput, NotFound, Unavailable
 from pdo.core.kafka import aiokafka_connection
 from pdo.core.registry_client import RegistryClient, RegistryError
+from pdo.core.topics import tenant_topic
 from pdo.core.vocabulary import GrantStatus
 from pdo.gateway.auth import Tenant
 from pdo.gateway.caps import Caps, StreamSlot
 from pdo.gateway.deps import DatasetId, authorization
 from pdo.gateway.models import ERROR_RESPONSES
-from pdo.sharing.agents import tenant_topic
 
 log = logging.getLogger(__name__)
 

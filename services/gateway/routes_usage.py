@@ -7,13 +7,13 @@ ledger; newest window first.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 
 from pdo.core.errors import InvalidInput
+from pdo.core.vocabulary import UsageWindow
 from pdo.gateway.auth import AnyPrincipal
 from pdo.gateway.deps import catalog
 from pdo.gateway.models import ERROR_RESPONSES
@@ -22,12 +22,7 @@ from pdo.metering.usage import list_windows
 
 router = APIRouter(prefix="/v1/usage", responses=ERROR_RESPONSES, tags=["usage"])
 
-DEFAULT_SPANS = {"MINUTE": timedelta(hours=1), "DAY": timedelta(days=31)}
-
-
-class Window(StrEnum):
-    MINUTE = "MINUTE"
-    DAY = "DAY"
+DEFAULT_SPANS = {UsageWindow.MINUTE: timedelta(hours=1), UsageWindow.DAY: timedelta(days=31)}
 
 
 class UsageWindowOut(BaseModel):
@@ -41,7 +36,7 @@ class UsageWindowOut(BaseModel):
 
 
 class UsageOut(BaseModel):
-    window: Window
+    window: UsageWindow
     usage: list[UsageWindowOut]
 
 
@@ -55,7 +50,7 @@ class UsageOut(BaseModel):
 def get_usage(
     request: Request,
     principal: AnyPrincipal,
-    window: Window = Window.DAY,
+    window: UsageWindow = UsageWindow.DAY,
     since: datetime | None = None,
     until: datetime | None = None,
     tenant_id: Annotated[str | None, Query(max_length=255)] = None,

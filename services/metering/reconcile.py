@@ -4,7 +4,7 @@ Three figures per grant, compared by delivery id, not by counts alone, so a lost
 cannot cancel out:
 
 - **on the topics**: every record on the tenant topics carries `pdo_provenance` (source topic, partition,
-  offset, grant), from which `pdo.sharing.transform.delivery_id` gives the id its usage fact carries. A record
+  offset, grant), from which `pdo.core.provenance.delivery_id` gives the id its usage fact carries. A record
   the sharing service wrote twice (a redelivery) has one id and counts once; such copies are reported as
   `duplicates on topic`, for information only.
 - **in the ledger**: the grant's rows billed in the period, plus its rows delivered in the period and set
@@ -51,11 +51,11 @@ from pdo.core.config import Settings
 from pdo.core.errors import PdoError
 from pdo.core.events import utc_now
 from pdo.core.kafka import admin_client
+from pdo.core.provenance import PROVENANCE_FIELD, delivery_id
+from pdo.core.topics import tenant_topic
 from pdo.metering import tables as t
 from pdo.metering.months import parse_period, period_end, period_of, period_start
 from pdo.metering.statements import CHUNK, compute_statements, is_closed
-from pdo.sharing.agents import tenant_topic
-from pdo.sharing.transform import PROVENANCE_FIELD, delivery_id
 
 CHECKS = ("topic_vs_ledger", "ledger_vs_billed")
 UNKNOWN_TOPIC = UnknownTopicOrPartitionError.errno

@@ -37,12 +37,13 @@ from kafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
 from sqlalchemy import Engine
 
 from pdo.catalog.models import Dataset
-from pdo.catalog.service import feed_topic, get_dataset
+from pdo.catalog.service import get_dataset
 from pdo.core.codec import AvroCodec, SchemaMismatchError
 from pdo.core.config import Settings
 from pdo.core.errors import Conflict, InvalidInput, PdoError, Unavailable
 from pdo.core.kafka import producer as kafka_producer
 from pdo.core.registry_client import RegistryClient
+from pdo.core.topics import feed_topic
 from pdo.publishing import conversion
 
 log = logging.getLogger(__name__)

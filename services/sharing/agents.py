@@ -56,19 +56,13 @@ from pdo.core.deadletters import DEAD_LETTER, SourceMessage, dead_letter_event
 from pdo.core.errors import InvalidInput, NotFound, Unavailable
 from pdo.core.events import utc_now
 from pdo.core.names import Event
+from pdo.core.provenance import delivery_id
 from pdo.core.registry_client import RegistryError
-from pdo.core.topics import TopicId
+from pdo.core.topics import TopicId, tenant_topic
 from pdo.sharing.grants import GrantBook
 from pdo.sharing.masking import pseudonym_key
 from pdo.sharing.scope import GrantScope
-from pdo.sharing.transform import (
-    Provenance,
-    delivery_id,
-    masking_policy_version,
-    shape,
-    tenant_key,
-    tenant_record_schema,
-)
+from pdo.sharing.transform import Provenance, masking_policy_version, shape, tenant_key, tenant_record_schema
 
 log = logging.getLogger(__name__)
 
@@ -171,17 +165,6 @@ def feed_dataset_id(topic: str, settings: Settings | None = None) -> str | None:
 def dataset_of_feed(pattern: re.Pattern[str], topic: str) -> str | None:
     match = pattern.match(topic)
     return match.group("dataset_id") if match else None
-
-
-def tenant_topic_part(tenant_id: str) -> str:
-    """The tenant's part of its topic names: the id after its kind ("tenant:acme" → "acme")."""
-    return tenant_id.split(":", 1)[-1]
-
-
-def tenant_topic(tenant_id: str, dataset_id: str, settings: Settings | None = None) -> str:
-    return topics.name(
-        TopicId.TENANT_STREAM, settings, tenant_id=tenant_topic_part(tenant_id), dataset_id=dataset_id
-    )
 
 
 @cache  # one entry per dataset schema version: parsing the JSON for every record costs more than decoding it

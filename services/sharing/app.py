@@ -77,8 +77,8 @@ from pdo.core.errors import PdoError
 from pdo.core.kafka import admin_client, aiokafka_connection, producer
 from pdo.core.registry_client import RegistryClient
 from pdo.core.streams import make_app
-from pdo.core.topics import TopicId
-from pdo.sharing.agents import TRANSIENT, FeedHandler, Outgoing, feed_pattern, tenant_topic_part
+from pdo.core.topics import TopicId, tenant_topic_part
+from pdo.sharing.agents import TRANSIENT, FeedHandler, Outgoing, feed_pattern
 from pdo.sharing.grants import GrantBook
 from pdo.sharing.scope import GrantScope, GrantState
 

@@ -17,7 +17,7 @@ Pure functions, no broker: the sharing service calls them per (record, grant).
   one tenant, possibly under several grants with different fields or masking, so it uses
   TopicRecordNameStrategy: each distinct (fields, masking, dataset schema) gets its own record name,
   `pdo.tenant.v1.<DatasetRecord>_<digest>`, and so its own subject.
-- `masking_policy_version` names the masking a record went through; `delivery_id` names one delivery
+- `masking_policy_version` names the masking a record went through; `pdo.core.provenance.delivery_id` names one delivery
   of one source record under one grant, the same on every redelivery, so metering counts it once.
 """
 
@@ -35,6 +35,7 @@ from typing import Any
 import avro.schema
 
 from pdo.authorization.row_filter import Filter, require_in_scope
+from pdo.core.provenance import PROVENANCE_FIELD, provenance_schema
 from pdo.core.vocabulary import MaskingRule
 from pdo.sharing.masking import mask
 from pdo.sharing.scope import GrantScope
@@ -48,9 +49,7 @@ TENANT_NAMESPACE = "pdo.tenant.v1"
 # collide with Provenance or the tenant record, and Avro libraries disagree on how to reference the
 # null namespace from inside a named one. Readers match named types by unqualified name, so this is safe.
 UNQUALIFIED_NAMESPACE = f"{TENANT_NAMESPACE}.dataset"
-PROVENANCE_FIELD = "pdo_provenance"
 NAME_DIGEST_CHARS = 8
-DELIVERY_ID_CHARS = 32
 KEY_FIELD = "record_id"  # what providers key feed records by, and so what tenant records are keyed by
 TENANT_KEY_HEX_CHARS = 32
 # Domain separation: a tenant key pseudonym never equals a KEYED_HASH value made with the same master key.
@@ -71,29 +70,6 @@ RULE_DESCRIPTIONS = {
 
 PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
 NAMED_KINDS = frozenset({"record", "error", "enum", "fixed"})
-
-PROVENANCE_SCHEMA = {
-    "type": "record",
-    "name": "Provenance",
-    "doc": "Where a delivered record came from and how pdo transformed it. Set by pdo, never masked.",
-    "fields": [
-        {"name": "dataset_id", "type": "string", "doc": "Catalog id of the source dataset."},
-        {"name": "source_topic", "type": "string", "doc": "Dataset feed topic the record was published to."},
-        {"name": "source_partition", "type": "int", "doc": "Partition of the feed topic."},
-        {"name": "source_offset", "type": "long", "doc": "Offset of the record in that partition."},
-        {"name": "grant_id", "type": "string", "doc": "Grant under which it was delivered."},
-        {
-            "name": "masking_policy_version",
-            "type": "string",
-            "doc": "Digest of the grant's masking and of pdo's masking algorithm version that were applied.",
-        },
-        {
-            "name": "published_at",
-            "type": {"type": "long", "logicalType": "timestamp-millis"},
-            "doc": "When the provider published the record (the feed record's timestamp), UTC.",
-        },
-    ],
-}
 
 
 @dataclass(frozen=True)
@@ -177,14 +153,6 @@ def tenant_key(
     return hmac.digest(key, message, "sha256").hex()[:TENANT_KEY_HEX_CHARS].encode("ascii")
 
 
-def delivery_id(source_topic: str, source_partition: int, source_offset: int, grant_id: str) -> str:
-    """Id of delivering one source record under one grant: unique per (record, grant), equal on redelivery."""
-    # Length-prefixed parts, so no two different tuples can join into the same text.
-    parts = (source_topic, str(source_partition), str(source_offset), grant_id)
-    text = "".join(f"{len(part)}:{part}" for part in parts)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:DELIVERY_ID_CHARS]
-
-
 def masking_policy_version(scope: GrantScope) -> str:
     """A short stable name of the grant's masking: `m<algorithm version>-<12 hex digits>`."""
     masking = {field: str(rule) for field, rule in sorted(scope.masking.items())}
@@ -261,7 +229,7 @@ def _tenant_field(
 def _provenance_field() -> dict[str, Any]:
     return {
         "name": PROVENANCE_FIELD,
-        "type": copy.deepcopy(PROVENANCE_SCHEMA),
+        "type": provenance_schema(),
         "doc": "Added by pdo, not from the dataset: source dataset, feed position, grant and masking applied.",
     }
 

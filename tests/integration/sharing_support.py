@@ -27,12 +27,13 @@ from pdo.authorization.testing import (
     approved_grant,
     register_traffic_dataset,
 )
-from pdo.catalog.service import CatalogService, feed_topic
+from pdo.catalog.service import CatalogService
 from pdo.core import db
 from pdo.core.codec import AvroCodec
 from pdo.core.config import Settings
 from pdo.core.events import EventPublisher, utc_now
 from pdo.core.kafka import kafka_python_connection, producer
+from pdo.core.topics import feed_topic
 
 PROVIDER = "provider:transport-bureau"
 ACME = "tenant:acme-logistics"

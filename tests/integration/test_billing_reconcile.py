@@ -27,12 +27,11 @@ from pdo.core import db, topics
 from pdo.core.codec import AvroCodec
 from pdo.core.config import Settings
 from pdo.core.kafka import admin_client, producer
+from pdo.core.provenance import delivery_id, provenance_schema
 from pdo.core.registry_client import RegistryClient
-from pdo.core.topics import TopicId
+from pdo.core.topics import TopicId, tenant_topic, tenant_topic_part
 from pdo.metering import tables as t
 from pdo.metering.reconcile import billing_metrics, export_billing_metrics, reconcile
-from pdo.sharing.agents import tenant_topic, tenant_topic_part
-from pdo.sharing.transform import PROVENANCE_SCHEMA, delivery_id
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +47,7 @@ TENANT_SCHEMA = avro.schema.parse(
             "namespace": "pdo.tenant.v1",
             "fields": [
                 {"name": "record_id", "type": "string"},
-                {"name": "pdo_provenance", "type": PROVENANCE_SCHEMA},
+                {"name": "pdo_provenance", "type": provenance_schema()},
             ],
         }
     )

@@ -16,7 +16,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from pdo.catalog.models import DatasetChanges, DatasetRegistration
 from pdo.catalog.projection import rebuild_from_topic
-from pdo.catalog.service import CatalogService, feed_topic
+from pdo.catalog.service import CatalogService
 from pdo.catalog.tables import datasets
 from pdo.core import db, schemas, topics
 from pdo.core.codec import AvroCodec
@@ -25,7 +25,7 @@ from pdo.core.errors import Conflict, InvalidInput, Unavailable
 from pdo.core.events import EventPublisher
 from pdo.core.kafka import admin_client, kafka_python_connection
 from pdo.core.registry_client import RegistryClient
-from pdo.core.topics import TopicId
+from pdo.core.topics import TopicId, feed_topic
 from pdo.core.vocabulary import (
     Classification,
     Domain,

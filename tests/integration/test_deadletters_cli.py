@@ -28,13 +28,12 @@ from sharing_support import (  # noqa: F401  (fixtures)
     workers,
 )
 
-from pdo.catalog.service import feed_topic
 from pdo.core import topics
 from pdo.core.config import Settings
 from pdo.core.deadletters import DEAD_LETTER, SourceMessage, dead_letter_event
 from pdo.core.events import EventPublisher
 from pdo.core.kafka import admin_client
-from pdo.core.topics import TopicId
+from pdo.core.topics import TopicId, feed_topic
 
 pytestmark = pytest.mark.integration
 

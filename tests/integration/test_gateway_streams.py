@@ -32,10 +32,9 @@ from pdo.core.config import Settings
 from pdo.core.events import EventPublisher
 from pdo.core.kafka import admin_client, producer
 from pdo.core.registry_client import RegistryClient
-from pdo.core.topics import TopicId
+from pdo.core.topics import TopicId, tenant_topic, tenant_topic_part
 from pdo.gateway.app import create_app
 from pdo.gateway.principals import PrincipalStore
-from pdo.sharing.agents import tenant_topic, tenant_topic_part
 
 pytestmark = pytest.mark.integration
 

@@ -39,9 +39,8 @@ from pdo.core import topics
 from pdo.core.config import Settings
 from pdo.core.errors import Unavailable
 from pdo.core.kafka import kafka_python_connection
-from pdo.core.topics import TopicId
+from pdo.core.topics import TopicId, tenant_topic
 from pdo.core.vocabulary import Classification, GrantStatus, MaskingRule, SensitiveField, SuspensionCause
-from pdo.sharing.agents import tenant_topic
 
 pytestmark = pytest.mark.integration
 

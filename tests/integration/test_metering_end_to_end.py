@@ -32,10 +32,9 @@ from sharing_support import (  # noqa: F401
 )
 
 from pdo.authorization.testing import TRAFFIC_FLOW_SCHEMA
-from pdo.catalog.service import feed_topic
 from pdo.core import db, topics
 from pdo.core.kafka import producer
-from pdo.core.topics import TopicId
+from pdo.core.topics import TopicId, feed_topic
 from pdo.metering import tables as t
 from pdo.metering.months import period_of
 

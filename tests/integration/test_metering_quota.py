@@ -34,9 +34,8 @@ from pdo.authorization.models import RequestSpec
 from pdo.authorization.testing import approved_grant
 from pdo.core import topics
 from pdo.core.events import utc_now
-from pdo.core.topics import TopicId
+from pdo.core.topics import TopicId, tenant_topic
 from pdo.core.vocabulary import GrantStatus
-from pdo.sharing.agents import tenant_topic
 
 pytestmark = pytest.mark.integration
 

@@ -25,7 +25,7 @@ from conftest import ServerThread, admin_credentials, isolated_namespace, scrape
 from kafka import KafkaConsumer, TopicPartition
 
 from pdo.catalog.models import Dataset, DatasetRegistration
-from pdo.catalog.service import CatalogService, feed_topic
+from pdo.catalog.service import CatalogService
 from pdo.core import db
 from pdo.core.codec import HEADER
 from pdo.core.config import Settings
@@ -33,6 +33,7 @@ from pdo.core.errors import Conflict, NotFound
 from pdo.core.events import EventPublisher
 from pdo.core.kafka import kafka_python_connection
 from pdo.core.registry_client import RegistryClient
+from pdo.core.topics import feed_topic
 from pdo.core.vocabulary import Classification, Domain, Openness, PriceKind, PricePlan
 from pdo.gateway.app import create_app
 from pdo.gateway.principals import PrincipalStore

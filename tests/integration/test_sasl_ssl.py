@@ -31,7 +31,7 @@ from sharing_support import (  # noqa: F401 - fixtures are imported by name
 
 from pdo.core import db
 from pdo.core.config import Settings
-from pdo.sharing.agents import tenant_topic
+from pdo.core.topics import tenant_topic
 
 pytestmark = pytest.mark.integration
 

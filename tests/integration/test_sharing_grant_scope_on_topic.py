@@ -47,12 +47,10 @@ from sharing_support import (  # noqa: F401  (fixtures)
 )
 
 from pdo.authorization.testing import TRAFFIC_FLOW_SCHEMA, register_traffic_dataset
-from pdo.catalog.service import feed_topic
 from pdo.core import topics
 from pdo.core.kafka import kafka_python_connection
-from pdo.core.topics import TopicId
+from pdo.core.topics import TopicId, feed_topic, tenant_topic
 from pdo.core.vocabulary import MaskingRule, SensitiveField
-from pdo.sharing.agents import tenant_topic
 from pdo.sharing.masking import mask
 
 pytestmark = pytest.mark.integration

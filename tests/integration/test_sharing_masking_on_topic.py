@@ -34,9 +34,8 @@ from sharing_support import (  # noqa: F401  (fixtures)
 )
 
 from pdo.authorization.testing import TRAFFIC_FLOW_SCHEMA
-from pdo.catalog.service import feed_topic
 from pdo.core.kafka import producer
-from pdo.sharing.agents import tenant_topic
+from pdo.core.topics import feed_topic, tenant_topic
 
 pytestmark = pytest.mark.integration
 

@@ -44,9 +44,8 @@ from pdo.catalog.models import DatasetChanges
 from pdo.core import topics
 from pdo.core.config import Settings
 from pdo.core.kafka import kafka_python_connection, producer
-from pdo.core.topics import TopicId
-from pdo.sharing.agents import tenant_topic
-from pdo.sharing.transform import delivery_id
+from pdo.core.provenance import delivery_id
+from pdo.core.topics import TopicId, tenant_topic
 
 pytestmark = pytest.mark.integration
 

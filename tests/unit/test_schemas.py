@@ -33,7 +33,7 @@ from pdo.core import schemas
 
 ALL = schemas.load_all()
 EVENTS = sorted(name for name in ALL if schemas.is_event(name))
-DATASETS = sorted(name for name in ALL if not schemas.is_event(name))
+DATASETS = sorted(name for name in ALL if schemas.area_of(name) == schemas.DATASETS_AREA)
 
 REQUIRED = {
     "catalog": {"DatasetRegistered", "DatasetUpdated", "DatasetRetired"},
@@ -50,6 +50,7 @@ REQUIRED = {
     "metering": {"UsageRecorded", "QuotaExceeded", "StatementIssued"},
     "deadletter": {"DeadLetter"},
     "datasets": {"TrafficFlow", "EnterpriseRegistry", "AirQuality"},
+    "types": {"Provenance"},
 }
 
 SENSITIVE = {

@@ -17,20 +17,14 @@ from pdo.core import schemas
 from pdo.core.codec import AvroCodec
 from pdo.core.config import Settings
 from pdo.core.deadletters import SourceMessage
+from pdo.core.provenance import delivery_id
 from pdo.core.registry_client import SchemaIdNotFound
+from pdo.core.topics import tenant_topic, tenant_topic_part
 from pdo.core.vocabulary import MaskingRule
 from pdo.sharing import agents
-from pdo.sharing.agents import (
-    FeedHandler,
-    Prepared,
-    feed_dataset_id,
-    feed_pattern,
-    tenant_topic,
-    tenant_topic_part,
-)
+from pdo.sharing.agents import FeedHandler, Prepared, feed_dataset_id, feed_pattern
 from pdo.sharing.grants import GrantBook
 from pdo.sharing.masking import mask, pseudonym_key
-from pdo.sharing.transform import delivery_id
 
 PUBLISHED = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 DATASET = "traffic-flow"

@@ -21,19 +21,12 @@ from hypothesis import strategies as st
 
 from pdo.authorization.row_filter import FilterScopeError, clear_fields, parse
 from pdo.core.config import PROJECT_ROOT
+from pdo.core.provenance import PROVENANCE_FIELD, delivery_id
 from pdo.core.vocabulary import MaskingRule
 from pdo.sharing import transform
 from pdo.sharing.masking import mask
 from pdo.sharing.scope import GrantScope, GrantState
-from pdo.sharing.transform import (
-    PROVENANCE_FIELD,
-    Provenance,
-    delivery_id,
-    masking_policy_version,
-    shape,
-    tenant_key,
-    tenant_record_schema,
-)
+from pdo.sharing.transform import Provenance, masking_policy_version, shape, tenant_key, tenant_record_schema
 
 KEY = b"test-masking-key"
 DATASETS = Path(PROJECT_ROOT) / "schemas" / "datasets"
