@@ -25,12 +25,9 @@ from pathlib import Path
 
 from kafka import KafkaConsumer
 
-from pdo.authorization.models import RequestSpec
-from pdo.authorization.policy import load_policy
-from pdo.authorization.service import AuthorizationService
+from pdo.authorization.public import AuthorizationService, RequestSpec, load_policy
 from pdo.authorization.testing import create_topics, delete_topics, isolated_home
-from pdo.catalog.models import DatasetRegistration
-from pdo.catalog.service import CatalogService
+from pdo.catalog.public import CatalogService, DatasetRegistration
 from pdo.core import db, schemas, topics
 from pdo.core.config import Settings
 from pdo.core.events import EventPublisher, utc_now

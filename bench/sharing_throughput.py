@@ -50,9 +50,7 @@ from kafka import KafkaConsumer
 from kafka import TopicPartition as KTopicPartition
 from kafka.admin import NewTopic
 
-from pdo.authorization.models import RequestSpec
-from pdo.authorization.policy import load_policy
-from pdo.authorization.service import AuthorizationService
+from pdo.authorization.public import AuthorizationService, RequestSpec, load_policy
 from pdo.authorization.testing import (
     TRAFFIC_FLOW_SCHEMA,
     approved_grant,
@@ -60,7 +58,7 @@ from pdo.authorization.testing import (
     isolated_home,
     register_traffic_dataset,
 )
-from pdo.catalog.service import CatalogService, get_dataset
+from pdo.catalog.public import CatalogService, get_dataset
 from pdo.core import db, topics
 from pdo.core.codec import AvroCodec
 from pdo.core.config import Settings

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from pdo.authorization import records
 from pdo.authorization import tables as authz
-from pdo.authorization.models import Grant
+from pdo.authorization.public import Grant
 from pdo.core.vocabulary import GrantStatus, PriceKind, PricePlan, PriceTier
 from pdo.metering import tables as t
 

@@ -20,7 +20,7 @@ from prometheus_client import Counter
 from pdo.authorization import outbox, records
 from pdo.authorization.lifecycle import IllegalTransition
 from pdo.authorization.service import QUOTA_ACTOR, AuthorizationService
-from pdo.catalog import mapping
+from pdo.catalog.public import dataset_from_snapshot
 from pdo.core.codec import AvroCodec, CodecError, Decoded
 from pdo.core.deadletters import DEAD_LETTER, SourceMessage, dead_letter_event
 from pdo.core.errors import NotFound, PdoError, Unavailable
@@ -147,9 +147,7 @@ class AuthorizationHandlers:
         if entry is None:  # an event written before snapshots: the catalog's row says what the terms are
             dataset = self.service.catalog.get(value["dataset_id"])
         else:
-            dataset = mapping.dataset_from_snapshot(
-                dict(entry), self.codec.registry.schema_by_id(entry["schema_id"])
-            )
+            dataset = dataset_from_snapshot(dict(entry), self.codec.registry.schema_by_id(entry["schema_id"]))
         for grant in self.service.enforce_dataset_terms(dataset):
             CATALOG_ENFORCEMENTS.labels(grant.status.value).inc()
 

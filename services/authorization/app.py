@@ -57,7 +57,7 @@ class Runtime:
 
 def build_runtime(settings: Settings) -> Runtime:
     """The service wired to the database, the broker, the catalog and the policy file in force."""
-    from pdo.catalog.service import CatalogService
+    from pdo.catalog.public import CatalogService
 
     engine = make_engine(settings.database_url)
     publisher = EventPublisher(settings)

@@ -33,6 +33,7 @@ from pdo.core import kafka, topics
 from pdo.core.codec import AvroCodec, CodecError
 from pdo.core.config import Settings
 from pdo.core.errors import Conflict, Unavailable
+from pdo.core.events import utc
 from pdo.core.registry_client import RegistryClient, RegistryError
 from pdo.core.topics import TopicId
 from pdo.core.vocabulary import GrantStatus, SuspensionCause
@@ -103,7 +104,7 @@ class Projection:
             decided_by_rule=rule,
             decision_reason=reason,
             decided_by=value["actor"],
-            updated_at=records.utc(value["occurred_at"]),
+            updated_at=utc(value["occurred_at"]),
         )
 
     # -------------------------------------------------------------------------------- grant events
@@ -147,7 +148,7 @@ class Projection:
                 to_status=after.status,
                 actor=value["actor"],
                 reason=reason,
-                at=records.utc(value["occurred_at"]),
+                at=utc(value["occurred_at"]),
                 event_id=value["event_id"],
             ),
         )

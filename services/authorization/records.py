@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pdo.authorization.models import DataRequest, Grant, GrantTransition, RequestStatus
+from pdo.core.events import utc
 from pdo.core.names import Event
 from pdo.core.vocabulary import (
     GrantStatus,
@@ -34,15 +35,6 @@ RESUMED = Event.AUTHORIZATION_RESUMED
 REVOKED = Event.AUTHORIZATION_REVOKED
 EXPIRED = Event.AUTHORIZATION_EXPIRED
 QUOTA_EXCEEDED = Event.QUOTA_EXCEEDED
-
-
-def utc(moment: datetime) -> datetime:
-    """Aware UTC at millisecond precision: what Avro's timestamp-millis keeps, so rows and events agree.
-
-    SQLite hands datetimes back naive; pdo stores only UTC, so a naive value is UTC.
-    """
-    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
 # ---------------------------------------------------------------------------------------------- price plans

@@ -56,10 +56,10 @@ from pdo.authorization.models import (
     grant_id_for,
 )
 from pdo.authorization.policy import Decision, Outcome, Policy, RequestFacts
-from pdo.catalog.models import Dataset
+from pdo.catalog.public import Dataset
 from pdo.core.config import Settings
 from pdo.core.errors import Conflict, InvalidInput, NotFound
-from pdo.core.events import EventPublisher, utc_now
+from pdo.core.events import EventPublisher, utc, utc_now
 from pdo.core.topics import TopicId
 from pdo.core.vocabulary import GrantStatus, MaskingRule, SuspensionCause, TenantKind, free_plan
 
@@ -318,14 +318,14 @@ class AuthorizationService:
         query = (
             sa.select(t.grants.c.grant_id)
             .where(t.grants.c.status.in_([GrantStatus.ACTIVE.value, GrantStatus.SUSPENDED.value]))
-            .where(t.grants.c.valid_until <= records.utc(now))
+            .where(t.grants.c.valid_until <= utc(now))
             .order_by(t.grants.c.valid_until)
         )
         return self._each(query, self._expire)
 
     def resume_quota_suspended(self, now: datetime) -> list[Grant]:
         """Resume grants suspended for their daily quota on an earlier UTC day: the quota counts per day."""
-        day_start = records.utc(now).replace(hour=0, minute=0, second=0, microsecond=0)
+        day_start = utc(now).replace(hour=0, minute=0, second=0, microsecond=0)
         query = (
             sa.select(t.grants.c.grant_id)
             .where(t.grants.c.status == GrantStatus.SUSPENDED.value)
@@ -345,7 +345,7 @@ class AuthorizationService:
         A report for an earlier day is stale (the grant has been resumed since), and a grant that is not
         ACTIVE is already not delivering: both are ignored, so redelivered reports are harmless.
         """
-        if day != records.utc(self.clock()).date():
+        if day != utc(self.clock()).date():
             return None
         grant = self.get_grant(grant_id)
         if grant.status != GrantStatus.ACTIVE:
@@ -783,10 +783,8 @@ class _Scope:
                 raise InvalidInput(
                     f"daily_quota_records {quota} is more than the {self.daily_quota_records} requested"
                 )
-        valid_from = self.valid_from if narrowing.valid_from is None else records.utc(narrowing.valid_from)
-        valid_until = (
-            self.valid_until if narrowing.valid_until is None else records.utc(narrowing.valid_until)
-        )
+        valid_from = self.valid_from if narrowing.valid_from is None else utc(narrowing.valid_from)
+        valid_until = self.valid_until if narrowing.valid_until is None else utc(narrowing.valid_until)
         if valid_from < self.valid_from or valid_until > self.valid_until:
             raise InvalidInput(
                 f"the narrowed period {valid_from.isoformat()} – {valid_until.isoformat()} is not within "
@@ -877,7 +875,7 @@ def _row_filter(text: str | None, dataset: Dataset, fields: Sequence[str]) -> st
 def _period(valid_from: Any, valid_until: Any, now: datetime) -> tuple[datetime, datetime]:
     if not isinstance(valid_from, datetime) or not isinstance(valid_until, datetime):
         raise InvalidInput("valid_from and valid_until must both be date-times")
-    valid_from, valid_until = records.utc(valid_from), records.utc(valid_until)
+    valid_from, valid_until = utc(valid_from), utc(valid_until)
     if valid_until <= valid_from:
         raise InvalidInput(
             f"the period ends ({valid_until.isoformat()}) before it starts ({valid_from.isoformat()})"
@@ -968,5 +966,5 @@ def _event_extras(schema_name: str, grant: Grant, reason: str | None) -> dict[st
     if schema_name == records.SUSPENDED:
         return {"reason": reason, "cause": (grant.suspension_cause or SuspensionCause.OPERATOR).value}
     if schema_name == records.EXPIRED:
-        return {"expired_at": records.utc(grant.valid_until)}
+        return {"expired_at": utc(grant.valid_until)}
     return {"reason": reason}

@@ -21,7 +21,7 @@ import fastavro
 
 from pdo.authorization.policy import Policy, load_policy
 from pdo.authorization.service import AuthorizationService
-from pdo.catalog.models import Dataset, DatasetRegistration
+from pdo.catalog.public import Dataset, DatasetRegistration
 from pdo.core import db, schemas, topics
 from pdo.core.config import Settings
 from pdo.core.errors import NotFound, Unavailable

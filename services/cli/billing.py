@@ -192,7 +192,7 @@ def run_reconcile(args) -> int:
 
 
 def run_assets(args) -> int:
-    from pdo.catalog.service import list_datasets
+    from pdo.catalog.public import list_datasets
     from pdo.metering.assets import asset_report
 
     settings = Settings.from_env()

@@ -49,7 +49,7 @@ def run_worker(args) -> int:
 
 
 def list_catalog(args) -> int:
-    from pdo.catalog.service import list_datasets
+    from pdo.catalog.public import list_datasets
 
     settings = Settings.from_env()
     engine = db.make_engine(settings.database_url)

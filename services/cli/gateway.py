@@ -112,7 +112,7 @@ def revoke_key(args) -> int:
 
 
 def _issuer(settings: Settings, store):
-    from pdo.catalog.service import list_datasets
+    from pdo.catalog.public import list_datasets
     from pdo.gateway.kafka_credentials import KafkaCredentialIssuer
 
     return KafkaCredentialIssuer(
@@ -186,9 +186,8 @@ def serve_gateway(settings: Settings) -> None:
     """Migrate, wire the services to Kafka, the registry and SQL, then serve the API in the foreground."""
     import uvicorn
 
-    from pdo.authorization.policy import load_policy
-    from pdo.authorization.service import AuthorizationService
-    from pdo.catalog.service import CatalogService
+    from pdo.authorization.public import AuthorizationService, load_policy
+    from pdo.catalog.public import CatalogService
     from pdo.core.events import EventPublisher
     from pdo.core.registry_client import RegistryClient
     from pdo.gateway.app import create_app

@@ -71,7 +71,7 @@ class Tally:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pdo.publishing.publisher import FeedPublisher
+    from pdo.publishing.public import FeedPublisher
 
     settings = Settings.from_env()
     engine = db.make_engine(settings.database_url)

@@ -23,6 +23,15 @@ def utc_now() -> datetime:
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
+def utc(moment: datetime) -> datetime:
+    """Aware UTC at millisecond precision: what Avro's timestamp-millis keeps, so rows and events agree.
+
+    SQLite hands datetimes back naive; pdo stores only UTC, so a naive value is UTC.
+    """
+    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
 def event_head(actor: str) -> dict[str, Any]:
     """The fields every pdo event begins with: a fresh id, when, and who caused it."""
     return {"event_id": str(uuid.uuid4()), "occurred_at": utc_now(), "actor": actor}

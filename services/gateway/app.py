@@ -39,7 +39,7 @@ from pdo.gateway.kafka_credentials import KafkaCredentialIssuer
 from pdo.gateway.limits import BodyLimitMiddleware
 from pdo.gateway.metrics import gateway_metrics
 from pdo.gateway.principals import PrincipalStore
-from pdo.publishing.publisher import FeedPublishers
+from pdo.publishing.public import FeedPublishers
 
 DESCRIPTION = """\
 pdo's API for data providers (register and maintain datasets, publish records to their feeds), tenants

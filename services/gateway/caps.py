@@ -25,7 +25,7 @@ from typing import Any
 
 from prometheus_client import Counter
 
-from pdo.authorization.models import RequestStatus
+from pdo.authorization.public import RequestStatus
 from pdo.core.config import Settings
 from pdo.core.errors import TooManyRequests
 from pdo.core.vocabulary import GrantStatus

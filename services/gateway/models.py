@@ -24,8 +24,8 @@ from pydantic import (
     create_model,
 )
 
-from pdo.authorization.models import DataRequest, Narrowing, RequestSpec
-from pdo.catalog.models import DatasetChanges, DatasetRegistration
+from pdo.authorization.public import DataRequest, Narrowing, RequestSpec
+from pdo.catalog.public import DatasetChanges, DatasetRegistration
 from pdo.core.ids import ID_RULE
 from pdo.core.vocabulary import (
     Classification,

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from pdo.catalog.models import Dataset
+from pdo.catalog.public import Dataset
 from pdo.gateway.auth import AnyPrincipal, Provider
 from pdo.gateway.deps import DatasetId, catalog
 from pdo.gateway.models import ERROR_RESPONSES, DatasetIn, DatasetPatch, Reason

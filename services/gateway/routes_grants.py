@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from pdo.authorization.models import Grant
+from pdo.authorization.public import Grant
 from pdo.core.vocabulary import GrantStatus
 from pdo.gateway.auth import Operator, TenantOrOperator
 from pdo.gateway.deps import GrantId, authorization, owned, tenant_scope

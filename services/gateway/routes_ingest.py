@@ -18,14 +18,14 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel, Field
 
-from pdo.catalog.models import Dataset
+from pdo.catalog.public import Dataset
 from pdo.core.errors import Forbidden
 from pdo.gateway.auth import Provider
 from pdo.gateway.deps import DatasetId, catalog
 from pdo.gateway.errors import printable, route_of
 from pdo.gateway.models import ERROR_RESPONSES, Body
 from pdo.gateway.principals import Principal
-from pdo.publishing.publisher import PublishReport
+from pdo.publishing.public import PublishReport
 
 MAX_BATCH = 1000
 

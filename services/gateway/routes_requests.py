@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from pdo.authorization.models import Grant, RequestStatus
+from pdo.authorization.public import Grant, RequestStatus
 from pdo.gateway.auth import Operator, Tenant, TenantOrOperator
 from pdo.gateway.deps import RequestId, authorization, owned, tenant_scope
 from pdo.gateway.models import (

@@ -59,7 +59,7 @@ from fastapi.responses import StreamingResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from starlette.background import BackgroundTask
 
-from pdo.authorization.models import Grant
+from pdo.authorization.public import Grant
 from pdo.core.codec import AvroCodec, CodecError
 from pdo.core.config import Settings
 from pdo.core.errors import Forbidden, InvalidInput, NotFound, Unavailable

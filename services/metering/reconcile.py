@@ -44,12 +44,11 @@ from prometheus_client import REGISTRY, CollectorRegistry, Gauge
 from sqlalchemy import Connection, Engine
 
 from pdo.authorization import tables as authz
-from pdo.authorization.records import utc
 from pdo.core import kafka
 from pdo.core.codec import AvroCodec, CodecError
 from pdo.core.config import Settings
 from pdo.core.errors import PdoError
-from pdo.core.events import utc_now
+from pdo.core.events import utc, utc_now
 from pdo.core.kafka import admin_client
 from pdo.core.provenance import PROVENANCE_FIELD, delivery_id
 from pdo.core.topics import tenant_topic

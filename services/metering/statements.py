@@ -33,9 +33,8 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.dialects import postgresql, sqlite
 
 from pdo.authorization import tables as authz
-from pdo.authorization.records import utc
 from pdo.core.errors import Conflict, InvalidInput, NotFound, PdoError
-from pdo.core.events import utc_now
+from pdo.core.events import utc, utc_now
 from pdo.core.names import Event
 from pdo.core.topics import TopicId
 from pdo.core.vocabulary import PricePlan, price_plan_from_json, price_plan_to_json

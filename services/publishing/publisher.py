@@ -36,8 +36,7 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError, KafkaTimeoutError, MessageSizeTooLargeError
 from sqlalchemy import Engine
 
-from pdo.catalog.models import Dataset
-from pdo.catalog.service import get_dataset
+from pdo.catalog.public import Dataset, get_dataset
 from pdo.core.codec import AvroCodec, SchemaMismatchError
 from pdo.core.config import Settings
 from pdo.core.errors import Conflict, InvalidInput, PdoError, Unavailable

@@ -47,8 +47,8 @@ import avro.schema
 from prometheus_client import Counter, Gauge
 from sqlalchemy.exc import OperationalError
 
-from pdo.authorization import row_filter
-from pdo.catalog.models import Dataset
+from pdo.authorization.public import row_filter
+from pdo.catalog.public import Dataset
 from pdo.core import schemas, topics
 from pdo.core.codec import AvroCodec, CodecError, Decoded, SchemaMismatchError
 from pdo.core.config import Settings

@@ -67,7 +67,7 @@ import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import Counter, Gauge, Histogram
 
-from pdo.catalog.service import get_dataset
+from pdo.catalog.public import get_dataset
 from pdo.core import schemas, topics
 from pdo.core.codec import AvroCodec, CodecError
 from pdo.core.config import Settings

@@ -34,7 +34,7 @@ from typing import Any
 
 import avro.schema
 
-from pdo.authorization.row_filter import Filter, require_in_scope
+from pdo.authorization.public import row_filter as rows
 from pdo.core.provenance import PROVENANCE_FIELD, provenance_schema
 from pdo.core.vocabulary import MaskingRule
 from pdo.sharing.masking import mask
@@ -102,7 +102,7 @@ class Provenance:
 def shape(
     record: dict[str, Any],
     scope: GrantScope,
-    row_filter: Filter | None,
+    row_filter: rows.Filter | None,
     provenance: Provenance,
     key: bytes,
 ) -> dict[str, Any] | None:
@@ -118,7 +118,7 @@ def shape(
         )
     if row_filter is not None:
         # Never evaluate a filter on what the tenant may not see: the rows it passes would reveal it.
-        require_in_scope(row_filter, scope.fields, scope.masking)
+        rows.require_in_scope(row_filter, scope.fields, scope.masking)
         if not row_filter.matches(record):
             return None
     granted = scope.fields

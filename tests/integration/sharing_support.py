@@ -19,15 +19,13 @@ import pytest
 from conftest import fresh_postgres_database, isolated_namespace
 from kafka import KafkaConsumer, TopicPartition
 
-from pdo.authorization.models import RequestSpec
-from pdo.authorization.policy import load_policy
-from pdo.authorization.service import AuthorizationService
+from pdo.authorization.public import AuthorizationService, RequestSpec, load_policy
 from pdo.authorization.testing import (
     TRAFFIC_FLOW_SCHEMA,
     approved_grant,
     register_traffic_dataset,
 )
-from pdo.catalog.service import CatalogService
+from pdo.catalog.public import CatalogService
 from pdo.core import db
 from pdo.core.codec import AvroCodec
 from pdo.core.config import Settings

@@ -12,14 +12,12 @@ import sqlalchemy as sa
 
 from pdo.authorization import projection, records
 from pdo.authorization import tables as t
-from pdo.authorization.models import Narrowing, RequestSpec, RequestStatus
-from pdo.authorization.policy import load_policy
-from pdo.authorization.service import AuthorizationService
+from pdo.authorization.public import AuthorizationService, Narrowing, RequestSpec, RequestStatus, load_policy
 from pdo.authorization.testing import create_topics, delete_topics, isolated_home, sample_catalog
 from pdo.core import db
 from pdo.core.codec import AvroCodec
 from pdo.core.config import Settings
-from pdo.core.events import EventPublisher, utc_now
+from pdo.core.events import EventPublisher, utc, utc_now
 from pdo.core.registry_client import RegistryClient
 from pdo.core.topics import TopicId
 from pdo.core.vocabulary import GrantStatus
@@ -161,7 +159,7 @@ def test_review_is_a_referral_event_on_the_requests_topic(settings, service, eng
         referred["reason"],
         referred["actor"],
     )
-    assert records.utc(row["updated_at"]) == referred["occurred_at"]
+    assert utc(row["updated_at"]) == referred["occurred_at"]
     assert on_topic(settings, TopicId.AUTHORIZATIONS, request_id=submitted.request_id) == []
 
 
@@ -224,7 +222,7 @@ def test_withdraw(settings, service, engine):
     assert [name for name, _ in events] == [records.SUBMITTED, records.WITHDRAWN]
     row = request_row(engine, submitted.request_id)
     assert (row["status"], row["decision_reason"]) == ("WITHDRAWN", events[1][1]["reason"])
-    assert records.utc(row["updated_at"]) == events[1][1]["occurred_at"]
+    assert utc(row["updated_at"]) == events[1][1]["occurred_at"]
 
 
 def test_suspend_and_resume(settings, service):
@@ -259,7 +257,7 @@ def test_expire(settings, service):
     assert [grant.grant_id for grant in expired] == [grant_id]
     assert_grant_agrees(settings, service, grant_id, [records.GRANTED, records.EXPIRED])
     (_, event) = on_topic(settings, TopicId.AUTHORIZATIONS, grant_id=grant_id)[-1]
-    assert event["expired_at"] == records.utc(request.valid_until)
+    assert event["expired_at"] == utc(request.valid_until)
 
 
 def test_a_wiped_database_is_rebuilt_from_the_topics(settings, service, engine):

@@ -15,16 +15,14 @@ from datetime import timedelta
 import pytest
 
 from pdo.authorization import projection, records
-from pdo.authorization.models import RequestSpec, RequestStatus
-from pdo.authorization.policy import load_policy
-from pdo.authorization.service import AuthorizationService
+from pdo.authorization.public import AuthorizationService, RequestSpec, RequestStatus, load_policy
 from pdo.authorization.testing import (
     create_topics,
     delete_topics,
     isolated_home,
     register_traffic_dataset,
 )
-from pdo.catalog.service import CatalogService
+from pdo.catalog.public import CatalogService
 from pdo.core import db, topics
 from pdo.core.codec import AvroCodec
 from pdo.core.config import Settings

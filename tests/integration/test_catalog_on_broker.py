@@ -14,9 +14,8 @@ import sqlalchemy as sa
 from conftest import admin_credentials, free_port, isolated_namespace, unique_name
 from kafka import KafkaConsumer, TopicPartition
 
-from pdo.catalog.models import DatasetChanges, DatasetRegistration
 from pdo.catalog.projection import rebuild_from_topic
-from pdo.catalog.service import CatalogService
+from pdo.catalog.public import CatalogService, DatasetChanges, DatasetRegistration
 from pdo.catalog.tables import datasets
 from pdo.core import db, schemas, topics
 from pdo.core.codec import AvroCodec

@@ -15,9 +15,8 @@ import pytest
 from conftest import ServerThread, fresh_postgres_database, isolated_namespace, scrape_headers, static_guard
 from kafka import KafkaConsumer, TopicPartition
 
-from pdo.authorization.policy import load_policy
-from pdo.authorization.service import AuthorizationService
-from pdo.catalog.service import CatalogService
+from pdo.authorization.public import AuthorizationService, load_policy
+from pdo.catalog.public import CatalogService
 from pdo.core import db, topics
 from pdo.core.codec import AvroCodec
 from pdo.core.config import Settings

@@ -22,10 +22,9 @@ import httpx
 import pytest
 from conftest import ServerThread, fresh_postgres_database, scrape_headers, static_guard
 
-from pdo.authorization.policy import load_policy
-from pdo.authorization.service import AuthorizationService
+from pdo.authorization.public import AuthorizationService, load_policy
 from pdo.authorization.testing import create_topics, isolated_home
-from pdo.catalog.service import CatalogService
+from pdo.catalog.public import CatalogService
 from pdo.core import db, topics
 from pdo.core.codec import AvroCodec
 from pdo.core.config import Settings

@@ -32,9 +32,8 @@ from sharing_support import (  # noqa: F401
 )
 
 from pdo.authorization import outbox
-from pdo.authorization.policy import load_policy
-from pdo.authorization.service import AuthorizationService
-from pdo.catalog.models import DatasetChanges
+from pdo.authorization.public import AuthorizationService, load_policy
+from pdo.catalog.public import DatasetChanges
 from pdo.core import topics
 from pdo.core.config import Settings
 from pdo.core.errors import Unavailable

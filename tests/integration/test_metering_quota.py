@@ -30,7 +30,7 @@ from sharing_support import (  # noqa: F401
 )
 
 from pdo.authorization.agents import AuthorizationHandlers
-from pdo.authorization.models import RequestSpec
+from pdo.authorization.public import RequestSpec
 from pdo.authorization.testing import approved_grant
 from pdo.core import topics
 from pdo.core.events import utc_now

@@ -24,8 +24,7 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 from conftest import ServerThread, admin_credentials, isolated_namespace, scrape_headers
 from kafka import KafkaConsumer, TopicPartition
 
-from pdo.catalog.models import Dataset, DatasetRegistration
-from pdo.catalog.service import CatalogService
+from pdo.catalog.public import CatalogService, Dataset, DatasetRegistration
 from pdo.core import db
 from pdo.core.codec import HEADER
 from pdo.core.config import Settings
@@ -38,7 +37,7 @@ from pdo.core.vocabulary import Classification, Domain, Openness, PriceKind, Pri
 from pdo.gateway.app import create_app
 from pdo.gateway.principals import PrincipalStore
 from pdo.publishing.conversion import from_json
-from pdo.publishing.publisher import FeedPublisher
+from pdo.publishing.public import FeedPublisher
 
 pytestmark = pytest.mark.integration
 

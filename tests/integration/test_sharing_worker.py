@@ -40,7 +40,7 @@ from sharing_support import (  # noqa: F401 - fixtures are imported by name
 )
 
 from pdo.authorization.testing import TRAFFIC_FLOW_SCHEMA
-from pdo.catalog.models import DatasetChanges
+from pdo.catalog.public import DatasetChanges
 from pdo.core import topics
 from pdo.core.config import Settings
 from pdo.core.kafka import kafka_python_connection, producer

@@ -10,8 +10,7 @@ from test_authorization_service import START, TENANT, spec
 
 from pdo.authorization import records
 from pdo.authorization.agents import AuthorizationHandlers
-from pdo.authorization.models import RequestStatus
-from pdo.authorization.service import AuthorizationService
+from pdo.authorization.public import AuthorizationService, RequestStatus
 from pdo.authorization.testing import TRAFFIC_FLOW_SCHEMA, Clock, Harness, RecordingPublisher, sqlite_harness
 from pdo.catalog import mapping as catalog_mapping
 from pdo.core.codec import Decoded, UndecodableError

@@ -10,7 +10,7 @@ from test_authorization_projection import walk_every_path
 from test_authorization_service import START
 
 from pdo.authorization import gauges, outbox
-from pdo.authorization.models import RequestStatus
+from pdo.authorization.public import RequestStatus
 from pdo.authorization.testing import sqlite_harness
 from pdo.core.vocabulary import GrantStatus
 

@@ -17,7 +17,7 @@ from pdo.authorization.lifecycle import (
     next_grant_status,
     next_request_status,
 )
-from pdo.authorization.models import RequestStatus
+from pdo.authorization.public import RequestStatus
 from pdo.core.errors import Conflict
 from pdo.core.vocabulary import GrantStatus
 

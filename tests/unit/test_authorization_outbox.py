@@ -13,10 +13,8 @@ from sqlalchemy.exc import IntegrityError
 
 from pdo.authorization import outbox, records
 from pdo.authorization import tables as t
-from pdo.authorization.models import RequestSpec
-from pdo.authorization.policy import load_policy
 from pdo.authorization.projection import SourcedEvent, project
-from pdo.authorization.service import AuthorizationService
+from pdo.authorization.public import AuthorizationService, RequestSpec, load_policy
 from pdo.authorization.testing import Clock, RecordingPublisher, sample_catalog
 from pdo.core import db
 from pdo.core.config import Settings

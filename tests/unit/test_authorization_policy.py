@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pdo.authorization.policy import (
-    Outcome,
-    Policy,
-    PolicyError,
-    RequestFacts,
-    load_policy,
-)
+from pdo.authorization.policy import Outcome, Policy, PolicyError, RequestFacts
+from pdo.authorization.public import load_policy
 from pdo.core.config import PROJECT_ROOT, Settings
 from pdo.core.vocabulary import Classification, Openness, TenantKind
 

@@ -13,9 +13,7 @@ from gateway_support import gateway_database
 
 from pdo.authorization import records
 from pdo.authorization.lifecycle import IllegalTransition
-from pdo.authorization.models import RequestSpec, RequestStatus
-from pdo.authorization.policy import load_policy
-from pdo.authorization.service import AuthorizationService
+from pdo.authorization.public import AuthorizationService, RequestSpec, RequestStatus, load_policy
 from pdo.authorization.testing import Clock, RecordingPublisher, sample_catalog
 from pdo.core import db
 from pdo.core.config import Settings

@@ -10,8 +10,8 @@ from test_authorization_service import OPERATOR, START, TENANT, spec
 
 from pdo.authorization import projection, records
 from pdo.authorization import tables as t
-from pdo.authorization.models import Narrowing, RequestStatus
 from pdo.authorization.projection import SourcedEvent
+from pdo.authorization.public import Narrowing, RequestStatus
 from pdo.authorization.testing import Harness, sqlite_harness
 from pdo.core import db
 from pdo.core.errors import Conflict

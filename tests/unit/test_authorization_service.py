@@ -14,9 +14,7 @@ from hypothesis import strategies as st
 from pdo.authorization import records
 from pdo.authorization import tables as t
 from pdo.authorization.lifecycle import GRANT_TRANSITIONS, GrantAction, IllegalTransition
-from pdo.authorization.models import Narrowing, RequestSpec, RequestStatus
-from pdo.authorization.policy import load_policy
-from pdo.authorization.service import AuthorizationService
+from pdo.authorization.public import AuthorizationService, Narrowing, RequestSpec, RequestStatus, load_policy
 from pdo.authorization.testing import (
     Clock,
     InMemoryCatalog,

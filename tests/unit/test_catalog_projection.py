@@ -12,9 +12,8 @@ import pytest
 import sqlalchemy as sa
 
 from pdo.catalog import mapping
-from pdo.catalog.models import Dataset
 from pdo.catalog.projection import InvalidCatalogEvent, Position, apply_catalog_event
-from pdo.catalog.service import get_dataset, list_datasets
+from pdo.catalog.public import Dataset, get_dataset, list_datasets
 from pdo.catalog.tables import datasets
 from pdo.core import db
 from pdo.core.errors import NotFound

@@ -15,8 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from pdo.catalog.agents import CatalogProjector
-from pdo.catalog.models import DatasetChanges, DatasetRegistration
-from pdo.catalog.service import CatalogService
+from pdo.catalog.public import CatalogService, DatasetChanges, DatasetRegistration
 from pdo.catalog.tables import datasets
 from pdo.core import db, schemas
 from pdo.core.codec import AvroCodec

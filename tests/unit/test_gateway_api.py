@@ -21,8 +21,9 @@ from gateway_support import gateway_database
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pdo.authorization.models import DataRequest, Grant, Narrowing, RequestSpec, RequestStatus, grant_id_for
-from pdo.catalog.models import Dataset, DatasetRegistration
+from pdo.authorization.models import grant_id_for
+from pdo.authorization.public import DataRequest, Grant, Narrowing, RequestSpec, RequestStatus
+from pdo.catalog.public import Dataset, DatasetRegistration
 from pdo.core import db
 from pdo.core.config import ConfigError, Settings
 from pdo.core.errors import Conflict, Forbidden, InvalidInput, NotFound, PdoError, Unavailable

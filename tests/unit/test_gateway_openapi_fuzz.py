@@ -22,16 +22,15 @@ from gateway_support import gateway_database
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
-from pdo.authorization.policy import load_policy
-from pdo.authorization.service import AuthorizationService
+from pdo.authorization.public import AuthorizationService, load_policy
 from pdo.authorization.testing import RecordingPublisher
-from pdo.catalog.service import CatalogService
+from pdo.catalog.public import CatalogService
 from pdo.core import db
 from pdo.core.config import Settings
 from pdo.core.registry_client import RegistryClient
 from pdo.gateway.app import create_app
 from pdo.gateway.kafka_credentials import InMemoryUsers, KafkaCredentialIssuer
-from pdo.publishing.publisher import PublishReport
+from pdo.publishing.public import PublishReport
 from pdo.registry.app import create_app as create_registry_app
 
 DATASET = "transport-trips"

@@ -24,7 +24,7 @@ from aiokafka import TopicPartition
 from conftest import ServerThread
 from gateway_support import gateway_database
 
-from pdo.authorization.models import Grant
+from pdo.authorization.public import Grant
 from pdo.core.config import Settings
 from pdo.core.vocabulary import GrantStatus, PriceKind, PricePlan
 from pdo.gateway import routes_streams as rs

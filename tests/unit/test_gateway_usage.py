@@ -14,7 +14,7 @@ from conftest import ServerThread
 from gateway_support import gateway_database
 from test_gateway_api import FakeAuthorization, FakeCatalog
 
-from pdo.catalog.models import DatasetRegistration
+from pdo.catalog.public import DatasetRegistration
 from pdo.core.config import Settings
 from pdo.core.vocabulary import Classification, Domain, Openness, PriceKind, PricePlan
 from pdo.gateway.app import create_app

@@ -11,7 +11,8 @@ import pytest
 
 from pdo.cli import publish
 from pdo.publishing.conversion import RecordError, from_json
-from pdo.publishing.publisher import PublishReport, Rejection
+from pdo.publishing.public import PublishReport
+from pdo.publishing.publisher import Rejection
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((ROOT / "deploy/examples/air-quality.dataset.json").read_text())["record_schema"]

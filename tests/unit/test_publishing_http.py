@@ -13,14 +13,14 @@ import httpx
 import pytest
 from conftest import ServerThread
 
-from pdo.catalog.models import Dataset
+from pdo.catalog.public import Dataset
 from pdo.core import db
 from pdo.core.config import Settings
 from pdo.core.errors import NotFound
 from pdo.core.vocabulary import Classification, Domain, Openness, PriceKind, PricePlan
 from pdo.gateway.app import create_app
 from pdo.gateway.principals import PrincipalStore
-from pdo.publishing.publisher import FeedPublishers
+from pdo.publishing.public import FeedPublishers
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_TEXT = json.dumps(

@@ -15,14 +15,15 @@ import fastavro
 import pytest
 from kafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 
-from pdo.catalog.models import Dataset
+from pdo.catalog.public import Dataset
 from pdo.core.codec import HEADER, AvroCodec
 from pdo.core.config import Settings
 from pdo.core.errors import Conflict, Unavailable
 from pdo.core.registry_client import RegistryClient
 from pdo.core.vocabulary import Classification, Domain, Openness, PriceKind, PricePlan
 from pdo.publishing.conversion import parse_schema
-from pdo.publishing.publisher import MAX_RECORD_BYTES, FeedPublisher, FeedPublishers
+from pdo.publishing.public import FeedPublisher, FeedPublishers
+from pdo.publishing.publisher import MAX_RECORD_BYTES
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_TEXT = json.dumps(

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from pdo.authorization import records
-from pdo.authorization.models import Narrowing, RequestSpec, RequestStatus
+from pdo.authorization.public import Narrowing, RequestSpec, RequestStatus
 from pdo.authorization.row_filter import (
     FilterScopeError,
     clear_fields,
