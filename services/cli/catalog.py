@@ -38,6 +38,7 @@ def run_worker(args) -> int:
     db.upgrade(settings.database_url)
     engine = db.make_engine(settings.database_url)
     app = create_app(settings, engine, app_id=args.group)
+    # create_app hangs the projector on the faust app (which takes extra attributes).
     serve_worker_metrics(args, settings, app.catalog_projector.metrics.registry)  # type: ignore[attr-defined]
     if not args.no_rebuild:
         # The consumer group's offsets survive a wiped database; reading the compacted topic first
