@@ -75,23 +75,23 @@ def create_app(settings: Settings, handlers: AuthorizationHandlers, app_id: str 
     catalog = source(app, TopicId.CATALOG, settings)
 
     @app.agent(requests, name="decide_request")
-    async def decide_request(stream):
+    async def decide_request(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             await asyncio.to_thread(handlers.on_request, source_message(event.message))
 
     @app.agent(quota_exceeded, name="suspend_on_quota")
-    async def suspend_on_quota(stream):
+    async def suspend_on_quota(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             await asyncio.to_thread(handlers.on_quota_exceeded, source_message(event.message))
 
     @app.agent(catalog, name="enforce_catalog_changes")
-    async def enforce_catalog_changes(stream):
+    async def enforce_catalog_changes(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             await asyncio.to_thread(handlers.on_catalog, source_message(event.message))
 
     # Every worker runs the relay: the outbox's lease lets one publish at a time, and any can take over.
     @app.timer(interval=OUTBOX_INTERVAL_S, name="publish_outbox")
-    async def publish_outbox():
+    async def publish_outbox() -> None:
         try:
             await asyncio.to_thread(handlers.publish_outbox)
         except Exception as error:  # the broker is away: the rows wait, in order, for the next tick
@@ -99,11 +99,11 @@ def create_app(settings: Settings, handlers: AuthorizationHandlers, app_id: str 
 
     # One worker runs the clock: the others would only find nothing left to do.
     @app.timer(interval=CLOCK_INTERVAL_S, on_leader=True, name="expire_due_grants")
-    async def expire_due_grants():
+    async def expire_due_grants() -> None:
         await asyncio.to_thread(handlers.tick)
 
     @app.timer(interval=CLOCK_INTERVAL_S, name="count_requests_and_grants")
-    async def count_requests_and_grants():
+    async def count_requests_and_grants() -> None:
         try:
             await asyncio.to_thread(gauges.refresh, handlers.service.engine)
         except Exception:  # the database may be down for a moment: the next tick counts again

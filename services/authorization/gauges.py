@@ -33,7 +33,7 @@ def refresh(engine: Engine) -> None:
             .select_from(t.requests)
             .where(t.requests.c.status == RequestStatus.PENDING_REVIEW.value)
         ).scalar_one()
-        by_status = dict(
+        by_status: dict[str, int] = dict(
             connection.execute(
                 sa.select(t.grants.c.status, sa.func.count()).group_by(t.grants.c.status)
             ).all()

@@ -34,7 +34,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import datetime, timedelta
 from functools import cache
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import fastavro
 import sqlalchemy as sa
@@ -232,7 +232,7 @@ def _encode(schema_name: str, value: dict[str, Any]) -> bytes:
 
 
 def _decode(schema_name: str, body: bytes) -> dict[str, Any]:
-    return fastavro.schemaless_reader(io.BytesIO(body), _parsed(schema_name), None)
+    return cast(dict[str, Any], fastavro.schemaless_reader(io.BytesIO(body), _parsed(schema_name), None))
 
 
 @cache

@@ -229,9 +229,9 @@ def read_events(settings: Settings, topic: TopicId, codec: AvroCodec, timeout_s:
         consumer.assign(partitions)
         consumer.seek_to_beginning(*partitions)
         end = consumer.end_offsets(partitions)
-        events: list[SourcedEvent] = []
+        events: list[SourcedEvent | None] = []
         deadline = time.monotonic() + timeout_s
-        while any(consumer.position(tp) < end[tp] for tp in partitions):
+        while any((consumer.position(tp) or 0) < end[tp] for tp in partitions):  # None: not known yet
             if time.monotonic() > deadline:
                 raise Unavailable(f"could not read {name} to its end within {timeout_s} s")
             for messages in consumer.poll(timeout_ms=500).values():

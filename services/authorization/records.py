@@ -64,7 +64,7 @@ def request_to_row(request: DataRequest) -> dict[str, Any]:
     }
 
 
-def request_from_row(row: Mapping[str, Any]) -> DataRequest:
+def request_from_row(row: Mapping[Any, Any]) -> DataRequest:
     return DataRequest(
         request_id=row["request_id"],
         tenant_id=row["tenant_id"],
@@ -107,7 +107,7 @@ def grant_to_row(grant: Grant) -> dict[str, Any]:
     }
 
 
-def grant_from_row(row: Mapping[str, Any], history: tuple[GrantTransition, ...] = ()) -> Grant:
+def grant_from_row(row: Mapping[Any, Any], history: tuple[GrantTransition, ...] = ()) -> Grant:
     return Grant(
         grant_id=row["grant_id"],
         request_id=row["request_id"],
@@ -142,7 +142,7 @@ def transition_to_row(transition: GrantTransition) -> dict[str, Any]:
     }
 
 
-def transition_from_row(row: Mapping[str, Any]) -> GrantTransition:
+def transition_from_row(row: Mapping[Any, Any]) -> GrantTransition:
     return GrantTransition(
         grant_id=row["grant_id"],
         from_status=GrantStatus(row["from_status"]) if row["from_status"] else None,

@@ -433,6 +433,7 @@ def _compare(actual: Any, operator: str, expected: Literal) -> bool:
         return _equal(actual, expected)
     if operator == "!=":
         return not _equal(actual, expected)
+    right: Any  # the literal, or the moment a date literal stands for
     if _same_order_kind(actual, expected):
         left, right = actual, expected
     elif isinstance(actual, datetime | date) and isinstance(expected, str):

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta
+from enum import Enum
 from typing import Any, Protocol
 
 import sqlalchemy as sa
@@ -779,7 +780,11 @@ class _Scope:
         quota = self.daily_quota_records
         if narrowing.daily_quota_records is not None:
             quota = _positive(narrowing.daily_quota_records, "daily_quota_records")
-            if self.daily_quota_records is not None and quota > self.daily_quota_records:
+            if (
+                quota is not None
+                and self.daily_quota_records is not None
+                and quota > self.daily_quota_records
+            ):
                 raise InvalidInput(
                     f"daily_quota_records {quota} is more than the {self.daily_quota_records} requested"
                 )
@@ -893,7 +898,7 @@ def _positive(value: Any, name: str) -> int | None:
     return value
 
 
-def _status(kind: type, value: str) -> Any:
+def _status(kind: type[Enum], value: str) -> Any:
     try:
         return kind(value)
     except ValueError:

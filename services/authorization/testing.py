@@ -77,7 +77,7 @@ class RecordingPublisher:
 
     def decoded(self) -> list[tuple[str, dict[str, Any]]]:
         """(schema name, value) of every event as a consumer would read it: through Avro and back."""
-        out = []
+        out: list[tuple[str, Any]] = []
         for event in self.events:
             buffer = io.BytesIO()
             fastavro.schemaless_writer(buffer, self._schema(event.schema_name), event.value)
@@ -214,8 +214,14 @@ def sqlite_harness(folder: Path, start: datetime, policy: Policy | None = None) 
     db.upgrade(url)
     engine = db.make_engine(url)
     publisher, catalog, clock = RecordingPublisher(), sample_catalog(), Clock(start)
+    # RecordingPublisher stands in for EventPublisher (it records instead of sending): not a subclass.
     service = AuthorizationService(
-        engine, publisher, catalog, policy or load_policy(), Settings.from_env(), clock
+        engine,
+        publisher,  # type: ignore[arg-type]
+        catalog,
+        policy or load_policy(),
+        Settings.from_env(),
+        clock,
     )
     try:
         yield Harness(service, publisher, catalog, clock, engine)

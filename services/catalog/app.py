@@ -37,6 +37,6 @@ def create_app(
             codec,
             dead_letters=lambda: EventPublisher(settings, codec),
         )
-    app.catalog_projector = projector
+    app.catalog_projector = projector  # type: ignore[attr-defined]  # faust apps take extra attributes
     attach_agents(app, settings, projector)
     return app

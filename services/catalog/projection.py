@@ -241,8 +241,9 @@ def _records_to_end(consumer: KafkaConsumer, topic: str, timeout_s: float):
     consumer.seek_to_beginning(*partitions)
     end = consumer.end_offsets(partitions)
     deadline = time.monotonic() + timeout_s
-    # Positions, not record offsets, mark progress: compaction leaves gaps in a partition's offsets.
-    while any(consumer.position(partition) < end[partition] for partition in partitions):
+    # Positions, not record offsets, mark progress: compaction leaves gaps in a partition's offsets. A position
+    # not known yet (None) counts as 0.
+    while any((consumer.position(partition) or 0) < end[partition] for partition in partitions):
         if time.monotonic() > deadline:
             raise Unavailable(f"reading {topic} to its end took longer than {timeout_s} s")
         for batch in consumer.poll(timeout_ms=500).values():

@@ -11,7 +11,7 @@ import re
 import warnings
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
 import avro.errors
 import avro.schema
@@ -38,6 +38,14 @@ E = TypeVar("E", bound=StrEnum)
 def check_dataset_id(dataset_id: Any) -> str:
     """It becomes part of topic names (pdo.feed.<id>, pdo.tenant.<tenant>.<id>): see `pdo.core.ids`."""
     return check_id("dataset id", dataset_id)
+
+
+@overload
+def check_text(what: str, value: Any, max_length: int, *, required: Literal[True] = True) -> str: ...
+
+
+@overload
+def check_text(what: str, value: Any, max_length: int, *, required: bool) -> str | None: ...
 
 
 def check_text(what: str, value: Any, max_length: int, *, required: bool = True) -> str | None:

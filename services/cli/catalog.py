@@ -38,7 +38,8 @@ def run_worker(args) -> int:
     db.upgrade(settings.database_url)
     engine = db.make_engine(settings.database_url)
     app = create_app(settings, engine, app_id=args.group)
-    serve_worker_metrics(args, settings, app.catalog_projector.metrics.registry)
+    # create_app hangs the projector on the faust app (which takes extra attributes).
+    serve_worker_metrics(args, settings, app.catalog_projector.metrics.registry)  # type: ignore[attr-defined]
     if not args.no_rebuild:
         # The consumer group's offsets survive a wiped database; reading the compacted topic first
         # restores every row, and the agent then continues from the group's offsets (idempotently).

@@ -112,7 +112,7 @@ def print_usage(args) -> int:
         )
     finally:
         engine.dispose()
-    rows = [
+    rows: list[tuple[str, ...]] = [
         (
             w.window_start.strftime("%Y-%m-%d %H:%M"),
             w.tenant_id,

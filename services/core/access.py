@@ -34,6 +34,7 @@ from kafka.admin import (
     UserScramCredentialDeletion,
     UserScramCredentialUpsertion,
 )
+from kafka.errors import NoError
 
 from pdo.core import topics
 from pdo.core.config import Settings, ensure_local_secret
@@ -85,7 +86,8 @@ class Grant:
     def from_kafka(cls, acl: ACL) -> Grant:
         pattern = acl.resource_pattern
         return cls(
-            principal=acl.principal,
+            # The stubs type ACL.principal as its filter parent's `str | None`; an ACL's constructor needs a str.
+            principal=acl.principal,  # type: ignore[arg-type]
             resource_type=ResourceType(pattern.resource_type).name,
             resource_name=pattern.resource_name,
             pattern=ACLResourcePatternType(pattern.pattern_type).name,
@@ -103,7 +105,7 @@ class TopicAccess:
     parties: dict[str, str] = field(default_factory=dict)  # "tenant" / "provider" -> role
 
     def services_for(self, role: str) -> tuple[str, ...]:
-        return getattr(self, role)
+        return {"produce": self.produce, "consume": self.consume, "create": self.create}[role]
 
 
 @dataclass(frozen=True)
@@ -210,9 +212,10 @@ def check_declarations(settings: Settings) -> list[str]:
 
 def topic_resource(spec: TopicSpec) -> tuple[str, str]:
     """(name, pattern): a plain topic literally; a template by its fixed part before the first placeholder."""
-    if not spec.templated:
+    placeholder = PLACEHOLDER.search(spec.name)  # a topic is templated exactly when it has one
+    if placeholder is None:
         return spec.name, "LITERAL"
-    return spec.name[: PLACEHOLDER.search(spec.name).start()], "PREFIXED"
+    return spec.name[: placeholder.start()], "PREFIXED"
 
 
 def desired_service_acls(settings: Settings) -> set[Grant]:
@@ -285,7 +288,7 @@ def acl_filter(principal: str | None = None, resource_type: ResourceType = Resou
 def current_acls(admin: KafkaAdminClient, principal: str | None = None) -> set[Grant]:
     """The ALLOW ACLs on the broker (of one principal, or all)."""
     acls, error = admin.describe_acls(acl_filter(principal))
-    if error.errno:
+    if error is not NoError:
         raise PdoError(f"the broker would not list its ACLs: {error}", "run this as the admin user")
     return {Grant.from_kafka(acl) for acl in acls if acl.permission_type == ACLPermissionType.ALLOW}
 
@@ -293,10 +296,13 @@ def current_acls(admin: KafkaAdminClient, principal: str | None = None) -> set[G
 def grant(admin: KafkaAdminClient, grants: set[Grant]) -> None:
     if not grants:
         return
-    result = admin.create_acls([g.to_kafka() for g in sorted(grants)])
-    if result.get("failed"):
-        failures = "; ".join(f"{acl}: {error}" for acl, error in result["failed"])
-        raise PdoError(f"the broker refused ACLs: {failures}", "run this as the admin user")
+    failed = admin.create_acls([g.to_kafka() for g in sorted(grants)])["failed"]
+    if failed:
+        # kafka-python reports each refusal by its error class alone, without the ACL it refused.
+        reasons = ", ".join(sorted({error.__name__ for error in failed}))
+        raise PdoError(
+            f"the broker refused {len(failed)} of {len(grants)} ACLs: {reasons}", "run this as the admin user"
+        )
 
 
 def revoke(admin: KafkaAdminClient, grants: set[Grant]) -> None:
@@ -304,7 +310,7 @@ def revoke(admin: KafkaAdminClient, grants: set[Grant]) -> None:
         return
     filters = [g.to_kafka() for g in sorted(grants)]
     for _filter, _matched, error in admin.delete_acls(filters):
-        if error.errno:
+        if error is not NoError:
             raise PdoError(f"the broker would not remove ACLs: {error}", "run this as the admin user")
 
 
@@ -378,7 +384,7 @@ def delete_user(admin: KafkaAdminClient, user: str) -> bool:
     return True
 
 
-def _raise_user_errors(errors: dict, what: str) -> None:
+def _raise_user_errors(errors: dict[str, str | None], what: str) -> None:
     failed = {user: error for user, error in errors.items() if error}
     if failed:
         raise PdoError(

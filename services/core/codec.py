@@ -97,6 +97,7 @@ class AvroCodec:
 
     def decode(self, data: bytes | None) -> Decoded:
         schema_id = self.schema_id_of(data)
+        assert data is not None  # schema_id_of refused an empty value
         writer = self._writer_by_id(schema_id)
         body = io.BytesIO(data)
         body.seek(HEADER.size)
@@ -112,6 +113,8 @@ class AvroCodec:
                 f"{len(data) - body.tell()} bytes left over after decoding {writer.name}: "
                 "the record was written with another schema than its header says"
             )
+        if not isinstance(value, dict):
+            raise SchemaMismatchError(f"schema id {schema_id} ({writer.name}) is not a record schema")
         return Decoded(schema_id, writer.name, value)
 
     @staticmethod
@@ -124,7 +127,7 @@ class AvroCodec:
         magic, schema_id = HEADER.unpack_from(data)
         if magic != MAGIC_BYTE:
             raise UndecodableError(f"magic byte is {magic}, not {MAGIC_BYTE}: not Confluent-framed Avro")
-        return schema_id
+        return int(schema_id)
 
     def _writer_for(self, topic: str, schema: NamedSchema) -> _Writer:
         key = (topic, schema.fullname)

@@ -11,14 +11,15 @@ import logging
 import os
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TypeVar, overload
 
 from pdo.core.errors import PdoError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class ConfigError(PdoError):
@@ -83,15 +84,24 @@ def ensure_local_secret(run_dir: Path, name: str) -> str:
     return secret
 
 
+@overload
+def _setting(env: str, default: str, doc: str, *, secret: bool = False) -> str: ...
+
+
+@overload
+def _setting(env: str, default: T, doc: str, parse: Callable[[str], T], secret: bool = False) -> T: ...
+
+
 def _setting(
-    env: str, default: Any, doc: str, parse: Callable[[str], Any] = str, secret: bool = False
-) -> Any:
+    env: str, default: object, doc: str, parse: Callable[[str], object] = str, secret: bool = False
+) -> object:
     """A field read from `env` when Settings is built (never at import), `default` when unset or empty.
 
-    A secret's value is never printed: `describe` shows only whether it is still the default.
+    A secret's value is never printed: `describe` shows only whether it is still the default. The overloads
+    make the field's declared type the type of its default and of what `parse` returns.
     """
 
-    def read() -> Any:
+    def read() -> object:
         raw = os.environ.get(env, "")
         if raw == "":
             return default
@@ -327,7 +337,8 @@ class Settings:
         """The secret setting `name`, refused (ConfigError naming its variable) when it is a published
         placeholder or too short, unless PDO_ENVIRONMENT=development, which accepts it with a warning."""
         setting = next(f for f in fields(self) if f.name == name)
-        value, env = getattr(self, name), setting.metadata["env"]
+        value: str = getattr(self, name)  # every secret setting is a string
+        env = setting.metadata["env"]
         reason = weak_secret_reason(value)
         if reason is None:
             return value
@@ -343,7 +354,8 @@ class Settings:
 
     def metrics_port(self, service: str) -> int:
         """The metrics port of a stream worker by its service name ("catalog", "sharing", ...)."""
-        return getattr(self, f"{service}_metrics_port")
+        port: int = getattr(self, f"{service}_metrics_port")
+        return port
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -359,7 +371,7 @@ class Settings:
         """(variable, value in force, meaning) for each setting, in declaration order."""
         return [(f.metadata["env"], self._shown(f), f.metadata["doc"]) for f in fields(self)]
 
-    def _shown(self, setting) -> str:
+    def _shown(self, setting: Field[object]) -> str:
         value = getattr(self, setting.name)
         if not setting.metadata["secret"]:
             return str(value)

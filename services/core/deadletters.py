@@ -11,9 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kafka import TopicPartition
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from pdo.core import topics
+from pdo.core.codec import AvroCodec
+from pdo.core.config import Settings
 from pdo.core.errors import PdoError
 from pdo.core.events import event_head, utc_now
 from pdo.core.kafka import consumer as kafka_consumer
@@ -104,7 +106,7 @@ class StoredDeadLetter:
 
 
 def read_dead_letters(
-    settings: Any, codec: Any, timeout_s: float = 30.0, newest: int | None = None
+    settings: Settings, codec: AvroCodec, timeout_s: float = 30.0, newest: int | None = None
 ) -> list[StoredDeadLetter]:
     """Every dead letter on the topic now (or only the `newest` of each partition), oldest first per partition.
 
@@ -131,17 +133,26 @@ def read_dead_letters(
         consumer.close()
 
 
-def _seek_back(consumer: Any, assigned: list, ends: dict, count: int) -> None:
+def _seek_back(
+    consumer: KafkaConsumer, assigned: list[TopicPartition], ends: dict[TopicPartition, int], count: int
+) -> None:
     """Move each partition to `count` offsets before its end, never before its first kept offset."""
     firsts = consumer.beginning_offsets(assigned)
     for tp in assigned:
         consumer.seek(tp, max(firsts[tp], ends[tp] - count))
 
 
-def _drain(consumer: Any, assigned: list, ends: dict, codec: Any, timeout_s: float) -> list[StoredDeadLetter]:
+def _drain(
+    consumer: KafkaConsumer,
+    assigned: list[TopicPartition],
+    ends: dict[TopicPartition, int],
+    codec: AvroCodec,
+    timeout_s: float,
+) -> list[StoredDeadLetter]:
     found: list[StoredDeadLetter] = []
     deadline = time.monotonic() + timeout_s
-    while any(consumer.position(tp) < ends[tp] for tp in assigned):
+    # A position not known yet (its lookup timed out) counts as the start: keep reading until the deadline.
+    while any((consumer.position(tp) or 0) < ends[tp] for tp in assigned):
         if time.monotonic() > deadline:
             raise TimeoutError(f"could not read the dead-letter topic to its end within {timeout_s} s")
         for tp, messages in consumer.poll(timeout_ms=500).items():
@@ -179,12 +190,12 @@ class ReplayLedger:
     that replays: operators replay from one place. Written after each acknowledged replay.
     """
 
-    def __init__(self, path: Any) -> None:
+    def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self.entries: dict[str, dict[str, str]] = self._load()
 
     @classmethod
-    def for_settings(cls, settings: Any) -> ReplayLedger:
+    def for_settings(cls, settings: Settings) -> ReplayLedger:
         return cls(settings.run_dir / "deadletters" / "replayed.json")
 
     def __contains__(self, letter: StoredDeadLetter) -> bool:
@@ -237,7 +248,7 @@ def replay_headers(letter: StoredDeadLetter) -> list[tuple[str, bytes]]:
     ]
 
 
-def replay(letter: StoredDeadLetter, kafka_producer: Any, timeout_s: float) -> str:
+def replay(letter: StoredDeadLetter, kafka_producer: KafkaProducer, timeout_s: float) -> str:
     """Put the original key, value and headers back on the source topic and partition; the new position."""
     value = letter.value
     metadata = kafka_producer.send(

@@ -11,7 +11,7 @@ of a topic name and nothing else, and (tenant, dataset) → topic is injective.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TypeGuard
 
 from pdo.core.errors import InvalidInput
 
@@ -23,12 +23,12 @@ ID_HINT = (
 )
 
 
-def is_id(value: Any) -> bool:
+def is_id(value: object) -> TypeGuard[str]:
     # fullmatch, because '$' also matches before a trailing newline.
     return isinstance(value, str) and ID_PATTERN.fullmatch(value) is not None
 
 
-def check_id(what: str, value: Any) -> str:
+def check_id(what: str, value: object) -> str:
     """`value` when it is a valid id, else InvalidInput naming `what` and the rule."""
     if not is_id(value):
         shown = value[:80] if isinstance(value, str) else value

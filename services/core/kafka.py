@@ -94,7 +94,7 @@ def aiokafka_connection(settings: Settings) -> dict[str, Any]:
     return config
 
 
-def _timeouts(settings: Settings) -> dict:
+def _timeouts(settings: Settings) -> dict[str, Any]:
     timeout_ms = settings.kafka_timeout_s * 1000
     return {
         **kafka_python_connection(settings),
@@ -115,7 +115,7 @@ def admin_client(settings: Settings) -> Iterator[KafkaAdminClient]:
         client.close()
 
 
-def producer(settings: Settings, **config) -> KafkaProducer:
+def producer(settings: Settings, **config: Any) -> KafkaProducer:
     """A producer that waits for the broker's acknowledgement and never reorders a partition's records.
 
     A send to a topic the broker does not have gives up after PDO_KAFKA_TIMEOUT_S, not kafka-python's 60 s.
@@ -132,7 +132,7 @@ def producer(settings: Settings, **config) -> KafkaProducer:
         raise _unreachable(settings, error) from error
 
 
-def consumer(settings: Settings, **config) -> KafkaConsumer:
+def consumer(settings: Settings, **config: Any) -> KafkaConsumer:
     """A consumer with pdo's timeouts; Unavailable when no broker answers, leaving nothing running behind.
 
     kafka-python bootstraps inside the constructor and, when that fails, leaves the network client it
@@ -141,7 +141,7 @@ def consumer(settings: Settings, **config) -> KafkaConsumer:
     """
     made: list[KafkaNetClient] = []
 
-    def network_client(**client_config) -> KafkaNetClient:
+    def network_client(**client_config: Any) -> KafkaNetClient:
         made.append(KafkaNetClient(**client_config))
         return made[-1]
 

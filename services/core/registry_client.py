@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from typing import Any
 
 import httpx
 
@@ -21,7 +22,12 @@ ACCESS_HINTS = {
 
 
 class RegistryError(PdoError):
-    """The registry refused a call or could not be reached; the message carries its reason."""
+    """The registry refused a call or could not be reached; the message carries its reason and `error_code`
+    the registry's own code (e.g. 40403), None when it gave none or was not reached."""
+
+    def __init__(self, message: str, hint: str = "", error_code: int | None = None) -> None:
+        super().__init__(message, hint)
+        self.error_code = error_code
 
 
 class SchemaIdNotFound(RegistryError):
@@ -65,7 +71,7 @@ class RegistryClient:
     def __enter__(self) -> RegistryClient:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def register(self, subject: str, schema_json: str) -> int:
@@ -89,12 +95,13 @@ class RegistryClient:
         try:
             body = self._call("GET", f"/schemas/ids/{schema_id}")
         except RegistryError as error:
-            if getattr(error, "error_code", None) == SCHEMA_NOT_FOUND:
+            if error.error_code == SCHEMA_NOT_FOUND:
                 raise SchemaIdNotFound(schema_id) from None
             raise
+        schema_json = str(body["schema"])
         with self._lock:
-            self._schemas[schema_id] = body["schema"]
-        return body["schema"]
+            self._schemas[schema_id] = schema_json
+        return schema_json
 
     def set_compatibility(self, subject: str, level: str) -> None:
         """Set `subject`'s compatibility level (services may only set FULL_TRANSITIVE, the strictest)."""
@@ -102,7 +109,7 @@ class RegistryClient:
             "PUT", f"/config/{subject}", json={"compatibility": level}, headers={"Content-Type": CONTENT_TYPE}
         )
 
-    def _call(self, method: str, path: str, **kwargs) -> dict:
+    def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         try:
             response = self._http.request(method, self.url + path, **kwargs)
         except httpx.HTTPError as error:
@@ -111,7 +118,8 @@ class RegistryClient:
                 hint="start it with `pdo registry serve`, or point PDO_REGISTRY_URL at a running one",
             ) from None
         if response.is_success:
-            return response.json()
+            body: dict[str, Any] = response.json()  # every answer of the Confluent API is a JSON object
+            return body
         raise self._refusal(method, path, response)
 
     def _refusal(self, method: str, path: str, response: httpx.Response) -> RegistryError:
@@ -123,9 +131,8 @@ class RegistryClient:
         refused = f"schema registry at {self.url} refused {method} {path}"
         if response.status_code in ACCESS_HINTS:  # name the user (never the password): it is what to fix
             refused += f" for user {self._user!r}"
-        error = RegistryError(
+        return RegistryError(
             f"{refused}: {message} (HTTP {response.status_code})",
             hint=ACCESS_HINTS.get(response.status_code, ""),
+            error_code=code,
         )
-        error.error_code = code
-        return error

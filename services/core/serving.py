@@ -5,19 +5,24 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # uvicorn and starlette load only when a server is made
+    from starlette.types import ASGIApp
 
 
 def free_port() -> int:
     """A loopback port nothing listens on right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 class ServerThread:
     """A uvicorn server for an ASGI app on a free loopback port, in a background thread."""
 
-    def __init__(self, app, start_timeout_s: float = 10) -> None:
+    def __init__(self, app: ASGIApp, start_timeout_s: float = 10) -> None:
         import uvicorn
 
         self.port = free_port()
@@ -36,6 +41,6 @@ class ServerThread:
             time.sleep(0.02)
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)

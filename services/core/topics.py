@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cache
 from pathlib import Path
+from typing import TypeVar
 
 import yaml
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
@@ -17,6 +18,8 @@ from kafka.errors import TopicAlreadyExistsError
 from pdo.core.config import Settings
 from pdo.core.errors import PdoError
 from pdo.core.ids import check_id
+
+T = TypeVar("T")
 
 # Kafka accepts these characters in topic names (template parameters keep to the stricter id rule).
 LEGAL_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
@@ -87,7 +90,7 @@ class TopicSpec:
         return TopicSpec(**{**self.__dict__, "name": name})
 
 
-def _require(raw: dict, key: str, kind: type, source: Path):
+def _require(raw: dict[str, object], key: str, kind: type[T], source: Path) -> T:
     value = raw.get(key)
     if not isinstance(value, kind) or isinstance(value, bool):
         raise TopicDeclarationError(
@@ -269,6 +272,7 @@ def _compare(admin: KafkaAdminClient, declaration: TopicSpec, report: ApplyRepor
 
 def _topic_configs(admin: KafkaAdminClient, topic: str) -> dict[str, str]:
     wanted = {"cleanup.policy": None, "retention.ms": None}
-    resource = ConfigResource(ConfigResourceType.TOPIC, topic, configs=wanted)
+    # Describing needs only the names (the stubs type `configs` for altering, where values are set).
+    resource = ConfigResource(ConfigResourceType.TOPIC, topic, configs=wanted)  # type: ignore[arg-type]
     described = admin.describe_configs([resource], config_filter="all")["topic"][topic]
     return {key: entry["value"] for key, entry in described.items() if key in wanted}

@@ -26,9 +26,10 @@ import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import faust
-from faust.types import TP
+from faust.types import TP, ConsumerT, Message
 from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -52,46 +53,49 @@ class ConsumerProgress:
 
 
 # Weak, so apps that tests build and drop leave nothing behind; a running app holds its progress.
-_watched: weakref.WeakSet[ConsumerProgress] = weakref.WeakSet()
+_watched: weakref.WeakKeyDictionary[faust.App, ConsumerProgress] = weakref.WeakKeyDictionary()
 
 
 class LastRecordSensor(faust.Sensor):
     """Notes the time of each record the consumer hands to a stream (cheap: it runs on the event loop)."""
 
-    def __init__(self, progress: ConsumerProgress, clock: Callable[[], float] = time.time, **kwargs) -> None:
+    def __init__(
+        self, progress: ConsumerProgress, clock: Callable[[], float] = time.time, **kwargs: Any
+    ) -> None:
         self.progress = progress
         self.clock = clock
         super().__init__(**kwargs)
 
-    def on_message_in(self, tp, offset, message) -> None:
+    def on_message_in(self, tp: TP, offset: int, message: Message) -> None:
         self.progress.last_record_at = self.clock()
 
 
-async def sample_lag(consumer) -> dict[TP, int]:
+async def sample_lag(consumer: ConsumerT) -> dict[TP, int]:
     """Records not yet committed per assigned partition: end offset minus committed (or position)."""
     assigned = consumer.assignment()
     if not assigned:
         return {}
     ends = await consumer.highwaters(*assigned)
-    lag = {}
+    lag: dict[TP, int] = {}
     for tp in assigned:
-        # faust keeps what it committed per partition but offers no public getter for it.
-        done = consumer._committed_offset.get(tp)
+        # faust keeps what it committed per partition but offers no public getter for it (nor declares it).
+        done = consumer._committed_offset.get(tp)  # type: ignore[attr-defined]
         if done is None:
             done = await consumer.position(tp)
-        if ends.get(tp) is not None and done is not None:
-            lag[tp] = max(ends[tp] - done, 0)
+        end = ends.get(tp)
+        if end is not None and done is not None:
+            lag[tp] = max(end - done, 0)
     return lag
 
 
 def watch(app: faust.App) -> ConsumerProgress:
     """Add the lag timer and the last-record sensor to `app`; its metrics appear at the next scrape."""
     progress = ConsumerProgress(service=app.conf.id)
-    app.consumer_progress = progress  # the app owns it: the weak set forgets it with the app
-    _watched.add(progress)
+    _watched[app] = progress  # the app owns it: the weak mapping forgets it with the app
     app.sensors.add(LastRecordSensor(progress))
 
-    @app.timer(interval=LAG_INTERVAL_S, name="sample_consumer_lag")
+    # faust's timer decorator is declared as returning a bare Callable.
+    @app.timer(interval=LAG_INTERVAL_S, name="sample_consumer_lag")  # type: ignore[untyped-decorator]
     async def sample_consumer_lag() -> None:
         try:
             progress.lag = await asyncio.wait_for(sample_lag(app.consumer), LAG_TIMEOUT_S)
@@ -99,6 +103,11 @@ def watch(app: faust.App) -> ConsumerProgress:
             log.debug("consumer lag not sampled this time: %r", error)
 
     return progress
+
+
+def progress_of(app: faust.App) -> ConsumerProgress:
+    """The progress `watch` keeps for `app`."""
+    return _watched[app]
 
 
 class ConsumerCollector(Collector):
@@ -115,7 +124,7 @@ class ConsumerCollector(Collector):
             "When the worker last received a record (Unix time, the worker's clock)",
             labels=["service"],
         )
-        for progress in list(_watched):
+        for progress in list(_watched.values()):
             for tp, records in sorted(progress.lag.items()):
                 lag.add_metric([progress.service, tp.topic, str(tp.partition)], records)
             if progress.last_record_at is not None:

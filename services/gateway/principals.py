@@ -7,6 +7,7 @@ PBKDF2-HMAC-SHA256 of the whole key with a per-key random salt; checking compare
 
 from __future__ import annotations
 
+import builtins  # PrincipalStore.list hides the builtin in the class's annotations
 import hashlib
 import hmac
 import re
@@ -225,11 +226,11 @@ class PrincipalStore:
             raise NotFound(f"no API key {key_id[:40]!r}", hint="`pdo principals keys --id ...` lists them")
         return found[0]
 
-    def keys(self, principal_id: str) -> list[KeyInfo]:
+    def keys(self, principal_id: str) -> builtins.list[KeyInfo]:
         """The principal's keys, newest first, without any secret."""
         return self._keys(api_keys.c.principal_id == principal_id)
 
-    def _keys(self, where) -> list[KeyInfo]:
+    def _keys(self, where) -> builtins.list[KeyInfo]:
         query = (
             sa.select(
                 api_keys.c.key_id, api_keys.c.principal_id, api_keys.c.created_at, api_keys.c.revoked_at

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import faust
+from sqlalchemy import Engine
 
 from pdo.core.codec import AvroCodec
 from pdo.core.config import Settings
@@ -58,7 +59,7 @@ class Runtime:
 
     handler: MeteringHandler
     publisher: EventPublisher
-    engine: Any
+    engine: Engine
 
     def close(self) -> None:
         self.publisher.close()
@@ -111,8 +112,9 @@ def create_app(
     handler = runtime.handler
 
     @app.agent(deliveries, name="meter_deliveries")
-    async def meter_deliveries(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(batch_size, within_s):
+    async def meter_deliveries(stream: faust.StreamT[bytes]) -> None:
+        # take_events is faust's Stream's, missing from the StreamT interface.
+        async for events in stream.take_events(batch_size, within_s):  # type: ignore[attr-defined]
             await meter(handler, [source_message(event.message) for event in events])
 
     # One worker publishes: the others would only find nothing left to do.

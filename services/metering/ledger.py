@@ -257,7 +257,8 @@ def _grant_terms(conn: Connection, grant_ids: set[str]) -> dict[str, _GrantTerms
 
 def _row(fact: UsageFact, grant: _GrantTerms | None, now: datetime) -> dict[str, Any]:
     """The ledger row of a fact; billing_period is the delivery month until periods are checked."""
-    period, reason = period_of(fact.delivered_at), None
+    period: str | None = period_of(fact.delivered_at)
+    reason: str | None = None
     if grant is None:
         period, reason = None, f"{UNKNOWN_GRANT}: no grant {fact.grant_id} in authz_grants"
     elif fact.delivered_at < grant.valid_from:
@@ -410,7 +411,7 @@ def _quota_usage(
             grant_id=row.grant_id,
             day=as_utc(row.window_start).date(),
             used_records=row.records,
-            quota_records=grants[row.grant_id].daily_quota_records,
+            quota_records=grants[row.grant_id].daily_quota_records,  # type: ignore[arg-type]  # touched: it has a quota
         )
         for row in conn.execute(query)
     ]

@@ -76,7 +76,7 @@ def charge(plan: PricePlan, records: int, bytes_: int) -> Decimal:
 
 def tier_shares(plan: PricePlan, records: int) -> list[TierShare]:
     """How a TIERED plan splits `records` over its tiers (and the plan's price beyond a bounded last tier)."""
-    shares = []
+    shares: list[TierShare] = []
     below = 0  # records the earlier tiers took
     for tier in plan.tiers:
         if below >= records:

@@ -180,7 +180,7 @@ def scan_tenant_topics(
             if start >= ends[tp]:  # nothing left: from when on it is complete is unknown, so from now
                 _complete_from(scan, names[tp.topic], scan.started_at)
         deadline = time.monotonic() + timeout_s
-        while any(consumer.position(tp) < ends[tp] for tp in assigned):
+        while any((consumer.position(tp) or 0) < ends[tp] for tp in assigned):  # None: not known yet
             if time.monotonic() > deadline:
                 raise PdoError(
                     f"could not read the tenant topics to their end within {timeout_s:.0f} s",
@@ -517,7 +517,7 @@ def export_billing_metrics(
     return results
 
 
-def _scan_with(settings: Settings, codec: AvroCodec | None, names: list[str]) -> TopicScan:
+def _scan_with(settings: Settings, codec: AvroCodec | None, names: dict[str, tuple[str, str]]) -> TopicScan:
     if codec is not None:
         return scan_tenant_topics(settings, codec, names)
     from pdo.core.registry_client import RegistryClient

@@ -233,7 +233,8 @@ def close_period(
 def _lock_open_period(conn: Connection, period: str) -> None:
     """Make the period's row exist, lock it FOR UPDATE, and refuse when it is closed already."""
     insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[conn.dialect.name]
-    conn.execute(insert(t.periods).values(period=period).on_conflict_do_nothing(index_elements=["period"]))
+    # Both dialects' Insert have on_conflict_do_nothing; mypy sees only their common base.
+    conn.execute(insert(t.periods).values(period=period).on_conflict_do_nothing(index_elements=["period"]))  # type: ignore[attr-defined]
     row = (
         conn.execute(sa.select(t.periods).where(t.periods.c.period == period).with_for_update())
         .mappings()
@@ -419,6 +420,7 @@ def statement_differences(
     if issued is None or recomputed is None:
         missing = "was never issued" if issued is None else "has no usage in the ledger any more"
         other = recomputed or issued
+        assert other is not None  # a statement is on one side at least
         return [f"{statement_id} ({other.tenant_id}, {other.currency}): {missing}"]
     differences = []
     before = {line.grant_id: line for line in issued.lines}
@@ -439,6 +441,7 @@ def _line_differences(
 ) -> list[str]:
     where = f"{statement_id} grant {grant_id}"
     if issued is None:
+        assert recomputed is not None  # a line is on one side at least
         return [f"{where}: not on the statement, recomputed {recomputed.records} records {recomputed.amount}"]
     if recomputed is None:
         return [f"{where}: on the statement ({issued.records} records {issued.amount}), no usage recomputed"]

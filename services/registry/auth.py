@@ -40,7 +40,7 @@ from kafka.admin import (
     ACLResourcePatternType,
     ResourceType,
 )
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, NoError
 from prometheus_client import CollectorRegistry, Counter
 
 from pdo.core import access
@@ -217,7 +217,7 @@ def broker_acls(settings: Settings, username: str) -> list[ACL]:
             )
     except (PdoError, KafkaError) as failure:
         raise RegistryError(503, 50302, f"cannot read the caller's Kafka ACLs now: {failure}") from None
-    if error.errno:
+    if error is not NoError:
         raise RegistryError(503, 50302, f"the broker would not list ACLs: {error}")
     return acls
 

@@ -149,7 +149,7 @@ class RegistryStore:
                         fingerprint=parsed.fingerprint,
                     )
                 )
-                schema_id = result.inserted_primary_key[0]
+                schema_id = result.inserted_primary_key[0]  # type: ignore[index]  # None only for executemany
             version = max((row.version for row in rows), default=0) + 1
             connection.execute(
                 sa.insert(subject_versions).values(
@@ -349,7 +349,8 @@ class RegistryStore:
             elif version is None:
                 compared = live[-1:]  # no version yet: anything is compatible
             else:
-                compared = [_find_version(rows, subject, version, include_deleted=False)]
+                # An int here: the routes pass a version number, None or "all".
+                compared = [_find_version(rows, subject, version, include_deleted=False)]  # type: ignore[arg-type]
             return _check(parsed, [row.schema_text for row in compared], level)
 
         return self._read(work)

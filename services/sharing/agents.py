@@ -349,7 +349,8 @@ class FeedHandler:
                 rows=rows,
                 policy_version=masking_policy_version(scope),
                 target=self._target(scope, dataset),
-                tenant_schema=avro.schema.parse(
+                # A record schema, so a NamedSchema; avro's parse is declared to return any Schema.
+                tenant_schema=avro.schema.parse(  # type: ignore[arg-type]
                     json.dumps(tenant_record_schema(json.loads(dataset.record_schema), scope))
                 ),
                 refusal=refusal,

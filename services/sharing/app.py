@@ -66,6 +66,7 @@ from typing import Any
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import Counter, Gauge, Histogram
+from sqlalchemy import Engine
 
 from pdo.catalog.public import get_dataset
 from pdo.core import schemas, topics
@@ -272,7 +273,7 @@ class AuthorizationsFollower:
         offsets = self._offsets
         assert offsets is not None
         FENCES.inc()
-        feed_end = (await offsets.end_offsets([feed]))[feed]  # first the feed, then the grants
+        feed_end: int = (await offsets.end_offsets([feed]))[feed]  # first the feed, then the grants
         wanted = await offsets.end_offsets(self._partitions)
         async with self._progress:
             await self._progress.wait_for(
@@ -380,7 +381,7 @@ class Runtime:
     handler: FeedHandler
     follower: AuthorizationsFollower
     tenant_topics: TenantTopics
-    engine: Any
+    engine: Engine
 
     def close(self) -> None:
         self.handler.codec.registry.close()
@@ -440,8 +441,9 @@ def resubscribe(app: faust.App, pattern: re.Pattern[str], new_topics: list[str])
             continue
         channel.topics = sorted({*names, *new_topics})
         changed += 1
-    app.topics._resubscribe_sleep_lock_seconds = RESUBSCRIBE_DELAY_S
-    app.topics._flag_changes()
+    # The conductor's (faust.transport.conductor.Conductor) own; its ConductorT interface declares neither.
+    app.topics._resubscribe_sleep_lock_seconds = RESUBSCRIBE_DELAY_S  # type: ignore[attr-defined]
+    app.topics._flag_changes()  # type: ignore[attr-defined]
     return changed
 
 
@@ -457,11 +459,12 @@ def create_app(settings: Settings, runtime: Runtime, app_id: str = APP_ID) -> fa
         await follower.run()
 
     @app.agent(feeds, name="share_feed_records")
-    async def share_feed_records(stream: faust.StreamT) -> None:
+    async def share_feed_records(stream: faust.StreamT[bytes]) -> None:
         covered: dict[TopicPartition, int] = {}
         # take_events acks a batch's events only when this loop body returns for it, so faust commits no
         # offset of a record whose deliveries the broker has not acknowledged (see "At least once").
-        async for events in stream.take_events(BATCH_MAX_RECORDS, BATCH_WAIT_S):
+        # (take_events is faust's Stream's, missing from the StreamT interface.)
+        async for events in stream.take_events(BATCH_MAX_RECORDS, BATCH_WAIT_S):  # type: ignore[attr-defined]
             batch = []
             for event in events:
                 message = event.message

@@ -196,7 +196,8 @@ def _round_int(number: int) -> int:
 
 
 def _round_decimal(number: Decimal) -> Decimal:
-    if not number.is_finite() or number.as_tuple().exponent >= -1:
+    exponent = number.as_tuple().exponent  # a letter ('n', 'N', 'F') for NaN and infinity
+    if not isinstance(exponent, int) or exponent >= -1:
         return number  # already at most one decimal place: keep its scale
     digits = len(number.as_tuple().digits)
     return number.quantize(Decimal("0.1"), rounding=ROUND_HALF_UP, context=Context(prec=digits + 2))

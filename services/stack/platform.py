@@ -81,7 +81,7 @@ def prometheus_config(settings: Settings, scrape_interval: str = "15s") -> dict:
         url = service.metrics_url(settings)
         if url:
             where = urlsplit(url)
-            job = {
+            job: dict[str, object] = {
                 "job_name": service.name,
                 "metrics_path": where.path,
                 "static_configs": [{"targets": [where.netloc]}],

@@ -76,7 +76,7 @@ def test_no_assignment_means_no_lag_series():
 
 
 def test_every_app_exports_its_lag_and_last_record_time_under_its_group(app):
-    app.consumer_progress.lag = {FEED_1: 5, FEED_0: 3}
+    worker_metrics.progress_of(app).lag = {FEED_1: 5, FEED_0: 3}
     sensors = [sensor for sensor in app.sensors if isinstance(sensor, worker_metrics.LastRecordSensor)]
     sensors[0].clock = lambda: 1_800_000_000.0
 
@@ -97,7 +97,7 @@ def test_a_worker_that_saw_no_record_exports_no_last_record_time(app):
 
 def test_a_dropped_app_leaves_no_series_behind(settings, tmp_path):
     app = make_app(settings, tmp_path)
-    app.consumer_progress.lag = {FEED_0: 3}
+    worker_metrics.progress_of(app).lag = {FEED_0: 3}
     service = app.conf.id
     assert exported("pdo_consumer_lag_records", service)
 
