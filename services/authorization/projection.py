@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -154,7 +154,7 @@ class Projection:
         )
 
 
-_HANDLERS = {
+_HANDLERS: dict[str, Callable[[Projection, Mapping[str, Any]], None]] = {
     records.SUBMITTED: Projection._submitted,
     records.REFERRED: Projection._referred,
     records.WITHDRAWN: Projection._withdrawn,

@@ -24,7 +24,8 @@ DELIVERY_ID_CHARS = 32
 
 def provenance_schema() -> dict[str, Any]:
     """The Provenance record's Avro schema as JSON, to embed in a tenant record schema (a fresh copy)."""
-    return json.loads(json.dumps(schemas.get(PROVENANCE_TYPE).to_json()))
+    schema: dict[str, Any] = json.loads(json.dumps(schemas.get(PROVENANCE_TYPE).to_json()))  # type: ignore[no-untyped-call]  # avro's to_json is unannotated
+    return schema
 
 
 def delivery_id(source_topic: str, source_partition: int, source_offset: int, grant_id: str) -> str:
