@@ -12,6 +12,7 @@ import yaml
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
+from pdo.core.apply_report import ApplyReport
 from pdo.core.config import Settings
 from pdo.core.errors import PdoError
 from pdo.core.ids import check_id
@@ -179,23 +180,10 @@ def name(topic: TopicId, settings: Settings | None = None, **params: str) -> str
     return declaration.render(**params).name if declaration.templated else declaration.name
 
 
-@dataclass
-class ApplyReport:
-    """What `apply` found and did, topic by topic."""
-
-    created: list[str] = field(default_factory=list)
-    unchanged: list[str] = field(default_factory=list)
-    drift: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def clean(self) -> bool:
-        return not self.drift
-
-
-def apply(admin: KafkaAdminClient, specs: list[TopicSpec]) -> ApplyReport:
-    """Create the declared topics the broker lacks; report how existing ones differ. Idempotent."""
-    report = ApplyReport()
+def apply(admin: KafkaAdminClient, specs: list[TopicSpec]) -> ApplyReport[str]:
+    """Create the declared topics the broker lacks; report how existing ones differ. Idempotent.
+    Items are topic names; a drift item is `<name>: <what differs>`."""
+    report: ApplyReport[str] = ApplyReport()
     brokers = len(admin.describe_cluster()["brokers"])
     existing = set(admin.list_topics())
     for declaration in specs:
