@@ -194,7 +194,7 @@ def apply(admin: KafkaAdminClient, specs: list[TopicSpec]) -> ApplyReport[str]:
     return report
 
 
-def _effective_replication(declaration: TopicSpec, brokers: int, report: ApplyReport) -> int:
+def _effective_replication(declaration: TopicSpec, brokers: int, report: ApplyReport[str]) -> int:
     # A single local broker cannot hold three replicas; the declaration states production intent.
     if declaration.replication <= brokers:
         return declaration.replication
@@ -205,7 +205,9 @@ def _effective_replication(declaration: TopicSpec, brokers: int, report: ApplyRe
     return brokers
 
 
-def _create(admin: KafkaAdminClient, declaration: TopicSpec, replication: int, report: ApplyReport) -> None:
+def _create(
+    admin: KafkaAdminClient, declaration: TopicSpec, replication: int, report: ApplyReport[str]
+) -> None:
     topic = NewTopic(
         name=declaration.name,
         num_partitions=declaration.partitions,
@@ -221,7 +223,7 @@ def _create(admin: KafkaAdminClient, declaration: TopicSpec, replication: int, r
     report.created.append(declaration.name)
 
 
-def _compare(admin: KafkaAdminClient, declaration: TopicSpec, report: ApplyReport) -> None:
+def _compare(admin: KafkaAdminClient, declaration: TopicSpec, report: ApplyReport[str]) -> None:
     differences = []
     partitions = len(admin.describe_topics([declaration.name])[0]["partitions"])
     if partitions != declaration.partitions:

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, TypeVar
 
 import httpx
@@ -231,11 +232,11 @@ class Demo:
     def prepare(self) -> None:
         self._issue_keys()
         for dataset in sample.DATASETS:
-            self.attempt(f"register {dataset.dataset_id}", lambda dataset=dataset: self._register(dataset))
+            self.attempt(f"register {dataset.dataset_id}", partial(self._register, dataset))
         for request in sample.REQUESTS:
             self.attempt(
                 f"{request.tenant.name} requests {request.dataset_id}",
-                lambda request=request: self._request(request),
+                partial(self._request, request),
             )
         self.streams = TenantStreams(self.settings, self.grants)
         self.streams.start()
@@ -347,7 +348,7 @@ class Demo:
                 batch.append(generate(self.rng, self._numbers, now))
             self.attempt(
                 f"publish to {dataset.dataset_id}",
-                lambda dataset=dataset, batch=batch: self._post(dataset, batch),
+                partial(self._post, dataset, batch),
             )
 
     def _post(self, dataset: sample.DatasetSample, batch: list[dict[str, Any]]) -> None:
@@ -362,7 +363,7 @@ class Demo:
         for view in self.grants.values():
             if view.request.revoked_later and view.status == "ACTIVE":
                 step = f"revoke the grant of {view.request.tenant.name} on {view.request.dataset_id}"
-                return self.attempt(step, lambda view=view: self._revoke(view))
+                return self.attempt(step, partial(self._revoke, view))
         return None
 
     def _revoke(self, view: GrantView) -> GrantView:
@@ -400,7 +401,7 @@ class Demo:
     def refresh_statuses(self) -> None:
         """Each grant's status as the platform sees it now (the last known one where it does not answer)."""
         for view in self.grants.values():
-            self.attempt(f"read grant {view.grant_id}", lambda view=view: self._refresh_status(view))
+            self.attempt(f"read grant {view.grant_id}", partial(self._refresh_status, view))
 
     def _refresh_status(self, view: GrantView) -> None:
         view.status = self._api(view.request.tenant).call("GET", f"/v1/grants/{view.grant_id}")["status"]

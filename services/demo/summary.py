@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 
 from pdo.demo import sample
@@ -94,5 +94,5 @@ def print_summary(demo: Demo, final: bool = False) -> None:
             ("price this month's charges", charges),
             ("reconcile this month", reconciliation),
         ):
-            for line in demo.attempt(part, lambda lines=lines: lines(demo)) or []:
+            for line in demo.attempt(part, partial(lines, demo)) or []:
                 demo.report(line)
