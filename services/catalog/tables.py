@@ -21,7 +21,7 @@ datasets = sa.Table(
     sa.Column("schema_id", sa.Integer, nullable=False),
     # The record schema as the registry holds it (JSON without insignificant whitespace).
     sa.Column("record_schema", sa.Text, nullable=False),
-    # JSON text; decimals as strings (see pdo.catalog.rows).
+    # JSON text; decimals as strings (see pdo.catalog.mapping).
     sa.Column("sensitive_fields", sa.Text, nullable=False),
     sa.Column("price_plan", sa.Text, nullable=False),
     sa.Column("version", sa.Integer, nullable=False),

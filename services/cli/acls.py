@@ -3,6 +3,7 @@
 from pdo.core import access
 from pdo.core.config import Settings
 from pdo.core.kafka import admin_client
+from pdo.stack.declarations import apply_acls
 
 
 def register(subparsers) -> None:
@@ -27,36 +28,8 @@ def register(subparsers) -> None:
 
 
 def apply(args) -> int:
-    report = apply_and_report(
-        Settings.from_env(), check=args.check, prune=args.prune, users=args.service_users
-    )
+    report = apply_acls(Settings.from_env(), check=args.check, prune=args.prune, users=args.service_users)
     return 1 if (args.check and not report.clean) else 0
-
-
-def apply_and_report(
-    settings: Settings, check: bool = False, prune: bool = False, users: bool = False
-) -> access.AclReport:
-    """Apply (or check) the services' ACLs and print what was found."""
-    verb = "checking" if check else "applying"
-    print(
-        f"{verb} the services' ACLs declared in {settings.home / 'topics'} on {settings.kafka_bootstrap} ..."
-    )
-    with admin_client(settings) as admin:
-        if users and not check:
-            for user in access.ensure_service_users(admin, settings):
-                print(f"  user      {user}")
-        report = access.apply(admin, settings, check=check, prune=prune)
-    label = "missing" if check else "created"
-    for grant in report.created:
-        print(f"  {label:<9} {grant.describe()}")
-    print(f"  ok        {len(report.present)} ACLs as declared")
-    for grant in report.extra:
-        print(f"  EXTRA     {grant.describe()}")
-    for grant in report.removed:
-        print(f"  removed   {grant.describe()}")
-    if report.extra:
-        print("extra ACLs are reported, not removed: `pdo acls apply --prune` removes them")
-    return report
 
 
 def list_acls(args) -> int:

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import time
-
 from pdo.cli.up import interrupt_on_sigterm
 from pdo.core.config import Settings
-
-SETTLE_S = 5  # after the last batch: time for in-flight records to reach the tenants and the ledger
 
 
 def register(subparsers) -> None:
@@ -31,58 +27,20 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from pdo.demo.run import Demo
-    from pdo.demo.summary import print_summary
+    from pdo.demo.story import Schedule, tell
     from pdo.stack.platform import local_platform
 
     if args.rate < 1 or args.duration < 0:
         raise SystemExit("pdo demo: --rate must be at least 1 and --duration not negative")
+    schedule = Schedule(args.rate, args.duration, args.revoke_after, args.summary_every)
     interrupt_on_sigterm()
     settings = Settings.from_env()
+    # The platform's own start (broker, topics, services ready) fails the command; once it runs, a failed
+    # step of the demo is reported and the demo goes on (pdo.demo.story).
     with local_platform(settings) as platform:
         demo = Demo(settings)
         try:
-            print("\n== the cast, the datasets and the decisions")
-            demo.prepare()
-            print(f"\n== publishing {args.rate} records/s to each dataset; Ctrl-C stops")
-            _where_to_look(settings, demo.operator_key)
-            try:
-                _publish(demo, platform, args)
-            except KeyboardInterrupt:
-                print("\n  interrupted: the final summary follows")
-            time.sleep(SETTLE_S)
-            demo.refresh_statuses()
-            print("\n== summary")
-            print_summary(demo, final=True)
+            tell(demo, schedule, platform.check)
         finally:
             demo.close()
     return 0
-
-
-def _publish(demo, platform, args) -> None:
-    from pdo.demo.summary import print_summary
-
-    started = time.monotonic()
-    next_summary = started + args.summary_every
-    revoked = False
-    while args.duration == 0 or time.monotonic() - started < args.duration:
-        tick = time.monotonic()
-        platform.check()
-        demo.publish(args.rate)
-        if not revoked and tick - started >= args.revoke_after:
-            revoked = demo.revoke() is not None
-        if tick >= next_summary:
-            print(f"\n-- after {tick - started:.0f} s")
-            print_summary(demo)
-            next_summary += args.summary_every
-        time.sleep(max(0.0, 1.0 - (time.monotonic() - tick)))
-
-
-def _where_to_look(settings: Settings, operator_key: str) -> None:
-    base = f"http://{settings.gateway_host}:{settings.gateway_port}"
-    print(f"  operator console {base}/console with the demo operator's key {operator_key}")
-    print(f"  HTTP API {base}/docs; metrics: {base}/metrics, {settings.registry_url}/metrics", end="")
-    for service in ("catalog", "authorization", "sharing", "metering"):
-        port = settings.metrics_port(service)
-        if port:
-            print(f", http://{settings.metrics_host}:{port}/metrics ({service})", end="")
-    print(f"\n  Prometheus: see the command printed above (config in {settings.run_dir / 'prometheus.yml'})")

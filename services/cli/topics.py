@@ -2,7 +2,7 @@
 
 from pdo.core import topics
 from pdo.core.config import Settings
-from pdo.core.kafka import admin_client
+from pdo.stack.declarations import apply_topics
 
 
 def register(subparsers) -> None:
@@ -26,27 +26,5 @@ def list_declared(_args) -> int:
 
 
 def apply(args) -> int:
-    report = apply_and_report(Settings.from_env())
-    return 1 if (args.check and report.drift) else 0
-
-
-def apply_and_report(settings: Settings) -> topics.ApplyReport:
-    """Create the fixed declared topics the broker lacks and print what was found."""
-    declared = topics.declared(settings).values()
-    fixed = [spec for spec in declared if not spec.templated]
-    print(f"applying {len(fixed)} topic declarations to {settings.kafka_bootstrap} ...")
-    with admin_client(settings) as admin:
-        report = topics.apply(admin, fixed)
-    for name in report.created:
-        print(f"  created   {name}")
-    for name in report.unchanged:
-        print(f"  ok        {name}")
-    for line in report.drift:
-        print(f"  DRIFT     {line}")
-    for line in report.notes:
-        print(f"  note      {line}")
-    templated = [spec.name for spec in declared if spec.templated]
-    print(f"templates created per dataset/tenant by the services: {', '.join(templated)}")
-    if report.drift:
-        print("drift is reported, not changed: alter the topic or its declaration deliberately")
-    return report
+    report = apply_topics(Settings.from_env())
+    return 1 if (args.check and not report.clean) else 0

@@ -37,6 +37,7 @@ from kafka.admin import (
 from kafka.errors import NoError
 
 from pdo.core import topics
+from pdo.core.apply_report import ApplyReport
 from pdo.core.config import Settings, ensure_local_secret
 from pdo.core.errors import PdoError
 from pdo.core.topics import PLACEHOLDER, TopicId, TopicSpec
@@ -321,20 +322,11 @@ def revoke_principal(admin: KafkaAdminClient, user: str) -> set[Grant]:
     return existing
 
 
-@dataclass
-class AclReport:
-    created: list[Grant] = field(default_factory=list)
-    present: list[Grant] = field(default_factory=list)
-    extra: list[Grant] = field(default_factory=list)
-    removed: list[Grant] = field(default_factory=list)
-
-    @property
-    def clean(self) -> bool:
-        return not self.created and not self.extra
-
-
-def apply(admin: KafkaAdminClient, settings: Settings, check: bool = False, prune: bool = False) -> AclReport:
-    """Make the services' ACLs on the broker what topics/ declares. `check`: change nothing, only report.
+def apply(
+    admin: KafkaAdminClient, settings: Settings, check: bool = False, prune: bool = False
+) -> ApplyReport[Grant]:
+    """Make the services' ACLs on the broker what topics/ declares. `check`: change nothing, only report
+    (what would be created is `missing`).
 
     Extra ACLs of a service principal (granted by hand, or left from an older declaration) are reported as
     drift; `prune` removes them. Tenants' and providers' ACLs are not touched here: they come and go with
@@ -345,17 +337,16 @@ def apply(admin: KafkaAdminClient, settings: Settings, check: bool = False, prun
         raise AccessDeclarationError("topics/ declares access pdo cannot apply:\n  " + "\n  ".join(problems))
     desired = desired_service_acls(settings)
     on_broker = {g for g in current_acls(admin) if g.principal.startswith(f"User:{SERVICE_PREFIX}")}
-    report = AclReport(present=sorted(desired & on_broker))
-    missing = desired - on_broker
-    report.extra = sorted(on_broker - desired)
+    missing, extra = sorted(desired - on_broker), sorted(on_broker - desired)
+    report = ApplyReport(unchanged=sorted(desired & on_broker), drift=extra)
     if check:
-        report.created = sorted(missing)  # would be created
+        report.missing = missing
         return report
-    grant(admin, missing)
-    report.created = sorted(missing)
+    grant(admin, set(missing))
+    report.created = missing
     if prune:
-        revoke(admin, set(report.extra))
-        report.removed, report.extra = report.extra, []
+        revoke(admin, set(extra))
+        report.removed, report.drift = extra, []
     return report
 
 

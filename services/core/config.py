@@ -84,8 +84,22 @@ def ensure_local_secret(run_dir: Path, name: str) -> str:
     return secret
 
 
+@dataclass(frozen=True)
+class InRunDir:
+    """A default that names a place in PDO_RUN_DIR (`{run_dir}` in the template): moving the run dir moves
+    it too, so two local platforms with different run dirs never share a store."""
+
+    template: str
+
+    def resolve(self, run_dir: Path) -> str:
+        return self.template.format(run_dir=run_dir)
+
+    def __str__(self) -> str:
+        return self.template.format(run_dir="<PDO_RUN_DIR>")
+
+
 @overload
-def _setting(env: str, default: str, doc: str, *, secret: bool = False) -> str: ...
+def _setting(env: str, default: str | InRunDir, doc: str, *, secret: bool = False) -> str: ...
 
 
 @overload
@@ -95,7 +109,8 @@ def _setting(env: str, default: T, doc: str, parse: Callable[[str], T], secret: 
 def _setting(
     env: str, default: object, doc: str, parse: Callable[[str], object] = str, secret: bool = False
 ) -> object:
-    """A field read from `env` when Settings is built (never at import), `default` when unset or empty.
+    """A field read from `env` when Settings is built (never at import), `default` when unset or empty
+    (an InRunDir default is resolved against the run dir once Settings has it).
 
     A secret's value is never printed: `describe` shows only whether it is still the default. The overloads
     make the field's declared type the type of its default and of what `parse` returns.
@@ -149,7 +164,11 @@ class Settings:
         "PDO_HOME", PROJECT_ROOT, "project folder holding schemas/, topics/ and deploy/", _path
     )
     run_dir: Path = _setting(
-        "PDO_RUN_DIR", PROJECT_ROOT / "run", "where the local stack keeps data, logs and pid files", _path
+        "PDO_RUN_DIR",
+        PROJECT_ROOT / "run",
+        "where the local stack keeps data, logs, pid files, generated secrets and (unless their URLs are set) "
+        "its SQLite stores",
+        _path,
     )
     kafka_bootstrap: str = _setting(
         "PDO_KAFKA_BOOTSTRAP", "127.0.0.1:9092", "Kafka bootstrap servers, host:port[,host:port]"
@@ -210,7 +229,7 @@ class Settings:
     registry_host: str = _setting("PDO_REGISTRY_HOST", "127.0.0.1", "address `pdo registry serve` listens on")
     registry_database_url: str = _setting(
         "PDO_REGISTRY_DATABASE_URL",
-        f"sqlite:///{PROJECT_ROOT / 'run' / 'registry.db'}",
+        InRunDir("sqlite:///{run_dir}/registry.db"),
         "the schema registry's own store (kept apart so a service's open SQLite write never blocks it)",
     )
     registry_auth_cache_s: int = _setting(
@@ -325,9 +344,16 @@ class Settings:
     )
     database_url: str = _setting(
         "PDO_DATABASE_URL",
-        f"sqlite:///{PROJECT_ROOT / 'run' / 'pdo.db'}",
-        "SQLAlchemy URL of the system of record (SQLite default; postgresql+psycopg://… in production)",
+        InRunDir("sqlite:///{run_dir}/pdo.db"),
+        "SQLAlchemy URL of the system of record (SQLite in PDO_RUN_DIR by default; postgresql+psycopg://… in production)",
     )
+
+    def __post_init__(self) -> None:
+        for setting in fields(self):
+            value = getattr(self, setting.name)
+            if isinstance(value, InRunDir):
+                # Frozen: this is the one place a value is filled in, while the instance is being built.
+                object.__setattr__(self, setting.name, value.resolve(self.run_dir))
 
     @property
     def development(self) -> bool:

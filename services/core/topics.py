@@ -15,6 +15,7 @@ import yaml
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
+from pdo.core.apply_report import ApplyReport
 from pdo.core.config import Settings
 from pdo.core.errors import PdoError
 from pdo.core.ids import check_id
@@ -201,23 +202,10 @@ def tenant_topic(tenant_id: str, dataset_id: str, settings: Settings | None = No
     )
 
 
-@dataclass
-class ApplyReport:
-    """What `apply` found and did, topic by topic."""
-
-    created: list[str] = field(default_factory=list)
-    unchanged: list[str] = field(default_factory=list)
-    drift: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def clean(self) -> bool:
-        return not self.drift
-
-
-def apply(admin: KafkaAdminClient, specs: list[TopicSpec]) -> ApplyReport:
-    """Create the declared topics the broker lacks; report how existing ones differ. Idempotent."""
-    report = ApplyReport()
+def apply(admin: KafkaAdminClient, specs: list[TopicSpec]) -> ApplyReport[str]:
+    """Create the declared topics the broker lacks; report how existing ones differ. Idempotent.
+    Items are topic names; a drift item is `<name>: <what differs>`."""
+    report: ApplyReport[str] = ApplyReport()
     brokers = len(admin.describe_cluster()["brokers"])
     existing = set(admin.list_topics())
     for declaration in specs:
@@ -228,7 +216,7 @@ def apply(admin: KafkaAdminClient, specs: list[TopicSpec]) -> ApplyReport:
     return report
 
 
-def _effective_replication(declaration: TopicSpec, brokers: int, report: ApplyReport) -> int:
+def _effective_replication(declaration: TopicSpec, brokers: int, report: ApplyReport[str]) -> int:
     # A single local broker cannot hold three replicas; the declaration states production intent.
     if declaration.replication <= brokers:
         return declaration.replication
@@ -239,7 +227,9 @@ def _effective_replication(declaration: TopicSpec, brokers: int, report: ApplyRe
     return brokers
 
 
-def _create(admin: KafkaAdminClient, declaration: TopicSpec, replication: int, report: ApplyReport) -> None:
+def _create(
+    admin: KafkaAdminClient, declaration: TopicSpec, replication: int, report: ApplyReport[str]
+) -> None:
     topic = NewTopic(
         name=declaration.name,
         num_partitions=declaration.partitions,
@@ -255,7 +245,7 @@ def _create(admin: KafkaAdminClient, declaration: TopicSpec, replication: int, r
     report.created.append(declaration.name)
 
 
-def _compare(admin: KafkaAdminClient, declaration: TopicSpec, report: ApplyReport) -> None:
+def _compare(admin: KafkaAdminClient, declaration: TopicSpec, report: ApplyReport[str]) -> None:
     differences = []
     partitions = len(admin.describe_topics([declaration.name])[0]["partitions"])
     if partitions != declaration.partitions:

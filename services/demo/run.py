@@ -11,6 +11,12 @@ operator, and the tenant topics read with a plain Kafka consumer as a tenant wou
    keeps the latest record to show what masking did;
 5. the summary (summary.py): who received how many records, what was masked, what metering counted, and
    this month's charges as statements would price them now.
+
+Guarantee: every call the demo makes is one step (`Demo.attempt`); a step that fails (the platform refuses
+it, e.g. 409 because something else retired a dataset, or does not answer while a service restarts) is
+reported in one line — which step, which call, the status and the platform's message — and the story goes
+on with the next step. Only issuing the cast's API keys (straight into the database, before any call) is
+not a step: without keys there is no story to tell.
 """
 
 from __future__ import annotations
@@ -22,10 +28,13 @@ from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import httpx
 from kafka import TopicPartition
+from kafka.errors import KafkaError
+from sqlalchemy.exc import SQLAlchemyError
 
 from pdo.core import kafka
 from pdo.core.codec import AvroCodec, CodecError
@@ -44,20 +53,36 @@ from pdo.metering.statements import Statement, compute_statements
 
 DECISION_TIMEOUT_S = 60
 POLL_S = 0.5
+T = TypeVar("T")
+# What a step of the demo can fail with: the platform's answers (CallFailed), a wait that ran out, and the
+# summary's own reads of the ledger (SQL) and of the tenant topics (Kafka).
+STEP_FAILURES = (PdoError, SQLAlchemyError, KafkaError)
+
+
+class CallFailed(PdoError):
+    """A call the platform refused (`status`) or did not answer (`status` None), with the platform's message."""
+
+    def __init__(self, method: str, path: str, status: int | None, detail: str) -> None:
+        answer = f"answered {status}" if status is not None else "got no answer"
+        super().__init__(f"{method} {path} {answer}: {detail}")
+        self.status = status
 
 
 class Api:
-    """One principal's calls to the HTTP API; an error answer becomes a PdoError carrying its message."""
+    """One principal's calls to the HTTP API; an error answer, or none, becomes a CallFailed."""
 
-    def __init__(self, base_url: str, key: str) -> None:
-        self.client = httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+    def __init__(self, base_url: str, key: str, transport: httpx.BaseTransport | None = None) -> None:
+        self.client = httpx.Client(
+            base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=30, transport=transport
+        )
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self.client.request(method, path, **kwargs)
-        if response.status_code == 409:
-            raise Conflict(_message(response))
+        try:
+            response = self.client.request(method, path, **kwargs)
+        except httpx.TransportError as error:
+            raise CallFailed(method, path, None, f"{type(error).__name__}: {error}") from None
         if response.status_code >= 400:
-            raise PdoError(f"{method} {path} answered {response.status_code}: {_message(response)}")
+            raise CallFailed(method, path, response.status_code, _message(response))
         return response.json() if response.content else None
 
     def close(self) -> None:
@@ -70,6 +95,14 @@ def _message(response: httpx.Response) -> str:
     except ValueError:
         return response.text[:300]
     return str(body.get("message") or body.get("detail") or body) if isinstance(body, dict) else str(body)
+
+
+def one_line(error: Exception) -> str:
+    """What went wrong, on one line: a PdoError's message and hint, another error's first line."""
+    text = f"{error.message} ({error.hint})" if isinstance(error, PdoError) and error.hint else str(error)
+    if not isinstance(error, PdoError):
+        text = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    return " ".join(text.split())
 
 
 @dataclass
@@ -147,9 +180,16 @@ class TenantStreams:
 class Demo:
     """The demo's actors and their grants; see the module docstring for the story."""
 
-    def __init__(self, settings: Settings, report: Callable[[str], None] = print, seed: int = 7) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        report: Callable[[str], None] = print,
+        seed: int = 7,
+        transport: httpx.BaseTransport | None = None,  # the HTTP API's; a test's mock answers in its place
+    ) -> None:
         self.settings = settings
         self.report = report
+        self.transport = transport
         self.rng = random.Random(seed)
         self.base_url = f"http://{settings.gateway_host}:{settings.gateway_port}"
         self.apis: dict[str, Api] = {}
@@ -160,15 +200,44 @@ class Demo:
         self.streams: TenantStreams | None = None
         self.engine = make_engine(settings.database_url)  # principals, this month's charges, reconciliation
         self._numbers = 0
+        self.failures = 0  # failed steps, repeats included
+        self._failing: dict[str, tuple[str, int]] = {}  # step -> (why it failed last, failures in a row)
+
+    # -- one step at a time
+
+    def attempt(self, step: str, action: Callable[[], T]) -> T | None:
+        """Run one step of the story: its result, or None when it failed, reported in one line.
+
+        A step that keeps failing the same way (a dataset retired for good, a service down) is reported
+        once, not every second, and once more when it works again."""
+        try:
+            result = action()
+        except STEP_FAILURES as error:
+            self._failed(step, one_line(error))
+            return None
+        _, in_a_row = self._failing.pop(step, ("", 0))
+        if in_a_row:
+            self.report(f"  {step}: works again after {in_a_row} failed attempt(s)")
+        return result
+
+    def _failed(self, step: str, why: str) -> None:
+        self.failures += 1
+        last, in_a_row = self._failing.get(step, ("", 0))
+        self._failing[step] = (why, in_a_row + 1)
+        if why != last:
+            self.report(f"  ! {step} failed: {why}; the demo carries on")
 
     # -- setting the scene
 
     def prepare(self) -> None:
         self._issue_keys()
         for dataset in sample.DATASETS:
-            self._register(dataset)
+            self.attempt(f"register {dataset.dataset_id}", partial(self._register, dataset))
         for request in sample.REQUESTS:
-            self._request(request)
+            self.attempt(
+                f"{request.tenant.name} requests {request.dataset_id}",
+                partial(self._request, request),
+            )
         self.streams = TenantStreams(self.settings, self.grants)
         self.streams.start()
 
@@ -178,7 +247,7 @@ class Demo:
             with suppress(Conflict):  # an earlier demo run made it: a new key is enough
                 store.create_principal(party.kind, party.name, party.display_name, party.government)
             key = store.issue_key(party.principal_id).key
-            self.apis[party.principal_id] = Api(self.base_url, key)
+            self.apis[party.principal_id] = Api(self.base_url, key, self.transport)
             if party is sample.OPERATOR:
                 self.operator_key = key  # printed for the console: a local demo's key, shown once
         self.report(
@@ -194,7 +263,9 @@ class Demo:
                 "POST", "/v1/datasets", json=dataset.registration(self.settings.home)
             )
             self.report(f"  {dataset.provider.principal_id} registered {dataset.dataset_id}")
-        except Conflict:
+        except CallFailed as error:
+            if error.status != 409:
+                raise
             self.report(f"  {dataset.dataset_id} is registered already (an earlier demo run)")
 
     def _request(self, request: sample.RequestSample) -> None:
@@ -245,20 +316,29 @@ class Demo:
         self.grants[grant_id] = GrantView(request, grant_id)
 
     def _wait(self, what: str, check: Callable[[], Any]) -> Any:
+        """Poll `check` until it finds something; a poll the platform fails to answer (5xx, no answer: a
+        service restarting) is polled again, until the deadline."""
         deadline = time.monotonic() + DECISION_TIMEOUT_S
+        unanswered = ""
         while time.monotonic() < deadline:
-            found = check()
+            try:
+                found = check()
+            except CallFailed as error:
+                if error.status is not None and error.status < 500:
+                    raise
+                found, unanswered = None, f"; the last poll: {error.message}"
             if found:
                 return found
             time.sleep(POLL_S)
         raise PdoError(
-            f"waited {DECISION_TIMEOUT_S} s for {what}", hint="see the services' logs in run/logs/"
+            f"waited {DECISION_TIMEOUT_S} s for {what}{unanswered}",
+            hint=f"see the services' logs in {self.settings.run_dir / 'logs'}",
         )
 
     # -- the flow
 
     def publish(self, records_per_dataset: int) -> None:
-        """One batch per dataset, posted by its provider."""
+        """One batch per dataset, posted by its provider; a refused batch is reported and not counted."""
         now = datetime.now(UTC)
         for dataset in sample.DATASETS:
             generate = GENERATORS[dataset.dataset_id]
@@ -266,27 +346,36 @@ class Demo:
             for _ in range(records_per_dataset):
                 self._numbers += 1
                 batch.append(generate(self.rng, self._numbers, now))
-            self._api(dataset.provider).call(
-                "POST", f"/v1/datasets/{dataset.dataset_id}/records", json={"records": batch}
+            self.attempt(
+                f"publish to {dataset.dataset_id}",
+                partial(self._post, dataset, batch),
             )
-            self.published[dataset.dataset_id] += len(batch)
+
+    def _post(self, dataset: sample.DatasetSample, batch: list[dict[str, Any]]) -> None:
+        self._api(dataset.provider).call(
+            "POST", f"/v1/datasets/{dataset.dataset_id}/records", json={"records": batch}
+        )
+        self.published[dataset.dataset_id] += len(batch)
 
     def revoke(self) -> GrantView | None:
-        """Revoke the grant the sample marks; returns it (None when there is none to revoke)."""
+        """Revoke the grant the sample marks; returns it (None when there is none to revoke, or the revocation
+        failed: reported, and the grant's status as the platform sees it shows in the next summary)."""
         for view in self.grants.values():
             if view.request.revoked_later and view.status == "ACTIVE":
-                self._api(sample.OPERATOR).call(
-                    "POST",
-                    f"/v1/grants/{view.grant_id}/revoke",
-                    json={"reason": "the congestion study ended"},
-                )
-                view.status = "REVOKED"
-                view.revoked_at = datetime.now(UTC)
-                self.report(
-                    f"  operator revoked {view.grant_id} ({view.request.tenant.name}, {view.request.dataset_id})"
-                )
-                return view
+                step = f"revoke the grant of {view.request.tenant.name} on {view.request.dataset_id}"
+                return self.attempt(step, partial(self._revoke, view))
         return None
+
+    def _revoke(self, view: GrantView) -> GrantView:
+        self._api(sample.OPERATOR).call(
+            "POST", f"/v1/grants/{view.grant_id}/revoke", json={"reason": "the congestion study ended"}
+        )
+        view.status = "REVOKED"
+        view.revoked_at = datetime.now(UTC)
+        self.report(
+            f"  operator revoked {view.grant_id} ({view.request.tenant.name}, {view.request.dataset_id})"
+        )
+        return view
 
     def metered(self) -> dict[str, int]:
         """Records metering counted per grant today (the operator's view of GET /v1/usage, DAY windows)."""
@@ -310,8 +399,12 @@ class Demo:
         )
 
     def refresh_statuses(self) -> None:
+        """Each grant's status as the platform sees it now (the last known one where it does not answer)."""
         for view in self.grants.values():
-            view.status = self._api(view.request.tenant).call("GET", f"/v1/grants/{view.grant_id}")["status"]
+            self.attempt(f"read grant {view.grant_id}", partial(self._refresh_status, view))
+
+    def _refresh_status(self, view: GrantView) -> None:
+        view.status = self._api(view.request.tenant).call("GET", f"/v1/grants/{view.grant_id}")["status"]
 
     def close(self) -> None:
         if self.streams:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 
 from pdo.demo import sample
@@ -33,8 +33,9 @@ def masked_example(demo: Demo, view: GrantView) -> str:
     return ", ".join(f"{name} ({rule}): {view.latest.get(name)}" for name, rule in masked.items())
 
 
-def table(demo: Demo, metered: dict[str, int]) -> list[str]:
-    """One line per grant: tenant, dataset, status, records received (and metered, when known), masking."""
+def table(demo: Demo, metered: dict[str, int] | None) -> list[str]:
+    """One line per grant: tenant, dataset, status, records received, metered (`?` when metering's usage
+    could not be read), masking."""
     lines = [
         f"  {'tenant':<15} {'dataset':<20} {'grant status':<12} {'received':>8} {'metered':>8}  masked in the latest record"
     ]
@@ -45,7 +46,7 @@ def table(demo: Demo, metered: dict[str, int]) -> list[str]:
             if view.revoked_at and view.last_published
             else ""
         )
-        metered_text = str(metered.get(view.grant_id, 0))
+        metered_text = "?" if metered is None else str(metered.get(view.grant_id, 0))
         lines.append(
             f"  {view.request.tenant.name:<15} {view.request.dataset_id:<20} {view.status:<12} {received:>8} "
             f"{metered_text:>8}  {masked_example(demo, view)}{note}"
@@ -77,13 +78,21 @@ def charges(demo: Demo) -> list[str]:
     return lines
 
 
+def reconciliation(demo: Demo) -> list[str]:
+    return ["  reconciliation (tenant topics, ledger, statements):"] + [
+        f"  {line}" for line in demo.reconciliation()
+    ]
+
+
 def print_summary(demo: Demo, final: bool = False) -> None:
-    """The grants table with metering's counts; at the end, this month's charges too."""
-    for line in table(demo, demo.metered()):
+    """The grants table with metering's counts; at the end, this month's charges and the reconciliation too.
+    Each part is a step of its own: one that fails is reported and the others are still shown."""
+    for line in table(demo, demo.attempt("read metering's usage", demo.metered)):
         demo.report(line)
     if final:
-        for line in charges(demo):
-            demo.report(line)
-        demo.report("  reconciliation (tenant topics, ledger, statements):")
-        for line in demo.reconciliation():
-            demo.report(f"  {line}")
+        for part, lines in (
+            ("price this month's charges", charges),
+            ("reconcile this month", reconciliation),
+        ):
+            for line in demo.attempt(part, partial(lines, demo)) or []:
+                demo.report(line)

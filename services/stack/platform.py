@@ -19,6 +19,7 @@ from pdo.core import access, db
 from pdo.core.config import Settings
 from pdo.core.errors import PdoError
 from pdo.stack import broker
+from pdo.stack.declarations import apply_acls, apply_topics
 from pdo.stack.local_secrets import local_secrets, secret_file
 
 
@@ -208,15 +209,12 @@ class Platform:
 def local_platform(settings: Settings, report: Callable[[str], None] = print) -> Iterator[Platform]:
     """The broker (started unless running), the declared topics, the database, and every service, running;
     on exit every service stops, and the broker too if it was started here (leave someone else's alone)."""
-    from pdo.cli.acls import apply_and_report as apply_acls  # the CLI's reports of what it created
-    from pdo.cli.topics import apply_and_report
-
     already_running = broker.status(settings).running
     broker.start(settings)
     platform = Platform(settings, report)
     try:
-        apply_and_report(settings)
-        apply_acls(settings, users=True)
+        apply_topics(settings, report)
+        apply_acls(settings, users=True, report=report)
         db.upgrade(settings.database_url)
         report(f"database at revision {db.current_revision(settings.database_url)}")
         platform.start()

@@ -33,6 +33,50 @@ def test_values_are_read_when_settings_are_built_not_at_import(monkeypatch, tmp_
     assert isinstance(settings.run_dir, Path)
 
 
+def _built_with_run_dir(monkeypatch, run_dir: Path) -> Settings:
+    monkeypatch.setenv("PDO_RUN_DIR", str(run_dir))
+    return Settings.from_env()
+
+
+def test_the_default_sqlite_stores_live_in_the_run_dir_so_two_run_dirs_share_no_database(
+    monkeypatch, tmp_path
+):
+    monkeypatch.delenv("PDO_DATABASE_URL", raising=False)
+    monkeypatch.delenv("PDO_REGISTRY_DATABASE_URL", raising=False)
+
+    one = _built_with_run_dir(monkeypatch, tmp_path / "one")
+    two = _built_with_run_dir(monkeypatch, tmp_path / "two")
+
+    assert one.database_url == f"sqlite:///{tmp_path / 'one' / 'pdo.db'}"
+    assert one.registry_database_url == f"sqlite:///{tmp_path / 'one' / 'registry.db'}"
+    assert two.database_url == f"sqlite:///{tmp_path / 'two' / 'pdo.db'}"
+    assert {one.database_url, one.registry_database_url}.isdisjoint(
+        {two.database_url, two.registry_database_url}
+    )
+
+
+def test_an_explicit_database_url_wins_over_the_run_dir(monkeypatch, tmp_path):
+    monkeypatch.setenv("PDO_DATABASE_URL", "postgresql+psycopg://pdo@db/pdo")
+    monkeypatch.setenv("PDO_REGISTRY_DATABASE_URL", f"sqlite:///{tmp_path / 'registry.db'}")
+
+    settings = _built_with_run_dir(monkeypatch, tmp_path / "run")
+
+    assert settings.database_url == "postgresql+psycopg://pdo@db/pdo"
+    assert settings.registry_database_url == f"sqlite:///{tmp_path / 'registry.db'}"
+
+
+def test_no_default_but_the_run_dir_itself_names_the_checkouts_run_folder():
+    checkout_run = str(PROJECT_ROOT / "run")
+
+    pinned = [
+        setting.metadata["env"]
+        for setting in dataclasses.fields(Settings)
+        if setting.metadata["env"] != "PDO_RUN_DIR" and checkout_run in str(setting.metadata["default"])
+    ]
+
+    assert not pinned, f"these defaults ignore PDO_RUN_DIR: {pinned}"
+
+
 def test_a_bad_number_names_the_variable_and_the_default(monkeypatch):
     monkeypatch.setenv("PDO_KAFKA_TIMEOUT_S", "ten")
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pdo.core import ids, schemas, topics
+from pdo.core import access, ids, schemas, topics
 from pdo.core.config import PROJECT_ROOT
 from pdo.core.errors import InvalidInput, PdoError
 from pdo.core.topics import TopicDeclarationError, TopicId
@@ -144,6 +145,18 @@ def test_a_broken_declaration_is_refused_with_the_reason(tmp_path, change, says)
     old, new = change
     with pytest.raises(TopicDeclarationError, match=says):
         topics.parse_declaration(write(tmp_path, "example.yaml", VALID.replace(old, new)))
+
+
+def test_a_missing_key_points_to_the_format_which_documents_every_key(tmp_path):
+    with pytest.raises(TopicDeclarationError) as refused:
+        topics.parse_declaration(write(tmp_path, "example.yaml", VALID.replace("key: example_id\n", "")))
+    guide = PROJECT_ROOT / refused.value.hint.split("see ", 1)[1].split()[0]
+    declared_keys = {field.name for field in dataclasses.fields(topics.TopicSpec)} - {"id", "source"}
+    access_keys = {"access", *access.ROLES, *access.PARTY_KINDS}
+
+    documented = guide.read_text()
+
+    assert not [key for key in sorted(declared_keys | access_keys) if f"`{key}`" not in documented]
 
 
 @pytest.mark.parametrize("text", ["name: [unclosed", "- just\n- a list\n"])
