@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from pdo.core.errors import PdoError
 
@@ -84,11 +88,17 @@ def ensure_local_secret(run_dir: Path, name: str) -> str:
 
 
 def _setting(
-    env: str, default: Any, doc: str, parse: Callable[[str], Any] = str, secret: bool = False
+    env: str,
+    default: Any,
+    doc: str,
+    parse: Callable[[str], Any] = str,
+    secret: bool = False,
+    url: bool = False,
 ) -> Any:
     """A field read from `env` when Settings is built (never at import), `default` when unset or empty.
 
-    A secret's value is never printed: `describe` shows only whether it is still the default.
+    A secret's value is never printed: `describe` shows only whether it is still the default; a URL's
+    password (`url=True`) is shown as `***`.
     """
 
     def read() -> Any:
@@ -103,8 +113,27 @@ def _setting(
     return field(
         default_factory=read,
         repr=not secret,
-        metadata={"env": env, "doc": doc, "secret": secret, "default": default},
+        metadata={"env": env, "doc": doc, "secret": secret, "default": default, "url": url},
     )
+
+
+def _service_database_url(service: str) -> Any:
+    """PDO_<SERVICE>_DATABASE_URL: where one service connects, as its own role on PostgreSQL."""
+    return _setting(
+        f"PDO_{service.upper()}_DATABASE_URL",
+        "",
+        f"SQLAlchemy URL the {service} service connects with (its own role on PostgreSQL, see `pdo db roles`); "
+        "unset: PDO_DATABASE_URL",
+        url=True,
+    )
+
+
+def _role_prefix(raw: str) -> str:
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,40}", raw):
+        raise ConfigError(
+            f"{raw!r} is not 1-41 lower-case letters, digits or underscores (not first a digit)"
+        )
+    return raw
 
 
 PRODUCTION = "production"
@@ -202,6 +231,7 @@ class Settings:
         "PDO_REGISTRY_DATABASE_URL",
         f"sqlite:///{PROJECT_ROOT / 'run' / 'registry.db'}",
         "the schema registry's own store (kept apart so a service's open SQLite write never blocks it)",
+        url=True,
     )
     registry_auth_cache_s: int = _setting(
         "PDO_REGISTRY_AUTH_CACHE_S",
@@ -316,7 +346,20 @@ class Settings:
     database_url: str = _setting(
         "PDO_DATABASE_URL",
         f"sqlite:///{PROJECT_ROOT / 'run' / 'pdo.db'}",
-        "SQLAlchemy URL of the system of record (SQLite default; postgresql+psycopg://… in production)",
+        "SQLAlchemy URL of the system of record (SQLite default; postgresql+psycopg://… in production); "
+        "migrations run with it, so on PostgreSQL it names the database's owner",
+        url=True,
+    )
+    catalog_database_url: str = _service_database_url("catalog")
+    authorization_database_url: str = _service_database_url("authorization")
+    metering_database_url: str = _service_database_url("metering")
+    gateway_database_url: str = _service_database_url("gateway")
+    database_role_prefix: str = _setting(
+        "PDO_DATABASE_ROLE_PREFIX",
+        "pdo_",
+        "prefix of the services' PostgreSQL roles (`pdo_catalog`, ...); roles are per server, so two "
+        "platforms sharing one PostgreSQL server need different prefixes",
+        _role_prefix,
     )
 
     @property
@@ -341,6 +384,16 @@ class Settings:
             f"set PDO_ENVIRONMENT={DEVELOPMENT}",
         )
 
+    @classmethod
+    def variable(cls, name: str) -> str:
+        """The environment variable of the setting `name`, e.g. "database_url" -> "PDO_DATABASE_URL"."""
+        return next(f.metadata["env"] for f in fields(cls) if f.name == name)
+
+    def service_database_url(self, service: str) -> str:
+        """The URL a service connects with: PDO_<SERVICE>_DATABASE_URL (the registry's own store for the
+        registry), else PDO_DATABASE_URL, so single-URL and SQLite setups connect as before."""
+        return getattr(self, f"{service}_database_url", "") or self.database_url
+
     def metrics_port(self, service: str) -> int:
         """The metrics port of a stream worker by its service name ("catalog", "sharing", ...)."""
         return getattr(self, f"{service}_metrics_port")
@@ -361,6 +414,11 @@ class Settings:
 
     def _shown(self, setting) -> str:
         value = getattr(self, setting.name)
+        if setting.metadata["url"] and value:
+            try:
+                return make_url(value).render_as_string(hide_password=True)
+            except ArgumentError:  # not a URL SQLAlchemy reads: it may still hold a password
+                return "(not a database URL; hidden)"
         if not setting.metadata["secret"]:
             return str(value)
         if not value:
