@@ -6,22 +6,42 @@ declaration no longer says is taken away. Roles get a prefix of this test's own 
 from __future__ import annotations
 
 import dataclasses
+import json
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
-from conftest import fresh_postgres_database
+from conftest import ServerThread, fresh_postgres_database, isolated_namespace, static_guard
 from sqlalchemy.exc import ProgrammingError
 
+from pdo.authorization import outbox
+from pdo.authorization.models import Narrowing, RequestSpec, RequestStatus
+from pdo.authorization.policy import load_policy
+from pdo.authorization.service import AuthorizationService
+from pdo.catalog.models import (
+    Classification,
+    DatasetRegistration,
+    Domain,
+    MaskingRule,
+    Openness,
+    PriceKind,
+    PricePlan,
+    SensitiveField,
+)
+from pdo.catalog.service import CatalogService
 from pdo.cli.main import main
 from pdo.core import db_roles
 from pdo.core.config import Settings
+from pdo.core.events import EventPublisher
+from pdo.core.registry_client import RegistryClient
 from pdo.gateway.principals import PrincipalStore
 from pdo.metering.assets import asset_report
 from pdo.metering.statements import list_statements
 from pdo.metering.usage import list_windows
+from pdo.registry.app import create_app as create_registry_app
 from pdo.stack import database_roles
 from pdo.stack.platform import prepare_databases
 
@@ -145,6 +165,72 @@ def test_the_gateway_serves_principals_usage_and_billing_under_its_role(role_url
         assert asset_report(engine, "2026-01").rows == []
     finally:
         engine.dispose()
+
+
+RECORD_SCHEMA = {
+    "type": "record",
+    "name": "Trip",
+    "namespace": "roles.test.v1",
+    "fields": [
+        {"name": "record_id", "type": "string"},
+        {"name": "plate", "type": "string"},
+        {"name": "district", "type": "string"},
+    ],
+}
+
+
+def test_the_gateway_runs_the_catalogs_and_authorizations_command_side_under_its_role(
+    settings, role_urls, kafka_bootstrap, tmp_path
+):
+    """Register a dataset, request it, approve, suspend, resume and revoke the grant, every event published
+    from the outbox: all as the gateway's role, with the registry on its own role too."""
+    gateway = sa.create_engine(role_urls["gateway"])
+    with (
+        ServerThread(create_registry_app(role_urls["registry"], guard=static_guard)) as registry_server,
+        isolated_namespace(
+            dataclasses.replace(settings, registry_url=registry_server.url), tmp_path
+        ) as isolated,
+    ):
+        publisher = EventPublisher(isolated)
+        registry = RegistryClient.for_settings(isolated)
+        try:
+            catalog = CatalogService(gateway, publisher, registry, isolated)
+            authorization = AuthorizationService(gateway, publisher, catalog, load_policy(), isolated)
+            dataset = catalog.register("provider:transport", registration(), actor="provider:transport")
+            start = datetime.now(UTC)
+            request = authorization.submit_request(
+                "tenant:acme",
+                RequestSpec(
+                    dataset.dataset_id, "routing", ("district", "plate"), start, start + timedelta(days=30)
+                ),
+                "tenant:acme",
+            )
+            assert authorization.decide(request.request_id).status == RequestStatus.PENDING_REVIEW
+            grant = authorization.approve(request.request_id, "operator:alice", Narrowing())
+            authorization.suspend(grant.grant_id, "operator:alice", "checking the purpose")
+            authorization.resume(grant.grant_id, "operator:alice")
+            revoked = authorization.revoke(grant.grant_id, "operator:alice", "purpose ended")
+            authorization.relay.publish_all()
+        finally:
+            publisher.close()
+            registry.close()
+    assert revoked.version == 4 and revoked.status.value == "REVOKED"
+    assert outbox.pending_count(gateway) == 0  # the gateway took the lease and marked its events sent
+    gateway.dispose()
+
+
+def registration() -> DatasetRegistration:
+    return DatasetRegistration(
+        dataset_id=f"roles-{uuid.uuid4().hex[:8]}",
+        owner_department="Transport Bureau",
+        title="Trips",
+        domain=Domain.TRANSPORT,
+        classification=Classification.GENERAL,
+        openness=Openness.CONDITIONAL,
+        record_schema=json.dumps(RECORD_SCHEMA),
+        sensitive_fields=(SensitiveField("plate", MaskingRule.KEYED_HASH),),
+        price_plan=PricePlan(PriceKind.PER_THOUSAND_RECORDS, Decimal("1.5")),
+    )
 
 
 def test_a_service_checks_the_schema_is_current_under_its_role(role_urls):
