@@ -61,23 +61,22 @@ def apply_roles(_args) -> int:
 
 
 def list_roles(_args) -> int:
-    from pdo.core.db_roles import differences
     from pdo.stack import database_roles
 
-    found = database_roles.declared_and_granted(Settings.from_env())
-    if not found:
+    stores = database_roles.declared_and_granted(Settings.from_env())
+    if not stores:
         print(NO_POSTGRES)
         return 0
-    drift = []
-    for where, declared, actual in found:
-        print(where)
-        for role in declared:
+    for store in stores:
+        print(store.where)
+        for role in store.declared:
             print(f"  {role}")
-            for table, privileges in sorted(actual.get(role, {}).items()):
+            held = store.granted.get(role, {})
+            for table, privileges in sorted(held.items()):
                 print(f"    {table:<28} {', '.join(sorted(privileges))}")
-            if not actual.get(role):
+            if not held:
                 print("    (no privileges: run `pdo db roles apply`)")
-        drift += differences(declared, actual)
+    drift = [line for store in stores for line in store.differences()]
     for line in drift:
         print(f"differs from the declaration: {line}")
     return 1 if drift else 0

@@ -88,17 +88,11 @@ def ensure_local_secret(run_dir: Path, name: str) -> str:
 
 
 def _setting(
-    env: str,
-    default: Any,
-    doc: str,
-    parse: Callable[[str], Any] = str,
-    secret: bool = False,
-    url: bool = False,
+    env: str, default: Any, doc: str, parse: Callable[[str], Any] = str, secret: bool = False
 ) -> Any:
     """A field read from `env` when Settings is built (never at import), `default` when unset or empty.
 
-    A secret's value is never printed: `describe` shows only whether it is still the default; a URL's
-    password (`url=True`) is shown as `***`.
+    A secret's value is never printed: `describe` shows only whether it is still the default.
     """
 
     def read() -> Any:
@@ -113,18 +107,20 @@ def _setting(
     return field(
         default_factory=read,
         repr=not secret,
-        metadata={"env": env, "doc": doc, "secret": secret, "default": default, "url": url},
+        metadata={"env": env, "doc": doc, "secret": secret, "default": default},
     )
+
+
+DATABASE_URL_SUFFIX = "_DATABASE_URL"
 
 
 def _service_database_url(service: str) -> Any:
     """PDO_<SERVICE>_DATABASE_URL: where one service connects, as its own role on PostgreSQL."""
     return _setting(
-        f"PDO_{service.upper()}_DATABASE_URL",
+        f"PDO_{service.upper()}{DATABASE_URL_SUFFIX}",
         "",
         f"SQLAlchemy URL the {service} service connects with (its own role on PostgreSQL, see `pdo db roles`); "
         "unset: PDO_DATABASE_URL",
-        url=True,
     )
 
 
@@ -231,7 +227,6 @@ class Settings:
         "PDO_REGISTRY_DATABASE_URL",
         f"sqlite:///{PROJECT_ROOT / 'run' / 'registry.db'}",
         "the schema registry's own store (kept apart so a service's open SQLite write never blocks it)",
-        url=True,
     )
     registry_auth_cache_s: int = _setting(
         "PDO_REGISTRY_AUTH_CACHE_S",
@@ -348,7 +343,6 @@ class Settings:
         f"sqlite:///{PROJECT_ROOT / 'run' / 'pdo.db'}",
         "SQLAlchemy URL of the system of record (SQLite default; postgresql+psycopg://… in production); "
         "migrations run with it, so on PostgreSQL it names the database's owner",
-        url=True,
     )
     catalog_database_url: str = _service_database_url("catalog")
     authorization_database_url: str = _service_database_url("authorization")
@@ -387,12 +381,14 @@ class Settings:
     @classmethod
     def variable(cls, name: str) -> str:
         """The environment variable of the setting `name`, e.g. "database_url" -> "PDO_DATABASE_URL"."""
-        return next(f.metadata["env"] for f in fields(cls) if f.name == name)
+        env: str = next(f.metadata["env"] for f in fields(cls) if f.name == name)
+        return env
 
     def service_database_url(self, service: str) -> str:
         """The URL a service connects with: PDO_<SERVICE>_DATABASE_URL (the registry's own store for the
         registry), else PDO_DATABASE_URL, so single-URL and SQLite setups connect as before."""
-        return getattr(self, f"{service}_database_url", "") or self.database_url
+        own: str = getattr(self, f"{service}_database_url", "")
+        return own or self.database_url
 
     def metrics_port(self, service: str) -> int:
         """The metrics port of a stream worker by its service name ("catalog", "sharing", ...)."""
@@ -414,7 +410,7 @@ class Settings:
 
     def _shown(self, setting) -> str:
         value = getattr(self, setting.name)
-        if setting.metadata["url"] and value:
+        if setting.metadata["env"].endswith(DATABASE_URL_SUFFIX) and value:  # a URL may carry a password
             try:
                 return make_url(value).render_as_string(hide_password=True)
             except ArgumentError:  # not a URL SQLAlchemy reads: it may still hold a password

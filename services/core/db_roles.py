@@ -137,12 +137,13 @@ def _refuse_missing_tables(conn: Connection, schema: str, plans: list[RolePlan])
 def _apply(conn: Connection, schema: str, plan: RolePlan) -> None:
     quote = conn.dialect.identifier_preparer.quote
     role, where = quote(plan.role), quote(schema)
+    database = quote(conn.execute(sa.text("SELECT current_database()")).scalar_one())
     _create_or_update(conn, plan)
     _leave_other_roles(conn, plan.role)
     for statement in (
         f"REVOKE ALL ON ALL TABLES IN SCHEMA {where} FROM {role}",
         f"REVOKE ALL ON ALL SEQUENCES IN SCHEMA {where} FROM {role}",
-        f"GRANT CONNECT ON DATABASE {quote(conn.execute(sa.text('SELECT current_database()')).scalar_one())} TO {role}",
+        f"GRANT CONNECT ON DATABASE {database} TO {role}",
         f"GRANT USAGE ON SCHEMA {where} TO {role}",
     ):
         conn.exec_driver_sql(statement)
@@ -171,7 +172,9 @@ def _create_or_update(conn: Connection, plan: RolePlan) -> None:
 
 def _scram_verifier(conn: Connection, plan: RolePlan) -> str:
     pgconn = conn.connection.driver_connection.pgconn
-    verifier = pgconn.encrypt_password(plan.password.encode(), plan.role.encode(), b"scram-sha-256").decode()
+    verifier: str = pgconn.encrypt_password(
+        plan.password.encode(), plan.role.encode(), b"scram-sha-256"
+    ).decode()
     if not SCRAM_VERIFIER.match(verifier):  # never put an unexpected text into a statement
         raise PdoError(f"libpq returned no SCRAM verifier for role {plan.role}")
     return verifier

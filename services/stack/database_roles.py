@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 
@@ -66,14 +67,19 @@ def password(settings: Settings, service: str) -> str:
     """PDO_<SERVICE>_DATABASE_PASSWORD when the deployment sets it, else the local stack's secret
     <run_dir>/secrets/database-<role> (made on first use)."""
     configured = os.environ.get(password_variable(service), "")
-    return configured or ensure_local_secret(settings.run_dir, f"database-{role_name(settings, service)}")
+    return configured or ensure_local_secret(settings.run_dir, _secret_name(settings, service))
 
 
 def password_source(settings: Settings, service: str) -> str:
     """Where a service's password comes from, in words (never the password)."""
     if os.environ.get(password_variable(service)):
         return password_variable(service)
-    return str(local_secret_path(settings.run_dir, f"database-{role_name(settings, service)}"))
+    return str(local_secret_path(settings.run_dir, _secret_name(settings, service)))
+
+
+def _secret_name(settings: Settings, service: str) -> str:
+    # Named by role, not service: platforms with different role prefixes keep different passwords.
+    return f"database-{role_name(settings, service)}"
 
 
 def homes(settings: Settings) -> dict[str, list[str]]:
@@ -107,8 +113,20 @@ def apply(settings: Settings) -> dict[str, str]:
     return urls
 
 
-def declared_and_granted(settings: Settings) -> list[tuple[str, dict[str, db_roles.Grants], dict]]:
-    """For each PostgreSQL store: (its URL without password, {role: declared grants}, {role: granted})."""
+@dataclass(frozen=True)
+class StoreGrants:
+    """One PostgreSQL store: where it is (no password), and per role what is declared and what is granted."""
+
+    where: str
+    declared: dict[str, db_roles.Grants]
+    granted: dict[str, db_roles.Grants]
+
+    def differences(self) -> list[str]:
+        return db_roles.differences(self.declared, self.granted)
+
+
+def declared_and_granted(settings: Settings) -> list[StoreGrants]:
+    """For each PostgreSQL store, the declared grants of the roles at home there and what it grants them."""
     found = []
     for admin_url, services in homes(settings).items():
         if not db_roles.supports_roles(admin_url):
@@ -116,7 +134,7 @@ def declared_and_granted(settings: Settings) -> list[tuple[str, dict[str, db_rol
         declared = {role_name(settings, s): db_roles.role_grants(privileges(s)) for s in services}
         engine = db.make_engine(admin_url)
         try:
-            actual = db_roles.granted(engine, declared)
+            granted = db_roles.granted(engine, declared)
         except sa.exc.SQLAlchemyError as error:
             raise PdoError(
                 f"cannot read the database's grants: {getattr(error, 'orig', None) or error}",
@@ -124,5 +142,6 @@ def declared_and_granted(settings: Settings) -> list[tuple[str, dict[str, db_rol
             ) from None
         finally:
             engine.dispose()
-        found.append((sa.engine.make_url(admin_url).render_as_string(hide_password=True), declared, actual))
+        where = sa.engine.make_url(admin_url).render_as_string(hide_password=True)
+        found.append(StoreGrants(where, declared, granted))
     return found

@@ -1,7 +1,7 @@
 """The ownership declaration (pdo.stack.database_roles) is sound: every table, in any service's metadata or
 made by a migration, has exactly one owner; what the gateway borrows is another service's table; and the
 local stack hands each service its own role's URL (and nothing new on SQLite). PostgreSQL itself:
-tests/integration/test_database_roles.py."""
+tests/integration/test_database_roles_on_postgres.py."""
 
 from __future__ import annotations
 
