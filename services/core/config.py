@@ -384,6 +384,11 @@ class Settings:
         env: str = next(f.metadata["env"] for f in fields(cls) if f.name == name)
         return env
 
+    @classmethod
+    def database_url_variables(cls) -> list[str]:
+        """PDO_DATABASE_URL, PDO_REGISTRY_DATABASE_URL and every PDO_<SERVICE>_DATABASE_URL."""
+        return [f.metadata["env"] for f in fields(cls) if f.metadata["env"].endswith(DATABASE_URL_SUFFIX)]
+
     def service_database_url(self, service: str) -> str:
         """The URL a service connects with: PDO_<SERVICE>_DATABASE_URL (the registry's own store for the
         registry), else PDO_DATABASE_URL, so single-URL and SQLite setups connect as before."""

@@ -188,7 +188,13 @@ class Platform:
         url = self.database_urls.get(name)
         if url is None:
             return {}
-        return {Settings.variable("database_url"): url, Settings.variable(f"{name}_database_url"): url}
+        # Only its own: every other database URL names the owner or another role, with the password.
+        others = dict.fromkeys(Settings.database_url_variables(), "")
+        return {
+            **others,
+            Settings.variable("database_url"): url,
+            Settings.variable(f"{name}_database_url"): url,
+        }
 
     def _wait_ready(self, service: ServiceProcess, url: str, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s

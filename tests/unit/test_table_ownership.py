@@ -93,13 +93,14 @@ def test_a_role_url_keeps_server_and_database_and_names_the_role():
     )
 
 
+OWNER_URL = "postgresql+psycopg://owner:owner-secret@127.0.0.1/pdo"
+
+
 @pytest.fixture
 def settings(tmp_path) -> Settings:
+    """One PostgreSQL database for every store, as the owner (the registry's store in it too)."""
     return dataclasses.replace(
-        Settings(),
-        database_url="postgresql+psycopg://owner:owner-secret@127.0.0.1/pdo",
-        registry_database_url=f"sqlite:///{tmp_path / 'registry.db'}",
-        run_dir=tmp_path / "run",
+        Settings(), database_url=OWNER_URL, registry_database_url=OWNER_URL, run_dir=tmp_path / "run"
     )
 
 
@@ -144,12 +145,15 @@ def test_the_stack_hands_each_service_its_role_and_never_the_owners_password(set
         == platform.database_urls["registry"]
     )
     assert "owner-secret" not in " ".join(catalog.values()) + " ".join(registry.values())
+    assert "r-secret" not in " ".join(catalog.values())  # nor another service's role
 
 
 def test_on_sqlite_the_stack_passes_the_one_url_as_before(settings):
-    on_sqlite = dataclasses.replace(settings, database_url="sqlite:///pdo.db")
+    on_sqlite = dataclasses.replace(
+        settings, database_url="sqlite:///pdo.db", registry_database_url="sqlite:///r.db"
+    )
     platform = Platform(on_sqlite, report=lambda _line: None)
-    assert database_roles.apply(dataclasses.replace(on_sqlite, registry_database_url="sqlite:///r.db")) == {}
+    assert database_roles.apply(on_sqlite) == {}
     assert platform._environment("metering")["PDO_DATABASE_URL"] == "sqlite:///pdo.db"
     assert platform._environment("metering")["PDO_METERING_DATABASE_URL"] == ""
 
