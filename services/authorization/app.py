@@ -59,7 +59,7 @@ def build_runtime(settings: Settings) -> Runtime:
     """The service wired to the database, the broker, the catalog and the policy file in force."""
     from pdo.catalog.public import CatalogService
 
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.service_database_url("authorization"))
     publisher = EventPublisher(settings)
     catalog = CatalogService(engine, publisher, publisher.codec.registry, settings)
     service = AuthorizationService(engine, publisher, catalog, load_policy(), settings)

@@ -36,7 +36,7 @@ def run_worker(args) -> int:
 
     settings = Settings.from_env()
     db.upgrade(settings.database_url)
-    engine = db.make_engine(settings.database_url)
+    engine = db.make_engine(settings.service_database_url("catalog"))
     app = create_app(settings, engine, app_id=args.group)
     # create_app hangs the projector on the faust app (which takes extra attributes).
     serve_worker_metrics(args, settings, app.catalog_projector.metrics.registry)  # type: ignore[attr-defined]

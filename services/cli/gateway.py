@@ -195,7 +195,7 @@ def serve_gateway(settings: Settings) -> None:
     db.upgrade(settings.database_url)
     host, port = (settings.gateway_host, settings.gateway_port)
     with ExitStack() as resources:
-        engine = db.make_engine(settings.database_url)
+        engine = db.make_engine(settings.service_database_url("gateway"))
         resources.callback(engine.dispose)
         publisher = EventPublisher(settings)
         resources.callback(publisher.close)

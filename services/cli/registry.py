@@ -29,7 +29,7 @@ def serve_registry(settings: Settings) -> None:
     revision = db.current_revision(settings.registry_database_url)
     print(f"schema registry serving at {url} (database at revision {revision})")
     config = uvicorn.Config(
-        create_app(settings.registry_database_url, settings=settings),
+        create_app(settings.service_database_url("registry"), settings=settings),
         host=settings.registry_host,
         port=settings.registry_port,
         log_level="info",

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 from collections.abc import Callable
 from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
 from typing import TypeVar, overload
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from pdo.core.errors import PdoError
 
@@ -130,6 +134,27 @@ def _setting(
         repr=not secret,
         metadata={"env": env, "doc": doc, "secret": secret, "default": default},
     )
+
+
+DATABASE_URL_SUFFIX = "_DATABASE_URL"
+
+
+def _service_database_url(service: str) -> str:
+    """PDO_<SERVICE>_DATABASE_URL: where one service connects, as its own role on PostgreSQL."""
+    return _setting(
+        f"PDO_{service.upper()}{DATABASE_URL_SUFFIX}",
+        "",
+        f"SQLAlchemy URL the {service} service connects with (its own role on PostgreSQL, see `pdo db roles`); "
+        "unset: PDO_DATABASE_URL",
+    )
+
+
+def _role_prefix(raw: str) -> str:
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,40}", raw):
+        raise ConfigError(
+            f"{raw!r} is not 1-41 lower-case letters, digits or underscores (not first a digit)"
+        )
+    return raw
 
 
 PRODUCTION = "production"
@@ -345,7 +370,20 @@ class Settings:
     database_url: str = _setting(
         "PDO_DATABASE_URL",
         InRunDir("sqlite:///{run_dir}/pdo.db"),
-        "SQLAlchemy URL of the system of record (SQLite in PDO_RUN_DIR by default; postgresql+psycopg://… in production)",
+        "SQLAlchemy URL of the system of record (SQLite in PDO_RUN_DIR by default; postgresql+psycopg://… in "
+        "production); "
+        "migrations run with it, so on PostgreSQL it names the database's owner",
+    )
+    catalog_database_url: str = _service_database_url("catalog")
+    authorization_database_url: str = _service_database_url("authorization")
+    metering_database_url: str = _service_database_url("metering")
+    gateway_database_url: str = _service_database_url("gateway")
+    database_role_prefix: str = _setting(
+        "PDO_DATABASE_ROLE_PREFIX",
+        "pdo_",
+        "prefix of the services' PostgreSQL roles (`pdo_catalog`, ...); roles are per server, so two "
+        "platforms sharing one PostgreSQL server need different prefixes",
+        _role_prefix,
     )
 
     def __post_init__(self) -> None:
@@ -378,6 +416,23 @@ class Settings:
             f"set PDO_ENVIRONMENT={DEVELOPMENT}",
         )
 
+    @classmethod
+    def variable(cls, name: str) -> str:
+        """The environment variable of the setting `name`, e.g. "database_url" -> "PDO_DATABASE_URL"."""
+        env: str = next(f.metadata["env"] for f in fields(cls) if f.name == name)
+        return env
+
+    @classmethod
+    def database_url_variables(cls) -> list[str]:
+        """PDO_DATABASE_URL, PDO_REGISTRY_DATABASE_URL and every PDO_<SERVICE>_DATABASE_URL."""
+        return [f.metadata["env"] for f in fields(cls) if f.metadata["env"].endswith(DATABASE_URL_SUFFIX)]
+
+    def service_database_url(self, service: str) -> str:
+        """The URL a service connects with: PDO_<SERVICE>_DATABASE_URL (the registry's own store for the
+        registry), else PDO_DATABASE_URL, so single-URL and SQLite setups connect as before."""
+        own: str = getattr(self, f"{service}_database_url", "")
+        return own or self.database_url
+
     def metrics_port(self, service: str) -> int:
         """The metrics port of a stream worker by its service name ("catalog", "sharing", ...)."""
         port: int = getattr(self, f"{service}_metrics_port")
@@ -399,6 +454,11 @@ class Settings:
 
     def _shown(self, setting: Field[object]) -> str:
         value = getattr(self, setting.name)
+        if setting.metadata["env"].endswith(DATABASE_URL_SUFFIX) and value:  # a URL may carry a password
+            try:
+                return make_url(value).render_as_string(hide_password=True)
+            except ArgumentError:  # not a URL SQLAlchemy reads: it may still hold a password
+                return "(not a database URL; hidden)"
         if not setting.metadata["secret"]:
             return str(value)
         if not value:

@@ -39,3 +39,26 @@ api_keys = sa.Table(
     sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
     sa.Index("ix_gateway_api_keys_principal_id", "principal_id"),
 )
+
+# What the gateway does to other services' tables, by table name (it imports none of their modules), so its
+# database role gets exactly this (services/stack/database_roles.py). It is the command side of the catalog
+# and the authorization service: their services run in the gateway's process on their tables (registering
+# and updating datasets; submitting and withdrawing requests, operators' decisions, suspending, resuming and
+# revoking grants, with the history and the outbox, which it publishes right after each commit). Deleting is
+# theirs alone (the authorization worker prunes the outbox and rebuilds its tables). It only reads the
+# metering tables it serves over HTTP: usage windows, statements, and the ledger and periods the asset
+# report prices an open month from.
+WRITE = ("SELECT", "INSERT", "UPDATE")
+BORROWED: dict[str, tuple[str, ...]] = {
+    "catalog_datasets": WRITE,
+    "authz_requests": WRITE,
+    "authz_grants": WRITE,
+    "authz_grant_transitions": ("SELECT", "INSERT"),
+    "authz_outbox": WRITE,
+    "authz_outbox_lease": ("SELECT", "UPDATE"),
+    "metering_windows": ("SELECT",),
+    "metering_statements": ("SELECT",),
+    "metering_statement_lines": ("SELECT",),
+    "metering_periods": ("SELECT",),
+    "metering_ledger": ("SELECT",),
+}

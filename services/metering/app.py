@@ -68,7 +68,7 @@ class Runtime:
 
 
 def build_runtime(settings: Settings) -> Runtime:
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.service_database_url("metering"))
     publisher = EventPublisher(settings)
     codec = AvroCodec(RegistryClient.for_settings(settings))
     return Runtime(MeteringHandler(Ledger(engine), publisher, codec), publisher, engine)

@@ -18,7 +18,7 @@ import yaml
 from pdo.core import access, db
 from pdo.core.config import Settings
 from pdo.core.errors import PdoError
-from pdo.stack import broker
+from pdo.stack import broker, database_roles
 from pdo.stack.declarations import apply_acls, apply_topics
 from pdo.stack.local_secrets import local_secrets, secret_file
 
@@ -118,6 +118,8 @@ class Platform:
         self.running: dict[str, subprocess.Popen] = {}
         # The generated secrets go to the services only, never into this process's environment or a log.
         self.service_environment = {**settings.environment(), **local_secrets(settings)}
+        # {service: URL as its own database role} once `prepare_databases` made them (PostgreSQL only).
+        self.database_urls: dict[str, str] = {}
 
     def start(self, ready_timeout_s: float = 60) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -173,11 +175,26 @@ class Platform:
         )
 
     def _environment(self, name: str) -> dict[str, str]:
-        """These settings, with the service's own Kafka principal: it can do only what topics/ grants it."""
+        """These settings, with the service's own Kafka principal (it can do only what topics/ grants it) and,
+        on PostgreSQL, its own database role: every database URL it reads names that role, so the service
+        never holds the owner's password (at start it only reads the migration revision)."""
         return {
             **self.service_environment,
             "PDO_KAFKA_USERNAME": access.service_user(name),
             "PDO_KAFKA_PASSWORD": access.service_password(self.settings, name),
+            **self._database_environment(name),
+        }
+
+    def _database_environment(self, name: str) -> dict[str, str]:
+        url = self.database_urls.get(name)
+        if url is None:
+            return {}
+        # Only its own: every other database URL names the owner or another role, with the password.
+        others = dict.fromkeys(Settings.database_url_variables(), "")
+        return {
+            **others,
+            Settings.variable("database_url"): url,
+            Settings.variable(f"{name}_database_url"): url,
         }
 
     def _wait_ready(self, service: ServiceProcess, url: str, timeout_s: float) -> None:
@@ -205,6 +222,19 @@ class Platform:
         return "\n".join(text[-lines:])
 
 
+def prepare_databases(settings: Settings, report: Callable[[str], None] = print) -> dict[str, str]:
+    """Migrate the stores as their owner, then, where they are PostgreSQL, give every service its role
+    (pdo.stack.database_roles); {service: its URL as that role}, empty on SQLite (nothing changes there)."""
+    for url in dict.fromkeys((settings.database_url, settings.registry_database_url)):
+        db.upgrade(url)
+    report(f"database at revision {db.current_revision(settings.database_url)}")
+    urls = database_roles.apply(settings)
+    if urls:
+        roles = ", ".join(database_roles.role_name(settings, service) for service in urls)
+        report(f"database roles applied: {roles} (each service connects as its own)")
+    return urls
+
+
 @contextmanager
 def local_platform(settings: Settings, report: Callable[[str], None] = print) -> Iterator[Platform]:
     """The broker (started unless running), the declared topics, the database, and every service, running;
@@ -215,8 +245,7 @@ def local_platform(settings: Settings, report: Callable[[str], None] = print) ->
     try:
         apply_topics(settings, report)
         apply_acls(settings, users=True, report=report)
-        db.upgrade(settings.database_url)
-        report(f"database at revision {db.current_revision(settings.database_url)}")
+        platform.database_urls = prepare_databases(settings, report)
         platform.start()
         prometheus = write_prometheus_config(settings)
         report(
