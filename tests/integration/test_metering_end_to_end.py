@@ -35,9 +35,9 @@ from pdo.authorization.testing import TRAFFIC_FLOW_SCHEMA
 from pdo.catalog.service import feed_topic
 from pdo.core import db, topics
 from pdo.core.kafka import producer
+from pdo.core.months import period_of
 from pdo.core.topics import TopicId
 from pdo.metering import tables as t
-from pdo.metering.months import period_of
 
 pytestmark = pytest.mark.integration
 

@@ -10,10 +10,10 @@ import pytest
 from billing_support import add_grant, add_usage, per_thousand
 
 from pdo.authorization.testing import RecordingPublisher
+from pdo.billing.statements import close_period
 from pdo.cli.main import main
 from pdo.core import db
 from pdo.metering import tables as t
-from pdo.metering.statements import close_period
 
 MARCH = datetime(2026, 3, 9, tzinfo=UTC)
 
