@@ -194,14 +194,15 @@ def run_reconcile(args) -> int:
 
 def run_assets(args) -> int:
     from pdo.billing.assets import asset_report
-    from pdo.catalog.service import list_datasets
+    from pdo.metering.public import datasets_of_provider
 
     settings = Settings.from_env()
     engine = _engine(settings)
     try:
         owned = None
-        if args.provider:
-            owned = {d.dataset_id for d in list_datasets(engine, args.provider, include_retired=True)}
+        if args.provider:  # from metering's projection of the catalog: billing runs with metering's role
+            with engine.connect() as conn:
+                owned = datasets_of_provider(conn, args.provider)
         report = asset_report(engine, args.period, dataset_ids=owned)
     finally:
         engine.dispose()

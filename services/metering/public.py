@@ -237,3 +237,9 @@ def dataset_names(conn: Connection) -> dict[str, tuple[str, str]]:
     """(title, provider_id) of every dataset metering knows, retired ones included."""
     rows = conn.execute(sa.select(t.datasets.c.dataset_id, t.datasets.c.title, t.datasets.c.provider_id))
     return {dataset_id: (title, provider) for dataset_id, title, provider in rows}
+
+
+def datasets_of_provider(conn: Connection, provider_id: str) -> set[str]:
+    """Ids of the datasets `provider_id` publishes, retired ones included (a provider's own asset report)."""
+    query = sa.select(t.datasets.c.dataset_id).where(t.datasets.c.provider_id == provider_id)
+    return set(conn.execute(query).scalars())
