@@ -2,8 +2,9 @@
 
 - the agent `meter_deliveries` takes the facts in batches (`stream.take_events(batch_size, within)`: up to
   `batch_size` facts, or whatever arrived within `within` seconds) and runs the handler's steps for each
-  batch in a thread (handler.py): decode, dead-letter the refused, write the ledger in one transaction
-  (pdo.metering.ledger), announce quotas reached. faust acknowledges a batch's events only after the loop
+  batch in a thread (handler.py): decode, dead-letter the refused, catch the grants projection up when a
+  fact names a grant it lacks, write the ledger in one transaction (pdo.metering.ledger), announce quotas
+  reached. faust acknowledges a batch's events only after the loop
   body returns, i.e. after the ledger transaction committed; a crash before that redelivers the batch and
   the ledger ignores the delivery ids it already holds. A failing step is retried with backoff until it
   succeeds: a batch is never skipped (a stalled worker shows as consumer lag, a skipped one as lost money);
@@ -151,14 +152,7 @@ def create_app(
         app.agent(source(app, topic, settings), name=name)(project)
 
     # One worker publishes: the others would only find nothing left to do.
-    @app.timer(interval=PUBLISH_INTERVAL_S, on_leader=True, name="publish_usage")
-    async def publish_usage() -> None:
-        try:
-            await asyncio.to_thread(handler.publish_due)
-        except Exception:  # retried at the next tick; it must never stop the worker
-            log.exception("publishing usage windows failed")
-
-    for timer in timers:
+    for timer in (LeaderTimer("publish_usage", PUBLISH_INTERVAL_S, handler.publish_due), *timers):
         app.timer(interval=timer.interval_s, on_leader=True, name=timer.name)(_leader_work(timer))
     return app
 

@@ -153,3 +153,33 @@ def test_no_catch_up_when_every_grant_is_known(behind) -> None:
     handler.know_grants([usage_fact("d-1", "g-late", NOW)])
     assert handler.know_grants([usage_fact("d-2", "g-late", NOW)]) is False
     assert len(log.reads) == 1
+
+
+def imported_modules(folder: str) -> dict[str, set[str]]:
+    """Per module of services/<folder>, the pdo modules it imports (at the top or inside functions)."""
+    import ast
+    from pathlib import Path
+
+    found = {}
+    for path in sorted((Path(__file__).parents[2] / "services" / folder).glob("*.py")):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+            elif isinstance(node, ast.Import):
+                names |= {alias.name for alias in node.names}
+        found[path.name] = {name for name in names if name.startswith("pdo.")}
+    return found
+
+
+def test_metering_reads_no_other_service_and_billing_reads_metering_only_through_its_public_module() -> None:
+    for module, names in imported_modules("metering").items():
+        foreign = {n for n in names if not n.startswith(("pdo.core", "pdo.metering"))}
+        assert foreign == set(), f"metering/{module} imports {sorted(foreign)}"
+    for module, names in imported_modules("billing").items():
+        internal = {
+            n for n in names if n.startswith("pdo.metering") and not n.startswith("pdo.metering.public")
+        }
+        assert internal <= {"pdo.metering", "pdo.metering.public"}, (
+            f"billing/{module} imports {sorted(internal)}"
+        )
