@@ -1,4 +1,5 @@
-"""What the billing tests share: grants with a price plan and ledger rows written straight into SQL."""
+"""What the billing tests share: grants with a price plan (metering's projection) and ledger rows written straight
+into SQL."""
 
 from __future__ import annotations
 
@@ -8,11 +9,9 @@ from itertools import count
 
 import sqlalchemy as sa
 
-from pdo.authorization import records
-from pdo.authorization import tables as authz
-from pdo.authorization.public import Grant
-from pdo.core.vocabulary import GrantStatus, PriceKind, PricePlan, PriceTier
+from pdo.core.vocabulary import PriceKind, PricePlan, PriceTier, price_plan_to_json
 from pdo.metering import tables as t
+from pdo.metering.testing import put_grant
 
 GRANTED_AT = datetime(2026, 1, 1, tzinfo=UTC)
 _numbers = count()
@@ -36,24 +35,16 @@ FREE = PricePlan(PriceKind.FREE)
 
 
 def add_grant(conn: sa.Connection, grant_id: str, tenant_id: str, dataset_id: str, plan: PricePlan) -> None:
-    grant = Grant(
-        grant_id=grant_id,
-        request_id=grant_id.removeprefix("g-"),
-        tenant_id=tenant_id,
-        dataset_id=dataset_id,
-        fields=("record_id",),
-        masking={},
-        row_filter=None,
-        daily_quota_records=None,
-        valid_from=GRANTED_AT,
+    """The grant as metering's projection holds it (its price plan is what billing prices by)."""
+    put_grant(
+        conn,
+        grant_id,
+        tenant_id,
+        dataset_id,
+        GRANTED_AT,
         valid_until=GRANTED_AT + timedelta(days=730),
-        price_plan=plan,
-        status=GrantStatus.ACTIVE,
-        version=1,
-        created_at=GRANTED_AT,
-        updated_at=GRANTED_AT,
+        price_plan=price_plan_to_json(plan),
     )
-    conn.execute(authz.grants.insert().values(records.grant_to_row(grant)))
 
 
 def add_usage(

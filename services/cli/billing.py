@@ -23,7 +23,7 @@ from pdo.core.errors import InvalidInput
 
 def period_argument(text: str) -> str:
     """An argparse type: a month YYYY-MM, refused with the reason otherwise."""
-    from pdo.metering.months import parse_period
+    from pdo.core.months import parse_period
 
     try:
         return parse_period(text)
@@ -87,8 +87,8 @@ def _login() -> str:
 
 
 def close_statements(args) -> int:
+    from pdo.billing.statements import close_period
     from pdo.core.events import EventPublisher
-    from pdo.metering.statements import close_period
 
     settings = Settings.from_env()
     engine = _engine(settings)
@@ -111,7 +111,7 @@ def close_statements(args) -> int:
 
 
 def show_statements(args) -> int:
-    from pdo.metering.statements import list_statements, set_aside_rows
+    from pdo.billing.statements import list_statements, set_aside_rows
 
     settings = Settings.from_env()
     engine = _engine(settings)
@@ -133,7 +133,7 @@ def show_statements(args) -> int:
 
 
 def print_statements(statements, as_json: bool) -> None:
-    from pdo.metering.statements import statement_json
+    from pdo.billing.statements import statement_json
 
     if as_json:
         print(json.dumps([statement_json(s) for s in statements], indent=2))
@@ -150,7 +150,7 @@ def print_statements(statements, as_json: bool) -> None:
 
 
 def verify_statements(args) -> int:
-    from pdo.metering.statements import verify_period
+    from pdo.billing.statements import verify_period
 
     settings = Settings.from_env()
     engine = _engine(settings)
@@ -171,9 +171,10 @@ def verify_statements(args) -> int:
 
 
 def run_reconcile(args) -> int:
+    from pdo.billing.reconcile import reconcile
+    from pdo.billing.report import report_lines
     from pdo.core.codec import AvroCodec
     from pdo.core.registry_client import RegistryClient
-    from pdo.metering.reconcile import reconcile, report_lines
 
     settings = Settings.from_env()
     engine = _engine(settings)
@@ -192,15 +193,16 @@ def run_reconcile(args) -> int:
 
 
 def run_assets(args) -> int:
-    from pdo.catalog.public import list_datasets
-    from pdo.metering.assets import asset_report
+    from pdo.billing.assets import asset_report
+    from pdo.metering.public import datasets_of_provider
 
     settings = Settings.from_env()
     engine = _engine(settings)
     try:
         owned = None
-        if args.provider:
-            owned = {d.dataset_id for d in list_datasets(engine, args.provider, include_retired=True)}
+        if args.provider:  # from metering's projection of the catalog: billing runs with metering's role
+            with engine.connect() as conn:
+                owned = datasets_of_provider(conn, args.provider)
         report = asset_report(engine, args.period, dataset_ids=owned)
     finally:
         engine.dispose()

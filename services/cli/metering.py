@@ -85,6 +85,7 @@ def run_worker(args) -> int:
             app_id=args.group,
             batch_size=args.batch_size or app.BATCH_SIZE,
             within_s=args.batch_within or app.BATCH_WITHIN_S,
+            timers=[billing_gauges_timer(settings, runtime)],
         )
         streams.run_worker(faust_app, loglevel=args.loglevel)
     finally:
@@ -92,8 +93,20 @@ def run_worker(args) -> int:
     return 0
 
 
+def billing_gauges_timer(settings: Settings, runtime):
+    """Billing's gauges, exported by the metering worker's leader: wired here, so metering never imports billing."""
+    from pdo.billing.gauges import INTERVAL_S, export_billing_metrics
+    from pdo.core.events import utc_now
+    from pdo.metering.app import LeaderTimer
+
+    def export() -> None:
+        export_billing_metrics(settings, runtime.engine, utc_now(), codec=runtime.handler.codec)
+
+    return LeaderTimer("export_billing_metrics", INTERVAL_S, export)
+
+
 def print_usage(args) -> int:
-    from pdo.metering.usage import list_windows
+    from pdo.metering.public import list_windows
 
     settings = Settings.from_env()
     db.upgrade(settings.database_url)

@@ -36,20 +36,21 @@ from kafka import TopicPartition
 from kafka.errors import KafkaError
 from sqlalchemy.exc import SQLAlchemyError
 
+from pdo.billing.reconcile import reconcile
+from pdo.billing.report import report_lines
+from pdo.billing.statements import Statement, compute_statements
 from pdo.core import kafka
 from pdo.core.codec import AvroCodec, CodecError
 from pdo.core.config import Settings
 from pdo.core.db import make_engine
 from pdo.core.errors import Conflict, PdoError
+from pdo.core.months import period_of
 from pdo.core.provenance import PROVENANCE_FIELD
 from pdo.core.registry_client import RegistryClient
 from pdo.core.topics import tenant_topic
 from pdo.demo import sample
 from pdo.demo.records import GENERATORS
 from pdo.gateway.principals import PrincipalStore
-from pdo.metering.months import period_of
-from pdo.metering.reconcile import reconcile, report_lines
-from pdo.metering.statements import Statement, compute_statements
 
 DECISION_TIMEOUT_S = 60
 POLL_S = 0.5

@@ -13,13 +13,12 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 
+from pdo.billing.public import asset_report, get_statement, list_statements, statement_json
+from pdo.core.months import parse_period
 from pdo.gateway.auth import TenantOrOperator, role
 from pdo.gateway.deps import ID_PATTERN, catalog, tenant_scope
 from pdo.gateway.models import ERROR_RESPONSES
 from pdo.gateway.principals import Principal, PrincipalKind
-from pdo.metering.assets import asset_report
-from pdo.metering.months import parse_period
-from pdo.metering.statements import get_statement, list_statements, statement_json
 
 ProviderOrOperator = Annotated[Principal, Depends(role(PrincipalKind.PROVIDER, PrincipalKind.OPERATOR))]
 

@@ -18,7 +18,7 @@ from pdo.gateway.auth import AnyPrincipal
 from pdo.gateway.deps import catalog
 from pdo.gateway.models import ERROR_RESPONSES
 from pdo.gateway.principals import Principal, PrincipalKind
-from pdo.metering.usage import list_windows
+from pdo.metering.public import list_windows
 
 router = APIRouter(prefix="/v1/usage", responses=ERROR_RESPONSES, tags=["usage"])
 

@@ -46,8 +46,8 @@ api_keys = sa.Table(
 # and updating datasets; submitting and withdrawing requests, operators' decisions, suspending, resuming and
 # revoking grants, with the history and the outbox, which it publishes right after each commit). Deleting is
 # theirs alone (the authorization worker prunes the outbox and rebuilds its tables). It only reads the
-# metering tables it serves over HTTP: usage windows, statements, and the ledger and periods the asset
-# report prices an open month from.
+# metering and billing tables it serves over HTTP: usage windows, statements, and the ledger, periods and
+# metering's projection of grants and datasets that the asset report prices an open month from.
 WRITE = ("SELECT", "INSERT", "UPDATE")
 BORROWED: dict[str, tuple[str, ...]] = {
     "catalog_datasets": WRITE,
@@ -61,4 +61,6 @@ BORROWED: dict[str, tuple[str, ...]] = {
     "metering_statement_lines": ("SELECT",),
     "metering_periods": ("SELECT",),
     "metering_ledger": ("SELECT",),
+    "metering_grants": ("SELECT",),
+    "metering_datasets": ("SELECT",),
 }

@@ -1,1 +1,1 @@
-"""Metering: usage facts into the ledger exactly once, usage windows, quotas, statements, reconciliation."""
+"""Metering: usage facts into the ledger exactly once, usage windows, quotas, its projection of grants and datasets."""

@@ -2,15 +2,20 @@
 
 - the agent `meter_deliveries` takes the facts in batches (`stream.take_events(batch_size, within)`: up to
   `batch_size` facts, or whatever arrived within `within` seconds) and runs the handler's steps for each
-  batch in a thread (handler.py): decode, dead-letter the refused, write the ledger in one transaction
-  (pdo.metering.ledger), announce quotas reached. faust acknowledges a batch's events only after the loop
+  batch in a thread (handler.py): decode, dead-letter the refused, catch the grants projection up when a
+  fact names a grant it lacks, write the ledger in one transaction (pdo.metering.ledger), announce quotas
+  reached. faust acknowledges a batch's events only after the loop
   body returns, i.e. after the ledger transaction committed; a crash before that redelivers the batch and
   the ledger ignores the delivery ids it already holds. A failing step is retried with backoff until it
   succeeds: a batch is never skipped (a stalled worker shows as consumer lag, a skipped one as lost money);
 - the `publish_usage` timer (leader only) publishes UsageRecorded for closed windows, each window version
   once (pdo.metering.usage), and retries QuotaExceeded notices still pending;
-- the `export_billing_metrics` timer (leader only) reconciles this month and the last (tenant topics,
-  ledger, statements: pdo.metering.reconcile) into the drift and charges gauges alerts and dashboards read.
+- the agents `project_authorizations` and `project_catalog` keep metering's projection of the grants and the
+  datasets (pdo.metering.projection) from pdo.authorizations and pdo.catalog, in the same consumer group.
+  The projection may lag the deliveries; before a fact is set aside as UNKNOWN_GRANT the handler catches it
+  up to the current end of pdo.authorizations (the ordering rule, pdo.metering.projection);
+- `timers` given by the entry point run on the leader too (`pdo metering worker` adds billing's gauge
+  export, pdo.billing.gauges): metering itself knows nothing of billing.
 
 Several workers may run in the group: they split pdo.deliveries' partitions, and the ledger's unique key
 holds across them (a fact redelivered to another worker after a rebalance is ignored there too).
@@ -21,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,13 +37,13 @@ from pdo.core.codec import AvroCodec
 from pdo.core.config import Settings
 from pdo.core.db import make_engine
 from pdo.core.deadletters import source_message
-from pdo.core.events import EventPublisher, utc_now
+from pdo.core.events import EventPublisher
 from pdo.core.registry_client import RegistryClient
 from pdo.core.streams import make_app, source
 from pdo.core.topics import TopicId
 from pdo.metering.handler import MeteringHandler
 from pdo.metering.ledger import Ledger
-from pdo.metering.reconcile import export_billing_metrics
+from pdo.metering.projection import KafkaTopicLog, Projection
 
 log = logging.getLogger(__name__)
 
@@ -46,23 +51,34 @@ APP_ID = "metering"
 BATCH_SIZE = 1000
 BATCH_WITHIN_S = 0.5
 PUBLISH_INTERVAL_S = 5.0
-# Reconciliation reads every tenant topic of this month and the last: often enough for an alert to fire
-# within minutes of a drift, rarely enough that the scan stays a small share of the broker's reads.
-RECONCILE_INTERVAL_S = 300.0
+# Projection events per transaction: grant and catalog events are few; a replay from the start is batched.
+PROJECTION_BATCH = 500
 FIRST_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 30.0
 
 
+@dataclass(frozen=True)
+class LeaderTimer:
+    """Blocking work an entry point has the worker run every `interval_s` seconds on the leader, in a thread."""
+
+    name: str
+    interval_s: float
+    work: Callable[[], object]
+
+
 @dataclass
 class Runtime:
-    """What one worker process holds; close() releases the producer, the registries and the pool."""
+    """What one worker process holds; close() releases the producer, the registries, the consumer, the pool."""
 
     handler: MeteringHandler
+    projection: Projection
+    authorizations: KafkaTopicLog
     publisher: EventPublisher
     engine: Engine
 
     def close(self) -> None:
         self.publisher.close()
+        self.authorizations.close()
         self.handler.codec.registry.close()
         self.engine.dispose()
 
@@ -71,7 +87,10 @@ def build_runtime(settings: Settings) -> Runtime:
     engine = make_engine(settings.service_database_url("metering"))
     publisher = EventPublisher(settings)
     codec = AvroCodec(RegistryClient.for_settings(settings))
-    return Runtime(MeteringHandler(Ledger(engine), publisher, codec), publisher, engine)
+    authorizations = KafkaTopicLog(settings, TopicId.AUTHORIZATIONS, codec)
+    projection = Projection(engine, codec, authorizations)
+    handler = MeteringHandler(Ledger(engine), publisher, codec, projection.catch_up)
+    return Runtime(handler, projection, authorizations, publisher, engine)
 
 
 async def retrying(what: str, work: Callable[..., Any], *args: Any) -> Any:
@@ -94,6 +113,7 @@ async def meter(handler: MeteringHandler, messages: list[Any]) -> None:
     if batch.refused:
         await retrying("dead-lettering refused usage facts", handler.dead_letter, batch.refused)
     if batch.facts:
+        await retrying("catching the grants up with pdo.authorizations", handler.know_grants, batch.facts)
         result = await retrying(f"writing {len(batch.facts)} usage facts", handler.record, batch.facts)
         if result.notices:
             await asyncio.to_thread(handler.announce, result.notices)
@@ -101,38 +121,48 @@ async def meter(handler: MeteringHandler, messages: list[Any]) -> None:
 
 def create_app(
     settings: Settings,
-    runtime: Runtime,
+    runtime: Runtime | None = None,
     app_id: str = APP_ID,
     batch_size: int = BATCH_SIZE,
     within_s: float = BATCH_WITHIN_S,
+    timers: Sequence[LeaderTimer] = (),
 ) -> faust.App:
-    """The faust app; `app_id` is its consumer group (another one only for side-by-side runs, e.g. tests)."""
-    app = make_app(app_id, settings)
-    deliveries = source(app, TopicId.DELIVERIES, settings)
-    handler = runtime.handler
+    """The faust app; `app_id` is its consumer group (another one only for side-by-side runs, e.g. tests).
 
-    @app.agent(deliveries, name="meter_deliveries")
+    Without a `runtime` one is built from `settings` (the caller then leaves closing it to the process end).
+    """
+    runtime = runtime or build_runtime(settings)
+    app = make_app(app_id, settings)
+    handler, projection = runtime.handler, runtime.projection
+
+    @app.agent(source(app, TopicId.DELIVERIES, settings), name="meter_deliveries")
     async def meter_deliveries(stream: faust.StreamT[bytes]) -> None:
         # take_events is faust's Stream's, missing from the StreamT interface.
         async for events in stream.take_events(batch_size, within_s):  # type: ignore[attr-defined]
             await meter(handler, [source_message(event.message) for event in events])
 
+    async def project(stream: faust.StreamT[bytes]) -> None:
+        async for events in stream.take_events(PROJECTION_BATCH, within_s):  # type: ignore[attr-defined]
+            messages = [source_message(event.message) for event in events]
+            await retrying(f"projecting {len(messages)} events", projection.apply_messages, messages)
+
+    for topic, name in (
+        (TopicId.AUTHORIZATIONS, "project_authorizations"),
+        (TopicId.CATALOG, "project_catalog"),
+    ):
+        app.agent(source(app, topic, settings), name=name)(project)
+
     # One worker publishes: the others would only find nothing left to do.
-    @app.timer(interval=PUBLISH_INTERVAL_S, on_leader=True, name="publish_usage")
-    async def publish_usage() -> None:
-        try:
-            await asyncio.to_thread(handler.publish_due)
-        except Exception:  # retried at the next tick; it must never stop the worker
-            log.exception("publishing usage windows failed")
-
-    @app.timer(interval=RECONCILE_INTERVAL_S, on_leader=True, name="export_billing_metrics")
-    async def reconcile_for_metrics() -> None:
-        """pdo_metering_period_charges and pdo_metering_reconciliation_drift_records (reconcile.py)."""
-        try:
-            await asyncio.to_thread(
-                export_billing_metrics, settings, runtime.engine, utc_now(), codec=handler.codec
-            )
-        except Exception:  # the gauges keep their last values; retried at the next tick
-            log.exception("reconciliation for the billing gauges failed")
-
+    for timer in (LeaderTimer("publish_usage", PUBLISH_INTERVAL_S, handler.publish_due), *timers):
+        app.timer(interval=timer.interval_s, on_leader=True, name=timer.name)(_leader_work(timer))
     return app
+
+
+def _leader_work(timer: LeaderTimer) -> Callable[[], Any]:
+    async def run() -> None:
+        try:
+            await asyncio.to_thread(timer.work)
+        except Exception:  # retried at the next tick; it must never stop the worker
+            log.exception("%s failed", timer.name)
+
+    return run

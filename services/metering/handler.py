@@ -7,8 +7,12 @@ the worker retries one by one, so a retry never repeats a step that succeeded:
    also for any event but RecordsDelivered, INVALID_EVENT for a fact the ledger cannot hold); a registry
    that does not answer raises, and the batch is retried;
 2. `dead_letter`: refusals go to the dead-letter topic with their reason and original bytes;
-3. `record`: one ledger transaction (pdo.metering.ledger), retried on any failure, never skipped;
-4. `announce`: QuotaExceeded for grants that reached their quota in this batch; a failure leaves the notice
+3. `know_grants`: when the batch names a grant metering's projection does not hold, the projection is caught
+   up to the current end of pdo.authorizations first (pdo.metering.projection: the ordering rule), so the
+   ledger sets a fact aside as UNKNOWN_GRANT only when its grant is unknown on the topic too; a broker that
+   does not answer raises, and the step is retried (a fact is never set aside for want of a catch-up);
+4. `record`: one ledger transaction (pdo.metering.ledger), retried on any failure, never skipped;
+5. `announce`: QuotaExceeded for grants that reached their quota in this batch; a failure leaves the notice
    pending in SQL and the timer publishes it later.
 
 The timer (`publish_due`) publishes UsageRecorded for closed windows and any pending quota notices.
@@ -31,6 +35,7 @@ from pdo.core.names import Event
 from pdo.core.topics import TopicId
 from pdo.metering import usage
 from pdo.metering.ledger import BatchResult, InvalidFact, Ledger, QuotaNotice, QuotaUsage, UsageFact
+from pdo.metering.projection import known_grants
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +94,13 @@ class MeteringHandler:
         ledger: Ledger,
         publisher: EventPublisher,
         codec: AvroCodec,
+        catch_up: Callable[[], object],
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.ledger = ledger
         self.publisher = publisher
         self.codec = codec
+        self.catch_up = catch_up  # brings the grants projection to the end of pdo.authorizations
         self.clock = clock
         # (tenant, dataset) -> grant -> (day, used / quota): the gauge shows the highest of today's.
         self._quota_ratios: dict[tuple[str, str], dict[str, tuple[date, float]]] = {}
@@ -127,6 +134,14 @@ class MeteringHandler:
                 "%s dead-lettered: %s: %s", refusal.message.position, refusal.reason_code, refusal.reason
             )
         FACTS.labels("dead_letter").inc(len(refused))
+
+    def know_grants(self, facts: Sequence[UsageFact]) -> bool:
+        """Catch the grants projection up when a fact names a grant it lacks; whether it did."""
+        named = {fact.grant_id for fact in facts}
+        if named <= known_grants(self.ledger.engine, named):
+            return False
+        self.catch_up()
+        return True
 
     def record(self, facts: Sequence[UsageFact]) -> BatchResult:
         started = time.perf_counter()

@@ -16,8 +16,10 @@ inserts the writer makes sure the `metering_periods` row of every period it bill
 Closing a period reads its row `FOR UPDATE`, so a close waits for in-flight ledger inserts and later inserts
 see it closed. Rules, in order:
 
-- a fact for a grant `authz_grants` does not know is set aside: billing_period NULL, set_aside_reason
-  "UNKNOWN_GRANT: …";
+- a fact for a grant metering's projection (`metering_grants`, pdo.metering.projection) does not know is
+  set aside: billing_period NULL, set_aside_reason "UNKNOWN_GRANT: …". The worker catches the projection
+  up with pdo.authorizations before a batch naming an unknown grant reaches the ledger (the handler's
+  `know_grants` step), so a grant still unknown here is unknown on the topic too;
 - a fact delivered before its grant's valid_from is set aside with "BEFORE_GRANT: …";
 - otherwise it is billed in the month it was delivered in; if that period is closed (a late fact), in the
   earliest open period from the month it is recorded in. Nothing is ever dropped: set-aside rows stay in
@@ -54,10 +56,9 @@ import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
 from sqlalchemy.dialects import postgresql, sqlite
 
-from pdo.authorization import tables as authz
 from pdo.core.events import utc_now
+from pdo.core.months import period_end, period_of
 from pdo.metering import tables as t
-from pdo.metering.months import period_end, period_of
 
 MINUTE = "MINUTE"
 DAY = "DAY"
@@ -246,9 +247,9 @@ class Ledger:
 
 
 def _grant_terms(conn: Connection, grant_ids: set[str]) -> dict[str, _GrantTerms]:
-    query = sa.select(
-        authz.grants.c.grant_id, authz.grants.c.valid_from, authz.grants.c.daily_quota_records
-    ).where(authz.grants.c.grant_id.in_(sorted(grant_ids)))
+    query = sa.select(t.grants.c.grant_id, t.grants.c.valid_from, t.grants.c.daily_quota_records).where(
+        t.grants.c.grant_id.in_(sorted(grant_ids))
+    )
     return {
         row.grant_id: _GrantTerms(as_utc(row.valid_from), row.daily_quota_records)
         for row in conn.execute(query)
@@ -260,7 +261,7 @@ def _row(fact: UsageFact, grant: _GrantTerms | None, now: datetime) -> dict[str,
     period: str | None = period_of(fact.delivered_at)
     reason: str | None = None
     if grant is None:
-        period, reason = None, f"{UNKNOWN_GRANT}: no grant {fact.grant_id} in authz_grants"
+        period, reason = None, f"{UNKNOWN_GRANT}: no grant {fact.grant_id} on pdo.authorizations"
     elif fact.delivered_at < grant.valid_from:
         period, reason = (
             None,

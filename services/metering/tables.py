@@ -1,4 +1,6 @@
-"""SQLAlchemy Core tables of the usage ledger and billing periods; they mirror migration 0005.
+"""SQLAlchemy Core tables metering owns: the usage ledger, billing periods, windows, quota notices (migrations
+0005, 0006) and its projection of other services' events (0009). Billing's statement tables are in
+pdo.billing.tables.
 
 The ledger is where exactly-once metering holds: `delivery_id` is the primary key, so a usage fact Kafka
 redelivers (a crash, a rebalance, a replay) is ignored on insert, whatever the consumer did before.
@@ -89,40 +91,42 @@ quota_notices = sa.Table(
     sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
 )
 
-# ---------------------------------------------------------------------------------------------- statements
-# Migration 0007. Money is kept as whole cents (BIGINT): exact on SQLite too, whose NUMERIC is a float.
+# ---------------------------------------------------------------------------------------------- projection
+# Migration 0009. What metering knows of other services, learnt from their events (pdo.metering.projection),
+# never from their tables: the grants' terms (from pdo.authorizations) and the datasets' facts billing shows
+# (from pdo.catalog). `version` orders a row's states: an event changes the row only when it is newer.
 
-statements = sa.Table(
-    "metering_statements",
+grants = sa.Table(
+    "metering_grants",
     metadata,
-    # "st-<period>-<16 hex>", derived from (tenant, period, currency): recomputing names the same statement.
-    sa.Column("statement_id", sa.String(64), primary_key=True),
+    sa.Column("grant_id", sa.String(160), primary_key=True),
     sa.Column("tenant_id", sa.String(255), nullable=False),
-    sa.Column("period", sa.String(7), nullable=False),
-    sa.Column("currency", sa.String(3), nullable=False),
-    sa.Column("total_cents", sa.BigInteger, nullable=False),
-    sa.Column("issued_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("issued_by", sa.String(255), nullable=False),
-    sa.UniqueConstraint("tenant_id", "period", "currency", name="uq_metering_statements_tenant_period"),
-    sa.Index("ix_metering_statements_period", "period"),
+    sa.Column("dataset_id", sa.String(64), nullable=False),
+    sa.Column("valid_from", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("valid_until", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("daily_quota_records", sa.BigInteger, nullable=True),
+    # The grant's PricePlan as JSON, in the shape authorization keeps it (kind, unit_price, tiers, currency).
+    sa.Column("price_plan", sa.Text, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
 )
 
-statement_lines = sa.Table(
-    "metering_statement_lines",
+datasets = sa.Table(
+    "metering_datasets",
     metadata,
-    sa.Column(
-        "statement_id",
-        sa.String(64),
-        sa.ForeignKey("metering_statements.statement_id", ondelete="CASCADE"),
-        primary_key=True,
-    ),
-    sa.Column("grant_id", sa.String(160), primary_key=True),
-    sa.Column("dataset_id", sa.String(64), nullable=False),
-    sa.Column("records", sa.BigInteger, nullable=False),
-    sa.Column("bytes", sa.BigInteger, nullable=False),
-    sa.Column("amount_cents", sa.BigInteger, nullable=False),
-    # The plan in words, as printed on the statement, and the plan itself (JSON) as it was applied.
-    sa.Column("plan", sa.Text, nullable=False),
-    sa.Column("price_plan", sa.Text, nullable=False),
-    sa.Index("ix_metering_statement_lines_dataset", "dataset_id"),
+    sa.Column("dataset_id", sa.String(64), primary_key=True),
+    sa.Column("title", sa.String(255), nullable=False),
+    sa.Column("provider_id", sa.String(255), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    # Retirement keeps the catalog version, so (version, retired) orders a dataset's states.
+    sa.Column("retired", sa.Boolean, nullable=False, server_default=sa.false()),
+)
+
+# Per partition of a followed topic, the offset after the last event the projection applied: where a
+# catch-up resumes reading (pdo.metering.projection). Only ever moves forward.
+positions = sa.Table(
+    "metering_projection_positions",
+    metadata,
+    sa.Column("topic", sa.String(255), primary_key=True),
+    sa.Column("partition", sa.Integer, primary_key=True),
+    sa.Column("next_offset", sa.BigInteger, nullable=False),
 )

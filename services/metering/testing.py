@@ -1,16 +1,20 @@
-"""Helpers for tests and benchmarks of metering: grants as rows, usage facts as values and as events."""
+"""Helpers for tests and benchmarks of metering: grants in its projection, usage facts as values and as events."""
 
 from __future__ import annotations
 
-import json
 import uuid
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
-from pdo.authorization import tables as authz
+from pdo.metering import tables as t
 from pdo.metering.ledger import UsageFact
+from pdo.metering.projection import TopicEvent
+
+FREE_PLAN = '{"currency": "CNY", "kind": "FREE", "tiers": [], "unit_price": "0.00"}'
 
 
 def insert_grant(
@@ -21,27 +25,35 @@ def insert_grant(
     dataset_id: str = "traffic",
     daily_quota_records: int | None = None,
 ) -> None:
-    """An ACTIVE grant row as the authorization service keeps it (only what metering reads matters)."""
+    """A grant as metering's projection holds it once its AuthorizationGranted was applied."""
     with engine.begin() as conn:
-        conn.execute(
-            authz.grants.insert().values(
-                grant_id=grant_id,
-                request_id=f"r-{grant_id}",
-                tenant_id=tenant_id,
-                dataset_id=dataset_id,
-                fields=json.dumps(["record_id"]),
-                masking="{}",
-                row_filter=None,
-                daily_quota_records=daily_quota_records,
-                valid_from=valid_from,
-                valid_until=valid_from + timedelta(days=365),
-                price_plan=json.dumps({"kind": "FREE"}),
-                status="ACTIVE",
-                version=1,
-                created_at=valid_from,
-                updated_at=valid_from,
-            )
+        put_grant(conn, grant_id, tenant_id, dataset_id, valid_from, daily_quota_records=daily_quota_records)
+
+
+def put_grant(
+    conn: Connection,
+    grant_id: str,
+    tenant_id: str,
+    dataset_id: str,
+    valid_from: datetime,
+    valid_until: datetime | None = None,
+    daily_quota_records: int | None = None,
+    price_plan: str = FREE_PLAN,
+    version: int = 1,
+) -> None:
+    """A row of metering_grants, in the caller's transaction."""
+    conn.execute(
+        t.grants.insert().values(
+            grant_id=grant_id,
+            tenant_id=tenant_id,
+            dataset_id=dataset_id,
+            valid_from=valid_from,
+            valid_until=valid_until or valid_from + timedelta(days=365),
+            daily_quota_records=daily_quota_records,
+            price_plan=price_plan,
+            version=version,
         )
+    )
 
 
 def usage_fact(
@@ -89,4 +101,54 @@ def records_delivered_event(fact: UsageFact) -> dict[str, Any]:
         },
         "records": fact.records,
         "bytes": fact.bytes,
+    }
+
+
+class ListTopicLog:
+    """A followed topic held in memory (pdo.metering.projection.TopicLog): events appended per partition get
+    the next offset; `reads` records each read's start positions, so a test sees where a catch-up resumed."""
+
+    def __init__(self, topic: str = "pdo.authorizations", partitions: int = 3) -> None:
+        self.topic = topic
+        self.partitions: dict[int, list[TopicEvent]] = {p: [] for p in range(partitions)}
+        self.reads: list[dict[int, int]] = []
+
+    def append(self, partition: int, schema_name: str | None, value: Mapping[str, Any]) -> None:
+        events = self.partitions[partition]
+        events.append(TopicEvent(partition, len(events), schema_name, value))
+
+    def end_offsets(self) -> dict[int, int]:
+        return {partition: len(events) for partition, events in self.partitions.items()}
+
+    def read(self, start: Mapping[int, int], end: Mapping[int, int]) -> Iterator[TopicEvent]:
+        self.reads.append(dict(start))
+        for partition, events in self.partitions.items():
+            yield from events[start[partition] : end[partition]]
+
+
+def granted_event(
+    grant_id: str,
+    valid_from: datetime,
+    tenant_id: str = "tenant:acme",
+    dataset_id: str = "traffic",
+    daily_quota_records: int | None = None,
+    price_plan: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """An AuthorizationGranted value as decoded (only the fields metering reads matter)."""
+    return {
+        "event_id": str(uuid.uuid4()),
+        "occurred_at": valid_from,
+        "actor": "operator:test",
+        "grant_id": grant_id,
+        "request_id": f"r-{grant_id}",
+        "tenant_id": tenant_id,
+        "dataset_id": dataset_id,
+        "fields": ["record_id"],
+        "masking": {},
+        "row_filter": None,
+        "daily_quota_records": daily_quota_records,
+        "valid_from": valid_from,
+        "valid_until": valid_from + timedelta(days=365),
+        "price_plan": price_plan
+        or {"kind": "FREE", "unit_price": Decimal("0.00"), "tiers": [], "currency": "CNY"},
     }

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from pdo.authorization import tables as authorization_tables
+from pdo.billing import tables as billing_tables
 from pdo.catalog import tables as catalog_tables
 from pdo.core import db, db_roles
 from pdo.core.config import Settings, ensure_local_secret, local_secret_path
@@ -29,7 +30,8 @@ OWNED: Mapping[str, tuple[sa.MetaData, ...]] = {
     "registry": (registry_tables.metadata,),
     "catalog": (catalog_tables.metadata,),
     "authorization": (authorization_tables.metadata,),
-    "metering": (metering_tables.metadata,),
+    # Billing is a package of its own but runs with metering's role: closing a period locks the ledger.
+    "metering": (metering_tables.metadata, billing_tables.metadata),
     "gateway": (gateway_tables.metadata,),
 }
 BORROWED: Mapping[str, Mapping[str, tuple[str, ...]]] = {"gateway": gateway_tables.BORROWED}

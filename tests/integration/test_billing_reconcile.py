@@ -23,6 +23,8 @@ from billing_support import add_grant, add_usage, per_thousand
 from prometheus_client import CollectorRegistry
 from sharing_support import db_url, read_topic, settings  # noqa: F401  (fixtures)
 
+from pdo.billing.gauges import billing_metrics, export_billing_metrics
+from pdo.billing.reconcile import reconcile
 from pdo.core import db, topics
 from pdo.core.codec import AvroCodec
 from pdo.core.config import Settings
@@ -31,7 +33,6 @@ from pdo.core.provenance import delivery_id, provenance_schema
 from pdo.core.registry_client import RegistryClient
 from pdo.core.topics import TopicId, tenant_topic, tenant_topic_part
 from pdo.metering import tables as t
-from pdo.metering.reconcile import billing_metrics, export_billing_metrics, reconcile
 
 pytestmark = pytest.mark.integration
 

@@ -21,9 +21,17 @@ from pdo.authorization import outbox
 from pdo.authorization.models import Narrowing, RequestSpec, RequestStatus
 from pdo.authorization.policy import load_policy
 from pdo.authorization.service import AuthorizationService
-from pdo.catalog.models import (
+from pdo.billing.assets import asset_report
+from pdo.billing.statements import list_statements
+from pdo.catalog.public import DatasetRegistration
+from pdo.catalog.service import CatalogService
+from pdo.cli.main import main
+from pdo.core import db_roles
+from pdo.core.config import Settings
+from pdo.core.events import EventPublisher
+from pdo.core.registry_client import RegistryClient
+from pdo.core.vocabulary import (
     Classification,
-    DatasetRegistration,
     Domain,
     MaskingRule,
     Openness,
@@ -31,15 +39,7 @@ from pdo.catalog.models import (
     PricePlan,
     SensitiveField,
 )
-from pdo.catalog.service import CatalogService
-from pdo.cli.main import main
-from pdo.core import db_roles
-from pdo.core.config import Settings
-from pdo.core.events import EventPublisher
-from pdo.core.registry_client import RegistryClient
 from pdo.gateway.principals import PrincipalStore
-from pdo.metering.assets import asset_report
-from pdo.metering.statements import list_statements
 from pdo.metering.usage import list_windows
 from pdo.registry.app import create_app as create_registry_app
 from pdo.stack import database_roles
@@ -272,12 +272,6 @@ def registration() -> DatasetRegistration:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ProgrammingError,
-    reason="metering still reads authorization's authz_grants here; once it keeps its own projection of grants "
-    "(issue #12, metering-billing) this passes: then remove this mark",
-)
 def test_metering_records_usage_under_its_own_role(role_urls):
     from pdo.metering.ledger import Ledger
     from pdo.metering.testing import usage_fact

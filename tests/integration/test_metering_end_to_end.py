@@ -34,9 +34,9 @@ from sharing_support import (  # noqa: F401
 from pdo.authorization.testing import TRAFFIC_FLOW_SCHEMA
 from pdo.core import db, topics
 from pdo.core.kafka import producer
+from pdo.core.months import period_of
 from pdo.core.topics import TopicId, feed_topic
 from pdo.metering import tables as t
-from pdo.metering.months import period_of
 
 pytestmark = pytest.mark.integration
 

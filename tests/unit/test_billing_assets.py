@@ -15,10 +15,10 @@ import sqlalchemy as sa
 from billing_support import FREE, add_grant, add_usage, per_megabyte, per_thousand
 
 from pdo.authorization.testing import RecordingPublisher
+from pdo.billing.assets import AssetReport, AssetRow, asset_report
+from pdo.billing.statements import close_period
 from pdo.core import db
 from pdo.core.errors import InvalidInput
-from pdo.metering.assets import AssetReport, AssetRow, asset_report
-from pdo.metering.statements import close_period
 
 MAY, JUNE = datetime(2026, 5, 9, tzinfo=UTC), datetime(2026, 6, 2, tzinfo=UTC)
 

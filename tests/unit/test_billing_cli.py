@@ -10,10 +10,10 @@ import pytest
 from billing_support import add_grant, add_usage, per_thousand
 
 from pdo.authorization.testing import RecordingPublisher
+from pdo.billing.statements import close_period
 from pdo.cli.main import main
 from pdo.core import db
 from pdo.metering import tables as t
-from pdo.metering.statements import close_period
 
 MARCH = datetime(2026, 3, 9, tzinfo=UTC)
 
@@ -94,3 +94,17 @@ def test_bad_arguments_are_refused_with_the_reason(args, message, capsys) -> Non
         main(["billing", *args])
     assert exit_.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_assets_of_a_provider_come_from_metering_s_projection_of_the_catalog(database, capsys) -> None:
+    engine = db.make_engine(database)
+    with engine.begin() as conn:
+        conn.execute(
+            t.datasets.insert().values(
+                dataset_id="traffic", title="Traffic flow", provider_id="provider:bureau", version=1
+            )
+        )
+    engine.dispose()
+    assert main(["billing", "assets", "--period", "2026-03", "--provider", "provider:bureau"]) == 0
+    rows = capsys.readouterr().out.splitlines()[1:]
+    assert rows == ["2026-03,traffic,Traffic flow,provider:bureau,1,1,4321,99000,1,2.16,CNY,False"]

@@ -9,8 +9,8 @@ from billing_support import FREE, per_megabyte, per_thousand, tiered
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pdo.billing.pricing import charge, describe, round_cents, tier_shares
 from pdo.core.vocabulary import PriceKind, PricePlan, PriceTier
-from pdo.metering.pricing import charge, describe, round_cents, tier_shares
 
 # 1-1,000 at 2.00, 1,001-5,000 at 1.50, the rest at 1.00 (per 1,000 records)
 THREE_TIERS = tiered((1_000, "2.00"), (5_000, "1.50"), (None, "1.00"))

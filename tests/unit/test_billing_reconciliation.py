@@ -11,10 +11,12 @@ import sqlalchemy as sa
 from billing_support import add_grant, add_usage, per_thousand
 
 from pdo.authorization.testing import RecordingPublisher
+from pdo.billing.reconcile import reconcile_scan
+from pdo.billing.report import report_lines
+from pdo.billing.statements import close_period
+from pdo.billing.topic_scan import TopicRecord, TopicScan
 from pdo.core import db
 from pdo.core.errors import InvalidInput
-from pdo.metering.reconcile import TopicRecord, TopicScan, reconcile_scan, report_lines
-from pdo.metering.statements import close_period
 
 MARCH = datetime(2026, 3, 5, tzinfo=UTC)
 SCANNED = datetime(2026, 6, 1, tzinfo=UTC)

@@ -17,9 +17,9 @@ from conftest import ServerThread
 from gateway_support import gateway_database
 
 from pdo.authorization.testing import RecordingPublisher
+from pdo.billing.statements import close_period, statement_id_for
 from pdo.core.config import Settings
 from pdo.gateway.app import create_app
-from pdo.metering.statements import close_period, statement_id_for
 
 ACME, GLOBEX = "tenant:acme", "tenant:globex"
 MARCH, APRIL = datetime(2026, 3, 3, tzinfo=UTC), datetime(2026, 4, 3, tzinfo=UTC)

@@ -32,7 +32,7 @@ def handler(sqlite_url, registry_url):
     engine = db.make_engine(sqlite_url)
     insert_grant(engine, "g-1", NOW - timedelta(days=1), tenant_id="tenant:handler", daily_quota_records=3)
     codec = AvroCodec(RegistryClient(registry_url, auth=admin_credentials()))
-    yield MeteringHandler(Ledger(engine, lambda: NOW), RecordingPublisher(), codec, lambda: NOW)
+    yield MeteringHandler(Ledger(engine, lambda: NOW), RecordingPublisher(), codec, lambda: 0, lambda: NOW)
     codec.registry.close()
     engine.dispose()
 

@@ -5,6 +5,7 @@ tenants served, grants used, records and bytes delivered (billed in the period),
 review, and revenue. Revenue of a closed period is read from its issued statements; of an open period it is
 priced from the ledger so far, with the same code that will price the statements, and marked provisional.
 Both come from statement lines, so a dataset's revenue is always the sum of its lines on the statements.
+Titles and providers come from metering's projection of the catalog events (pdo.metering.public).
 
 One row per dataset and currency (a dataset's grants normally share its currency). CSV cells that a
 spreadsheet would run as a formula (starting with =, +, -, @, tab or carriage return) are prefixed with
@@ -15,18 +16,16 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Engine
 
-from pdo.catalog import tables as catalog
-from pdo.metering import tables as t
-from pdo.metering.months import parse_period, period_end, period_start
-from pdo.metering.statements import Statement, compute_statements, is_closed, load_statements
+from pdo.billing.statements import Statement, compute_statements, load_statements
+from pdo.core.months import parse_period, period_end, period_start
+from pdo.metering.public import dataset_names, is_closed, set_aside_records_by_dataset
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 COLUMNS = (
@@ -103,8 +102,8 @@ def asset_report(engine: Engine, period: str, dataset_ids: Collection[str] | Non
     with engine.connect() as conn:
         closed = is_closed(conn, period)
         statements = load_statements(conn, period=period) if closed else compute_statements(conn, period)
-        set_aside = _set_aside_records(conn, period)
-        datasets = _catalog_entries(conn)
+        set_aside = set_aside_records_by_dataset(conn, period)
+        datasets = dataset_names(conn)
     rows = _rows(period, statements, datasets, provisional=not closed)
     for dataset_id, records in set_aside.items():
         _row_for(rows, period, dataset_id, datasets, not closed).set_aside_records = records
@@ -117,7 +116,7 @@ def asset_report(engine: Engine, period: str, dataset_ids: Collection[str] | Non
 def _rows(
     period: str,
     statements: list[Statement],
-    datasets: dict[str, tuple[str | None, str | None]],
+    datasets: Mapping[str, tuple[str | None, str | None]],
     provisional: bool,
 ) -> dict[tuple[str, str], AssetRow]:
     rows: dict[tuple[str, str], AssetRow] = {}
@@ -141,7 +140,7 @@ def _row_for(
     rows: dict[tuple[str, str], AssetRow],
     period: str,
     dataset_id: str,
-    datasets: dict[str, tuple[str | None, str | None]],
+    datasets: Mapping[str, tuple[str | None, str | None]],
     provisional: bool,
 ) -> AssetRow:
     """The dataset's first row; a dataset with only set-aside usage gets one without a currency."""
@@ -151,21 +150,3 @@ def _row_for(
     title, owner = datasets.get(dataset_id, (None, None))
     rows[(dataset_id, "")] = AssetRow(period, dataset_id, title, owner, None, provisional)
     return rows[(dataset_id, "")]
-
-
-def _set_aside_records(conn: Connection, period: str) -> dict[str, int]:
-    rows = conn.execute(
-        sa.select(t.ledger.c.dataset_id, sa.func.sum(t.ledger.c.records))
-        .where(t.ledger.c.billing_period.is_(None))
-        .where(t.ledger.c.delivered_at >= period_start(period))
-        .where(t.ledger.c.delivered_at < period_end(period))
-        .group_by(t.ledger.c.dataset_id)
-    ).all()
-    return {dataset_id: int(records) for dataset_id, records in rows}
-
-
-def _catalog_entries(conn: Connection) -> dict[str, tuple[str | None, str | None]]:
-    rows = conn.execute(
-        sa.select(catalog.datasets.c.dataset_id, catalog.datasets.c.title, catalog.datasets.c.provider_id)
-    )
-    return {dataset_id: (title, provider) for dataset_id, title, provider in rows}

@@ -1,8 +1,9 @@
 """Statements: closing a billing period prices each tenant's ledger usage into statements, rows and events.
 
 Closing follows the period lock protocol the ledger writer keeps too: in one transaction the period's
-`metering_periods` row is made to exist and read FOR UPDATE (so the close waits for ledger inserts still
-billing into it, and later inserts see it closed and bill into the next open period), `closed_at` is set,
+`metering_periods` row is made to exist and read FOR UPDATE through pdo.metering.public (so the close waits
+for ledger inserts still billing into it, and later inserts see it closed and bill into the next open
+period), `closed_at` is set,
 the ledger rows billed in the period are priced, the statements and their lines are written, and each
 `StatementIssued` event is published before the transaction commits. If the broker does not acknowledge, the
 transaction rolls back and the period stays open; if the commit fails after a publish, closing again
@@ -11,7 +12,7 @@ publishes the same statement ids again, so consumers keep the latest event per s
 One statement per tenant and currency (a tenant's grants are normally all in CNY, so one per tenant), with
 one line per grant that has usage billed in the period — FREE grants too, at 0.00. Its id is derived from
 (tenant, period, currency), so recomputing a closed period names the same statements, and `verify_period`
-recomputes the period from the ledger and the grants' plans and lists every difference from what was issued:
+recomputes the period from the ledger and the grants' plans (metering's projection of the grant events) and lists every difference from what was issued:
 none, to the cent, when the ledger and the plans are unchanged. Rows set aside for review (billing_period
 NULL, delivered in the period) are never billed; `set_aside_rows` lists them beside the statements.
 """
@@ -30,17 +31,17 @@ from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
-from sqlalchemy.dialects import postgresql, sqlite
 
-from pdo.authorization import tables as authz
+from pdo.billing import pricing
+from pdo.billing import tables as t
 from pdo.core.errors import Conflict, InvalidInput, NotFound, PdoError
 from pdo.core.events import utc, utc_now
+from pdo.core.months import parse_period, period_end, period_start
 from pdo.core.names import Event
 from pdo.core.topics import TopicId
 from pdo.core.vocabulary import PricePlan, price_plan_from_json, price_plan_to_json
-from pdo.metering import pricing
-from pdo.metering import tables as t
-from pdo.metering.months import parse_period, period_end, period_start
+from pdo.metering import public as metering
+from pdo.metering.public import SetAsideRow, is_closed, set_aside_rows
 
 STATEMENT_ISSUED = Event.STATEMENT_ISSUED
 CENTS_PER_UNIT = 100
@@ -79,20 +80,6 @@ def sum_of_lines(lines: Iterable[StatementLine]) -> Decimal:
 
 
 @dataclass(frozen=True)
-class SetAsideRow:
-    """A ledger row delivered in the period but set aside for review: never billed."""
-
-    delivery_id: str
-    tenant_id: str
-    dataset_id: str
-    grant_id: str
-    records: int
-    bytes: int
-    delivered_at: datetime
-    reason: str
-
-
-@dataclass(frozen=True)
 class Closing:
     period: str
     statements: list[Statement]
@@ -114,28 +101,17 @@ def statement_id_for(tenant_id: str, period: str, currency: str) -> str:
 
 def compute_statements(conn: Connection, period: str) -> list[Statement]:
     """The statements the ledger's rows billed in `period` price to now, by each grant's plan (not stored)."""
-    usage = conn.execute(
-        sa.select(
-            t.ledger.c.tenant_id,
-            t.ledger.c.dataset_id,
-            t.ledger.c.grant_id,
-            sa.func.sum(t.ledger.c.records).label("records"),
-            sa.func.sum(t.ledger.c.bytes).label("bytes"),
-        )
-        .where(t.ledger.c.billing_period == period)
-        .group_by(t.ledger.c.tenant_id, t.ledger.c.dataset_id, t.ledger.c.grant_id)
-    ).all()
+    usage = metering.billed_usage(conn, period)
     plans = grant_plans(conn, {row.grant_id for row in usage})
     lines: dict[tuple[str, str], list[StatementLine]] = defaultdict(list)
     for row in usage:
         plan = plans[row.grant_id]
-        records, bytes_ = int(row.records), int(row.bytes)
         line = StatementLine(
             row.dataset_id,
             row.grant_id,
-            records,
-            bytes_,
-            pricing.charge(plan, records, bytes_),
+            row.records,
+            row.bytes,
+            pricing.charge(plan, row.records, row.bytes),
             pricing.describe(plan),
             plan,
         )
@@ -154,50 +130,20 @@ def compute_statements(conn: Connection, period: str) -> list[Statement]:
 
 
 def grant_plans(conn: Connection, grant_ids: set[str]) -> dict[str, PricePlan]:
-    """Each grant's price plan; a billed grant authorization does not know is an error, never a free ride."""
-    plans: dict[str, PricePlan] = {}
-    ordered = sorted(grant_ids)
-    for start in range(0, len(ordered), CHUNK):
-        chunk = ordered[start : start + CHUNK]
-        rows = conn.execute(
-            sa.select(authz.grants.c.grant_id, authz.grants.c.price_plan).where(
-                authz.grants.c.grant_id.in_(chunk)
-            )
-        )
-        plans.update((row.grant_id, price_plan_from_json(row.price_plan)) for row in rows)
+    """Each grant's price plan; a billed grant metering's projection does not know is an error, never a free ride."""
+    plans = {
+        grant_id: price_plan_from_json(text)
+        for grant_id, text in metering.grant_price_plans(conn, grant_ids).items()
+    }
     unknown = sorted(grant_ids - plans.keys())
     if unknown:
         raise PdoError(
-            f"usage is billed under {len(unknown)} grant(s) the authorization tables do not hold: "
+            f"usage is billed under {len(unknown)} grant(s) metering's projection of pdo.authorizations does not hold: "
             + ", ".join(unknown[:5])
             + (" …" if len(unknown) > 5 else ""),
-            hint="rebuild the grants (`pdo authorization rebuild`) before pricing this period",
+            hint="let `pdo metering worker` catch up with pdo.authorizations before pricing this period",
         )
     return plans
-
-
-def set_aside_rows(conn: Connection, period: str) -> list[SetAsideRow]:
-    """Ledger rows delivered in `period` that were set aside for review instead of billed, oldest first."""
-    rows = conn.execute(
-        sa.select(t.ledger)
-        .where(t.ledger.c.billing_period.is_(None))
-        .where(t.ledger.c.delivered_at >= period_start(period))
-        .where(t.ledger.c.delivered_at < period_end(period))
-        .order_by(t.ledger.c.delivered_at, t.ledger.c.delivery_id)
-    ).mappings()
-    return [
-        SetAsideRow(
-            row["delivery_id"],
-            row["tenant_id"],
-            row["dataset_id"],
-            row["grant_id"],
-            row["records"],
-            row["bytes"],
-            utc(row["delivered_at"]),
-            row["set_aside_reason"],
-        )
-        for row in rows
-    ]
 
 
 # ---------------------------------------------------------------------------------------------- closing
@@ -219,9 +165,7 @@ def close_period(
         )
     with engine.begin() as conn:
         _lock_open_period(conn, period)
-        conn.execute(
-            t.periods.update().where(t.periods.c.period == period).values(closed_at=now, closed_by=actor)
-        )
+        metering.mark_closed(conn, period, now, actor)
         statements = [replace(s, issued_at=now, issued_by=actor) for s in compute_statements(conn, period)]
         for statement in statements:
             _insert_statement(conn, statement)
@@ -232,17 +176,10 @@ def close_period(
 
 def _lock_open_period(conn: Connection, period: str) -> None:
     """Make the period's row exist, lock it FOR UPDATE, and refuse when it is closed already."""
-    insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[conn.dialect.name]
-    # Both dialects' Insert have on_conflict_do_nothing; mypy sees only their common base.
-    conn.execute(insert(t.periods).values(period=period).on_conflict_do_nothing(index_elements=["period"]))  # type: ignore[attr-defined]
-    row = (
-        conn.execute(sa.select(t.periods).where(t.periods.c.period == period).with_for_update())
-        .mappings()
-        .one()
-    )
-    if row["closed_at"] is not None:
+    state = metering.lock_period(conn, period)
+    if state.closed_at is not None:
         raise Conflict(
-            f"period {period} was closed at {utc(row['closed_at']).isoformat()} by {row['closed_by']}; "
+            f"period {period} was closed at {utc(state.closed_at).isoformat()} by {state.closed_by}; "
             "its statements stand and cannot be issued twice",
             hint=f"see them with `pdo billing statements show --period {period}`; "
             f"check them with `pdo billing statements verify --period {period}`",
@@ -317,11 +254,6 @@ def from_cents(cents: int) -> Decimal:
 
 
 # ---------------------------------------------------------------------------------------------- reading
-
-
-def is_closed(conn: Connection, period: str) -> bool:
-    closed = conn.execute(sa.select(t.periods.c.closed_at).where(t.periods.c.period == period)).scalar()
-    return closed is not None
 
 
 def load_statements(

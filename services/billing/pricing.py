@@ -1,7 +1,8 @@
 """Pricing one grant's usage in a billing period by the grant's price plan, in Decimal money only.
 
-The plan is the one the grant carries (`authz_grants.price_plan`, copied from the catalog when the grant was
-made; government tenants' grants are FREE), so a later catalog price change never reprices a grant.
+The plan is the one the grant carries (copied from the catalog when the grant was made; government tenants'
+grants are FREE; billing reads it from metering's projection of the grant events), so a later catalog price
+change never reprices a grant.
 Units, as the PricePlan schema documents them:
 
 - FREE: nothing.
