@@ -87,7 +87,7 @@ from pdo.core.deadletters import DEAD_LETTER, dead_letter_event, source_message
 from pdo.core.errors import PdoError
 from pdo.core.kafka import admin_client, aiokafka_connection, producer
 from pdo.core.registry_client import RegistryClient
-from pdo.core.retry import retrying
+from pdo.core.retry import RETRIES, is_transient, retrying
 from pdo.core.streams import make_app
 from pdo.core.topics import TopicId
 from pdo.sharing.agents import FeedHandler, Outgoing, dataset_of_feed, feed_pattern, tenant_topic_part
@@ -440,7 +440,12 @@ def build_runtime(settings: Settings) -> Runtime:
 
 
 async def send_all(app: faust.App, outgoing: list[Outgoing]) -> None:
-    """Write every message and wait for every acknowledgement; retried whole on failure (at least once)."""
+    """Write every message and wait for every acknowledgement; retried whole on failure (at least once).
+
+    Every failure is retried, not only transient ones: the records were shaped and checked already (a
+    record too large for a tenant topic is dead-lettered before), so what is left is the broker or this
+    worker's rights on it, which an operator fixes; dropping the batch would lose deliveries.
+    """
     backoff = FIRST_BACKOFF_S
     while True:
         try:
@@ -453,7 +458,11 @@ async def send_all(app: faust.App, outgoing: list[Outgoing]) -> None:
         except asyncio.CancelledError:
             raise
         except Exception as error:
-            log.warning("writing %d messages failed, retrying in %.1f s: %s", len(outgoing), backoff, error)
+            RETRIES.labels(APP_ID, "writing deliveries").inc()
+            level = logging.WARNING if is_transient(error) else logging.ERROR
+            log.log(
+                level, "writing %d messages failed, retrying in %.1f s: %s", len(outgoing), backoff, error
+            )
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF_S)
 
