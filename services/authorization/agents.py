@@ -253,7 +253,14 @@ class AuthorizationHandlers:
     def _dead_letter(self, message: SourceMessage, reason_code: str, reason: str) -> None:
         """Write the dead letter; a dead-letter topic that does not answer raises (transient: retried)."""
         value = dead_letter_event(message, SERVICE, reason_code, reason)
-        self.publisher.publish(TopicId.DEAD_LETTERS, DEAD_LETTER, value)
+        try:
+            self.publisher.publish(TopicId.DEAD_LETTERS, DEAD_LETTER, value)
+        except Exception as error:
+            if is_transient(error):
+                raise
+            # The letter itself cannot be written (a bug): the log is all that is left, the partition goes on.
+            log.exception("%s: could not dead-letter (%s: %s)", message.position, reason_code, reason)
+            return
         DEAD_LETTERS.labels(reason_code).inc()
         log.warning("%s dead-lettered: %s: %s", message.position, reason_code, reason)
 

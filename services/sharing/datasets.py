@@ -5,8 +5,8 @@ pdo.catalog — compacted, so it holds each dataset's latest events — from the
 `DatasetView`. An event replaces what the view holds only if it carries a later state (version, then
 retirement: `pdo.catalog.projection.is_newer`), so reading a partition again is harmless.
 
-An event the view cannot use (it does not decode, or names a schema the registry never had) is passed
-over, logged and counted: the catalog worker dead-letters it, and the dataset stays as its last readable
+An event the view cannot use (it does not decode, names a schema the registry never had, or meets a bug)
+is passed over, logged and counted: the catalog worker dead-letters it, and the dataset stays as its last readable
 event said — as the catalog's own table does. A registry that does not answer is retried (pdo.core.retry).
 
 **Ordering rule.** The view may lag behind pdo.catalog: a feed record can arrive before the registration
@@ -35,6 +35,7 @@ from pdo.catalog.projection import (
 )
 from pdo.core.codec import AvroCodec, CodecError
 from pdo.core.errors import NotFound
+from pdo.core.retry import is_transient
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +85,13 @@ class DatasetView:
         try:
             decoded = codec.decode(value)
             changed = self.apply(decoded.schema_name, decoded.value, codec.registry)
-        except (CodecError, InvalidCatalogEvent) as error:
-            log.warning("%s passed over (the catalog worker dead-letters it): %s", where, error)
+        except Exception as error:
+            if is_transient(error):
+                raise  # the registry does not answer: the follower retries this event
+            if isinstance(error, CodecError | InvalidCatalogEvent):
+                log.warning("%s passed over (the catalog worker dead-letters it): %s", where, error)
+            else:  # a bug must not stop the follower (every fence waits for it)
+                log.exception("%s passed over", where)
             CATALOG_EVENTS_READ.labels("passed_over").inc()
             return False
         CATALOG_EVENTS_READ.labels("applied" if changed else "unchanged").inc()
