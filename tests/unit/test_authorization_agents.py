@@ -21,7 +21,7 @@ from pdo.catalog.models import Classification, PriceKind
 from pdo.core.codec import Decoded, UndecodableError
 from pdo.core.deadletters import SourceMessage
 from pdo.core.errors import Unavailable
-from pdo.core.retry import retrying
+from pdo.core.retry import RETRIES, retrying
 from pdo.core.topics import TopicId
 
 
@@ -224,8 +224,11 @@ def test_a_database_outage_longer_than_the_old_four_retries_still_suspends_on_qu
     notice = message(
         codec.add(b"q1", records.QUOTA_EXCEEDED, quota_report(grant_id, clock)), "pdo.quota-exceeded"
     )
+    retries = RETRIES.labels("authorization", "suspending on quota")
+    before = retries._value.get()
     asyncio.run(retrying("suspending on quota", handlers.on_quota_exceeded, notice, first_backoff_s=0.0))
     assert len(failures) == 9
+    assert retries._value.get() - before == 9  # each retry counted, under the service and the step
     assert service.get_grant(grant_id).status == GrantStatus.SUSPENDED
     assert dead_letters(publisher) == []
 
