@@ -1,15 +1,20 @@
 """What the authorization worker does with each message and each clock tick, independent of faust.
 
-Handlers are blocking (SQL, the broker's acks): the faust agents in app.py run them in a thread. A message
-that cannot be decoded or applied goes to the dead-letter topic with its reason and source position; the
-handlers never raise, so one bad message cannot stop a partition.
+Handlers are blocking (SQL, the broker's acks): the faust agents in app.py run them in a thread, through
+`pdo.core.retry.retrying`. The failure policy is the core's (pdo.core.retry): a message the handler cannot
+apply because a backing service does not answer (the database, the broker, the registry) raises, and the
+agent retries it, backing off, until it is applied: a valid event is never dead-lettered for an outage. A
+message that is itself at fault (it does not decode, it is of the wrong kind, it names a grant that does
+not exist, a bug meets it) goes to the dead-letter topic at once with its reason and source position, and
+the partition goes on.
+
+Catalog events also feed the worker's own view of the datasets (datasets.py) before anything acts on them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -18,15 +23,21 @@ from typing import Any
 from prometheus_client import Counter
 
 from pdo.authorization import outbox, records
+from pdo.authorization.datasets import ProjectedDatasets
 from pdo.authorization.lifecycle import IllegalTransition
 from pdo.authorization.service import QUOTA_ACTOR, AuthorizationService
-from pdo.catalog.public import dataset_from_snapshot
+from pdo.catalog.public import (
+    InvalidCatalogEvent,
+    Position,
+    dataset_in_event,
+)
 from pdo.core.codec import AvroCodec, CodecError, Decoded
 from pdo.core.deadletters import DEAD_LETTER, SourceMessage, dead_letter_event
 from pdo.core.errors import NotFound, PdoError, Unavailable
 from pdo.core.events import EventPublisher, utc_now
 from pdo.core.names import Event
 from pdo.core.registry_client import RegistryError
+from pdo.core.retry import is_transient
 from pdo.core.topics import TopicId
 from pdo.core.vocabulary import GrantStatus, SuspensionCause
 
@@ -35,7 +46,6 @@ log = logging.getLogger(__name__)
 SERVICE = "authorization"
 # A request still SUBMITTED this long after its last change is decided by the clock's sweep.
 STALE_SUBMISSION = timedelta(seconds=30)
-RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0)
 
 DEAD_LETTERS = Counter(
     "pdo_authorization_dead_letters_total",
@@ -85,17 +95,20 @@ class _Refused(Exception):
 
 
 class AuthorizationHandlers:
+    """The worker's handlers. `datasets` is the worker's view of the catalog, fed by `on_catalog`; None
+    where the service reads datasets elsewhere (an in-memory catalog in tests)."""
+
     def __init__(
         self,
         service: AuthorizationService,
         publisher: EventPublisher,
         codec: AvroCodec,
-        sleep: Callable[[float], None] = time.sleep,
+        datasets: ProjectedDatasets | None = None,
     ) -> None:
         self.service = service
         self.publisher = publisher
         self.codec = codec
-        self.sleep = sleep
+        self.datasets = datasets
 
     # ------------------------------------------------------------------------------------------ messages
 
@@ -112,15 +125,25 @@ class AuthorizationHandlers:
         )
 
     def on_catalog(self, message: SourceMessage) -> None:
-        """pdo.catalog: put the grants on an updated dataset under its new terms (suspend what the policy now
-        denies, re-mask fields newly sensitive). Registrations have no grants yet; retirements are the
-        catalog's business."""
+        """pdo.catalog: project the event into the worker's view of the datasets, then put the grants on an
+        updated dataset under its new terms (suspend what the policy now denies, re-mask fields newly
+        sensitive). Registrations have no grants yet; retirements are the catalog's business."""
+        position = Position(message.topic, message.partition, message.offset)
+
+        def project(schema_name: str) -> Callable[[Mapping[str, Any]], None]:
+            def apply(value: Mapping[str, Any]) -> None:
+                if self.datasets is not None:
+                    self.datasets.apply(schema_name, dict(value), position)
+                if schema_name == Event.DATASET_UPDATED:
+                    self._enforce_dataset_terms(value)
+
+            return apply
+
         self._handle(
             message,
             {
-                Event.DATASET_UPDATED: self._enforce_dataset_terms,
-                Event.DATASET_REGISTERED: _nothing,
-                Event.DATASET_RETIRED: _nothing,
+                name: project(name)
+                for name in (Event.DATASET_REGISTERED, Event.DATASET_UPDATED, Event.DATASET_RETIRED)
             },
             unreadable=self._suspend_dataset_grants,
         )
@@ -143,11 +166,11 @@ class AuthorizationHandlers:
         DECISIONS.labels(decided.status.value, decided.decided_by_rule or "none").inc()
 
     def _enforce_dataset_terms(self, value: Mapping[str, Any]) -> None:
-        entry = value.get("dataset")
-        if entry is None:  # an event written before snapshots: the catalog's row says what the terms are
-            dataset = self.service.catalog.get(value["dataset_id"])
-        else:
-            dataset = dataset_from_snapshot(dict(entry), self.codec.registry.schema_by_id(entry["schema_id"]))
+        dataset = None
+        if value.get("dataset") is not None:
+            dataset = dataset_in_event(Event.DATASET_UPDATED, dict(value), self.codec.registry)
+        if dataset is None:  # an event written before snapshots: the view says what the terms are
+            dataset = self.service.datasets.get(value["dataset_id"])
         for grant in self.service.enforce_dataset_terms(dataset):
             CATALOG_ENFORCEMENTS.labels(grant.status.value).inc()
 
@@ -187,16 +210,25 @@ class AuthorizationHandlers:
         actions: Mapping[str, Callable[[Mapping[str, Any]], None]],
         unreadable: Callable[[str], None] | None = None,
     ) -> None:
+        """Apply one message; dead-letter it at once if it is at fault. Raises only transient errors: the
+        agent retries the message (every step is idempotent) until the backing service answers."""
         try:
             decoded = self._decode_or_fail_closed(message, unreadable)
             action = actions.get(decoded.schema_name)
             if action is None:
                 raise _Refused("INVALID_EVENT", f"{decoded.schema_name} is not expected on {message.topic}")
-            self._with_retries(lambda: action(decoded.value), message)
+            action(decoded.value)
         except _Refused as refusal:
             self._dead_letter(message, refusal.reason_code, refusal.reason)
-        except Exception as error:  # never let one message stop the worker; keep it for a person
-            log.exception("%s: could not process", message.position)
+        except InvalidCatalogEvent as error:
+            self._dead_letter(message, error.reason_code, str(error))
+        except Exception as error:
+            if is_transient(error):
+                raise
+            if isinstance(error, PdoError):  # the event names what is not there, or asks what is not allowed
+                self._dead_letter(message, "INVALID_EVENT", str(error))
+                return
+            log.exception("%s: could not process", message.position)  # a bug: keep the message for a person
             self._dead_letter(message, "OTHER", f"{type(error).__name__}: {error}")
 
     def _decode_or_fail_closed(
@@ -208,8 +240,7 @@ class AuthorizationHandlers:
             return self._decode(message)
         except _Refused:
             if unreadable is not None and message.key:
-                key = message.key.decode(errors="replace")
-                self._with_retries(lambda: unreadable(key), message)
+                unreadable(message.key.decode(errors="replace"))
             raise
 
     def _decode(self, message: SourceMessage) -> Decoded:
@@ -220,29 +251,19 @@ class AuthorizationHandlers:
         except RegistryError as error:
             raise Unavailable(error.message, hint=error.hint) from None
 
-    def _with_retries(self, action: Callable[[], None], message: SourceMessage) -> None:
-        """Run `action`, retrying while a backing service is unavailable; a refusal is final."""
-        for delay in (*RETRY_DELAYS_S, None):
-            try:
-                action()
-                return
-            except Unavailable as error:
-                if delay is None:
-                    raise
-                log.warning("%s: %s; retrying in %.1f s", message.position, error.message, delay)
-                self.sleep(delay)
-            except PdoError as error:
-                raise _Refused("INVALID_EVENT", str(error)) from None
-
     def _dead_letter(self, message: SourceMessage, reason_code: str, reason: str) -> None:
-        DEAD_LETTERS.labels(reason_code).inc()
+        """Write the dead letter; a dead-letter topic that does not answer raises (transient: retried)."""
         value = dead_letter_event(message, SERVICE, reason_code, reason)
         try:
             self.publisher.publish(TopicId.DEAD_LETTERS, DEAD_LETTER, value)
-        except Exception:  # the dead-letter topic itself is unreachable: the log is all that is left
+        except Exception as error:
+            if is_transient(error):
+                raise
+            # The letter itself cannot be written (a bug): the log is all that is left, the partition goes on.
             log.exception("%s: could not dead-letter (%s: %s)", message.position, reason_code, reason)
-        else:
-            log.warning("%s dead-lettered: %s: %s", message.position, reason_code, reason)
+            return
+        DEAD_LETTERS.labels(reason_code).inc()
+        log.warning("%s dead-lettered: %s: %s", message.position, reason_code, reason)
 
     # ------------------------------------------------------------------------------------------ clock
 

@@ -2,14 +2,25 @@
 
 - `decide_request` reads pdo.requests and decides each submitted request by policy;
 - `suspend_on_quota` reads pdo.quota-exceeded and suspends grants that reached their daily quota;
-- `enforce_catalog_changes` reads pdo.catalog and, for every dataset update, suspends the grants the policy
-  now denies (reclassified CORE / NOT_OPEN) and re-masks fields newly marked sensitive, in stream order;
+- `enforce_catalog_changes` reads pdo.catalog into the worker's own view of the datasets (`authz_datasets`,
+  datasets.py) and, for every dataset update, suspends the grants the policy now denies (reclassified
+  CORE / NOT_OPEN) and re-masks fields newly marked sensitive, in stream order;
 - the `publish_outbox` timer (every worker, every OUTBOX_INTERVAL_S) publishes outbox events the process that
   committed them could not (outbox.py: a lease lets one relay publish at a time);
 - the `expire_due_grants` timer (leader only, every few seconds) expires grants past valid-until, resumes
   grants whose quota day is over, and decides requests left SUBMITTED;
 - the `count_requests_and_grants` timer (every worker) refreshes the pending-request and grant gauges
   (gauges.py) from SQL.
+
+**Datasets come from events.** The worker never reads the catalog's tables: the service decides with the
+view `enforce_catalog_changes` keeps. That view may lag behind pdo.catalog (a request can be read before
+the registration of its dataset is projected), so before deciding that a dataset does not exist the worker
+catches the view up to the current end of pdo.catalog and looks again (the ordering rule, datasets.py).
+
+**Failures** follow the core's one policy (pdo.core.retry): each message's handler is retried while a
+backing service does not answer, forever (the stall shows as consumer lag and in
+`pdo_worker_retries_total{service="authorization"}`); a message that is itself at fault is dead-lettered
+at once (agents.py).
 
 All SQL and broker work runs in a thread (asyncio.to_thread) so the event loop never blocks.
 """
@@ -21,9 +32,11 @@ import logging
 from dataclasses import dataclass
 
 import faust
+from sqlalchemy import Engine
 
 from pdo.authorization import gauges
 from pdo.authorization.agents import AuthorizationHandlers
+from pdo.authorization.datasets import CatalogCatchUp, ProjectedDatasets
 from pdo.authorization.policy import load_policy
 from pdo.authorization.service import AuthorizationService
 from pdo.core.codec import AvroCodec
@@ -32,6 +45,7 @@ from pdo.core.db import make_engine
 from pdo.core.deadletters import source_message
 from pdo.core.events import EventPublisher
 from pdo.core.registry_client import RegistryClient
+from pdo.core.retry import retrying
 from pdo.core.streams import make_app, source
 from pdo.core.topics import TopicId
 
@@ -44,31 +58,37 @@ OUTBOX_INTERVAL_S = 0.5
 
 @dataclass
 class Runtime:
-    """Everything one worker process holds; close() releases the producer, the registry and the pool."""
+    """What one worker process holds; close() releases the producer, the registry and the database pool."""
 
+    settings: Settings
+    engine: Engine
+    publisher: EventPublisher
+    codec: AvroCodec
+    datasets: ProjectedDatasets
     service: AuthorizationService
     handlers: AuthorizationHandlers
-    publisher: EventPublisher
 
     def close(self) -> None:
         self.publisher.close()
-        self.service.engine.dispose()
+        self.codec.registry.close()
+        self.engine.dispose()
 
 
 def build_runtime(settings: Settings) -> Runtime:
-    """The service wired to the database, the broker, the catalog and the policy file in force."""
-    from pdo.catalog.public import CatalogService
-
+    """The service wired to the database, the broker, the worker's view of the catalog and the policy."""
     engine = make_engine(settings.service_database_url("authorization"))
     publisher = EventPublisher(settings)
-    catalog = CatalogService(engine, publisher, publisher.codec.registry, settings)
-    service = AuthorizationService(engine, publisher, catalog, load_policy(), settings)
     codec = AvroCodec(RegistryClient.for_settings(settings))
-    return Runtime(service, AuthorizationHandlers(service, publisher, codec), publisher)
+    datasets = ProjectedDatasets(engine, codec.registry, CatalogCatchUp(settings, codec))
+    service = AuthorizationService(engine, publisher, datasets, load_policy(), settings)
+    handlers = AuthorizationHandlers(service, publisher, codec, datasets)
+    return Runtime(settings, engine, publisher, codec, datasets, service, handlers)
 
 
-def create_app(settings: Settings, handlers: AuthorizationHandlers, app_id: str = APP_ID) -> faust.App:
-    """The faust app; `app_id` is its consumer group (another one only for side-by-side runs, e.g. tests)."""
+def create_app(settings: Settings, runtime: Runtime | None = None, app_id: str = APP_ID) -> faust.App:
+    """The faust app; the runtime built from settings if not given (then it lives as long as the process).
+    `app_id` is its consumer group (another one only for side-by-side runs, e.g. tests)."""
+    handlers = (runtime or build_runtime(settings)).handlers
     app = make_app(app_id, settings)
     requests = source(app, TopicId.REQUESTS, settings)
     quota_exceeded = source(app, TopicId.QUOTA_EXCEEDED, settings)
@@ -77,17 +97,17 @@ def create_app(settings: Settings, handlers: AuthorizationHandlers, app_id: str 
     @app.agent(requests, name="decide_request")
     async def decide_request(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
-            await asyncio.to_thread(handlers.on_request, source_message(event.message))
+            await retrying("deciding a request", handlers.on_request, source_message(event.message))
 
     @app.agent(quota_exceeded, name="suspend_on_quota")
     async def suspend_on_quota(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
-            await asyncio.to_thread(handlers.on_quota_exceeded, source_message(event.message))
+            await retrying("suspending on quota", handlers.on_quota_exceeded, source_message(event.message))
 
     @app.agent(catalog, name="enforce_catalog_changes")
     async def enforce_catalog_changes(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
-            await asyncio.to_thread(handlers.on_catalog, source_message(event.message))
+            await retrying("applying a catalog change", handlers.on_catalog, source_message(event.message))
 
     # Every worker runs the relay: the outbox's lease lets one publish at a time, and any can take over.
     @app.timer(interval=OUTBOX_INTERVAL_S, name="publish_outbox")

@@ -82,8 +82,13 @@ MAX_REASON = 2000
 PROMPT_PUBLISH_WAIT_S = 2.0
 
 
-class Catalog(Protocol):
-    def get(self, dataset_id: str) -> Dataset: ...
+class DatasetLookup(Protocol):
+    """Where the service reads datasets: in the gateway the catalog's own read of its table
+    (`CatalogService`), in the worker its projection of pdo.catalog (`pdo.authorization.datasets`)."""
+
+    def get(self, dataset_id: str) -> Dataset:
+        """The dataset as it stands; NotFound when there is none."""
+        ...
 
 
 class AuthorizationService:
@@ -93,14 +98,14 @@ class AuthorizationService:
         self,
         engine: Engine,
         publisher: EventPublisher,
-        catalog: Catalog,
+        datasets: DatasetLookup,
         policy: Policy,
         settings: Settings,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.engine = engine
         self.publisher = publisher
-        self.catalog = catalog
+        self.datasets = datasets
         self.policy = policy
         self.settings = settings
         self.clock = clock
@@ -408,8 +413,8 @@ class AuthorizationService:
     def enforce_dataset_terms(self, changed: Dataset) -> list[Grant]:
         """Bring every ACTIVE grant on a changed dataset under its new terms; the grants changed here.
 
-        `changed` is the entry a catalog event carries; the catalog's own row is used instead when it is
-        newer, so an old event read again (a new consumer group, a replay) acts on the dataset as it is now
+        `changed` is the entry a catalog event carries; the dataset as the lookup holds it is used instead
+        when it is newer, so an old event read again (a new consumer group, a replay) acts on the dataset as it is now
         and changes nothing that is already right. A grant the policy now denies is suspended (cause
         DATASET_CHANGED); one holding a newly sensitive field in clear is re-masked.
         """
@@ -503,7 +508,7 @@ class AuthorizationService:
 
     def _newest(self, changed: Dataset) -> Dataset:
         try:
-            current = self.catalog.get(changed.dataset_id)
+            current = self.datasets.get(changed.dataset_id)
         except NotFound:
             return changed
         return current if current.version >= changed.version else changed
@@ -531,7 +536,7 @@ class AuthorizationService:
 
     def _dataset(self, dataset_id: str) -> Dataset:
         _require_text(dataset_id, "dataset_id")
-        return self.catalog.get(dataset_id)
+        return self.datasets.get(dataset_id)
 
     def _evaluate(self, request: DataRequest) -> tuple[Decision, Dataset | None]:
         """The policy's decision and the dataset, unless the dataset is gone or changed beyond the request."""

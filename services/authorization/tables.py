@@ -1,4 +1,5 @@
-"""SQLAlchemy Core tables of the authorization service; they mirror migrations 0003 and 0008 (keep them in step)."""
+"""SQLAlchemy Core tables of the authorization service; they mirror migrations 0003, 0008 and 0010
+(keep them in step)."""
 
 from __future__ import annotations
 
@@ -86,4 +87,35 @@ outbox_lease = sa.Table(
     sa.Column("name", sa.String(64), primary_key=True),
     sa.Column("holder", sa.String(255), nullable=True),
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
+)
+
+# The worker's own view of the catalog (datasets.py), projected from pdo.catalog: each dataset's latest
+# state as its events carry it. The worker never reads the catalog's tables.
+datasets = sa.Table(
+    "authz_datasets",
+    metadata,
+    sa.Column("dataset_id", sa.String(64), primary_key=True),
+    sa.Column("provider_id", sa.String(255), nullable=False),
+    sa.Column("owner_department", sa.String(255), nullable=False),
+    sa.Column("title", sa.String(255), nullable=False),
+    sa.Column("description", sa.Text, nullable=True),
+    sa.Column("domain", sa.String(32), nullable=False),
+    sa.Column("classification", sa.String(16), nullable=False),
+    sa.Column("openness", sa.String(16), nullable=False),
+    sa.Column("schema_subject", sa.String(255), nullable=False),
+    sa.Column("schema_id", sa.Integer, nullable=False),
+    sa.Column("record_schema", sa.Text, nullable=False),
+    sa.Column("sensitive_fields", sa.Text, nullable=False),
+    sa.Column("price_plan", sa.Text, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("retired", sa.Boolean, nullable=False),
+)
+
+# How far the view has read pdo.catalog: per partition, the offset after the last event applied.
+catalog_progress = sa.Table(
+    "authz_catalog_progress",
+    metadata,
+    sa.Column("topic", sa.String(255), primary_key=True),
+    sa.Column("partition", sa.Integer, primary_key=True),
+    sa.Column("next_offset", sa.BigInteger, nullable=False),
 )

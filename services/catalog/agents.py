@@ -3,13 +3,14 @@
 Every worker of the "catalog" consumer group projects its partitions of the catalog topic into SQL.
 Decoding and SQL run in threads (asyncio.to_thread), never on the event loop. What cannot be applied —
 bytes that are not framed Avro, an unknown schema, an event that breaks a rule — goes to the dead-letter
-topic with its reason and source position, and is counted; the agent carries on. Outages (database,
-registry, broker) are retried with backoff instead: the event is valid and must not be lost.
+topic with its reason and source position, at once, and is counted; the agent carries on. Outages
+(database, registry, broker) are retried with backoff, forever, instead: the event is valid and must not be
+lost (the core's one failure policy, pdo.core.retry; the stall shows as consumer lag and in
+`pdo_worker_retries_total{service="catalog"}`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,25 +19,19 @@ from typing import Any
 import faust
 from prometheus_client import CollectorRegistry, Counter
 from sqlalchemy import Engine
-from sqlalchemy.exc import OperationalError
 
 from pdo.catalog.projection import CATALOG_EVENTS, InvalidCatalogEvent, Position, apply_catalog_event
 from pdo.core import streams
 from pdo.core.codec import AvroCodec, CodecError
 from pdo.core.config import Settings
 from pdo.core.deadletters import DEAD_LETTER, SourceMessage, dead_letter_event, source_message
-from pdo.core.errors import Unavailable
 from pdo.core.events import EventPublisher
-from pdo.core.registry_client import RegistryError
+from pdo.core.retry import retrying
 from pdo.core.topics import TopicId
 
 log = logging.getLogger(__name__)
 
 SERVICE = "catalog"
-# Failures that pass: a database, registry or broker that does not answer right now.
-TRANSIENT = (Unavailable, RegistryError, OperationalError)
-FIRST_BACKOFF_S = 0.5
-MAX_BACKOFF_S = 30.0
 
 
 @dataclass
@@ -65,7 +60,6 @@ class CatalogProjector:
         codec: AvroCodec,
         dead_letters: Callable[[], EventPublisher],
         metrics: ProjectorMetrics | None = None,
-        sleep: Callable[[float], Any] = asyncio.sleep,
     ) -> None:
         self.engine = engine
         self.codec = codec
@@ -73,12 +67,11 @@ class CatalogProjector:
         self._dead_letters_factory = dead_letters
         self._dead_letters: EventPublisher | None = None
         self.metrics = metrics or projector_metrics()
-        self._sleep = sleep
 
     async def handle(self, message: SourceMessage) -> str:
         """Apply one message; returns the outcome: "applied", "unchanged" or "dead_lettered"."""
         try:
-            changed = await self._retrying(lambda: self._decode_and_apply(message))
+            changed = await retrying("projecting a catalog event", self._decode_and_apply, message)
         except (CodecError, InvalidCatalogEvent) as error:
             return await self._dead_letter(message, error.reason_code, str(error))
         except Exception as error:  # a bug must not stop the catalog: park the message
@@ -102,23 +95,15 @@ class CatalogProjector:
             position=Position(message.topic, message.partition, message.offset),
         )
 
-    async def _retrying(self, work: Callable[[], Any]) -> Any:
-        """Run blocking `work` in a thread until it stops failing for transient reasons."""
-        backoff = FIRST_BACKOFF_S
-        while True:
-            try:
-                return await asyncio.to_thread(work)
-            except TRANSIENT as error:
-                log.warning("catalog projection waits %.1f s: %s", backoff, error)
-                await self._sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_S)
-
     async def _dead_letter(self, message: SourceMessage, reason_code: str, reason: str) -> str:
         letter = dead_letter_event(message, SERVICE, reason_code, reason)
-        await self._retrying(lambda: self._publisher().publish(TopicId.DEAD_LETTERS, DEAD_LETTER, letter))
+        await retrying("dead-lettering a catalog event", self._publish_dead_letter, letter)
         self.metrics.events.labels("dead_lettered", reason_code).inc()
         log.warning("dead-lettered %s: %s %s", message.position, reason_code, reason)
         return "dead_lettered"
+
+    def _publish_dead_letter(self, letter: dict[str, Any]) -> None:
+        self._publisher().publish(TopicId.DEAD_LETTERS, DEAD_LETTER, letter)
 
     def _publisher(self) -> EventPublisher:
         if self._dead_letters is None:

@@ -1,10 +1,19 @@
-"""The catalog's faust app: consumer group "catalog", one agent projecting pdo.catalog into SQL.
+"""The catalog's stream worker: faust app "catalog", one agent projecting pdo.catalog into the catalog's table.
 
-app = create_app(Settings.from_env())
-streams.run_worker(app)            # what `pdo catalog worker` does, after a rebuild
+The same shape as every stream worker:
+
+    runtime = build_runtime(settings)           # what the process holds: engine, codec, projector
+    app = create_app(settings, runtime)         # the faust app with its agent (agents.py)
+    streams.run_worker(app)                     # what `pdo catalog worker` does, after a rebuild
+    runtime.close()
+
+Failures follow the core's one policy (pdo.core.retry): outages are retried forever, a bad event is
+dead-lettered at once (agents.py).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import faust
 from sqlalchemy import Engine
@@ -19,24 +28,34 @@ from pdo.core.registry_client import RegistryClient
 APP_ID = "catalog"
 
 
-def create_app(
-    settings: Settings,
-    engine: Engine | None = None,
-    projector: CatalogProjector | None = None,
-    app_id: str = APP_ID,
-) -> faust.App:
-    """The faust app with its agent; the projector (and its engine, codec) built from settings if not given.
+@dataclass
+class Runtime:
+    """What one worker process holds; close() releases the dead-letter producer, the registry and the pool."""
 
-    `app_id` is the consumer group: another one only to run beside another deployment (e.g. tests).
+    settings: Settings
+    engine: Engine
+    codec: AvroCodec
+    projector: CatalogProjector
+
+    def close(self) -> None:
+        self.projector.close()
+        self.codec.registry.close()
+        self.engine.dispose()
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    engine = db.make_engine(settings.database_url)
+    codec = AvroCodec(RegistryClient.for_settings(settings))
+    # A factory: the producer connects only when the first dead letter is written.
+    projector = CatalogProjector(engine, codec, dead_letters=lambda: EventPublisher(settings, codec))
+    return Runtime(settings, engine, codec, projector)
+
+
+def create_app(settings: Settings, runtime: Runtime | None = None, app_id: str = APP_ID) -> faust.App:
+    """The faust app with its agent; the runtime built from settings if not given (then it lives as long as
+    the process). `app_id` is the consumer group: another one only to run beside another deployment (tests).
     """
+    runtime = runtime or build_runtime(settings)
     app = streams.make_app(app_id, settings)
-    if projector is None:
-        codec = AvroCodec(RegistryClient.for_settings(settings))
-        projector = CatalogProjector(
-            engine or db.make_engine(settings.database_url),
-            codec,
-            dead_letters=lambda: EventPublisher(settings, codec),
-        )
-    app.catalog_projector = projector  # type: ignore[attr-defined]  # faust apps take extra attributes
-    attach_agents(app, settings, projector)
+    attach_agents(app, settings, runtime.projector)
     return app

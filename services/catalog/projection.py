@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -76,16 +76,25 @@ def apply_catalog_event(
     """
     if schema_name not in CATALOG_EVENTS:
         raise InvalidCatalogEvent(f"{schema_name} is not a catalog event", reason_code="SCHEMA_MISMATCH")
-    entry = _entry(schema_name, value)
-    if entry is None:
+    dataset = dataset_in_event(schema_name, value, registry)
+    if dataset is None:
         return _apply_without_snapshot(engine, schema_name, value, position)
-    dataset = mapping.dataset_from_snapshot(entry, _record_schema(registry, entry["schema_id"]))
     columns = {
         **mapping.dataset_to_row(dataset),
         **_stamp(value, position),
         "retired_reason": value.get("reason") if schema_name == Event.DATASET_RETIRED else None,
     }
     return _upsert(engine, dataset, columns)
+
+
+def dataset_in_event(schema_name: str, value: dict[str, Any], registry: SchemaSource) -> Dataset | None:
+    """The whole dataset a catalog event carries, its record schema fetched by id; None for an event written
+    before snapshots existed. InvalidCatalogEvent for a schema id the registry never had, Unavailable when
+    the registry does not answer."""
+    entry = _entry(schema_name, value)
+    if entry is None:
+        return None
+    return mapping.dataset_from_snapshot(entry, _record_schema(registry, entry["schema_id"]))
 
 
 def _entry(schema_name: str, value: dict[str, Any]) -> dict[str, Any] | None:
@@ -113,9 +122,10 @@ def _stamp(value: dict[str, Any], position: Position | None) -> dict[str, Any]:
     }
 
 
-def _is_newer(version: int, retired: bool, row: Any) -> bool:
+def is_newer(version: int, retired: bool, held: Any) -> bool:
+    """Whether (version, retired) is a later state than `held` (a row or a Dataset) of the same dataset."""
     # Retirement keeps the version and is final, so (version, retired) orders every state of a dataset.
-    return (version, retired) > (row.version, bool(row.retired))
+    return (version, retired) > (held.version, bool(held.retired))
 
 
 def _upsert(engine: Engine, dataset: Dataset, columns: dict[str, Any]) -> bool:
@@ -126,7 +136,7 @@ def _upsert(engine: Engine, dataset: Dataset, columns: dict[str, Any]) -> bool:
                 if row is None:
                     connection.execute(sa.insert(datasets).values(**columns))
                     return True
-                if not _is_newer(dataset.version, dataset.retired, row):
+                if not is_newer(dataset.version, dataset.retired, row):
                     return False
                 if _replace(connection, row, columns):
                     return True
@@ -201,10 +211,10 @@ def rebuild_from_topic(
     own_registry = registry is None
     registry = registry or RegistryClient.for_settings(settings)
     codec = AvroCodec(registry)
-    consumer = _reader(settings)
+    consumer = reader(settings)
     report = RebuildReport()
     try:
-        for record in _records_to_end(consumer, topics.name(TopicId.CATALOG, settings), timeout_s):
+        for record in records_to_end(consumer, topics.name(TopicId.CATALOG, settings), timeout_s):
             key = record.key.decode(errors="replace") if record.key is not None else None
             if only_dataset_ids is not None and key not in only_dataset_ids:
                 continue
@@ -222,7 +232,8 @@ def rebuild_from_topic(
     return report
 
 
-def _reader(settings: Settings) -> KafkaConsumer:
+def reader(settings: Settings) -> KafkaConsumer:
+    """A consumer outside any consumer group, for reading pdo.catalog with `records_to_end`."""
     return kafka.consumer(
         settings,
         group_id=None,
@@ -231,14 +242,20 @@ def _reader(settings: Settings) -> KafkaConsumer:
     )
 
 
-def _records_to_end(consumer: KafkaConsumer, topic: str, timeout_s: float):
-    """Every record of `topic` from the beginning up to the end offsets it had when we started."""
+def records_to_end(
+    consumer: KafkaConsumer, topic: str, timeout_s: float, start: Mapping[int, int] | None = None
+) -> Iterator[Any]:
+    """Every record of `topic` up to the end offsets it had when we started, from the beginning or, for
+    the partitions `start` names, from the offset it gives."""
     numbers = consumer.partitions_for_topic(topic)
     if not numbers:
         raise Unavailable(f"topic {topic} does not exist", hint="create it with `pdo topics apply`")
     partitions = [TopicPartition(topic, number) for number in sorted(numbers)]
     consumer.assign(partitions)
     consumer.seek_to_beginning(*partitions)
+    for partition in partitions:
+        if start and partition.partition in start:
+            consumer.seek(partition, start[partition.partition])
     end = consumer.end_offsets(partitions)
     deadline = time.monotonic() + timeout_s
     # Positions, not record offsets, mark progress: compaction leaves gaps in a partition's offsets. A position

@@ -43,7 +43,10 @@ def run_worker(args) -> int:
                 settings, runtime.service.engine, timeout_s=settings.kafka_start_timeout_s
             )
             print(_summary(report))
-        streams.run_worker(create_app(settings, runtime.handlers, app_id=args.group))
+        # Its view of the catalog starts complete: what pdo.catalog held before this worker (or before
+        # the view existed) is read now, not at the first request that needs it.
+        runtime.datasets.catch_up()
+        streams.run_worker(create_app(settings, runtime, app_id=args.group))
     finally:
         runtime.close()
     return 0

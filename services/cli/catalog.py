@@ -30,22 +30,29 @@ def register(subparsers) -> None:
 
 
 def run_worker(args) -> int:
-    from pdo.catalog.app import create_app
+    from pdo.catalog.app import build_runtime, create_app
     from pdo.catalog.projection import rebuild_from_topic
     from pdo.core import streams
 
     settings = Settings.from_env()
     db.upgrade(settings.database_url)
-    engine = db.make_engine(settings.service_database_url("catalog"))
-    app = create_app(settings, engine, app_id=args.group)
-    # create_app hangs the projector on the faust app (which takes extra attributes).
-    serve_worker_metrics(args, settings, app.catalog_projector.metrics.registry)  # type: ignore[attr-defined]
-    if not args.no_rebuild:
-        # The consumer group's offsets survive a wiped database; reading the compacted topic first
-        # restores every row, and the agent then continues from the group's offsets (idempotently).
-        report = rebuild_from_topic(settings, engine, timeout_s=settings.kafka_start_timeout_s)
-        print(f"catalog rebuilt from the topic: {report.applied} applied, {report.unchanged} unchanged")
-    streams.run_worker(app)
+    runtime = build_runtime(settings)
+    try:
+        app = create_app(settings, runtime, app_id=args.group)
+        serve_worker_metrics(args, settings, runtime.projector.metrics.registry)
+        if not args.no_rebuild:
+            # The consumer group's offsets survive a wiped database; reading the compacted topic first
+            # restores every row, and the agent then continues from the group's offsets (idempotently).
+            report = rebuild_from_topic(
+                settings,
+                runtime.engine,
+                timeout_s=settings.kafka_start_timeout_s,
+                registry=runtime.codec.registry,
+            )
+            print(f"catalog rebuilt from the topic: {report.applied} applied, {report.unchanged} unchanged")
+        streams.run_worker(app)
+    finally:
+        runtime.close()
     return 0
 
 

@@ -24,14 +24,13 @@ def register(subparsers) -> None:
 
 
 def run_worker(args) -> int:
-    from pdo.core import db, streams
+    from pdo.core import streams
     from pdo.sharing.app import build_runtime, create_app, masking_key
 
     settings = Settings.from_env()
     masking_key(settings)  # a published or short key stops the worker before it serves anything
     serve_worker_metrics(args, settings)  # first: `pdo up` waits for it to answer
-    # The worker reads the catalog's tables; a fresh database gets them rather than failing on each record.
-    db.upgrade(settings.database_url)
+    # No database: the worker learns grants and datasets from their topics (pdo.sharing.app).
     runtime = build_runtime(settings)
     try:
         streams.run_worker(create_app(settings, runtime, app_id=args.group), loglevel=args.loglevel)

@@ -1,11 +1,12 @@
 """What the sharing worker does with one feed record, independent of faust and of the broker.
 
-`FeedHandler.handle(message, published_at)` is blocking (SQL for the catalog, the registry for schemas,
-Avro) and runs in a thread; it returns a `Prepared`: the Kafka messages to write, and the metrics to count
+`FeedHandler.handle(message, published_at)` is blocking (the registry for schemas, Avro) and runs in a
+thread; it returns a `Prepared`: the Kafka messages to write, and the metrics to count
 once they are written. For a record of dataset D, published at T:
 
-1. D is the feed topic's dataset (the feed declaration's name template read backwards); no catalog row →
-   UNKNOWN_DATASET, a retired dataset → RETIRED_DATASET;
+1. D is the feed topic's dataset (the feed declaration's name template read backwards), looked up in the
+   worker's view of pdo.catalog (datasets.py; the agent has caught the view up first if it lacked D: the
+   ordering rule); not there → UNKNOWN_DATASET, a retired dataset → RETIRED_DATASET;
 2. the value decodes with our codec (UNDECODABLE, UNKNOWN_SCHEMA, SCHEMA_MISMATCH), and its writer schema
    is D's record (else SCHEMA_MISMATCH);
 3. for every grant the book says delivers D at T: keep the granted fields, apply the row filter (compiled
@@ -23,7 +24,8 @@ nothing, and the first record it withholds yields one INVALID_EVENT dead letter 
 worker, naming the grant and the reason. That letter carries the record's position but none of its bytes:
 the record itself is fine and went to every other grant, so there is nothing to replay, only a grant to
 correct or revoke. Failures of a
-backing service (`TRANSIENT`) are raised for the caller to retry; nothing else escapes.
+backing service (transient in the sense of `pdo.core.retry.is_transient`) are raised for the caller to
+retry; nothing else escapes.
 
 Tenant topics: `pdo.tenant.{tenant_id}.{dataset_id}` cannot hold ':' — the tenant part is the tenant
 id after its kind, "tenant:acme" → "acme" (an id without a colon is used whole). Two principals of
@@ -35,7 +37,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,7 +46,6 @@ from typing import Any
 
 import avro.schema
 from prometheus_client import Counter, Gauge
-from sqlalchemy.exc import OperationalError
 
 from pdo.authorization.public import row_filter
 from pdo.catalog.public import Dataset
@@ -53,11 +53,11 @@ from pdo.core import schemas, topics
 from pdo.core.codec import AvroCodec, CodecError, Decoded, SchemaMismatchError
 from pdo.core.config import Settings
 from pdo.core.deadletters import DEAD_LETTER, SourceMessage, dead_letter_event
-from pdo.core.errors import InvalidInput, NotFound, Unavailable
+from pdo.core.errors import InvalidInput, NotFound
 from pdo.core.events import utc_now
 from pdo.core.names import Event
 from pdo.core.provenance import delivery_id
-from pdo.core.registry_client import RegistryError
+from pdo.core.retry import is_transient
 from pdo.core.topics import TopicId, tenant_topic
 from pdo.sharing.grants import GrantBook
 from pdo.sharing.masking import pseudonym_key
@@ -70,10 +70,6 @@ SERVICE = "sharing"
 # What one Kafka record may hold here: the producers' max_request_size (1 MiB) less room for the batch header.
 MAX_TENANT_RECORD_BYTES = 1_000_000
 RECORDS_DELIVERED = Event.RECORDS_DELIVERED
-# A database, registry or broker that does not answer right now: the caller retries, nothing is dropped.
-TRANSIENT = (Unavailable, RegistryError, OperationalError)
-# How long a catalog row is trusted; a retirement reaches the sharing worker within this time.
-DATASET_TTL_S = 5.0
 # Stable usage-fact event ids: uuid5 of the delivery id under this namespace.
 USAGE_EVENT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "pdo:sharing:records-delivered")
 
@@ -204,15 +200,12 @@ class FeedHandler:
         datasets: Callable[[str], Dataset],
         book: GrantBook,
         masking_key: bytes,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self.codec = codec
-        self.datasets = datasets
+        self.datasets = datasets  # the dataset by id; NotFound when there is none
         self.book = book
         self.masking_key = masking_key
-        self.clock = clock
-        self._dataset_cache: dict[str, tuple[float, Dataset]] = {}
         self._plans: dict[tuple[str, int, int, int], GrantPlan] = {}
         # Refused plan -> the record its dead letter names (a batch handled again must write it again).
         self._refusals_reported: dict[tuple[str, int, int, int], str] = {}
@@ -228,14 +221,15 @@ class FeedHandler:
         return [self.handle(message, published_at) for message, published_at in batch]
 
     def handle(self, message: SourceMessage, published_at: datetime) -> Prepared:
-        """The messages one feed record becomes; raises only TRANSIENT errors (retry them)."""
+        """The messages one feed record becomes; raises only transient errors (retry them)."""
         try:
             return self._deliveries(message, published_at)
         except Refused as refusal:
             return self._dead_letter(message, published_at, refusal.reason_code, refusal.reason)
-        except TRANSIENT:
-            raise
-        except Exception as error:  # a bug must not stop the worker: park the record for a person
+        except Exception as error:
+            if is_transient(error):
+                raise
+            # A bug must not stop the worker: park the record for a person.
             log.exception("%s: could not share", message.position)
             return self._dead_letter(message, published_at, "OTHER", f"{type(error).__name__}: {error}")
 
@@ -253,23 +247,12 @@ class FeedHandler:
         dataset_id = dataset_of_feed(self._feed_pattern, topic)
         if dataset_id is None:
             raise Refused("UNKNOWN_DATASET", f"{topic} is not a feed topic")
-        dataset = self._cached_dataset(dataset_id)
-        if dataset is None:
-            raise Refused("UNKNOWN_DATASET", f"no dataset {dataset_id!r} in the catalog")
-        if dataset.retired:
-            raise Refused("RETIRED_DATASET", f"dataset {dataset_id!r} is retired: nothing is delivered")
-        return dataset
-
-    def _cached_dataset(self, dataset_id: str) -> Dataset | None:
-        now = self.clock()
-        cached = self._dataset_cache.get(dataset_id)
-        if cached is not None and cached[0] > now:
-            return cached[1]
         try:
             dataset = self.datasets(dataset_id)
         except NotFound:
-            return None  # not cached: the dataset may be registered a moment from now
-        self._dataset_cache[dataset_id] = (now + DATASET_TTL_S, dataset)
+            raise Refused("UNKNOWN_DATASET", f"no dataset {dataset_id!r} in the catalog") from None
+        if dataset.retired:
+            raise Refused("RETIRED_DATASET", f"dataset {dataset_id!r} is retired: nothing is delivered")
         return dataset
 
     def _decode(self, message: SourceMessage, dataset: Dataset) -> Decoded:

@@ -2,9 +2,10 @@
 
 Two parts run in every worker process:
 
-- the **follower** (`AuthorizationsFollower`) reads ALL of pdo.authorizations from the beginning with its
-  own aiokafka consumer outside any consumer group, into the worker's `GrantBook`. Every worker needs
-  every grant: feed partitions are spread over the group's workers, grants are keyed by grant id;
+- the **follower** (`ControlFollower`) reads ALL of pdo.authorizations and pdo.catalog from the beginning
+  with its own aiokafka consumer outside any consumer group, into the worker's `GrantBook` and its
+  `DatasetView` (datasets.py). Every worker needs every grant and every dataset: feed partitions are spread
+  over the group's workers, grants are keyed by grant id, datasets by dataset id;
 - the **feed agent** `share_feed_records` reads the feed topics (the "sharing" group splits their
   partitions between workers) and hands each record to `FeedHandler` (agents.py) in a thread.
 
@@ -26,6 +27,18 @@ published just before a suspension but processed after it is not delivered); and
 deliver records published while it was suspended (compared by the feed record's timestamp and the
 transitions' `occurred_at`, so that part depends on the provider's and the authorization service's clocks
 agreeing; the "nothing after a stop" part depends on no clock).
+
+**Datasets come from events, and the worker has no database.** It never reads the catalog's tables: what
+it knows of a dataset (schema, retirement) is the `DatasetView` the follower keeps from pdo.catalog.
+**Ordering rule:** that view may lag behind pdo.catalog, so before a record whose dataset the view does
+not hold is handled, the agent catches the view up to the current end of pdo.catalog (`catalog_fence`,
+like the grants' fence) and looks again (`datasets.know_datasets`); only then is the dataset unknown and
+the record dead-lettered UNKNOWN_DATASET.
+
+**Failures** follow the core's one policy (pdo.core.retry): a step that fails because the registry or the
+broker does not answer is retried, backing off, forever (the stall shows as consumer lag and in
+`pdo_worker_retries_total{service="sharing"}`); a record that is itself at fault is dead-lettered at once
+(agents.py).
 
 **At least once.** The agent takes feed records in batches (`BATCH_MAX_RECORDS`, `BATCH_WAIT_S`); the
 deliveries and usage facts of a whole batch are written together and acknowledged by the broker before the
@@ -49,7 +62,7 @@ dead-letters it once (reason UNDECODABLE), sets `pdo_sharing_control_blocked{par
 authorization partitions, no feed record appended after the event is delivered until it decodes (e.g. the
 schema is registered again): the worker never delivers under a grant state it did not see.
 
-Nothing blocking runs on the event loop: SQL, the registry, Avro and kafka-python's admin run in threads.
+Nothing blocking runs on the event loop: the registry, Avro and kafka-python's admin run in threads.
 """
 
 from __future__ import annotations
@@ -66,20 +79,19 @@ from typing import Any
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import Counter, Gauge, Histogram
-from sqlalchemy import Engine
 
-from pdo.catalog.public import get_dataset
 from pdo.core import schemas, topics
 from pdo.core.codec import AvroCodec, CodecError
 from pdo.core.config import Settings
-from pdo.core.db import make_engine
 from pdo.core.deadletters import DEAD_LETTER, dead_letter_event, source_message
 from pdo.core.errors import PdoError
 from pdo.core.kafka import admin_client, aiokafka_connection, producer
 from pdo.core.registry_client import RegistryClient
+from pdo.core.retry import RETRIES, is_transient, retrying
 from pdo.core.streams import make_app
 from pdo.core.topics import TopicId, tenant_topic_part
-from pdo.sharing.agents import TRANSIENT, FeedHandler, Outgoing, feed_pattern
+from pdo.sharing.agents import FeedHandler, Outgoing, dataset_of_feed, feed_pattern
+from pdo.sharing.datasets import DatasetView, know_datasets
 from pdo.sharing.grants import GrantBook
 from pdo.sharing.scope import GrantScope, GrantState
 
@@ -111,7 +123,11 @@ CONTROL_BLOCKED = Gauge(
 # How often a blocked follower tries the event again (the registry may have the schema back by then).
 BLOCKED_RETRY_S = 5.0
 GRANTS = Gauge("pdo_sharing_grants", "Grants in the worker's grant book")
-FENCES = Counter("pdo_sharing_fences_total", "End-offset fences the feed agent waited on")
+FENCES = Counter(
+    "pdo_sharing_fences_total",
+    "End-offset fences the feed agent waited on: feed (grants up to a feed's end), catalog (the ordering rule)",
+    ["kind"],
+)
 PROCESSING = Histogram(
     "pdo_sharing_processing_seconds",
     "From a feed record's Kafka timestamp to the broker acknowledging its deliveries (queueing included)",
@@ -122,30 +138,35 @@ PROCESSING = Histogram(
 # ---------------------------------------------------------------------------------------------- follower
 
 
-class AuthorizationsFollower:
-    """Reads pdo.authorizations into a GrantBook, from the beginning, outside any consumer group."""
+class ControlFollower:
+    """Reads pdo.authorizations into a GrantBook and pdo.catalog into a DatasetView, from the beginning,
+    outside any consumer group."""
 
     def __init__(
         self,
         settings: Settings,
         codec: AvroCodec,
         book: GrantBook,
+        datasets: DatasetView,
         on_active: Callable[[list[GrantScope]], None],
         dead_letter: Callable[[Any, str], None],
     ) -> None:
         self.settings = settings
         self.codec = codec
         self.book = book
+        self.datasets = datasets
         self.on_active = on_active  # blocking (creates topics): run in a thread
         self.dead_letter = dead_letter  # blocking (writes to the dead-letter topic): run in a thread
         self._last_error = ""
         self.topic = topics.name(TopicId.AUTHORIZATIONS, settings)
+        self.catalog_topic = topics.name(TopicId.CATALOG, settings)
         self._consumer: AIOKafkaConsumer | None = None
         # End offsets are asked on a connection of their own: a broker answers one connection's requests in
         # order, so on the follower's connection every fence would queue behind its long-polling fetch
         # (fetch_max_wait_ms, 500 ms) twice, once per end-offsets call, and again for each feed partition.
         self._offsets: AIOKafkaConsumer | None = None
-        self._partitions: list[TopicPartition] = []
+        self._partitions: list[TopicPartition] = []  # of pdo.authorizations
+        self._catalog_partitions: list[TopicPartition] = []
         self._applied: dict[TopicPartition, int] = {}
         self._progress = asyncio.Condition()
         self._started = asyncio.Event()
@@ -182,16 +203,21 @@ class AuthorizationsFollower:
         await consumer.start()
         try:
             await offsets.start()
-            partitions = await self._partitions_of()
+            grants, catalog = (
+                await self._partitions_of(self.topic),
+                await self._partitions_of(self.catalog_topic),
+            )
+            partitions = grants + catalog
             consumer.assign(partitions)
             await consumer.seek_to_beginning(*partitions)
-            self._consumer, self._offsets, self._partitions = consumer, offsets, partitions
+            self._consumer, self._offsets = consumer, offsets
+            self._partitions, self._catalog_partitions = grants, catalog
             self._started.set()
             while True:
                 batch = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)
                 activated = await self._apply(batch)
                 if activated:
-                    await _retrying("creating tenant topics", self.on_active, activated)
+                    await retrying("creating tenant topics", self.on_active, activated)
                 for tp, offset in self._blocked.items():
                     consumer.seek(tp, offset)  # read the undecodable event again next time, never past it
                 await self._advance({tp: await consumer.position(tp) for tp in partitions})
@@ -203,20 +229,31 @@ class AuthorizationsFollower:
             await offsets.stop()
             await consumer.stop()
 
-    async def _partitions_of(self) -> list[TopicPartition]:
+    async def _partitions_of(self, topic: str) -> list[TopicPartition]:
         while True:
-            numbers = await asyncio.to_thread(partition_numbers, self.settings, self.topic)
+            numbers = await asyncio.to_thread(partition_numbers, self.settings, topic)
             if numbers:
-                return [TopicPartition(self.topic, number) for number in numbers]
-            log.warning("%s not found on the broker yet; is `pdo topics apply` done?", self.topic)
+                return [TopicPartition(topic, number) for number in numbers]
+            log.warning("%s not found on the broker yet; is `pdo topics apply` done?", topic)
             await asyncio.sleep(2.0)
 
     async def _apply(self, batch: dict[TopicPartition, list[Any]]) -> list[GrantScope]:
         """Apply one fetched batch in offset order per partition; the grants it left ACTIVE."""
         activated: dict[str, GrantScope] = {}
         for tp, messages in batch.items():
+            if tp.topic == self.catalog_topic:
+                for message in messages:
+                    where = f"{message.topic}[{message.partition}]@{message.offset}"
+                    await retrying(
+                        "reading a catalog event",
+                        self.datasets.apply_message,
+                        self.codec,
+                        message.value,
+                        where,
+                    )
+                continue
             for message in messages:
-                decoded = await _retrying("decoding an authorization", self._decode, message)
+                decoded = await retrying("decoding an authorization", self._decode, message)
                 if decoded is None:
                     await self._block(tp, message)
                     break  # nothing after it on this partition until it decodes
@@ -251,7 +288,7 @@ class AuthorizationsFollower:
             reason = (
                 f"authorization event cannot be decoded; delivery is stopped until it can: {self._last_error}"
             )
-            await _retrying("dead-lettering an authorization", self.dead_letter, message, reason)
+            await retrying("dead-lettering an authorization", self.dead_letter, message, reason)
             self._dead_lettered.add((tp, message.offset))
 
     def _unblock(self, tp: TopicPartition) -> None:
@@ -272,26 +309,24 @@ class AuthorizationsFollower:
         await self._started.wait()
         offsets = self._offsets
         assert offsets is not None
-        FENCES.inc()
+        FENCES.labels("feed").inc()
         feed_end: int = (await offsets.end_offsets([feed]))[feed]  # first the feed, then the grants
-        wanted = await offsets.end_offsets(self._partitions)
+        await self._wait_applied(await offsets.end_offsets(self._partitions))
+        return feed_end
+
+    async def catalog_fence(self) -> None:
+        """Wait until the DatasetView holds every catalog event the broker acknowledged before this call."""
+        await self._started.wait()
+        offsets = self._offsets
+        assert offsets is not None
+        FENCES.labels("catalog").inc()
+        await self._wait_applied(await offsets.end_offsets(self._catalog_partitions))
+
+    async def _wait_applied(self, wanted: dict[TopicPartition, int]) -> None:
         async with self._progress:
             await self._progress.wait_for(
                 lambda: all(self._applied.get(tp, -1) >= end for tp, end in wanted.items())
             )
-        return feed_end
-
-
-async def _retrying(what: str, work: Callable[..., Any], *args: Any) -> Any:
-    """Run blocking `work(*args)` in a thread until it stops failing for transient reasons."""
-    backoff = FIRST_BACKOFF_S
-    while True:
-        try:
-            return await asyncio.to_thread(work, *args)
-        except TRANSIENT as error:
-            log.warning("%s waits %.1f s: %s", what, backoff, error)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, MAX_BACKOFF_S)
 
 
 # ---------------------------------------------------------------------------------------------- topics
@@ -374,18 +409,18 @@ def feed_topics_on_broker(settings: Settings) -> list[str]:
 
 @dataclass
 class Runtime:
-    """What one worker process holds; close() releases the registry, admin client and database pool."""
+    """What one worker process holds (no database: see the module docstring); close() releases the registry."""
 
     settings: Settings
+    codec: AvroCodec
     book: GrantBook
+    datasets: DatasetView
     handler: FeedHandler
-    follower: AuthorizationsFollower
+    follower: ControlFollower
     tenant_topics: TenantTopics
-    engine: Engine
 
     def close(self) -> None:
-        self.handler.codec.registry.close()
-        self.engine.dispose()
+        self.codec.registry.close()
 
 
 def masking_key(settings: Settings) -> bytes:
@@ -394,21 +429,23 @@ def masking_key(settings: Settings) -> bytes:
 
 
 def build_runtime(settings: Settings) -> Runtime:
-    engine = make_engine(settings.database_url)
     codec = AvroCodec(RegistryClient.for_settings(settings))
-    book = GrantBook()
+    book, datasets = GrantBook(), DatasetView()
     tenant_topics = TenantTopics(settings)
-    handler = FeedHandler(
-        settings, codec, lambda dataset_id: get_dataset(engine, dataset_id), book, masking_key(settings)
+    handler = FeedHandler(settings, codec, datasets.get, book, masking_key(settings))
+    follower = ControlFollower(
+        settings, codec, book, datasets, tenant_topics.ensure, ControlDeadLetters(settings, codec).send
     )
-    follower = AuthorizationsFollower(
-        settings, codec, book, tenant_topics.ensure, ControlDeadLetters(settings, codec).send
-    )
-    return Runtime(settings, book, handler, follower, tenant_topics, engine)
+    return Runtime(settings, codec, book, datasets, handler, follower, tenant_topics)
 
 
 async def send_all(app: faust.App, outgoing: list[Outgoing]) -> None:
-    """Write every message and wait for every acknowledgement; retried whole on failure (at least once)."""
+    """Write every message and wait for every acknowledgement; retried whole on failure (at least once).
+
+    Every failure is retried, not only transient ones: the records were shaped and checked already (a
+    record too large for a tenant topic is dead-lettered before), so what is left is the broker or this
+    worker's rights on it, which an operator fixes; dropping the batch would lose deliveries.
+    """
     backoff = FIRST_BACKOFF_S
     while True:
         try:
@@ -421,7 +458,11 @@ async def send_all(app: faust.App, outgoing: list[Outgoing]) -> None:
         except asyncio.CancelledError:
             raise
         except Exception as error:
-            log.warning("writing %d messages failed, retrying in %.1f s: %s", len(outgoing), backoff, error)
+            RETRIES.labels(APP_ID, "writing deliveries").inc()
+            level = logging.WARNING if is_transient(error) else logging.ERROR
+            log.log(
+                level, "writing %d messages failed, retrying in %.1f s: %s", len(outgoing), backoff, error
+            )
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF_S)
 
@@ -447,12 +488,14 @@ def resubscribe(app: faust.App, pattern: re.Pattern[str], new_topics: list[str])
     return changed
 
 
-def create_app(settings: Settings, runtime: Runtime, app_id: str = APP_ID) -> faust.App:
-    """The faust app; `app_id` is its consumer group (another one only for side-by-side runs, e.g. tests)."""
+def create_app(settings: Settings, runtime: Runtime | None = None, app_id: str = APP_ID) -> faust.App:
+    """The faust app; the runtime built from settings if not given (then it lives as long as the process).
+    `app_id` is its consumer group (another one only for side-by-side runs, e.g. tests)."""
+    runtime = runtime or build_runtime(settings)
     app = make_app(app_id, settings)
     pattern = feed_pattern(settings)
     feeds = app.topic(*feed_topics_on_broker(settings), internal=False, allow_empty=True)
-    follower, handler = runtime.follower, runtime.handler
+    follower, handler, datasets = runtime.follower, runtime.handler, runtime.datasets
 
     @app.task
     async def follow_authorizations() -> None:
@@ -472,7 +515,10 @@ def create_app(settings: Settings, runtime: Runtime, app_id: str = APP_ID) -> fa
                 while message.offset >= covered.get(partition, 0):
                     covered[partition] = await follower.fence(partition)
                 batch.append((source_message(message), datetime.fromtimestamp(message.timestamp, UTC)))
-            prepared = await _retrying(f"{len(batch)} feed records", handler.handle_batch, batch)
+            await know_datasets(
+                datasets, {dataset_of_feed(pattern, m.topic) for m, _ in batch}, follower.catalog_fence
+            )
+            prepared = await retrying("sharing feed records", handler.handle_batch, batch)
             await send_all(app, [item for record in prepared for item in record.outgoing])
             finished = time.time()
             for record in prepared:

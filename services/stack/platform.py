@@ -186,11 +186,13 @@ class Platform:
         }
 
     def _database_environment(self, name: str) -> dict[str, str]:
-        url = self.database_urls.get(name)
-        if url is None:
+        if not self.database_urls:  # SQLite: one file, no roles
             return {}
         # Only its own: every other database URL names the owner or another role, with the password.
         others = dict.fromkeys(Settings.database_url_variables(), "")
+        url = self.database_urls.get(name)
+        if url is None:  # a service that keeps no table (sharing) gets no database URL at all
+            return others
         return {
             **others,
             Settings.variable("database_url"): url,

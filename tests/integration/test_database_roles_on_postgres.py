@@ -18,6 +18,7 @@ from conftest import ServerThread, fresh_postgres_database, isolated_namespace, 
 from sqlalchemy.exc import ProgrammingError
 
 from pdo.authorization import outbox
+from pdo.authorization.datasets import CatalogCatchUp, ProjectedDatasets
 from pdo.authorization.models import Narrowing, RequestSpec, RequestStatus
 from pdo.authorization.policy import load_policy
 from pdo.authorization.service import AuthorizationService
@@ -27,6 +28,7 @@ from pdo.catalog.public import DatasetRegistration
 from pdo.catalog.service import CatalogService
 from pdo.cli.main import main
 from pdo.core import db_roles
+from pdo.core.codec import AvroCodec
 from pdo.core.config import Settings
 from pdo.core.events import EventPublisher
 from pdo.core.registry_client import RegistryClient
@@ -238,23 +240,23 @@ def test_the_gateway_runs_the_catalogs_and_authorizations_command_side_under_its
     )  # the gateway took the lease, marked its events sent
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ProgrammingError,
-    reason="the authorization worker still reads the catalog's catalog_datasets here; once it learns datasets "
-    "from pdo.catalog (issue #12, svc-authz) this should pass: then remove this mark",
-)
 def test_the_authorization_worker_decides_under_its_own_role(command_side, role_urls):
+    """The worker learns the dataset from pdo.catalog (its own projection, caught up on the miss), never
+    from the catalog's table, which its role may not read."""
     request_id = command_side.submit()
     engine = sa.create_engine(role_urls["authorization"])
+    codec = AvroCodec(RegistryClient.for_settings(command_side.settings))
     try:
         # As pdo.authorization.app.build_runtime wires it, on the worker's own role.
-        catalog = CatalogService(engine, command_side.publisher, None, command_side.settings)
+        datasets = ProjectedDatasets(engine, codec.registry, CatalogCatchUp(command_side.settings, codec))
         worker = AuthorizationService(
-            engine, command_side.publisher, catalog, load_policy(), command_side.settings
+            engine, command_side.publisher, datasets, load_policy(), command_side.settings
         )
         assert worker.decide(request_id).status == RequestStatus.PENDING_REVIEW
+        with engine.connect() as conn, pytest.raises(ProgrammingError, match="permission denied"):
+            conn.execute(sa.text("SELECT count(*) FROM catalog_datasets"))
     finally:
+        codec.registry.close()
         engine.dispose()
 
 

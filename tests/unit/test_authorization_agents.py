@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from datetime import timedelta
 
 import pytest
+from sqlalchemy.exc import OperationalError
 from test_authorization_service import START, TENANT, spec
 
 from pdo.authorization import records
@@ -17,6 +19,7 @@ from pdo.core.codec import Decoded, UndecodableError
 from pdo.core.deadletters import SourceMessage
 from pdo.core.errors import Unavailable
 from pdo.core.names import Event
+from pdo.core.retry import RETRIES, retrying
 from pdo.core.topics import TopicId
 from pdo.core.vocabulary import Classification, GrantStatus, PriceKind, SuspensionCause, TenantKind
 
@@ -65,7 +68,7 @@ def clock(h) -> Clock:
 
 @pytest.fixture
 def handlers(h, codec) -> AuthorizationHandlers:
-    return AuthorizationHandlers(h.service, h.publisher, codec, sleep=lambda _s: None)
+    return AuthorizationHandlers(h.service, h.publisher, codec)
 
 
 def message(value: bytes | None, topic="pdo.requests", offset=7) -> SourceMessage:
@@ -149,21 +152,19 @@ def test_an_event_of_the_wrong_kind_is_dead_lettered(handlers, publisher, codec)
     assert dead_letters(publisher)[0]["reason_code"] == "INVALID_EVENT"
 
 
-def test_an_unavailable_backend_is_retried_then_dead_lettered(
+def test_an_unavailable_backend_is_raised_for_the_agent_to_retry_not_dead_lettered(
     handlers, service, publisher, codec, monkeypatch
 ):
     service.submit_request(TENANT, spec(), TENANT)
     (submitted,) = publisher.of(records.SUBMITTED)
-    calls = []
 
     def down(_request_id):
-        calls.append(1)
         raise Unavailable("broker down")
 
     monkeypatch.setattr(service, "decide", down)
-    handlers.on_request(message(codec.add(b"r1", records.SUBMITTED, submitted)))
-    assert len(calls) == 5
-    assert dead_letters(publisher)[0]["reason_code"] == "OTHER"
+    with pytest.raises(Unavailable):
+        handlers.on_request(message(codec.add(b"r1", records.SUBMITTED, submitted)))
+    assert dead_letters(publisher) == []
 
 
 def test_quota_exceeded_suspends_the_grant(handlers, service, publisher, codec, clock):
@@ -188,6 +189,65 @@ def test_quota_exceeded_suspends_the_grant(handlers, service, publisher, codec, 
         message(codec.add(b"q2", records.QUOTA_EXCEEDED, unknown), "pdo.quota-exceeded")
     )
     assert "unknown grant g-none" in dead_letters(publisher)[0]["reason"]
+
+
+def quota_report(grant_id: str, clock: Clock) -> dict:
+    return {
+        "event_id": "e-1",
+        "occurred_at": clock.now,
+        "actor": "system:metering",
+        "grant_id": grant_id,
+        "tenant_id": TENANT,
+        "dataset_id": "open-traffic",
+        "day": clock.now.date(),
+        "quota_records": 5000,
+        "used_records": 5001,
+    }
+
+
+def test_a_database_outage_longer_than_the_old_four_retries_still_suspends_on_quota(
+    handlers, service, publisher, codec, clock, monkeypatch
+):
+    """The old policy gave up after four retries (7.5 s) and dead-lettered the valid notice; now the agent
+    retries until the database is back, and the grant is suspended."""
+    grant_id = service.decide(service.submit_request(TENANT, spec(), TENANT).request_id).grant_id
+    suspend, failures = service.suspend_for_quota, []
+
+    def database_down_for_a_while(*args):
+        if len(failures) < 9:
+            failures.append(1)
+            raise OperationalError("UPDATE authz_grants", {}, Exception("connection refused"))
+        return suspend(*args)
+
+    monkeypatch.setattr(service, "suspend_for_quota", database_down_for_a_while)
+    notice = message(
+        codec.add(b"q1", records.QUOTA_EXCEEDED, quota_report(grant_id, clock)), "pdo.quota-exceeded"
+    )
+    retries = RETRIES.labels("authorization", "suspending on quota")
+    before = retries._value.get()
+    asyncio.run(retrying("suspending on quota", handlers.on_quota_exceeded, notice, first_backoff_s=0.0))
+    assert len(failures) == 9
+    assert retries._value.get() - before == 9  # each retry counted, under the service and the step
+    assert service.get_grant(grant_id).status == GrantStatus.SUSPENDED
+    assert dead_letters(publisher) == []
+
+
+def test_a_malformed_event_is_dead_lettered_at_once_without_retrying(handlers, publisher):
+    calls = []
+
+    def on_request(message_):
+        calls.append(message_)
+        handlers.on_request(message_)
+
+    asyncio.run(retrying("deciding a request", on_request, message(b"\x07 not avro"), first_backoff_s=0.0))
+    assert len(calls) == 1
+    assert [letter["reason_code"] for letter in dead_letters(publisher)] == ["UNDECODABLE"]
+
+
+def test_a_dead_letter_topic_that_does_not_answer_is_retried_not_lost(handlers, publisher):
+    publisher.fail_next = True
+    asyncio.run(retrying("deciding a request", handlers.on_request, message(b"\x07"), first_backoff_s=0.0))
+    assert len(dead_letters(publisher)) == 1
 
 
 def test_the_clock_expires_resumes_and_sweeps(handlers, service, clock):

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from pdo.catalog.agents import CatalogProjector
 from pdo.catalog.public import CatalogService, DatasetChanges, DatasetRegistration
 from pdo.catalog.tables import datasets
-from pdo.core import db, schemas
+from pdo.core import db, retry, schemas
 from pdo.core.codec import AvroCodec
 from pdo.core.config import Settings
 from pdo.core.deadletters import SourceMessage
@@ -372,7 +372,7 @@ def test_the_projector_dead_letters_bad_bytes_with_reason_and_position(engine, r
 
 
 def test_the_projector_waits_out_an_outage_instead_of_dropping_the_event(
-    service, publisher, registry, engine
+    service, publisher, registry, engine, monkeypatch
 ):
     service.register(PROVIDER, registration(), actor="provider:city")
     data = publisher.events[0][2]
@@ -392,9 +392,10 @@ def test_the_projector_waits_out_an_outage_instead_of_dropping_the_event(
     async def sleep(seconds):
         waits.append(seconds)
 
+    monkeypatch.setattr(retry.asyncio, "sleep", sleep)
     with engine.begin() as connection:
         connection.execute(sa.delete(datasets))
-    projector = CatalogProjector(engine, AvroCodec(flaky), dead_letters=lambda: publisher, sleep=sleep)
+    projector = CatalogProjector(engine, AvroCodec(flaky), dead_letters=lambda: publisher)
 
     assert (
         asyncio.run(projector.handle(SourceMessage("pdo.catalog", 0, 0, b"city-readings", data))) == "applied"
@@ -405,7 +406,7 @@ def test_the_projector_waits_out_an_outage_instead_of_dropping_the_event(
 def test_the_faust_agent_reads_pdo_catalog_and_hands_each_message_to_the_projector():
     from types import SimpleNamespace
 
-    from pdo.catalog.app import create_app
+    from pdo.catalog.app import Runtime, create_app
 
     class Recorder:
         def __init__(self) -> None:
@@ -428,7 +429,9 @@ def test_the_faust_agent_reads_pdo_catalog_and_hands_each_message_to_the_project
 
     async def run() -> list[str]:
         # Built inside the running loop, so faust uses it rather than making one of its own.
-        app = create_app(Settings.from_env(), projector=recorder)
+        settings = Settings.from_env()
+        runtime = Runtime(settings, db.make_engine("sqlite://"), AvroCodec(Registry()), recorder)
+        app = create_app(settings, runtime)
         agent = app.agents["project_catalog"]
         await agent.fun(Stream())
         return list(agent.channel.topics)
