@@ -6,8 +6,10 @@
   fact names a grant it lacks, write the ledger in one transaction (pdo.metering.ledger), announce quotas
   reached. faust acknowledges a batch's events only after the loop
   body returns, i.e. after the ledger transaction committed; a crash before that redelivers the batch and
-  the ledger ignores the delivery ids it already holds. A failing step is retried with backoff until it
-  succeeds: a batch is never skipped (a stalled worker shows as consumer lag, a skipped one as lost money);
+  the ledger ignores the delivery ids it already holds. The failure policy is the core's (pdo.core.retry):
+  a step whose backing service does not answer is retried until it does (a stalled worker shows as
+  consumer lag), a bad fact is dead-lettered with its reason, and a step failing for any other reason
+  dead-letters its facts as OTHER: never skipped silently, replayable once fixed;
 - the `publish_usage` timer (leader only) publishes UsageRecorded for closed windows, each window version
   once (pdo.metering.usage), and retries QuotaExceeded notices still pending;
 - the agents `project_authorizations` and `project_catalog` keep metering's projection of the grants and the
@@ -36,12 +38,13 @@ from sqlalchemy import Engine
 from pdo.core.codec import AvroCodec
 from pdo.core.config import Settings
 from pdo.core.db import make_engine
-from pdo.core.deadletters import source_message
+from pdo.core.deadletters import SourceMessage, source_message
 from pdo.core.events import EventPublisher
 from pdo.core.registry_client import RegistryClient
+from pdo.core.retry import retrying
 from pdo.core.streams import make_app, source
 from pdo.core.topics import TopicId
-from pdo.metering.handler import MeteringHandler
+from pdo.metering.handler import MeteringHandler, Refusal
 from pdo.metering.ledger import Ledger
 from pdo.metering.projection import KafkaTopicLog, Projection
 
@@ -53,8 +56,6 @@ BATCH_WITHIN_S = 0.5
 PUBLISH_INTERVAL_S = 5.0
 # Projection events per transaction: grant and catalog events are few; a replay from the start is batched.
 PROJECTION_BATCH = 500
-FIRST_BACKOFF_S = 0.5
-MAX_BACKOFF_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -93,30 +94,40 @@ def build_runtime(settings: Settings) -> Runtime:
     return Runtime(handler, projection, authorizations, publisher, engine)
 
 
-async def retrying(what: str, work: Callable[..., Any], *args: Any) -> Any:
-    """Run blocking `work(*args)` in a thread until it succeeds, backing off; never gives up."""
-    backoff = FIRST_BACKOFF_S
-    while True:
-        try:
-            return await asyncio.to_thread(work, *args)
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:
-            log.warning("%s failed, retrying in %.1f s: %s: %s", what, backoff, type(error).__name__, error)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, MAX_BACKOFF_S)
-
-
-async def meter(handler: MeteringHandler, messages: list[Any]) -> None:
-    """One batch through the handler's steps, each retried on its own."""
-    batch = await retrying(f"decoding {len(messages)} usage facts", handler.decode, messages)
+async def meter(handler: MeteringHandler, messages: list[SourceMessage]) -> None:
+    """One batch through the handler's steps (pdo.core.retry's policy): a backing service that does not
+    answer stalls the step until it does; a fact that is bad is dead-lettered with its reason at decode;
+    a step that fails for any other reason (a bug) dead-letters the batch's facts as OTHER with the error,
+    so deliveries go on being counted and `pdo deadletters replay` brings them back once it is fixed (the
+    ledger counts a replayed delivery id once)."""
+    batch = await retrying("decoding usage facts", handler.decode, messages)
     if batch.refused:
         await retrying("dead-lettering refused usage facts", handler.dead_letter, batch.refused)
-    if batch.facts:
+    if not batch.facts:
+        return
+    try:
         await retrying("catching the grants up with pdo.authorizations", handler.know_grants, batch.facts)
-        result = await retrying(f"writing {len(batch.facts)} usage facts", handler.record, batch.facts)
-        if result.notices:
-            await asyncio.to_thread(handler.announce, result.notices)
+        result = await retrying("writing usage facts", handler.record, batch.facts)
+    except Exception as error:
+        log.exception("metering a batch of %d usage facts failed; dead-lettering them", len(batch.facts))
+        refused = {refusal.message for refusal in batch.refused}
+        faulty = [
+            Refusal(m, "OTHER", f"{type(error).__name__}: {error}") for m in messages if m not in refused
+        ]
+        await retrying("dead-lettering refused usage facts", handler.dead_letter, faulty)
+        return
+    if result.notices:
+        await asyncio.to_thread(handler.announce, result.notices)
+
+
+async def project(projection: Projection, messages: list[SourceMessage]) -> None:
+    """Apply one batch of authorization or catalog events to metering's projection. Stalls while a backing
+    service does not answer; on any other failure the batch is logged and left: its positions do not move,
+    so the catch-up before a fact's grant counts as unknown reads those events again."""
+    try:
+        await retrying("projecting events", projection.apply_messages, messages)
+    except Exception:
+        log.exception("projecting %d events failed; the catch-up will read them again", len(messages))
 
 
 def create_app(
@@ -141,16 +152,15 @@ def create_app(
         async for events in stream.take_events(batch_size, within_s):  # type: ignore[attr-defined]
             await meter(handler, [source_message(event.message) for event in events])
 
-    async def project(stream: faust.StreamT[bytes]) -> None:
+    async def follow(stream: faust.StreamT[bytes]) -> None:
         async for events in stream.take_events(PROJECTION_BATCH, within_s):  # type: ignore[attr-defined]
-            messages = [source_message(event.message) for event in events]
-            await retrying(f"projecting {len(messages)} events", projection.apply_messages, messages)
+            await project(projection, [source_message(event.message) for event in events])
 
     for topic, name in (
         (TopicId.AUTHORIZATIONS, "project_authorizations"),
         (TopicId.CATALOG, "project_catalog"),
     ):
-        app.agent(source(app, topic, settings), name=name)(project)
+        app.agent(source(app, topic, settings), name=name)(follow)
 
     # One worker publishes: the others would only find nothing left to do.
     for timer in (LeaderTimer("publish_usage", PUBLISH_INTERVAL_S, handler.publish_due), *timers):

@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import sqlalchemy as sa
 from conftest import admin_credentials
 from prometheus_client import REGISTRY
 
@@ -15,6 +16,7 @@ from pdo.core import schemas
 from pdo.core.codec import AvroCodec
 from pdo.core.deadletters import SourceMessage
 from pdo.core.registry_client import RegistryClient
+from pdo.metering import tables as t
 from pdo.metering.handler import MeteringHandler
 from pdo.metering.ledger import Ledger
 from pdo.metering.testing import insert_grant, records_delivered_event, usage_fact
@@ -76,7 +78,7 @@ def test_bad_messages_are_refused_with_their_reason_and_dead_lettered_with_their
     batch = handler.decode(messages)
     assert [fact.delivery_id for fact in batch.facts] == ["good"]
     assert [(r.message.offset, r.reason_code) for r in batch.refused] == [
-        (1, "UNDECODABLE"),
+        (1, "UNKNOWN_SCHEMA"),
         (2, "SCHEMA_MISMATCH"),
         (3, "INVALID_EVENT"),
     ]
@@ -128,3 +130,50 @@ def test_closed_windows_are_published_once(handler):
     events = handler.publisher.of("pdo.metering.v1.UsageRecorded")
     assert sorted((e["window"], e["records"]) for e in events) == [("DAY", 1), ("MINUTE", 1)]
     assert handler.publish_due(after_the_day)[0] == 0
+
+
+def test_a_ledger_write_failing_for_a_bug_dead_letters_the_facts_as_other_and_the_worker_goes_on(handler):
+    """The core's failure policy in metering: not transient, not the fact's fault → dead letter OTHER."""
+    import asyncio
+
+    from sqlalchemy.exc import IntegrityError
+
+    from pdo.metering.app import meter
+
+    def broken_record(facts):
+        raise IntegrityError("INSERT INTO metering_ledger", {}, Exception("a bug"))
+
+    handler.record = broken_record
+    batch = [message(encoded_fact(handler, "d-bug-1"), 0), message(b"\x00junk", 1)]  # junk: no such schema
+    asyncio.run(meter(handler, batch))
+    letters = handler.publisher.of("pdo.deadletter.v1.DeadLetter")
+    assert sorted((letter["source_offset"], letter["reason_code"]) for letter in letters) == [
+        (0, "OTHER"),
+        (1, "UNKNOWN_SCHEMA"),
+    ]
+    assert "IntegrityError" in next(letter["reason"] for letter in letters if letter["source_offset"] == 0)
+
+
+def test_a_ledger_that_does_not_answer_is_waited_for_not_dead_lettered(handler, monkeypatch):
+    import asyncio
+
+    from sqlalchemy.exc import OperationalError
+
+    from pdo.metering.app import meter
+
+    record, failures = handler.record, []
+
+    def flaky_record(facts):
+        if len(failures) < 3:
+            failures.append(1)
+            raise OperationalError("INSERT", {}, Exception("connection refused"))
+        return record(facts)
+
+    sleep = asyncio.sleep
+    monkeypatch.setattr(asyncio, "sleep", lambda seconds: sleep(0))  # the backoff, without waiting
+    handler.record = flaky_record
+    asyncio.run(meter(handler, [message(encoded_fact(handler, "d-wait-1"), 0)]))
+    assert handler.publisher.of("pdo.deadletter.v1.DeadLetter") == []
+    with handler.ledger.engine.connect() as conn:
+        ids = conn.execute(sa.select(t.ledger.c.delivery_id)).scalars().all()
+    assert len(failures) == 3 and ids == ["d-wait-1"]
