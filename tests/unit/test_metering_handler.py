@@ -78,7 +78,7 @@ def test_bad_messages_are_refused_with_their_reason_and_dead_lettered_with_their
     batch = handler.decode(messages)
     assert [fact.delivery_id for fact in batch.facts] == ["good"]
     assert [(r.message.offset, r.reason_code) for r in batch.refused] == [
-        (1, "UNKNOWN_SCHEMA"),
+        (1, "UNDECODABLE"),
         (2, "SCHEMA_MISMATCH"),
         (3, "INVALID_EVENT"),
     ]
