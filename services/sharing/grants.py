@@ -39,17 +39,11 @@ from pdo.sharing.scope import GrantScope, GrantState
 
 log = logging.getLogger(__name__)
 
-GRANTED = Event.AUTHORIZATION_GRANTED
-DENIED = Event.AUTHORIZATION_DENIED
-SUSPENDED = Event.AUTHORIZATION_SUSPENDED
-RESUMED = Event.AUTHORIZATION_RESUMED
-REVOKED = Event.AUTHORIZATION_REVOKED
-EXPIRED = Event.AUTHORIZATION_EXPIRED
 TRANSITIONS: dict[str, GrantState] = {
-    SUSPENDED: GrantState.SUSPENDED,
-    RESUMED: GrantState.ACTIVE,
-    REVOKED: GrantState.REVOKED,
-    EXPIRED: GrantState.EXPIRED,
+    Event.AUTHORIZATION_SUSPENDED: GrantState.SUSPENDED,
+    Event.AUTHORIZATION_RESUMED: GrantState.ACTIVE,
+    Event.AUTHORIZATION_REVOKED: GrantState.REVOKED,
+    Event.AUTHORIZATION_EXPIRED: GrantState.EXPIRED,
 }
 
 
@@ -66,7 +60,7 @@ class GrantBook:
     def apply(self, schema_name: str, value: Mapping[str, Any]) -> GrantScope | None:
         """Apply one authorization event; returns the grant as it now stands if the event changed it."""
         since = _utc(value["occurred_at"])
-        if schema_name == GRANTED:
+        if schema_name == Event.AUTHORIZATION_GRANTED:
             return self._keep_if_newer(scope_from_granted(value), since)
         if schema_name in TRANSITIONS:
             snapshot = value.get("grant")

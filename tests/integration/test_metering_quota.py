@@ -106,8 +106,14 @@ def test_a_quota_suspends_the_grant_for_the_day_and_the_next_day_resumes_it(sett
             "QUOTA_EXCEEDED",
         )
         assert f"daily quota of {QUOTA} records reached" in suspended.status_reason
+        # Sharing stops at the suspension *event*: the row commits first, the outbox publishes it right after.
+        wait_for(
+            "the suspension on pdo.authorizations",
+            lambda: service.get_grant(limited).published,
+            processes,
+        )
 
-        # 3. Published after the suspension: processed (the control grant has them), not delivered to acme.
+        # 3. Published after the suspension event: processed (the control grant has them), not delivered to acme.
         after = feed.publish(20, "after")
         wait_for(
             "the control grant to receive the records after the suspension",

@@ -13,6 +13,7 @@ import yaml
 from pdo.cli.main import build_parser
 from pdo.core import access
 from pdo.core.config import PROJECT_ROOT, Settings
+from pdo.stack import database_roles
 
 COMPOSE = yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())
 OFFICIAL_IMAGES = ("apache/kafka:", "postgres:", "prom/prometheus:", "grafana/grafana:")
@@ -57,6 +58,9 @@ def test_every_pdo_command_is_a_real_cli_command():
 # may do what"), and the broker's own, read by deploy/kafka/compose-start.sh.
 SERVICE_PASSWORDS = {f"PDO_{name.upper()}_KAFKA_PASSWORD" for name in access.services(Settings())}
 BROKER_PASSWORDS = {"PDO_KAFKA_ADMIN_PASSWORD", "PDO_KAFKA_CONTROLLER_PASSWORD"}
+# The services' PostgreSQL passwords `pdo db roles apply` sets (README, "Who owns which table"): only the
+# migrate job, which holds the owner's password too, reads them.
+DATABASE_PASSWORDS = {database_roles.password_variable(service) for service in database_roles.SERVICES}
 
 
 def test_every_pdo_variable_in_compose_is_a_documented_setting():
@@ -64,6 +68,7 @@ def test_every_pdo_variable_in_compose_is_a_documented_setting():
         for variable in service.get("environment", {}):
             if variable.startswith("PDO_"):
                 known = KNOWN_VARIABLES | SERVICE_PASSWORDS | (BROKER_PASSWORDS if name == "kafka" else set())
+                known |= DATABASE_PASSWORDS if name == "migrate" else set()
                 assert variable in known, f"{name}: {variable} is not a pdo setting"
 
 
@@ -78,6 +83,21 @@ def test_every_service_talks_to_kafka_as_its_own_user_with_a_password_that_has_n
     init = services()["kafka-init"]["environment"]
     assert init["PDO_KAFKA_USERNAME"] == "admin" and ":?" in init["PDO_KAFKA_PASSWORD"]
     assert set(init) >= SERVICE_PASSWORDS
+
+
+def test_only_migrate_holds_the_database_owner_and_each_service_connects_as_its_own_role():
+    owner = "postgresql+psycopg://pdo:${PDO_POSTGRES_PASSWORD:?set it in .env}@postgres:5432/pdo"
+    for name, service in services().items():
+        environment = service.get("environment") or {}
+        urls = {value for variable, value in environment.items() if variable.endswith("_DATABASE_URL")}
+        if name == "migrate":
+            assert urls == {owner} and set(environment) >= DATABASE_PASSWORDS
+        elif name in database_roles.SERVICES:
+            role = f"pdo_{name}:${{PDO_{name.upper()}_DATABASE_PASSWORD:?set it in .env}}@"
+            assert urls and all(role in url for url in urls), f"{name} connects as {urls}"
+        else:  # sharing keeps no table; the broker, PostgreSQL and the monitoring need no pdo database
+            assert not urls, f"{name} is given a database: {urls}"
+    assert "pdo db roles apply" in " ".join(services()["migrate"]["command"])
 
 
 def test_every_mounted_project_file_exists():
