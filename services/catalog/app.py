@@ -44,7 +44,7 @@ class Runtime:
 
 
 def build_runtime(settings: Settings) -> Runtime:
-    engine = db.make_engine(settings.database_url)
+    engine = db.make_engine(settings.service_database_url("catalog"))
     codec = AvroCodec(RegistryClient.for_settings(settings))
     # A factory: the producer connects only when the first dead letter is written.
     projector = CatalogProjector(engine, codec, dead_letters=lambda: EventPublisher(settings, codec))
