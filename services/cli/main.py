@@ -8,6 +8,7 @@ import sys
 
 from pdo.cli import (
     acls,
+    audit,
     authorization,
     billing,
     broker,
@@ -42,6 +43,7 @@ COMMAND_MODULES = (
     gateway,
     publish,
     deadletters,
+    audit,
     db,
     config,
 )

@@ -367,6 +367,17 @@ class Settings:
         f"at least {MIN_SECRET_BYTES} bytes; `pdo up` generates one in PDO_RUN_DIR/secrets/",
         secret=True,
     )
+    audit_signing_key_file: str = _setting(
+        "PDO_AUDIT_SIGNING_KEY_FILE",
+        "",
+        "Ed25519 private key (PEM, mode 0600) that signs the audit log's checkpoints; the file is a secret, "
+        "this is only its path. Unset: refused outside development; `pdo up` makes one in PDO_RUN_DIR/secrets/",
+    )
+    audit_origin: str = _setting(
+        "PDO_AUDIT_ORIGIN",
+        "pdo.local/audit",
+        "the audit log's name, the first line of every signed checkpoint (e.g. audit.example.org/pdo)",
+    )
     database_url: str = _setting(
         "PDO_DATABASE_URL",
         InRunDir("sqlite:///{run_dir}/pdo.db"),

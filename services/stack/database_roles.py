@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from pdo.audit import tables as audit_tables
 from pdo.authorization import tables as authorization_tables
 from pdo.billing import tables as billing_tables
 from pdo.catalog import tables as catalog_tables
@@ -33,6 +34,7 @@ OWNED: Mapping[str, tuple[sa.MetaData, ...]] = {
     # Billing is a package of its own but runs with metering's role: closing a period locks the ledger.
     "metering": (metering_tables.metadata, billing_tables.metadata),
     "gateway": (gateway_tables.metadata,),
+    "audit": (audit_tables.metadata,),
 }
 BORROWED: Mapping[str, Mapping[str, tuple[str, ...]]] = {"gateway": gateway_tables.BORROWED}
 SERVICES = tuple(OWNED)

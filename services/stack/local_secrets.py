@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import fields
 from pathlib import Path
 
+from pdo.audit.public import ensure_local_signing_key
 from pdo.core.config import Settings, ensure_local_secret, local_secret_path, local_secrets_dir, write_private
 
 # The secrets the stack makes up when the user set none. Only secrets that nothing outside the stack has to
@@ -37,4 +38,7 @@ def local_secrets(settings: Settings) -> dict[str, str]:
             chosen[setting.metadata["env"]] = ensure_local_secret(settings.run_dir, setting.name)
         elif setting.name in READ_FROM_FILE:
             write_private(secret_file(settings, setting.name), value + "\n")
+    if not settings.audit_signing_key_file:
+        # A key pair, not a random string: the stack makes the private key's file and hands over its path.
+        chosen["PDO_AUDIT_SIGNING_KEY_FILE"] = str(ensure_local_signing_key(settings.run_dir))
     return chosen

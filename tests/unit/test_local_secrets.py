@@ -7,6 +7,7 @@ import dataclasses
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -63,8 +64,20 @@ def test_the_scrape_token_prometheus_reads_is_the_one_in_force(unset):
 
 
 def test_only_secrets_the_stack_alone_uses_are_made_up(unset):
-    """A made-up broker or database password would match nothing: only these two are generated."""
-    assert set(local_secrets(unset)) == {"PDO_MASKING_KEY", "PDO_METRICS_TOKEN"}
+    """A made-up broker or database password would match nothing: only these are generated (the audit
+    signing key is a key pair whose private half only the stack holds)."""
+    assert set(local_secrets(unset)) == {"PDO_MASKING_KEY", "PDO_METRICS_TOKEN", "PDO_AUDIT_SIGNING_KEY_FILE"}
+
+
+def test_the_audit_signing_key_is_made_once_private_and_not_when_the_operator_set_one(unset, tmp_path):
+    path = local_secrets(unset)["PDO_AUDIT_SIGNING_KEY_FILE"]
+    first = Path(path).read_text()
+    assert Path(path).parent == secrets_folder(unset) and first.startswith("-----BEGIN PRIVATE KEY-----")
+    assert stat.S_IMODE(Path(path).stat().st_mode) == 0o600
+    assert Path(local_secrets(unset)["PDO_AUDIT_SIGNING_KEY_FILE"]).read_text() == first  # stable signer
+
+    chosen = dataclasses.replace(unset, audit_signing_key_file=str(tmp_path / "operator.pem"))
+    assert "PDO_AUDIT_SIGNING_KEY_FILE" not in local_secrets(chosen)
 
 
 def test_the_services_the_stack_starts_get_the_generated_key(unset):

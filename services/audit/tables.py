@@ -1,0 +1,37 @@
+"""SQLAlchemy Core tables the audit service owns: the log's entries and its signed checkpoints (migration 0011).
+
+`audit_entries.seq` is the Merkle leaf index: 0, 1, 2, ... with no gaps, so the table's order is the tree's.
+`source` is unique: re-reading where an entry came from appends nothing.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+entries = sa.Table(
+    "audit_entries",
+    metadata,
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("actor", sa.String(255), nullable=False),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("subject", sa.String(255), nullable=False),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("source", sa.String(255), nullable=False, unique=True),
+    # The entry's canonical JSON: what the leaf hash is computed from, byte for byte.
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("leaf_hash", sa.LargeBinary(32), nullable=False),
+)
+
+checkpoints = sa.Table(
+    "audit_checkpoints",
+    metadata,
+    sa.Column("size", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("root", sa.LargeBinary(32), nullable=False),
+    sa.Column("origin", sa.String(255), nullable=False),
+    sa.Column("signed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("signature", sa.LargeBinary(64), nullable=False),
+    sa.Column("key_id", sa.String(64), nullable=False),
+)

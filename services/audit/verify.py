@@ -1,0 +1,188 @@
+"""Offline verification of the audit log: from the database or from an export file, with nothing but the
+entries, the checkpoints and the public key.
+
+Guarantee: `verify` reports the FIRST bad leaf index and why — a body whose hash is not its leaf hash, a
+missing seq, entries out of order, a log shorter than a signed size or whose root at a signed size differs,
+a checkpoint whose signature does not verify under the public key — or None when every entry is in place
+and every checkpoint is a valid signature over the root of the log's prefix of its size (so the checkpoints
+are also consistent with each other).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from pdo.audit import merkle
+from pdo.audit.checkpoints import Checkpoint, load_public_key, public_key_pem, verify
+from pdo.audit.store import LoggedEntry
+from pdo.core.errors import InvalidInput
+
+HASH_MISMATCH = "hash mismatch"
+MISSING_ENTRY = "missing entry"
+REORDERED = "reordered"
+TRUNCATED = "truncated"
+ROOT_MISMATCH = "root mismatch"
+BAD_SIGNATURE = "bad signature"
+
+
+@dataclass(frozen=True)
+class Problem:
+    index: int
+    reason: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"entry {self.index}: {self.reason}: {self.detail}"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    size: int
+    latest: Checkpoint | None
+    problem: Problem | None
+
+    @property
+    def good(self) -> bool:
+        return self.problem is None
+
+
+def verify_log(
+    logged: Sequence[LoggedEntry], checkpoints: Sequence[Checkpoint], public_key: Ed25519PublicKey
+) -> Verdict:
+    ordered = sorted(checkpoints, key=lambda checkpoint: checkpoint.size)
+    found = [p for p in (first_bad_entry(logged), first_bad_checkpoint(logged, ordered, public_key)) if p]
+    problem = min(found, key=lambda p: p.index) if found else None
+    return Verdict(size=len(logged), latest=ordered[-1] if ordered else None, problem=problem)
+
+
+def first_bad_entry(logged: Sequence[LoggedEntry]) -> Problem | None:
+    present = {entry.seq for entry in logged}
+    for index, entry in enumerate(logged):
+        if entry.seq != index:
+            if index not in present:
+                return Problem(
+                    index, MISSING_ENTRY, f"seq {index} is not in the log (next is seq {entry.seq})"
+                )
+            return Problem(index, REORDERED, f"seq {entry.seq} stands where seq {index} belongs")
+        if merkle.leaf_hash(entry.body.encode()) != entry.leaf_hash:
+            return Problem(index, HASH_MISMATCH, "the body's hash is not its recorded leaf hash")
+        claimed = _body_seq(entry.body)
+        if claimed != index:
+            return Problem(index, REORDERED, f"the body of seq {claimed} stands at seq {index}")
+    return None
+
+
+def _body_seq(body: str) -> object:
+    try:
+        return json.loads(body).get("seq")
+    except (ValueError, AttributeError):
+        return None
+
+
+def first_bad_checkpoint(
+    logged: Sequence[LoggedEntry], ordered: Sequence[Checkpoint], public_key: Ed25519PublicKey
+) -> Problem | None:
+    hashes = [merkle.leaf_hash(entry.body.encode()) for entry in logged]
+    for checkpoint in ordered:
+        if not verify(checkpoint, public_key):
+            return Problem(
+                checkpoint.size - 1,
+                BAD_SIGNATURE,
+                f"the checkpoint of size {checkpoint.size} (key {checkpoint.key_id}) does not verify under the public key",
+            )
+        if len(hashes) < checkpoint.size:
+            return Problem(
+                len(hashes),
+                TRUNCATED,
+                f"the log has {len(hashes)} entries, a checkpoint signed {checkpoint.size}",
+            )
+        if merkle.root(hashes[: checkpoint.size]) != checkpoint.root:
+            return Problem(
+                checkpoint.size - 1,
+                ROOT_MISMATCH,
+                f"the root of the first {checkpoint.size} entries is not the signed root",
+            )
+    return None
+
+
+# ------------------------------------------------------------------------------------------- export file
+
+
+def export_lines(
+    logged: Iterable[LoggedEntry], checkpoints: Iterable[Checkpoint], public_key: Ed25519PublicKey
+) -> Iterator[str]:
+    """JSON lines: every entry, then every checkpoint, then the public key (PEM)."""
+    for entry in logged:
+        yield _line(
+            {"type": "entry", "seq": entry.seq, "body": entry.body, "leaf_hash": entry.leaf_hash.hex()}
+        )
+    for checkpoint in checkpoints:
+        yield _line(
+            {
+                "type": "checkpoint",
+                "origin": checkpoint.origin,
+                "size": checkpoint.size,
+                "root": base64.b64encode(checkpoint.root).decode(),
+                "signed_at": checkpoint.signed_at.isoformat(),
+                "signature": base64.b64encode(checkpoint.signature).decode(),
+                "key_id": checkpoint.key_id,
+            }
+        )
+    yield _line({"type": "public_key", "pem": public_key_pem(public_key)})
+
+
+def _line(record: dict[str, object]) -> str:
+    return json.dumps(record, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+@dataclass(frozen=True)
+class Export:
+    entries: list[LoggedEntry]
+    checkpoints: list[Checkpoint]
+    public_key: Ed25519PublicKey | None
+
+
+def read_export(path: Path) -> Export:
+    logged: list[LoggedEntry] = []
+    signed: list[Checkpoint] = []
+    public_key = None
+    for number, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        try:
+            record = json.loads(text)
+            kind = record["type"]
+            if kind == "entry":
+                logged.append(
+                    LoggedEntry(
+                        seq=int(record["seq"]),
+                        body=record["body"],
+                        leaf_hash=bytes.fromhex(record["leaf_hash"]),
+                    )
+                )
+            elif kind == "checkpoint":
+                signed.append(_checkpoint_record(record))
+            elif kind == "public_key":
+                public_key = load_public_key(record["pem"].encode())
+        except (ValueError, KeyError, TypeError) as error:
+            raise InvalidInput(
+                f"{path}, line {number}: not an audit export line ({error})",
+                hint="make the file with `pdo audit export --out FILE`",
+            ) from None
+    return Export(logged, signed, public_key)
+
+
+def _checkpoint_record(record: dict[str, str]) -> Checkpoint:
+    return Checkpoint(
+        origin=record["origin"],
+        size=int(record["size"]),
+        root=base64.b64decode(record["root"]),
+        signed_at=datetime.fromisoformat(record["signed_at"]),
+        signature=base64.b64decode(record["signature"]),
+        key_id=record["key_id"],
+    )

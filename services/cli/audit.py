@@ -1,0 +1,138 @@
+"""`pdo audit export|verify|prove|public-key`: the audit log, checked offline.
+
+`export --out FILE` writes the log as JSON lines (entries, checkpoints, the public key). `verify` checks the
+log in the database, or an export (`--file`), against its signed checkpoints and the public key: exit 0 with
+a one-line summary, exit 1 naming the first bad entry and why. `prove --entry N` prints the inclusion proof
+of entry N under the latest checkpoint and verifies it. `public-key` prints the PEM public key that
+verifies the checkpoints (never the private key). Exit 2 on a pdo error (no key configured ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from pdo.core import db
+from pdo.core.config import Settings
+from pdo.core.errors import InvalidInput
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("audit", help="the tamper-evident audit log: export, verify, prove")
+    actions = parser.add_subparsers(dest="action", required=True)
+
+    export = actions.add_parser("export", help="write the log, its checkpoints and public key as JSON lines")
+    export.add_argument("--out", required=True, type=Path, help="the file to write")
+    export.set_defaults(func=run_export)
+
+    verify = actions.add_parser(
+        "verify", help="verify the log against its signed checkpoints (exit 1: tampered)"
+    )
+    verify.add_argument("--file", type=Path, help="an export to verify instead of the database")
+    verify.add_argument(
+        "--public-key",
+        type=Path,
+        help="PEM public key to trust (default: the configured signing key's; for --file, the export's own)",
+    )
+    verify.set_defaults(func=run_verify)
+
+    prove = actions.add_parser("prove", help="print and check the inclusion proof of one entry")
+    prove.add_argument("--entry", required=True, type=int, help="the entry's seq")
+    prove.set_defaults(func=run_prove)
+
+    public_key = actions.add_parser("public-key", help="print the PEM public key that verifies checkpoints")
+    public_key.set_defaults(func=run_public_key)
+
+
+def _store(settings: Settings):
+    from pdo.audit.store import AuditStore
+
+    db.upgrade(settings.database_url)
+    return AuditStore(db.make_engine(settings.database_url))
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from pdo.audit.checkpoints import Signer
+    from pdo.audit.verify import export_lines
+
+    settings = Settings()
+    store = _store(settings)
+    signer = Signer.from_settings(settings)
+    lines = export_lines(store.entries(), store.checkpoints(), signer.public_key)
+    args.out.write_text("".join(lines), encoding="utf-8")
+    print(f"exported {store.size()} entries and {len(store.checkpoints())} checkpoints to {args.out}")
+    return 0
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    from pdo.audit.checkpoints import Signer, load_public_key
+    from pdo.audit.verify import read_export, verify_log
+
+    trusted = load_public_key(args.public_key.read_bytes()) if args.public_key else None
+    if args.file:
+        exported = read_export(args.file)
+        public_key = trusted or exported.public_key
+        if public_key is None:
+            raise InvalidInput(f"{args.file} holds no public key", hint="pass --public-key PEM")
+        logged, signed = exported.entries, exported.checkpoints
+    else:
+        settings = Settings()
+        store = _store(settings)
+        public_key = trusted or Signer.from_settings(settings).public_key
+        logged, signed = store.entries(), store.checkpoints()
+    verdict = verify_log(logged, signed, public_key)
+    if verdict.problem is not None:
+        print(f"audit log NOT verified: {verdict.problem}", file=sys.stderr)
+        return 1
+    latest = (
+        f"latest checkpoint: size {verdict.latest.size}, signed {verdict.latest.signed_at.isoformat()} "
+        f"by key {verdict.latest.key_id}"
+        if verdict.latest
+        else "no checkpoint yet"
+    )
+    print(f"audit log verified: {verdict.size} entries; {latest}")
+    return 0
+
+
+def run_prove(args: argparse.Namespace) -> int:
+    from pdo.audit import merkle
+    from pdo.audit.checkpoints import Signer, verify
+
+    settings = Settings()
+    store = _store(settings)
+    latest = store.latest_checkpoint()
+    if latest is None or not 0 <= args.entry < latest.size:
+        covered = (
+            "no checkpoint yet" if latest is None else f"the latest checkpoint covers 0..{latest.size - 1}"
+        )
+        raise InvalidInput(
+            f"entry {args.entry} is not under a checkpoint ({covered})",
+            hint="wait for the next checkpoint, or name an entry it covers",
+        )
+    hashes = store.leaf_hashes(end=latest.size)
+    proof = merkle.inclusion_proof(args.entry, hashes)
+    included = merkle.verify_inclusion(hashes[args.entry], args.entry, latest.size, proof, latest.root)
+    signed = verify(latest, Signer.from_settings(settings).public_key)
+    print(
+        json.dumps(
+            {
+                "entry": args.entry,
+                "leaf_hash": hashes[args.entry].hex(),
+                "size": latest.size,
+                "root": latest.root.hex(),
+                "proof": [node.hex() for node in proof],
+                "verified": included and signed,
+            },
+            indent=2,
+        )
+    )
+    return 0 if included and signed else 1
+
+
+def run_public_key(args: argparse.Namespace) -> int:
+    from pdo.audit.checkpoints import Signer
+
+    print(Signer.from_settings(Settings()).public_key_pem(), end="")
+    return 0
