@@ -389,6 +389,7 @@ class Settings:
     authorization_database_url: str = _service_database_url("authorization")
     metering_database_url: str = _service_database_url("metering")
     gateway_database_url: str = _service_database_url("gateway")
+    audit_database_url: str = _service_database_url("audit")
     database_role_prefix: str = _setting(
         "PDO_DATABASE_ROLE_PREFIX",
         "pdo_",
