@@ -98,7 +98,7 @@ class Signer:
             return cls(load_private_key(Path(configured)), settings.audit_origin)
         if not settings.development:
             raise ConfigError(
-                "PDO_AUDIT_SIGNING_KEY_FILE is not set, so audit checkpoints cannot be signed",
+                "PDO_AUDIT_SIGNING_KEY_FILE is not set, so there is no audit signing key to sign or check checkpoints with",
                 hint="point PDO_AUDIT_SIGNING_KEY_FILE at an Ed25519 private key in PEM (e.g. from "
                 "`openssl genpkey -algorithm ed25519 -out audit-signing-key.pem`, mode 0600); `pdo up` makes "
                 "one in PDO_RUN_DIR/secrets/; or, on a developer's machine only, set PDO_ENVIRONMENT=development",

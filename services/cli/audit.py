@@ -62,7 +62,7 @@ def run_export(args: argparse.Namespace) -> int:
     signer = Signer.from_settings(settings)
     lines = export_lines(store.entries(), store.checkpoints(), signer.public_key)
     args.out.write_text("".join(lines), encoding="utf-8")
-    print(f"exported {store.size()} entries and {len(store.checkpoints())} checkpoints to {args.out}")
+    print(f"exported {store.size()} entries and {len(store.checkpoints())} checkpoint(s) to {args.out}")
     return 0
 
 
