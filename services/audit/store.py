@@ -12,6 +12,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -169,7 +170,7 @@ def _leaf_hashes(connection: sa.Connection, end: int | None) -> list[bytes]:
     return [bytes(value) for value in connection.execute(query).scalars()]
 
 
-def _checkpoint(row: sa.Row) -> Checkpoint:
+def _checkpoint(row: sa.Row[Any]) -> Checkpoint:
     signed_at = (
         row.signed_at if row.signed_at.tzinfo else row.signed_at.replace(tzinfo=UTC)
     )  # SQLite drops it
