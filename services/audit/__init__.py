@@ -1,0 +1,1 @@
+"""pdo's tamper-evident audit log (issue #13)."""
