@@ -8,6 +8,7 @@ import sys
 
 from pdo.cli import (
     acls,
+    audit_worker,
     authorization,
     billing,
     broker,
@@ -39,6 +40,7 @@ COMMAND_MODULES = (
     sharing,
     billing,
     metering,
+    audit_worker,
     gateway,
     publish,
     deadletters,

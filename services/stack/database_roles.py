@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from pdo.audit import tables as audit_tables
 from pdo.authorization import tables as authorization_tables
 from pdo.billing import tables as billing_tables
 from pdo.catalog import tables as catalog_tables
@@ -32,6 +33,7 @@ OWNED: Mapping[str, tuple[sa.MetaData, ...]] = {
     "authorization": (authorization_tables.metadata,),
     # Billing is a package of its own but runs with metering's role: closing a period locks the ledger.
     "metering": (metering_tables.metadata, billing_tables.metadata),
+    "audit": (audit_tables.metadata,),
     "gateway": (gateway_tables.metadata,),
 }
 BORROWED: Mapping[str, Mapping[str, tuple[str, ...]]] = {"gateway": gateway_tables.BORROWED}
