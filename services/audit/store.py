@@ -61,7 +61,9 @@ class AuditStore:
                 connection.execute(sa.text("LOCK TABLE audit_entries IN EXCLUSIVE MODE"))
             sources = [entry.source for entry in entries]
             known = set(
-                connection.scalars(sa.select(audit_entries.c.source).where(audit_entries.c.source.in_(sources)))
+                connection.scalars(
+                    sa.select(audit_entries.c.source).where(audit_entries.c.source.in_(sources))
+                )
             )
             seq = connection.scalar(sa.select(sa.func.count()).select_from(audit_entries)) or 0
             appended = 0
@@ -100,7 +102,9 @@ class AuditStore:
 
     def checkpoint(self, signer: Signer) -> Checkpoint | None:
         with self.engine.begin() as connection:
-            hashes = list(connection.scalars(sa.select(audit_entries.c.leaf_hash).order_by(audit_entries.c.seq)))
+            hashes = list(
+                connection.scalars(sa.select(audit_entries.c.leaf_hash).order_by(audit_entries.c.seq))
+            )
             last = connection.scalar(sa.select(sa.func.max(audit_checkpoints.c.size)))
             if not hashes or last == len(hashes):
                 return None
