@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import faust
 from sqlalchemy import Engine
@@ -66,6 +67,9 @@ class Runtime:
     codec: AvroCodec
     store: AuditStore
     signer: Signer
+    # The agents append from threads of their own; one at a time keeps them from racing for the same next
+    # seq (on SQLite a transaction takes its write lock only when it first writes).
+    appending: threading.Lock = field(default_factory=threading.Lock)
 
     def close(self) -> None:
         self.codec.registry.close()
@@ -89,6 +93,10 @@ class Runtime:
                 message, f"{decoded.schema_name} lacks what the audit log reads: {error!r}"
             )
 
+    def append(self, entries: Sequence[Entry]) -> int:
+        with self.appending:
+            return self.store.append(entries)
+
     def checkpoint(self) -> None:
         signed = self.store.checkpoint(self.signer)
         if signed is not None:
@@ -104,7 +112,7 @@ def build_runtime(settings: Settings) -> Runtime:
 async def record(runtime: Runtime, messages: list[SourceMessage]) -> int:
     """Record one batch; returns how many entries were new. Waits out a backing service that does not answer."""
     entries = await retrying("decoding events", runtime.entries, messages)
-    return await retrying("appending audit entries", runtime.store.append, entries)
+    return await retrying("appending audit entries", runtime.append, entries)
 
 
 def create_app(
