@@ -9,6 +9,7 @@ import sys
 from pdo.cli import (
     acls,
     audit,
+    audit_worker,
     authorization,
     billing,
     broker,
@@ -40,6 +41,7 @@ COMMAND_MODULES = (
     sharing,
     billing,
     metering,
+    audit_worker,
     gateway,
     publish,
     deadletters,

@@ -41,6 +41,13 @@ def _whole_number(raw: str) -> int:
         raise ConfigError(f"{raw!r} is not a whole number") from None
 
 
+def _positive_seconds(raw: str) -> int:
+    seconds = _whole_number(raw)
+    if seconds < 1:
+        raise ConfigError(f"{raw!r} is not a number of seconds of at least 1")
+    return seconds
+
+
 SECURITY_PROTOCOLS = ("SASL_PLAINTEXT", "SASL_SSL")
 
 
@@ -341,6 +348,18 @@ class Settings:
         "Prometheus metrics port of `pdo metering worker` (0: none)",
         _whole_number,
     )
+    audit_metrics_port: int = _setting(
+        "PDO_AUDIT_METRICS_PORT",
+        9405,
+        "Prometheus metrics port of `pdo audit worker` (0: none)",
+        _whole_number,
+    )
+    audit_checkpoint_interval_s: int = _setting(
+        "PDO_AUDIT_CHECKPOINT_INTERVAL_S",
+        60,
+        "seconds between the audit worker's signed checkpoints of the audit log (one only when it grew)",
+        _positive_seconds,
+    )
     policy_file: Path = _setting(
         "PDO_POLICY_FILE",
         PROJECT_ROOT / "services" / "authorization" / "policy.yaml",
@@ -388,8 +407,8 @@ class Settings:
     catalog_database_url: str = _service_database_url("catalog")
     authorization_database_url: str = _service_database_url("authorization")
     metering_database_url: str = _service_database_url("metering")
-    gateway_database_url: str = _service_database_url("gateway")
     audit_database_url: str = _service_database_url("audit")
+    gateway_database_url: str = _service_database_url("gateway")
     database_role_prefix: str = _setting(
         "PDO_DATABASE_ROLE_PREFIX",
         "pdo_",

@@ -33,8 +33,8 @@ OWNED: Mapping[str, tuple[sa.MetaData, ...]] = {
     "authorization": (authorization_tables.metadata,),
     # Billing is a package of its own but runs with metering's role: closing a period locks the ledger.
     "metering": (metering_tables.metadata, billing_tables.metadata),
-    "gateway": (gateway_tables.metadata,),
     "audit": (audit_tables.metadata,),
+    "gateway": (gateway_tables.metadata,),
 }
 BORROWED: Mapping[str, Mapping[str, tuple[str, ...]]] = {"gateway": gateway_tables.BORROWED}
 SERVICES = tuple(OWNED)

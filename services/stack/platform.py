@@ -37,14 +37,14 @@ class ServiceProcess:
         return (self.ready_url or self.metrics_url)(settings)
 
 
-def worker(name: str) -> ServiceProcess:
-    """A stream worker: `pdo <name> worker`, metrics on PDO_<NAME>_METRICS_PORT (none when it is 0)."""
+def worker(name: str, command: tuple[str, ...] | None = None) -> ServiceProcess:
+    """A stream worker: `pdo <name> worker` (or `command`), metrics on PDO_<NAME>_METRICS_PORT (none when 0)."""
 
     def metrics_url(s: Settings) -> str | None:
         port = s.metrics_port(name)
         return f"http://{s.metrics_host}:{port}/metrics" if port else None
 
-    return ServiceProcess(name, (name, "worker"), metrics_url)
+    return ServiceProcess(name, command or (name, "worker"), metrics_url)
 
 
 def gateway_url(s: Settings) -> str:
@@ -64,6 +64,8 @@ SERVICES = (
     worker("authorization"),
     worker("sharing"),
     worker("metering"),
+    # `pdo audit` is the audit log's own command group (export, verify, ...): its worker stands apart.
+    worker("audit", ("audit-worker",)),
     ServiceProcess(
         "gateway",
         ("gateway", "serve"),

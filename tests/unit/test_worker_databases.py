@@ -11,7 +11,7 @@ import pytest
 from pdo.core.config import Settings
 
 
-@pytest.mark.parametrize("service", ["catalog", "authorization", "metering"])
+@pytest.mark.parametrize("service", ["catalog", "authorization", "metering", "audit"])
 def test_a_worker_connects_with_its_own_database_url(service, tmp_path, monkeypatch):
     own = f"sqlite:///{tmp_path / service}.db"
     monkeypatch.setenv(f"PDO_{service.upper()}_DATABASE_URL", own)

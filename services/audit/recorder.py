@@ -1,0 +1,192 @@
+"""From the platform's events to audit entries: pure functions, one per event kind.
+
+The guarantee: an entry says who did what to which subject, when and why, and nothing more. Its details are
+a few identifiers and grades (tenant, dataset, classification, fields granted, a dead letter's reason code
+and source position); never a secret, never a record value, never a masked field's clear value, never a dead
+letter's payload. An event the audit log cannot read is recorded as "event.undecodable" with its source and
+the reason, so nothing on the source topics passes unrecorded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import UTC, date, datetime
+from typing import Any
+
+from pdo.audit.store import Entry
+from pdo.core.deadletters import SourceMessage
+from pdo.core.names import Event
+
+# The audit worker's own principal: the actor of what it records on its own account (undecodable events).
+AUDIT_ACTOR = "service.audit"
+UNDECODABLE = "event.undecodable"
+
+Value = Mapping[str, Any]
+
+
+def entry_for(name: str, value: Value, source: str) -> Entry:
+    """The entry of one decoded event (`name`: its schema's full name); `source` is "<topic>[<p>]@<offset>".
+
+    An event of a kind the audit log does not know becomes an "event.undecodable" entry naming its kind.
+    """
+    kind = _KINDS.get(name)
+    if kind is None:
+        return undecodable_entry(source, f"not an event the audit log knows: {name}")
+    action, subject, reason, details = kind
+    return Entry(
+        actor=value["actor"],
+        action=action,
+        subject=subject(value),
+        reason=reason(value),
+        source=source,
+        occurred_at=_millis(value["occurred_at"]),
+        details={key: text for key, text in details(value).items() if text is not None},
+    )
+
+
+def undecodable_entry(
+    source: str, reason: str, now: Callable[[], datetime] = lambda: datetime.now(UTC)
+) -> Entry:
+    """The entry of an event that does not decode: recorded by the audit worker itself, when it met it."""
+    return Entry(
+        actor=AUDIT_ACTOR,
+        action=UNDECODABLE,
+        subject=f"source:{source}",
+        reason=reason,
+        source=source,
+        occurred_at=_millis(now()),
+        details={},
+    )
+
+
+def undecodable_message(message: SourceMessage, reason: str) -> Entry:
+    return undecodable_entry(message.position, reason)
+
+
+def _millis(at: datetime) -> datetime:
+    # The body carries milliseconds; an aware UTC datetime keeps the entry's time unambiguous.
+    at = at.astimezone(UTC) if at.tzinfo else at.replace(tzinfo=UTC)
+    return at.replace(microsecond=at.microsecond // 1000 * 1000)
+
+
+def _day(at: datetime | date) -> str:
+    return at.date().isoformat() if isinstance(at, datetime) else at.isoformat()
+
+
+def _dataset(v: Value) -> str:
+    return f"dataset:{v['dataset_id']}"
+
+
+def _request(v: Value) -> str:
+    return f"request:{v['request_id']}"
+
+
+def _grant(v: Value) -> str:
+    return f"grant:{v['grant_id']}"
+
+
+def _statement(v: Value) -> str:
+    return f"statement:{v['tenant_id']}/{_day(v['period_start'])}..{_day(v['period_end'])}"
+
+
+def _dead_letter(v: Value) -> str:
+    return f"dead_letter:{_position(v)}"
+
+
+def _position(v: Value) -> str:
+    return f"{v['source_topic']}[{v['source_partition']}]@{v['source_offset']}"
+
+
+def _own_reason(v: Value) -> str | None:
+    return v.get("reason")
+
+
+def _no_reason(v: Value) -> str | None:
+    return None
+
+
+def _grant_reason(v: Value) -> str | None:
+    # A grant decided by a policy rule has the rule as its reason; one an operator approved, the operator's.
+    return v.get("reason") or v.get("decided_by_rule")
+
+
+def _parties(v: Value) -> dict[str, str | None]:
+    return {"tenant": v.get("tenant_id"), "dataset": v.get("dataset_id")}
+
+
+def _dataset_details(v: Value) -> dict[str, str | None]:
+    return {
+        "classification": v.get("classification"),
+        "openness": v.get("openness"),
+        "provider": v.get("provider_id"),
+        "version": str(v["version"]),
+    }
+
+
+def _request_details(v: Value) -> dict[str, str | None]:
+    return {**_parties(v), "fields": ",".join(v["fields"])}
+
+
+def _rule_details(v: Value) -> dict[str, str | None]:
+    return {**_parties(v), "rule": v["rule"]}
+
+
+def _granted_details(v: Value) -> dict[str, str | None]:
+    return {
+        **_parties(v),
+        "request": v["request_id"],
+        "fields": ",".join(v["fields"]),
+        "valid_until": v["valid_until"].isoformat(),
+    }
+
+
+def _suspended_details(v: Value) -> dict[str, str | None]:
+    return {**_parties(v), "cause": v["cause"]}
+
+
+def _quota_details(v: Value) -> dict[str, str | None]:
+    return {
+        **_parties(v),
+        "day": _day(v["day"]),
+        "quota_records": str(v["quota_records"]),
+        "used_records": str(v["used_records"]),
+    }
+
+
+def _statement_details(v: Value) -> dict[str, str | None]:
+    return {
+        "tenant": v["tenant_id"],
+        "statement": v["statement_id"],
+        "total": f"{v['total']} {v['currency']}",
+    }
+
+
+def _dead_letter_details(v: Value) -> dict[str, str | None]:
+    # The reason code and where the message came from; its key, value and headers stay out.
+    return {"reason_code": v["reason_code"], "service": v["service"], "source": _position(v)}
+
+
+Kind = tuple[
+    str,
+    Callable[[Value], str],
+    Callable[[Value], str | None],
+    Callable[[Value], Mapping[str, str | None]],
+]
+
+_KINDS: Mapping[str, Kind] = {
+    Event.DATASET_REGISTERED: ("dataset.registered", _dataset, _no_reason, _dataset_details),
+    Event.DATASET_UPDATED: ("dataset.updated", _dataset, _no_reason, _dataset_details),
+    Event.DATASET_RETIRED: ("dataset.retired", _dataset, _own_reason, lambda v: {}),
+    Event.REQUEST_SUBMITTED: ("request.submitted", _request, _no_reason, _request_details),
+    Event.REQUEST_REFERRED: ("request.referred", _request, _own_reason, _rule_details),
+    Event.REQUEST_WITHDRAWN: ("request.withdrawn", _request, _own_reason, _parties),
+    Event.AUTHORIZATION_GRANTED: ("grant.granted", _grant, _grant_reason, _granted_details),
+    Event.AUTHORIZATION_DENIED: ("request.denied", _request, _own_reason, _rule_details),
+    Event.AUTHORIZATION_SUSPENDED: ("grant.suspended", _grant, _own_reason, _suspended_details),
+    Event.AUTHORIZATION_RESUMED: ("grant.resumed", _grant, _own_reason, _parties),
+    Event.AUTHORIZATION_REVOKED: ("grant.revoked", _grant, _own_reason, _parties),
+    Event.AUTHORIZATION_EXPIRED: ("grant.expired", _grant, _no_reason, _parties),
+    Event.QUOTA_EXCEEDED: ("quota.exceeded", _grant, _no_reason, _quota_details),
+    Event.STATEMENT_ISSUED: ("statement.issued", _statement, _no_reason, _statement_details),
+    Event.DEAD_LETTER: ("dead_letter.written", _dead_letter, _own_reason, _dead_letter_details),
+}
