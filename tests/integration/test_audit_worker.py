@@ -15,7 +15,8 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from pdo.audit.tables import audit_entries
+from pdo.audit.checkpoints import generate_private_key_pem
+from pdo.audit.tables import entries as audit_entries
 from pdo.authorization.public import AuthorizationService, RequestSpec, load_policy
 from pdo.authorization.testing import create_topics, delete_topics, isolated_home, register_traffic_dataset
 from pdo.catalog.public import CatalogService
@@ -32,6 +33,12 @@ OPERATOR = "operator:alice"
 WAIT_S = 90
 
 
+def _signing_key(folder):
+    key = folder / "audit-signing-key.pem"
+    key.write_text(generate_private_key_pem())
+    return key
+
+
 @pytest.fixture
 def settings(kafka_bootstrap, registry_url, database_url, tmp_path) -> Iterator[Settings]:
     tag = f"t-{uuid.uuid4().hex[:10]}"
@@ -41,6 +48,7 @@ def settings(kafka_bootstrap, registry_url, database_url, tmp_path) -> Iterator[
         database_url=database_url,
         home=isolated_home(tmp_path, tag),
         run_dir=tmp_path / "run",
+        audit_signing_key_file=str(_signing_key(tmp_path)),
     )
     names = create_topics(configured)
     db.upgrade(configured.database_url)

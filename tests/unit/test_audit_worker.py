@@ -4,6 +4,7 @@ reason, a re-read batch appended nothing twice, a registry outage waited out, ch
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import UTC, datetime
 
 import pytest
@@ -11,7 +12,7 @@ import sqlalchemy as sa
 
 from pdo.audit import tables
 from pdo.audit.app import Runtime, record
-from pdo.audit.checkpoints import Signer
+from pdo.audit.checkpoints import Signer, generate_private_key_pem
 from pdo.audit.store import AuditStore
 from pdo.core.codec import Decoded, UndecodableError
 from pdo.core.config import Settings
@@ -57,7 +58,10 @@ class FakeCodec:
 def runtime(tmp_path):
     engine = make_engine(f"sqlite:///{tmp_path / 'audit.db'}")
     tables.metadata.create_all(engine)
-    yield Runtime(engine, FakeCodec(), AuditStore(engine), Signer.from_settings(Settings.from_env()))
+    key = tmp_path / "audit-signing-key.pem"
+    key.write_text(generate_private_key_pem())
+    signer = Signer.from_settings(dataclasses.replace(Settings.from_env(), audit_signing_key_file=str(key)))
+    yield Runtime(engine, FakeCodec(), AuditStore(engine), signer)
     engine.dispose()
 
 
@@ -66,11 +70,9 @@ def message(offset: int, value: bytes, topic: str = "pdo.requests") -> SourceMes
 
 
 def logged(runtime: Runtime) -> list[tuple[str, str, str]]:
-    query = sa.select(
-        tables.audit_entries.c.action, tables.audit_entries.c.subject, tables.audit_entries.c.source
-    )
+    query = sa.select(tables.entries.c.action, tables.entries.c.subject, tables.entries.c.source)
     with runtime.engine.connect() as connection:
-        return [tuple(row) for row in connection.execute(query.order_by(tables.audit_entries.c.seq))]
+        return [tuple(row) for row in connection.execute(query.order_by(tables.entries.c.seq))]
 
 
 def test_a_batch_becomes_entries_in_order_and_a_reread_appends_nothing(runtime):
@@ -87,9 +89,7 @@ def test_an_undecodable_event_is_recorded_with_its_source_and_reason(runtime):
     assert asyncio.run(record(runtime, [message(5, b"\x01garbage"), message(6, b"submitted")])) == 2
     assert logged(runtime)[0] == ("event.undecodable", "source:pdo.requests[0]@5", "pdo.requests[0]@5")
     with runtime.engine.connect() as connection:
-        reason = connection.scalar(
-            sa.select(tables.audit_entries.c.reason).where(tables.audit_entries.c.seq == 0)
-        )
+        reason = connection.scalar(sa.select(tables.entries.c.reason).where(tables.entries.c.seq == 0))
     assert reason == "UndecodableError: no Confluent header"
 
 
@@ -105,5 +105,5 @@ def test_a_checkpoint_is_signed_when_the_log_grew(runtime):
     runtime.checkpoint()
     runtime.checkpoint()  # nothing new: no second checkpoint
     with runtime.engine.connect() as connection:
-        sizes = list(connection.scalars(sa.select(tables.audit_checkpoints.c.size)))
+        sizes = list(connection.scalars(sa.select(tables.checkpoints.c.size)))
     assert sizes == [1]

@@ -8,6 +8,7 @@ import importlib
 
 import pytest
 
+from pdo.audit.checkpoints import generate_private_key_pem
 from pdo.core.config import Settings
 
 
@@ -16,6 +17,9 @@ def test_a_worker_connects_with_its_own_database_url(service, tmp_path, monkeypa
     own = f"sqlite:///{tmp_path / service}.db"
     monkeypatch.setenv(f"PDO_{service.upper()}_DATABASE_URL", own)
     monkeypatch.setenv("PDO_DATABASE_URL", f"sqlite:///{tmp_path / 'owner.db'}")
+    key = tmp_path / "audit-signing-key.pem"
+    key.write_text(generate_private_key_pem())
+    monkeypatch.setenv("PDO_AUDIT_SIGNING_KEY_FILE", str(key))  # the audit worker signs checkpoints
     runtime = importlib.import_module(f"pdo.{service}.app").build_runtime(Settings.from_env())
     try:
         assert str(runtime.engine.url) == own
