@@ -16,9 +16,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from pdo.audit import merkle
 from pdo.audit.checkpoints import Checkpoint, Signer
 from pdo.audit.tables import checkpoints, entries
+from pdo.core import merkle
 from pdo.core.errors import InvalidInput
 
 

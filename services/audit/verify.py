@@ -19,9 +19,9 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from pdo.audit import merkle
 from pdo.audit.checkpoints import Checkpoint, load_public_key, public_key_pem, verify
 from pdo.audit.store import LoggedEntry
+from pdo.core import merkle
 from pdo.core.errors import InvalidInput
 
 HASH_MISMATCH = "hash mismatch"

@@ -97,8 +97,8 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def run_prove(args: argparse.Namespace) -> int:
-    from pdo.audit import merkle
     from pdo.audit.checkpoints import Signer, verify
+    from pdo.core import merkle
 
     settings = Settings()
     store = _store(settings)

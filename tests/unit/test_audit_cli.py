@@ -9,11 +9,10 @@ from datetime import UTC, datetime
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from pdo.audit import merkle
 from pdo.audit.checkpoints import Signer, generate_private_key_pem
 from pdo.audit.store import AuditStore, Entry
 from pdo.cli.main import main
-from pdo.core import db
+from pdo.core import db, merkle
 from pdo.core.config import Settings
 
 

@@ -10,13 +10,13 @@ from datetime import UTC, datetime
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from pdo.audit import merkle, verify
+from pdo.audit import verify
 from pdo.audit.checkpoints import Signer, generate_private_key_pem, load_public_key
 from pdo.audit.checkpoints import verify as verify_signature
 from pdo.audit.store import AuditStore, Entry
 from pdo.audit.tables import checkpoints as checkpoints_table
 from pdo.audit.tables import entries as entries_table
-from pdo.core import db
+from pdo.core import db, merkle
 from pdo.core.config import ConfigError, Settings
 
 MOMENT = datetime(2026, 11, 30, 12, 0, 0, 123456, tzinfo=UTC)

@@ -1,4 +1,4 @@
-"""RFC 6962 Merkle hashing and proofs (pdo.audit.merkle): Certificate Transparency's reference roots, and
+"""RFC 6962 Merkle hashing and proofs (pdo.core.merkle): Certificate Transparency's reference roots, and
 every inclusion and consistency proof of randomly grown logs verifies, while tampered ones do not."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pdo.audit import merkle
+from pdo.core import merkle
 
 # The reference inputs and roots of Certificate Transparency's Merkle tree tests (RFC 6962): the root of
 # the tree over the first n leaves, n = 1..8.
