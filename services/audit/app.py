@@ -18,7 +18,9 @@ The same shape as every stream worker:
   (pdo.core.retry): the stall shows as consumer lag, and no event is lost. Anything else is a bug: the agent
   stops with the error rather than leave a hole in the log;
 - the `sign_checkpoint` timer (leader only) signs a checkpoint of the log every
-  PDO_AUDIT_CHECKPOINT_INTERVAL_S seconds, when it grew.
+  PDO_AUDIT_CHECKPOINT_INTERVAL_S seconds, when it grew;
+- the `mirror` timer (leader only: one writer) publishes what the `pdo.audit` topic does not hold yet, every
+  MIRROR_INTERVAL_S (pdo.audit.mirror); a broker that does not take it is tried again at the next tick.
 Nothing blocking runs on the event loop.
 """
 
@@ -33,6 +35,7 @@ from dataclasses import dataclass, field
 import faust
 from sqlalchemy import Engine
 
+from pdo.audit import mirror
 from pdo.audit.checkpoints import Signer
 from pdo.audit.recorder import entry_for, undecodable_message
 from pdo.audit.store import AuditStore, Entry
@@ -40,6 +43,7 @@ from pdo.core import db, streams
 from pdo.core.codec import AvroCodec, CodecError
 from pdo.core.config import Settings
 from pdo.core.deadletters import SourceMessage, source_message
+from pdo.core.events import EventPublisher
 from pdo.core.registry_client import RegistryClient, SchemaIdNotFound
 from pdo.core.retry import retrying
 from pdo.core.topics import TopicId
@@ -49,6 +53,7 @@ log = logging.getLogger(__name__)
 APP_ID = "audit"
 BATCH_SIZE = 500
 BATCH_WITHIN_S = 0.5
+MIRROR_INTERVAL_S = 1.0
 SOURCES = (
     TopicId.REQUESTS,
     TopicId.AUTHORIZATIONS,
@@ -67,11 +72,13 @@ class Runtime:
     codec: AvroCodec
     store: AuditStore
     signer: Signer
+    publisher: EventPublisher
     # The agents append from threads of their own; one at a time keeps them from racing for the same next
     # seq (on SQLite a transaction takes its write lock only when it first writes).
     appending: threading.Lock = field(default_factory=threading.Lock)
 
     def close(self) -> None:
+        self.publisher.close()
         self.codec.registry.close()
         self.engine.dispose()
 
@@ -97,6 +104,11 @@ class Runtime:
         with self.appending:
             return self.store.append(entries)
 
+    def mirror(self) -> None:
+        published = mirror.publish_tail(self.store, self.publisher, self.signer.origin)
+        if published:
+            log.debug("mirrored %d audit records to the topic", published)
+
     def checkpoint(self) -> None:
         signed = self.store.checkpoint(self.signer)
         if signed is not None:
@@ -106,7 +118,9 @@ class Runtime:
 def build_runtime(settings: Settings) -> Runtime:
     engine = db.make_engine(settings.service_database_url("audit"))
     codec = AvroCodec(RegistryClient.for_settings(settings))
-    return Runtime(engine, codec, AuditStore(engine), Signer.from_settings(settings))
+    return Runtime(
+        engine, codec, AuditStore(engine), Signer.from_settings(settings), EventPublisher(settings, codec)
+    )
 
 
 async def record(runtime: Runtime, messages: list[SourceMessage]) -> int:
@@ -143,5 +157,12 @@ def create_app(
             await asyncio.to_thread(runtime.checkpoint)
         except Exception:  # signed at the next tick; it must never stop the worker
             log.exception("signing an audit checkpoint failed")
+
+    @app.timer(interval=MIRROR_INTERVAL_S, on_leader=True, name="mirror")
+    async def mirror_to_topic() -> None:
+        try:
+            await asyncio.to_thread(runtime.mirror)
+        except Exception:  # the same tail goes out at the next tick; it must never stop the worker
+            log.exception("mirroring the audit log to its topic failed")
 
     return app

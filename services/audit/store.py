@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from pdo.audit.checkpoints import Checkpoint, Signer
-from pdo.audit.tables import checkpoints, entries
+from pdo.audit.tables import checkpoints, entries, mirror_progress
 from pdo.core import merkle
 from pdo.core.errors import InvalidInput
 
@@ -113,6 +113,19 @@ class AuditStore:
     def latest_checkpoint(self) -> Checkpoint | None:
         found = self.checkpoints()
         return found[-1] if found else None
+
+    def mirror_progress(self) -> tuple[int, int]:
+        """(next entry seq, last checkpoint size) the Kafka mirror holds; (0, 0) before its first pass."""
+        with self.engine.connect() as connection:
+            row = connection.execute(sa.select(mirror_progress)).first()
+        return (0, 0) if row is None else (row.entries_upto, row.checkpoints_upto)
+
+    def set_mirror_progress(self, entries_upto: int, checkpoints_upto: int) -> None:
+        values = {"entries_upto": entries_upto, "checkpoints_upto": checkpoints_upto}
+        with self.engine.begin() as connection:
+            updated = connection.execute(mirror_progress.update().values(**values)).rowcount
+            if not updated:
+                connection.execute(mirror_progress.insert().values(id=1, **values))
 
     def checkpoint(self, signer: Signer) -> Checkpoint | None:
         """Signs and stores (origin, size, root) of the log as it is, if it grew since the last checkpoint."""

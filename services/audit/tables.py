@@ -1,4 +1,5 @@
-"""SQLAlchemy Core tables the audit service owns: the log's entries and its signed checkpoints (migration 0011).
+"""SQLAlchemy Core tables the audit service owns: the log's entries and its signed checkpoints (migration 0011),
+and how far the Kafka mirror has got (migration 0016).
 
 `audit_entries.seq` is the Merkle leaf index: 0, 1, 2, ... with no gaps, so the table's order is the tree's.
 `source` is unique: re-reading where an entry came from appends nothing.
@@ -34,4 +35,14 @@ checkpoints = sa.Table(
     sa.Column("signed_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("signature", sa.LargeBinary(64), nullable=False),
     sa.Column("key_id", sa.String(64), nullable=False),
+)
+
+# One row: the next entry seq and checkpoint size the mirror (pdo.audit.mirror) has still to publish.
+mirror_progress = sa.Table(
+    "audit_mirror_progress",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("entries_upto", sa.BigInteger, nullable=False),
+    sa.Column("checkpoints_upto", sa.BigInteger, nullable=False),
+    sa.CheckConstraint("id = 1", name="ck_audit_mirror_progress_one_row"),
 )

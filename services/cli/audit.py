@@ -30,7 +30,13 @@ def register(subparsers) -> None:
     verify = actions.add_parser(
         "verify", help="verify the log against its signed checkpoints (exit 1: tampered)"
     )
-    verify.add_argument("--file", type=Path, help="an export to verify instead of the database")
+    source = verify.add_mutually_exclusive_group()
+    source.add_argument("--file", type=Path, help="an export to verify instead of the database")
+    source.add_argument(
+        "--from-topic",
+        action="store_true",
+        help="verify the mirror on the pdo.audit topic instead of the database (needs only the broker)",
+    )
     verify.add_argument(
         "--public-key",
         type=Path,
@@ -68,6 +74,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 def run_verify(args: argparse.Namespace) -> int:
     from pdo.audit.checkpoints import Signer, load_public_key
+    from pdo.audit.mirror import fetch_topic, read_topic
     from pdo.audit.verify import read_export, verify_log
 
     trusted = load_public_key(args.public_key.read_bytes()) if args.public_key else None
@@ -77,6 +84,17 @@ def run_verify(args: argparse.Namespace) -> int:
         if public_key is None:
             raise InvalidInput(f"{args.file} holds no public key", hint="pass --public-key PEM")
         logged, signed = exported.entries, exported.checkpoints
+    elif args.from_topic:
+        if trusted is None:
+            raise InvalidInput("--from-topic needs the key to trust", hint="pass --public-key PEM")
+        public_key = trusted
+        mirrored = read_topic(fetch_topic(Settings()))
+        if mirrored.problems:
+            # The topic itself is out of order: the first problem is the verdict, the rest context.
+            for problem in mirrored.problems:
+                print(f"audit log NOT verified: pdo.audit topic: {problem}", file=sys.stderr)
+            return 1
+        logged, signed = mirrored.entries, mirrored.checkpoints
     else:
         settings = Settings()
         store = _store(settings)

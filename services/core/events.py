@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,6 +40,28 @@ def event_head(actor: str) -> dict[str, Any]:
     return {"event_id": str(uuid.uuid4()), "occurred_at": utc_now(), "actor": actor}
 
 
+@dataclass(frozen=True)
+class OutgoingEvent:
+    """One event to publish: its schema's full name, its value and its key."""
+
+    schema_name: str
+    value: dict[str, Any]
+    key: str
+
+
+@contextmanager
+def _unavailable_on_failure(topic_name: str) -> Iterator[None]:
+    """The registry or the broker not taking a write becomes Unavailable, with what to check."""
+    try:
+        yield
+    except RegistryError as error:
+        raise Unavailable(str(error.message), hint=error.hint) from None
+    except KafkaError as error:
+        raise Unavailable(
+            f"could not write to {topic_name}: {error}", hint="is the Kafka broker up? (`pdo broker status`)"
+        ) from None
+
+
 class EventPublisher:
     """Encodes events with the codec and writes them to declared topics, waiting for the broker's ack.
 
@@ -60,23 +85,40 @@ class EventPublisher:
 
         The key is the value's field the declaration names, unless given (e.g. a denial has no grant id).
         """
-        spec = topics.spec(topic, self.settings)
-        if spec.values != topics.DATASET_VALUES and schema_name not in spec.values:
-            raise ValueError(f"{schema_name} is not declared on {spec.name} (topics/{spec.id}.yaml)")
-        name = topics.name(topic, self.settings, **topic_params)
+        name, spec = self._target(topic, [schema_name], topic_params)
         key_bytes = str(value[spec.key] if key is None else key).encode()
-        try:
+        with _unavailable_on_failure(name):
             data = self.codec.encode(name, schemas.get(schema_name), value)
             metadata = self._producer.send(name, key=key_bytes, value=data).get(
                 timeout=self.settings.kafka_timeout_s
             )
-        except RegistryError as error:
-            raise Unavailable(str(error.message), hint=error.hint) from None
-        except KafkaError as error:
-            raise Unavailable(
-                f"could not write to {name}: {error}", hint="is the Kafka broker up? (`pdo broker status`)"
-            ) from None
         return name, metadata.partition, metadata.offset
+
+    def publish_all(self, topic: TopicId, events: Sequence[OutgoingEvent], **topic_params: str) -> None:
+        """Write `events` to `topic` in order and wait until the broker acknowledged every one (sent
+        together, so the producer batches them). Unavailable when any is not taken."""
+        name, _ = self._target(topic, [event.schema_name for event in events], topic_params)
+        with _unavailable_on_failure(name):
+            futures = [
+                self._producer.send(
+                    name,
+                    key=event.key.encode(),
+                    value=self.codec.encode(name, schemas.get(event.schema_name), event.value),
+                )
+                for event in events
+            ]
+            self._producer.flush(timeout=self.settings.kafka_timeout_s)
+            for future in futures:
+                future.get(timeout=self.settings.kafka_timeout_s)
+
+    def _target(
+        self, topic: TopicId, schema_names: Sequence[str], topic_params: dict[str, str]
+    ) -> tuple[str, topics.TopicSpec]:
+        spec = topics.spec(topic, self.settings)
+        for schema_name in schema_names:
+            if spec.values != topics.DATASET_VALUES and schema_name not in spec.values:
+                raise ValueError(f"{schema_name} is not declared on {spec.name} (topics/{spec.id}.yaml)")
+        return topics.name(topic, self.settings, **topic_params), spec
 
     def close(self) -> None:
         self._producer.close()

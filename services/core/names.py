@@ -30,3 +30,5 @@ class Event(StrEnum):
     QUOTA_EXCEEDED = "pdo.metering.v1.QuotaExceeded"
     STATEMENT_ISSUED = "pdo.metering.v1.StatementIssued"
     DEAD_LETTER = "pdo.deadletter.v1.DeadLetter"
+    AUDIT_ENTRY_LOGGED = "pdo.audit.v1.AuditEntryLogged"
+    AUDIT_CHECKPOINT_SIGNED = "pdo.audit.v1.AuditCheckpointSigned"

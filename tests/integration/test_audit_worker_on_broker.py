@@ -1,6 +1,7 @@
 """The audit worker end to end: `pdo audit-worker` (faust) as a process on the real topics records the
 platform's events as the services publish them, in each source partition's order, an undecodable message
-with its reason, and a re-read of every topic from its beginning appends nothing twice."""
+with its reason, and a re-read of every topic from its beginning appends nothing twice; the log it mirrors to
+the pdo.audit topic verifies with the broker alone (`pdo audit verify --from-topic`)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from pdo.audit.checkpoints import generate_private_key_pem
+from pdo.audit.checkpoints import Signer, generate_private_key_pem
+from pdo.audit.store import AuditStore
 from pdo.audit.tables import entries as audit_entries
 from pdo.authorization.public import AuthorizationService, RequestSpec, load_policy
 from pdo.authorization.testing import create_topics, delete_topics, isolated_home, register_traffic_dataset
@@ -49,6 +51,7 @@ def settings(kafka_bootstrap, registry_url, database_url, tmp_path) -> Iterator[
         home=isolated_home(tmp_path, tag),
         run_dir=tmp_path / "run",
         audit_signing_key_file=str(_signing_key(tmp_path)),
+        audit_checkpoint_interval_s=1,
     )
     names = create_topics(configured)
     db.upgrade(configured.database_url)
@@ -203,3 +206,27 @@ def test_the_worker_records_events_once_in_order(settings, engine, publisher, wo
     assert [tuple(row) for row in after[: len(entries)]] == [tuple(row) for row in entries]
     assert {row.source for row in after[len(entries) :]} == markers
     assert {row.action for row in after[len(entries) :]} == {"event.undecodable"}
+
+    # The mirror catches up with the log, and what it holds verifies from the topic alone.
+    store = AuditStore(engine)
+    wait_for("the mirror", lambda: store.mirror_progress()[1] == store.size() == len(after), worker)
+    public_key = settings.run_dir / "audit-public-key.pem"
+    public_key.write_text(Signer.from_settings(settings).public_key_pem())
+    verified = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pdo.cli.main",
+            "audit",
+            "verify",
+            "--from-topic",
+            "--public-key",
+            str(public_key),
+        ],
+        env=settings.environment(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert verified.returncode == 0, verified.stderr
+    assert f"audit log verified: {len(after)} entries" in verified.stdout
