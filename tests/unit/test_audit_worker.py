@@ -61,7 +61,8 @@ def runtime(tmp_path):
     key = tmp_path / "audit-signing-key.pem"
     key.write_text(generate_private_key_pem())
     signer = Signer.from_settings(dataclasses.replace(Settings.from_env(), audit_signing_key_file=str(key)))
-    yield Runtime(engine, FakeCodec(), AuditStore(engine), signer)
+    # Mirroring is tested in test_audit_mirror.py; these tests never reach the publisher.
+    yield Runtime(engine, FakeCodec(), AuditStore(engine), signer, publisher=None)
     engine.dispose()
 
 
