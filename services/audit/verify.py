@@ -52,6 +52,18 @@ class Verdict:
     def good(self) -> bool:
         return self.problem is None
 
+    def summary(self) -> str:
+        """One line for people: the verdict, the log's size and its latest checkpoint."""
+        if self.problem is not None:
+            return f"audit log NOT verified: {self.problem}"
+        latest = (
+            f"latest checkpoint: size {self.latest.size}, signed {self.latest.signed_at.isoformat()} "
+            f"by key {self.latest.key_id}"
+            if self.latest
+            else "no checkpoint yet"
+        )
+        return f"audit log verified: {self.size} entries; {latest}"
+
 
 def verify_log(
     logged: Sequence[LoggedEntry], checkpoints: Sequence[Checkpoint], public_key: Ed25519PublicKey

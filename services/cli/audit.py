@@ -101,17 +101,8 @@ def run_verify(args: argparse.Namespace) -> int:
         public_key = trusted or Signer.from_settings(settings).public_key
         logged, signed = store.entries(), store.checkpoints()
     verdict = verify_log(logged, signed, public_key)
-    if verdict.problem is not None:
-        print(f"audit log NOT verified: {verdict.problem}", file=sys.stderr)
-        return 1
-    latest = (
-        f"latest checkpoint: size {verdict.latest.size}, signed {verdict.latest.signed_at.isoformat()} "
-        f"by key {verdict.latest.key_id}"
-        if verdict.latest
-        else "no checkpoint yet"
-    )
-    print(f"audit log verified: {verdict.size} entries; {latest}")
-    return 0
+    print(verdict.summary(), file=sys.stdout if verdict.good else sys.stderr)
+    return 0 if verdict.good else 1
 
 
 def run_prove(args: argparse.Namespace) -> int:

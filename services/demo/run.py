@@ -10,7 +10,8 @@ operator, and the tenant topics read with a plain Kafka consumer as a tenant wou
    records received (provenance: source partition and offset, so a redelivered record counts once) and
    keeps the latest record to show what masking did;
 5. the summary (summary.py): who received how many records, what was masked, what metering counted, and
-   this month's charges as statements would price them now.
+   this month's charges as statements would price them now; at the end, the audit log verified against its
+   signed checkpoints, with its size and latest checkpoint.
 
 Guarantee: every call the demo makes is one step (`Demo.attempt`); a step that fails (the platform refuses
 it, e.g. 409 because something else retired a dataset, or does not answer while a service restarts) is
@@ -36,6 +37,9 @@ from kafka import TopicPartition
 from kafka.errors import KafkaError
 from sqlalchemy.exc import SQLAlchemyError
 
+from pdo.audit.checkpoints import Signer
+from pdo.audit.store import AuditStore
+from pdo.audit.verify import Verdict, verify_log
 from pdo.billing.reconcile import reconcile
 from pdo.billing.report import report_lines
 from pdo.billing.statements import Statement, compute_statements
@@ -398,6 +402,12 @@ class Demo:
         return report_lines(
             reconcile(self.settings, self.engine, period_of(datetime.now(UTC)), self.streams.codec)
         )
+
+    def audit(self) -> Verdict:
+        """`pdo audit verify`: the audit log against its signed checkpoints, as an auditor would check it."""
+        store = AuditStore(self.engine)
+        public_key = Signer.from_settings(self.settings).public_key
+        return verify_log(store.entries(), store.checkpoints(), public_key)
 
     def refresh_statuses(self) -> None:
         """Each grant's status as the platform sees it now (the last known one where it does not answer)."""

@@ -84,8 +84,13 @@ def reconciliation(demo: Demo) -> list[str]:
     ]
 
 
+def audit(demo: Demo) -> list[str]:
+    return [f"  {demo.audit().summary()}"]
+
+
 def print_summary(demo: Demo, final: bool = False) -> None:
-    """The grants table with metering's counts; at the end, this month's charges and the reconciliation too.
+    """The grants table with metering's counts; at the end, this month's charges, the reconciliation and the
+    audit log's verification too.
     Each part is a step of its own: one that fails is reported and the others are still shown."""
     for line in table(demo, demo.attempt("read metering's usage", demo.metered)):
         demo.report(line)
@@ -93,6 +98,7 @@ def print_summary(demo: Demo, final: bool = False) -> None:
         for part, lines in (
             ("price this month's charges", charges),
             ("reconcile this month", reconciliation),
+            ("verify the audit log", audit),
         ):
             for line in demo.attempt(part, partial(lines, demo)) or []:
                 demo.report(line)

@@ -132,3 +132,9 @@ def test_a_demo_stopped_with_ctrl_c_tells_the_whole_story_and_its_summary_is_rig
     revoked_at, last_published = (datetime.strptime(t, "%H:%M:%S.%f") for t in times.groups())
     assert last_published < revoked_at
     assert int(revoked["received"]) < int(published["traffic-flow"])
+
+    # The story ends by verifying the audit log the audit worker kept while it ran: the registrations,
+    # requests and decisions are in it, and its checkpoints are signed.
+    verified = re.search(r"audit log verified: (\d+) entries; latest checkpoint: size (\d+)", summary)
+    assert verified, summary
+    assert int(verified.group(1)) >= len(rows) + 3 and int(verified.group(2)) > 0

@@ -14,6 +14,7 @@ import httpx
 import pytest
 from kafka.errors import KafkaError
 
+from pdo.audit.checkpoints import generate_private_key_pem
 from pdo.core import db
 from pdo.core.config import Settings
 from pdo.demo import run, sample
@@ -78,7 +79,14 @@ class NoTenantStreams:
 @pytest.fixture
 def settings(sqlite_url, tmp_path) -> Settings:
     db.upgrade(sqlite_url)  # the demo issues its cast's keys straight into the principals' tables
-    return dataclasses.replace(Settings.from_env(), database_url=sqlite_url, run_dir=tmp_path / "run")
+    key = tmp_path / "audit-signing-key.pem"
+    key.write_text(generate_private_key_pem())
+    return dataclasses.replace(
+        Settings.from_env(),
+        database_url=sqlite_url,
+        run_dir=tmp_path / "run",
+        audit_signing_key_file=str(key),
+    )
 
 
 @pytest.fixture
@@ -176,6 +184,8 @@ def test_the_story_reports_refused_calls_once_and_publishes_revokes_and_summariz
     ]
     summary = "\n".join(lines).split("== summary", 1)[1]
     assert "charges this month so far" in summary  # the parts that work are still shown
+    # The story ends by verifying the audit log (empty here: no audit worker ran).
+    assert summary.splitlines()[-2] == "  audit log verified: 0 entries; no checkpoint yet"
     rows = [line for line in summary.splitlines() if re.match(r"^  [\w-]+\s+[\w-]+\s+ACTIVE\s+0\s+\?", line)]
     assert len(rows) == len(demo.grants)  # metered unknown: `?`
     assert f"{demo.failures} step(s) of the demo failed" in lines[-1]
