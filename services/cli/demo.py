@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
+
 from pdo.cli.up import interrupt_on_sigterm
 from pdo.core.config import Settings
+
+# The demo's story lasts minutes, not hours: its audit worker signs a checkpoint every few seconds (unless
+# PDO_AUDIT_CHECKPOINT_INTERVAL_S says otherwise), so the verification that ends it covers a recent one.
+DEMO_CHECKPOINT_INTERVAL_S = 5
 
 
 def register(subparsers) -> None:
@@ -35,10 +42,16 @@ def run(args) -> int:
     schedule = Schedule(args.rate, args.duration, args.revoke_after, args.summary_every)
     interrupt_on_sigterm()
     settings = Settings.from_env()
+    if "PDO_AUDIT_CHECKPOINT_INTERVAL_S" not in os.environ:
+        settings = dataclasses.replace(settings, audit_checkpoint_interval_s=DEMO_CHECKPOINT_INTERVAL_S)
     # The platform's own start (broker, topics, services ready) fails the command; once it runs, a failed
     # step of the demo is reported and the demo goes on (pdo.demo.story).
     with local_platform(settings) as platform:
-        demo = Demo(settings)
+        # The demo checks the audit log with the key the platform's audit worker signs with.
+        signing_key = platform.service_environment.get(
+            "PDO_AUDIT_SIGNING_KEY_FILE", settings.audit_signing_key_file
+        )
+        demo = Demo(dataclasses.replace(settings, audit_signing_key_file=signing_key))
         try:
             tell(demo, schedule, platform.check)
         finally:
