@@ -160,6 +160,9 @@ def _row(entry: Entry, seq: int, recorded_at: datetime) -> dict[str, object]:
         "source": entry.source,
         "body": body,
         "leaf_hash": merkle.leaf_hash(body.encode()),
+        # Copies of what the body says, for filtering (pdo.audit.reading); the body alone is hashed.
+        "tenant": entry.details.get("tenant"),
+        "occurred_at": entry.occurred_at.astimezone(UTC),
     }
 
 
