@@ -153,7 +153,10 @@ def inclusion_proof(
         row = connection.execute(query).first()
         hashes = _signed_prefix(connection, signed) if row is not None else []
     if row is None:
-        raise NotFound(f"no audit entry {entry}" + (" about you" if tenant is not None else ""))
+        raise NotFound(
+            f"no audit entry {entry}" + (" about you" if tenant is not None else ""),
+            hint="GET /v1/audit/entries lists the entries you may see",
+        )
     return InclusionProof(_logged(row), signed, merkle.inclusion_proof(entry, hashes))
 
 
