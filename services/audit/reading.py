@@ -19,8 +19,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from pdo.audit.checkpoints import Checkpoint, Signer, load_public_key, public_key_pem
-from pdo.audit.store import LoggedEntry, _checkpoint, _leaf_hashes
-from pdo.audit.tables import checkpoints, entries
+from pdo.audit.store import AuditStore, LoggedEntry
+from pdo.audit.tables import entries
 from pdo.core import merkle
 from pdo.core.config import ConfigError, Settings
 from pdo.core.errors import InvalidInput, NotFound, PdoError
@@ -105,30 +105,26 @@ def list_entries(engine: sa.Engine, wanted: EntryFilter) -> EntryPage:
 
 
 def list_checkpoints(engine: sa.Engine) -> list[Checkpoint]:
-    with engine.connect() as connection:
-        rows = connection.execute(sa.select(checkpoints).order_by(checkpoints.c.size)).all()
-    return [_checkpoint(row) for row in rows]
+    return AuditStore(engine).checkpoints()
 
 
 def latest_checkpoint(engine: sa.Engine) -> Checkpoint:
     """The newest signed checkpoint; NotFound before the first."""
-    with engine.connect() as connection:
-        row = connection.execute(sa.select(checkpoints).order_by(checkpoints.c.size.desc()).limit(1)).first()
-    if row is None:
+    latest = AuditStore(engine).latest_checkpoint()
+    if latest is None:
         raise NotFound(
             "the audit log has no signed checkpoint yet",
             hint="the audit worker signs one every PDO_AUDIT_CHECKPOINT_INTERVAL_S once the log holds entries",
         )
-    return _checkpoint(row)
+    return latest
 
 
 def checkpoint_of_size(engine: sa.Engine, size: int) -> Checkpoint:
     _check_index("size", size)
-    with engine.connect() as connection:
-        row = connection.execute(sa.select(checkpoints).where(checkpoints.c.size == size)).first()
-    if row is None:
+    signed = AuditStore(engine).checkpoint_of_size(size)
+    if signed is None:
         raise NotFound(f"no checkpoint was signed at size {size}", hint=CHECKPOINTS_HINT)
-    return _checkpoint(row)
+    return signed
 
 
 def inclusion_proof(
@@ -151,13 +147,12 @@ def inclusion_proof(
         query = query.where(entries.c.tenant == tenant)
     with engine.connect() as connection:
         row = connection.execute(query).first()
-        hashes = _signed_prefix(connection, signed) if row is not None else []
     if row is None:
         raise NotFound(
             f"no audit entry {entry}" + (" about you" if tenant is not None else ""),
             hint="GET /v1/audit/entries lists the entries you may see",
         )
-    return InclusionProof(_logged(row), signed, merkle.inclusion_proof(entry, hashes))
+    return InclusionProof(_logged(row), signed, merkle.inclusion_proof(entry, _signed_prefix(engine, signed)))
 
 
 def consistency_proof(engine: sa.Engine, first: int, second: int) -> ConsistencyProof:
@@ -167,9 +162,7 @@ def consistency_proof(engine: sa.Engine, first: int, second: int) -> Consistency
             f"first ({first}) must not be larger than second ({second})", hint="the older size comes first"
         )
     older, newer = checkpoint_of_size(engine, first), checkpoint_of_size(engine, second)
-    with engine.connect() as connection:
-        hashes = _signed_prefix(connection, newer)
-    return ConsistencyProof(older, newer, merkle.consistency_proof(first, hashes))
+    return ConsistencyProof(older, newer, merkle.consistency_proof(first, _signed_prefix(engine, newer)))
 
 
 def served_public_key_pem(settings: Settings) -> str:
@@ -250,8 +243,10 @@ def _check_index(name: str, value: int) -> None:
         raise InvalidInput(f"{name} must be 0 to {MAX_INDEX}, not {value}", hint=CHECKPOINTS_HINT)
 
 
-def _signed_prefix(connection: sa.Connection, signed: Checkpoint) -> list[bytes]:
-    hashes = _leaf_hashes(connection, signed.size)
+def _signed_prefix(engine: sa.Engine, signed: Checkpoint) -> list[bytes]:
+    """The leaf hashes the checkpoint signed. Rows below a signed size never change, so reading them apart
+    from the entry or the checkpoint is safe."""
+    hashes = AuditStore(engine).leaf_hashes(end=signed.size)
     if len(hashes) != signed.size:
         # Rows under a signed size are gone: no honest proof exists, and the log needs an operator's look.
         raise PdoError(

@@ -114,6 +114,12 @@ class AuditStore:
         found = self.checkpoints()
         return found[-1] if found else None
 
+    def checkpoint_of_size(self, size: int) -> Checkpoint | None:
+        """The checkpoint signed at `size`, if one was."""
+        with self.engine.connect() as connection:
+            row = connection.execute(sa.select(checkpoints).where(checkpoints.c.size == size)).first()
+        return None if row is None else _checkpoint(row)
+
     def checkpoint(self, signer: Signer) -> Checkpoint | None:
         """Signs and stores (origin, size, root) of the log as it is, if it grew since the last checkpoint."""
         with self.engine.begin() as connection:
