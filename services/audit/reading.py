@@ -204,7 +204,7 @@ def checkpoint_json(checkpoint: Checkpoint) -> dict[str, Any]:
         "origin": checkpoint.origin,
         "size": checkpoint.size,
         "root": _base64(checkpoint.root),
-        "signed_at": checkpoint.signed_at.isoformat(),
+        "signed_at": checkpoint.signed_at.astimezone(UTC).isoformat(),
         "key_id": checkpoint.key_id,
         "signature": _base64(checkpoint.signature),
         "note": checkpoint.note_body().decode(),

@@ -11,7 +11,7 @@ tenants' verifiers code against them): change them only by adding.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import PlainTextResponse
@@ -54,7 +54,7 @@ class AuditEntryOut(BaseModel):
     subject: str
     reason: str | None
     occurred_at: str
-    details: dict[str, str]
+    details: dict[str, Any] = Field(description="identifiers and grades the entry names (tenant, dataset, ...)")
 
 
 class EntriesOut(BaseModel):

@@ -1,6 +1,7 @@
 """`pdo audit verify-proof` on saved /v1/audit answers, with nothing else running: a sound proof exits 0, a
 flipped byte in the body, a path hash, the signature or the note exits 1 naming why; `pdo audit prove
---first M --second N` prints a consistency answer that verifies the same way."""
+--first M --second N` prints a consistency answer that verifies the same way; every answer of a randomly
+grown log verifies."""
 
 from __future__ import annotations
 
@@ -10,11 +11,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy.pool import StaticPool
 from test_audit_cli import logged  # noqa: F401 - the fixture: five entries under a checkpoint, a sixth not
 
+from pdo.audit import tables
 from pdo.audit.checkpoints import Signer
 from pdo.audit.reading import consistency_json, consistency_proof, inclusion_json, inclusion_proof
 from pdo.audit.store import AuditStore, Entry
+from pdo.audit.verify import verify_answer
 from pdo.cli.main import main
 from pdo.core.config import Settings
 
@@ -158,3 +166,26 @@ def test_prove_refuses_sizes_nobody_signed_and_half_a_pair(signed_twice, capsys)
         assert main(["audit", "prove", *args]) == 2
         assert reason in capsys.readouterr().err
     assert main(["audit", "prove", "--entry", "5"]) == 0  # the sixth entry is under the second checkpoint now
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=6), min_size=1, max_size=5))
+def test_every_answer_of_a_growing_log_verifies_offline(batches):
+    """Batches of entries with a checkpoint after each: every entry's proof under every checkpoint that
+    covers it, and every pair of checkpoints' consistency, verify from the answer and the key alone."""
+    engine = sa.create_engine("sqlite://", poolclass=StaticPool)
+    tables.metadata.create_all(engine)
+    store, signer = AuditStore(engine), Signer(Ed25519PrivateKey.generate(), "property.test/audit")
+    moment = datetime(2026, 11, 30, tzinfo=UTC)
+    for number, count in enumerate(batches):
+        store.append(
+            [Entry("a", "b", f"s{number}.{i}", None, f"src@{number}.{i}", moment) for i in range(count)]
+        )
+        store.checkpoint(signer)
+    sizes = [signed.size for signed in store.checkpoints()]
+    for size in sizes:
+        for index in range(size):
+            verify_answer(inclusion_json(inclusion_proof(engine, index, size)), signer.public_key)
+        for later in (s for s in sizes if s >= size):
+            verify_answer(consistency_json(consistency_proof(engine, size, later)), signer.public_key)
+    engine.dispose()

@@ -16,10 +16,10 @@ import fastapi
 import httpx
 import pytest
 from conftest import ServerThread
-from gateway_support import EVERYONE, gateway_database
+from gateway_support import EVERYONE, audit_signing_key, gateway_database
 from test_gateway_api import FakeAuthorization, FakeCatalog
 
-from pdo.audit.checkpoints import Signer, generate_private_key_pem
+from pdo.audit.checkpoints import Signer
 from pdo.audit.store import AuditStore, Entry
 from pdo.audit.verify import Unsound, verify_answer
 from pdo.core import merkle
@@ -79,9 +79,7 @@ def settings_with_key(key_file: Path) -> Settings:
 
 def serve(folder: Path, fill: bool) -> Iterator[Gateway]:
     engine, keys = gateway_database(folder, PARTIES)
-    key_file = folder / "audit-signing-key.pem"
-    key_file.write_text(generate_private_key_pem())
-    settings = settings_with_key(key_file)
+    settings = settings_with_key(audit_signing_key(folder))
     signer = Signer.from_settings(settings)
     store = AuditStore(engine)
     if fill:
@@ -187,7 +185,7 @@ def test_the_public_key_is_served_as_pem_to_any_principal(gateway):
 
 
 def test_a_configured_public_key_file_is_what_is_served(gateway, tmp_path):
-    other = Signer.from_settings(settings_with_key(write_key(tmp_path)))
+    other = Signer.from_settings(settings_with_key(audit_signing_key(tmp_path)))
     served = tmp_path / "served.pub"
     served.write_text(other.public_key_pem())
     settings = gateway.app.state.settings
@@ -198,12 +196,6 @@ def test_a_configured_public_key_file_is_what_is_served(gateway, tmp_path):
         refusal(gateway.call("acme", "public-key"), 503, "unavailable")
     finally:
         gateway.app.state.settings = settings
-
-
-def write_key(folder: Path) -> Path:
-    key = folder / "other-key.pem"
-    key.write_text(generate_private_key_pem())
-    return key
 
 
 # -------------------------------------------------------------------------------------------------- roles
@@ -364,6 +356,6 @@ def test_the_answers_verify_offline_under_the_public_key(gateway):
 
 
 def test_an_answer_under_another_key_is_unsound(gateway, tmp_path):
-    other = Signer.from_settings(settings_with_key(write_key(tmp_path)))
+    other = Signer.from_settings(settings_with_key(audit_signing_key(tmp_path)))
     with pytest.raises(Unsound, match="bad signature"):
         verify_answer(gateway.get("carol", "proof", entry=1), other.public_key)
