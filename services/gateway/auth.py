@@ -16,10 +16,11 @@ from fastapi.security import APIKeyHeader, HTTPBearer
 from pdo.core.errors import Forbidden, Unauthenticated
 from pdo.gateway.principals import Principal, PrincipalKind, PrincipalStore
 
-# Declared for the OpenAPI description (the "Authorize" button in /docs); the header is parsed below.
-bearer_scheme = HTTPBearer(auto_error=False, description="an API key: `Authorization: Bearer pdo_…`")
 # The only routes an auditor's key opens (pdo.gateway.routes_audit).
 AUDIT_ROUTES = "/v1/audit/"
+
+# Declared for the OpenAPI description (the "Authorize" button in /docs); the header is parsed below.
+bearer_scheme = HTTPBearer(auto_error=False, description="an API key: `Authorization: Bearer pdo_…`")
 api_key_scheme = APIKeyHeader(name="X-API-Key", auto_error=False, description="an API key: `pdo_…`")
 
 
@@ -52,7 +53,8 @@ def authenticated(
         caps.spend_request(f"address {request.client.host if request.client else 'unknown'}")
         raise
     caps.spend_request(principal.principal_id)
-    confine_auditor(principal, request.url.path)
+    # The matched route's template, not the raw path: nothing a caller spells into the URL can widen it.
+    confine_auditor(principal, getattr(request.scope.get("route"), "path", ""))
     return principal
 
 
