@@ -54,7 +54,9 @@ class AuditEntryOut(BaseModel):
     subject: str
     reason: str | None
     occurred_at: str
-    details: dict[str, Any] = Field(description="identifiers and grades the entry names (tenant, dataset, ...)")
+    details: dict[str, Any] = Field(
+        description="identifiers and grades the entry names (tenant, dataset, ...)"
+    )
 
 
 class EntriesOut(BaseModel):
