@@ -6,6 +6,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
+from pdo.audit.checkpoints import generate_private_key_pem
 from pdo.core import db
 from pdo.gateway.principals import PrincipalStore
 
@@ -29,3 +30,10 @@ def gateway_database(
     return engine, {
         name: store.issue_key(store.create_principal(kind, name).principal_id).key for kind, name in parties
     }
+
+
+def audit_signing_key(folder: Path) -> Path:
+    """A fresh audit signing key (PEM) in `folder`, for a gateway that serves /v1/audit/public-key."""
+    path = folder / "audit-signing-key.pem"
+    path.write_text(generate_private_key_pem())
+    return path

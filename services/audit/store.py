@@ -127,6 +127,12 @@ class AuditStore:
             if not updated:
                 connection.execute(mirror_progress.insert().values(id=1, **values))
 
+    def checkpoint_of_size(self, size: int) -> Checkpoint | None:
+        """The checkpoint signed at `size`, if one was."""
+        with self.engine.connect() as connection:
+            row = connection.execute(sa.select(checkpoints).where(checkpoints.c.size == size)).first()
+        return None if row is None else _checkpoint(row)
+
     def checkpoint(self, signer: Signer) -> Checkpoint | None:
         """Signs and stores (origin, size, root) of the log as it is, if it grew since the last checkpoint."""
         with self.engine.begin() as connection:
@@ -173,6 +179,9 @@ def _row(entry: Entry, seq: int, recorded_at: datetime) -> dict[str, object]:
         "source": entry.source,
         "body": body,
         "leaf_hash": merkle.leaf_hash(body.encode()),
+        # Copies of what the body says, for filtering (pdo.audit.reading); the body alone is hashed.
+        "tenant": entry.details.get("tenant"),
+        "occurred_at": entry.occurred_at.astimezone(UTC),
     }
 
 

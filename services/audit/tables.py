@@ -3,6 +3,8 @@ and how far the Kafka mirror has got (migration 0016).
 
 `audit_entries.seq` is the Merkle leaf index: 0, 1, 2, ... with no gaps, so the table's order is the tree's.
 `source` is unique: re-reading where an entry came from appends nothing.
+`tenant` and `occurred_at` (migration 0012) are copies of the body's `details.tenant` and `occurred_at`, kept as
+columns only so the log can be filtered by them: they are not hashed, the body is.
 """
 
 from __future__ import annotations
@@ -24,6 +26,10 @@ entries = sa.Table(
     # The entry's canonical JSON: what the leaf hash is computed from, byte for byte.
     sa.Column("body", sa.Text, nullable=False),
     sa.Column("leaf_hash", sa.LargeBinary(32), nullable=False),
+    sa.Column("tenant", sa.String(255), nullable=True),
+    sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Index("ix_audit_entries_tenant", "tenant"),
+    sa.Index("ix_audit_entries_occurred_at", "occurred_at"),
 )
 
 checkpoints = sa.Table(

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -198,3 +199,75 @@ def _checkpoint_record(record: dict[str, str]) -> Checkpoint:
         signature=base64.b64decode(record["signature"]),
         key_id=record["key_id"],
     )
+
+
+# ------------------------------------------------------------------------------------ saved API answers
+# What GET /v1/audit/proof and /v1/audit/consistency hand out (pdo.audit.reading's *_json), checked with
+# nothing but the answer and the public key.
+
+ENTRY_FIELDS = ("actor", "action", "subject", "reason", "occurred_at", "details")
+
+
+class Unsound(Exception):
+    """An answer that does not prove what it claims; the message says why."""
+
+
+def verify_answer(answer: object, public_key: Ed25519PublicKey) -> str:
+    """What a saved proof or consistency answer proves, as one line; Unsound with the reason otherwise."""
+    try:
+        if isinstance(answer, dict) and "inclusion" in answer:
+            return _verify_inclusion_answer(answer, public_key)
+        if isinstance(answer, dict) and {"first", "second", "proof"} <= answer.keys():
+            return _verify_consistency_answer(answer, public_key)
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise Unsound(f"the answer is malformed ({type(error).__name__}: {error})") from None
+    raise Unsound("not an answer of /v1/audit/proof or /v1/audit/consistency")
+
+
+def _verify_inclusion_answer(answer: dict[str, Any], public_key: Ed25519PublicKey) -> str:
+    signed = _signed_checkpoint(answer["checkpoint"], public_key, "the checkpoint")
+    entry, inclusion = answer["entry"], answer["inclusion"]
+    body: str = entry["body"]
+    leaf = merkle.leaf_hash(body.encode())
+    if leaf != bytes.fromhex(entry["leaf_hash"]):
+        raise Unsound(f"entry {entry['seq']}: {HASH_MISMATCH}: the body's hash is not its leaf hash")
+    decoded = json.loads(body)
+    index, size = inclusion["leaf_index"], inclusion["tree_size"]
+    if not decoded["seq"] == entry["seq"] == index:
+        raise Unsound(f"the body is entry {decoded['seq']}, the answer says {entry['seq']} at leaf {index}")
+    shown = [name for name in ENTRY_FIELDS if entry.get(name) != decoded.get(name)]
+    if shown:
+        raise Unsound(f"entry {index}: the fields shown differ from the signed body: {', '.join(shown)}")
+    if size != signed.size:
+        raise Unsound(f"the proof is for a tree of {size}, the checkpoint signs {signed.size}")
+    path = [bytes.fromhex(node) for node in inclusion["path"]]
+    if not merkle.verify_inclusion(leaf, index, size, path, signed.root):
+        raise Unsound(f"entry {index}: the path does not lead from its leaf to the signed root")
+    return f"entry {index} is in the audit log of size {size} signed by key {signed.key_id}"
+
+
+def _verify_consistency_answer(answer: dict[str, Any], public_key: Ed25519PublicKey) -> str:
+    first = _signed_checkpoint(answer["first"], public_key, "the first checkpoint")
+    second = _signed_checkpoint(answer["second"], public_key, "the second checkpoint")
+    proof = [bytes.fromhex(node) for node in answer["proof"]]
+    if not merkle.verify_consistency(first.size, second.size, first.root, second.root, proof):
+        raise Unsound(
+            f"the log of size {first.size} is not shown to be a prefix of the log of size {second.size}"
+        )
+    return (
+        f"the audit log of size {first.size} is a prefix of the one of size {second.size} "
+        f"(keys {first.key_id}, {second.key_id})"
+    )
+
+
+def _signed_checkpoint(record: dict[str, Any], public_key: Ed25519PublicKey, which: str) -> Checkpoint:
+    """The checkpoint of an answer, once its signature verifies and its note is what was signed."""
+    checkpoint = _checkpoint_record(record)
+    if record["note"].encode() != checkpoint.note_body():
+        raise Unsound(f"{which}: its note does not read its origin, size and root")
+    if not verify(checkpoint, public_key):
+        raise Unsound(
+            f"{which} (size {checkpoint.size}, key {checkpoint.key_id}): {BAD_SIGNATURE}: "
+            "it does not verify under the public key"
+        )
+    return checkpoint

@@ -3,7 +3,10 @@
 `export --out FILE` writes the log as JSON lines (entries, checkpoints, the public key). `verify` checks the
 log in the database, or an export (`--file`), against its signed checkpoints and the public key: exit 0 with
 a one-line summary, exit 1 naming the first bad entry and why. `prove --entry N` prints the inclusion proof
-of entry N under the latest checkpoint and verifies it. `public-key` prints the PEM public key that
+of entry N under the latest checkpoint and verifies it; `prove --first M --second N` prints the consistency
+proof between two signed sizes (as GET /v1/audit/consistency answers) and verifies it. `verify-proof FILE
+--public-key PEM` checks a saved /v1/audit/proof or /v1/audit/consistency answer with nothing else running:
+exit 0 when sound, 1 with the reason. `public-key` prints the PEM public key that
 verifies the checkpoints (never the private key). Exit 2 on a pdo error (no key configured ...).
 """
 
@@ -13,6 +16,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TextIO
 
 from pdo.core import db
 from pdo.core.config import Settings
@@ -44,9 +48,26 @@ def register(subparsers) -> None:
     )
     verify.set_defaults(func=run_verify)
 
-    prove = actions.add_parser("prove", help="print and check the inclusion proof of one entry")
-    prove.add_argument("--entry", required=True, type=int, help="the entry's seq")
+    prove = actions.add_parser(
+        "prove",
+        help="print and check the inclusion proof of one entry (--entry N), or the consistency proof "
+        "between two signed sizes (--first M --second N)",
+    )
+    which = prove.add_mutually_exclusive_group(required=True)
+    which.add_argument("--entry", type=int, help="the entry's seq")
+    which.add_argument("--first", type=int, help="the older signed size (with --second)")
+    prove.add_argument("--second", type=int, help="the newer signed size (with --first)")
     prove.set_defaults(func=run_prove)
+
+    verify_proof = actions.add_parser(
+        "verify-proof",
+        help="check a saved /v1/audit/proof or /v1/audit/consistency answer offline (exit 1: not sound)",
+    )
+    verify_proof.add_argument("file", type=Path, help="the saved JSON answer")
+    verify_proof.add_argument(
+        "--public-key", required=True, type=Path, help="the PEM public key you trust (`pdo audit public-key`)"
+    )
+    verify_proof.set_defaults(func=run_verify_proof)
 
     public_key = actions.add_parser("public-key", help="print the PEM public key that verifies checkpoints")
     public_key.set_defaults(func=run_public_key)
@@ -111,6 +132,10 @@ def run_prove(args: argparse.Namespace) -> int:
 
     settings = Settings()
     store = _store(settings)
+    if args.entry is None:
+        return _prove_consistency(args, store.engine, Signer.from_settings(settings).public_key)
+    if args.second is not None:
+        raise InvalidInput("--second goes with --first, not with --entry", hint="drop --second")
     latest = store.latest_checkpoint()
     if latest is None or not 0 <= args.entry < latest.size:
         covered = (
@@ -144,4 +169,39 @@ def run_public_key(args: argparse.Namespace) -> int:
     from pdo.audit.checkpoints import Signer
 
     print(Signer.from_settings(Settings()).public_key_pem(), end="")
+    return 0
+
+
+def _prove_consistency(args: argparse.Namespace, engine, public_key) -> int:
+    """Prints the consistency proof in the shape of GET /v1/audit/consistency, and checks it."""
+    from pdo.audit.reading import consistency_json, consistency_proof
+
+    if args.second is None:
+        raise InvalidInput("--first needs --second", hint="pdo audit prove --first M --second N")
+    answer = consistency_json(consistency_proof(engine, args.first, args.second))
+    print(json.dumps(answer, indent=2))
+    return _verdict(answer, public_key, sys.stderr)  # stdout is the proof, to save
+
+
+def run_verify_proof(args: argparse.Namespace) -> int:
+    from pdo.audit.checkpoints import load_public_key
+
+    public_key = load_public_key(args.public_key.read_bytes())
+    try:
+        answer = json.loads(args.file.read_text(encoding="utf-8"))
+    except ValueError as error:
+        print(f"proof NOT verified: {args.file} is not JSON ({error})", file=sys.stderr)
+        return 1
+    return _verdict(answer, public_key, sys.stdout)
+
+
+def _verdict(answer: object, public_key, out: TextIO) -> int:
+    from pdo.audit.verify import Unsound, verify_answer
+
+    try:
+        proven = verify_answer(answer, public_key)
+    except Unsound as problem:
+        print(f"proof NOT verified: {problem}", file=sys.stderr)
+        return 1
+    print(f"proof verified: {proven}", file=out)
     return 0

@@ -12,6 +12,9 @@ from pdo.core import db
 from pdo.core.config import Settings
 from pdo.core.errors import PdoError
 
+# PrincipalKind's values, spelt out: the CLI does not import the gateway before a command runs.
+KINDS = ["provider", "tenant", "operator", "auditor"]
+
 
 def register(subparsers) -> None:
     """Adds both `gateway` and `principals` (main.py lists this module once)."""
@@ -28,11 +31,18 @@ def register_gateway(subparsers) -> None:
 
 
 def register_principals(subparsers) -> None:
-    parser = subparsers.add_parser("principals", help="providers, tenants and operators, and their API keys")
+    parser = subparsers.add_parser(
+        "principals", help="providers, tenants, operators and auditors, and their API keys"
+    )
     actions = parser.add_subparsers(dest="action", required=True)
 
     add = actions.add_parser("add", help="create a principal and print its first API key (shown once)")
-    add.add_argument("--kind", required=True, choices=["provider", "tenant", "operator"])
+    add.add_argument(
+        "--kind",
+        required=True,
+        choices=KINDS,
+        help="provider, tenant, operator, or auditor (reads the audit log under /v1/audit and nothing else)",
+    )
     add.add_argument("--id", required=True, dest="name", help="name, e.g. acme (the id becomes tenant:acme)")
     add.add_argument("--name", dest="display_name", help="display name (default: the id's name)")
     add.add_argument(
@@ -63,7 +73,7 @@ def register_principals(subparsers) -> None:
     disable.set_defaults(func=disable_principal)
 
     listing = actions.add_parser("list", help="list principals and their keys (never the secrets)")
-    listing.add_argument("--kind", choices=["provider", "tenant", "operator"])
+    listing.add_argument("--kind", choices=KINDS)
     listing.set_defaults(func=list_principals)
 
 

@@ -392,6 +392,12 @@ class Settings:
         "Ed25519 private key (PEM, mode 0600) that signs the audit log's checkpoints; the file is a secret, "
         "this is only its path. Unset: refused outside development; `pdo up` makes one in PDO_RUN_DIR/secrets/",
     )
+    audit_public_key_file: str = _setting(
+        "PDO_AUDIT_PUBLIC_KEY_FILE",
+        "",
+        "Ed25519 public key (PEM, from `pdo audit public-key`) the gateway serves at /v1/audit/public-key. "
+        "Unset: the public half of PDO_AUDIT_SIGNING_KEY_FILE",
+    )
     audit_origin: str = _setting(
         "PDO_AUDIT_ORIGIN",
         "pdo.local/audit",

@@ -21,6 +21,7 @@ from pdo.core.config import Settings
 from pdo.core.errors import Unavailable
 from pdo.core.http_metrics import MetricsMiddleware
 from pdo.gateway import (
+    routes_audit,
     routes_billing,
     routes_console,
     routes_datasets,
@@ -46,7 +47,8 @@ pdo's API for data providers (register and maintain datasets, publish records to
 (request access, read their own requests, grants, usage and statements, stream their delivered records) and
 operators (review requests, suspend, resume and revoke grants, see all usage, read every statement and asset
 report, read dead letters; the operator console at /console works against this API). Providers see the usage
-and asset reports of their own datasets.
+and asset reports of their own datasets. Auditors read the audit log under /v1/audit (and nothing else);
+tenants read the entries about themselves there, with proofs to check offline.
 
 Authenticate with an API key (`pdo principals add` / `pdo principals key` issue them) sent as
 `Authorization: Bearer <key>` or `X-API-Key: <key>`. Every refusal reads
@@ -126,6 +128,7 @@ def create_app(
         routes_billing.router,
         routes_usage.router,
         routes_kafka.router,
+        routes_audit.router,
         routes_console.console_router(),
     ):
         app.include_router(router)

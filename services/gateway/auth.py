@@ -16,6 +16,9 @@ from fastapi.security import APIKeyHeader, HTTPBearer
 from pdo.core.errors import Forbidden, Unauthenticated
 from pdo.gateway.principals import Principal, PrincipalKind, PrincipalStore
 
+# The only routes an auditor's key opens (pdo.gateway.routes_audit).
+AUDIT_ROUTES = "/v1/audit/"
+
 # Declared for the OpenAPI description (the "Authorize" button in /docs); the header is parsed below.
 bearer_scheme = HTTPBearer(auto_error=False, description="an API key: `Authorization: Bearer pdo_…`")
 api_key_scheme = APIKeyHeader(name="X-API-Key", auto_error=False, description="an API key: `pdo_…`")
@@ -50,7 +53,19 @@ def authenticated(
         caps.spend_request(f"address {request.client.host if request.client else 'unknown'}")
         raise
     caps.spend_request(principal.principal_id)
+    # The matched route's template, not the raw path: nothing a caller spells into the URL can widen it.
+    confine_auditor(principal, getattr(request.scope.get("route"), "path", ""))
     return principal
+
+
+def confine_auditor(principal: Principal, path: str) -> None:
+    """An auditor reads the audit log and nothing else: every other route answers it 403, whatever role
+    check that route makes, so no route added later can let an auditor change state by mistake."""
+    if principal.kind is PrincipalKind.AUDITOR and not path.startswith(AUDIT_ROUTES):
+        raise Forbidden(
+            f"{principal.principal_id} is an auditor; auditors may call only {AUDIT_ROUTES}...",
+            hint="use a key of a principal with the role this route needs",
+        )
 
 
 def role(*kinds: PrincipalKind) -> Callable[..., Principal]:
@@ -88,4 +103,7 @@ AnyPrincipal = Annotated[Principal, Depends(authenticated)]
 Provider = Annotated[Principal, Depends(role(PrincipalKind.PROVIDER))]
 Tenant = Annotated[Principal, Depends(role(PrincipalKind.TENANT))]
 Operator = Annotated[Principal, Depends(role(PrincipalKind.OPERATOR))]
+AuditReader = Annotated[
+    Principal, Depends(role(PrincipalKind.AUDITOR, PrincipalKind.OPERATOR, PrincipalKind.TENANT))
+]
 TenantOrOperator = Annotated[Principal, Depends(role(PrincipalKind.TENANT, PrincipalKind.OPERATOR))]

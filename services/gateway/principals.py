@@ -39,6 +39,8 @@ class PrincipalKind(StrEnum):
     PROVIDER = "provider"
     TENANT = "tenant"
     OPERATOR = "operator"
+    # Reads the audit log (/v1/audit/...) and nothing else; changes nothing anywhere (pdo.gateway.auth).
+    AUDITOR = "auditor"
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,7 @@ def principal_id(kind: PrincipalKind | str, name: str) -> str:
         kind = PrincipalKind(kind)
     except ValueError:
         raise InvalidInput(
-            f"unknown principal kind {str(kind)[:40]!r}", hint="use provider, tenant or operator"
+            f"unknown principal kind {str(kind)[:40]!r}", hint="use one of: " + ", ".join(PrincipalKind)
         ) from None
     check_id("principal name", name)
     return f"{kind}:{name}"

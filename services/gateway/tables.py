@@ -17,7 +17,9 @@ principals = sa.Table(
     sa.Column("is_government", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("disabled", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.CheckConstraint("kind IN ('provider', 'tenant', 'operator')", name="ck_gateway_principals_kind"),
+    sa.CheckConstraint(
+        "kind IN ('provider', 'tenant', 'operator', 'auditor')", name="ck_gateway_principals_kind"
+    ),
 )
 
 api_keys = sa.Table(
@@ -47,7 +49,8 @@ api_keys = sa.Table(
 # revoking grants, with the history and the outbox, which it publishes right after each commit). Deleting is
 # theirs alone (the authorization worker prunes the outbox and rebuilds its tables). It only reads the
 # metering and billing tables it serves over HTTP: usage windows, statements, and the ledger, periods and
-# metering's projection of grants and datasets that the asset report prices an open month from.
+# metering's projection of grants and datasets that the asset report prices an open month from. It reads the
+# audit log and its checkpoints it serves under /v1/audit (pdo.audit.public), and never writes them.
 WRITE = ("SELECT", "INSERT", "UPDATE")
 BORROWED: dict[str, tuple[str, ...]] = {
     "catalog_datasets": WRITE,
@@ -63,4 +66,6 @@ BORROWED: dict[str, tuple[str, ...]] = {
     "metering_ledger": ("SELECT",),
     "metering_grants": ("SELECT",),
     "metering_datasets": ("SELECT",),
+    "audit_entries": ("SELECT",),
+    "audit_checkpoints": ("SELECT",),
 }

@@ -15,8 +15,13 @@ from decimal import Decimal
 import pytest
 import sqlalchemy as sa
 from conftest import ServerThread, fresh_postgres_database, isolated_namespace, static_guard
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy.exc import ProgrammingError
 
+from pdo.audit.checkpoints import Signer
+from pdo.audit.public import EntryFilter, inclusion_json, inclusion_proof, list_entries
+from pdo.audit.store import AuditStore, Entry
+from pdo.audit.verify import verify_answer
 from pdo.authorization import outbox
 from pdo.authorization.datasets import CatalogCatchUp, ProjectedDatasets
 from pdo.authorization.models import Narrowing, RequestSpec, RequestStatus
@@ -131,6 +136,10 @@ CASES = [
     ("gateway", "DELETE FROM catalog_datasets WHERE false", False),
     ("gateway", "SELECT count(*) FROM metering_quota_notices", False),
     ("gateway", "SELECT count(*) FROM registry_schemas", False),
+    ("gateway", "SELECT count(*) FROM audit_entries", True),
+    ("gateway", "SELECT count(*) FROM audit_checkpoints", True),
+    ("gateway", "UPDATE audit_entries SET tenant = tenant", False),
+    ("gateway", "DELETE FROM audit_checkpoints WHERE false", False),
 ]
 
 
@@ -167,6 +176,46 @@ def test_the_gateway_serves_principals_usage_and_billing_under_its_role(role_url
         assert asset_report(engine, "2026-01").rows == []
     finally:
         engine.dispose()
+
+
+def test_the_gateway_reads_the_log_the_audit_service_wrote_under_their_roles(role_urls):
+    """What /v1/audit serves, read on the gateway's role from rows the audit role appended and signed."""
+    audit, gateway = sa.create_engine(role_urls["audit"]), sa.create_engine(role_urls["gateway"])
+    signer = Signer(Ed25519PrivateKey.generate(), "roles.test/audit")
+    moment = datetime.now(UTC)
+    try:
+        AuditStore(audit).append(
+            [
+                Entry(
+                    "operator:alice",
+                    "grant.granted",
+                    "grant:g-1",
+                    None,
+                    "s@1",
+                    moment,
+                    {"tenant": "tenant:acme"},
+                ),
+                Entry(
+                    "operator:alice",
+                    "grant.granted",
+                    "grant:g-2",
+                    None,
+                    "s@2",
+                    moment,
+                    {"tenant": "tenant:x"},
+                ),
+            ]
+        )
+        assert AuditStore(audit).checkpoint(signer) is not None
+        page = list_entries(gateway, EntryFilter(tenant="tenant:acme", since=moment - timedelta(seconds=1)))
+        assert [logged.seq for logged in page.entries] == [0]
+        proof = inclusion_json(inclusion_proof(gateway, 1, tenant="tenant:x"))
+        assert "entry 1 is in the audit log of size 2" in verify_answer(proof, signer.public_key)
+        auditor = PrincipalStore(gateway).create_principal("auditor", f"carol-{uuid.uuid4().hex[:6]}")
+        assert auditor.kind.value == "auditor"
+    finally:
+        audit.dispose()
+        gateway.dispose()
 
 
 RECORD_SCHEMA = {

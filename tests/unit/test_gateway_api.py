@@ -17,7 +17,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 from conftest import ServerThread
-from gateway_support import gateway_database
+from gateway_support import audit_signing_key, gateway_database
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -233,14 +233,18 @@ class Gateway:
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory) -> Iterator[Gateway]:
-    engine, keys = gateway_database(tmp_path_factory.mktemp("gateway"))
+    folder = tmp_path_factory.mktemp("gateway")
+    engine, keys = gateway_database(folder)
     store = PrincipalStore(engine)
     catalog, authorization = FakeCatalog(), FakeAuthorization()
     # No broker in unit tests: the dead-letter topic is swept as an empty one (its reads: test_gateway_console),
     # Kafka users live in a dict. The caps have tests of their own (below); here they would only make the
     # sweeps flaky.
     settings = dataclasses.replace(
-        Settings.from_env(), gateway_rate_per_s=0, max_grants_per_tenant_dataset=10**6
+        Settings.from_env(),
+        gateway_rate_per_s=0,
+        max_grants_per_tenant_dataset=10**6,
+        audit_signing_key_file=str(audit_signing_key(folder)),  # /v1/audit/public-key serves its public half
     )
     users = InMemoryUsers()
     issuer = KafkaCredentialIssuer(

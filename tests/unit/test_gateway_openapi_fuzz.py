@@ -18,7 +18,7 @@ import httpx
 import pytest
 import schemathesis
 from conftest import ServerThread, static_guard
-from gateway_support import gateway_database
+from gateway_support import audit_signing_key, gateway_database
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
@@ -71,6 +71,7 @@ def gateway(tmp_path_factory) -> Iterator[tuple[str, Seeded]]:
             Settings.from_env(),
             registry_url=registry_server.url,
             gateway_rate_per_s=0,  # the fuzzer calls far faster than any client should
+            audit_signing_key_file=str(audit_signing_key(folder)),  # /v1/audit/public-key serves its half
         )
         registry, publisher = RegistryClient.for_settings(settings), RecordingPublisher()
         catalog = CatalogService(engine, publisher, registry, settings)

@@ -46,8 +46,8 @@ def test_bad_names_are_refused(name):
 
 
 def test_unknown_kind_is_refused():
-    with pytest.raises(InvalidInput, match="unknown principal kind 'auditor'"):
-        principal_id("auditor", "bob")
+    with pytest.raises(InvalidInput, match="unknown principal kind 'admin'"):
+        principal_id("admin", "bob")
 
 
 def test_create_and_get(store):

@@ -49,6 +49,7 @@ REQUIRED = {
     "sharing": {"RecordsDelivered"},
     "metering": {"UsageRecorded", "QuotaExceeded", "StatementIssued"},
     "deadletter": {"DeadLetter"},
+    "audit": {"AuditEntryLogged", "AuditCheckpointSigned"},
     "datasets": {"TrafficFlow", "EnterpriseRegistry", "AirQuality"},
     "types": {"Provenance"},
 }
