@@ -1,4 +1,5 @@
-"""SQLAlchemy Core tables the audit service owns: the log's entries and its signed checkpoints (migration 0011).
+"""SQLAlchemy Core tables the audit service owns: the log's entries and its signed checkpoints (migration 0011),
+and the mark of its liveness (migration 0013).
 
 `audit_entries.seq` is the Merkle leaf index: 0, 1, 2, ... with no gaps, so the table's order is the tree's.
 `source` is unique: re-reading where an entry came from appends nothing.
@@ -34,4 +35,15 @@ checkpoints = sa.Table(
     sa.Column("signed_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("signature", sa.LargeBinary(64), nullable=False),
     sa.Column("key_id", sa.String(64), nullable=False),
+)
+
+# One row: when the audit worker last wrote to the log's database (an append, or its idle mark) and the log's
+# size then. A write, not a read: it proves the log can be appended to (pdo.audit.liveness).
+liveness = sa.Table(
+    "audit_liveness",
+    metadata,
+    sa.Column("id", sa.SmallInteger, primary_key=True, autoincrement=False),
+    sa.Column("appended_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.CheckConstraint("id = 1", name="ck_audit_liveness_one_row"),
 )

@@ -63,4 +63,6 @@ BORROWED: dict[str, tuple[str, ...]] = {
     "metering_ledger": ("SELECT",),
     "metering_grants": ("SELECT",),
     "metering_datasets": ("SELECT",),
+    # The audit log's liveness mark, asked before approvals and resumptions (fail closed).
+    "audit_liveness": ("SELECT",),
 }
