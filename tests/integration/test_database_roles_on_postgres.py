@@ -131,6 +131,12 @@ CASES = [
     ("gateway", "DELETE FROM catalog_datasets WHERE false", False),
     ("gateway", "SELECT count(*) FROM metering_quota_notices", False),
     ("gateway", "SELECT count(*) FROM registry_schemas", False),
+    # Fail closed: whoever widens access reads the audit log's liveness mark; only the audit worker writes it.
+    ("gateway", "SELECT count(*) FROM audit_liveness", True),
+    ("authorization", "SELECT count(*) FROM audit_liveness", True),
+    ("gateway", "UPDATE audit_liveness SET size = size", False),
+    ("authorization", "UPDATE audit_liveness SET size = size", False),
+    ("audit", "INSERT INTO audit_liveness (id, appended_at, size) VALUES (1, now(), 0)", True),
 ]
 
 
