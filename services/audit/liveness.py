@@ -68,6 +68,7 @@ def mark(connection: sa.Connection, size: int | None = None, at: datetime | None
 
 
 def appendability(engine: sa.Engine, limit_s: float, now: datetime | None = None) -> Appendability:
+    """Appendable when the mark is at most `limit_s` old; never raises (a failed read is a "no")."""
     try:
         with engine.connect() as connection:
             marked = connection.execute(sa.select(liveness.c.appended_at).where(liveness.c.id == ROW_ID))

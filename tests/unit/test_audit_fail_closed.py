@@ -182,13 +182,13 @@ def stale(engine) -> None:
     mark_at(engine, datetime.now(UTC) - timedelta(seconds=LIMIT_S * 10))
 
 
-def submit(service, dataset_id: str) -> str:
+def submit(service, dataset_id: str, valid_days: int = 30) -> str:
     spec = RequestSpec(
         dataset_id=dataset_id,
         purpose="congestion forecasting",
         fields=("district", "speed_kmh"),
         valid_from=START,
-        valid_until=START + timedelta(days=30),
+        valid_until=START + timedelta(days=valid_days),
     )
     return service.submit_request(TENANT, spec, TENANT).request_id
 
@@ -201,9 +201,9 @@ def state(engine) -> tuple[int, int]:
     return grants, staged
 
 
-def active_grant(service, engine) -> str:
+def active_grant(service, engine, valid_days: int = 30) -> str:
     fresh(engine)
-    request_id = submit(service, "open-traffic")
+    request_id = submit(service, "open-traffic", valid_days)
     return service.decide(request_id).grant_id
 
 
@@ -278,6 +278,22 @@ def test_a_resumption_waits_but_suspending_and_revoking_go_through(service, engi
     assert suspended.status == GrantStatus.SUSPENDED
     assert service.get_grant(grant_id).status == GrantStatus.SUSPENDED
     assert revoked.status == GrantStatus.REVOKED
+
+
+def test_the_clock_holds_a_quota_resumption_and_still_expires(service, engine, publisher):
+    over_quota = active_grant(service, engine)
+    ending = active_grant(service, engine, valid_days=1)
+    service.suspend_for_quota(over_quota, START.date(), 100, 100)
+    stale(engine)
+    handlers = AuthorizationHandlers(service, publisher, OneEventCodec({}))  # type: ignore[arg-type]
+    next_day = START + timedelta(days=1, hours=1)
+
+    held = handlers.tick(next_day)
+    fresh(engine)
+    after = handlers.tick(next_day)
+
+    assert (held.resumed, held.expired) == ([], [ending])
+    assert after.resumed == [over_quota]
 
 
 def test_denying_and_withdrawing_go_through_while_the_log_is_stale(service, engine):
