@@ -20,10 +20,10 @@ The same shape as every stream worker:
 - the `sign_checkpoint` timer (leader only) signs a checkpoint of the log every
   PDO_AUDIT_CHECKPOINT_INTERVAL_S seconds, when it grew;
 - every append transaction writes the log's liveness mark, and the `mark_appendable` timer writes it every
-  LIVENESS_INTERVAL_S seconds besides, so an idle log stays marked (pdo.audit.liveness): a write, so the mark proves the log can be
-  appended to. `pdo_audit_log_appendable_timestamp_seconds` is the time of the last successful one; the
-  gateway and the authorization worker hold access-widening changes when the mark grows older than
-  PDO_AUDIT_FAIL_CLOSED_AFTER_S, and the alert AuditLogNotAppendable fires on the gauge.
+  LIVENESS_INTERVAL_S seconds besides, so an idle log stays marked (pdo.audit.liveness). Always a write: the
+  mark proves the log can be appended to. `pdo_audit_log_appendable_timestamp_seconds` is the time of the
+  last successful one; the gateway and the authorization worker hold access-widening changes when the mark
+  grows older than PDO_AUDIT_FAIL_CLOSED_AFTER_S, and the alert PdoAuditLogNotAppendable fires on the gauge.
 Nothing blocking runs on the event loop.
 """
 

@@ -8,8 +8,8 @@ entry of every committed change is guaranteed as long as the audit log can be ap
 says whether it can:
 
 - `mark(connection, size)` upserts the one row of `audit_liveness` (when, and the log's size). The audit
-  worker writes it inside every append transaction (AuditStore.append) and from a timer when idle
-  (AuditStore.mark_appendable): always a write, so a fresh mark proves the log's database takes the audit
+  worker writes it inside every append transaction (AuditStore.append) and from a timer every few seconds
+  besides (AuditStore.mark_appendable): always a write, so a fresh mark proves the log's database takes the audit
   worker's writes, not merely that it answers;
 - `appendability(engine, limit_s)` reads it: appendable while the mark is at most `limit_s` old. No row (the
   worker never ran), an older mark, or a database that does not answer or refuses the read: not appendable,

@@ -4,7 +4,7 @@ Guarantee: `append` adds a batch in one transaction, serialised against every ot
 table lock on PostgreSQL; SQLite has one writer at a time), after the entries already there and never twice
 for one `source`. Each entry's body is its canonical JSON and its leaf hash is computed from those bytes,
 so the rows alone are enough to rebuild and verify the tree. Every append transaction, and `mark_appendable`
-when the worker is idle, also writes the log's liveness mark (pdo.audit.liveness): it commits exactly when
+(the worker's timer), also writes the log's liveness mark (pdo.audit.liveness): it commits exactly when
 the log took a write.
 """
 
