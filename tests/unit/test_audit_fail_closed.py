@@ -15,14 +15,14 @@ from conftest import ServerThread, scrape_headers
 from gateway_support import gateway_database
 
 from pdo.audit import liveness, tables
-from pdo.audit.app import Runtime
+from pdo.audit.app import SOURCES, Runtime
 from pdo.audit.public import AuditLogNotAppendable, AuditStore, Entry, appendability, require_appendable
 from pdo.authorization import records
 from pdo.authorization import tables as authz
 from pdo.authorization.agents import AuthorizationHandlers
 from pdo.authorization.public import AuthorizationService, RequestSpec, RequestStatus, load_policy
 from pdo.authorization.testing import Clock, RecordingPublisher, sample_catalog
-from pdo.core import db
+from pdo.core import db, topics
 from pdo.core.codec import Decoded
 from pdo.core.config import Settings
 from pdo.core.deadletters import SourceMessage
@@ -58,6 +58,20 @@ def marked(engine: sa.Engine) -> sa.Row:
 
 def entry(source: str) -> Entry:
     return Entry("tenant:acme", "request.submitted", "request:r-1", None, source, NOW)
+
+
+# ---------------------------------------------------------------------------------------------- the topics
+
+
+def test_no_topic_the_audit_worker_reads_drops_an_event_within_a_week():
+    """Compaction (or retention) never outruns an audit worker down for less than a week."""
+    week_ms = 7 * 24 * 3600 * 1000
+    for source in SOURCES:
+        spec = topics.spec(source)
+        compacted = "compact" in spec.cleanup_policy
+        kept_ms = spec.min_compaction_lag_ms if compacted else spec.retention_ms
+        assert kept_ms is not None and (kept_ms == -1 or kept_ms >= week_ms), spec.name
+        assert spec.retention_ms == -1 or spec.retention_ms >= week_ms, spec.name
 
 
 # ---------------------------------------------------------------------------------------------- the guard
