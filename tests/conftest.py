@@ -31,6 +31,9 @@ for _variable in ("CATALOG", "AUTHORIZATION", "SHARING", "METERING"):
 # Outside development mode the published default masking key is refused (pdo.core.config): the suite runs
 # as production does, with a random master key of its own that every worker it starts inherits.
 os.environ.setdefault("PDO_MASKING_KEY", secrets.token_urlsafe(48))
+# Fail closed (pdo.audit.liveness) needs a running audit worker before anything may be approved; most tests
+# run none, so the guard is off unless a test turns it on (tests/*/test_audit_fail_closed*.py do).
+os.environ.setdefault("PDO_AUDIT_FAIL_CLOSED_AFTER_S", "0")
 # The gateway's /metrics answers only operators and this scrape token (tests send it as a bearer token).
 os.environ.setdefault("PDO_METRICS_TOKEN", secrets.token_urlsafe(48))
 

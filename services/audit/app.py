@@ -21,6 +21,11 @@ The same shape as every stream worker:
   PDO_AUDIT_CHECKPOINT_INTERVAL_S seconds, when it grew;
 - the `mirror` timer (leader only: one writer) publishes what the `pdo.audit` topic does not hold yet, every
   MIRROR_INTERVAL_S (pdo.audit.mirror); a broker that does not take it is tried again at the next tick.
+- every append transaction writes the log's liveness mark, and the `mark_appendable` timer writes it every
+  LIVENESS_INTERVAL_S seconds besides, so an idle log stays marked (pdo.audit.liveness). Always a write: the
+  mark proves the log can be appended to. `pdo_audit_log_appendable_timestamp_seconds` is the time of the
+  last successful one; the gateway and the authorization worker hold access-widening changes when the mark
+  grows older than PDO_AUDIT_FAIL_CLOSED_AFTER_S, and the alert PdoAuditLogNotAppendable fires on the gauge.
 Nothing blocking runs on the event loop.
 """
 
@@ -33,6 +38,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import faust
+from prometheus_client import Gauge
 from sqlalchemy import Engine
 
 from pdo.audit import mirror
@@ -61,6 +67,13 @@ SOURCES = (
     TopicId.QUOTA_EXCEEDED,
     TopicId.STATEMENTS,
     TopicId.DEAD_LETTERS,
+)
+# Well below any sensible PDO_AUDIT_FAIL_CLOSED_AFTER_S: an idle log never looks stuck.
+LIVENESS_INTERVAL_S = 5.0
+
+APPENDABLE = Gauge(
+    "pdo_audit_log_appendable_timestamp_seconds",
+    "When the audit worker last wrote to the audit log (an append or its liveness mark), Unix time",
 )
 
 
@@ -102,7 +115,13 @@ class Runtime:
 
     def append(self, entries: Sequence[Entry]) -> int:
         with self.appending:
-            return self.store.append(entries)
+            appended = self.store.append(entries)
+        APPENDABLE.set_to_current_time()
+        return appended
+
+    def mark_appendable(self) -> None:
+        self.store.mark_appendable()
+        APPENDABLE.set_to_current_time()
 
     def mirror(self) -> None:
         published = mirror.publish_tail(self.store, self.publisher, self.signer.origin)
@@ -164,5 +183,12 @@ def create_app(
             await asyncio.to_thread(runtime.mirror)
         except Exception:  # the same tail goes out at the next tick; it must never stop the worker
             log.exception("mirroring the audit log to its topic failed")
+
+    @app.timer(interval=LIVENESS_INTERVAL_S, name="mark_appendable")
+    async def mark_appendable() -> None:
+        try:
+            await asyncio.to_thread(runtime.mark_appendable)
+        except Exception as error:  # the gauge ages, the guard and the alert act; the next tick tries again
+            log.warning("the audit log's liveness mark could not be written: %s", type(error).__name__)
 
     return app

@@ -3,7 +3,9 @@
 Guarantee: `append` adds a batch in one transaction, serialised against every other writer (an exclusive
 table lock on PostgreSQL; SQLite has one writer at a time), after the entries already there and never twice
 for one `source`. Each entry's body is its canonical JSON and its leaf hash is computed from those bytes,
-so the rows alone are enough to rebuild and verify the tree.
+so the rows alone are enough to rebuild and verify the tree. Every append transaction, and `mark_appendable`
+(the worker's timer), also writes the log's liveness mark (pdo.audit.liveness): it commits exactly when
+the log took a write.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from pdo.audit import liveness
 from pdo.audit.checkpoints import Checkpoint, Signer
 from pdo.audit.tables import checkpoints, entries, mirror_progress
 from pdo.core import merkle
@@ -87,7 +90,13 @@ class AuditStore:
             rows = [_row(entry, next_seq + offset, now) for offset, entry in enumerate(fresh)]
             if rows:
                 connection.execute(entries.insert(), rows)
+            liveness.mark(connection, next_seq + len(rows), now)
         return len(rows)
+
+    def mark_appendable(self) -> None:
+        """Write the liveness mark alone (a write transaction: reading would not prove the log appendable)."""
+        with self.engine.begin() as connection:
+            liveness.mark(connection)
 
     def size(self) -> int:
         with self.engine.connect() as connection:

@@ -1,5 +1,5 @@
 """SQLAlchemy Core tables the audit service owns: the log's entries and its signed checkpoints (migration 0011),
-and how far the Kafka mirror has got (migration 0016).
+the mark of its liveness (migration 0013) and how far the Kafka mirror has got (migration 0016).
 
 `audit_entries.seq` is the Merkle leaf index: 0, 1, 2, ... with no gaps, so the table's order is the tree's.
 `source` is unique: re-reading where an entry came from appends nothing.
@@ -51,4 +51,15 @@ mirror_progress = sa.Table(
     sa.Column("entries_upto", sa.BigInteger, nullable=False),
     sa.Column("checkpoints_upto", sa.BigInteger, nullable=False),
     sa.CheckConstraint("id = 1", name="ck_audit_mirror_progress_one_row"),
+)
+
+# One row: when the audit worker last wrote to the log's database (an append, or its idle mark) and the log's
+# size then. A write, not a read: it proves the log can be appended to (pdo.audit.liveness).
+liveness = sa.Table(
+    "audit_liveness",
+    metadata,
+    sa.Column("id", sa.SmallInteger, primary_key=True, autoincrement=False),
+    sa.Column("appended_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.CheckConstraint("id = 1", name="ck_audit_liveness_one_row"),
 )

@@ -288,8 +288,11 @@ class AuthorizationHandlers:
         ):
             try:
                 step()
-            except Exception:  # a failed step is retried at the next tick; the others still run
-                log.exception("clock step %s failed", name)
+            except Exception as error:  # a failed step is retried at the next tick; the others still run
+                if is_transient(error):  # a backing service does not answer, or the audit log (fail closed)
+                    log.warning("clock step %s waits: %s: %s", name, type(error).__name__, error)
+                else:
+                    log.exception("clock step %s failed", name)
         return report
 
     @staticmethod

@@ -17,6 +17,14 @@ holding a newly sensitive field in clear is re-masked: a suspension and a resump
 default masking, in one transaction, so the tenant keeps receiving the field, masked, and the grant's
 history says why. Masking only ever tightens.
 
+**Failing closed toward less access.** A change that widens access (an approval, the policy's or an
+operator's; a resumption, an operator's or the clock's) first asks the audit log whether it can be
+appended to (pdo.audit.public.require_appendable) and raises AuditLogNotAppendable (an Unavailable: 503 on
+the gateway, retried by the worker until the log is back) when it cannot, before anything is written.
+Changes that narrow access (deny, suspend, revoke, withdraw, expire) never ask: their events are in the
+outbox and reach the audit log when it is back, and refusing a revocation would keep data flowing to
+someone who must be cut off.
+
 Government tenants: pass `tenant_is_government=True` to submit_request; their grants are FREE, and policy
 rules may test `tenant_kind: [government]`. The kind travels on DataRequestSubmitted, and a referral to
 operator review is a DataRequestReferred event, so the tables can be rebuilt from the topics exactly.
@@ -38,6 +46,7 @@ import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
+from pdo.audit.public import require_appendable
 from pdo.authorization import outbox, records, row_filter
 from pdo.authorization import tables as t
 from pdo.authorization.lifecycle import (
@@ -193,6 +202,8 @@ class AuthorizationService:
         if request.status != RequestStatus.SUBMITTED:
             return request
         decision, dataset = self._evaluate(request)
+        if decision.outcome == Outcome.APPROVE:
+            self._require_audit_log()
         with self._change() as conn:
             request = self._locked_request(conn, request_id)
             if request.status != RequestStatus.SUBMITTED:
@@ -256,6 +267,7 @@ class AuthorizationService:
         """
         reason = _optional_text(reason, "reason")
         narrowing = narrowing or Narrowing()
+        self._require_audit_log()
         request = self.get_request(request_id)
         dataset = self._dataset(request.dataset_id)
         if dataset.retired:
@@ -297,6 +309,7 @@ class AuthorizationService:
         denies it (the dataset was reclassified), and every granted field the catalog now marks sensitive
         comes back masked by its default."""
         reason = _optional_text(reason, "reason")
+        self._require_audit_log()
         grant = self.get_grant(grant_id)
         dataset = self._dataset(grant.dataset_id)
         denial = self._hard_denial(grant.fields, dataset, self._tenant_kind(grant))
@@ -521,6 +534,10 @@ class AuthorizationService:
         with self.engine.begin() as conn:
             yield conn
         self._prompt.publish_soon()
+
+    def _require_audit_log(self) -> None:
+        """Before a change that widens access: AuditLogNotAppendable unless the audit log takes entries."""
+        require_appendable(self.engine, self.settings.audit_fail_closed_after_s)
 
     def _hard_denial(
         self, fields: Sequence[str], dataset: Dataset, tenant_kind: TenantKind

@@ -119,3 +119,10 @@ catalog_progress = sa.Table(
     sa.Column("partition", sa.Integer, primary_key=True),
     sa.Column("next_offset", sa.BigInteger, nullable=False),
 )
+
+# What the authorization worker reads of other services' tables, by table name (its role gets exactly this,
+# services/stack/database_roles.py): the audit log's liveness mark, asked before every automatic approval
+# (pdo.audit.public.require_appendable: fail closed).
+BORROWED: dict[str, tuple[str, ...]] = {
+    "audit_liveness": ("SELECT",),
+}

@@ -48,6 +48,13 @@ def _positive_seconds(raw: str) -> int:
     return seconds
 
 
+def _seconds_or_off(raw: str) -> int:
+    seconds = _whole_number(raw)
+    if seconds < 0:
+        raise ConfigError(f"{raw!r} is not a number of seconds (0 turns it off)")
+    return seconds
+
+
 SECURITY_PROTOCOLS = ("SASL_PLAINTEXT", "SASL_SSL")
 
 
@@ -359,6 +366,13 @@ class Settings:
         60,
         "seconds between the audit worker's signed checkpoints of the audit log (one only when it grew)",
         _positive_seconds,
+    )
+    audit_fail_closed_after_s: int = _setting(
+        "PDO_AUDIT_FAIL_CLOSED_AFTER_S",
+        60,
+        "seconds the audit log may go without a successful append before new grants, approvals and "
+        "resumptions are refused (revocations still go through); 0: never refuse",
+        _seconds_or_off,
     )
     policy_file: Path = _setting(
         "PDO_POLICY_FILE",

@@ -64,6 +64,8 @@ class TopicSpec:
     key: str
     values: tuple[str, ...] | str
     source: Path = field(compare=False)
+    # Compacted topics only: how long an event is safe from compaction, whatever follows it on its key.
+    min_compaction_lag_ms: int | None = None
 
     @property
     def templated(self) -> bool:
@@ -75,7 +77,10 @@ class TopicSpec:
 
     @property
     def configs(self) -> dict[str, str]:
-        return {"cleanup.policy": self.cleanup_policy, "retention.ms": str(self.retention_ms)}
+        configs = {"cleanup.policy": self.cleanup_policy, "retention.ms": str(self.retention_ms)}
+        if self.min_compaction_lag_ms is not None:
+            configs["min.compaction.lag.ms"] = str(self.min_compaction_lag_ms)
+        return configs
 
     def render(self, **params: str) -> TopicSpec:
         """The concrete topic for a template, e.g. the feed of one dataset; InvalidInput for a bad id."""
@@ -100,6 +105,10 @@ def _require(raw: dict[str, object], key: str, kind: type[T], source: Path) -> T
             hint="see topics/README.md for the declaration format",
         )
     return value
+
+
+def _optional(raw: dict[str, object], key: str, kind: type[T], source: Path) -> T | None:
+    return None if raw.get(key) is None else _require(raw, key, kind, source)
 
 
 def parse_declaration(source: Path) -> TopicSpec:
@@ -127,6 +136,7 @@ def parse_declaration(source: Path) -> TopicSpec:
         key=_require(raw, "key", str, source),
         values=tuple(values) if isinstance(values, list) else values,
         source=source,
+        min_compaction_lag_ms=_optional(raw, "min_compaction_lag_ms", int, source),
     )
     _check_ranges(spec)
     return spec
@@ -142,6 +152,12 @@ def _check_ranges(spec: TopicSpec) -> None:
         problems.append(f"cleanup_policy must be one of {sorted(CLEANUP_POLICIES)}")
     if spec.retention_ms < -1 or spec.retention_ms == 0:
         problems.append("retention_ms must be -1 (forever) or a positive number of milliseconds")
+    if spec.min_compaction_lag_ms is not None and (
+        spec.min_compaction_lag_ms < 1 or "compact" not in spec.cleanup_policy
+    ):
+        problems.append(
+            "min_compaction_lag_ms must be a positive number of milliseconds, on a compacted topic"
+        )
     if not LEGAL_NAME.match(PLACEHOLDER.sub("x", spec.name)):
         problems.append(f"name {spec.name!r} has characters Kafka does not allow")
     if problems:
@@ -251,7 +267,7 @@ def _compare(admin: KafkaAdminClient, declaration: TopicSpec, report: ApplyRepor
     partitions = len(admin.describe_topics([declaration.name])[0]["partitions"])
     if partitions != declaration.partitions:
         differences.append(f"partitions {partitions} (declared {declaration.partitions})")
-    actual = _topic_configs(admin, declaration.name)
+    actual = _topic_configs(admin, declaration.name, declaration.configs)
     for key, wanted in declaration.configs.items():
         if actual.get(key) != wanted:
             differences.append(f"{key}={actual.get(key)} (declared {wanted})")
@@ -261,8 +277,8 @@ def _compare(admin: KafkaAdminClient, declaration: TopicSpec, report: ApplyRepor
         report.unchanged.append(declaration.name)
 
 
-def _topic_configs(admin: KafkaAdminClient, topic: str) -> dict[str, str]:
-    wanted = {"cleanup.policy": None, "retention.ms": None}
+def _topic_configs(admin: KafkaAdminClient, topic: str, declared: dict[str, str]) -> dict[str, str]:
+    wanted = dict.fromkeys(declared)
     # Describing needs only the names (the stubs type `configs` for altering, where values are set).
     resource = ConfigResource(ConfigResourceType.TOPIC, topic, configs=wanted)  # type: ignore[arg-type]
     described = admin.describe_configs([resource], config_filter="all")["topic"][topic]

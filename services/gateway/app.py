@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Engine
 
+from pdo.audit.public import appendability
 from pdo.core.config import Settings
 from pdo.core.errors import Unavailable
 from pdo.core.http_metrics import MetricsMiddleware
@@ -117,7 +118,8 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.gateway_max_body_bytes)
     app.add_middleware(UnexpectedErrorMiddleware, refusals=metrics.refusals)
     app.add_middleware(MetricsMiddleware, requests=metrics.requests)
-    install_error_handlers(app, metrics.refusals)
+    install_error_handlers(app, metrics.refusals, metrics.audit_refused)
+    metrics.audit_fail_closed.set_function(lambda: float(audit_fail_closed(settings, engine)))
     for router in (
         routes_datasets.router,
         routes_ingest.router,
@@ -155,3 +157,9 @@ def create_app(
         )
 
     return app
+
+
+def audit_fail_closed(settings: Settings, engine: Engine) -> bool:
+    """True while approvals and resumptions are refused for want of an appendable audit log (read at scrape)."""
+    limit_s = settings.audit_fail_closed_after_s
+    return limit_s > 0 and not appendability(engine, limit_s).appendable

@@ -1,7 +1,8 @@
 """How the gateway answers a refusal: PdoError kinds to HTTP statuses, one JSON shape, one metric.
 
 Every refusal reads `{"error": kind, "message": ..., "hint": ...}` (validation errors add `details`, one
-entry per offending field) and is counted in pdo_gateway_refusals_total{route, reason=kind}.
+entry per offending field) and is counted in pdo_gateway_refusals_total{route, reason=kind}; a change
+refused because the audit log is not appendable (503) also in pdo_audit_fail_closed_refusals_total{route}.
 Nothing the caller sent is echoed back unbounded: field paths and messages are clipped and made printable.
 """
 
@@ -16,6 +17,7 @@ from prometheus_client import Counter
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from pdo.audit.public import AuditLogNotAppendable
 from pdo.core.errors import (
     Conflict,
     Forbidden,
@@ -90,7 +92,7 @@ def route_of(request: Request) -> str:
     return route_label(request.scope)
 
 
-def install_error_handlers(app: FastAPI, refusals: Counter) -> None:
+def install_error_handlers(app: FastAPI, refusals: Counter, audit_refused: Counter) -> None:
     """Answer every failure in the gateway's JSON shape and count it by route and kind."""
 
     def refuse(
@@ -111,6 +113,8 @@ def install_error_handlers(app: FastAPI, refusals: Counter) -> None:
     @app.exception_handler(PdoError)
     async def pdo_error(request: Request, error: PdoError) -> JSONResponse:
         kind, status = error_kind(error)
+        if isinstance(error, AuditLogNotAppendable):
+            audit_refused.labels(route=route_of(request)).inc()
         if status == 500:
             log.error("unclassified error on %s: %s", route_of(request), error.message)
         retry_after = getattr(error, "retry_after_s", None)

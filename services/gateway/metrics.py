@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 
 @dataclass(frozen=True)
@@ -13,6 +13,9 @@ class GatewayMetrics:
     requests: Counter
     refusals: Counter
     limited: Counter
+    # Fail closed (pdo.audit.liveness): 1 while the audit log is not appendable, and what it refused meanwhile.
+    audit_fail_closed: Gauge
+    audit_refused: Counter
 
 
 def gateway_metrics() -> GatewayMetrics:
@@ -36,6 +39,18 @@ def gateway_metrics() -> GatewayMetrics:
             "Requests refused (429) or streams ended by a cap, by cap: rate, streams, streams_per_tenant, "
             "stream_duration, grants_per_tenant_dataset",
             ["limit"],
+            registry=registry,
+        ),
+        audit_fail_closed=Gauge(
+            "pdo_audit_fail_closed",
+            "1 while the audit log is not appendable and approvals and resumptions are refused, else 0",
+            registry=registry,
+        ),
+        audit_refused=Counter(
+            "pdo_audit_fail_closed_refusals",
+            "Access-widening changes (approvals, resumptions) refused because the audit log was not "
+            "appendable, by route template",
+            ["route"],
             registry=registry,
         ),
     )

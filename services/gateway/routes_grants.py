@@ -43,7 +43,12 @@ def suspend_grant(request: Request, operator: Operator, grant_id: GrantId, body:
     return authorization(request).suspend(grant_id, operator.principal_id, body.reason)
 
 
-@router.post("/{grant_id}/resume", summary="Resume a suspended grant")
+@router.post(
+    "/{grant_id}/resume",
+    summary="Resume a suspended grant",
+    description="503 (nothing changes) while the audit log cannot be appended to: access is widened only "
+    "when the change can be recorded. Suspensions and revocations go through regardless.",
+)
 def resume_grant(
     request: Request, operator: Operator, grant_id: GrantId, body: OptionalReason | None = None
 ) -> Grant:

@@ -68,7 +68,13 @@ def withdraw_request(
     return request_view(authorization(request).withdraw_request(who, request_id, reason, actor=who))
 
 
-@router.post("/{request_id}/approve", status_code=201, summary="Approve a request, optionally narrowed")
+@router.post(
+    "/{request_id}/approve",
+    status_code=201,
+    summary="Approve a request, optionally narrowed",
+    description="503 (nothing changes) while the audit log cannot be appended to: access is widened only "
+    "when the change can be recorded. Denials go through regardless.",
+)
 def approve_request(
     request: Request, operator: Operator, request_id: RequestId, body: ApprovalIn | None = None
 ) -> Grant:

@@ -68,4 +68,6 @@ BORROWED: dict[str, tuple[str, ...]] = {
     "metering_datasets": ("SELECT",),
     "audit_entries": ("SELECT",),
     "audit_checkpoints": ("SELECT",),
+    # The audit log's liveness mark, asked before approvals and resumptions (fail closed).
+    "audit_liveness": ("SELECT",),
 }

@@ -1,9 +1,10 @@
 """Who owns which table: the one declaration each service's PostgreSQL role is made from.
 
 A service owns the tables of its `tables` module's metadata: it reads and writes them, and no other
-service's role may touch them, except where the other declares it. Only the gateway does
-(`pdo.gateway.tables.BORROWED`): it is the command side of the catalog and the authorization service, and
-it reads the metering tables it serves over HTTP. The billing code runs with metering's role. Sharing keeps
+service's role may touch them, except where the other declares it (a `BORROWED` beside its tables). The
+gateway does (`pdo.gateway.tables.BORROWED`): it is the command side of the catalog and the authorization
+service, and it reads the metering tables it serves over HTTP. The authorization worker reads the audit
+log's liveness mark before approving (fail closed), and so does the gateway. The billing code runs with metering's role. Sharing keeps
 no table and has no role. `apply` turns this into one login role per service (pdo.core.db_roles) on each
 PostgreSQL database that holds its tables; SQLite has no roles and is left alone.
 """
@@ -36,7 +37,10 @@ OWNED: Mapping[str, tuple[sa.MetaData, ...]] = {
     "audit": (audit_tables.metadata,),
     "gateway": (gateway_tables.metadata,),
 }
-BORROWED: Mapping[str, Mapping[str, tuple[str, ...]]] = {"gateway": gateway_tables.BORROWED}
+BORROWED: Mapping[str, Mapping[str, tuple[str, ...]]] = {
+    "gateway": gateway_tables.BORROWED,
+    "authorization": authorization_tables.BORROWED,
+}
 SERVICES = tuple(OWNED)
 
 

@@ -140,6 +140,12 @@ CASES = [
     ("gateway", "SELECT count(*) FROM audit_checkpoints", True),
     ("gateway", "UPDATE audit_entries SET tenant = tenant", False),
     ("gateway", "DELETE FROM audit_checkpoints WHERE false", False),
+    # Fail closed: whoever widens access reads the audit log's liveness mark; only the audit worker writes it.
+    ("gateway", "SELECT count(*) FROM audit_liveness", True),
+    ("authorization", "SELECT count(*) FROM audit_liveness", True),
+    ("gateway", "UPDATE audit_liveness SET size = size", False),
+    ("authorization", "UPDATE audit_liveness SET size = size", False),
+    ("audit", "INSERT INTO audit_liveness (id, appended_at, size) VALUES (1, now(), 0)", True),
 ]
 
 

@@ -49,6 +49,18 @@ def test_apply_creates_a_missing_topic_with_its_declared_layout(kafka_bootstrap,
     assert len(partitions) == 2
 
 
+def test_apply_creates_a_topic_with_its_minimum_compaction_lag(kafka_bootstrap, tmp_path):
+    spec = declaration(tmp_path, min_compaction_lag_ms=604800000)
+
+    with admin_client(Settings.from_env()) as admin:
+        topics.apply(admin, [spec])
+        again = topics.apply(admin, [spec])
+        lagging = topics.apply(admin, [replace(spec, min_compaction_lag_ms=1000)])
+
+    assert again.unchanged == [spec.name]  # the broker holds the declared lag
+    assert "min.compaction.lag.ms=604800000 (declared 1000)" in lagging.drift[0]
+
+
 def test_apply_twice_changes_nothing_the_second_time(kafka_bootstrap, tmp_path):
     spec = declaration(tmp_path)
 

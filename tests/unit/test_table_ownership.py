@@ -62,6 +62,12 @@ def test_what_a_service_borrows_is_another_services_table_and_never_more_than_it
             assert set(privileges) <= db_roles.READ_WRITE
 
 
+def test_the_audit_logs_liveness_mark_is_read_by_whoever_widens_access_and_written_by_audit_alone():
+    for service in ("gateway", "authorization"):
+        assert database_roles.privileges(service)["audit_liveness"] == db_roles.READ
+    assert database_roles.privileges("audit")["audit_liveness"] == db_roles.READ_WRITE
+
+
 def test_the_gateway_writes_the_command_sides_tables_and_only_reads_metering():
     gateway = database_roles.privileges("gateway")
     assert "INSERT" in gateway["catalog_datasets"] and "UPDATE" in gateway["authz_grants"]
@@ -70,8 +76,10 @@ def test_the_gateway_writes_the_command_sides_tables_and_only_reads_metering():
 
 
 def test_services_are_granted_no_other_services_table():
-    for service in ("registry", "catalog", "authorization", "metering"):
+    for service in ("registry", "catalog", "metering"):
         assert set(database_roles.privileges(service)) == set(database_roles.owned_tables(service))
+    authorization = database_roles.privileges("authorization")
+    assert set(authorization) == {*database_roles.owned_tables("authorization"), "audit_liveness"}
     assert "sharing" not in database_roles.SERVICES  # sharing keeps no table
 
 

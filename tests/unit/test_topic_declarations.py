@@ -128,6 +128,14 @@ def test_a_valid_declaration_parses_with_its_configs(tmp_path):
     assert not spec.templated
 
 
+def test_a_minimum_compaction_lag_is_a_config_of_its_own(tmp_path):
+    text = VALID + "min_compaction_lag_ms: 604800000\n"
+
+    spec = topics.parse_declaration(write(tmp_path, "example.yaml", text))
+
+    assert spec.configs["min.compaction.lag.ms"] == "604800000"
+
+
 @pytest.mark.parametrize(
     ("change", "says"),
     [
@@ -139,6 +147,11 @@ def test_a_valid_declaration_parses_with_its_configs(tmp_path):
         (("name: pdo.example", "name: pdo example"), "characters Kafka does not allow"),
         (("values: [pdo.example.v1.Example]", "values: []"), "'values' must list schema full names"),
         (("description: an example", ""), "'description' must be a str"),
+        (("key: example_id", "key: example_id\nmin_compaction_lag_ms: 0"), "min_compaction_lag_ms must be"),
+        (
+            ("cleanup_policy: compact", "cleanup_policy: delete\nmin_compaction_lag_ms: 1000"),
+            "on a compacted topic",
+        ),
     ],
 )
 def test_a_broken_declaration_is_refused_with_the_reason(tmp_path, change, says):
