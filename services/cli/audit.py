@@ -1,10 +1,11 @@
-"""`pdo audit export|verify|prove|public-key`: the audit log, checked offline.
+"""`pdo audit export|verify|prove|public-key|verify-statement`: the audit log, checked offline.
 
 `export --out FILE` writes the log as JSON lines (entries, checkpoints, the public key). `verify` checks the
 log in the database, or an export (`--file`), against its signed checkpoints and the public key: exit 0 with
 a one-line summary, exit 1 naming the first bad entry and why. `prove --entry N` prints the inclusion proof
 of entry N under the latest checkpoint and verifies it. `public-key` prints the PEM public key that
-verifies the checkpoints (never the private key). Exit 2 on a pdo error (no key configured ...).
+verifies the checkpoints (never the private key). `verify-statement` is a tenant's check of a statement
+(pdo.cli.verify_statement). Exit 2 on a pdo error (no key configured ...).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import sys
 from pathlib import Path
 
+from pdo.cli import verify_statement
 from pdo.core import db
 from pdo.core.config import Settings
 from pdo.core.errors import InvalidInput
@@ -44,6 +46,8 @@ def register(subparsers) -> None:
 
     public_key = actions.add_parser("public-key", help="print the PEM public key that verifies checkpoints")
     public_key.set_defaults(func=run_public_key)
+
+    verify_statement.register(actions)
 
 
 def _store(settings: Settings):

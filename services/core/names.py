@@ -30,3 +30,4 @@ class Event(StrEnum):
     QUOTA_EXCEEDED = "pdo.metering.v1.QuotaExceeded"
     STATEMENT_ISSUED = "pdo.metering.v1.StatementIssued"
     DEAD_LETTER = "pdo.deadletter.v1.DeadLetter"
+    DELIVERIES_DIGESTED = "pdo.metering.v1.DeliveriesDigested"

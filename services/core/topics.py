@@ -43,6 +43,7 @@ class TopicId(StrEnum):
     DEAD_LETTERS = "dead-letters"
     FEED = "feed"
     TENANT_STREAM = "tenant-stream"
+    DELIVERY_DIGESTS = "delivery-digests"
 
 
 class TopicDeclarationError(PdoError):

@@ -63,4 +63,5 @@ BORROWED: dict[str, tuple[str, ...]] = {
     "metering_ledger": ("SELECT",),
     "metering_grants": ("SELECT",),
     "metering_datasets": ("SELECT",),
+    "metering_digests": ("SELECT",),  # delivery digests, served under /v1/usage/digests
 }
