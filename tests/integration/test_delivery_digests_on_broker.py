@@ -2,11 +2,13 @@
 """Delivery digests end to end on the real broker and PostgreSQL: records a provider publishes flow through a
 real sharing worker to a tenant's topic; the metering worker counts them and digests them on its timer; the
 audit worker records each digest as a "deliveries.digested" entry. The digests cover exactly the deliveries
-on the tenant's topic, each once, and every audit entry carries its digest's count and root."""
+on the tenant's topic (as the tenant reads it with its own Kafka credentials), each once, and every audit
+entry carries its digest's count and root."""
 
 from __future__ import annotations
 
 import dataclasses
+import hmac
 import json
 import subprocess
 import time
@@ -16,6 +18,7 @@ from collections.abc import Callable, Iterator
 import avro.schema
 import pytest
 import sqlalchemy as sa
+from conftest import admin_credentials, serving_registry
 from sharing_support import (  # noqa: F401
     ACME,
     DISTRICTS,
@@ -31,18 +34,47 @@ from sharing_support import (  # noqa: F401
 from pdo.audit.checkpoints import generate_private_key_pem
 from pdo.audit.tables import entries as audit_entries
 from pdo.authorization.testing import TRAFFIC_FLOW_SCHEMA
-from pdo.billing.topic_scan import scan_tenant_topics
+from pdo.cli.verify_statement import read_properties, received_delivery_ids, tenant_settings
 from pdo.core import db
 from pdo.core.config import Settings
 from pdo.core.kafka import producer
 from pdo.core.provenance import delivery_root
-from pdo.core.topics import feed_topic, tenant_topic
+from pdo.core.topics import feed_topic
+from pdo.gateway.kafka_credentials import KafkaCredentialIssuer
 from pdo.metering import digests
+from pdo.registry.auth import Guard
 
 pytestmark = pytest.mark.integration
 
 RECORDS = 30
 DEADLINE_S = 180
+
+
+@pytest.fixture
+def tenant_passwords() -> dict[str, str]:
+    """Kafka users the test issued, and their passwords: the registry below lets them read their subjects."""
+    return {}
+
+
+@pytest.fixture
+def registry_url(tmp_path, tenant_passwords) -> Iterator[str]:
+    """The test's registry, knowing the suite's admin and the tenants the test issued credentials to (a
+    stand-in for the Kafka login and ACL listing `pdo registry serve` uses)."""
+
+    def guard(metrics):
+        admin, password = admin_credentials()
+
+        def known(user: str, given: str) -> bool:
+            expected = password if user == admin else tenant_passwords.get(user, "\0")
+            return hmac.compare_digest(expected, given)
+
+        def may_read(user: str, topic: str) -> bool:
+            return user in tenant_passwords and f".tenant.{user.partition('.')[2]}." in topic
+
+        return Guard(known, may_read, metrics)
+
+    with serving_registry(f"sqlite:///{tmp_path / 'registry.db'}", guard) as url:
+        yield url
 
 
 @pytest.fixture
@@ -58,7 +90,9 @@ def digesting(settings, tmp_path) -> Iterator[tuple[Settings, Callable[..., subp
 
 
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
-def test_delivered_records_are_digested_once_and_recorded_in_the_audit_log(digesting, platform):
+def test_delivered_records_are_digested_once_and_recorded_in_the_audit_log(
+    digesting, platform, tmp_path, tenant_passwords
+):
     digesting, pdo_workers = digesting
     catalog, service, codec = platform["catalog"], platform["service"], platform["codec"]
     dataset_id = register_dataset(catalog)
@@ -83,12 +117,20 @@ def test_delivered_records_are_digested_once_and_recorded_in_the_audit_log(diges
         assert len(every) == len(set(every)) == RECORDS
         for digest_id, digest in made.items():
             assert (digest.count, digest.root) == (len(leaves[digest_id]), delivery_root(leaves[digest_id]))
-        # The tenant's topic holds exactly the digested deliveries (ids from its records' provenance).
-        topic = tenant_topic(ACME, dataset_id, digesting)
-        scan = scan_tenant_topics(
-            digesting, codec, {topic: (ACME, dataset_id)}, isolation_level="read_committed"
-        )
-        assert set(scan.records) == set(every)
+        # The tenant, with its own Kafka credentials, finds on its topic exactly the digested deliveries (ids
+        # from its records' provenance): what `pdo audit verify-statement` checks billed ids against.
+        issuer = KafkaCredentialIssuer(digesting, lambda provider: [])
+        issued = issuer.issue(ACME)
+        tenant_passwords[issued.username] = issued.password
+        try:
+            properties = tmp_path / "acme.properties"
+            properties.write_text(issued.client_properties())
+            as_tenant = tenant_settings(digesting, read_properties(properties), None)
+            assert as_tenant.kafka_username == issued.username
+            statement = {"tenant_id": ACME, "lines": [{"dataset_id": dataset_id}]}
+            assert received_delivery_ids(as_tenant, statement) == set(every)
+        finally:
+            issuer.revoke(ACME)
         # The audit log recorded every digest with its count and root (a resent one would repeat them).
         assert {details["digest"] for details in recorded} == set(made)
         for details in recorded:
