@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime
 from typing import Any
 
-from pdo.audit.store import Entry
+from pdo.audit.store import Entry, iso_millis
 from pdo.core.deadletters import SourceMessage
 from pdo.core.names import Event
 
@@ -169,13 +169,9 @@ def _digest_details(v: Value) -> dict[str, str | None]:
         "period": v["period"],
         "count": str(v["count"]),
         "root": v["root"],
-        "first_delivered_at": _iso(v["first_delivered_at"]),
-        "last_delivered_at": _iso(v["last_delivered_at"]),
+        "first_delivered_at": iso_millis(_millis(v["first_delivered_at"])),
+        "last_delivered_at": iso_millis(_millis(v["last_delivered_at"])),
     }
-
-
-def _iso(at: datetime) -> str:
-    return _millis(at).isoformat().replace("+00:00", "Z")
 
 
 def _dead_letter_details(v: Value) -> dict[str, str | None]:

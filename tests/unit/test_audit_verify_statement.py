@@ -204,3 +204,12 @@ def test_a_digest_rewritten_after_the_audit_log_recorded_it_fails_check_4(tenant
     err = failure(tenant, capsys)
     assert "FAIL  (4) digest g-acme-clinics.2026-03.1: the audit log recorded count 2 root " in err
     assert f"not count 1 root {delivery_root([kept]).hex()}" in err
+
+
+def test_a_line_naming_no_digest_fails_check_1_with_a_hint(tenant, capsys):
+    lines = billing_tables.statement_lines
+    with tenant.engine.begin() as conn:  # as on a statement issued before digests existed
+        conn.execute(lines.update().where(lines.c.grant_id == "g-acme-clinics").values(digest_count=0))
+    err = failure(tenant, capsys)
+    assert "FAIL  (1) line of grant g-acme-clinics: billed 2 records but names no delivery digest" in err
+    assert "issued before delivery digests existed" in err

@@ -176,8 +176,8 @@ def test_the_audit_recorder_makes_a_deliveries_digested_entry_naming_the_tenant(
         "period": "2026-03",
         "count": "7",
         "root": "01" * 32,
-        "first_delivered_at": "2026-03-10T12:00:00Z",
-        "last_delivered_at": "2026-03-10T12:00:00Z",
+        "first_delivered_at": "2026-03-10T12:00:00.000Z",
+        "last_delivered_at": "2026-03-10T12:00:00.000Z",
     }
     assert entry.occurred_at == NOW
 
