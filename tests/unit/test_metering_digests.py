@@ -6,6 +6,8 @@ whose counts sum to their records."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -96,6 +98,34 @@ def test_each_delivery_is_claimed_into_exactly_one_digest_and_late_rows_into_the
     with engine.connect() as conn:
         assert digests.delivery_ids(conn, "g-1.2026-03.2") == sorted(late)
         assert digests.digest_counts(conn, "2026-03") == {"g-1": 2}
+
+
+def test_a_claim_racing_another_takes_none_of_the_rows_the_other_holds(engine):
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer at a time: claims cannot race there")
+    ids = usage(engine, "g-1", 3, MARCH)
+    racing: dict[str, list[digests.Digest]] = {}
+    with engine.begin() as conn:
+        held = digests.claim(conn, "g-1", "2026-03", NOW)
+        other = threading.Thread(target=lambda: racing.update(made=digests.claim_due(engine, NOW)))
+        other.start()
+        wait_until_blocked(engine)  # the racing UPDATE waits for this transaction's row locks
+    other.join(timeout=60)
+    assert racing["made"] == []  # it re-read the rows claimed and skipped them
+    assert held is not None and held.count == 3
+    assert set(digest_of_rows(engine).values()) == {held.digest_id} and len(ids) == 3
+
+
+def wait_until_blocked(engine, timeout_s: float = 30) -> None:
+    """Until another session of this database waits for a lock (bounded: fails after `timeout_s`)."""
+    query = sa.text(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    deadline = time.monotonic() + timeout_s
+    with engine.connect() as watcher:
+        while watcher.execute(query).scalar_one() == 0:
+            assert time.monotonic() < deadline, "the racing claim never waited for the held rows"
+            time.sleep(0.05)
 
 
 def test_one_digest_per_grant_and_billing_period(engine):
