@@ -8,10 +8,11 @@ The same shape as every stream worker:
     runtime.close()
 
 - one agent per source topic (pdo.requests, pdo.authorizations, pdo.catalog, pdo.quota-exceeded,
-  pdo.statements, pdo.dead-letters) takes the events in batches, turns each into an entry (pdo.audit.recorder)
-  and appends the batch in one transaction (AuditStore.append). faust acknowledges a batch only after the
-  loop body returns, i.e. after the commit; a crash before that redelivers the batch, and the store appends
-  nothing for a source position it already holds, so each event is recorded once;
+  pdo.statements, pdo.dead-letters, pdo.delivery-digests) takes the events in batches, turns each into an
+  entry (pdo.audit.recorder) and appends the batch in one transaction (AuditStore.append). faust
+  acknowledges a batch only after the loop body returns, i.e. after the commit; a crash before that
+  redelivers the batch, and the store appends nothing for a source position it already holds, so each
+  event is recorded once;
 - an event that does not decode is recorded as "event.undecodable" with its source and the reason: the log
   never skips an event silently;
 - a backing service that does not answer (the database, the registry) stalls the batch until it does
@@ -67,6 +68,7 @@ SOURCES = (
     TopicId.QUOTA_EXCEEDED,
     TopicId.STATEMENTS,
     TopicId.DEAD_LETTERS,
+    TopicId.DELIVERY_DIGESTS,
 )
 # Well below any sensible PDO_AUDIT_FAIL_CLOSED_AFTER_S: an idle log never looks stuck.
 LIVENESS_INTERVAL_S = 5.0

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime
 from typing import Any
 
-from pdo.audit.store import Entry
+from pdo.audit.store import Entry, iso_millis
 from pdo.core.deadletters import SourceMessage
 from pdo.core.names import Event
 
@@ -161,6 +161,19 @@ def _statement_details(v: Value) -> dict[str, str | None]:
     }
 
 
+def _digest_details(v: Value) -> dict[str, str | None]:
+    # `tenant` lets a tenant find the digests about it; the root is what its own records must hash to.
+    return {
+        **_parties(v),
+        "digest": v["digest_id"],
+        "period": v["period"],
+        "count": str(v["count"]),
+        "root": v["root"],
+        "first_delivered_at": iso_millis(_millis(v["first_delivered_at"])),
+        "last_delivered_at": iso_millis(_millis(v["last_delivered_at"])),
+    }
+
+
 def _dead_letter_details(v: Value) -> dict[str, str | None]:
     # The reason code and where the message came from; its key, value and headers stay out.
     return {"reason_code": v["reason_code"], "service": v["service"], "source": _position(v)}
@@ -189,4 +202,5 @@ _KINDS: Mapping[str, Kind] = {
     Event.QUOTA_EXCEEDED: ("quota.exceeded", _grant, _no_reason, _quota_details),
     Event.STATEMENT_ISSUED: ("statement.issued", _statement, _no_reason, _statement_details),
     Event.DEAD_LETTER: ("dead_letter.written", _dead_letter, _own_reason, _dead_letter_details),
+    Event.DELIVERIES_DIGESTED: ("deliveries.digested", _grant, _no_reason, _digest_details),
 }

@@ -15,6 +15,12 @@ one line per grant that has usage billed in the period — FREE grants too, at 0
 recomputes the period from the ledger and the grants' plans (metering's projection of the grant events) and lists every difference from what was issued:
 none, to the cent, when the ledger and the plans are unchanged. Rows set aside for review (billing_period
 NULL, delivered in the period) are never billed; `set_aside_rows` lists them beside the statements.
+
+**Delivery digests.** Before pricing, the close claims every row billed in the period that is in no delivery
+digest yet (pdo.metering.public.claim_period, in the same transaction, under the period's lock), so each
+line names its digests — `digest_count` of them, the grant's digests 1..n in the period — and they cover
+exactly the deliveries the line bills: their counts sum to its records. `verify_period` reports a line whose
+digests changed and any billed delivery left outside a digest.
 """
 
 from __future__ import annotations
@@ -61,6 +67,7 @@ class StatementLine:
     amount: Decimal
     plan: str  # the plan in words
     price_plan: PricePlan
+    digest_count: int = 0  # the delivery digests priced: seq 1..digest_count of the grant in the period
 
 
 @dataclass(frozen=True)
@@ -103,6 +110,7 @@ def compute_statements(conn: Connection, period: str) -> list[Statement]:
     """The statements the ledger's rows billed in `period` price to now, by each grant's plan (not stored)."""
     usage = metering.billed_usage(conn, period)
     plans = grant_plans(conn, {row.grant_id for row in usage})
+    digest_counts = metering.digest_counts(conn, period)
     lines: dict[tuple[str, str], list[StatementLine]] = defaultdict(list)
     for row in usage:
         plan = plans[row.grant_id]
@@ -114,6 +122,7 @@ def compute_statements(conn: Connection, period: str) -> list[Statement]:
             pricing.charge(plan, row.records, row.bytes),
             pricing.describe(plan),
             plan,
+            digest_counts.get(row.grant_id, 0),
         )
         lines[(row.tenant_id, plan.currency)].append(line)
     return [
@@ -166,6 +175,7 @@ def close_period(
     with engine.begin() as conn:
         _lock_open_period(conn, period)
         metering.mark_closed(conn, period, now, actor)
+        metering.claim_period(conn, period, now)
         statements = [replace(s, issued_at=now, issued_by=actor) for s in compute_statements(conn, period)]
         for statement in statements:
             _insert_statement(conn, statement)
@@ -210,6 +220,7 @@ def _insert_statement(conn: Connection, statement: Statement) -> None:
                 "amount_cents": to_cents(line.amount),
                 "plan": line.plan,
                 "price_plan": price_plan_to_json(line.price_plan),
+                "digest_count": line.digest_count,
             }
             for line in statement.lines
         ],
@@ -234,6 +245,7 @@ def statement_event(statement: Statement) -> dict[str, Any]:
                 "bytes": line.bytes,
                 "amount": line.amount,
                 "plan": line.plan,
+                "digest_count": line.digest_count,
             }
             for line in statement.lines
         ],
@@ -302,6 +314,7 @@ def _lines_of(conn: Connection, statement_ids: Sequence[str]) -> dict[str, list[
                     from_cents(row["amount_cents"]),
                     row["plan"],
                     price_plan_from_json(row["price_plan"]),
+                    row["digest_count"],
                 )
             )
     return found
@@ -338,7 +351,11 @@ def verify_period(engine: Engine, period: str) -> list[str]:
             )
         issued = {s.statement_id: s for s in load_statements(conn, period=period)}
         recomputed = {s.statement_id: s for s in compute_statements(conn, period)}
-    differences = []
+        undigested = metering.undigested_rows(conn, period)
+    differences = [
+        f"period {period} grant {grant_id}: {rows} billed deliveries are in no delivery digest"
+        for grant_id, rows in sorted(undigested.items())
+    ]
     for statement_id in sorted(issued.keys() | recomputed.keys()):
         differences += statement_differences(
             statement_id, issued.get(statement_id), recomputed.get(statement_id)
@@ -379,7 +396,7 @@ def _line_differences(
         return [f"{where}: on the statement ({issued.records} records {issued.amount}), no usage recomputed"]
     return [
         f"{where}: {name} issued {getattr(issued, name)}, recomputed {getattr(recomputed, name)}"
-        for name in ("records", "bytes", "amount", "plan")
+        for name in ("records", "bytes", "amount", "plan", "digest_count")
         if getattr(issued, name) != getattr(recomputed, name)
     ]
 
@@ -405,6 +422,11 @@ def statement_json(statement: Statement) -> dict[str, Any]:
                 "amount": str(line.amount),
                 "plan": line.plan,
                 "price_plan": json.loads(price_plan_to_json(line.price_plan)),
+                # The delivery digests the line was priced from (GET /v1/usage/digests/{id}/deliveries).
+                "digests": [
+                    metering.digest_id(line.grant_id, statement.period, seq)
+                    for seq in range(1, line.digest_count + 1)
+                ],
             }
             for line in statement.lines
         ],

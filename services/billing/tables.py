@@ -44,5 +44,8 @@ statement_lines = sa.Table(
     # The plan in words, as printed on the statement, and the plan itself (JSON) as it was applied.
     sa.Column("plan", sa.Text, nullable=False),
     sa.Column("price_plan", sa.Text, nullable=False),
+    # The delivery digests the line was priced from (migration 0015): seq 1..digest_count of its grant and period
+    # (pdo.metering.public.digest_id). 0 on lines issued before digests existed.
+    sa.Column("digest_count", sa.Integer, nullable=False, server_default="0"),
     sa.Index("ix_metering_statement_lines_dataset", "dataset_id"),
 )

@@ -76,16 +76,23 @@ def tenant_topics(conn: Connection, settings: Settings) -> dict[str, tuple[str, 
 
 
 def scan_tenant_topics(
-    settings: Settings, codec: AvroCodec, names: dict[str, tuple[str, str]], timeout_s: float = 60.0
+    settings: Settings,
+    codec: AvroCodec,
+    names: dict[str, tuple[str, str]],
+    timeout_s: float = 60.0,
+    isolation_level: str = "read_uncommitted",
 ) -> TopicScan:
     """Read the topics `names` maps to their (tenant, dataset) from their beginning to the end offsets of now,
-    with a consumer outside any group."""
+    with a consumer outside any group (a tenant checking what it received reads "read_committed")."""
     scan = TopicScan(started_at=utc_now())
     assigned = tenant_partitions(settings, names)
     if not assigned:
         return scan
     consumer = kafka.consumer(
-        settings, enable_auto_commit=False, request_timeout_ms=max(settings.kafka_timeout_s * 1000, 5000)
+        settings,
+        enable_auto_commit=False,
+        request_timeout_ms=max(settings.kafka_timeout_s * 1000, 5000),
+        isolation_level=isolation_level,
     )
     try:
         consumer.assign(assigned)

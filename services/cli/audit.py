@@ -1,4 +1,4 @@
-"""`pdo audit export|verify|prove|public-key`: the audit log, checked offline.
+"""`pdo audit export|verify|prove|public-key|verify-statement`: the audit log, checked offline.
 
 `export --out FILE` writes the log as JSON lines (entries, checkpoints, the public key). `verify` checks the
 log in the database, or an export (`--file`), against its signed checkpoints and the public key: exit 0 with
@@ -7,7 +7,8 @@ of entry N under the latest checkpoint and verifies it; `prove --first M --secon
 proof between two signed sizes (as GET /v1/audit/consistency answers) and verifies it. `verify-proof FILE
 --public-key PEM` checks a saved /v1/audit/proof or /v1/audit/consistency answer with nothing else running:
 exit 0 when sound, 1 with the reason. `public-key` prints the PEM public key that
-verifies the checkpoints (never the private key). Exit 2 on a pdo error (no key configured ...).
+verifies the checkpoints (never the private key). `verify-statement` is a tenant's check of a statement
+(pdo.cli.verify_statement). Exit 2 on a pdo error (no key configured ...).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
+from pdo.cli import verify_statement
 from pdo.core import db
 from pdo.core.config import Settings
 from pdo.core.errors import InvalidInput
@@ -71,6 +73,8 @@ def register(subparsers) -> None:
 
     public_key = actions.add_parser("public-key", help="print the PEM public key that verifies checkpoints")
     public_key.set_defaults(func=run_public_key)
+
+    verify_statement.register(actions)
 
 
 def _store(settings: Settings):

@@ -355,6 +355,13 @@ class Settings:
         "Prometheus metrics port of `pdo metering worker` (0: none)",
         _whole_number,
     )
+    metering_digest_interval_s: int = _setting(
+        "PDO_METERING_DIGEST_INTERVAL_S",
+        60,
+        "seconds between the metering leader's delivery digests: each claims every grant's deliveries not in "
+        "a digest yet (one digest per grant and billing period) and publishes DeliveriesDigested",
+        _positive_seconds,
+    )
     audit_metrics_port: int = _setting(
         "PDO_AUDIT_METRICS_PORT",
         9405,

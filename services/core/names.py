@@ -32,3 +32,4 @@ class Event(StrEnum):
     DEAD_LETTER = "pdo.deadletter.v1.DeadLetter"
     AUDIT_ENTRY_LOGGED = "pdo.audit.v1.AuditEntryLogged"
     AUDIT_CHECKPOINT_SIGNED = "pdo.audit.v1.AuditCheckpointSigned"
+    DELIVERIES_DIGESTED = "pdo.metering.v1.DeliveriesDigested"

@@ -44,6 +44,7 @@ class TopicId(StrEnum):
     FEED = "feed"
     TENANT_STREAM = "tenant-stream"
     AUDIT = "audit"
+    DELIVERY_DIGESTS = "delivery-digests"
 
 
 class TopicDeclarationError(PdoError):

@@ -2,6 +2,11 @@
 
 Read straight from the metering windows (pdo.metering.usage), which the ledger transaction keeps equal to the
 ledger; newest window first.
+
+/v1/usage/digests: the delivery digests (pdo.metering.digests) a statement line is priced from, and each
+digest's sorted delivery ids, so a tenant can recompute its root and count from its own records. A tenant
+sees only its own (another tenant's digest answers 404 like a missing one, so ids cannot be probed); an
+operator sees all.
 """
 
 from __future__ import annotations
@@ -9,18 +14,24 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel
 
-from pdo.core.errors import InvalidInput
+from pdo.core.errors import InvalidInput, NotFound
+from pdo.core.months import parse_period
 from pdo.core.vocabulary import UsageWindow
-from pdo.gateway.auth import AnyPrincipal
-from pdo.gateway.deps import catalog
+from pdo.gateway.auth import AnyPrincipal, TenantOrOperator
+from pdo.gateway.deps import ID_PATTERN, catalog, tenant_scope
 from pdo.gateway.models import ERROR_RESPONSES
 from pdo.gateway.principals import Principal, PrincipalKind
-from pdo.metering.public import list_windows
+from pdo.metering.public import delivery_ids, get_digest, list_digests, list_windows
 
 router = APIRouter(prefix="/v1/usage", responses=ERROR_RESPONSES, tags=["usage"])
+
+DigestId = Annotated[
+    str,
+    Path(pattern=ID_PATTERN, max_length=200, description='id of a delivery digest, "<grant>.<period>.<seq>"'),
+]
 
 DEFAULT_SPANS = {UsageWindow.MINUTE: timedelta(hours=1), UsageWindow.DAY: timedelta(days=31)}
 
@@ -66,6 +77,54 @@ def get_usage(
         return UsageOut(window=window, usage=[])
     found = list_windows(request.app.state.engine, window.value, since, until, limit=limit, **scope)
     return UsageOut(window=window, usage=[UsageWindowOut(**w.as_json()) for w in found])
+
+
+@router.get(
+    "/digests",
+    summary="Delivery digests (count and Merkle root of the delivery ids) by period, grant and seq",
+    description="A tenant sees only its own digests, an operator all. Pages of `limit`; `next_offset` is the "
+    "offset of the next page, null after the last.",
+)
+def get_digests(
+    request: Request,
+    principal: TenantOrOperator,
+    grant: Annotated[str | None, Query(pattern=ID_PATTERN, max_length=160)] = None,
+    period: Annotated[str | None, Query(max_length=16, description="a UTC month YYYY-MM")] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    with request.app.state.engine.connect() as conn:
+        found = list_digests(
+            conn,
+            tenant_id=tenant_scope(principal),
+            grant_id=grant,
+            period=parse_period(period) if period else None,
+            limit=limit,
+            offset=offset,
+        )
+    return {
+        "digests": [digest.as_json() for digest in found],
+        "next_offset": offset + limit if len(found) == limit else None,
+    }
+
+
+@router.get(
+    "/digests/{digest_id}/deliveries",
+    summary="One delivery digest and its delivery ids, sorted: the leaves of its Merkle root",
+)
+def get_digest_deliveries(
+    request: Request, principal: TenantOrOperator, digest_id: DigestId
+) -> dict[str, Any]:
+    scope = tenant_scope(principal)
+    with request.app.state.engine.connect() as conn:
+        digest = get_digest(conn, digest_id)
+        if digest is None or scope not in (None, digest.tenant_id):
+            raise NotFound(
+                f"no delivery digest {digest_id!r}" + (" among yours" if scope else ""),
+                hint="list digests with GET /v1/usage/digests?period=YYYY-MM",
+            )
+        ids = delivery_ids(conn, digest_id)
+    return {"digest": digest.as_json(), "delivery_ids": ids}
 
 
 def _scope(

@@ -70,4 +70,5 @@ BORROWED: dict[str, tuple[str, ...]] = {
     "audit_checkpoints": ("SELECT",),
     # The audit log's liveness mark, asked before approvals and resumptions (fail closed).
     "audit_liveness": ("SELECT",),
+    "metering_digests": ("SELECT",),  # delivery digests, served under /v1/usage/digests
 }

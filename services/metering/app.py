@@ -16,6 +16,8 @@
   datasets (pdo.metering.projection) from pdo.authorizations and pdo.catalog, in the same consumer group.
   The projection may lag the deliveries; before a fact is set aside as UNKNOWN_GRANT the handler catches it
   up to the current end of pdo.authorizations (the ordering rule, pdo.metering.projection);
+- the `digest_deliveries` timer (leader only, every PDO_METERING_DIGEST_INTERVAL_S) claims the deliveries
+  not in a digest yet and publishes DeliveriesDigested for each digest (pdo.metering.digests);
 - `timers` given by the entry point run on the leader too (`pdo metering worker` adds billing's gauge
   export, pdo.billing.gauges): metering itself knows nothing of billing.
 
@@ -163,7 +165,11 @@ def create_app(
         app.agent(source(app, topic, settings), name=name)(follow)
 
     # One worker publishes: the others would only find nothing left to do.
-    for timer in (LeaderTimer("publish_usage", PUBLISH_INTERVAL_S, handler.publish_due), *timers):
+    own = (
+        LeaderTimer("publish_usage", PUBLISH_INTERVAL_S, handler.publish_due),
+        LeaderTimer("digest_deliveries", settings.metering_digest_interval_s, handler.digest_deliveries),
+    )
+    for timer in (*own, *timers):
         app.timer(interval=timer.interval_s, on_leader=True, name=timer.name)(_leader_work(timer))
     return app
 

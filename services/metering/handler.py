@@ -15,7 +15,9 @@ the worker retries one by one, so a retry never repeats a step that succeeded:
 5. `announce`: QuotaExceeded for grants that reached their quota in this batch; a failure leaves the notice
    pending in SQL and the timer publishes it later.
 
-The timer (`publish_due`) publishes UsageRecorded for closed windows and any pending quota notices.
+The timer (`publish_due`) publishes UsageRecorded for closed windows and any pending quota notices; the
+digest timer (`digest_deliveries`) claims the deliveries not in a digest yet and publishes every digest the
+broker has not acknowledged (pdo.metering.digests).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from pdo.core.deadletters import DEAD_LETTER, SourceMessage, dead_letter_event
 from pdo.core.events import EventPublisher, utc_now
 from pdo.core.names import Event
 from pdo.core.topics import TopicId
-from pdo.metering import usage
+from pdo.metering import digests, usage
 from pdo.metering.ledger import BatchResult, InvalidFact, Ledger, QuotaNotice, QuotaUsage, UsageFact
 from pdo.metering.projection import known_grants
 
@@ -43,6 +45,7 @@ SERVICE = "metering"
 RECORDS_DELIVERED = Event.RECORDS_DELIVERED
 USAGE_RECORDED = Event.USAGE_RECORDED
 QUOTA_EXCEEDED = Event.QUOTA_EXCEEDED
+DELIVERIES_DIGESTED = Event.DELIVERIES_DIGESTED
 # A window is published this long after it closed, so facts still on their way are in it.
 WINDOW_GRACE = timedelta(seconds=10)
 PUBLISH_LIMIT = 500  # windows per timer tick; the rest follow at the next tick
@@ -182,6 +185,17 @@ class MeteringHandler:
             usage.mark_window_published(self.ledger.engine, window)
         notices = self.announce(usage.pending_notices(self.ledger.engine))
         return len(windows), notices
+
+    def digest_deliveries(self, now: datetime | None = None) -> tuple[int, int]:
+        """Claim new digests, then publish the unacknowledged ones, oldest first; (made, published)."""
+        made = digests.claim_due(self.ledger.engine, now or self.clock())
+        pending = digests.unpublished(self.ledger.engine, PUBLISH_LIMIT)
+        for digest in pending:
+            self.publisher.publish(
+                TopicId.DELIVERY_DIGESTS, DELIVERIES_DIGESTED, digests.deliveries_digested_event(digest)
+            )
+            digests.mark_published(self.ledger.engine, digest, self.clock())
+        return len(made), len(pending)
 
     # ------------------------------------------------------------------------------------------ metrics
 

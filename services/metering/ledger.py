@@ -326,7 +326,8 @@ def _insert_new(conn: Connection, rows: Sequence[dict[str, Any]]) -> set[str]:
     if conn.dialect.name == "postgresql":
         # One parameter per column (an array each, unnested server-side) rather than one per value: psycopg
         # parses a statement's placeholders in Python, which cost more than the insert itself at 14 per row.
-        names = [column.name for column in t.ledger.columns]
+        # The columns the rows give (a digest is claimed later, pdo.metering.digests).
+        names = [column.name for column in t.ledger.columns if column.name in rows[0]]
         arrays = sa.select(
             *(
                 sa.func.unnest(

@@ -9,6 +9,10 @@ period is `lock_period` (the row made to exist and read FOR UPDATE, so the close
 transactions still billing into it) then `mark_closed`, in the closer's transaction: later ledger
 transactions see the period closed and bill late facts into the next open one.
 
+**Delivery digests** (pdo.metering.digests): closing a period calls `claim_period` in the closer's
+transaction, after `lock_period`, so the period's digests cover exactly the rows billed in it; a statement
+line names its grant's digests 1..`digest_counts`[grant] by `digest_id`.
+
 Grants and datasets come from metering's projection of the authorization and catalog events
 (pdo.metering.projection), never from those services' tables.
 """
@@ -24,6 +28,14 @@ from sqlalchemy import Connection
 
 from pdo.core.months import period_end, period_start
 from pdo.metering import tables as t
+from pdo.metering.digests import Digest as Digest
+from pdo.metering.digests import claim_period as claim_period  # the close's claim of what remains
+from pdo.metering.digests import delivery_ids as delivery_ids  # a digest's sorted delivery ids
+from pdo.metering.digests import digest_counts as digest_counts
+from pdo.metering.digests import digest_id as digest_id
+from pdo.metering.digests import get_digest as get_digest
+from pdo.metering.digests import list_digests as list_digests
+from pdo.metering.digests import undigested_rows as undigested_rows
 from pdo.metering.ledger import as_utc, dialect_insert
 from pdo.metering.usage import UsageWindow as UsageWindow
 from pdo.metering.usage import list_windows as list_windows  # usage windows, newest first (the API, the CLI)

@@ -1,5 +1,5 @@
 """SQLAlchemy Core tables metering owns: the usage ledger, billing periods, windows, quota notices (migrations
-0005, 0006) and its projection of other services' events (0009). Billing's statement tables are in
+0005, 0006), its projection of other services' events (0009) and the delivery digests (0015). Billing's statement tables are in
 pdo.billing.tables.
 
 The ledger is where exactly-once metering holds: `delivery_id` is the primary key, so a usage fact Kafka
@@ -33,6 +33,8 @@ ledger = sa.Table(
     # "YYYY-MM" (UTC month) the row is billed in; NULL when set aside for review, with the reason.
     sa.Column("billing_period", sa.String(7), nullable=True),
     sa.Column("set_aside_reason", sa.Text, nullable=True),
+    # The delivery digest the row was claimed into (migration 0015, pdo.metering.digests); NULL until claimed.
+    sa.Column("digest_id", sa.String(200), nullable=True),
     sa.CheckConstraint(
         "(billing_period IS NULL) <> (set_aside_reason IS NULL)",
         name="ck_metering_ledger_billed_or_set_aside",
@@ -40,6 +42,15 @@ ledger = sa.Table(
     sa.Index("ix_metering_ledger_grant_delivered", "grant_id", "delivered_at"),
     sa.Index("ix_metering_ledger_tenant_period", "tenant_id", "billing_period"),
     sa.Index("ix_metering_ledger_dataset_period", "dataset_id", "billing_period"),
+    sa.Index("ix_metering_ledger_digest", "digest_id"),
+    # What the next claim takes: billed rows in no digest yet (a partial index stays small).
+    sa.Index(
+        "ix_metering_ledger_undigested",
+        "grant_id",
+        "billing_period",
+        postgresql_where=sa.text("digest_id IS NULL AND billing_period IS NOT NULL"),
+        sqlite_where=sa.text("digest_id IS NULL AND billing_period IS NOT NULL"),
+    ),
 )
 
 periods = sa.Table(
@@ -89,6 +100,30 @@ quota_notices = sa.Table(
     sa.Column("event_id", sa.String(36), nullable=False),
     sa.Column("noticed_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
+)
+
+# One row per delivery digest (migration 0015, pdo.metering.digests): the ledger rows of one grant and
+# billing period claimed together, their count and the RFC 6962 Merkle root of their sorted delivery ids.
+# `seq` numbers a grant's digests in a period from 1 without gaps, so a statement line names its digests by
+# how many there are; `published_at` stays NULL until the broker acknowledged DeliveriesDigested.
+digests = sa.Table(
+    "metering_digests",
+    metadata,
+    sa.Column("digest_id", sa.String(200), primary_key=True),  # "<grant_id>.<period>.<seq>"
+    sa.Column("grant_id", sa.String(160), nullable=False),
+    sa.Column("tenant_id", sa.String(255), nullable=False),
+    sa.Column("dataset_id", sa.String(64), nullable=False),
+    sa.Column("period", sa.String(7), nullable=False),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("count", sa.BigInteger, nullable=False),
+    sa.Column("root", sa.LargeBinary(32), nullable=False),
+    sa.Column("first_delivered_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("last_delivered_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
+    sa.UniqueConstraint("grant_id", "period", "seq", name="uq_metering_digests_grant_period_seq"),
+    sa.Index("ix_metering_digests_tenant_period", "tenant_id", "period"),
+    sa.Index("ix_metering_digests_published", "published_at", "created_at"),
 )
 
 # ---------------------------------------------------------------------------------------------- projection

@@ -47,7 +47,7 @@ REQUIRED = {
         "AuthorizationExpired",
     },
     "sharing": {"RecordsDelivered"},
-    "metering": {"UsageRecorded", "QuotaExceeded", "StatementIssued"},
+    "metering": {"UsageRecorded", "QuotaExceeded", "StatementIssued", "DeliveriesDigested"},
     "deadletter": {"DeadLetter"},
     "audit": {"AuditEntryLogged", "AuditCheckpointSigned"},
     "datasets": {"TrafficFlow", "EnterpriseRegistry", "AirQuality"},

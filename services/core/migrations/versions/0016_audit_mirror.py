@@ -1,7 +1,7 @@
 """Audit: how far the mirror of the audit log on the pdo.audit topic has got.
 
 Revision ID: 0016
-Revises: 0013
+Revises: 0015
 Create Date: 2026-12-01
 
 Self-contained on purpose (it does not import pdo.audit.tables): a migration describes the database as it
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0016"
-down_revision = "0013"
+down_revision = "0015"
 branch_labels = None
 depends_on = None
 
