@@ -14,12 +14,11 @@ from pathlib import Path
 import httpx
 import pytest
 import sqlalchemy as sa
-from digest_support import ACME_STATEMENT, ClosedMarch, close_march, fake_audit_routes, record_digests
+from digest_support import ACME_STATEMENT, ClosedMarch, close_march, record_digests
 from gateway_support import gateway_database
 from test_gateway_api import FakeAuthorization, FakeCatalog
 
 from pdo.audit import tables as audit_tables
-from pdo.audit.store import AuditStore
 from pdo.billing import tables as billing_tables
 from pdo.cli import verify_statement
 from pdo.cli.main import main
@@ -62,7 +61,6 @@ def setup(tmp_path: Path, monkeypatch, record: bool = True) -> Iterator[Tenant]:
     engine, keys = gateway_database(tmp_path)
     march = close_march(engine, record=record)
     app = create_app(Settings.from_env(), FakeCatalog(), FakeAuthorization(), engine)
-    app.include_router(fake_audit_routes(AuditStore(engine)))
     (tmp_path / "acme.key").write_text(keys["acme"] + "\n")
     (tmp_path / "acme.properties").write_text(
         "bootstrap.servers=127.0.0.1:1\nsecurity.protocol=SASL_PLAINTEXT\nsasl.mechanisms=SCRAM-SHA-512\n"
