@@ -8,7 +8,7 @@ The same shape as every stream worker:
     runtime.close()
 
 - one agent per source topic (pdo.requests, pdo.authorizations, pdo.catalog, pdo.quota-exceeded,
-  pdo.statements, pdo.dead-letters) takes the events in batches, turns each into an entry (pdo.audit.recorder)
+  pdo.statements, pdo.dead-letters, pdo.access) takes the events in batches, turns each into an entry (pdo.audit.recorder)
   and appends the batch in one transaction (AuditStore.append). faust acknowledges a batch only after the
   loop body returns, i.e. after the commit; a crash before that redelivers the batch, and the store appends
   nothing for a source position it already holds, so each event is recorded once;
@@ -56,6 +56,7 @@ SOURCES = (
     TopicId.QUOTA_EXCEEDED,
     TopicId.STATEMENTS,
     TopicId.DEAD_LETTERS,
+    TopicId.ACCESS,
 )
 
 

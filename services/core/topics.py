@@ -43,6 +43,7 @@ class TopicId(StrEnum):
     DEAD_LETTERS = "dead-letters"
     FEED = "feed"
     TENANT_STREAM = "tenant-stream"
+    ACCESS = "access"
 
 
 class TopicDeclarationError(PdoError):

@@ -51,6 +51,21 @@ REQUIRED = {
     "deadletter": {"DeadLetter"},
     "datasets": {"TrafficFlow", "EnterpriseRegistry", "AirQuality"},
     "types": {"Provenance"},
+    "access": {
+        "PrincipalCreated",
+        "PrincipalDisabled",
+        "PrincipalEnabled",
+        "ApiKeyIssued",
+        "ApiKeyRevoked",
+        "KafkaCredentialsIssued",
+        "KafkaCredentialsRevoked",
+        "AclsApplied",
+        "TopicsCreated",
+        "AccessChangeFailed",
+        "PolicyInForce",
+        "DeadLetterReplayed",
+        "PeriodClosed",
+    },
 }
 
 SENSITIVE = {
