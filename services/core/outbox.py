@@ -128,10 +128,11 @@ class Outbox:
         with engine.begin() as conn:
             return conn.execute(self.rows.delete().where(self.rows.c.sent_at < now - keep)).rowcount
 
-    def unsent(self, conn: Connection) -> list[dict[str, Any]]:
-        """The values still waiting, decoded, in order (what a test or an operator looks at)."""
+    def unsent(self, conn: Connection) -> list[tuple[str, dict[str, Any]]]:
+        """(schema name, value) of each event still waiting, decoded, in order (what an operator or a test
+        looks at)."""
         query = sa.select(self.rows).where(self.rows.c.sent_at.is_(None)).order_by(self.rows.c.id)
-        return [_decode(row.schema_name, row.body) for row in conn.execute(query)]
+        return [(row.schema_name, _decode(row.schema_name, row.body)) for row in conn.execute(query)]
 
 
 class OutboxRelay:
