@@ -29,6 +29,12 @@ def register(subparsers) -> None:
         help="also create each service's SCRAM user (password PDO_<SERVICE>_KAFKA_PASSWORD, or a local secret)",
     )
     add_actor_options(apply_parser)
+    apply_parser.add_argument(
+        "--bootstrap",
+        action="store_true",
+        help="a new platform's first setup, before the schema registry runs: apply without recording on "
+        "pdo.access (nothing can be recorded yet); `pdo up` records its bootstrap once the registry runs",
+    )
     apply_parser.set_defaults(func=apply)
     list_parser = actions.add_parser("list", help="every ACL on the broker, by principal")
     list_parser.add_argument("--principal", help="only this Kafka user, e.g. tenant.acme")
@@ -38,7 +44,11 @@ def register(subparsers) -> None:
 def apply(args) -> int:
     settings = Settings.from_env()
     events = OnDemandPublisher(settings)
-    audit = Audit(AccessLog(events), operator_actor(args.by), "pdo acls apply", args.act_reason)
+    audit = (
+        None
+        if args.bootstrap
+        else Audit(AccessLog(events), operator_actor(args.by), "pdo acls apply", args.act_reason)
+    )
     try:
         report = apply_acls(
             settings, check=args.check, prune=args.prune, users=args.service_users, audit=audit

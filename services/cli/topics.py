@@ -23,6 +23,12 @@ def register(subparsers) -> None:
         "--check", action="store_true", help="exit 1 when an existing topic differs from its declaration"
     )
     add_actor_options(apply_parser)
+    apply_parser.add_argument(
+        "--bootstrap",
+        action="store_true",
+        help="a new platform's first setup, before the schema registry runs: apply without recording on "
+        "pdo.access (nothing can be recorded yet); `pdo up` records its bootstrap once the registry runs",
+    )
     apply_parser.set_defaults(func=apply)
 
 
@@ -36,7 +42,11 @@ def list_declared(_args) -> int:
 def apply(args) -> int:
     settings = Settings.from_env()
     events = OnDemandPublisher(settings)
-    audit = Audit(AccessLog(events), operator_actor(args.by), "pdo topics apply", args.act_reason)
+    audit = (
+        None
+        if args.bootstrap
+        else Audit(AccessLog(events), operator_actor(args.by), "pdo topics apply", args.act_reason)
+    )
     try:
         report = apply_topics(settings, audit=audit)
     finally:

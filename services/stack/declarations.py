@@ -9,8 +9,9 @@ users to set (AclsApplied); when the event cannot be published nothing changes a
 the reason. The trade-off: an entry may name a change the broker then refused; it records the act as
 ordered, and the failure is a second event. Two exceptions, both named here: pdo.access itself is created
 before its own event (there is nowhere to record anything until it exists; the event then names it too),
-and the local platform's bootstrap (`local_platform`: `pdo up`, `pdo demo`) applies before the schema
-registry runs, so it records what it applied once the registry is up (`record_bootstrap`).
+and a new platform's bootstrap applies before the schema registry runs, when nothing can be recorded: the
+local platform (`pdo up`, `pdo demo`) records what it applied once the registry is up (`record_bootstrap`);
+`pdo topics|acls apply --bootstrap` (compose's kafka-init) applies unrecorded.
 """
 
 from __future__ import annotations
