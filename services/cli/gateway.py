@@ -2,8 +2,8 @@
 
 A key is printed once, when it is issued, and never again: pdo keeps only its salted hash. Every change is
 recorded for the audit log with who made it (`--by`, by default operator:<your login>) and why (`--reason`):
-principal and key changes commit with their event and are published right after (or by the gateway's relay
-when no broker answers now); Kafka credential changes are refused when their event cannot be published.
+principal and key changes commit with their event, which the gateway's relay publishes; Kafka credential
+changes are refused when their event cannot be published.
 """
 
 from __future__ import annotations
@@ -81,28 +81,12 @@ def register_principals(subparsers) -> None:
 
 
 def _store(settings: Settings):
-    """The principals over the gateway's tables; each change's event is published right after its commit."""
+    """The principals over the gateway's tables. Each change commits with its event; the gateway's relay
+    publishes it (so these commands work, as before, while no broker runs)."""
     from pdo.gateway.principals import PrincipalStore
 
     db.upgrade(settings.database_url)
-    engine = db.make_engine(settings.database_url)
-    return PrincipalStore(engine, after_commit=lambda: _publish_access_events(settings, engine))
-
-
-def _publish_access_events(settings: Settings, engine) -> None:
-    """Publish the gateway's outbox now; what cannot go out now waits for the gateway's relay."""
-    from pdo.core.events import OnDemandPublisher
-    from pdo.gateway.outbox import relay
-
-    publisher = OnDemandPublisher(settings)
-    try:
-        relay(engine, publisher, settings.kafka_timeout_s).publish_all()
-    except Exception as error:  # committed: the gateway's relay publishes it once the broker answers
-        print(
-            f"note: the change is committed; its audit event waits for the gateway ({error})", file=sys.stderr
-        )
-    finally:
-        publisher.close()
+    return PrincipalStore(db.make_engine(settings.database_url))
 
 
 def _print_key(principal_id: str, key: str) -> None:
@@ -226,6 +210,7 @@ def serve_gateway(settings: Settings) -> None:
     from pdo.core.events import EventPublisher
     from pdo.core.registry_client import RegistryClient
     from pdo.gateway.app import create_app
+    from pdo.gateway.outbox import RELAY_INTERVAL_S
 
     db.upgrade(settings.database_url)
     host, port = (settings.gateway_host, settings.gateway_port)
@@ -238,7 +223,14 @@ def serve_gateway(settings: Settings) -> None:
         resources.callback(registry.close)
         catalog = CatalogService(engine, publisher, registry, settings)
         authorization = AuthorizationService(engine, publisher, catalog, load_policy(), settings)
-        app = create_app(settings, catalog, authorization, engine, access_events=publisher)
+        app = create_app(
+            settings,
+            catalog,
+            authorization,
+            engine,
+            access_events=publisher,
+            relay_interval_s=RELAY_INTERVAL_S,
+        )
         print(f"gateway serving at http://{host}:{port} (API docs at /docs, operator console at /console)")
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info"))
         try:

@@ -73,6 +73,7 @@ def create_app(
     dead_letters: routes_deadletters.DeadLetterSource | None = None,
     kafka_credentials: KafkaCredentialIssuer | None = None,
     access_events: Publisher | None = None,
+    relay_interval_s: float | None = None,
 ) -> fastapi.FastAPI:
     """The gateway over `engine` (migrated already: pdo.core.db.upgrade) and the two services.
 
@@ -85,6 +86,8 @@ def create_app(
     `kafka_credentials` issues and revokes tenants' and providers' Kafka users; by default on the broker.
     `access_events` publishes access acts to pdo.access (the outbox of principal and key changes, and the
     record made before a Kafka credential changes); by default an OnDemandPublisher over `settings`.
+    `relay_interval_s`: how often the app publishes what its outbox still holds (the served gateway's
+    relay: changes whose prompt publish failed, or made by `pdo principals`); None runs no relay.
     """
     metrics = gateway_metrics()
     own_feeds = feeds is None
@@ -96,9 +99,10 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: fastapi.FastAPI) -> AsyncIterator[None]:
-        relaying = asyncio.create_task(_relay_access_events(relay))
+        relaying = None if relay_interval_s is None else asyncio.create_task(_relay(relay, relay_interval_s))
         yield
-        relaying.cancel()
+        if relaying is not None:
+            relaying.cancel()
         if own_feeds:
             feeds.close()
         if own_streams:
@@ -170,11 +174,11 @@ def create_app(
     return app
 
 
-async def _relay_access_events(relay: OutboxRelay) -> None:
-    """Publish what the prompt rounds could not (the broker was away, or `pdo principals` committed while no
-    broker answered), and prune what went out long ago: every RELAY_INTERVAL_S, as long as the app runs."""
+async def _relay(relay: OutboxRelay, interval_s: float) -> None:
+    """Publish what the prompt rounds could not (the broker was away, or `pdo principals` committed it) and
+    prune what went out long ago, every `interval_s`, as long as the app runs."""
     while True:
-        await asyncio.sleep(access_outbox.RELAY_INTERVAL_S)
+        await asyncio.sleep(interval_s)
         try:
             await asyncio.to_thread(_relay_round, relay)
         except Exception as error:  # the rows wait, in order, for the next round
