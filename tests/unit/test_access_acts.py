@@ -8,6 +8,7 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -25,9 +26,11 @@ from pdo.core.config import Settings
 from pdo.core.deadletters import StoredDeadLetter
 from pdo.core.errors import Conflict, PdoError, Unavailable
 from pdo.core.names import Event
+from pdo.core.serving import ServerThread
 from pdo.core.topics import TopicId
 from pdo.gateway import outbox as gateway_outbox
 from pdo.gateway import tables as gateway_tables
+from pdo.gateway.app import create_app
 from pdo.gateway.kafka_credentials import InMemoryUsers, KafkaCredentialIssuer
 from pdo.gateway.principals import PrincipalStore
 from pdo.metering import outbox as metering_outbox
@@ -561,3 +564,55 @@ def test_every_access_event_has_its_kind_in_the_recorder():
 def test_entries_about_other_principals_name_no_tenant():
     entry = entry_for(Event.PRINCIPAL_DISABLED, KINDS[1][1], "pdo.access[0]@5")
     assert "tenant" not in entry.details
+
+
+# ---------------------------------------------------------------------------------------------- the HTTP API
+
+
+@pytest.fixture
+def gateway(engine, publisher):
+    """The gateway over real principals and no other service, its access acts recorded in `publisher`; (http, keys)."""
+    store = PrincipalStore(engine)
+    keys = {}
+    for kind, name in (("operator", "alice"), ("tenant", "acme")):
+        store.create_principal(kind, name)
+        keys[name] = {"Authorization": f"Bearer {store.issue_key(f'{kind}:{name}').key}"}
+    issuer = KafkaCredentialIssuer(Settings.from_env(), lambda provider: [], InMemoryUsers(), publisher)
+    app = create_app(
+        Settings.from_env(),
+        None,
+        None,
+        engine,
+        dead_letters=lambda limit: [],
+        kafka_credentials=issuer,
+        access_events=publisher,
+    )
+    with ServerThread(app) as server, httpx.Client(base_url=server.url, timeout=30) as http:
+        yield http, keys
+
+
+def test_operators_create_principals_and_revoke_keys_over_http_and_each_act_is_published(gateway, publisher):
+    http, keys = gateway
+    created = http.post("/v1/principals", json={"kind": "provider", "name": "bureau"}, headers=keys["alice"])
+    assert created.status_code == 201, created.text
+    assert created.headers["Cache-Control"] == "no-store"
+    key_id = created.json()["key_id"]
+    revoked = http.delete(f"/v1/api-keys/{key_id}", params={"reason": "rotated"}, headers=keys["alice"])
+    assert revoked.status_code == 200 and revoked.json()["revoked_at"]
+    refused = http.post("/v1/principals", json={"kind": "tenant", "name": "x"}, headers=keys["acme"])
+    assert refused.status_code == 403
+    mine = [e.value for e in publisher.events if e.value.get("principal_id") == "provider:bureau"]
+    assert [(v["actor"], v.get("key_id"), v["reason"]) for v in mine] == [
+        (OPERATOR, None, None),
+        (OPERATOR, key_id, None),
+        (OPERATOR, key_id, "rotated"),
+    ]
+    assert created.json()["api_key"] not in text_of(publisher.events)
+
+
+def test_a_kafka_credential_that_cannot_be_recorded_is_refused_with_503(gateway, publisher):
+    http, keys = gateway
+    publisher.down = True
+    answer = http.post("/v1/kafka-credentials", headers=keys["acme"])
+    assert answer.status_code == 503
+    assert answer.json()["error"] == "unavailable" and "pdo.access" in answer.json()["hint"]
