@@ -8,7 +8,7 @@ The same shape as every stream worker:
     runtime.close()
 
 - one agent per source topic (pdo.requests, pdo.authorizations, pdo.catalog, pdo.quota-exceeded,
-  pdo.statements, pdo.dead-letters, pdo.delivery-digests) takes the events in batches, turns each into an
+  pdo.statements, pdo.dead-letters, pdo.delivery-digests, pdo.access) takes the events in batches, turns each into an
   entry (pdo.audit.recorder) and appends the batch in one transaction (AuditStore.append). faust
   acknowledges a batch only after the loop body returns, i.e. after the commit; a crash before that
   redelivers the batch, and the store appends nothing for a source position it already holds, so each
@@ -69,6 +69,7 @@ SOURCES = (
     TopicId.STATEMENTS,
     TopicId.DEAD_LETTERS,
     TopicId.DELIVERY_DIGESTS,
+    TopicId.ACCESS,
 )
 # Well below any sensible PDO_AUDIT_FAIL_CLOSED_AFTER_S: an idle log never looks stuck.
 LIVENESS_INTERVAL_S = 5.0

@@ -179,6 +179,76 @@ def _dead_letter_details(v: Value) -> dict[str, str | None]:
     return {"reason_code": v["reason_code"], "service": v["service"], "source": _position(v)}
 
 
+def _principal(v: Value) -> str:
+    return f"principal:{v['principal_id']}"
+
+
+def _tenant_of(principal_id: str) -> str | None:
+    # Entries about a tenant name it, so a tenant can later find the entries that concern it.
+    return principal_id if principal_id.startswith("tenant:") else None
+
+
+def _principal_details(v: Value) -> dict[str, str | None]:
+    return {"tenant": _tenant_of(v["principal_id"])}
+
+
+def _created_details(v: Value) -> dict[str, str | None]:
+    return {
+        **_principal_details(v),
+        "kind": v["kind"],
+        "display_name": v["display_name"],
+        "government": "yes" if v["is_government"] else None,
+    }
+
+
+def _key_details(v: Value) -> dict[str, str | None]:
+    # The key's public id only: the key, its hash and its salt are never in an event.
+    return {**_principal_details(v), "key_id": v["key_id"]}
+
+
+def _kafka_issued_details(v: Value) -> dict[str, str | None]:
+    return {**_principal_details(v), "username": v["username"], "acls": "; ".join(v["acls"])}
+
+
+def _kafka_revoked_details(v: Value) -> dict[str, str | None]:
+    return {**_principal_details(v), "username": v["username"]}
+
+
+def _acls_details(v: Value) -> dict[str, str | None]:
+    return {
+        "command": v["command"],
+        "added": "; ".join(v["added"]) or None,
+        "removed": "; ".join(v["removed"]) or None,
+        "service_users": ", ".join(v["service_users"]) or None,
+    }
+
+
+def _topics_details(v: Value) -> dict[str, str | None]:
+    return {"command": v["command"], "topics": ", ".join(v["topics"])}
+
+
+def _failure_details(v: Value) -> dict[str, str | None]:
+    return {
+        "ordered_event": v["ordered_event_id"],
+        "ordered_action": v["action"],
+        "error": v["error"],
+        "tenant": v.get("tenant_id"),
+    }
+
+
+def _policy_details(v: Value) -> dict[str, str | None]:
+    return {"sha256": v["sha256"], "previous_sha256": v.get("previous_sha256")}
+
+
+def _replay_details(v: Value) -> dict[str, str | None]:
+    return {
+        "dead_letter": v["dead_letter"],
+        "to": f"{v['source_topic']}[{v['source_partition']}]",
+        "reason_code": v["reason_code"],
+        "service": v["service"],
+    }
+
+
 Kind = tuple[
     str,
     Callable[[Value], str],
@@ -203,4 +273,42 @@ _KINDS: Mapping[str, Kind] = {
     Event.STATEMENT_ISSUED: ("statement.issued", _statement, _no_reason, _statement_details),
     Event.DEAD_LETTER: ("dead_letter.written", _dead_letter, _own_reason, _dead_letter_details),
     Event.DELIVERIES_DIGESTED: ("deliveries.digested", _grant, _no_reason, _digest_details),
+    Event.PRINCIPAL_CREATED: ("principal.created", _principal, _own_reason, _created_details),
+    Event.PRINCIPAL_DISABLED: ("principal.disabled", _principal, _own_reason, _principal_details),
+    Event.PRINCIPAL_ENABLED: ("principal.enabled", _principal, _own_reason, _principal_details),
+    Event.API_KEY_ISSUED: ("api_key.issued", _principal, _own_reason, _key_details),
+    Event.API_KEY_REVOKED: ("api_key.revoked", _principal, _own_reason, _key_details),
+    Event.KAFKA_CREDENTIALS_ISSUED: (
+        "kafka_credentials.issued",
+        _principal,
+        _own_reason,
+        _kafka_issued_details,
+    ),
+    Event.KAFKA_CREDENTIALS_REVOKED: (
+        "kafka_credentials.revoked",
+        _principal,
+        _own_reason,
+        _kafka_revoked_details,
+    ),
+    Event.ACLS_APPLIED: ("acls.applied", lambda v: "acls:services", _own_reason, _acls_details),
+    Event.TOPICS_CREATED: ("topics.created", lambda v: "topics:declared", _own_reason, _topics_details),
+    Event.ACCESS_CHANGE_FAILED: (
+        "access_change.failed",
+        lambda v: v["subject"],
+        _no_reason,
+        _failure_details,
+    ),
+    Event.POLICY_IN_FORCE: (
+        "policy.in_force",
+        lambda v: f"policy:{v['policy']}",
+        _no_reason,
+        _policy_details,
+    ),
+    Event.DEAD_LETTER_REPLAYED: ("dead_letter.replayed", _dead_letter, _own_reason, _replay_details),
+    Event.PERIOD_CLOSED: (
+        "period.closed",
+        lambda v: f"period:{v['period']}",
+        _own_reason,
+        lambda v: {"statements": str(v["statements"])},
+    ),
 }

@@ -6,59 +6,47 @@ committed: a rolled-back change never reaches a topic, and a committed one is pu
 later — once the broker takes it. Grant versions come from the committed row only, and `authz_outbox` holds
 at most one event per (grant, version) (a unique constraint), so a version is never reused.
 
-**Publishing** (`OutboxRelay.publish_pending`) sends unsent rows in `id` order and marks them sent only
-after the broker acknowledged each. One relay publishes at a time, whatever the number of processes: it
-first takes a lease (one row of `authz_outbox_lease`, an UPDATE that succeeds only when the lease is free or
-expired — plain SQL, the same on SQLite and PostgreSQL, and no lock is held while it talks to Kafka). A
-grant's transitions are serialised by the grant's row, so its later event always has a larger `id`: one relay
-sending in `id` order sends each grant's events in version order. Should a relay stall past its lease and
-another take over, an event may go out twice; that is harmless because every consumer applies grant
-versions monotonically (sharing's GrantBook and the projection keep a snapshot only if its version is newer).
-
-The value is stored as its Avro body (schemaless, the event's own schema), so a value that does not fit
-its schema fails inside the transaction, and the relay publishes exactly what was committed.
+**Publishing** is the shared relay's (pdo.core.outbox: in `id` order, one relay at a time under the lease
+row of `authz_outbox_lease`). A grant's transitions are serialised by the grant's row, so its later event
+always has a larger `id`: one relay sending in `id` order sends each grant's events in version order. Should
+a relay stall past its lease and another take over, an event may go out twice; that is harmless because
+every consumer applies grant versions monotonically (sharing's GrantBook and the projection keep a snapshot
+only if its version is newer).
 """
 
 from __future__ import annotations
 
-import io
-import json
-import logging
-import os
-import socket
-import threading
-import time
-import uuid
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import datetime, timedelta
-from functools import cache
-from typing import Any, Protocol, cast
+from typing import Any
 
-import fastavro
 import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
 
 from pdo.authorization import tables as t
-from pdo.core import schemas
+from pdo.core import outbox as shared
 from pdo.core.events import utc_now
+from pdo.core.outbox import BATCH_ROWS, LEASE_RETRY_S, SENT_RETENTION, PromptPublisher, Publisher
 from pdo.core.topics import TopicId
 
-log = logging.getLogger(__name__)
+__all__ = [
+    "BATCH_ROWS",
+    "LEASE_NAME",
+    "LEASE_RETRY_S",
+    "OUTBOX",
+    "SENT_RETENTION",
+    "OutboxRelay",
+    "PromptPublisher",
+    "Publisher",
+    "pending_count",
+    "pending_in",
+    "prune_sent",
+    "stage",
+    "unpublished_grant_versions",
+]
 
 LEASE_NAME = "authorization-outbox"
-BATCH_ROWS = 500
-# While another relay holds the lease, a prompt publish looks again this often (until its wait is over).
-LEASE_RETRY_S = 0.01
-# Sent rows are kept this long (to see what went out when), then pruned by the worker's clock.
-SENT_RETENTION = timedelta(days=7)
-
-
-class Publisher(Protocol):
-    def publish(
-        self, topic: TopicId, schema_name: str, value: dict[str, Any], key: str | None = None
-    ) -> tuple[str, int, int]: ...
+OUTBOX = shared.Outbox(t.outbox, t.outbox_lease, LEASE_NAME)
 
 
 def stage(
@@ -70,21 +58,21 @@ def stage(
     grant_version: int | None = None,
 ) -> None:
     """Add the event to the outbox inside the caller's transaction; it is published once that commits."""
-    conn.execute(
-        t.outbox.insert().values(
-            topic=topic.value,
-            schema_name=schema_name,
-            event_key=key,
-            grant_version=grant_version,
-            body=_encode(schema_name, value),
-            created_at=utc_now(),
-        )
-    )
+    OUTBOX.stage(conn, topic, schema_name, value, key, grant_version=grant_version)
 
 
 def pending_count(engine: Engine) -> int:
-    with engine.connect() as conn:
-        return pending_in(conn)
+    return OUTBOX.pending_count(engine)
+
+
+def pending_in(conn: Connection) -> int:
+    """Events committed but not yet acknowledged by the broker."""
+    return OUTBOX.pending_in(conn)
+
+
+def prune_sent(engine: Engine, now: datetime, keep: timedelta = SENT_RETENTION) -> int:
+    """Delete rows the broker acknowledged more than `keep` ago; how many. Unsent rows are never pruned."""
+    return OUTBOX.prune_sent(engine, now, keep)
 
 
 def unpublished_grant_versions(conn: Connection, grant_id: str | None = None) -> set[tuple[str, int]]:
@@ -100,21 +88,8 @@ def unpublished_grant_versions(conn: Connection, grant_id: str | None = None) ->
     return {(key, version) for key, version in conn.execute(query)}
 
 
-def pending_in(conn: Connection) -> int:
-    """Events committed but not yet acknowledged by the broker."""
-    query = sa.select(sa.func.count()).select_from(t.outbox).where(t.outbox.c.sent_at.is_(None))
-    return conn.execute(query).scalar_one()
-
-
-def prune_sent(engine: Engine, now: datetime, keep: timedelta = SENT_RETENTION) -> int:
-    """Delete rows the broker acknowledged more than `keep` ago; how many. Unsent rows are never pruned."""
-    with engine.begin() as conn:
-        done = conn.execute(t.outbox.delete().where(t.outbox.c.sent_at < now - keep))
-        return done.rowcount
-
-
-class OutboxRelay:
-    """Publishes the outbox's unsent rows in order; any number of relays may run, one publishes at a time."""
+class OutboxRelay(shared.OutboxRelay):
+    """The shared relay over the authorization outbox."""
 
     def __init__(
         self,
@@ -123,118 +98,4 @@ class OutboxRelay:
         lease: timedelta,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
-        self.engine = engine
-        self.publisher = publisher
-        self.lease = lease
-        self.clock = clock
-        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-    def publish_pending(self, limit: int = BATCH_ROWS) -> int:
-        """Send up to `limit` unsent rows; how many the broker acknowledged (0 when another relay holds the
-        lease). A send that fails stops the round: the row and those after it wait for the next one, so
-        nothing overtakes an unsent event. Raises what the publisher raised, after recording what was sent."""
-        # Looking first is one cheap read; taking the lease when there is nothing to send would only make
-        # a relay with work (a process that has just committed) wait for it.
-        if pending_count(self.engine) == 0 or not self._take_lease():
-            return 0
-        sent: list[int] = []
-        try:
-            for row in self._unsent(limit):
-                value = _decode(row.schema_name, row.body)
-                self.publisher.publish(TopicId(row.topic), row.schema_name, value, key=row.event_key)
-                sent.append(row.id)
-        finally:
-            self._mark_sent(sent)
-            self._release_lease()
-        return len(sent)
-
-    def publish_all(self) -> int:
-        """Publish until nothing is pending (or another relay holds the lease)."""
-        total = 0
-        while (done := self.publish_pending()) > 0:
-            total += done
-        return total
-
-    def _take_lease(self) -> bool:
-        now = self.clock()
-        with self.engine.begin() as conn:
-            taken = conn.execute(
-                t.outbox_lease.update()
-                .where(t.outbox_lease.c.name == LEASE_NAME)
-                # Free or expired only: not even this relay's own holder, so two threads of one process
-                # (a prompt publish and the worker's timer) never publish at the same time either.
-                .where(sa.or_(t.outbox_lease.c.holder.is_(None), t.outbox_lease.c.expires_at < now))
-                .values(holder=self.holder, expires_at=now + self.lease)
-            )
-            return taken.rowcount == 1
-
-    def _release_lease(self) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(
-                t.outbox_lease.update()
-                .where(t.outbox_lease.c.name == LEASE_NAME)
-                .where(t.outbox_lease.c.holder == self.holder)
-                .values(holder=None, expires_at=None)
-            )
-
-    def _unsent(self, limit: int) -> list[Any]:
-        query = sa.select(t.outbox).where(t.outbox.c.sent_at.is_(None)).order_by(t.outbox.c.id).limit(limit)
-        with self.engine.connect() as conn:
-            return list(conn.execute(query))
-
-    def _mark_sent(self, ids: list[int]) -> None:
-        if not ids:
-            return
-        with self.engine.begin() as conn:
-            conn.execute(t.outbox.update().where(t.outbox.c.id.in_(ids)).values(sent_at=self.clock()))
-
-
-class PromptPublisher:
-    """Publishes the outbox right after a commit, on a thread of its own, waiting at most `wait_s`.
-
-    The caller (an operator's HTTP request, a worker's decision) gets its answer promptly even when the
-    broker is down; the change is committed, and the worker's relay publishes it later. At most one round
-    runs and one waits, so a burst of commits while the broker is away does not pile up threads.
-    """
-
-    def __init__(self, relay: OutboxRelay, wait_s: float) -> None:
-        self.relay = relay
-        self.wait_s = wait_s
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pdo-outbox")
-        self._lock = threading.Lock()
-        self._queued: Future | None = None
-
-    def publish_soon(self) -> None:
-        with self._lock:
-            queued = self._queued
-            if queued is None or queued.running() or queued.done():
-                # A round already running may have read the outbox before this commit: queue another.
-                queued = self._queued = self._executor.submit(self._publish, time.monotonic() + self.wait_s)
-        try:
-            queued.result(timeout=self.wait_s)
-        except FutureTimeout:
-            log.warning("the outbox is still being published; the change is committed, its event follows")
-        except Exception as error:  # committed; the worker's relay retries until the broker takes it
-            log.warning("committed, but its event is not published yet (%s); the relay retries", error)
-
-    def _publish(self, deadline: float) -> None:
-        while True:
-            self.relay.publish_all()
-            if pending_count(self.relay.engine) == 0 or time.monotonic() >= deadline:
-                return
-            time.sleep(LEASE_RETRY_S)  # another relay holds the lease: it or this loop will publish
-
-
-def _encode(schema_name: str, value: dict[str, Any]) -> bytes:
-    body = io.BytesIO()
-    fastavro.schemaless_writer(body, _parsed(schema_name), value)
-    return body.getvalue()
-
-
-def _decode(schema_name: str, body: bytes) -> dict[str, Any]:
-    return cast(dict[str, Any], fastavro.schemaless_reader(io.BytesIO(body), _parsed(schema_name), None))
-
-
-@cache
-def _parsed(schema_name: str) -> Any:
-    return fastavro.parse_schema(json.loads(str(schemas.get(schema_name))))
+        super().__init__(OUTBOX, engine, publisher, lease, clock)

@@ -12,6 +12,7 @@ Grant lifecycle facts reach every other service as events on pdo.authorizations.
 from pdo.authorization import row_filter
 from pdo.authorization.models import DataRequest, Grant, Narrowing, RequestSpec, RequestStatus
 from pdo.authorization.policy import load_policy
+from pdo.authorization.policy_in_force import record_in_force
 from pdo.authorization.service import AuthorizationService
 from pdo.authorization.tables import metadata
 
@@ -24,5 +25,6 @@ __all__ = [
     "RequestStatus",
     "load_policy",
     "metadata",
+    "record_in_force",
     "row_filter",
 ]

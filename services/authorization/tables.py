@@ -1,4 +1,4 @@
-"""SQLAlchemy Core tables of the authorization service; they mirror migrations 0003, 0008 and 0010
+"""SQLAlchemy Core tables of the authorization service; they mirror migrations 0003, 0008, 0010 and 0014
 (keep them in step)."""
 
 from __future__ import annotations
@@ -87,6 +87,16 @@ outbox_lease = sa.Table(
     sa.Column("name", sa.String(64), primary_key=True),
     sa.Column("holder", sa.String(255), nullable=True),
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
+)
+
+# The policy file in force when a worker last started, by its SHA-256 (policy_in_force.py): a worker starting
+# with another one records the change as an access event, in the transaction that updates this row.
+policy_in_force = sa.Table(
+    "authz_policy_in_force",
+    metadata,
+    sa.Column("policy", sa.String(64), primary_key=True),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("since", sa.DateTime(timezone=True), nullable=False),
 )
 
 # The worker's own view of the catalog (datasets.py), projected from pdo.catalog: each dataset's latest

@@ -179,6 +179,7 @@ def close_period(
         statements = [replace(s, issued_at=now, issued_by=actor) for s in compute_statements(conn, period)]
         for statement in statements:
             _insert_statement(conn, statement)
+        metering.record_period_closed(conn, period, actor, len(statements))
         for statement in statements:
             publisher.publish(TopicId.STATEMENTS, STATEMENT_ISSUED, statement_event(statement))
         return Closing(period, statements, set_aside_rows(conn, period))

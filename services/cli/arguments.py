@@ -40,3 +40,10 @@ def serve_worker_metrics(args: argparse.Namespace, settings: Settings, *registri
 
     port = settings.metrics_port(args.service) if args.metrics_port is None else args.metrics_port
     worker_metrics.serve(port, settings.metrics_host, *registries)
+
+
+def add_actor_options(parser: argparse.ArgumentParser, reason_flag: str = "--reason") -> None:
+    """--by and --reason (or `reason_flag` where --reason means something else): who does an audited act,
+    and why; both are recorded in the audit log (args.by, args.act_reason)."""
+    parser.add_argument("--by", help="who does it, kind:name (default: operator:<your login>)")
+    parser.add_argument(reason_flag, dest="act_reason", help="why (recorded in the audit log)")

@@ -30,6 +30,7 @@ def register(subparsers) -> None:
 def run_worker(args) -> int:
     from pdo.authorization.app import build_runtime, create_app
     from pdo.authorization.projection import is_empty, rebuild_from_topics
+    from pdo.authorization.public import record_in_force
     from pdo.core import streams
 
     settings = Settings.from_env()
@@ -46,6 +47,8 @@ def run_worker(args) -> int:
         # Its view of the catalog starts complete: what pdo.catalog held before this worker (or before
         # the view existed) is read now, not at the first request that needs it.
         runtime.datasets.catch_up()
+        if record_in_force(runtime.service.engine, settings.policy_file):
+            print(f"authorization policy now in force: {settings.policy_file} (recorded for the audit log)")
         streams.run_worker(create_app(settings, runtime, app_id=args.group))
     finally:
         runtime.close()

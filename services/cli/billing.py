@@ -12,11 +12,11 @@ Exit 2 on a pdo error (a malformed period, an unreachable broker ...).
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import sys
 
 from pdo.core import db
+from pdo.core.access_log import operator_actor
 from pdo.core.config import Settings
 from pdo.core.errors import InvalidInput
 
@@ -79,13 +79,6 @@ def _engine(settings: Settings):
 # ---------------------------------------------------------------------------------------------- statements
 
 
-def _login() -> str:
-    try:
-        return getpass.getuser()
-    except (OSError, KeyError):  # no login name in this environment (e.g. a container without USER)
-        return "cli"
-
-
 def close_statements(args) -> int:
     from pdo.billing.statements import close_period
     from pdo.core.events import EventPublisher
@@ -94,7 +87,8 @@ def close_statements(args) -> int:
     engine = _engine(settings)
     publisher = EventPublisher(settings)
     try:
-        closing = close_period(engine, publisher, args.period, args.by or f"operator:{_login()}")
+        closing = close_period(engine, publisher, args.period, operator_actor(args.by))
+        _publish_period_closed(engine, publisher, settings)
     finally:
         publisher.close()
         engine.dispose()
@@ -108,6 +102,16 @@ def close_statements(args) -> int:
             file=sys.stderr if args.json else sys.stdout,
         )
     return 0
+
+
+def _publish_period_closed(engine, publisher, settings: Settings) -> None:
+    """The period is closed with its event committed; publish it now, or leave it to the metering worker."""
+    from pdo.metering.public import publish_access_events
+
+    try:
+        publish_access_events(engine, publisher, settings.kafka_timeout_s)
+    except Exception as error:  # committed: the metering worker's relay publishes it once it can
+        print(f"note: the period's audit event waits for the metering worker ({error})", file=sys.stderr)
 
 
 def show_statements(args) -> int:

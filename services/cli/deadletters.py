@@ -10,6 +10,10 @@ so the service processes the record again (and dead-letters it again, with a hig
 fails). Replayed dead-letter positions are recorded in PDO_RUN_DIR/deadletters/replayed.json after each
 acknowledged send, and skipped by later replays: a dead letter is replayed at most once. Without --yes
 it asks on a terminal and refuses otherwise. `--dry-run` shows what would be replayed and writes nothing.
+Each replay is recorded on pdo.access (who replayed which dead letter to where, and why: `--by`, `--reason`)
+BEFORE it is sent (pdo.core.access_log); when that cannot be recorded the replay stops there, sending
+nothing more, and the command fails with the reason (an entry may name a replay the broker then refused:
+it records the act as ordered, and the failure is a second event).
 Exit 0: done (or nothing to do); 1: declined or refused; 2: pdo error.
 """
 
@@ -23,7 +27,8 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any, TextIO
 
-from pdo.cli.arguments import positive_int
+from pdo.cli.arguments import add_actor_options, positive_int
+from pdo.core.access_log import AccessLog, Act, operator_actor
 from pdo.core.config import Settings
 from pdo.core.deadletters import StoredDeadLetter, replay_count
 from pdo.core.errors import PdoError
@@ -50,6 +55,7 @@ def register(subparsers) -> None:
         "--dry-run", action="store_true", help="show what would be replayed; write nothing"
     )
     replaying.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    add_actor_options(replaying, reason_flag="--why")
     replaying.set_defaults(func=run_replay)
 
 
@@ -126,24 +132,67 @@ def run_replay(args: argparse.Namespace) -> int:
         return 0
     if not args.yes and not _confirmed(len(pending)):
         return 1
-    replayed = replay_all(settings, pending, ledger)
+    replayed = replay_all(settings, pending, ledger, ReplayAudit.for_args(settings, args))
     print(f"replayed {replayed} dead letter(s); recorded in {ledger.path}")
     return 0
 
 
-def replay_all(settings: Settings, letters: Iterable[StoredDeadLetter], ledger: Any) -> int:
-    """Replay each letter, recording it in the ledger once the broker acknowledged it; how many."""
+class ReplayAudit:
+    """Records each replay on pdo.access before it is sent: who, which dead letter, to where, why."""
+
+    def __init__(self, log: AccessLog, actor: str, reason: str | None) -> None:
+        self.log = log
+        self.actor = actor
+        self.reason = reason
+
+    @classmethod
+    def for_args(cls, settings: Settings, args: argparse.Namespace) -> ReplayAudit:
+        from pdo.core.events import OnDemandPublisher
+
+        return cls(AccessLog(OnDemandPublisher(settings)), operator_actor(args.by), args.act_reason)
+
+    def event(self, letter: StoredDeadLetter) -> dict[str, Any]:
+        from pdo.core.events import event_head
+
+        v = letter.value
+        return {
+            **event_head(self.actor),
+            "dead_letter": letter.position,
+            "source_topic": v["source_topic"],
+            "source_partition": v["source_partition"],
+            "source_offset": v["source_offset"],
+            "reason_code": v["reason_code"],
+            "service": v["service"],
+            "reason": self.reason,
+        }
+
+    def act(self, letter: StoredDeadLetter) -> Act:
+        return Act("dead_letter.replayed", f"dead_letter:{letter.source_position}")
+
+
+def replay_all(
+    settings: Settings, letters: Iterable[StoredDeadLetter], ledger: Any, audit: ReplayAudit
+) -> int:
+    """Replay each letter, recorded on pdo.access first, and in the ledger once the broker acknowledged it;
+    how many."""
     from kafka.errors import KafkaError
 
     from pdo.core.deadletters import replay
     from pdo.core.kafka import producer
+    from pdo.core.names import Event
 
     kafka_producer = producer(settings)
     done = 0
     try:
         for letter in letters:
             try:
-                target = replay(letter, kafka_producer, settings.kafka_timeout_s)
+                with audit.log.ordered(Event.DEAD_LETTER_REPLAYED, audit.event(letter), audit.act(letter)):
+                    target = replay(letter, kafka_producer, settings.kafka_timeout_s)
+            except PdoError as error:
+                raise PdoError(
+                    f"did not replay {letter.position}: {error.message}",
+                    hint=f"{done} replayed before it; {error.hint}",
+                ) from None
             except KafkaError as error:
                 raise PdoError(
                     f"could not replay {letter.position} to {letter.source_position}: {error}",

@@ -1,6 +1,9 @@
 """`pdo gateway serve` runs the HTTP API; `pdo principals ...` manages who may call it and their keys.
 
-A key is printed once, when it is issued, and never again: pdo keeps only its salted hash.
+A key is printed once, when it is issued, and never again: pdo keeps only its salted hash. Every change is
+recorded for the audit log with who made it (`--by`, by default operator:<your login>) and why (`--reason`):
+principal and key changes commit with their event, which the gateway's relay publishes; Kafka credential
+changes are refused when their event cannot be published.
 """
 
 from __future__ import annotations
@@ -8,7 +11,9 @@ from __future__ import annotations
 import sys
 from contextlib import ExitStack
 
+from pdo.cli.arguments import add_actor_options
 from pdo.core import db
+from pdo.core.access_log import operator_actor
 from pdo.core.config import Settings
 from pdo.core.errors import PdoError
 
@@ -49,14 +54,17 @@ def register_principals(subparsers) -> None:
         "--government", action="store_true", help="a government department as tenant (free sharing)"
     )
     add.set_defaults(func=add_principal)
+    add_actor_options(add)
 
     key = actions.add_parser("key", help="issue another API key for a principal (shown once)")
     key.add_argument("--id", required=True, dest="principal_id", help="principal id, e.g. tenant:acme")
     key.set_defaults(func=issue_key)
+    add_actor_options(key)
 
     revoke = actions.add_parser("revoke", help="revoke an API key by its key id (the part after pdo_)")
     revoke.add_argument("--key-id", required=True)
     revoke.set_defaults(func=revoke_key)
+    add_actor_options(revoke)
 
     kafka = actions.add_parser(
         "kafka-credentials",
@@ -65,12 +73,14 @@ def register_principals(subparsers) -> None:
     kafka.add_argument("--id", required=True, dest="principal_id", help="tenant:<name> or provider:<name>")
     kafka.add_argument("--revoke", action="store_true", help="remove the Kafka user and every ACL it had")
     kafka.set_defaults(func=kafka_credentials)
+    add_actor_options(kafka)
 
     disable = actions.add_parser(
         "disable", help="disable a principal: its API keys stop working, its Kafka user and ACLs are removed"
     )
     disable.add_argument("--id", required=True, dest="principal_id")
     disable.set_defaults(func=disable_principal)
+    add_actor_options(disable)
 
     listing = actions.add_parser("list", help="list principals and their keys (never the secrets)")
     listing.add_argument("--kind", choices=KINDS)
@@ -81,6 +91,8 @@ def register_principals(subparsers) -> None:
 
 
 def _store(settings: Settings):
+    """The principals over the gateway's tables. Each change commits with its event; the gateway's relay
+    publishes it (so these commands work, as before, while no broker runs)."""
     from pdo.gateway.principals import PrincipalStore
 
     db.upgrade(settings.database_url)
@@ -95,8 +107,12 @@ def _print_key(principal_id: str, key: str) -> None:
 def add_principal(args) -> int:
     store = _store(Settings.from_env())
     try:
-        principal = store.create_principal(args.kind, args.name, args.display_name, args.government)
-        _print_key(principal.principal_id, store.issue_key(principal.principal_id).key)
+        actor = operator_actor(args.by)
+        principal = store.create_principal(
+            args.kind, args.name, args.display_name, args.government, actor=actor, reason=args.act_reason
+        )
+        issued = store.issue_key(principal.principal_id, actor=actor, reason=args.act_reason)
+        _print_key(principal.principal_id, issued.key)
     finally:
         store.engine.dispose()
     return 0
@@ -105,7 +121,8 @@ def add_principal(args) -> int:
 def issue_key(args) -> int:
     store = _store(Settings.from_env())
     try:
-        _print_key(args.principal_id, store.issue_key(args.principal_id).key)
+        issued = store.issue_key(args.principal_id, actor=operator_actor(args.by), reason=args.act_reason)
+        _print_key(args.principal_id, issued.key)
     finally:
         store.engine.dispose()
     return 0
@@ -114,7 +131,7 @@ def issue_key(args) -> int:
 def revoke_key(args) -> int:
     store = _store(Settings.from_env())
     try:
-        info = store.revoke_key(args.key_id)
+        info = store.revoke_key(args.key_id, actor=operator_actor(args.by), reason=args.act_reason)
     finally:
         store.engine.dispose()
     print(f"key {info.key_id} of {info.principal_id} revoked at {info.revoked_at:%Y-%m-%d %H:%M:%S}")
@@ -136,11 +153,12 @@ def kafka_credentials(args) -> int:
     try:
         store.get(args.principal_id)  # a principal pdo knows, or NotFound
         issuer = _issuer(settings, store)
+        actor = operator_actor(args.by)
         if args.revoke:
-            removed = issuer.revoke(args.principal_id)
+            removed = issuer.revoke(args.principal_id, actor=actor, reason=args.act_reason)
             print(f"Kafka credentials of {args.principal_id} revoked ({removed} ACLs removed)")
             return 0
-        issued = issuer.issue(args.principal_id)
+        issued = issuer.issue(args.principal_id, actor=actor, reason=args.act_reason)
     finally:
         store.engine.dispose()
     print(
@@ -156,10 +174,11 @@ def disable_principal(args) -> int:
     settings = Settings.from_env()
     store = _store(settings)
     try:
-        principal = store.set_disabled(args.principal_id, True)
+        actor = operator_actor(args.by)
+        principal = store.set_disabled(args.principal_id, True, actor=actor, reason=args.act_reason)
         removed = 0
         if principal.kind.value in ("tenant", "provider"):
-            removed = _issuer(settings, store).revoke(args.principal_id)
+            removed = _issuer(settings, store).revoke(args.principal_id, actor=actor, reason=args.act_reason)
     finally:
         store.engine.dispose()
     print(f"{args.principal_id} disabled: its API keys no longer work; {removed} Kafka ACLs removed")
@@ -201,6 +220,7 @@ def serve_gateway(settings: Settings) -> None:
     from pdo.core.events import EventPublisher
     from pdo.core.registry_client import RegistryClient
     from pdo.gateway.app import create_app
+    from pdo.gateway.outbox import RELAY_INTERVAL_S
 
     db.upgrade(settings.database_url)
     host, port = (settings.gateway_host, settings.gateway_port)
@@ -213,7 +233,14 @@ def serve_gateway(settings: Settings) -> None:
         resources.callback(registry.close)
         catalog = CatalogService(engine, publisher, registry, settings)
         authorization = AuthorizationService(engine, publisher, catalog, load_policy(), settings)
-        app = create_app(settings, catalog, authorization, engine)
+        app = create_app(
+            settings,
+            catalog,
+            authorization,
+            engine,
+            access_events=publisher,
+            relay_interval_s=RELAY_INTERVAL_S,
+        )
         print(f"gateway serving at http://{host}:{port} (API docs at /docs, operator console at /console)")
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info"))
         try:

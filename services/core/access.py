@@ -72,6 +72,10 @@ class Grant:
         star = "*" if self.pattern == "PREFIXED" else ""
         return f"{self.principal:<28} {self.operation:<16} {self.resource_type.lower()} {self.resource_name}{star}"
 
+    def line(self) -> str:
+        """describe() without the padding: how an access event names the ACL."""
+        return " ".join(self.describe().split())
+
     def to_kafka(self) -> ACL:
         return ACL(
             principal=self.principal,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -123,3 +124,27 @@ class EventPublisher:
     def close(self) -> None:
         self._producer.close()
         self.codec.registry.close()
+
+
+class OnDemandPublisher:
+    """An EventPublisher made on the first publish (and again after one could not be made), so a process
+    that rarely publishes — the gateway's access acts, a CLI command — starts without a broker and pays for
+    the connection only when it has something to say. Unavailable when no broker answers."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._publisher: EventPublisher | None = None
+        self._making = threading.Lock()  # the gateway publishes from several threads
+
+    def publish(
+        self, topic: TopicId, schema_name: str, value: dict[str, Any], key: str | None = None
+    ) -> tuple[str, int, int]:
+        with self._making:
+            if self._publisher is None:
+                self._publisher = EventPublisher(self.settings)
+        return self._publisher.publish(topic, schema_name, value, key)
+
+    def close(self) -> None:
+        if self._publisher is not None:
+            self._publisher.close()
+            self._publisher = None

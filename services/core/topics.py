@@ -45,6 +45,7 @@ class TopicId(StrEnum):
     TENANT_STREAM = "tenant-stream"
     AUDIT = "audit"
     DELIVERY_DIGESTS = "delivery-digests"
+    ACCESS = "access"
 
 
 class TopicDeclarationError(PdoError):

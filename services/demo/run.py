@@ -44,6 +44,7 @@ from pdo.billing.reconcile import reconcile
 from pdo.billing.report import report_lines
 from pdo.billing.statements import Statement, compute_statements
 from pdo.core import kafka
+from pdo.core.access_log import operator_actor
 from pdo.core.codec import AvroCodec, CodecError
 from pdo.core.config import Settings
 from pdo.core.db import make_engine
@@ -247,11 +248,15 @@ class Demo:
         self.streams.start()
 
     def _issue_keys(self) -> None:
+        # Their events wait in the gateway's outbox; the demo's gateway publishes them to pdo.access.
         store = PrincipalStore(self.engine)
+        actor, reason = operator_actor(), "pdo demo: the sample parties"
         for party in (*sample.PROVIDERS, *sample.TENANTS, sample.OPERATOR):
             with suppress(Conflict):  # an earlier demo run made it: a new key is enough
-                store.create_principal(party.kind, party.name, party.display_name, party.government)
-            key = store.issue_key(party.principal_id).key
+                store.create_principal(
+                    party.kind, party.name, party.display_name, party.government, actor=actor, reason=reason
+                )
+            key = store.issue_key(party.principal_id, actor=actor, reason=reason).key
             self.apis[party.principal_id] = Api(self.base_url, key, self.transport)
             if party is sample.OPERATOR:
                 self.operator_key = key  # printed for the console: a local demo's key, shown once

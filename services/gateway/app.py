@@ -7,6 +7,8 @@ FastAPI runs them in its threadpool and the event loop never waits on them.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -20,7 +22,10 @@ from sqlalchemy import Engine
 from pdo.audit.public import appendability
 from pdo.core.config import Settings
 from pdo.core.errors import Unavailable
+from pdo.core.events import OnDemandPublisher, utc_now
 from pdo.core.http_metrics import MetricsMiddleware
+from pdo.core.outbox import OutboxRelay, Publisher
+from pdo.gateway import outbox as access_outbox
 from pdo.gateway import (
     routes_audit,
     routes_billing,
@@ -30,6 +35,7 @@ from pdo.gateway import (
     routes_grants,
     routes_ingest,
     routes_kafka,
+    routes_principals,
     routes_requests,
     routes_streams,
     routes_usage,
@@ -42,6 +48,8 @@ from pdo.gateway.limits import BodyLimitMiddleware
 from pdo.gateway.metrics import gateway_metrics
 from pdo.gateway.principals import PrincipalStore
 from pdo.publishing.public import FeedPublishers
+
+log = logging.getLogger(__name__)
 
 DESCRIPTION = """\
 pdo's API for data providers (register and maintain datasets, publish records to their feeds), tenants
@@ -67,6 +75,8 @@ def create_app(
     streams: routes_streams.StreamHub | None = None,
     dead_letters: routes_deadletters.DeadLetterSource | None = None,
     kafka_credentials: KafkaCredentialIssuer | None = None,
+    access_events: Publisher | None = None,
+    relay_interval_s: float | None = None,
 ) -> fastapi.FastAPI:
     """The gateway over `engine` (migrated already: pdo.core.db.upgrade) and the two services.
 
@@ -77,16 +87,25 @@ def create_app(
     `dead_letters` gives GET /v1/dead-letters the newest dead letters; by default read from the topic with
     the streams' codec.
     `kafka_credentials` issues and revokes tenants' and providers' Kafka users; by default on the broker.
+    `access_events` publishes access acts to pdo.access (the outbox of principal and key changes, and the
+    record made before a Kafka credential changes); by default an OnDemandPublisher over `settings`.
+    `relay_interval_s`: how often the app publishes what its outbox still holds (the served gateway's
+    relay: changes whose prompt publish failed, or made by `pdo principals`); None runs no relay.
     """
     metrics = gateway_metrics()
     own_feeds = feeds is None
     feeds = feeds if feeds is not None else FeedPublishers(settings)
     own_streams = streams is None
     streams = streams if streams is not None else routes_streams.StreamHub(settings)
+    access_events = access_events or OnDemandPublisher(settings)
+    relay = access_outbox.relay(engine, access_events, settings.kafka_timeout_s)
 
     @asynccontextmanager
     async def lifespan(_app: fastapi.FastAPI) -> AsyncIterator[None]:
+        relaying = None if relay_interval_s is None else asyncio.create_task(_relay(relay, relay_interval_s))
         yield
+        if relaying is not None:
+            relaying.cancel()
         if own_feeds:
             feeds.close()
         if own_streams:
@@ -101,7 +120,7 @@ def create_app(
     app.state.engine = engine  # metering usage is read straight from its tables
     app.state.catalog = catalog
     app.state.authorization = authorization
-    app.state.principals = principals or PrincipalStore(engine)
+    app.state.principals = principals or PrincipalStore(engine, access_outbox.prompt(relay).publish_soon)
     app.state.engine = engine  # statements and asset reports are read straight from SQL
     app.state.metrics = metrics
     app.state.settings = settings
@@ -112,7 +131,7 @@ def create_app(
     app.state.streams = streams
     app.state.stream_metrics = routes_streams.stream_metrics(metrics.registry)
     app.state.kafka_credentials = kafka_credentials or KafkaCredentialIssuer(
-        settings, lambda provider_id: [d.dataset_id for d in catalog.list(provider_id)]
+        settings, lambda provider_id: [d.dataset_id for d in catalog.list(provider_id)], events=access_events
     )
     app.state.dead_letters = dead_letters or routes_deadletters.topic_reader(settings, lambda: streams.codec)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.gateway_max_body_bytes)
@@ -131,6 +150,7 @@ def create_app(
         routes_usage.router,
         routes_kafka.router,
         routes_audit.router,
+        routes_principals.router,
         routes_console.console_router(),
     ):
         app.include_router(router)
@@ -163,3 +183,19 @@ def audit_fail_closed(settings: Settings, engine: Engine) -> bool:
     """True while approvals and resumptions are refused for want of an appendable audit log (read at scrape)."""
     limit_s = settings.audit_fail_closed_after_s
     return limit_s > 0 and not appendability(engine, limit_s).appendable
+
+
+async def _relay(relay: OutboxRelay, interval_s: float) -> None:
+    """Publish what the prompt rounds could not (the broker was away, or `pdo principals` committed it) and
+    prune what went out long ago, every `interval_s`, as long as the app runs."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await asyncio.to_thread(_relay_round, relay)
+        except Exception as error:  # the rows wait, in order, for the next round
+            log.warning("publishing the gateway's access events failed (%s); retrying", error)
+
+
+def _relay_round(relay: OutboxRelay) -> None:
+    relay.publish_all()
+    access_outbox.OUTBOX.prune_sent(relay.engine, utc_now())

@@ -7,7 +7,14 @@ by pdo: the broker keeps only its salted SCRAM verifier, so issuing again is rot
 working at once) and revoking removes the user and every ACL it had. The schema registry checks the same
 credentials, so a revoked tenant's registry access ends with it.
 
-Depends on the gateway's Kafka principal holding cluster ALTER (declared in topics/principals/services.yaml).
+Every issue (rotation) and revocation is recorded on pdo.access, with the ACLs that go with it, BEFORE the
+broker changes (pdo.core.access_log): when the event cannot be published the change is refused (Unavailable,
+HTTP 503) and the broker is left as it was. The trade-off: an entry may exist for a change the broker then
+refused; the entry records the act as ordered, and the failure is a second event. The password is never in
+an event.
+
+Depends on the gateway's Kafka principal holding cluster ALTER (declared in topics/principals/services.yaml)
+and producing pdo.access (topics/access.yaml).
 """
 
 from __future__ import annotations
@@ -18,9 +25,13 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from pdo.core import access
+from pdo.core.access_log import AccessLog, Act
 from pdo.core.config import Settings
 from pdo.core.errors import Forbidden
+from pdo.core.events import OnDemandPublisher, event_head
 from pdo.core.kafka import SASL_MECHANISM, admin_client
+from pdo.core.names import Event
+from pdo.core.outbox import Publisher
 
 
 @dataclass(frozen=True)
@@ -81,13 +92,22 @@ class KafkaCredentialIssuer:
     """Issues (or rotates) and revokes a party's Kafka user and its ACLs. Blocking: call from a thread."""
 
     def __init__(
-        self, settings: Settings, datasets_of: Callable[[str], list[str]], users: KafkaUsers | None = None
+        self,
+        settings: Settings,
+        datasets_of: Callable[[str], list[str]],
+        users: KafkaUsers | None = None,
+        events: Publisher | None = None,
     ) -> None:
         self.settings = settings
         self.datasets_of = datasets_of  # provider id -> ids of its datasets that are not retired
         self.users = users or BrokerUsers(settings)
+        # Where the acts are recorded before they take effect: pdo.access, as this process's Kafka principal.
+        self.access_log = AccessLog(events or OnDemandPublisher(settings))
 
-    def issue(self, principal_id: str) -> IssuedKafkaCredentials:
+    def issue(
+        self, principal_id: str, actor: str | None = None, reason: str | None = None
+    ) -> IssuedKafkaCredentials:
+        """New credentials (the old password stops working); `actor` is who asked, the party by default."""
         user = self._user(principal_id)
         password = secrets.token_urlsafe(32)
         feeds: tuple[str, ...] = ()
@@ -99,7 +119,15 @@ class KafkaCredentialIssuer:
             datasets = self.datasets_of(principal_id)
             grants = set().union(*(access.provider_acls(principal_id, d, self.settings) for d in datasets))
             feeds = tuple(sorted({g.resource_name for g in grants}))
-        self.users.set_user(user, password, grants)
+        event = {
+            **event_head(actor or principal_id),
+            "principal_id": principal_id,
+            "username": user,
+            "acls": sorted(grant.line() for grant in grants),
+            "reason": reason,
+        }
+        with self.access_log.ordered(Event.KAFKA_CREDENTIALS_ISSUED, event, _act("issued", principal_id)):
+            self.users.set_user(user, password, grants)
         return IssuedKafkaCredentials(
             principal_id=principal_id,
             username=user,
@@ -112,9 +140,17 @@ class KafkaCredentialIssuer:
             feeds=feeds,
         )
 
-    def revoke(self, principal_id: str) -> int:
-        """Remove the party's Kafka user and all its ACLs; how many ACLs went."""
-        return self.users.remove_user(self._user(principal_id))
+    def revoke(self, principal_id: str, actor: str | None = None, reason: str | None = None) -> int:
+        """Remove the party's Kafka user and all its ACLs; how many ACLs went. `actor`: the party by default."""
+        user = self._user(principal_id)
+        event = {
+            **event_head(actor or principal_id),
+            "principal_id": principal_id,
+            "username": user,
+            "reason": reason,
+        }
+        with self.access_log.ordered(Event.KAFKA_CREDENTIALS_REVOKED, event, _act("revoked", principal_id)):
+            return self.users.remove_user(user)
 
     @staticmethod
     def _user(principal_id: str) -> str:
@@ -125,6 +161,11 @@ class KafkaCredentialIssuer:
                 hint="operators work through the HTTP API and the pdo command",
             )
         return access.party_user(principal_id)
+
+
+def _act(verb: str, principal_id: str) -> Act:
+    tenant = principal_id if principal_id.startswith("tenant:") else None
+    return Act(f"kafka_credentials.{verb}", f"principal:{principal_id}", tenant)
 
 
 class InMemoryUsers:

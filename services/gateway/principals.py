@@ -3,6 +3,10 @@
 A key reads `pdo_<key_id>_<secret>`. The key id is a public prefix that finds the row; the secret is 256
 random bits, shown once when the key is issued and never stored or logged. What is stored is
 PBKDF2-HMAC-SHA256 of the whole key with a per-key random salt; checking compares digests in constant time.
+
+Every change — a principal created, disabled or enabled, a key issued or revoked — commits together with its
+access event in the gateway's outbox (pdo.gateway.outbox): no change without its audit entry, no entry for a
+change that rolled back. The event names the key by its public id only, never the key, its hash or its salt.
 """
 
 from __future__ import annotations
@@ -12,16 +16,22 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from pdo.core.errors import Conflict, InvalidInput, NotFound, Unauthenticated
+from pdo.core.events import event_head
 from pdo.core.ids import check_id
+from pdo.core.names import Event
+from pdo.core.topics import TopicId
+from pdo.gateway.outbox import OUTBOX
 from pdo.gateway.tables import api_keys, principals
 
 KEY_PREFIX = "pdo"
@@ -31,6 +41,8 @@ KDF_ITERATIONS = 10_000
 KDF = f"pbkdf2-sha256:{KDF_ITERATIONS}"
 KEY_PATTERN = re.compile(r"pdo_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
 MAX_DISPLAY_NAME = 200
+# The actor of a change made without naming one (tests, tools that seed a store).
+SYSTEM_ACTOR = "system:gateway"
 
 
 class PrincipalKind(StrEnum):
@@ -103,11 +115,19 @@ def _principal(row) -> Principal:
     )
 
 
-class PrincipalStore:
-    """Principals and API keys in the gateway's tables (see migration 0004)."""
+def _stage(connection: Connection, schema_name: Event, actor: str, reason: str | None, **fields: Any) -> None:
+    event = {**event_head(actor), **fields, "reason": reason}
+    OUTBOX.stage(connection, TopicId.ACCESS, schema_name, event, actor)
 
-    def __init__(self, engine: Engine) -> None:
+
+class PrincipalStore:
+    """Principals and API keys in the gateway's tables (see migration 0004), each change with its event.
+
+    `after_commit` runs after each change committed (the gateway publishes its outbox there)."""
+
+    def __init__(self, engine: Engine, after_commit: Callable[[], None] = lambda: None) -> None:
         self.engine = engine
+        self.after_commit = after_commit
 
     # -- principals --
 
@@ -117,6 +137,8 @@ class PrincipalStore:
         name: str,
         display_name: str | None = None,
         is_government: bool = False,
+        actor: str = SYSTEM_ACTOR,
+        reason: str | None = None,
     ) -> Principal:
         """A new principal `kind:name`; Conflict when that id exists already."""
         new_id = principal_id(kind, name)
@@ -137,10 +159,21 @@ class PrincipalStore:
         try:
             with self.engine.begin() as connection:
                 connection.execute(principals.insert().values(**row))
+                _stage(
+                    connection,
+                    Event.PRINCIPAL_CREATED,
+                    actor,
+                    reason,
+                    principal_id=new_id,
+                    kind=kind.value,
+                    display_name=display_name,
+                    is_government=is_government,
+                )
         except IntegrityError:
             raise Conflict(
                 f"principal {new_id} exists already", hint="issue it another key instead"
             ) from None
+        self.after_commit()
         return Principal(new_id, kind, display_name, is_government)
 
     def get(self, principal_id: str) -> Principal:
@@ -159,19 +192,27 @@ class PrincipalStore:
         with self.engine.connect() as connection:
             return [_principal(row) for row in connection.execute(query)]
 
-    def set_disabled(self, principal_id: str, disabled: bool) -> Principal:
-        """Disable (or enable again) a principal: a disabled principal's keys stop working at once."""
+    def set_disabled(
+        self, principal_id: str, disabled: bool, actor: str = SYSTEM_ACTOR, reason: str | None = None
+    ) -> Principal:
+        """Disable (or enable again) a principal: a disabled principal's keys stop working at once.
+        Harmless (and no event) when it is so already."""
         with self.engine.begin() as connection:
-            updated = connection.execute(
-                principals.update().where(principals.c.principal_id == principal_id).values(disabled=disabled)
+            changed = connection.execute(
+                principals.update()
+                .where(principals.c.principal_id == principal_id, principals.c.disabled != disabled)
+                .values(disabled=disabled)
             ).rowcount
-        if not updated:
-            raise NotFound(f"no principal {principal_id[:140]!r}")
-        return self.get(principal_id)
+            if changed:
+                schema_name = Event.PRINCIPAL_DISABLED if disabled else Event.PRINCIPAL_ENABLED
+                _stage(connection, schema_name, actor, reason, principal_id=principal_id)
+        if changed:
+            self.after_commit()
+        return self.get(principal_id)  # NotFound for a principal pdo does not know
 
     # -- keys --
 
-    def issue_key(self, principal_id: str) -> IssuedKey:
+    def issue_key(self, principal_id: str, actor: str = SYSTEM_ACTOR, reason: str | None = None) -> IssuedKey:
         """A new key for the principal; the plaintext is in the answer and nowhere else."""
         self.get(principal_id)
         key_id = secrets.token_hex(8)
@@ -189,6 +230,8 @@ class PrincipalStore:
                     revoked_at=None,
                 )
             )
+            _stage(connection, Event.API_KEY_ISSUED, actor, reason, principal_id=principal_id, key_id=key_id)
+        self.after_commit()
         return IssuedKey(key_id, principal_id, key)
 
     def authenticate(self, key: str | None) -> Principal:
@@ -215,14 +258,21 @@ class PrincipalStore:
             raise Unauthenticated(f"principal {row.principal_id} is disabled", hint="ask an operator")
         return _principal(row)
 
-    def revoke_key(self, key_id: str) -> KeyInfo:
-        """Revoke a key by its public id; harmless when it was revoked already."""
+    def revoke_key(self, key_id: str, actor: str = SYSTEM_ACTOR, reason: str | None = None) -> KeyInfo:
+        """Revoke a key by its public id; harmless (and no event) when it was revoked already."""
         with self.engine.begin() as connection:
-            connection.execute(
+            revoked = connection.execute(
                 api_keys.update()
                 .where(api_keys.c.key_id == key_id, api_keys.c.revoked_at.is_(None))
                 .values(revoked_at=_now())
-            )
+            ).rowcount
+            if revoked:
+                holder = connection.execute(
+                    sa.select(api_keys.c.principal_id).where(api_keys.c.key_id == key_id)
+                ).scalar_one()
+                _stage(connection, Event.API_KEY_REVOKED, actor, reason, principal_id=holder, key_id=key_id)
+        if revoked:
+            self.after_commit()
         found = self._keys(api_keys.c.key_id == key_id)
         if not found:
             raise NotFound(f"no API key {key_id[:40]!r}", hint="`pdo principals keys --id ...` lists them")

@@ -2,6 +2,8 @@
 
 The password is in the answer to POST only (and `Cache-Control: no-store`); pdo keeps no copy. POST again to
 rotate. What the credentials may do is fixed by the platform (pdo.gateway.kafka_credentials), not by the caller.
+Each issue and revocation is recorded on pdo.access before the broker changes: when it cannot be recorded,
+the answer is 503 and nothing changed.
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ def issue_credentials(request: Request, response: Response, party: Party) -> Kaf
 
 @router.delete("/v1/kafka-credentials", summary="Revoke your own Kafka credentials and every ACL they had")
 def revoke_own_credentials(request: Request, party: Party) -> KafkaRevokedOut:
-    return _revoke(request, party.principal_id)
+    return _revoke(request, party.principal_id, party.principal_id)
 
 
 @router.delete(
@@ -91,12 +93,12 @@ def revoke_credentials(
     principal_id: Annotated[str, Path(pattern=r"^(tenant|provider):[a-z0-9][a-z0-9-]{0,62}$")],
 ) -> KafkaRevokedOut:
     request.app.state.principals.get(principal_id)  # NotFound for a principal pdo does not know
-    return _revoke(request, principal_id)
+    return _revoke(request, principal_id, _operator.principal_id)
 
 
-def _revoke(request: Request, principal_id: str) -> KafkaRevokedOut:
+def _revoke(request: Request, principal_id: str, actor: str) -> KafkaRevokedOut:
     try:
-        removed = _issuer(request).revoke(principal_id)
+        removed = _issuer(request).revoke(principal_id, actor=actor)
     except KafkaError as error:
         raise _unavailable(error) from None
     return KafkaRevokedOut(principal_id=principal_id, acls_removed=removed)

@@ -1,8 +1,11 @@
-"""SQLAlchemy Core tables of the gateway's principals and API keys; they mirror migration 0004."""
+"""SQLAlchemy Core tables of the gateway's principals and API keys (migration 0004) and of its outbox of
+access events (migration 0014)."""
 
 from __future__ import annotations
 
 import sqlalchemy as sa
+
+from pdo.core.outbox import outbox_tables
 
 metadata = sa.MetaData()
 
@@ -41,6 +44,10 @@ api_keys = sa.Table(
     sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
     sa.Index("ix_gateway_api_keys_principal_id", "principal_id"),
 )
+
+# Access events (principals and keys created, disabled, revoked) committed with their change and published
+# by the gateway's relay (pdo.gateway.outbox); the layout is the shared outbox's (pdo.core.outbox).
+outbox, outbox_lease = outbox_tables(metadata, "gateway")
 
 # What the gateway does to other services' tables, by table name (it imports none of their modules), so its
 # database role gets exactly this (services/stack/database_roles.py). It is the command side of the catalog

@@ -18,6 +18,8 @@
   up to the current end of pdo.authorizations (the ordering rule, pdo.metering.projection);
 - the `digest_deliveries` timer (leader only, every PDO_METERING_DIGEST_INTERVAL_S) claims the deliveries
   not in a digest yet and publishes DeliveriesDigested for each digest (pdo.metering.digests);
+- the `publish_outbox` timer (leader only) publishes metering's outbox of access events (a billing period
+  closed, pdo.metering.outbox) that the closing command could not publish itself;
 - `timers` given by the entry point run on the leader too (`pdo metering worker` adds billing's gauge
   export, pdo.billing.gauges): metering itself knows nothing of billing.
 
@@ -42,10 +44,12 @@ from pdo.core.config import Settings
 from pdo.core.db import make_engine
 from pdo.core.deadletters import SourceMessage, source_message
 from pdo.core.events import EventPublisher
+from pdo.core.outbox import OutboxRelay
 from pdo.core.registry_client import RegistryClient
 from pdo.core.retry import retrying
 from pdo.core.streams import make_app, source
 from pdo.core.topics import TopicId
+from pdo.metering import outbox
 from pdo.metering.handler import MeteringHandler, Refusal
 from pdo.metering.ledger import Ledger
 from pdo.metering.projection import KafkaTopicLog, Projection
@@ -78,6 +82,7 @@ class Runtime:
     authorizations: KafkaTopicLog
     publisher: EventPublisher
     engine: Engine
+    relay: OutboxRelay
 
     def close(self) -> None:
         self.publisher.close()
@@ -93,7 +98,8 @@ def build_runtime(settings: Settings) -> Runtime:
     authorizations = KafkaTopicLog(settings, TopicId.AUTHORIZATIONS, codec)
     projection = Projection(engine, codec, authorizations)
     handler = MeteringHandler(Ledger(engine), publisher, codec, projection.catch_up)
-    return Runtime(handler, projection, authorizations, publisher, engine)
+    relay = outbox.relay(engine, publisher, settings.kafka_timeout_s)
+    return Runtime(handler, projection, authorizations, publisher, engine, relay)
 
 
 async def meter(handler: MeteringHandler, messages: list[SourceMessage]) -> None:
@@ -168,6 +174,7 @@ def create_app(
     own = (
         LeaderTimer("publish_usage", PUBLISH_INTERVAL_S, handler.publish_due),
         LeaderTimer("digest_deliveries", settings.metering_digest_interval_s, handler.digest_deliveries),
+        LeaderTimer("publish_outbox", PUBLISH_INTERVAL_S, lambda: outbox.publish_and_prune(runtime.relay)),
     )
     for timer in (*own, *timers):
         app.timer(interval=timer.interval_s, on_leader=True, name=timer.name)(_leader_work(timer))

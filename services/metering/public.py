@@ -24,9 +24,14 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine
 
+from pdo.core.events import event_head
 from pdo.core.months import period_end, period_start
+from pdo.core.names import Event
+from pdo.core.outbox import Publisher
+from pdo.core.topics import TopicId
+from pdo.metering import outbox
 from pdo.metering import tables as t
 from pdo.metering.digests import Digest as Digest
 from pdo.metering.digests import claim_period as claim_period  # the close's claim of what remains
@@ -37,6 +42,7 @@ from pdo.metering.digests import get_digest as get_digest
 from pdo.metering.digests import list_digests as list_digests
 from pdo.metering.digests import undigested_rows as undigested_rows
 from pdo.metering.ledger import as_utc, dialect_insert
+from pdo.metering.outbox import OUTBOX
 from pdo.metering.usage import UsageWindow as UsageWindow
 from pdo.metering.usage import list_windows as list_windows  # usage windows, newest first (the API, the CLI)
 
@@ -110,6 +116,19 @@ def mark_closed(conn: Connection, period: str, closed_at: datetime, closed_by: s
         .where(t.periods.c.period == period)
         .values(closed_at=closed_at, closed_by=closed_by)
     )
+
+
+def record_period_closed(conn: Connection, period: str, closed_by: str, statements: int) -> None:
+    """Stage the PeriodClosed event in metering's outbox, in the transaction that closes the period: the
+    period is closed if and only if its event is committed (the worker's relay publishes it)."""
+    event = {**event_head(closed_by), "period": period, "statements": statements, "reason": None}
+    OUTBOX.stage(conn, TopicId.ACCESS, Event.PERIOD_CLOSED, event, closed_by)
+
+
+def publish_access_events(engine: Engine, publisher: Publisher, kafka_timeout_s: float) -> int:
+    """Publish metering's outbox now (the closing command, right after its commit); how many went out.
+    What cannot go out now waits for the metering worker's relay."""
+    return outbox.relay(engine, publisher, kafka_timeout_s).publish_all()
 
 
 def is_closed(conn: Connection, period: str) -> bool:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from pdo.core.outbox import outbox_tables
+
 metadata = sa.MetaData()
 
 ledger = sa.Table(
@@ -61,6 +63,10 @@ periods = sa.Table(
     sa.Column("closed_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("closed_by", sa.String(255), nullable=True),
 )
+
+# Access events (a billing period closed) committed with their change and published by the metering worker's
+# relay (pdo.metering.outbox, migration 0014); the layout is the shared outbox's (pdo.core.outbox).
+outbox, outbox_lease = outbox_tables(metadata, "metering")
 
 # Usage per grant in MINUTE and DAY windows (UTC), summed from newly recorded ledger rows in the ledger's own
 # transaction, so the windows always sum to the ledger. `version` counts the changes to a window;

@@ -16,10 +16,13 @@ import httpx
 import yaml
 
 from pdo.core import access, db
+from pdo.core.access_log import AccessLog, operator_actor
+from pdo.core.apply_report import ApplyReport
 from pdo.core.config import Settings
 from pdo.core.errors import PdoError
+from pdo.core.events import OnDemandPublisher
 from pdo.stack import broker, database_roles
-from pdo.stack.declarations import apply_acls, apply_topics
+from pdo.stack.declarations import Audit, apply_acls, apply_topics, record_bootstrap
 from pdo.stack.local_secrets import local_secrets, secret_file
 
 
@@ -239,6 +242,24 @@ def prepare_databases(settings: Settings, report: Callable[[str], None] = print)
     return urls
 
 
+def record_bootstrap_acts(
+    settings: Settings,
+    created: ApplyReport[str],
+    applied: ApplyReport[access.Grant],
+    report: Callable[[str], None],
+) -> None:
+    """Record on pdo.access what the bootstrap applied before the registry ran (pdo.stack.declarations)."""
+    events = OnDemandPublisher(settings)
+    users = [access.service_user(name) for name in access.services(settings)]
+    reason = "the local platform's bootstrap; applied before the schema registry ran, recorded once it did"
+    audit = Audit(AccessLog(events), operator_actor(), "pdo up", reason)
+    try:
+        record_bootstrap(audit, created, applied, users)
+    finally:
+        events.close()
+    report("topics, ACLs and service users applied: recorded for the audit log")
+
+
 @contextmanager
 def local_platform(settings: Settings, report: Callable[[str], None] = print) -> Iterator[Platform]:
     """The broker (started unless running), the declared topics, the database, and every service, running;
@@ -247,10 +268,11 @@ def local_platform(settings: Settings, report: Callable[[str], None] = print) ->
     broker.start(settings)
     platform = Platform(settings, report)
     try:
-        apply_topics(settings, report)
-        apply_acls(settings, users=True, report=report)
+        created = apply_topics(settings, report)
+        applied = apply_acls(settings, users=True, report=report)
         platform.database_urls = prepare_databases(settings, report)
         platform.start()
+        record_bootstrap_acts(settings, created, applied, report)
         prometheus = write_prometheus_config(settings)
         report(
             f"  Prometheus for it: prometheus --config.file={prometheus} "

@@ -1,44 +1,48 @@
 """The audit worker end to end: `pdo audit-worker` (faust) as a process on the real topics records the
 platform's events as the services publish them, in each source partition's order, an undecodable message
 with its reason, and a re-read of every topic from its beginning appends nothing twice; the log it mirrors to
-the pdo.audit topic verifies with the broker alone (`pdo audit verify --from-topic`)."""
+the pdo.audit topic verifies with the broker alone (`pdo audit verify --from-topic`). Access acts too:
+principals and keys changed through the gateway's HTTP API, and a Kafka credential that is refused (503)
+when its issue cannot be recorded."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import secrets
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 
+import httpx
 import pytest
 import sqlalchemy as sa
+from audit_support import Worker, logged, signing_key, wait_for
 
-from pdo.audit.checkpoints import Signer, generate_private_key_pem
+from pdo.audit.checkpoints import Signer
 from pdo.audit.store import AuditStore
 from pdo.audit.tables import entries as audit_entries
 from pdo.authorization.public import AuthorizationService, RequestSpec, load_policy
 from pdo.authorization.testing import create_topics, delete_topics, isolated_home, register_traffic_dataset
 from pdo.catalog.public import CatalogService
-from pdo.core import db, topics
+from pdo.core import access, db, topics
+from pdo.core.codec import AvroCodec
 from pdo.core.config import Settings
 from pdo.core.events import EventPublisher, utc_now
-from pdo.core.kafka import producer
+from pdo.core.kafka import admin_client, producer
+from pdo.core.registry_client import RegistryClient
+from pdo.core.serving import ServerThread
 from pdo.core.topics import TopicId
+from pdo.gateway.app import create_app
+from pdo.gateway.kafka_credentials import BrokerUsers, KafkaCredentialIssuer
+from pdo.gateway.principals import PrincipalStore
 
 pytestmark = pytest.mark.integration
 
 TENANT = "tenant:acme-logistics"
 OPERATOR = "operator:alice"
-WAIT_S = 90
-
-
-def _signing_key(folder):
-    key = folder / "audit-signing-key.pem"
-    key.write_text(generate_private_key_pem())
-    return key
 
 
 @pytest.fixture
@@ -50,7 +54,7 @@ def settings(kafka_bootstrap, registry_url, database_url, tmp_path) -> Iterator[
         database_url=database_url,
         home=isolated_home(tmp_path, tag),
         run_dir=tmp_path / "run",
-        audit_signing_key_file=str(_signing_key(tmp_path)),
+        audit_signing_key_file=str(signing_key(tmp_path)),
         audit_checkpoint_interval_s=1,
     )
     names = create_topics(configured)
@@ -73,44 +77,6 @@ def publisher(settings):
     publisher.close()
 
 
-class Worker:
-    """`pdo audit-worker` processes in consumer groups of their own, on this test's topics and database."""
-
-    def __init__(self, settings: Settings, folder) -> None:
-        self.settings, self.folder = settings, folder
-        self.process: subprocess.Popen | None = None
-        self.logs: list = []
-
-    def start(self, group: str) -> None:
-        log = self.folder / f"{group}.log"
-        self.logs.append(log)
-        command = [
-            sys.executable,
-            "-m",
-            "pdo.cli.main",
-            "audit-worker",
-            "--group",
-            group,
-            "--metrics-port",
-            "0",
-        ]
-        with log.open("wb") as output:
-            self.process = subprocess.Popen(
-                command, env=self.settings.environment(), stdout=output, stderr=subprocess.STDOUT
-            )
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.process = None
-
-
 @pytest.fixture
 def worker(settings, tmp_path):
     worker = Worker(settings, tmp_path)
@@ -120,27 +86,6 @@ def worker(settings, tmp_path):
         worker.stop()
         for log in worker.logs:
             print(log.read_text(errors="replace")[-5000:])  # shown when the test fails
-
-
-def logged(engine) -> list[sa.Row]:
-    query = sa.select(
-        audit_entries.c.seq, audit_entries.c.action, audit_entries.c.subject, audit_entries.c.source
-    )
-    with engine.connect() as connection:
-        return list(connection.execute(query.order_by(audit_entries.c.seq)))
-
-
-def wait_for(what: str, check: Callable[[], object], worker: Worker) -> object:
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        assert worker.process is not None and worker.process.poll() is None, (
-            f"the worker exited waiting for {what}"
-        )
-        found = check()
-        if found:
-            return found
-        time.sleep(0.25)
-    raise AssertionError(f"no {what} within {WAIT_S} s")
 
 
 def position(source: str) -> tuple[str, int, int]:
@@ -230,3 +175,99 @@ def test_the_worker_records_events_once_in_order(settings, engine, publisher, wo
     )
     assert verified.returncode == 0, verified.stderr
     assert f"audit log verified: {len(after)} entries" in verified.stdout
+
+
+def entries_of(engine, actions: set[str]) -> list[sa.Row]:
+    query = sa.select(audit_entries).where(audit_entries.c.action.in_(actions)).order_by(audit_entries.c.seq)
+    with engine.connect() as connection:
+        return list(connection.execute(query))
+
+
+def operator_key(engine) -> str:
+    store = PrincipalStore(engine)
+    store.create_principal("operator", "alice")
+    return store.issue_key(OPERATOR).key
+
+
+def test_principals_and_keys_changed_through_the_gateway_are_recorded(settings, engine, publisher, worker):
+    """Through the gateway's HTTP API: the changes commit with their events, the gateway publishes them to
+    pdo.access, and the audit worker records who did what to whom and why."""
+    worker.start(f"audit-{uuid.uuid4().hex[:8]}")
+    headers = {"Authorization": f"Bearer {operator_key(engine)}"}
+    app = create_app(settings, None, None, engine, dead_letters=lambda limit: [], access_events=publisher)
+    with ServerThread(app) as server, httpx.Client(base_url=server.url, timeout=30) as http:
+        created = http.post(
+            "/v1/principals",
+            json={"kind": "tenant", "name": "acme", "reason": "onboarding"},
+            headers=headers,
+        )
+        assert created.status_code == 201, created.text
+        key_id = created.json()["key_id"]
+        revoked = http.delete(f"/v1/api-keys/{key_id}", params={"reason": "leaked"}, headers=headers)
+        assert revoked.status_code == 200, revoked.text
+
+        wanted = {"principal.created", "api_key.revoked"}
+
+        def recorded() -> list[sa.Row]:
+            rows = [row for row in entries_of(engine, wanted) if row.subject == "principal:tenant:acme"]
+            return rows if {row.action for row in rows} == wanted else []
+
+        found = wait_for("the principal and key entries", recorded, worker)
+    mine = {row.action: row for row in found if row.subject == "principal:tenant:acme"}
+    assert (mine["principal.created"].actor, mine["principal.created"].reason) == (OPERATOR, "onboarding")
+    assert (mine["api_key.revoked"].actor, mine["api_key.revoked"].reason) == (OPERATOR, "leaked")
+    assert mine["api_key.revoked"].source.startswith(topics.name(TopicId.ACCESS, settings))
+    body = json.loads(mine["api_key.revoked"].body)
+    assert body["details"]["key_id"] == key_id and body["details"]["tenant"] == "tenant:acme"
+    assert created.json()["api_key"] not in mine["api_key.revoked"].body
+
+
+@pytest.fixture
+def unprivileged(settings) -> Iterator[Settings]:
+    """The settings of a Kafka user that exists but holds no ACL: it may not write pdo.access."""
+    user = f"service.t{uuid.uuid4().hex[:8]}"
+    password = secrets.token_urlsafe(24)
+    with admin_client(settings) as admin:
+        access.set_password(admin, user, password)
+    yield dataclasses.replace(settings, kafka_username=user, kafka_password=password)
+    with admin_client(settings) as admin:
+        access.delete_user(admin, user)
+
+
+def test_kafka_credentials_are_refused_with_503_when_their_issue_cannot_be_recorded(
+    settings, engine, publisher, unprivileged
+):
+    """The gateway's Kafka principal lacks the produce ACL on pdo.access: issuing is refused, the broker
+    keeps no user and no ACL for the tenant; with the ACL (here: the admin) the same issue goes through."""
+    tenant = f"tenant:t{uuid.uuid4().hex[:8]}"
+    store = PrincipalStore(engine)
+    store.create_principal("tenant", tenant.partition(":")[2])
+    headers = {"Authorization": f"Bearer {store.issue_key(tenant).key}"}
+    # Schemas are resolved as the admin (the test's registry knows only it); the events are sent as the
+    # user without the ACL.
+    refused_events = EventPublisher(unprivileged, codec=AvroCodec(RegistryClient.for_settings(settings)))
+    issuer = KafkaCredentialIssuer(settings, lambda provider: [], BrokerUsers(settings), refused_events)
+    app = create_app(
+        settings,
+        None,
+        None,
+        engine,
+        dead_letters=lambda limit: [],
+        kafka_credentials=issuer,
+        access_events=publisher,
+    )
+    try:
+        with ServerThread(app) as server, httpx.Client(base_url=server.url, timeout=60) as http:
+            answer = http.post("/v1/kafka-credentials", headers=headers)
+    finally:
+        refused_events.close()
+    assert answer.status_code == 503, answer.text
+    assert "could not record" in answer.json()["message"] and answer.json()["hint"]
+    user = access.party_user(tenant)
+    with admin_client(settings) as admin:
+        assert access.current_acls(admin, access.kafka_principal(user)) == set()
+        assert not access.delete_user(admin, user)  # there was no such user to delete
+
+    allowed = KafkaCredentialIssuer(settings, lambda provider: [], BrokerUsers(settings), publisher)
+    assert allowed.issue(tenant).username == user
+    assert allowed.revoke(tenant, actor=OPERATOR) > 0

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from pdo.authorization.models import grant_id_for
 from pdo.authorization.public import DataRequest, Grant, Narrowing, RequestSpec, RequestStatus
+from pdo.authorization.testing import RecordingPublisher
 from pdo.catalog.public import Dataset, DatasetRegistration
 from pdo.core import db
 from pdo.core.config import ConfigError, Settings
@@ -247,11 +248,19 @@ def gateway(tmp_path_factory) -> Iterator[Gateway]:
         audit_signing_key_file=str(audit_signing_key(folder)),  # /v1/audit/public-key serves its public half
     )
     users = InMemoryUsers()
+    # Access acts are recorded in a list (their recording on the broker: tests/integration).
+    events = RecordingPublisher()
     issuer = KafkaCredentialIssuer(
-        settings, lambda provider: [d.dataset_id for d in catalog.list(provider)], users
+        settings, lambda provider: [d.dataset_id for d in catalog.list(provider)], users, events
     )
     app = create_app(
-        settings, catalog, authorization, engine, dead_letters=lambda limit: [], kafka_credentials=issuer
+        settings,
+        catalog,
+        authorization,
+        engine,
+        dead_letters=lambda limit: [],
+        kafka_credentials=issuer,
+        access_events=events,
     )
     with ServerThread(app) as server, httpx.Client(base_url=server.url, timeout=30) as http:
         yield Gateway(http, catalog, authorization, store, keys, users)
@@ -267,7 +276,8 @@ def capped(tmp_path) -> Iterator[Callable[..., tuple[Gateway, Any]]]:
         def make(**changes) -> tuple[Gateway, Any]:
             settings = dataclasses.replace(Settings.from_env(), **changes)
             catalog, authorization = FakeCatalog(), FakeAuthorization()
-            issuer = KafkaCredentialIssuer(settings, lambda provider: [], InMemoryUsers())
+            events = RecordingPublisher()
+            issuer = KafkaCredentialIssuer(settings, lambda provider: [], InMemoryUsers(), events)
             app = create_app(
                 settings,
                 catalog,
@@ -275,6 +285,7 @@ def capped(tmp_path) -> Iterator[Callable[..., tuple[Gateway, Any]]]:
                 engine,
                 dead_letters=lambda limit: [],
                 kafka_credentials=issuer,
+                access_events=events,
             )
             server = stack.enter_context(ServerThread(app))
             http = stack.enter_context(httpx.Client(base_url=server.url, timeout=30))

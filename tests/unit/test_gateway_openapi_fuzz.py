@@ -79,7 +79,7 @@ def gateway(tmp_path_factory) -> Iterator[tuple[str, Seeded]]:
         catalog._open_feed = lambda dataset_id, provider_id: None  # noqa: SLF001
         catalog._close_feed = lambda dataset_id, provider_id: None  # noqa: SLF001
         authorization = AuthorizationService(engine, publisher, catalog, load_policy(), settings)
-        users = KafkaCredentialIssuer(settings, lambda provider: [], InMemoryUsers())
+        users = KafkaCredentialIssuer(settings, lambda provider: [], InMemoryUsers(), publisher)
         app = create_app(
             settings,
             catalog,
@@ -88,6 +88,7 @@ def gateway(tmp_path_factory) -> Iterator[tuple[str, Seeded]]:
             feeds=AcceptingFeeds(),
             dead_letters=lambda limit: [],
             kafka_credentials=users,
+            access_events=publisher,
         )
         with ServerThread(app) as server, httpx.Client(base_url=server.url, timeout=30) as client:
             yield server.url, seed(client, authorization, keys)

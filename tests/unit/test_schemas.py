@@ -52,6 +52,21 @@ REQUIRED = {
     "audit": {"AuditEntryLogged", "AuditCheckpointSigned"},
     "datasets": {"TrafficFlow", "EnterpriseRegistry", "AirQuality"},
     "types": {"Provenance"},
+    "access": {
+        "PrincipalCreated",
+        "PrincipalDisabled",
+        "PrincipalEnabled",
+        "ApiKeyIssued",
+        "ApiKeyRevoked",
+        "KafkaCredentialsIssued",
+        "KafkaCredentialsRevoked",
+        "AclsApplied",
+        "TopicsCreated",
+        "AccessChangeFailed",
+        "PolicyInForce",
+        "DeadLetterReplayed",
+        "PeriodClosed",
+    },
 }
 
 SENSITIVE = {
