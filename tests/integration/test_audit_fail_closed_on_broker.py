@@ -14,10 +14,11 @@ from datetime import timedelta
 import httpx
 import pytest
 import sqlalchemy as sa
-from conftest import ServerThread, fresh_postgres_database
 
 # The audit worker's test's fixtures, here on this module's settings (PostgreSQL, the short limit).
-from test_audit_worker_on_broker import _signing_key, engine, publisher, worker  # noqa: F401
+from audit_support import signing_key
+from conftest import ServerThread, fresh_postgres_database
+from test_audit_worker_on_broker import engine, publisher, worker  # noqa: F401
 
 from pdo.audit.public import appendability
 from pdo.audit.tables import entries as audit_entries
@@ -49,7 +50,7 @@ def settings(kafka_bootstrap, registry_url, postgres_url, tmp_path) -> Iterator[
         database_url=next(database),
         home=isolated_home(tmp_path, tag),
         run_dir=tmp_path / "run",
-        audit_signing_key_file=str(_signing_key(tmp_path)),
+        audit_signing_key_file=str(signing_key(tmp_path)),
         audit_fail_closed_after_s=LIMIT_S,
     )
     names = create_topics(configured)
