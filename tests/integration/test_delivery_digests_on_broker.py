@@ -37,6 +37,7 @@ from pdo.authorization.testing import TRAFFIC_FLOW_SCHEMA
 from pdo.cli.verify_statement import read_properties, received_delivery_ids, tenant_settings
 from pdo.core import db
 from pdo.core.config import Settings
+from pdo.core.events import OnDemandPublisher
 from pdo.core.kafka import producer
 from pdo.core.provenance import delivery_root
 from pdo.core.topics import feed_topic
@@ -119,7 +120,8 @@ def test_delivered_records_are_digested_once_and_recorded_in_the_audit_log(
             assert (digest.count, digest.root) == (len(leaves[digest_id]), delivery_root(leaves[digest_id]))
         # The tenant, with its own Kafka credentials, finds on its topic exactly the digested deliveries (ids
         # from its records' provenance): what `pdo audit verify-statement` checks billed ids against.
-        issuer = KafkaCredentialIssuer(digesting, lambda provider: [])
+        access_events = OnDemandPublisher(digesting)  # closed below: its connections are the test's
+        issuer = KafkaCredentialIssuer(digesting, lambda provider: [], events=access_events)
         issued = issuer.issue(ACME)
         tenant_passwords[issued.username] = issued.password
         try:
@@ -131,6 +133,7 @@ def test_delivered_records_are_digested_once_and_recorded_in_the_audit_log(
             assert received_delivery_ids(as_tenant, statement) == set(every)
         finally:
             issuer.revoke(ACME)
+            access_events.close()
         # The audit log recorded every digest with its count and root (a resent one would repeat them).
         assert {details["digest"] for details in recorded} == set(made)
         for details in recorded:
