@@ -38,6 +38,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from kafka.errors import KafkaError
+
 from pdo.core import topics
 from pdo.core.config import Settings, ensure_local_secret, write_private
 from pdo.core.errors import PdoError
@@ -518,21 +520,41 @@ def answers_api_versions(port: int, host: str = "127.0.0.1", timeout_s: float = 
         return False
 
 
-def serves_authenticated_clients(settings: Settings) -> bool:
-    """True once the broker lists itself to the admin over SASL: registered, its authorizer loaded."""
-    admin = replace(
+def as_admin(settings: Settings, bootstrap_servers: str) -> Settings:
+    """The settings the launcher talks to its own broker with: the admin over SASL_PLAINTEXT, short timeouts."""
+    return replace(
         settings,
         kafka_username=ADMIN_USER,
         kafka_password=admin_password(settings),
         kafka_security_protocol="SASL_PLAINTEXT",
-        kafka_bootstrap=f"127.0.0.1:{settings.kafka_port}",
+        kafka_bootstrap=bootstrap_servers,
         kafka_timeout_s=2,
     )
+
+
+def serves_authenticated_clients(settings: Settings) -> bool:
+    """True once the broker lists itself to the admin over SASL: registered, its authorizer loaded."""
     try:
-        with admin_client(admin) as client:
+        with admin_client(as_admin(settings, f"127.0.0.1:{settings.kafka_port}")) as client:
             return bool(client.describe_cluster()["brokers"])
     except PdoError:
         return False
+
+
+def under_replicated(settings: Settings, nodes: int) -> int | None:
+    """How many partitions of the cluster have fewer in-sync replicas than replicas; None when it cannot say."""
+    try:
+        with admin_client(as_admin(settings, bootstrap(settings, nodes))) as client:
+            if len(client.describe_cluster()["brokers"]) < nodes:
+                return None  # a node is not registered yet: its replicas cannot be in sync
+            described = client.describe_topics()
+    except (PdoError, KafkaError):
+        return None
+    return sum(
+        len(partition["isr_nodes"]) < len(partition["replica_nodes"])
+        for topic in described
+        for partition in topic["partitions"]
+    )
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -749,16 +771,54 @@ def start_node(settings: Settings, node: Node, report: Report = print) -> int:
     return pid
 
 
+def restart(settings: Settings, report: Report = print, nodes: int = 1) -> None:
+    """Restart the broker; a cluster node by node, each only once every partition is back in sync, so a
+    topic with min.insync.replicas 2 of 3 keeps taking writes and no leader waits for a stopped node."""
+    for node in cluster_nodes(nodes):
+        stop_node(settings, node, report)
+        start_node(settings, node, report)
+        if nodes > 1:
+            wait_until_in_sync(settings, nodes, report)
+
+
+def wait_until_in_sync(settings: Settings, nodes: int, report: Report = print) -> float:
+    """Seconds until no partition of the cluster lacks an in-sync replica; PdoError after the start timeout."""
+    started = time.monotonic()
+    deadline = started + settings.kafka_start_timeout_s
+    while time.monotonic() < deadline:
+        if under_replicated(settings, nodes) == 0:
+            elapsed = time.monotonic() - started
+            report(f"every partition in sync on all {nodes} nodes after {elapsed:.1f} s")
+            return elapsed
+        time.sleep(0.5)
+    raise PdoError(
+        f"partitions stayed under-replicated for {settings.kafka_start_timeout_s} s after a node restarted",
+        "see the nodes' server.log; do not stop another node until `pdo broker status --nodes N` shows all "
+        "running and the replicas have caught up",
+    )
+
+
 def stop(settings: Settings | None = None, report: Report = print, nodes: int = 1) -> bool:
     """Stop the broker (or every node of the cluster) pdo started from this run dir: SIGTERM, up to 30 s of
     clean shutdown, then SIGKILL. False when none was running."""
     settings = settings or Settings.from_env()
-    # The last nodes first and node 1 alone at the end: the quorum keeps a majority as long as it can.
-    stopped = [stop_node(settings, node, report) for node in reversed(cluster_nodes(nodes))]
-    return any(stopped)
+    # Every node is told at once: one by one, the last would wait for a quorum that has already gone.
+    running = [(node, pid) for node in cluster_nodes(nodes) if (pid := _signal_stop(settings, node, report))]
+    for node, pid in running:
+        _wait_stopped(settings, node, pid, report)
+    return bool(running)
 
 
 def stop_node(settings: Settings, node: Node = SINGLE, report: Report = print) -> bool:
+    """Stop one node (the single broker by default); False when it was not running."""
+    pid = _signal_stop(settings, node, report)
+    if pid is not None:
+        _wait_stopped(settings, node, pid, report)
+    return pid is not None
+
+
+def _signal_stop(settings: Settings, node: Node, report: Report) -> int | None:
+    """SIGTERM to the node's JVM (Kafka's clean shutdown); its pid, or None when it was not running."""
     paths = BrokerPaths.from_settings(settings, node)
     port = node_settings(settings, node).kafka_port
     pid = running_pid(paths)
@@ -769,17 +829,20 @@ def stop_node(settings: Settings, node: Node = SINGLE, report: Report = print) -
             f"no {node.label} started from {paths.root} is running"
             + (others if answers_api_versions(port) else "")
         )
-        return False
+        return None
     report(f"stopping {node.label} (pid {pid})...")
-    started = time.monotonic()
     os.kill(pid, signal.SIGTERM)
+    return pid
+
+
+def _wait_stopped(settings: Settings, node: Node, pid: int, report: Report) -> None:
+    started = time.monotonic()
     if not wait_for_exit(pid, STOP_TIMEOUT_S):
         report(f"{node.label} did not shut down within {STOP_TIMEOUT_S:.0f} s; killing it")
         os.kill(pid, signal.SIGKILL)
         wait_for_exit(pid, 5.0)
-    paths.pid_file.unlink(missing_ok=True)
+    BrokerPaths.from_settings(settings, node).pid_file.unlink(missing_ok=True)
     report(f"{node.label} stopped in {time.monotonic() - started:.1f} s")
-    return True
 
 
 def wait_for_exit(pid: int, timeout_s: float) -> bool:
