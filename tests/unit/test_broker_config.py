@@ -283,3 +283,14 @@ def test_status_of_a_cluster_that_never_ran_lists_each_node_stopped(broker_setti
 
     assert [state.port for state in statuses] == [29092, 29102, 29112]
     assert not any(state.running for state in statuses)
+
+
+def test_a_cluster_fences_a_silent_node_sooner_than_kafkas_default_and_the_single_broker_is_unchanged(
+    broker_settings,
+):
+    clustered = node_properties(broker_settings, CLUSTER[0])
+    single = parsed_properties(broker_settings)
+
+    assert int(clustered["broker.session.timeout.ms"]) < 9000
+    assert int(clustered["broker.heartbeat.interval.ms"]) * 3 <= int(clustered["broker.session.timeout.ms"])
+    assert "broker.session.timeout.ms" not in single
