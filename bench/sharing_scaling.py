@@ -28,6 +28,7 @@ import uuid
 from pathlib import Path
 
 from kafka.admin import NewPartitions
+from kafka.errors import KafkaError
 from sharing_throughput import (
     Setup,
     delivery_span_s,
@@ -68,7 +69,8 @@ def start_workers(setup: Setup, count: int, group: str) -> list[subprocess.Popen
     return [
         subprocess.Popen(
             command,
-            env=setup.settings.environment(),
+            # Side by side on one host the workers' metrics endpoints would collide: none is needed here.
+            env={**setup.settings.environment(), "PDO_SHARING_METRICS_PORT": "0"},
             stdout=(setup.settings.run_dir / f"worker-{number}.log").open("wb"),
             stderr=subprocess.STDOUT,
         )
@@ -79,8 +81,11 @@ def start_workers(setup: Setup, count: int, group: str) -> list[subprocess.Popen
 def wait_for_group(setup: Setup, group: str, members: int, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        with admin_client(setup.settings) as admin:
-            description = admin.describe_groups([group])[group]
+        try:
+            with admin_client(setup.settings) as admin:
+                description = admin.describe_groups([group])[group]
+        except KafkaError:  # no coordinator yet: a fresh cluster makes its offsets topic on first use
+            description = {"group_state": "", "members": []}
         if description["group_state"] == "Stable" and len(description["members"]) == members:
             return
         time.sleep(0.5)
