@@ -34,5 +34,8 @@ if ! deploy/local/postgres.sh status; then
 fi
 
 export PDO_TEST_POSTGRES_URL=${PDO_TEST_POSTGRES_URL:-$(deploy/local/postgres.sh url)}
+# tests/integration/test_cluster_faults.py (marker `cluster`, about 2-3 minutes) starts a three-node cluster of
+# its own on these ports (+0, +10, +20 and one above each); deselect it with -m "not cluster".
+export PDO_TEST_CLUSTER_PORT=${PDO_TEST_CLUSTER_PORT:-19700}
 export PDO_TEST_REQUIRE_ALL=1
 .venv/bin/python -m pytest "$@"

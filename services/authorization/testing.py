@@ -242,6 +242,7 @@ def isolated_home(folder: Path, tag: str) -> Path:
     for shared in ("schemas", "deploy"):
         (home / shared).symlink_to(project / shared, target_is_directory=True)
     (home / "topics" / "principals").symlink_to(project / "topics" / "principals", target_is_directory=True)
+    (home / "topics" / "internal").symlink_to(project / "topics" / "internal", target_is_directory=True)
     for source in sorted((project / "topics").glob("*.yaml")):
         text = source.read_text(encoding="utf-8")
         (home / "topics" / source.name).write_text(

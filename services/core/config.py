@@ -180,6 +180,16 @@ MIN_SECRET_BYTES = 32
 MAKE_A_SECRET = "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
 
 
+# Topic declarations give replication per profile (topics/README.md); PDO_REPLICATION_PROFILE picks one.
+REPLICATION_PROFILES = (PRODUCTION, "local")
+
+
+def _replication_profile(raw: str) -> str:
+    if raw not in REPLICATION_PROFILES:
+        raise ConfigError(f"{raw!r} is not one of {', '.join(REPLICATION_PROFILES)}")
+    return raw
+
+
 def _environment(raw: str) -> str:
     if raw not in (PRODUCTION, DEVELOPMENT):
         raise ConfigError(f"{raw!r} is neither {PRODUCTION!r} nor {DEVELOPMENT!r}")
@@ -253,6 +263,18 @@ class Settings:
         "PDO_KAFKA_TLS_KEYFILE", "", "PEM private key (unencrypted) of the local broker's TLS listener"
     )
     kafka_heap: str = _setting("PDO_KAFKA_HEAP", "512m", "maximum Java heap of the local broker (-Xmx)")
+    kafka_node_heap: str = _setting(
+        "PDO_KAFKA_NODE_HEAP",
+        "384m",
+        "maximum Java heap of each node of a local cluster (`pdo broker start --nodes 3`)",
+    )
+    replication_profile: str = _setting(
+        "PDO_REPLICATION_PROFILE",
+        PRODUCTION,
+        "which replication of the topic declarations applies: production (e.g. 3 replicas, 2 in sync) or "
+        "local (1 / 1); never more replicas than the cluster has brokers",
+        _replication_profile,
+    )
     kafka_start_timeout_s: int = _setting(
         "PDO_KAFKA_START_TIMEOUT_S",
         120,

@@ -15,7 +15,8 @@ def make_app(service_id: str, settings: Settings) -> faust.App:
     """A faust app whose id is the service's consumer group; values stay bytes for our Avro codec.
 
     Topics come from topics/ (`pdo topics apply`), never from faust's own declaration, so partition
-    counts stay as declared; faust still creates its internal changelog and leader topics.
+    counts stay as declared; faust still creates its internal changelog and leader topics, replicated as the
+    internal topics are (topics/internal/replication.yaml).
     """
     # faust makes its own data folder but not the folders above it; a fresh PDO_RUN_DIR has none.
     (settings.run_dir / "faust").mkdir(parents=True, exist_ok=True)
@@ -29,7 +30,7 @@ def make_app(service_id: str, settings: Settings) -> faust.App:
         datadir=str(settings.run_dir / "faust" / service_id),
         web_enabled=False,
         consumer_auto_offset_reset="earliest",
-        topic_replication_factor=1,
+        topic_replication_factor=internal_replication_factor(settings),
         producer_acks=-1,
         # A killed worker's partitions wait for its session to expire before another worker takes them:
         # faust's 60 s default is a minute without deliveries or metering. Heartbeats run beside the agents
@@ -38,6 +39,14 @@ def make_app(service_id: str, settings: Settings) -> faust.App:
     )
     worker_metrics.watch(app)  # every worker exports its consumer lag and when it last saw a record
     return app
+
+
+def internal_replication_factor(settings: Settings) -> int:
+    """Replicas of faust's changelog and leader topics: the profile's internal replication, capped at the
+    brokers PDO_KAFKA_BOOTSTRAP lists (faust creates them itself and cannot ask the cluster's size first;
+    their min.insync.replicas is the broker's default, set from the same file)."""
+    listed = len([server for server in settings.kafka_bootstrap.split(",") if server.strip()])
+    return topics.internal_replication(settings).on(listed).factor
 
 
 def credentials(settings: Settings) -> faust.SASLCredentials:

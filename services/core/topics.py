@@ -1,6 +1,10 @@
 """Topics as declared data: load `topics/*.yaml`, name them in code by TopicId (templated names such as a
 dataset's feed or a tenant's stream through `feed_topic` and `tenant_topic`, the one place they are spelled),
-create them on the broker."""
+create them on the broker.
+
+Replication is declared too, per profile (`production`, `local`; PDO_REPLICATION_PROFILE picks one): a topic
+is created with its profile's replication factor and `min.insync.replicas`, never more than the cluster has
+brokers, and `apply` reports a live topic whose replication differs from that."""
 
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, Ne
 from kafka.errors import TopicAlreadyExistsError
 
 from pdo.core.apply_report import ApplyReport
-from pdo.core.config import Settings
+from pdo.core.config import REPLICATION_PROFILES, Settings
 from pdo.core.errors import PdoError
 from pdo.core.ids import check_id
 
@@ -28,6 +32,9 @@ PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 CLEANUP_POLICIES = {"delete", "compact", "compact,delete"}
 # `values: dataset` marks topics whose value schema is a dataset's own, registered by its provider.
 DATASET_VALUES = "dataset"
+# Kafka's own topics (consumer offsets, transaction state) and faust's (changelogs, leader topics): their
+# replication per profile, in the same keys as a topic declaration.
+INTERNAL_REPLICATION_FILE = Path("internal") / "replication.yaml"
 
 
 class TopicId(StrEnum):
@@ -53,6 +60,33 @@ class TopicDeclarationError(PdoError):
 
 
 @dataclass(frozen=True)
+class Replication:
+    """How many brokers keep a copy of each partition, and how many copies must hold a write before an
+    acks=all producer hears it acknowledged (Kafka's `min.insync.replicas`)."""
+
+    factor: int
+    min_insync: int
+
+    def on(self, brokers: int) -> Replication:
+        """What a cluster of `brokers` can hold: no more replicas than brokers, no more in sync than replicas."""
+        factor = min(self.factor, brokers)
+        return Replication(factor, min(self.min_insync, factor))
+
+
+@dataclass(frozen=True)
+class ReplicationPlan:
+    """A topic's replication in each profile: `production` (a cluster of three or more brokers) and `local`."""
+
+    production: Replication
+    local: Replication
+
+    def profile(self, name: str) -> Replication:
+        """The replication of one profile; Settings holds PDO_REPLICATION_PROFILE to REPLICATION_PROFILES."""
+        plan: Replication = getattr(self, name)
+        return plan
+
+
+@dataclass(frozen=True)
 class TopicSpec:
     """One topic as declared: its name (or name template), layout, retention and schemas."""
 
@@ -60,7 +94,7 @@ class TopicSpec:
     name: str
     description: str
     partitions: int
-    replication: int
+    replication: ReplicationPlan
     cleanup_policy: str
     retention_ms: int
     key: str
@@ -113,13 +147,60 @@ def _optional(raw: dict[str, object], key: str, kind: type[T], source: Path) -> 
     return None if raw.get(key) is None else _require(raw, key, kind, source)
 
 
-def parse_declaration(source: Path) -> TopicSpec:
+def _per_profile(
+    raw: dict[str, object], key: str, source: Path, default: dict[str, int] | None = None
+) -> dict[str, int]:
+    """`key: 3` (every profile) or `key: {production: 3, local: 1}` (each profile named), as whole numbers."""
+    value = raw.get(key, default)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return dict.fromkeys(REPLICATION_PROFILES, value)
+    if (
+        isinstance(value, dict)
+        and set(value) == set(REPLICATION_PROFILES)
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value.values())
+    ):
+        return value
+    profiles = ", ".join(f"{profile}: <n>" for profile in REPLICATION_PROFILES)
+    raise TopicDeclarationError(
+        f"{source.name}: '{key}' must be a int, or a mapping {{{profiles}}}; found {value!r}",
+        hint="see topics/README.md for the declaration format",
+    )
+
+
+def parse_replication(raw: dict[str, object], source: Path) -> ReplicationPlan:
+    """`replication` and `min_insync_replicas` of a declaration; min_insync_replicas left out is one less than
+    the replication factor (at least 1), so a topic keeps taking writes with one replica down."""
+    factors = _per_profile(raw, "replication", source)
+    fallback = {profile: max(1, factor - 1) for profile, factor in factors.items()}
+    in_sync = _per_profile(raw, "min_insync_replicas", source, default=fallback)
+    plans = {profile: Replication(factors[profile], in_sync[profile]) for profile in REPLICATION_PROFILES}
+    for profile, plan in plans.items():
+        if plan.factor < 1 or not 1 <= plan.min_insync <= plan.factor:
+            raise TopicDeclarationError(
+                f"{source.name}: {profile} replication must be at least 1 and min_insync_replicas between 1 "
+                f"and it; found replication {plan.factor}, min_insync_replicas {plan.min_insync}"
+            )
+    return ReplicationPlan(**plans)
+
+
+def _load_mapping(source: Path) -> dict[str, object]:
     try:
         raw = yaml.safe_load(source.read_text())
     except yaml.YAMLError as error:
         raise TopicDeclarationError(f"{source.name} is not valid YAML: {error}") from None
     if not isinstance(raw, dict):
         raise TopicDeclarationError(f"{source.name} must be a mapping of fields")
+    return raw
+
+
+def internal_replication(settings: Settings) -> Replication:
+    """The replication of Kafka's and faust's internal topics in the profile in force (uncapped)."""
+    source = settings.home / "topics" / INTERNAL_REPLICATION_FILE
+    return parse_replication(_load_mapping(source), source).profile(settings.replication_profile)
+
+
+def parse_declaration(source: Path) -> TopicSpec:
+    raw = _load_mapping(source)
     values = raw.get("values")
     if values != DATASET_VALUES and not (
         isinstance(values, list) and values and all(isinstance(v, str) for v in values)
@@ -132,7 +213,7 @@ def parse_declaration(source: Path) -> TopicSpec:
         name=_require(raw, "name", str, source),
         description=_require(raw, "description", str, source),
         partitions=_require(raw, "partitions", int, source),
-        replication=_require(raw, "replication", int, source),
+        replication=parse_replication(raw, source),
         cleanup_policy=_require(raw, "cleanup_policy", str, source),
         retention_ms=_require(raw, "retention_ms", int, source),
         key=_require(raw, "key", str, source),
@@ -148,8 +229,6 @@ def _check_ranges(spec: TopicSpec) -> None:
     problems = []
     if spec.partitions < 1:
         problems.append("partitions must be at least 1")
-    if spec.replication < 1:
-        problems.append("replication must be at least 1")
     if spec.cleanup_policy not in CLEANUP_POLICIES:
         problems.append(f"cleanup_policy must be one of {sorted(CLEANUP_POLICIES)}")
     if spec.retention_ms < -1 or spec.retention_ms == 0:
@@ -221,66 +300,93 @@ def tenant_topic(tenant_id: str, dataset_id: str, settings: Settings | None = No
     )
 
 
-def apply(admin: KafkaAdminClient, specs: list[TopicSpec]) -> ApplyReport[str]:
+def apply(admin: KafkaAdminClient, specs: list[TopicSpec], profile: str | None = None) -> ApplyReport[str]:
     """Create the declared topics the broker lacks; report how existing ones differ. Idempotent.
-    Items are topic names; a drift item is `<name>: <what differs>`."""
+    Items are topic names; a drift item is `<name>: <what differs>`. `profile` defaults to
+    PDO_REPLICATION_PROFILE."""
     report: ApplyReport[str] = ApplyReport()
+    profile = profile or Settings.from_env().replication_profile
     brokers = len(admin.describe_cluster()["brokers"])
     existing = set(admin.list_topics())
     for declaration in specs:
+        replication = _effective_replication(declaration, profile, brokers, report)
         if declaration.name in existing:
-            _compare(admin, declaration, report)
+            _compare(admin, declaration, replication, report)
         else:
-            _create(admin, declaration, _effective_replication(declaration, brokers, report), report)
+            _create(admin, declaration, replication, report)
     return report
 
 
-def _effective_replication(declaration: TopicSpec, brokers: int, report: ApplyReport[str]) -> int:
-    # A single local broker cannot hold three replicas; the declaration states production intent.
-    if declaration.replication <= brokers:
-        return declaration.replication
-    report.notes.append(
-        f"{declaration.name}: replication {declaration.replication} declared, "
-        f"{brokers} broker(s) in the cluster, created with {brokers}"
-    )
-    return brokers
+def _effective_replication(
+    declaration: TopicSpec, profile: str, brokers: int, report: ApplyReport[str]
+) -> Replication:
+    # A single local broker cannot hold three replicas; the production profile states production intent.
+    wanted = declaration.replication.profile(profile)
+    possible = wanted.on(brokers)
+    if possible != wanted:
+        report.notes.append(
+            f"{declaration.name}: replication {wanted.factor} declared ({profile}), {brokers} broker(s) in "
+            f"the cluster, so {possible.factor} (min.insync.replicas {possible.min_insync})"
+        )
+    return possible
+
+
+def topic_configs(declaration: TopicSpec, replication: Replication) -> dict[str, str]:
+    """The topic-level configs pdo sets: the declaration's own and the profile's min.insync.replicas."""
+    return {**declaration.configs, "min.insync.replicas": str(replication.min_insync)}
 
 
 def _create(
-    admin: KafkaAdminClient, declaration: TopicSpec, replication: int, report: ApplyReport[str]
+    admin: KafkaAdminClient, declaration: TopicSpec, replication: Replication, report: ApplyReport[str]
 ) -> None:
     topic = NewTopic(
         name=declaration.name,
         num_partitions=declaration.partitions,
-        replication_factor=replication,
-        topic_configs=declaration.configs,
+        replication_factor=replication.factor,
+        topic_configs=topic_configs(declaration, replication),
     )
     try:
         admin.create_topics([topic])
     except TopicAlreadyExistsError:
         # Another worker created it between our listing and our request: compare instead.
-        _compare(admin, declaration, report)
+        _compare(admin, declaration, replication, report)
         return
     report.created.append(declaration.name)
 
 
-def _compare(admin: KafkaAdminClient, declaration: TopicSpec, report: ApplyReport[str]) -> None:
+REPLICATION_FIX = (
+    "{name}: Kafka cannot change a live topic's replication factor by itself; give each partition {factor} "
+    "replica(s) with kafka-reassign-partitions.sh (or delete and re-apply the topic, losing its records); "
+    "min.insync.replicas changes with kafka-configs.sh --alter --entity-type topics --entity-name {name}"
+)
+
+
+def _compare(
+    admin: KafkaAdminClient, declaration: TopicSpec, replication: Replication, report: ApplyReport[str]
+) -> None:
     differences = []
-    partitions = len(admin.describe_topics([declaration.name])[0]["partitions"])
-    if partitions != declaration.partitions:
-        differences.append(f"partitions {partitions} (declared {declaration.partitions})")
-    actual = _topic_configs(admin, declaration.name, declaration.configs)
-    for key, wanted in declaration.configs.items():
-        if actual.get(key) != wanted:
-            differences.append(f"{key}={actual.get(key)} (declared {wanted})")
+    partitions = admin.describe_topics([declaration.name])[0]["partitions"]
+    if len(partitions) != declaration.partitions:
+        differences.append(f"partitions {len(partitions)} (declared {declaration.partitions})")
+    factors = sorted({len(partition["replica_nodes"]) for partition in partitions})
+    if factors != [replication.factor]:
+        shown = "/".join(str(factor) for factor in factors)
+        differences.append(f"replication {shown} (declared {replication.factor})")
+    wanted = topic_configs(declaration, replication)
+    actual = _topic_configs(admin, declaration.name, list(wanted))
+    for key, value in wanted.items():
+        if actual.get(key) != value:
+            differences.append(f"{key}={actual.get(key)} (declared {value})")
     if differences:
         report.drift.append(f"{declaration.name}: " + ", ".join(differences))
+        if any(d.startswith(("replication", "min.insync")) for d in differences):
+            report.notes.append(REPLICATION_FIX.format(name=declaration.name, factor=replication.factor))
     else:
         report.unchanged.append(declaration.name)
 
 
-def _topic_configs(admin: KafkaAdminClient, topic: str, declared: dict[str, str]) -> dict[str, str]:
-    wanted = dict.fromkeys(declared)
+def _topic_configs(admin: KafkaAdminClient, topic: str, keys: list[str]) -> dict[str, str]:
+    wanted = dict.fromkeys(keys)
     # Describing needs only the names (the stubs type `configs` for altering, where values are set).
     resource = ConfigResource(ConfigResourceType.TOPIC, topic, configs=wanted)  # type: ignore[arg-type]
     described = admin.describe_configs([resource], config_filter="all")["topic"][topic]

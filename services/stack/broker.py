@@ -14,6 +14,13 @@ broker's jars from Maven (`deploy/kafka/pom.xml`), formats a KRaft data folder o
 
 Readiness is checked with a raw Kafka Metadata request over a socket: it needs no client library,
 answers in milliseconds, and only succeeds once the broker has registered itself and serves requests.
+
+`pdo broker start --nodes 3` runs a real cluster the same way: three JVMs, each both broker and controller
+(a three-voter KRaft quorum), secured alike (the admin's SCRAM credential formatted into every node's
+storage; ACLs live in the replicated metadata log). Node n listens on every port of the single broker plus
+PORT_STRIDE·(n−1) (client 9092, 9102, 9112 by default) and keeps its files in
+`<run_dir>/kafka-cluster/node-<n>/`, laid out as above. Kafka's internal topics are replicated as
+topics/internal/replication.yaml says for PDO_REPLICATION_PROFILE, never beyond the nodes there are.
 """
 
 from __future__ import annotations
@@ -31,6 +38,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from kafka.errors import KafkaError
+
+from pdo.core import topics
 from pdo.core.config import Settings, ensure_local_secret, write_private
 from pdo.core.errors import PdoError
 from pdo.core.kafka import admin_client
@@ -42,7 +52,52 @@ STORAGE_MAIN_CLASS = "kafka.tools.StorageTool"  # what kafka-storage.sh runs
 STOP_TIMEOUT_S = 30.0
 INSTALL_HINT = "install Java 17 and Maven, e.g. `apt-get install openjdk-17-jre-headless maven`"
 
+PORT_STRIDE = 10  # node n's ports are the configured ones + PORT_STRIDE * (n - 1)
+MAX_NODES = 9
+
 Report = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Node:
+    """One node of the local Kafka: node `id` (1-based) of a cluster of `nodes` (1: the single broker)."""
+
+    id: int = NODE_ID
+    nodes: int = 1
+
+    @property
+    def offset(self) -> int:
+        return PORT_STRIDE * (self.id - 1)
+
+    @property
+    def label(self) -> str:
+        return "Kafka broker" if self.nodes == 1 else f"Kafka node {self.id}/{self.nodes}"
+
+
+SINGLE = Node()
+
+
+def cluster_nodes(nodes: int) -> list[Node]:
+    if not 1 <= nodes <= MAX_NODES:
+        raise PdoError(f"--nodes {nodes}: a local cluster has 1 to {MAX_NODES} nodes", "use 1 or 3")
+    return [Node(node_id, nodes) for node_id in range(1, nodes + 1)]
+
+
+def node_settings(settings: Settings, node: Node) -> Settings:
+    """The settings as node `node` sees them: its own client, controller and TLS ports."""
+    if node.offset == 0:
+        return settings
+    return replace(
+        settings,
+        kafka_port=settings.kafka_port + node.offset,
+        kafka_controller_port=settings.kafka_controller_port + node.offset,
+        kafka_tls_port=settings.kafka_tls_port + node.offset if settings.kafka_tls_port else 0,
+    )
+
+
+def bootstrap(settings: Settings, nodes: int = 1) -> str:
+    """PDO_KAFKA_BOOTSTRAP for the local broker or cluster: every node's client listener."""
+    return ",".join(f"127.0.0.1:{node_settings(settings, node).kafka_port}" for node in cluster_nodes(nodes))
 
 
 @dataclass(frozen=True)
@@ -54,11 +109,12 @@ class BrokerPaths:
     root: Path
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> BrokerPaths:
+    def from_settings(cls, settings: Settings, node: Node = SINGLE) -> BrokerPaths:
         kafka_deploy = settings.home / "deploy" / "kafka"
-        return cls(
-            pom=kafka_deploy / "pom.xml", lib=kafka_deploy / "target" / "lib", root=settings.run_dir / "kafka"
-        )
+        root = settings.run_dir / "kafka"
+        if node.nodes > 1:
+            root = cluster_root(settings) / f"node-{node.id}"
+        return cls(pom=kafka_deploy / "pom.xml", lib=kafka_deploy / "target" / "lib", root=root)
 
     @property
     def fetched_stamp(self) -> Path:
@@ -101,6 +157,10 @@ class BrokerPaths:
     @property
     def tls_keystore(self) -> Path:
         return self.root / "tls-keystore.pem"
+
+
+def cluster_root(settings: Settings) -> Path:
+    return settings.run_dir / "kafka-cluster"
 
 
 @dataclass(frozen=True)
@@ -229,27 +289,54 @@ def listener_properties(settings: Settings) -> dict[str, object]:
     }
 
 
-def server_properties(settings: Settings, paths: BrokerPaths) -> str:
-    """The broker's configuration: one node that is both broker and controller, sized for a small machine."""
+def quorum_voters(settings: Settings, nodes: int) -> str:
+    return ",".join(
+        f"{node.id}@127.0.0.1:{node_settings(settings, node).kafka_controller_port}"
+        for node in cluster_nodes(nodes)
+    )
+
+
+def replication_properties(settings: Settings, nodes: int) -> dict[str, object]:
+    """Kafka's internal topics and the defaults faust's topics take (replication -1), from the declared
+    internal replication of the profile in force; a single node holds one replica whatever the profile."""
+    internal = topics.internal_replication(settings).on(nodes)
+    return {
+        "default.replication.factor": internal.factor,
+        "min.insync.replicas": internal.min_insync,
+        "offsets.topic.replication.factor": internal.factor,
+        "transaction.state.log.replication.factor": internal.factor,
+        "transaction.state.log.min.isr": internal.min_insync,
+        "share.coordinator.state.topic.replication.factor": internal.factor,
+        "share.coordinator.state.topic.min.isr": internal.min_insync,
+    }
+
+
+def failover_properties(nodes: int) -> dict[str, object]:
+    """A cluster's controller fences a node that stopped heartbeating, and moves its partition leaders,
+    after 4 s rather than Kafka's 9 s: a SIGKILLed node then stalls its partitions' writers half as long.
+    Heartbeats every second keep a live but busy node (a GC pause on a shared 2-core machine) in."""
+    if nodes == 1:
+        return {}
+    return {"broker.heartbeat.interval.ms": 1000, "broker.session.timeout.ms": 4000}
+
+
+def server_properties(settings: Settings, paths: BrokerPaths, node: Node = SINGLE) -> str:
+    """One node's configuration, both broker and controller, sized for a small machine. `settings` are the
+    configured ones; the node's own ports are derived from them."""
+    own = node_settings(settings, node)
     settings_lines = {
         "process.roles": "broker,controller",
-        "node.id": NODE_ID,
-        # A static one-voter quorum (rather than `format --standalone`) keeps no endpoint in the
-        # metadata log, so changing PDO_KAFKA_CONTROLLER_PORT later only needs a new properties file.
-        "controller.quorum.voters": f"{NODE_ID}@127.0.0.1:{settings.kafka_controller_port}",
-        **listener_properties(settings),
-        **security_properties(settings, paths),
+        "node.id": node.id,
+        # A static quorum (rather than `format --standalone`) keeps no endpoint in the metadata log, so
+        # changing PDO_KAFKA_CONTROLLER_PORT later only needs a new properties file.
+        "controller.quorum.voters": quorum_voters(settings, node.nodes),
+        **listener_properties(own),
+        **security_properties(own, paths),
         "log.dirs": paths.data,
         # Topics are created on purpose by `pdo topics`, never by a typo in a producer.
         "auto.create.topics.enable": "false",
-        # One node: every internal topic and every default has to fit on a single replica.
-        "default.replication.factor": 1,
-        "min.insync.replicas": 1,
-        "offsets.topic.replication.factor": 1,
-        "transaction.state.log.replication.factor": 1,
-        "transaction.state.log.min.isr": 1,
-        "share.coordinator.state.topic.replication.factor": 1,
-        "share.coordinator.state.topic.min.isr": 1,
+        **replication_properties(settings, node.nodes),
+        **failover_properties(node.nodes),
         # Fewer internal partitions than the default 50: quicker first consumer group on 2 cores.
         "offsets.topic.num.partitions": 10,
         "transaction.state.log.num.partitions": 10,
@@ -295,11 +382,12 @@ logger.state.level = warn
 """
 
 
-def write_config_files(settings: Settings, paths: BrokerPaths) -> None:
+def write_config_files(settings: Settings, paths: BrokerPaths, node: Node = SINGLE) -> None:
+    """server.properties and log4j2.properties of one node, from the configured settings."""
     paths.logs.mkdir(parents=True, exist_ok=True)
     if settings.kafka_tls_port:
         write_tls_keystore(settings, paths)
-    write_private(paths.server_properties, server_properties(settings, paths))  # it holds passwords
+    write_private(paths.server_properties, server_properties(settings, paths, node))  # it holds passwords
     paths.log4j_properties.write_text(log4j_properties(paths))
 
 
@@ -329,11 +417,25 @@ def new_cluster_id() -> str:
             return cluster_id
 
 
-def java_command(settings: Settings, paths: BrokerPaths, main_class: str, *args: str) -> list[str]:
+def cluster_id(settings: Settings, node: Node) -> str:
+    """A new id for a single broker; for a cluster, the one id every node is formatted with (made once)."""
+    if node.nodes == 1:
+        return new_cluster_id()
+    stored = cluster_root(settings) / "cluster-id"
+    if not stored.exists():
+        stored.parent.mkdir(parents=True, exist_ok=True)
+        stored.write_text(new_cluster_id() + "\n")
+    return stored.read_text().strip()
+
+
+def java_command(
+    settings: Settings, paths: BrokerPaths, main_class: str, *args: str, node: Node = SINGLE
+) -> list[str]:
     """java with the broker's classpath, heap and logging; used for both StorageTool and the broker."""
+    heap = settings.kafka_heap if node.nodes == 1 else settings.kafka_node_heap
     return [
         require_tool("java"),
-        f"-Xmx{settings.kafka_heap}",
+        f"-Xmx{heap}",
         "-Xms128m",
         # The JVM flags kafka-run-class.sh uses, minus its GC logging.
         "-XX:+UseG1GC",
@@ -358,7 +460,9 @@ def is_formatted(paths: BrokerPaths) -> bool:
     return (paths.data / "meta.properties").exists()
 
 
-def format_storage(settings: Settings, paths: BrokerPaths, report: Report = print) -> None:
+def format_storage(
+    settings: Settings, paths: BrokerPaths, report: Report = print, node: Node = SINGLE
+) -> None:
     """Format the KRaft data folder once; a formatted folder is kept, with its topics, across restarts."""
     if is_formatted(paths):
         if not paths.secured_stamp.exists():
@@ -367,8 +471,8 @@ def format_storage(settings: Settings, paths: BrokerPaths, report: Report = prin
                 f"remove {paths.data} (its topics go with it) and run `pdo broker start` again",
             )
         return
-    cluster_id = new_cluster_id()
-    report(f"formatting KRaft storage in {paths.data} (cluster id {cluster_id})")
+    formatted_id = cluster_id(settings, node)
+    report(f"formatting KRaft storage in {paths.data} (cluster id {formatted_id})")
     scram_admin = f"{SCRAM}=[name={ADMIN_USER},password={admin_password(settings)}]"
     command = java_command(
         settings,
@@ -376,7 +480,7 @@ def format_storage(settings: Settings, paths: BrokerPaths, report: Report = prin
         STORAGE_MAIN_CLASS,
         "format",
         "-t",
-        cluster_id,
+        formatted_id,
         "-c",
         str(paths.server_properties),
         # KIP-900: the admin's SCRAM credential goes into the metadata log before the broker first starts,
@@ -426,21 +530,41 @@ def answers_api_versions(port: int, host: str = "127.0.0.1", timeout_s: float = 
         return False
 
 
-def serves_authenticated_clients(settings: Settings) -> bool:
-    """True once the broker lists itself to the admin over SASL: registered, its authorizer loaded."""
-    admin = replace(
+def as_admin(settings: Settings, bootstrap_servers: str) -> Settings:
+    """The settings the launcher talks to its own broker with: the admin over SASL_PLAINTEXT, short timeouts."""
+    return replace(
         settings,
         kafka_username=ADMIN_USER,
         kafka_password=admin_password(settings),
         kafka_security_protocol="SASL_PLAINTEXT",
-        kafka_bootstrap=f"127.0.0.1:{settings.kafka_port}",
+        kafka_bootstrap=bootstrap_servers,
         kafka_timeout_s=2,
     )
+
+
+def serves_authenticated_clients(settings: Settings) -> bool:
+    """True once the broker lists itself to the admin over SASL: registered, its authorizer loaded."""
     try:
-        with admin_client(admin) as client:
+        with admin_client(as_admin(settings, f"127.0.0.1:{settings.kafka_port}")) as client:
             return bool(client.describe_cluster()["brokers"])
     except PdoError:
         return False
+
+
+def under_replicated(settings: Settings, nodes: int) -> int | None:
+    """How many partitions of the cluster have fewer in-sync replicas than replicas; None when it cannot say."""
+    try:
+        with admin_client(as_admin(settings, bootstrap(settings, nodes))) as client:
+            if len(client.describe_cluster()["brokers"]) < nodes:
+                return None  # a node is not registered yet: its replicas cannot be in sync
+            described = client.describe_topics()
+    except (PdoError, KafkaError):
+        return None
+    return sum(
+        len(partition["isr_nodes"]) < len(partition["replica_nodes"])
+        for topic in described
+        for partition in topic["partitions"]
+    )
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
@@ -553,81 +677,182 @@ def wait_until_answering(pid: int, settings: Settings, paths: BrokerPaths) -> fl
 # ---------------------------------------------------------------------------------------------- commands
 
 
-def start(settings: Settings | None = None, report: Report = print) -> BrokerStatus:
-    """Start the local broker unless it (or another broker on the port) already answers; wait until ready."""
+def start(settings: Settings | None = None, report: Report = print, nodes: int = 1) -> BrokerStatus:
+    """Start the local broker (or each node of a local cluster) unless it already answers; wait until every
+    node serves the admin. The status returned is node 1's."""
     settings = settings or Settings.from_env()
-    paths = BrokerPaths.from_settings(settings)
-    port = settings.kafka_port
+    pending = []
+    for node in cluster_nodes(nodes):
+        up = _already_up(settings, node, report)
+        if up is None:
+            pending.append(node)
+        elif nodes == 1:
+            return up  # possibly a broker pdo did not start, which the single-broker default accepts
+    for node in pending:
+        require_ports_free(node_settings(settings, node), node)
+    if pending:
+        require_tool("java")
+        fetch_jars(settings, report)
+    for node in pending:
+        prepare_node(settings, node, report)
+    # Every node is spawned before any is waited for: a cluster's quorum needs a majority of its voters.
+    started = time.monotonic()
+    pids = {node: spawn_node(settings, node, report) for node in pending}
+    for node, pid in pids.items():
+        wait_until_ready(settings, node, pid, started, report)
+    if nodes > 1:
+        report(
+            f"Kafka cluster of {nodes} nodes ready; clients use PDO_KAFKA_BOOTSTRAP={bootstrap(settings, nodes)}"
+        )
+    return status(settings, nodes)
 
+
+def _already_up(settings: Settings, node: Node, report: Report) -> BrokerStatus | None:
+    """The node's status when pdo started it before (waiting for it if still starting) or, for the single
+    broker, when another broker answers on its port; None when it has to be started."""
+    own = node_settings(settings, node)
+    paths = BrokerPaths.from_settings(settings, node)
+    port = own.kafka_port
     existing = running_pid(paths)
     if existing is not None:
         if answers_api_versions(port):
-            report(f"Kafka broker already running (pid {existing}) on 127.0.0.1:{port}; nothing to do")
+            report(f"{node.label} already running (pid {existing}) on 127.0.0.1:{port}; nothing to do")
             return BrokerStatus(running=True, pid=existing, port=port, answering=True)
-        report(f"Kafka broker (pid {existing}) is running but not answering yet; waiting for it")
-        elapsed = wait_until_answering(existing, settings, paths)
-        report(f"Kafka broker ready after {elapsed:.1f} s more")
+        report(f"{node.label} (pid {existing}) is running but not answering yet; waiting for it")
+        elapsed = wait_until_answering(existing, own, paths)
+        report(f"{node.label} ready after {elapsed:.1f} s more")
         return BrokerStatus(running=True, pid=existing, port=port, answering=True)
-    if answers_api_versions(port):
+    if node.nodes == 1 and answers_api_versions(port):
         report(f"a Kafka broker not started from {paths.root} already answers on 127.0.0.1:{port}; using it")
         return BrokerStatus(running=True, pid=None, port=port, answering=True)
-
-    require_ports_free(settings)
-    require_tool("java")
-    fetch_jars(settings, report)
-    write_config_files(settings, paths)
-    format_storage(settings, paths, report)
-    return launch(settings, paths, report)
+    return None
 
 
-def require_ports_free(settings: Settings) -> None:
+def prepare_node(settings: Settings, node: Node, report: Report = print) -> BrokerPaths:
+    """Check the node's ports, write its configuration and format its storage (once)."""
+    paths = BrokerPaths.from_settings(settings, node)
+    require_ports_free(node_settings(settings, node), node)
+    write_config_files(settings, paths, node)
+    format_storage(settings, paths, report, node)
+    return paths
+
+
+def require_ports_free(settings: Settings, node: Node = SINGLE) -> None:
+    suffix = "" if node.offset == 0 else f" + {node.offset} for node {node.id}"
     for name, port in (
         ("PDO_KAFKA_PORT", settings.kafka_port),
         ("PDO_KAFKA_CONTROLLER_PORT", settings.kafka_controller_port),
     ):
         if not port_is_free(port):
             raise PdoError(
-                f"port {port} ({name}) is in use by something that is not a Kafka broker pdo can use",
+                f"port {port} ({name}{suffix}) is in use by something that is not a Kafka broker pdo can use",
                 f"stop whatever listens there or set {name} to a free port",
             )
 
 
-def launch(settings: Settings, paths: BrokerPaths, report: Report) -> BrokerStatus:
-    command = java_command(settings, paths, BROKER_MAIN_CLASS, str(paths.server_properties))
+def spawn_node(settings: Settings, node: Node, report: Report = print) -> int:
+    own = node_settings(settings, node)
+    paths = BrokerPaths.from_settings(settings, node)
+    command = java_command(settings, paths, BROKER_MAIN_CLASS, str(paths.server_properties), node=node)
+    heap = settings.kafka_heap if node.nodes == 1 else settings.kafka_node_heap
     report(
-        f"starting Kafka {KAFKA_VERSION} broker on 127.0.0.1:{settings.kafka_port} "
-        f"(controller {settings.kafka_controller_port}, heap {settings.kafka_heap}), logs in {paths.logs}"
+        f"starting {node.label} (Kafka {KAFKA_VERSION}) on 127.0.0.1:{own.kafka_port} "
+        f"(controller {own.kafka_controller_port}, heap {heap}), logs in {paths.logs}"
     )
     pid = spawn_detached(command, paths.console_log)
     paths.pid_file.write_text(f"{pid}\n")
-    elapsed = wait_until_answering(pid, settings, paths)
-    report(f"Kafka broker ready in {elapsed:.1f} s (pid {pid}, bootstrap 127.0.0.1:{settings.kafka_port})")
-    return BrokerStatus(running=True, pid=pid, port=settings.kafka_port, answering=True)
+    return pid
 
 
-def stop(settings: Settings | None = None, report: Report = print) -> bool:
-    """Stop the broker pdo started from this run dir: SIGTERM, up to 30 s of clean shutdown, then SIGKILL."""
+def wait_until_ready(settings: Settings, node: Node, pid: int, started: float, report: Report) -> None:
+    own = node_settings(settings, node)
+    wait_until_answering(pid, own, BrokerPaths.from_settings(settings, node))
+    report(
+        f"{node.label} ready in {time.monotonic() - started:.1f} s (pid {pid}, bootstrap 127.0.0.1:{own.kafka_port})"
+    )
+
+
+def start_node(settings: Settings, node: Node, report: Report = print) -> int:
+    """Start one stopped node of a running cluster (a rolling restart, a node back after a crash); its pid."""
+    prepare_node(settings, node, report)
+    started = time.monotonic()
+    pid = spawn_node(settings, node, report)
+    wait_until_ready(settings, node, pid, started, report)
+    return pid
+
+
+def restart(settings: Settings, report: Report = print, nodes: int = 1) -> None:
+    """Restart the broker; a cluster node by node, each only once every partition is back in sync, so a
+    topic with min.insync.replicas 2 of 3 keeps taking writes and no leader waits for a stopped node."""
+    for node in cluster_nodes(nodes):
+        stop_node(settings, node, report)
+        start_node(settings, node, report)
+        if nodes > 1:
+            wait_until_in_sync(settings, nodes, report)
+
+
+def wait_until_in_sync(settings: Settings, nodes: int, report: Report = print) -> float:
+    """Seconds until no partition of the cluster lacks an in-sync replica; PdoError after the start timeout."""
+    started = time.monotonic()
+    deadline = started + settings.kafka_start_timeout_s
+    while time.monotonic() < deadline:
+        if under_replicated(settings, nodes) == 0:
+            elapsed = time.monotonic() - started
+            report(f"every partition in sync on all {nodes} nodes after {elapsed:.1f} s")
+            return elapsed
+        time.sleep(0.5)
+    raise PdoError(
+        f"partitions stayed under-replicated for {settings.kafka_start_timeout_s} s after a node restarted",
+        "see the nodes' server.log; do not stop another node until `pdo broker status --nodes N` shows all "
+        "running and the replicas have caught up",
+    )
+
+
+def stop(settings: Settings | None = None, report: Report = print, nodes: int = 1) -> bool:
+    """Stop the broker (or every node of the cluster) pdo started from this run dir: SIGTERM, up to 30 s of
+    clean shutdown, then SIGKILL. False when none was running."""
     settings = settings or Settings.from_env()
-    paths = BrokerPaths.from_settings(settings)
+    # Every node is told at once: one by one, the last would wait for a quorum that has already gone.
+    running = [(node, pid) for node in cluster_nodes(nodes) if (pid := _signal_stop(settings, node, report))]
+    for node, pid in running:
+        _wait_stopped(settings, node, pid, report)
+    return bool(running)
+
+
+def stop_node(settings: Settings, node: Node = SINGLE, report: Report = print) -> bool:
+    """Stop one node (the single broker by default); False when it was not running."""
+    pid = _signal_stop(settings, node, report)
+    if pid is not None:
+        _wait_stopped(settings, node, pid, report)
+    return pid is not None
+
+
+def _signal_stop(settings: Settings, node: Node, report: Report) -> int | None:
+    """SIGTERM to the node's JVM (Kafka's clean shutdown); its pid, or None when it was not running."""
+    paths = BrokerPaths.from_settings(settings, node)
+    port = node_settings(settings, node).kafka_port
     pid = running_pid(paths)
     if pid is None:
         paths.pid_file.unlink(missing_ok=True)
         others = " (another broker answers on that port; pdo did not start it and leaves it alone)"
         report(
-            f"no Kafka broker started from {paths.root} is running"
-            + (others if answers_api_versions(settings.kafka_port) else "")
+            f"no {node.label} started from {paths.root} is running"
+            + (others if answers_api_versions(port) else "")
         )
-        return False
-    report(f"stopping Kafka broker (pid {pid})...")
-    started = time.monotonic()
+        return None
+    report(f"stopping {node.label} (pid {pid})...")
     os.kill(pid, signal.SIGTERM)
+    return pid
+
+
+def _wait_stopped(settings: Settings, node: Node, pid: int, report: Report) -> None:
+    started = time.monotonic()
     if not wait_for_exit(pid, STOP_TIMEOUT_S):
-        report(f"broker did not shut down within {STOP_TIMEOUT_S:.0f} s; killing it")
+        report(f"{node.label} did not shut down within {STOP_TIMEOUT_S:.0f} s; killing it")
         os.kill(pid, signal.SIGKILL)
         wait_for_exit(pid, 5.0)
-    paths.pid_file.unlink(missing_ok=True)
-    report(f"Kafka broker stopped in {time.monotonic() - started:.1f} s")
-    return True
+    BrokerPaths.from_settings(settings, node).pid_file.unlink(missing_ok=True)
+    report(f"{node.label} stopped in {time.monotonic() - started:.1f} s")
 
 
 def wait_for_exit(pid: int, timeout_s: float) -> bool:
@@ -639,13 +864,17 @@ def wait_for_exit(pid: int, timeout_s: float) -> bool:
     return not process_alive(pid)
 
 
-def status(settings: Settings | None = None) -> BrokerStatus:
-    settings = settings or Settings.from_env()
-    paths = BrokerPaths.from_settings(settings)
-    pid = running_pid(paths)
-    return BrokerStatus(
-        running=pid is not None,
-        pid=pid,
-        port=settings.kafka_port,
-        answering=answers_api_versions(settings.kafka_port),
-    )
+def status(settings: Settings | None = None, nodes: int = 1) -> BrokerStatus:
+    """Node 1's status (the single broker's); `node_statuses` gives every node's."""
+    return node_statuses(settings or Settings.from_env(), nodes)[0]
+
+
+def node_statuses(settings: Settings, nodes: int = 1) -> list[BrokerStatus]:
+    statuses = []
+    for node in cluster_nodes(nodes):
+        pid = running_pid(BrokerPaths.from_settings(settings, node))
+        port = node_settings(settings, node).kafka_port
+        statuses.append(
+            BrokerStatus(running=pid is not None, pid=pid, port=port, answering=answers_api_versions(port))
+        )
+    return statuses

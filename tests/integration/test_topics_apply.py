@@ -88,7 +88,8 @@ def test_apply_reports_drift_without_altering_the_topic(kafka_bootstrap, tmp_pat
 
 
 def test_replication_beyond_the_cluster_is_capped_and_said(kafka_bootstrap, tmp_path):
-    spec = declaration(tmp_path, replication=3)
+    three = topics.Replication(factor=3, min_insync=2)
+    spec = declaration(tmp_path, replication=topics.ReplicationPlan(production=three, local=three))
 
     with admin_client(Settings.from_env()) as admin:
         report = topics.apply(admin, [spec])

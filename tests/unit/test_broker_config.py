@@ -200,3 +200,97 @@ def test_a_stale_pid_file_does_not_count_as_running(broker_settings):
     paths.root.mkdir(parents=True)
     paths.pid_file.write_text("999999999\n")
     assert broker.status(broker_settings).running is False
+
+
+# ---------------------------------------------------------------------------------------------- a local cluster
+
+CLUSTER = broker.cluster_nodes(3)
+
+
+def node_properties(settings: Settings, node: broker.Node) -> dict[str, str]:
+    text = broker.server_properties(settings, broker.BrokerPaths.from_settings(settings, node), node)
+    return dict(line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#"))
+
+
+def test_each_node_of_a_cluster_has_its_own_ports_ten_apart_and_its_own_folder(broker_settings, tmp_path):
+    third = node_properties(broker_settings, CLUSTER[2])
+
+    assert third["node.id"] == "3"
+    assert third["listeners"] == "CLIENT://127.0.0.1:29112,CONTROLLER://127.0.0.1:29113"
+    assert third["advertised.listeners"] == "CLIENT://127.0.0.1:29112"
+    assert third["log.dirs"] == str(tmp_path / "kafka-cluster" / "node-3" / "data")
+    assert broker.bootstrap(broker_settings, 3) == "127.0.0.1:29092,127.0.0.1:29102,127.0.0.1:29112"
+
+
+def test_every_node_names_the_same_three_voters_and_is_secured_alike(broker_settings):
+    nodes = [node_properties(broker_settings, node) for node in CLUSTER]
+
+    assert {props["controller.quorum.voters"] for props in nodes} == {
+        "1@127.0.0.1:29093,2@127.0.0.1:29103,3@127.0.0.1:29113"
+    }
+    for key in (
+        "sasl.enabled.mechanisms",
+        "authorizer.class.name",
+        "super.users",
+        "allow.everyone.if.no.acl.found",
+    ):
+        assert len({props[key] for props in nodes}) == 1
+
+
+@pytest.mark.parametrize(("profile", "replicas", "in_sync"), [("production", "3", "2"), ("local", "1", "1")])
+def test_a_clusters_internal_topics_are_replicated_as_the_profile_says(
+    broker_settings, profile, replicas, in_sync
+):
+    settings = dataclasses.replace(broker_settings, replication_profile=profile)
+    props = node_properties(settings, CLUSTER[0])
+
+    assert props["default.replication.factor"] == props["offsets.topic.replication.factor"] == replicas
+    assert props["transaction.state.log.replication.factor"] == replicas
+    assert props["min.insync.replicas"] == props["transaction.state.log.min.isr"] == in_sync
+
+
+def test_the_single_broker_keeps_one_replica_whatever_the_profile(broker_settings):
+    props = parsed_properties(dataclasses.replace(broker_settings, replication_profile="production"))
+
+    assert props["default.replication.factor"] == props["min.insync.replicas"] == "1"
+
+
+def test_every_node_of_a_cluster_is_formatted_with_one_cluster_id(broker_settings):
+    ids = {broker.cluster_id(broker_settings, node) for node in CLUSTER}
+
+    assert len(ids) == 1
+    assert broker.cluster_id(broker_settings, broker.SINGLE) not in ids
+
+
+def test_cluster_nodes_run_on_the_node_heap(broker_settings):
+    node = CLUSTER[1]
+    settings = dataclasses.replace(broker_settings, kafka_node_heap="320m")
+    paths = broker.BrokerPaths.from_settings(settings, node)
+
+    command = broker.java_command(settings, paths, broker.BROKER_MAIN_CLASS, "x", node=node)
+
+    assert "-Xmx320m" in command
+
+
+@pytest.mark.parametrize("nodes", [0, 10])
+def test_a_cluster_size_out_of_range_is_refused(nodes):
+    with pytest.raises(PdoError, match="a local cluster has 1 to 9 nodes"):
+        broker.cluster_nodes(nodes)
+
+
+def test_status_of_a_cluster_that_never_ran_lists_each_node_stopped(broker_settings):
+    statuses = broker.node_statuses(broker_settings, 3)
+
+    assert [state.port for state in statuses] == [29092, 29102, 29112]
+    assert not any(state.running for state in statuses)
+
+
+def test_a_cluster_fences_a_silent_node_sooner_than_kafkas_default_and_the_single_broker_is_unchanged(
+    broker_settings,
+):
+    clustered = node_properties(broker_settings, CLUSTER[0])
+    single = parsed_properties(broker_settings)
+
+    assert int(clustered["broker.session.timeout.ms"]) < 9000
+    assert int(clustered["broker.heartbeat.interval.ms"]) * 3 <= int(clustered["broker.session.timeout.ms"])
+    assert "broker.session.timeout.ms" not in single

@@ -11,11 +11,12 @@ import pytest
 import yaml
 
 from pdo.cli.main import build_parser
-from pdo.core import access
+from pdo.core import access, topics
 from pdo.core.config import PROJECT_ROOT, Settings
 from pdo.stack import database_roles
 
 COMPOSE = yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())
+BROKERS = ("kafka-1", "kafka-2", "kafka-3")
 OFFICIAL_IMAGES = ("apache/kafka:", "postgres:", "prom/prometheus:", "grafana/grafana:")
 KNOWN_VARIABLES = {variable for variable, _, _ in Settings().describe()}
 
@@ -67,7 +68,7 @@ def test_every_pdo_variable_in_compose_is_a_documented_setting():
     for name, service in services().items():
         for variable in service.get("environment", {}):
             if variable.startswith("PDO_"):
-                known = KNOWN_VARIABLES | SERVICE_PASSWORDS | (BROKER_PASSWORDS if name == "kafka" else set())
+                known = KNOWN_VARIABLES | SERVICE_PASSWORDS | (BROKER_PASSWORDS if name in BROKERS else set())
                 known |= DATABASE_PASSWORDS if name == "migrate" else set()
                 assert variable in known, f"{name}: {variable} is not a pdo setting"
 
@@ -128,7 +129,7 @@ def test_the_compose_broker_is_secured_like_the_local_one():
     assert properties["authorizer.class.name"].endswith("StandardAuthorizer")
     assert properties["allow.everyone.if.no.acl.found"] == "false"
     assert "--add-scram" in BROKER_START
-    assert services()["kafka"]["entrypoint"][-1] == "/pdo/compose-start.sh"
+    assert all(services()[name]["entrypoint"][-1] == "/pdo/compose-start.sh" for name in BROKERS)
 
 
 def test_the_dockerfile_copies_only_existing_paths():
@@ -169,3 +170,79 @@ def test_prometheus_gets_the_gateways_scrape_token_as_a_secret_file():
     assert COMPOSE["secrets"]["metrics_token"] == {"environment": "PDO_METRICS_TOKEN"}
     assert "metrics_token" in services()["prometheus"]["secrets"]
     assert "PDO_METRICS_TOKEN" in services()["gateway"]["environment"]
+
+
+# ---------------------------------------------------------------------------------------------- the cluster
+
+
+def test_compose_runs_three_brokers_of_the_official_image_each_with_its_own_id_port_and_volume():
+    brokers = {
+        name: service
+        for name, service in services().items()
+        if name.startswith("kafka-") and name != "kafka-init"
+    }
+    assert sorted(brokers) == list(BROKERS)
+    assert {service["image"] for service in brokers.values()} == {"apache/kafka:4.4.0"}
+    assert sorted(str(service["environment"]["NODE_ID"]) for service in brokers.values()) == ["1", "2", "3"]
+    ports = [port for service in brokers.values() for port in service["ports"]]
+    data = [
+        volume for service in brokers.values() for volume in service["volumes"] if volume.endswith("/data")
+    ]
+    for own in (ports, data):
+        assert len(own) == len(set(own)) == 3, f"brokers share one of {own}"
+    assert len({service["environment"]["CLUSTER_ID"] for service in brokers.values()}) == 1
+
+
+def test_the_quorum_voters_agree_and_name_each_broker_by_its_id_and_host():
+    voters = {services()[name]["environment"]["CONTROLLER_QUORUM_VOTERS"] for name in BROKERS}
+    assert len(voters) == 1
+    named = dict(voter.split("@") for voter in voters.pop().split(","))
+    for name in BROKERS:
+        environment = services()[name]["environment"]
+        assert named[str(environment["NODE_ID"])] == f"{environment['ADVERTISED_HOST']}:9093"
+        assert environment["ADVERTISED_HOST"] == name
+    assert "controller.quorum.voters=${voters}" in BROKER_START and "node.id=${node_id}" in BROKER_START
+
+
+def test_every_pdo_service_bootstraps_from_all_three_brokers_and_waits_for_them():
+    expected = {f"{name}:9092" for name in BROKERS}
+    pdo_services = [name for name, service in services().items() if "build" in service]
+    assert pdo_services
+    for name in pdo_services:
+        environment = services()[name]["environment"]
+        assert set(environment["PDO_KAFKA_BOOTSTRAP"].split(",")) == expected, name
+        assert environment["PDO_REPLICATION_PROFILE"] == "production", name
+    assert set(services()["migrate"]["depends_on"]) >= set(BROKERS)
+
+
+def test_the_compose_brokers_replicate_internal_topics_as_the_production_profile_declares():
+    properties = compose_broker_properties()
+    internal = topics.internal_replication(dataclasses.replace(Settings(), replication_profile="production"))
+    factor, in_sync = str(internal.factor), str(internal.min_insync)
+    for key in (
+        "default.replication.factor",
+        "offsets.topic.replication.factor",
+        "transaction.state.log.replication.factor",
+        "share.coordinator.state.topic.replication.factor",
+    ):
+        assert properties[key] == factor, key
+    for key in (
+        "min.insync.replicas",
+        "transaction.state.log.min.isr",
+        "share.coordinator.state.topic.min.isr",
+    ):
+        assert properties[key] == in_sync, key
+
+
+STREAM_WORKERS = ("catalog", "authorization", "sharing", "metering", "audit")
+
+
+@pytest.mark.parametrize("name", STREAM_WORKERS)
+def test_a_stream_worker_can_be_scaled_no_fixed_name_or_host_port(name):
+    service = services()[name]
+    assert "container_name" not in service and "ports" not in service
+    assert service["command"][:2] == ["pdo", name] or service["command"] == ["pdo", f"{name}-worker"]
+
+
+def test_no_service_has_a_fixed_container_name():
+    assert not [name for name, service in services().items() if "container_name" in service]

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pdo.core import access, ids, schemas, topics
-from pdo.core.config import PROJECT_ROOT
+from pdo.core.config import PROJECT_ROOT, REPLICATION_PROFILES, ConfigError, Settings
 from pdo.core.errors import InvalidInput, PdoError
 from pdo.core.topics import TopicDeclarationError, TopicId
 
@@ -184,3 +184,163 @@ def test_two_files_declaring_one_topic_are_refused(tmp_path):
 
     with pytest.raises(TopicDeclarationError, match="declared twice: a.yaml and b.yaml"):
         topics.load_declarations(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------- replication
+
+PER_PROFILE = VALID.replace(
+    "replication: 1\n",
+    "replication: {production: 3, local: 1}\nmin_insync_replicas: {production: 2, local: 1}\n",
+)
+
+
+def test_replication_and_min_insync_replicas_are_declared_per_profile(tmp_path):
+    spec = topics.parse_declaration(write(tmp_path, "example.yaml", PER_PROFILE))
+
+    assert spec.replication.profile("production") == topics.Replication(factor=3, min_insync=2)
+    assert spec.replication.profile("local") == topics.Replication(factor=1, min_insync=1)
+
+
+def test_one_number_is_every_profiles_and_min_insync_defaults_to_one_less(tmp_path):
+    spec = topics.parse_declaration(
+        write(tmp_path, "example.yaml", VALID.replace("replication: 1", "replication: 3"))
+    )
+
+    for profile in REPLICATION_PROFILES:
+        assert spec.replication.profile(profile) == topics.Replication(factor=3, min_insync=2)
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ("replication: {production: 3}\n", "'replication' must be a int, or a mapping"),
+        ("replication: {production: 3, local: 1, test: 2}\n", "'replication' must be a int, or a mapping"),
+        ("replication: {production: 3, local: one}\n", "'replication' must be a int, or a mapping"),
+        ("replication: 3\nmin_insync_replicas: {production: 2}\n", "'min_insync_replicas' must be"),
+        ("replication: 3\nmin_insync_replicas: 4\n", "production replication must be at least 1 and"),
+        ("replication: {production: 3, local: 0}\n", "local replication must be at least 1"),
+    ],
+)
+def test_a_broken_replication_is_refused_with_the_reason(tmp_path, change, says):
+    with pytest.raises(TopicDeclarationError, match=says):
+        topics.parse_declaration(write(tmp_path, "example.yaml", VALID.replace("replication: 1\n", change)))
+
+
+def test_every_declared_topic_keeps_three_replicas_two_in_sync_in_production_and_one_locally():
+    for spec in topics.load_declarations(TOPICS_DIR).values():
+        assert spec.replication.profile("production") == topics.Replication(3, 2), spec.source.name
+        assert spec.replication.profile("local") == topics.Replication(1, 1), spec.source.name
+
+
+def test_internal_topics_follow_the_profile_in_force():
+    production = dataclasses.replace(Settings.from_env(), replication_profile="production")
+    local = dataclasses.replace(production, replication_profile="local")
+
+    assert topics.internal_replication(production) == topics.Replication(3, 2)
+    assert topics.internal_replication(local) == topics.Replication(1, 1)
+
+
+@pytest.mark.parametrize(("brokers", "expected"), [(1, (1, 1)), (2, (2, 2)), (3, (3, 2)), (5, (3, 2))])
+def test_a_cluster_never_gets_more_replicas_than_brokers_nor_more_in_sync_than_replicas(brokers, expected):
+    assert topics.Replication(3, 2).on(brokers) == topics.Replication(*expected)
+
+
+def test_the_replication_profile_setting_refuses_an_unknown_profile(monkeypatch):
+    monkeypatch.setenv("PDO_REPLICATION_PROFILE", "staging")
+    with pytest.raises(ConfigError, match="'staging' is not one of production, local"):
+        Settings.from_env()
+
+
+class FakeAdmin:
+    """Just what `topics.apply` asks a broker: its brokers, topics, partitions and topic configs."""
+
+    def __init__(self, brokers: int, live: dict[str, tuple[int, int, str]] | None = None):
+        self.brokers = brokers
+        self.live = live or {}  # name -> (partitions, replicas each, min.insync.replicas)
+        self.created: list = []
+
+    def describe_cluster(self):
+        return {"brokers": [{"node_id": n} for n in range(1, self.brokers + 1)]}
+
+    def list_topics(self):
+        return list(self.live)
+
+    def describe_topics(self, names):
+        partitions, replicas, _ = self.live[names[0]]
+        nodes = list(range(1, replicas + 1))
+        return [{"partitions": [{"partition_index": i, "replica_nodes": nodes} for i in range(partitions)]}]
+
+    def describe_configs(self, resources, config_filter):
+        name = resources[0].name
+        configs = {
+            "cleanup.policy": "compact",
+            "retention.ms": "-1",
+            "min.insync.replicas": self.live[name][2],
+        }
+        return {"topic": {name: {key: {"value": value} for key, value in configs.items()}}}
+
+    def create_topics(self, new_topics):
+        self.created.extend(new_topics)
+
+
+def test_apply_creates_a_topic_with_its_profiles_replication_and_min_insync(tmp_path):
+    spec = topics.parse_declaration(write(tmp_path, "example.yaml", PER_PROFILE))
+    admin = FakeAdmin(brokers=3)
+
+    report = topics.apply(admin, [spec], profile="production")  # type: ignore[arg-type]
+
+    assert report.created == ["pdo.example"] and not report.notes
+    (created,) = admin.created
+    assert created.replication_factor == 3
+    assert created.topic_configs["min.insync.replicas"] == "2"
+
+
+def test_apply_caps_replication_at_the_brokers_there_are_and_says_so(tmp_path):
+    spec = topics.parse_declaration(write(tmp_path, "example.yaml", PER_PROFILE))
+    admin = FakeAdmin(brokers=1)
+
+    report = topics.apply(admin, [spec], profile="production")  # type: ignore[arg-type]
+
+    assert (admin.created[0].replication_factor, admin.created[0].topic_configs["min.insync.replicas"]) == (
+        1,
+        "1",
+    )
+    assert report.notes == [
+        "pdo.example: replication 3 declared (production), 1 broker(s) in the cluster, so 1 (min.insync.replicas 1)"
+    ]
+
+
+def test_apply_reports_a_live_topic_whose_replication_differs_and_says_what_to_do(tmp_path):
+    spec = topics.parse_declaration(write(tmp_path, "example.yaml", PER_PROFILE))
+    admin = FakeAdmin(brokers=3, live={"pdo.example": (3, 1, "1")})  # made under the local profile
+
+    report = topics.apply(admin, [spec], profile="production")  # type: ignore[arg-type]
+
+    assert not admin.created and not report.clean
+    assert report.drift == ["pdo.example: replication 1 (declared 3), min.insync.replicas=1 (declared 2)"]
+    assert "kafka-reassign-partitions.sh" in report.notes[-1]
+
+
+def test_apply_finds_a_topic_as_declared_unchanged(tmp_path):
+    spec = topics.parse_declaration(write(tmp_path, "example.yaml", PER_PROFILE))
+    admin = FakeAdmin(brokers=3, live={"pdo.example": (3, 3, "2")})
+
+    report = topics.apply(admin, [spec], profile="production")  # type: ignore[arg-type]
+
+    assert report.unchanged == ["pdo.example"] and report.clean and not report.notes
+
+
+@pytest.mark.parametrize(
+    ("bootstrap", "replicas"), [("127.0.0.1:9092", 1), ("a:1,b:1,c:1", 3), ("a:1,b:1", 2)]
+)
+def test_faust_internal_topics_follow_the_profile_capped_at_the_brokers_listed(bootstrap, replicas):
+    from pdo.core import streams
+
+    settings = dataclasses.replace(
+        Settings.from_env(), kafka_bootstrap=bootstrap, replication_profile="production"
+    )
+
+    assert streams.internal_replication_factor(settings) == replicas
+    assert (
+        streams.internal_replication_factor(dataclasses.replace(settings, replication_profile="local")) == 1
+    )
