@@ -1,5 +1,6 @@
 """Each stream worker connects with its own database URL (PDO_<SERVICE>_DATABASE_URL, on PostgreSQL its own
-role), never the owner's when its own is set; sharing keeps no table and opens no database."""
+role), never the owner's when its own is set; sharing keeps no table and opens no database. Building a worker
+connects its event publisher, so this needs the broker."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pdo.core.config import Settings
 
 
 @pytest.mark.parametrize("service", ["catalog", "authorization", "metering", "audit"])
-def test_a_worker_connects_with_its_own_database_url(service, tmp_path, monkeypatch):
+def test_a_worker_connects_with_its_own_database_url(service, tmp_path, monkeypatch, kafka_bootstrap):
     own = f"sqlite:///{tmp_path / service}.db"
     monkeypatch.setenv(f"PDO_{service.upper()}_DATABASE_URL", own)
     monkeypatch.setenv("PDO_DATABASE_URL", f"sqlite:///{tmp_path / 'owner.db'}")
