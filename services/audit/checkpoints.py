@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from pdo.core.config import ConfigError, Settings, local_secret_path, write_private
 
 SIGNING_KEY_NAME = "audit-signing-key.pem"
+PUBLIC_KEY_NAME = "audit-public-key.pem"
 
 
 @dataclass(frozen=True)
@@ -156,4 +157,12 @@ def ensure_local_signing_key(run_dir: Path) -> Path:
     path = local_secret_path(run_dir, SIGNING_KEY_NAME)
     if not path.exists():
         write_private(path, generate_private_key_pem())
+    return path
+
+
+def write_local_public_key(run_dir: Path, signing_key_file: Path) -> Path:
+    """The public half of `signing_key_file`, written beside the local secrets: what the services that only
+    check or serve checkpoints (the gateway) are given instead of the private key."""
+    path = local_secret_path(run_dir, PUBLIC_KEY_NAME)
+    write_private(path, public_key_pem(load_private_key(signing_key_file).public_key()))
     return path

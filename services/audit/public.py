@@ -11,7 +11,7 @@ before every change that widens access, never before one that narrows it. `appen
 question without raising (for gauges). Readers need SELECT on `audit_liveness`, declared for their role.
 """
 
-from pdo.audit.checkpoints import Signer, ensure_local_signing_key
+from pdo.audit.checkpoints import Signer, ensure_local_signing_key, write_local_public_key
 from pdo.audit.liveness import Appendability, AuditLogNotAppendable, appendability, require_appendable
 from pdo.audit.reading import (
     MAX_INDEX,
@@ -46,6 +46,7 @@ __all__ = [
     "consistency_json",
     "consistency_proof",
     "ensure_local_signing_key",
+    "write_local_public_key",
     "entry_json",
     "inclusion_json",
     "inclusion_proof",

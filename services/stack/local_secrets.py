@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import fields
 from pathlib import Path
 
-from pdo.audit.public import ensure_local_signing_key
+from pdo.audit.public import ensure_local_signing_key, write_local_public_key
 from pdo.core.config import Settings, ensure_local_secret, local_secret_path, local_secrets_dir, write_private
 
 # The secrets the stack makes up when the user set none. Only secrets that nothing outside the stack has to
@@ -17,6 +17,9 @@ GENERATED = ("masking_key", "metrics_token")
 # Secrets the local Prometheus reads from a file (its `credentials_file`), so their file holds the value in
 # force even when the user set it.
 READ_FROM_FILE = ("metrics_token",)
+SIGNING_KEY_VARIABLE = Settings.variable("audit_signing_key_file")
+# The only service that signs audit checkpoints; the others never get the private key's path.
+SIGNING_SERVICE = "audit"
 
 
 def secrets_folder(settings: Settings) -> Path:
@@ -38,7 +41,17 @@ def local_secrets(settings: Settings) -> dict[str, str]:
             chosen[setting.metadata["env"]] = ensure_local_secret(settings.run_dir, setting.name)
         elif setting.name in READ_FROM_FILE:
             write_private(secret_file(settings, setting.name), value + "\n")
-    if not settings.audit_signing_key_file:
-        # A key pair, not a random string: the stack makes the private key's file and hands over its path.
-        chosen["PDO_AUDIT_SIGNING_KEY_FILE"] = str(ensure_local_signing_key(settings.run_dir))
+    return {**chosen, **audit_keys(settings)}
+
+
+def audit_keys(settings: Settings) -> dict[str, str]:
+    """The audit key files: a key pair, not a random string. The stack makes the private key's file when none
+    is set, and writes its public half, which is all the services other than the audit worker are given."""
+    chosen = {}
+    signing_key = settings.audit_signing_key_file
+    if not signing_key:
+        signing_key = chosen[SIGNING_KEY_VARIABLE] = str(ensure_local_signing_key(settings.run_dir))
+    if not settings.audit_public_key_file:
+        public_key = write_local_public_key(settings.run_dir, Path(signing_key))
+        chosen[Settings.variable("audit_public_key_file")] = str(public_key)
     return chosen

@@ -23,7 +23,7 @@ from pdo.core.errors import PdoError
 from pdo.core.events import OnDemandPublisher
 from pdo.stack import broker, database_roles
 from pdo.stack.declarations import Audit, apply_acls, apply_topics, record_bootstrap
-from pdo.stack.local_secrets import local_secrets, secret_file
+from pdo.stack.local_secrets import SIGNING_KEY_VARIABLE, SIGNING_SERVICE, local_secrets, secret_file
 
 
 @dataclass(frozen=True)
@@ -188,7 +188,11 @@ class Platform:
             "PDO_KAFKA_USERNAME": access.service_user(name),
             "PDO_KAFKA_PASSWORD": access.service_password(self.settings, name),
             **self._database_environment(name),
+            **self._signing_key_environment(name),
         }
+
+    def _signing_key_environment(self, name: str) -> dict[str, str]:
+        return {} if name == SIGNING_SERVICE else {SIGNING_KEY_VARIABLE: ""}
 
     def _database_environment(self, name: str) -> dict[str, str]:
         if not self.database_urls:  # SQLite: one file, no roles

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from pdo.audit.checkpoints import generate_private_key_pem, load_private_key, public_key_pem
 from pdo.core.config import DEVELOPMENT_MASKING_KEY, MIN_SECRET_BYTES, ConfigError, Settings
 from pdo.sharing.app import masking_key
 from pdo.stack.local_secrets import local_secrets, secrets_folder
@@ -20,7 +21,13 @@ from pdo.stack.platform import Platform
 @pytest.fixture
 def unset(monkeypatch, tmp_path) -> Settings:
     """Settings as a fresh checkout has them: no secret set, run folder in tmp_path."""
-    for variable in ("PDO_MASKING_KEY", "PDO_METRICS_TOKEN", "PDO_ENVIRONMENT"):
+    for variable in (
+        "PDO_MASKING_KEY",
+        "PDO_METRICS_TOKEN",
+        "PDO_ENVIRONMENT",
+        "PDO_AUDIT_SIGNING_KEY_FILE",
+        "PDO_AUDIT_PUBLIC_KEY_FILE",
+    ):
         monkeypatch.delenv(variable, raising=False)
     return dataclasses.replace(Settings.from_env(), run_dir=tmp_path / "run")
 
@@ -65,8 +72,13 @@ def test_the_scrape_token_prometheus_reads_is_the_one_in_force(unset):
 
 def test_only_secrets_the_stack_alone_uses_are_made_up(unset):
     """A made-up broker or database password would match nothing: only these are generated (the audit
-    signing key is a key pair whose private half only the stack holds)."""
-    assert set(local_secrets(unset)) == {"PDO_MASKING_KEY", "PDO_METRICS_TOKEN", "PDO_AUDIT_SIGNING_KEY_FILE"}
+    signing key is a key pair whose private half only the stack holds, with its public half beside it)."""
+    assert set(local_secrets(unset)) == {
+        "PDO_MASKING_KEY",
+        "PDO_METRICS_TOKEN",
+        "PDO_AUDIT_SIGNING_KEY_FILE",
+        "PDO_AUDIT_PUBLIC_KEY_FILE",
+    }
 
 
 def test_the_audit_signing_key_is_made_once_private_and_not_when_the_operator_set_one(unset, tmp_path):
@@ -76,8 +88,36 @@ def test_the_audit_signing_key_is_made_once_private_and_not_when_the_operator_se
     assert stat.S_IMODE(Path(path).stat().st_mode) == 0o600
     assert Path(local_secrets(unset)["PDO_AUDIT_SIGNING_KEY_FILE"]).read_text() == first  # stable signer
 
-    chosen = dataclasses.replace(unset, audit_signing_key_file=str(tmp_path / "operator.pem"))
+    operator_key = tmp_path / "operator.pem"
+    operator_key.write_text(generate_private_key_pem())
+    chosen = dataclasses.replace(unset, audit_signing_key_file=str(operator_key))
     assert "PDO_AUDIT_SIGNING_KEY_FILE" not in local_secrets(chosen)
+
+
+def test_only_the_audit_worker_is_given_the_signing_key_the_others_its_public_half(unset):
+    platform = Platform(unset, report=lambda _line: None)
+    private_key = load_private_key(Path(platform.service_environment["PDO_AUDIT_SIGNING_KEY_FILE"]))
+    public_file = Path(platform.service_environment["PDO_AUDIT_PUBLIC_KEY_FILE"])
+
+    assert platform._environment("audit")["PDO_AUDIT_SIGNING_KEY_FILE"] == str(
+        secrets_folder(unset) / "audit-signing-key.pem"
+    )
+    for service in ("gateway", "authorization", "metering", "sharing", "catalog"):
+        environment = platform._environment(service)
+        assert environment["PDO_AUDIT_SIGNING_KEY_FILE"] == ""
+        assert environment["PDO_AUDIT_PUBLIC_KEY_FILE"] == str(public_file)
+    assert public_file.read_text() == public_key_pem(private_key.public_key())
+    assert "PRIVATE" not in public_file.read_text()
+
+
+def test_the_public_half_follows_the_operators_own_signing_key(unset, tmp_path):
+    operator_key = tmp_path / "operator.pem"
+    operator_key.write_text(generate_private_key_pem())
+    chosen = dataclasses.replace(unset, audit_signing_key_file=str(operator_key))
+
+    public_file = Path(local_secrets(chosen)["PDO_AUDIT_PUBLIC_KEY_FILE"])
+
+    assert public_file.read_text() == public_key_pem(load_private_key(operator_key).public_key())
 
 
 def test_the_services_the_stack_starts_get_the_generated_key(unset):
