@@ -3,13 +3,25 @@ into SQL."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from itertools import count
 
 import sqlalchemy as sa
 
-from pdo.core.vocabulary import PriceKind, PricePlan, PriceTier, price_plan_to_json
+from pdo.catalog.public import Dataset
+from pdo.core.vocabulary import (
+    Classification,
+    Domain,
+    MaskingRule,
+    Openness,
+    PriceKind,
+    PricePlan,
+    PriceTier,
+    SensitiveField,
+    price_plan_to_json,
+)
 from pdo.metering import tables as t
 from pdo.metering.testing import put_grant
 
@@ -86,3 +98,39 @@ def add_usage(
         )
     )
     return delivery_id
+
+
+# A dataset as the catalog holds it, with listing fields set (listings and the annual disclosure).
+TRAFFIC_SCHEMA = json.dumps(
+    {
+        "type": "record",
+        "name": "TrafficFlow",
+        "fields": [
+            {"name": "sensor_id", "type": "string", "doc": "the sensor"},
+            {"name": "plate", "type": ["null", "string"], "default": None},
+            {"name": "observed_at", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+            {"name": "vehicles", "type": "int"},
+        ],
+    }
+)
+
+
+def traffic(**changes) -> Dataset:
+    values = {
+        "dataset_id": "traffic",
+        "provider_id": "provider:transport",
+        "owner_department": "Transport Bureau",
+        "title": "Traffic flow",
+        "domain": Domain.TRANSPORT,
+        "classification": Classification.IMPORTANT,
+        "openness": Openness.CONDITIONAL,
+        "schema_subject": "pdo.feed.traffic-TrafficFlow",
+        "schema_id": 7,
+        "record_schema": TRAFFIC_SCHEMA,
+        "price_plan": PricePlan(PriceKind.PER_THOUSAND_RECORDS, Decimal("0.50")),
+        "sensitive_fields": (SensitiveField("plate", MaskingRule.KEYED_HASH, "identifies a vehicle"),),
+        "description": "vehicles per sensor per minute",
+        "asset_registration_number": "SZ-DA-2026-0042",
+        "terms": "traffic planning and research only; no re-identification",
+    }
+    return Dataset(**{**values, **changes})

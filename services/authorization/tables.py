@@ -119,6 +119,8 @@ datasets = sa.Table(
     sa.Column("price_plan", sa.Text, nullable=False),
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("retired", sa.Boolean, nullable=False),
+    sa.Column("asset_registration_number", sa.String(128), nullable=True),
+    sa.Column("terms", sa.Text, nullable=True),
 )
 
 # How far the view has read pdo.catalog: per partition, the offset after the last event applied.

@@ -7,15 +7,12 @@ priced from the ledger so far, with the same code that will price the statements
 Both come from statement lines, so a dataset's revenue is always the sum of its lines on the statements.
 Titles and providers come from metering's projection of the catalog events (pdo.metering.public).
 
-One row per dataset and currency (a dataset's grants normally share its currency). CSV cells that a
-spreadsheet would run as a formula (starting with =, +, -, @, tab or carriage return) are prefixed with
-an apostrophe: titles are written by providers.
+One row per dataset and currency (a dataset's grants normally share its currency). CSV cells a spreadsheet
+would run as a formula are defused (pdo.core.spreadsheet): titles are written by providers.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
@@ -25,9 +22,9 @@ from sqlalchemy import Engine
 
 from pdo.billing.statements import Statement, compute_statements, load_statements
 from pdo.core.months import parse_period, period_end, period_start
+from pdo.core.spreadsheet import csv_text
 from pdo.metering.public import dataset_names, is_closed, set_aside_records_by_dataset
 
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 COLUMNS = (
     "period",
     "dataset_id",
@@ -82,18 +79,7 @@ class AssetReport:
         }
 
     def as_csv(self) -> str:
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(COLUMNS)
-        for row in self.rows:
-            writer.writerow([_cell(value) for value in row.as_json().values()])
-        return out.getvalue()
-
-
-def _cell(value: Any) -> Any:
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
-        return "'" + value
-    return value
+        return csv_text(COLUMNS, (list(row.as_json().values()) for row in self.rows))
 
 
 def asset_report(engine: Engine, period: str, dataset_ids: Collection[str] | None = None) -> AssetReport:

@@ -7,6 +7,20 @@ only through `pdo.metering.public`, and runs with the metering service's databas
 """
 
 from pdo.billing.assets import asset_report
+from pdo.billing.disclosure import Disclosure, months_of, year_bounds
+from pdo.billing.listing import Listing, OffsetReader, listings_csv, listings_for
 from pdo.billing.statements import get_statement, list_statements, statement_json
 
-__all__ = ["asset_report", "get_statement", "list_statements", "statement_json"]
+__all__ = [
+    "Disclosure",
+    "Listing",
+    "OffsetReader",
+    "asset_report",
+    "get_statement",
+    "list_statements",
+    "listings_csv",
+    "listings_for",
+    "months_of",
+    "statement_json",
+    "year_bounds",
+]

@@ -70,6 +70,8 @@ def dataset_to_row(dataset: Dataset) -> dict[str, Any]:
         "price_plan": price_plan_to_json(dataset.price_plan),
         "version": dataset.version,
         "retired": dataset.retired,
+        "asset_registration_number": dataset.asset_registration_number,
+        "terms": dataset.terms,
     }
 
 
@@ -90,6 +92,8 @@ def dataset_from_row(row: Any) -> Dataset:
         price_plan=price_plan_from_json(row.price_plan),
         version=row.version,
         retired=bool(row.retired),
+        asset_registration_number=row.asset_registration_number,
+        terms=row.terms,
     )
 
 
@@ -112,6 +116,8 @@ def snapshot(dataset: Dataset) -> dict[str, Any]:
         "sensitive_fields": sensitive_fields_to_avro(dataset.sensitive_fields),
         "price_plan": price_plan_to_avro(dataset.price_plan),
         "version": dataset.version,
+        "asset_registration_number": dataset.asset_registration_number,
+        "terms": dataset.terms,
         "retired": dataset.retired,
     }
 
@@ -134,6 +140,8 @@ def dataset_from_snapshot(value: dict[str, Any], record_schema: str) -> Dataset:
         price_plan=price_plan_from_mapping(value["price_plan"]),
         version=value["version"],
         retired=bool(value.get("retired", False)),
+        asset_registration_number=value.get("asset_registration_number"),
+        terms=value.get("terms"),
     )
 
 
@@ -166,6 +174,8 @@ def updated_event(head: dict[str, Any], before: Dataset, after: Dataset) -> dict
         "openness",
         "sensitive_fields",
         "price_plan",
+        "asset_registration_number",
+        "terms",
     )
     delta = {name: (new[name] if new[name] != old[name] else None) for name in delta_fields}
     return {**head, "dataset_id": after.dataset_id, **delta, "version": after.version, "dataset": new}

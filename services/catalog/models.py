@@ -27,6 +27,9 @@ class Dataset:
     description: str | None = None
     version: int = 1
     retired: bool = False
+    # For listings on data exchanges: the registration authority's number, and the terms of use in words.
+    asset_registration_number: str | None = None
+    terms: str | None = None
 
     @property
     def field_names(self) -> list[str]:
@@ -52,6 +55,8 @@ class DatasetChanges:
     record_schema: str | None = None
     sensitive_fields: tuple[SensitiveField, ...] | None = None
     price_plan: PricePlan | None = None
+    asset_registration_number: str | None = None
+    terms: str | None = None
 
 
 @dataclass(frozen=True)
@@ -72,3 +77,5 @@ class DatasetRegistration:
     sensitive_fields: tuple[SensitiveField, ...]
     price_plan: PricePlan
     description: str | None = None
+    asset_registration_number: str | None = None
+    terms: str | None = None

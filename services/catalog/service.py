@@ -50,6 +50,8 @@ RETIRED = Event.DATASET_RETIRED
 FEED_COMPATIBILITY = CompatibilityLevel.FULL_TRANSITIVE
 INCOMPATIBLE = 409
 MAX_REASON = 1000
+# Listing fields (pdo.catalog.listing), free text with their limits.
+LISTING_TEXTS = {"asset_registration_number": 128, "terms": validation.MAX_DESCRIPTION}
 
 
 # ---------------------------------------------------------------- reading (no publisher needed)
@@ -178,6 +180,10 @@ class CatalogService:
             record_schema=validation.normalize_schema_text(dataset.record_schema),
             sensitive_fields=validation.check_sensitive_fields(record, dataset.sensitive_fields),
             price_plan=validation.check_price_plan(dataset.price_plan),
+            asset_registration_number=_listing_text(
+                "asset_registration_number", dataset.asset_registration_number
+            ),
+            terms=_listing_text("terms", dataset.terms),
         )
 
     def _checked_changes(self, current: Dataset, changes: DatasetChanges) -> Dataset:
@@ -196,6 +202,9 @@ class CatalogService:
                 updates[name] = validation.check_enum(kind, name, getattr(changes, name))
         if changes.price_plan is not None:
             updates["price_plan"] = validation.check_price_plan(changes.price_plan)
+        for name in LISTING_TEXTS:
+            if getattr(changes, name) is not None:
+                updates[name] = _listing_text(name, getattr(changes, name))
         record = self._changed_record(current, changes.record_schema)
         if changes.record_schema is not None:
             updates["record_schema"] = validation.normalize_schema_text(changes.record_schema)
@@ -363,3 +372,7 @@ def _database(engine: Engine) -> Iterator[Connection]:
             yield connection
     except OperationalError as error:
         raise Unavailable(f"the catalog database did not answer: {error.orig}") from None
+
+
+def _listing_text(name: str, value: str | None) -> str | None:
+    return validation.check_text(name, value, LISTING_TEXTS[name], required=False)

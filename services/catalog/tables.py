@@ -27,6 +27,8 @@ datasets = sa.Table(
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("retired", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("retired_reason", sa.Text, nullable=True),
+    sa.Column("asset_registration_number", sa.String(128), nullable=True),
+    sa.Column("terms", sa.Text, nullable=True),
     # occurred_at of the last applied event, so a rebuilt row equals the original.
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("last_event_id", sa.String(64), nullable=False),

@@ -5,7 +5,9 @@
 `statements show` prints the issued statements; `statements verify` recomputes a closed period from the
 ledger and exits 1 listing every difference (0: equal to the cent). `reconcile` compares, per grant, the
 records on the tenant topics, in the ledger and on the statements: exit 0 when they agree, 1 with a table
-of the grants that do not. `assets` prints the per-dataset report as CSV or JSON.
+of the grants that do not. `assets` prints the per-dataset report as CSV or JSON. `disclosure --year` writes the annual disclosure: the
+authorizations granted that year (tenant, dataset, purpose, period) and the products with their prices and
+the year's usage and revenue (JSON, with two CSV companions).
 Exit 2 on a pdo error (a malformed period, an unreachable broker ...).
 """
 
@@ -14,6 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
+from typing import Any
 
 from pdo.core import db
 from pdo.core.access_log import operator_actor
@@ -52,6 +56,16 @@ def register(subparsers) -> None:
     verify = steps.add_parser("verify", help="recompute a closed period and compare it with its statements")
     _period(verify)
     verify.set_defaults(func=verify_statements)
+
+    disclosure = actions.add_parser(
+        "disclosure", help="the annual disclosure: authorizations granted, products, prices, revenue"
+    )
+    disclosure.add_argument("--year", type=int, required=True, help="calendar year, e.g. 2026")
+    disclosure.add_argument(
+        "--out",
+        help="write PREFIX.json, PREFIX-grants.csv and PREFIX-products.csv instead of printing the JSON",
+    )
+    disclosure.set_defaults(func=run_disclosure)
 
     reconcile = actions.add_parser(
         "reconcile", help="per grant: records on the tenant topics, in the ledger, billed; exit 1 on drift"
@@ -214,4 +228,44 @@ def run_assets(args) -> int:
         print(json.dumps(report.as_json(), indent=2))
     else:
         sys.stdout.write(report.as_csv())
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- disclosure
+
+
+def run_disclosure(args) -> int:
+    from datetime import UTC, datetime
+
+    from pdo.authorization.public import grants_made_between
+    from pdo.billing.public import Disclosure, asset_report, months_of, year_bounds
+    from pdo.catalog.public import list_datasets
+
+    start, end = year_bounds(args.year)
+    settings = Settings.from_env()
+    engine = _engine(settings)
+    try:
+        disclosure = Disclosure(
+            year=args.year,
+            grants=grants_made_between(engine, start, end),
+            datasets=list_datasets(engine, None, include_retired=True),
+            monthly=[asset_report(engine, month) for month in months_of(args.year)],
+            generated_at=datetime.now(UTC),
+        )
+    finally:
+        engine.dispose()
+    companions = {"-grants.csv": disclosure.grants_csv(), "-products.csv": disclosure.products_csv()}
+    return write_companions(args.out, disclosure.as_json(), companions)
+
+
+def write_companions(prefix: str | None, document: Any, companions: dict[str, str]) -> int:
+    """Print the JSON document, or write PREFIX.json and each companion (PREFIX + its suffix) and say where."""
+    text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    if not prefix:
+        sys.stdout.write(text)
+        return 0
+    files = {".json": text, **companions}
+    for suffix, content in files.items():
+        Path(prefix + suffix).write_text(content)
+    print("wrote " + ", ".join(prefix + suffix for suffix in files))
     return 0

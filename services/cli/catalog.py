@@ -1,8 +1,10 @@
-"""`pdo catalog worker|list|rebuild`: the catalog's stream worker, and the catalog as SQL holds it."""
+"""`pdo catalog worker|list|rebuild|listing`: the catalog's stream worker, the catalog as SQL holds it, and
+listings of its datasets for data exchanges (JSON in the form pdo.listing.v1, and a CSV companion)."""
 
 from __future__ import annotations
 
 from pdo.cli.arguments import add_worker_options, serve_worker_metrics
+from pdo.cli.billing import period_argument, write_companions
 from pdo.core import db
 from pdo.core.config import Settings
 
@@ -27,6 +29,15 @@ def register(subparsers) -> None:
     )
     rebuild.add_argument("--timeout", type=float, default=60.0, help="seconds to read the topic to its end")
     rebuild.set_defaults(func=rebuild_catalog)
+    exchange = actions.add_parser(
+        "listing", help="a dataset's listing for data exchanges: JSON (pdo.listing.v1) and a CSV companion"
+    )
+    exchange.add_argument("--dataset", action="append", required=True, help="dataset id (repeat for several)")
+    exchange.add_argument(
+        "--period", type=period_argument, help="month of the usage statistics, YYYY-MM (default: last month)"
+    )
+    exchange.add_argument("--out", help="write PREFIX.json and PREFIX.csv instead of printing the JSON")
+    exchange.set_defaults(func=print_listing)
 
 
 def run_worker(args) -> int:
@@ -92,3 +103,29 @@ def rebuild_catalog(args) -> int:
     for line in report.skipped:
         print(f"  skipped {line}")
     return 0
+
+
+def print_listing(args) -> int:
+    """The listings of the datasets asked for; exit 2 (a pdo error) for one the catalog does not hold."""
+    from datetime import UTC, datetime
+
+    from pdo.billing.public import listings_csv, listings_for
+    from pdo.catalog.public import get_dataset
+    from pdo.core.kafka import consumer
+    from pdo.core.months import previous_period
+    from pdo.core.topics import feed_topic
+
+    settings = Settings.from_env()
+    now = datetime.now(UTC)
+    period = args.period or previous_period(now)
+    engine = db.make_engine(settings.database_url)
+    offsets = consumer(settings)
+    try:
+        datasets = [get_dataset(engine, dataset_id) for dataset_id in args.dataset]
+        listings = listings_for(engine, datasets, period, offsets, lambda d: feed_topic(d, settings), now)
+    finally:
+        offsets.close()
+        engine.dispose()
+    documents = [listing.as_json() for listing in listings]
+    body = documents[0] if len(documents) == 1 else documents
+    return write_companions(args.out, body, {".csv": listings_csv(listings)})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from pdo.core.errors import InvalidInput
 
@@ -39,3 +39,8 @@ def period_of(moment: datetime) -> str:
     """The month `moment` falls in, UTC; a naive datetime is UTC (SQLite hands them back naive)."""
     moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
     return f"{moment.year:04d}-{moment.month:02d}"
+
+
+def previous_period(moment: datetime) -> str:
+    """The month before the one `moment` falls in (the last one that can be closed), UTC."""
+    return period_of(period_start(period_of(moment)) - timedelta(days=1))

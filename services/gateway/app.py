@@ -75,6 +75,7 @@ def create_app(
     streams: routes_streams.StreamHub | None = None,
     dead_letters: routes_deadletters.DeadLetterSource | None = None,
     kafka_credentials: KafkaCredentialIssuer | None = None,
+    feed_offsets: routes_billing.FeedOffsets | None = None,
     access_events: Publisher | None = None,
     relay_interval_s: float | None = None,
 ) -> fastapi.FastAPI:
@@ -87,6 +88,7 @@ def create_app(
     `dead_letters` gives GET /v1/dead-letters the newest dead letters; by default read from the topic with
     the streams' codec.
     `kafka_credentials` issues and revokes tenants' and providers' Kafka users; by default on the broker.
+    `feed_offsets` opens what a listing measures a feed's activity with; by default a Kafka consumer.
     `access_events` publishes access acts to pdo.access (the outbox of principal and key changes, and the
     record made before a Kafka credential changes); by default an OnDemandPublisher over `settings`.
     `relay_interval_s`: how often the app publishes what its outbox still holds (the served gateway's
@@ -133,6 +135,7 @@ def create_app(
     app.state.kafka_credentials = kafka_credentials or KafkaCredentialIssuer(
         settings, lambda provider_id: [d.dataset_id for d in catalog.list(provider_id)], events=access_events
     )
+    app.state.feed_offsets = feed_offsets or routes_billing.broker_offsets(settings)
     app.state.dead_letters = dead_letters or routes_deadletters.topic_reader(settings, lambda: streams.codec)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.gateway_max_body_bytes)
     app.add_middleware(UnexpectedErrorMiddleware, refusals=metrics.refusals)

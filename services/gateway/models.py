@@ -155,6 +155,8 @@ class DatasetIn(Body):
     sensitive_fields: Annotated[list[SensitiveFieldIn], Field(max_length=MAX_LIST)] = []
     price_plan: PricePlanIn
     description: Text | None = None
+    asset_registration_number: Line | None = None
+    terms: Text | None = None
 
     def to_domain(self) -> DatasetRegistration:
         return DatasetRegistration(
@@ -168,6 +170,8 @@ class DatasetIn(Body):
             sensitive_fields=tuple(item.to_domain() for item in self.sensitive_fields),
             price_plan=self.price_plan.to_domain(),
             description=self.description,
+            asset_registration_number=self.asset_registration_number,
+            terms=self.terms,
         )
 
 
@@ -183,6 +187,8 @@ class DatasetPatch(Body):
     record_schema: RecordSchema | None = None
     sensitive_fields: Annotated[list[SensitiveFieldIn], Field(max_length=MAX_LIST)] | None = None
     price_plan: PricePlanIn | None = None
+    asset_registration_number: Line | None = None
+    terms: Text | None = None
 
     def to_domain(self) -> DatasetChanges:
         return DatasetChanges(
@@ -197,6 +203,8 @@ class DatasetPatch(Body):
             if self.sensitive_fields is None
             else tuple(item.to_domain() for item in self.sensitive_fields),
             price_plan=None if self.price_plan is None else self.price_plan.to_domain(),
+            asset_registration_number=self.asset_registration_number,
+            terms=self.terms,
         )
 
 

@@ -1,22 +1,37 @@
-"""/v1/statements and /v1/reports/assets: issued statements and per-dataset asset reports.
+"""/v1/statements, /v1/reports/assets and /v1/datasets/{id}/listing: issued statements, per-dataset asset
+reports, and a dataset's listing for data exchanges (pdo.billing.listing).
 
 A tenant reads its own statements (another tenant's id answers 404, so ids cannot be probed); an operator
 reads all. Asset reports are for providers, covering only their own datasets, and for operators, covering
-all; revenue of an open period is provisional (priced from the ledger so far). Periods are UTC months
+all; the same for listings. Revenue of an open period is provisional (priced from the ledger so far). Periods are UTC months
 "YYYY-MM", checked strictly (422 otherwise).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 
-from pdo.billing.public import asset_report, get_statement, list_statements, statement_json
-from pdo.core.months import parse_period
+from pdo.billing.public import (
+    OffsetReader,
+    asset_report,
+    get_statement,
+    list_statements,
+    listings_for,
+    statement_json,
+)
+from pdo.core.config import Settings
+from pdo.core.errors import Forbidden
+from pdo.core.kafka import consumer
+from pdo.core.months import parse_period, previous_period
+from pdo.core.topics import feed_topic
 from pdo.gateway.auth import TenantOrOperator, role
-from pdo.gateway.deps import ID_PATTERN, catalog, tenant_scope
+from pdo.gateway.deps import ID_PATTERN, DatasetId, catalog, tenant_scope
 from pdo.gateway.models import ERROR_RESPONSES
 from pdo.gateway.principals import Principal, PrincipalKind
 
@@ -79,3 +94,40 @@ def assets_report(
             headers={"Content-Disposition": f'attachment; filename="assets-{period}.csv"'},
         )
     return report.as_json()
+
+
+@router.get(
+    "/datasets/{dataset_id}/listing",
+    summary="The dataset's listing for data exchanges (pdo.listing.v1); providers: own datasets",
+)
+def dataset_listing(
+    request: Request, principal: ProviderOrOperator, dataset_id: DatasetId, period: Period | None = None
+) -> dict[str, Any]:
+    dataset = catalog(request).get(dataset_id)
+    if principal.kind is PrincipalKind.PROVIDER and dataset.provider_id != principal.principal_id:
+        raise Forbidden(f"dataset {dataset_id!r} belongs to another provider; only its owner lists it")
+    now = datetime.now(UTC)
+    period = parse_period(period) if period else previous_period(now)
+    settings = request.app.state.settings
+    with request.app.state.feed_offsets() as offsets:
+        (listing,) = listings_for(
+            engine(request), [dataset], period, offsets, lambda d: feed_topic(d, settings), now
+        )
+    return listing.as_json()
+
+
+FeedOffsets = Callable[[], AbstractContextManager[OffsetReader]]
+
+
+def broker_offsets(settings: Settings) -> FeedOffsets:
+    """A Kafka consumer per listing, closed after it: it only reads offsets (DESCRIBE on the feed)."""
+
+    @contextmanager
+    def opened() -> Iterator[OffsetReader]:
+        offsets = consumer(settings)
+        try:
+            yield offsets
+        finally:
+            offsets.close()
+
+    return opened

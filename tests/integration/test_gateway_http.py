@@ -447,3 +447,39 @@ def test_wrong_or_missing_keys_are_401(platform):
     )
     assert refusals(platform, "/v1/grants", "unauthenticated") == before + 2
     assert platform.http.get("/healthz").json() == {"status": "ok"}
+
+
+def test_a_listing_shows_registration_terms_and_the_feeds_measured_activity(platform):
+    new_id = register(platform, "CONDITIONAL", sensitive=True)
+    listed_fields = {"asset_registration_number": "SZ-DA-2026-0042", "terms": "planning only"}
+    changed = platform.http.patch(
+        f"/v1/datasets/{new_id}", json=listed_fields, headers=platform.as_(PROVIDER)
+    )
+    assert changed.status_code == 200, changed.text
+    records = [
+        {"record_id": f"r{i}", "plate": "A12345", "district": "north", "speed_kmh": 40.0} for i in range(3)
+    ]
+    published = platform.http.post(
+        f"/v1/datasets/{new_id}/records", json={"records": records}, headers=platform.as_(PROVIDER)
+    )
+    assert published.status_code == 200 and published.json()["accepted"] == 3, published.text
+
+    listing = platform.http.get(f"/v1/datasets/{new_id}/listing", headers=platform.as_(PROVIDER))
+
+    assert listing.status_code == 200, listing.text
+    document = listing.json()
+    assert {key: document[key] for key in listed_fields} == listed_fields
+    assert document["update_frequency"]["records"] == 3
+    assert document["sensitive_fields"] == ["plate"] and "A12345" not in listing.text
+    assert document["price_plan"]["in_words"] == "2.00 CNY per 1,000 records"
+    assert (
+        platform.http.get(f"/v1/datasets/{new_id}/listing", headers=platform.as_(OTHER_PROVIDER)).status_code
+        == 403
+    )
+    assert (
+        platform.http.get(f"/v1/datasets/{new_id}/listing", headers=platform.as_(TENANT)).status_code == 403
+    )
+    operator = platform.http.get(
+        f"/v1/datasets/{new_id}/listing?period=2026-13", headers=platform.as_(OPERATOR)
+    )
+    assert operator.status_code == 422

@@ -243,3 +243,19 @@ def test_the_table_definition_and_migration_0002_agree(engine):
     assert [index["name"] for index in reflected.get_indexes("catalog_datasets")] == [
         "ix_catalog_datasets_provider_id"
     ]
+
+
+def test_the_listing_fields_travel_in_catalog_events_and_their_changes(engine):
+    before = dataset()
+    after = dataclasses.replace(
+        before, version=2, asset_registration_number="SZ-DA-2026-0042", terms="traffic planning only"
+    )
+    apply_catalog_event(engine, "pdo.catalog.v1.DatasetRegistered", registered(before), registry=Schemas())
+    change = updated(before, after, minutes=1)
+    apply_catalog_event(engine, "pdo.catalog.v1.DatasetUpdated", change, registry=Schemas())
+
+    assert (change["asset_registration_number"], change["terms"]) == (
+        "SZ-DA-2026-0042",
+        "traffic planning only",
+    )
+    assert get_dataset(engine, "city-readings") == after

@@ -17,7 +17,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 from conftest import ServerThread
-from gateway_support import audit_signing_key, gateway_database
+from gateway_support import audit_signing_key, gateway_database, quiet_feeds
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -261,6 +261,7 @@ def gateway(tmp_path_factory) -> Iterator[Gateway]:
         dead_letters=lambda limit: [],
         kafka_credentials=issuer,
         access_events=events,
+        feed_offsets=quiet_feeds,
     )
     with ServerThread(app) as server, httpx.Client(base_url=server.url, timeout=30) as http:
         yield Gateway(http, catalog, authorization, store, keys, users)
@@ -286,6 +287,7 @@ def capped(tmp_path) -> Iterator[Callable[..., tuple[Gateway, Any]]]:
                 dead_letters=lambda limit: [],
                 kafka_credentials=issuer,
                 access_events=events,
+                feed_offsets=quiet_feeds,
             )
             server = stack.enter_context(ServerThread(app))
             http = stack.enter_context(httpx.Client(base_url=server.url, timeout=30))
@@ -440,6 +442,27 @@ def test_provider_registers_updates_and_retires_its_dataset(gateway):
         "/v1/datasets/transport-trips/retire", json={}, headers=gateway.as_("transport")
     )
     assert_refused(retire_without_reason, 422, "invalid_input", "body.reason: Field required")
+
+
+def test_a_dataset_listing_is_for_its_provider_and_operators(gateway):
+    body = dataset_body("transport-listed", asset_registration_number="SZ-DA-1", terms="planning only")
+    assert gateway.http.post("/v1/datasets", json=body, headers=gateway.as_("transport")).status_code == 201
+
+    listing = gateway.http.get("/v1/datasets/transport-listed/listing", headers=gateway.as_("transport"))
+
+    assert listing.status_code == 200, listing.text
+    document = listing.json()
+    assert (document["asset_registration_number"], document["terms"]) == ("SZ-DA-1", "planning only")
+    assert document["update_frequency"]["in_words"] == "no records in the last 24 h"
+    assert document["usage"]["records"] == 0 and document["sensitive_fields"] == ["record_id"]
+    foreign = gateway.http.get("/v1/datasets/transport-listed/listing", headers=gateway.as_("health"))
+    assert_refused(foreign, 403, "forbidden", "another provider")
+    tenant = gateway.http.get("/v1/datasets/transport-listed/listing", headers=gateway.as_("acme"))
+    assert tenant.status_code == 403
+    bad_period = gateway.http.get(
+        "/v1/datasets/transport-listed/listing?period=2026-13", headers=gateway.as_("transport")
+    )
+    assert bad_period.status_code == 422
 
 
 def test_duplicate_dataset_is_409(gateway):

@@ -18,7 +18,7 @@ import httpx
 import pytest
 import schemathesis
 from conftest import ServerThread, static_guard
-from gateway_support import audit_signing_key, gateway_database
+from gateway_support import audit_signing_key, gateway_database, quiet_feeds
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
@@ -89,6 +89,7 @@ def gateway(tmp_path_factory) -> Iterator[tuple[str, Seeded]]:
             dead_letters=lambda limit: [],
             kafka_credentials=users,
             access_events=publisher,
+            feed_offsets=quiet_feeds,
         )
         with ServerThread(app) as server, httpx.Client(base_url=server.url, timeout=30) as client:
             yield server.url, seed(client, authorization, keys)
