@@ -25,8 +25,8 @@ from pdo.core.errors import Unavailable
 from pdo.core.events import OnDemandPublisher, utc_now
 from pdo.core.http_metrics import MetricsMiddleware
 from pdo.core.outbox import OutboxRelay, Publisher
-from pdo.gateway import outbox as access_outbox
 from pdo.gateway import (
+    history,
     routes_audit,
     routes_billing,
     routes_console,
@@ -37,9 +37,11 @@ from pdo.gateway import (
     routes_kafka,
     routes_principals,
     routes_requests,
+    routes_series,
     routes_streams,
     routes_usage,
 )
+from pdo.gateway import outbox as access_outbox
 from pdo.gateway.auth import require_metrics_reader
 from pdo.gateway.caps import Caps
 from pdo.gateway.errors import UnexpectedErrorMiddleware, install_error_handlers
@@ -103,7 +105,9 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: fastapi.FastAPI) -> AsyncIterator[None]:
         relaying = None if relay_interval_s is None else asyncio.create_task(_relay(relay, relay_interval_s))
+        sampling = asyncio.create_task(_sample(_app.state.refusal_history, _app.state.lag_history))
         yield
+        sampling.cancel()
         if relaying is not None:
             relaying.cancel()
         if own_feeds:
@@ -134,6 +138,9 @@ def create_app(
         settings, lambda provider_id: [d.dataset_id for d in catalog.list(provider_id)], events=access_events
     )
     app.state.dead_letters = dead_letters or routes_deadletters.topic_reader(settings, lambda: streams.codec)
+    app.state.refusal_history = history.History(history.counter_reading(metrics.refusals))
+    app.state.lag_sources = history.local_worker_endpoints(settings.metrics_host, settings.metrics_port)
+    app.state.lag_history = history.History(history.worker_lag_reading(app.state.lag_sources))
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.gateway_max_body_bytes)
     app.add_middleware(UnexpectedErrorMiddleware, refusals=metrics.refusals)
     app.add_middleware(MetricsMiddleware, requests=metrics.requests)
@@ -148,6 +155,7 @@ def create_app(
         routes_deadletters.router,
         routes_billing.router,
         routes_usage.router,
+        routes_series.router,
         routes_kafka.router,
         routes_audit.router,
         routes_principals.router,
@@ -194,6 +202,18 @@ async def _relay(relay: OutboxRelay, interval_s: float) -> None:
             await asyncio.to_thread(_relay_round, relay)
         except Exception as error:  # the rows wait, in order, for the next round
             log.warning("publishing the gateway's access events failed (%s); retrying", error)
+
+
+async def _sample(*histories: history.History) -> None:
+    """Sample the console's histories every SAMPLE_INTERVAL_S while the app runs (off the event loop: the
+    lag sample reads the workers' endpoints)."""
+    while True:
+        for kept in histories:
+            try:
+                await asyncio.to_thread(kept.sample, utc_now())
+            except Exception as error:  # a missed sample is a gap in a chart, never a stopped gateway
+                log.warning("sampling the console's history failed (%s)", error)
+        await asyncio.sleep(history.SAMPLE_INTERVAL_S)
 
 
 def _relay_round(relay: OutboxRelay) -> None:
