@@ -99,7 +99,9 @@ def create_app(
     feeds = feeds if feeds is not None else FeedPublishers(settings)
     own_streams = streams is None
     streams = streams if streams is not None else routes_streams.StreamHub(settings)
-    access_events = access_events or OnDemandPublisher(settings)
+    own_access_events: OnDemandPublisher | None = None
+    if access_events is None:
+        access_events = own_access_events = OnDemandPublisher(settings)
     relay = access_outbox.relay(engine, access_events, settings.kafka_timeout_s)
 
     @asynccontextmanager
@@ -114,6 +116,8 @@ def create_app(
             feeds.close()
         if own_streams:
             streams.close()
+        if own_access_events is not None:
+            own_access_events.close()  # its registry client's connection, opened by the first access event
 
     app = fastapi.FastAPI(
         title="pdo gateway",

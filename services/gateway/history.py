@@ -64,8 +64,12 @@ class History:
                 yield sample.at, dict(labels), value
 
     def increases(self) -> Iterator[Point]:
-        """A counter's increase between consecutive samples, dated at the later one (a reset counts from 0)."""
+        """A counter's increase between consecutive samples, dated at the later one (a reset counts from 0).
+        The counter starts at 0 with the gateway, so while no sample was dropped, the first sample is all
+        increase."""
         samples = self._snapshot()
+        if samples and len(samples) < (self._samples.maxlen or 0):
+            samples.insert(0, Sample(samples[0].at, {}))
         for before, after in zip(samples, samples[1:], strict=False):
             for labels, value in after.values.items():
                 previous = before.values.get(labels, 0.0)

@@ -70,7 +70,7 @@ def _bucket(
     for moment, labels, value in points:
         slot = grid.index(moment)
         if slot is not None:
-            line = lines[tuple(sorted(labels.items()))]
+            line = lines[tuple(labels.items())]  # in the order the caller names them: the legend reads so
             line[slot] = combine(line[slot], value)
     return [
         _line(labels, values) for labels, values in sorted(lines.items(), key=lambda item: _text(item[0]))

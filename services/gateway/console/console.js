@@ -403,7 +403,7 @@ async function refreshMyGrants() {
 
 // The policy's answer to a request, in words.
 function answerInWords(request) {
-  const why = request.decision_reason ? `: ${request.decision_reason}` : "";
+  const why = request.decision_reason ? `: ${request.decision_reason.replace(/[.\s]+$/, "")}` : "";
   const rule = request.decided_by_rule ? ` (rule ${request.decided_by_rule})` : "";
   const person = request.decided_by ? ` by ${request.decided_by}` : "";
   switch (request.status) {
@@ -422,6 +422,8 @@ function answerInWords(request) {
 
 async function refreshMyRequests() {
   const { body, count } = panel("my-requests");
+  catalogNow = await api("GET", "/v1/datasets");
+  fillRequestForm(catalogNow);
   const requests = await api("GET", "/v1/requests");
   requests.sort((a, b) => String(b.created_at).localeCompare(String(a.created_at)));
   count.textContent = `(${requests.length})`;
@@ -593,8 +595,6 @@ async function grantsNow() {
 async function refreshCatalog() {
   const { body, count } = panel("catalog");
   const datasets = await api("GET", "/v1/datasets");
-  catalogNow = datasets;
-  if (me.kind === "tenant") fillRequestForm(datasets);
   const grants = me.kind === "provider" ? [] : await grantsNow();
   const holders = new Map();
   for (const grant of grants.filter((g) => LIVE_GRANTS.has(g.status))) {
@@ -753,7 +753,7 @@ async function refresh() {
   if (!sessionStorage.getItem(KEY_STORAGE) || !me) return;
   grantsCache = null;
   await Promise.all(visibleSections().filter((s) => PANELS[s.id]).map(async (section) => {
-    const status = section.querySelector(":scope > .status");
+    const status = section.querySelector(":scope > .status:not(.notice)");
     try {
       const [text, kind] = (await PANELS[section.id]()) || ["", ""];
       if (status && !NO_STATUS.has(section.id)) say(status, text, kind);
