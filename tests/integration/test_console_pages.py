@@ -206,6 +206,13 @@ def test_each_role_drives_its_pages(settings, platform, gateway, browser, runnin
     expect(operator.locator("#revenue .headline")).to_contain_text("CNY")
     shoot(operator, "operator-overview")
 
+    operator.click('#nav button[data-page="catalog"]')
+    catalog_row = operator.locator(f'#catalog tr[data-dataset-id="{dataset_id}"]')
+    expect(catalog_row).to_contain_text("station_manager_phone (MASK_MIDDLE_DIGITS)")
+    expect(catalog_row).to_contain_text("1.50 CNY per thousand records")
+    expect(catalog_row.locator(".holders")).to_have_text("tenant:acme (ACTIVE)")
+    shoot(operator, "catalog")
+
     operator.click('#nav button[data-page="requests"]')
     waiting = operator.locator(f'#requests tr[data-request-id="{review["request_id"]}"]')
     expect(waiting).to_be_visible()
@@ -215,13 +222,8 @@ def test_each_role_drives_its_pages(settings, platform, gateway, browser, runnin
     shoot(operator, "operator-requests")
     grant_row.locator("button.revoke").click()
     expect(operator.locator("#grants .notice")).to_contain_text(f"grant {grant_id} is REVOKED now")
-
     operator.click('#nav button[data-page="catalog"]')
-    catalog_row = operator.locator(f'#catalog tr[data-dataset-id="{dataset_id}"]')
-    expect(catalog_row).to_contain_text("station_manager_phone (MASK_MIDDLE_DIGITS)")
-    expect(catalog_row).to_contain_text("1.50 CNY per thousand records")
-    expect(catalog_row.locator(".holders")).to_contain_text("none")  # the only grant is revoked now
-    shoot(operator, "catalog")
+    expect(catalog_row.locator(".holders")).to_have_text("none")  # its only grant is revoked now
 
     # ---- the tenant sees the revocation and its reason
     revoked = tenant.locator(f'#my-grants tr[data-grant-id="{grant_id}"]')
@@ -262,8 +264,21 @@ def test_each_role_drives_its_pages(settings, platform, gateway, browser, runnin
         ),
         running,
     )
+    verdict = auditor.locator("#proof .verdict")
+    rows.first.locator("button.prove").click()  # the oldest entry: the longest audit path
+    expect(verdict).to_contain_text(f"verified in this browser: entry {rows.first.get_attribute('data-seq')}")
     rows.last.locator("button.prove").click()
-    expect(auditor.locator("#proof .verdict")).to_contain_text("verified in this browser")
+    expect(verdict).to_contain_text(f"verified in this browser: entry {rows.last.get_attribute('data-seq')}")
     shoot(auditor, "auditor")
+
+    # A proof whose entry was altered on the way does not verify, and the page says so.
+    def altered(route) -> None:
+        proof = route.fetch().json()
+        proof["entry"]["body"] = proof["entry"]["body"].replace("research ended", "research goes on")
+        route.fulfill(json=proof)
+
+    auditor.route("**/v1/audit/proof?*", altered)
+    rows.last.locator("button.prove").click()
+    expect(verdict).to_contain_text("does NOT lead to the signed root")
 
     assert [e for e in errors if "Failed to load resource" not in e] == []

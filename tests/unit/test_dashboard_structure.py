@@ -81,4 +81,6 @@ def test_variables_used_are_declared_and_declared_ones_are_used(path: Path):
     assert used == set(declared), path.name
     for variable in declared.values():
         assert variable["datasource"]["uid"] == SOURCE_UID, f"{path.name}: ${variable['name']}"
-        assert variable.get("includeAll") or variable.get("multi") or variable.get("current"), variable["name"]
+        assert variable.get("includeAll") or variable.get("multi") or variable.get("current"), variable[
+            "name"
+        ]

@@ -604,7 +604,9 @@ async function refreshCatalog() {
   }
   count.textContent = `(${datasets.length})`;
   if (datasets.length === 0) return body.replaceChildren(emptyRow(8, "no datasets registered"));
-  syncRows(body, datasets, (d) => d.dataset_id, (d) => el("tr", { "data-dataset-id": d.dataset_id },
+  // The holders are part of each row's data, so a row changes when a grant does.
+  const rows = datasets.map((d) => ({ ...d, holders: holders.get(d.dataset_id) || ["none"] }));
+  syncRows(body, rows, (d) => d.dataset_id, (d) => el("tr", { "data-dataset-id": d.dataset_id },
     el("td", {}, el("div", { class: "id" }, d.dataset_id), el("div", { class: "muted" }, d.title), d.retired ? el("div", { class: "status-REVOKED" }, "retired") : null),
     el("td", {}, d.provider_id, el("div", { class: "muted" }, d.owner_department)),
     el("td", {}, d.domain),
@@ -612,7 +614,7 @@ async function refreshCatalog() {
     el("td", {}, d.openness),
     el("td", {}, Object.entries(sensitiveOf(d)).map(([field, masking]) => el("span", { class: "field" }, `${field} (${masking})`))),
     el("td", {}, priceInWords(d.price_plan)),
-    el("td", { class: "holders" }, (holders.get(d.dataset_id) || ["none"]).map((h) => el("span", { class: "field" }, h))),
+    el("td", { class: "holders" }, d.holders.map((h) => el("span", { class: "field" }, h))),
   ));
 }
 
