@@ -193,6 +193,8 @@ def test_each_role_drives_its_pages(settings, platform, gateway, browser, runnin
     expect(tenant.locator("#my-kafka .notice")).to_contain_text("issued: user")
     tenant.click("#kafka-revoke")
     expect(tenant.locator("#my-kafka .notice")).to_contain_text("revoked")
+    expect(tenant.locator("#kafka-credentials")).to_be_hidden()
+    assert tenant.locator("#kafka-credentials").inner_text() == ""  # the password has left the page
 
     # ---- operator: charts with points, the tenant's request in the list, revoke the tenant's grant
     operator = signed_in(browser, gateway, "operator", errors)

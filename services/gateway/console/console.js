@@ -822,7 +822,11 @@ async function kafkaAction(button, method, done) {
   try {
     const answer = await api(method, "/v1/kafka-credentials");
     if (method === "POST") showCredentials(answer);
-    else document.getElementById("kafka-credentials").hidden = true;
+    else {
+      const shown = document.getElementById("kafka-credentials");
+      shown.replaceChildren(); // the revoked password leaves the page, not only the view
+      shown.hidden = true;
+    }
     say(notice, done(answer), "done");
   } catch (error) {
     say(notice, error.message, "error");
