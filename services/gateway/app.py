@@ -57,7 +57,8 @@ DESCRIPTION = """\
 pdo's API for data providers (register and maintain datasets, publish records to their feeds), tenants
 (request access, read their own requests, grants, usage and statements, stream their delivered records) and
 operators (review requests, suspend, resume and revoke grants, see all usage, read every statement and asset
-report, read dead letters; the operator console at /console works against this API). Providers see the usage
+report, read dead letters, and read time series for charts under /v1/series). The console at /console works
+against this API for operators, tenants and auditors (GET /v1/me tells a key's holder who it is). Providers see the usage
 and asset reports of their own datasets. Auditors read the audit log under /v1/audit (and nothing else);
 tenants read the entries about themselves there, with proofs to check offline.
 

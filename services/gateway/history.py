@@ -1,9 +1,10 @@
 """A short in-memory history of the gateway's refusals and the stream workers' consumer lag, for the console.
 
 Prometheus keeps history where it runs; where it does not (a local platform without one), the console still
-charts the last hours of refusals and lag from this. The served gateway samples every SAMPLE_INTERVAL_S (and
-the series routes sample once more before answering, so the newest point is current); KEEP samples are kept,
-and the history starts afresh when the gateway restarts.
+charts the last hours of refusals and lag from this. The served gateway samples every SAMPLE_INTERVAL_S; the
+series routes add a reading taken when they answer (not kept, so many viewers do not crowd the kept hours
+out), so the newest point is current. KEEP samples are kept, and the history starts afresh when the gateway
+restarts.
 
 Refusals are the gateway's own `pdo_gateway_refusals` counter, so each sample is exact. Lag is read from the
 workers' metrics endpoints on this host (`pdo_consumer_lag_records`, summed per service): a worker without a
@@ -53,22 +54,28 @@ class History:
         with self._lock:
             self._samples.append(Sample(now, values))
 
-    def _snapshot(self) -> list[Sample]:
+    def _snapshot(self, now: datetime | None) -> tuple[list[Sample], bool]:
+        """The kept samples, plus a reading taken now (not kept) when `now` is given; and whether none was
+        dropped yet."""
         with self._lock:
-            return list(self._samples)
+            samples = list(self._samples)
+            complete = len(samples) < (self._samples.maxlen or 0)
+        if now is not None:
+            samples.append(Sample(now, self._read()))
+        return samples, complete
 
-    def levels(self) -> Iterator[Point]:
-        """Every sampled value, as a gauge's level at its sample time."""
-        for sample in self._snapshot():
+    def levels(self, now: datetime | None = None) -> Iterator[Point]:
+        """Every sampled value, as a gauge's level at its sample time (and the level `now`, if given)."""
+        for sample in self._snapshot(now)[0]:
             for labels, value in sample.values.items():
                 yield sample.at, dict(labels), value
 
-    def increases(self) -> Iterator[Point]:
-        """A counter's increase between consecutive samples, dated at the later one (a reset counts from 0).
-        The counter starts at 0 with the gateway, so while no sample was dropped, the first sample is all
-        increase."""
-        samples = self._snapshot()
-        if samples and len(samples) < (self._samples.maxlen or 0):
+    def increases(self, now: datetime | None = None) -> Iterator[Point]:
+        """A counter's increase between consecutive samples, dated at the later one (a reset counts from 0),
+        up to `now` if given. The counter starts at 0 with the gateway, so while no sample was dropped, the
+        first sample is all increase."""
+        samples, complete = self._snapshot(now)
+        if samples and complete:
             samples.insert(0, Sample(samples[0].at, {}))
         for before, after in zip(samples, samples[1:], strict=False):
             for labels, value in after.values.items():

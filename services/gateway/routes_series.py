@@ -77,9 +77,10 @@ def dead_letters(request: Request, operator: Operator, minutes: Minutes = 60) ->
 def refusals(request: Request, operator: Operator, minutes: Minutes = 60) -> dict[str, Any]:
     now = datetime.now(UTC)
     history: History = request.app.state.refusal_history
-    history.sample(now)
     grid = Grid.ending_at(now, MINUTE, minutes)
-    points = ((at, {"reason": labels.get("reason", "")}, value) for at, labels, value in history.increases())
+    points = (
+        (at, {"reason": labels.get("reason", "")}, value) for at, labels, value in history.increases(now)
+    )
     return answer(grid, "refusals/min", bucket_sums(grid, points))
 
 
@@ -87,10 +88,12 @@ def refusals(request: Request, operator: Operator, minutes: Minutes = 60) -> dic
 def lag(request: Request, operator: Operator, minutes: Minutes = 60) -> dict[str, Any]:
     now = datetime.now(UTC)
     history: History = request.app.state.lag_history
-    history.sample(now)
     grid = Grid.ending_at(now, MINUTE, minutes)
     return answer(
-        grid, "records", bucket_latest(grid, history.levels()), sources=sorted(request.app.state.lag_sources)
+        grid,
+        "records",
+        bucket_latest(grid, history.levels(now)),
+        sources=sorted(request.app.state.lag_sources),
     )
 
 

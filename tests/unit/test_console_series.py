@@ -100,6 +100,18 @@ def test_counter_increases_between_samples_and_a_reset_counts_from_zero():
     assert list(reset.increases()) == [(T0, {"reason": "x"}, 5.0), (T0 + MINUTE, {"reason": "x"}, 1.0)]
 
 
+def test_a_reading_taken_when_asked_counts_but_is_not_kept():
+    registry = CollectorRegistry()
+    refusals = Counter("refusals", "test", ["reason"], registry=registry)
+    history = History(counter_reading(refusals))
+    history.sample(T0)
+    refusals.labels(reason="forbidden").inc()
+    asked = T0 + timedelta(seconds=3)
+    assert list(history.increases(asked)) == [(asked, {"reason": "forbidden"}, 1.0)]
+    assert list(history.increases()) == []  # nothing kept from the reading
+    assert [at for at, _, _ in history.levels(asked)] == [asked]
+
+
 def test_history_keeps_only_the_newest_samples():
     counter = iter(range(100))
     history = History(lambda: {(("k", "v"),): float(next(counter))}, keep=3)
