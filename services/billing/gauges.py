@@ -2,8 +2,10 @@
 
 `export_billing_metrics` prices the open period (pdo.billing.statements) and reconciles this month and the
 last (pdo.billing.reconcile) with one topic scan. It runs on the metering worker's leader every
-`INTERVAL_S` as a timer the entry point (`pdo metering worker`) hands the worker, so
-metering never imports billing: the dependency points from billing to metering only.
+`PDO_BILLING_GAUGES_INTERVAL_S` (default 300 s: reconciliation reads every tenant topic of this month and the
+last, often enough for an alert to fire within minutes of a drift, rarely enough that the scan stays a small
+share of the broker's reads) as a timer the entry point (`pdo metering worker`) hands the worker, so metering
+never imports billing: the dependency points from billing to metering only.
 """
 
 from __future__ import annotations
@@ -23,10 +25,6 @@ from pdo.billing.topic_scan import TopicScan, scan_tenant_topics, tenant_topics
 from pdo.core.codec import AvroCodec
 from pdo.core.config import Settings
 from pdo.core.months import period_of, period_start
-
-# Reconciliation reads every tenant topic of this month and the last: often enough for an alert to fire
-# within minutes of a drift, rarely enough that the scan stays a small share of the broker's reads.
-INTERVAL_S = 300.0
 
 
 @dataclass(frozen=True)

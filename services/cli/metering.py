@@ -95,14 +95,14 @@ def run_worker(args) -> int:
 
 def billing_gauges_timer(settings: Settings, runtime):
     """Billing's gauges, exported by the metering worker's leader: wired here, so metering never imports billing."""
-    from pdo.billing.gauges import INTERVAL_S, export_billing_metrics
+    from pdo.billing.gauges import export_billing_metrics
     from pdo.core.events import utc_now
     from pdo.metering.app import LeaderTimer
 
     def export() -> None:
         export_billing_metrics(settings, runtime.engine, utc_now(), codec=runtime.handler.codec)
 
-    return LeaderTimer("export_billing_metrics", INTERVAL_S, export)
+    return LeaderTimer("export_billing_metrics", settings.billing_gauges_interval_s, export)
 
 
 def print_usage(args) -> int:

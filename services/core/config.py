@@ -465,6 +465,13 @@ class Settings:
         "platforms sharing one PostgreSQL server need different prefixes",
         _role_prefix,
     )
+    billing_gauges_interval_s: int = _setting(
+        "PDO_BILLING_GAUGES_INTERVAL_S",
+        300,
+        "seconds between the metering leader's exports of billing's gauges (this period's charges so far and "
+        "the reconciliation drift, which scans the tenant topics of this month and the last)",
+        _positive_seconds,
+    )
 
     def __post_init__(self) -> None:
         for setting in fields(self):

@@ -25,8 +25,8 @@ from pdo.core.errors import Unavailable
 from pdo.core.events import OnDemandPublisher, utc_now
 from pdo.core.http_metrics import MetricsMiddleware
 from pdo.core.outbox import OutboxRelay, Publisher
-from pdo.gateway import outbox as access_outbox
 from pdo.gateway import (
+    history,
     routes_audit,
     routes_billing,
     routes_console,
@@ -37,9 +37,11 @@ from pdo.gateway import (
     routes_kafka,
     routes_principals,
     routes_requests,
+    routes_series,
     routes_streams,
     routes_usage,
 )
+from pdo.gateway import outbox as access_outbox
 from pdo.gateway.auth import require_metrics_reader
 from pdo.gateway.caps import Caps
 from pdo.gateway.errors import UnexpectedErrorMiddleware, install_error_handlers
@@ -55,7 +57,8 @@ DESCRIPTION = """\
 pdo's API for data providers (register and maintain datasets, publish records to their feeds), tenants
 (request access, read their own requests, grants, usage and statements, stream their delivered records) and
 operators (review requests, suspend, resume and revoke grants, see all usage, read every statement and asset
-report, read dead letters; the operator console at /console works against this API). Providers see the usage
+report, read dead letters, and read time series for charts under /v1/series). The console at /console works
+against this API for operators, tenants and auditors (GET /v1/me tells a key's holder who it is). Providers see the usage
 and asset reports of their own datasets. Auditors read the audit log under /v1/audit (and nothing else);
 tenants read the entries about themselves there, with proofs to check offline.
 
@@ -99,19 +102,25 @@ def create_app(
     feeds = feeds if feeds is not None else FeedPublishers(settings)
     own_streams = streams is None
     streams = streams if streams is not None else routes_streams.StreamHub(settings)
-    access_events = access_events or OnDemandPublisher(settings)
+    own_access_events: OnDemandPublisher | None = None
+    if access_events is None:
+        access_events = own_access_events = OnDemandPublisher(settings)
     relay = access_outbox.relay(engine, access_events, settings.kafka_timeout_s)
 
     @asynccontextmanager
     async def lifespan(_app: fastapi.FastAPI) -> AsyncIterator[None]:
         relaying = None if relay_interval_s is None else asyncio.create_task(_relay(relay, relay_interval_s))
+        sampling = asyncio.create_task(_sample(_app.state.refusal_history, _app.state.lag_history))
         yield
+        sampling.cancel()
         if relaying is not None:
             relaying.cancel()
         if own_feeds:
             feeds.close()
         if own_streams:
             streams.close()
+        if own_access_events is not None:
+            own_access_events.close()  # its registry client's connection, opened by the first access event
 
     app = fastapi.FastAPI(
         title="pdo gateway",
@@ -137,6 +146,9 @@ def create_app(
     )
     app.state.feed_offsets = feed_offsets or routes_billing.broker_offsets(settings)
     app.state.dead_letters = dead_letters or routes_deadletters.topic_reader(settings, lambda: streams.codec)
+    app.state.refusal_history = history.History(history.counter_reading(metrics.refusals))
+    app.state.lag_sources = history.local_worker_endpoints(settings.metrics_host, settings.metrics_port)
+    app.state.lag_history = history.History(history.worker_lag_reading(app.state.lag_sources))
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.gateway_max_body_bytes)
     app.add_middleware(UnexpectedErrorMiddleware, refusals=metrics.refusals)
     app.add_middleware(MetricsMiddleware, requests=metrics.requests)
@@ -151,6 +163,7 @@ def create_app(
         routes_deadletters.router,
         routes_billing.router,
         routes_usage.router,
+        routes_series.router,
         routes_kafka.router,
         routes_audit.router,
         routes_principals.router,
@@ -197,6 +210,18 @@ async def _relay(relay: OutboxRelay, interval_s: float) -> None:
             await asyncio.to_thread(_relay_round, relay)
         except Exception as error:  # the rows wait, in order, for the next round
             log.warning("publishing the gateway's access events failed (%s); retrying", error)
+
+
+async def _sample(*histories: history.History) -> None:
+    """Sample the console's histories every SAMPLE_INTERVAL_S while the app runs (off the event loop: the
+    lag sample reads the workers' endpoints)."""
+    while True:
+        for kept in histories:
+            try:
+                await asyncio.to_thread(kept.sample, utc_now())
+            except Exception as error:  # a missed sample is a gap in a chart, never a stopped gateway
+                log.warning("sampling the console's history failed (%s)", error)
+        await asyncio.sleep(history.SAMPLE_INTERVAL_S)
 
 
 def _relay_round(relay: OutboxRelay) -> None:

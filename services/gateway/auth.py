@@ -18,6 +18,8 @@ from pdo.gateway.principals import Principal, PrincipalKind, PrincipalStore
 
 # The only routes an auditor's key opens (pdo.gateway.routes_audit).
 AUDIT_ROUTES = "/v1/audit/"
+# Who the key belongs to: changes nothing, and tells the console which pages to show.
+WHO_AM_I = "/v1/me"
 
 # Declared for the OpenAPI description (the "Authorize" button in /docs); the header is parsed below.
 bearer_scheme = HTTPBearer(auto_error=False, description="an API key: `Authorization: Bearer pdo_…`")
@@ -60,8 +62,9 @@ def authenticated(
 
 def confine_auditor(principal: Principal, path: str) -> None:
     """An auditor reads the audit log and nothing else: every other route answers it 403, whatever role
-    check that route makes, so no route added later can let an auditor change state by mistake."""
-    if principal.kind is PrincipalKind.AUDITOR and not path.startswith(AUDIT_ROUTES):
+    check that route makes, so no route added later can let an auditor change state by mistake. /v1/me, which
+    only names the caller, is the one exception."""
+    if principal.kind is PrincipalKind.AUDITOR and not path.startswith(AUDIT_ROUTES) and path != WHO_AM_I:
         raise Forbidden(
             f"{principal.principal_id} is an auditor; auditors may call only {AUDIT_ROUTES}...",
             hint="use a key of a principal with the role this route needs",

@@ -1,4 +1,5 @@
 """/v1/principals and /v1/api-keys: operators create principals, issue and revoke API keys, disable principals.
+/v1/me tells any key's holder who it is (the console picks its pages by the kind).
 
 Each change commits with its access event (pdo.gateway.principals, through the gateway's outbox), so the
 audit log names who did it, to whom, when and why. A new key is in the answer to the POST only
@@ -14,7 +15,7 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from pdo.core.ids import ID_RULE
-from pdo.gateway.auth import Operator
+from pdo.gateway.auth import AnyPrincipal, Operator
 from pdo.gateway.models import ERROR_RESPONSES, Body, Line, OptionalReason, Text
 from pdo.gateway.principals import Principal, PrincipalKind, PrincipalStore
 
@@ -74,6 +75,11 @@ def _issue(
     issued = _store(request).issue_key(principal_id, actor=actor, reason=reason)
     response.headers["Cache-Control"] = "no-store"
     return IssuedKeyOut(principal_id=issued.principal_id, key_id=issued.key_id, api_key=issued.key)
+
+
+@router.get("/v1/me", summary="Who this key belongs to: the principal and its kind (any principal)")
+def who_am_i(principal: AnyPrincipal) -> PrincipalOut:
+    return _principal_out(principal)
 
 
 @router.post(

@@ -68,11 +68,11 @@ def get_usage(
     dataset_id: Annotated[str | None, Query(max_length=128)] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> UsageOut:
-    until = _utc(until) if until else datetime.now(UTC)
-    since = _utc(since) if since else until - DEFAULT_SPANS[window]
+    until = as_utc(until) if until else datetime.now(UTC)
+    since = as_utc(since) if since else until - DEFAULT_SPANS[window]
     if since >= until:
         raise InvalidInput(f"since ({since.isoformat()}) must be before until ({until.isoformat()})")
-    scope = _scope(request, principal, tenant_id, dataset_id)
+    scope = usage_scope(request, principal, tenant_id, dataset_id)
     if scope is None:
         return UsageOut(window=window, usage=[])
     found = list_windows(request.app.state.engine, window.value, since, until, limit=limit, **scope)
@@ -127,7 +127,7 @@ def get_digest_deliveries(
     return {"digest": digest.as_json(), "delivery_ids": ids}
 
 
-def _scope(
+def usage_scope(
     request: Request, principal: Principal, tenant_id: str | None, dataset_id: str | None
 ) -> dict[str, Any] | None:
     """The filters the caller may see with, or None when the filters ask for nothing of theirs."""
@@ -147,5 +147,5 @@ def _scope(
     return {"tenant_id": tenant_id, "dataset_ids": datasets}
 
 
-def _utc(moment: datetime) -> datetime:
+def as_utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)

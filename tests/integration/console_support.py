@@ -1,26 +1,56 @@
 """A gateway over an isolated platform (sharing_support's namespace, registry and database), with an
-operator, a provider and a tenant holding keys, for the dead-letter API and console browser tests.
+operator, a provider, a tenant and an auditor holding keys, for the dead-letter API and console browser
+tests; Debian's Chromium driven by Playwright (its own browser builds are never used nor downloaded).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from conftest import ServerThread
+from conftest import ServerThread, _unavailable
 
 from pdo.core import db
-from pdo.core.config import Settings
+from pdo.core.config import PROJECT_ROOT, Settings
 from pdo.core.deadletters import DEAD_LETTER, SourceMessage, dead_letter_event
 from pdo.core.events import EventPublisher
 from pdo.core.topics import TopicId
 from pdo.gateway.app import create_app
 from pdo.gateway.principals import PrincipalStore
 
-ROLES = {"provider": "air-bureau", "tenant": "acme", "operator": "alice"}
+CHROMIUM = Path("/usr/bin/chromium")
+WAIT_MS = 20_000
+
+
+@pytest.fixture
+def browser() -> Iterator:
+    if not CHROMIUM.exists():
+        _unavailable(f"Debian's chromium at {CHROMIUM} (apt-get install chromium)")
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=WAIT_MS)
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+def register_air_quality(gateway) -> str:
+    """The README's example dataset, registered by the provider."""
+    dataset = json.loads((PROJECT_ROOT / "deploy" / "examples" / "air-quality.dataset.json").read_text())
+    registered = gateway.http.post("/v1/datasets", json=dataset, headers=gateway.as_("provider"))
+    assert registered.status_code == 201, registered.text
+    return dataset["dataset_id"]
+
+
+ROLES = {"provider": "air-bureau", "tenant": "acme", "operator": "alice", "auditor": "carol"}
 
 
 @dataclasses.dataclass

@@ -1,4 +1,4 @@
-"""The operator console in a real headless Chromium (Debian's /usr/bin/chromium driven by Playwright):
+"""The console's operator pages in a real headless Chromium (Debian's /usr/bin/chromium driven by Playwright):
 an operator pastes a key, approves a request waiting for review (narrowed) and sees the grant appear,
 denies another, then revokes the grant, all by clicking in the page; the API confirms each step. Hostile text from the API
 (a request's purpose, a dead letter's reason) shows as text. The gateway is real, over the isolated
@@ -10,47 +10,16 @@ Playwright's own browser builds are never used (nor downloaded): only its driver
 # ruff: noqa: F811  (pytest fixtures imported from the support modules are parameters here)
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
-from conftest import _unavailable
-from console_support import gateway, publish_dead_letters  # noqa: F401  (fixtures)
+from console_support import browser, gateway, publish_dead_letters, register_air_quality  # noqa: F401
 from sharing_support import db_url, platform, settings  # noqa: F401  (fixtures)
-
-from pdo.core.config import PROJECT_ROOT
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = Path("/usr/bin/chromium")
 HOSTILE_PURPOSE = 'outreach <img src=x onerror="window.pwned = 1"> & <b>bold</b>'
 HOSTILE_REASON = "<script>window.pwned = 2</script> not avro"
-WAIT_MS = 20_000
-
-
-@pytest.fixture
-def browser() -> Iterator:
-    if not CHROMIUM.exists():
-        _unavailable(f"Debian's chromium at {CHROMIUM} (apt-get install chromium)")
-    from playwright.sync_api import expect, sync_playwright
-
-    expect.set_options(timeout=WAIT_MS)
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
-        try:
-            yield launched
-        finally:
-            launched.close()
-
-
-def register_air_quality(gateway) -> str:
-    """The README's example dataset, registered by the provider."""
-    dataset = json.loads((PROJECT_ROOT / "deploy" / "examples" / "air-quality.dataset.json").read_text())
-    registered = gateway.http.post("/v1/datasets", json=dataset, headers=gateway.as_("provider"))
-    assert registered.status_code == 201, registered.text
-    return dataset["dataset_id"]
 
 
 def submit_for_review(gateway, platform, dataset_id: str, purpose: str) -> str:
@@ -87,13 +56,15 @@ def test_operator_approves_and_revokes_in_the_console(settings, platform, gatewa
     page.on("console", lambda message: message.type == "error" and script_errors.append(message.text))
     page.goto(f"{gateway.url}/console")
 
-    # A tenant's key is refused in words; the operator's opens the panels.
-    page.fill("#key", gateway.keys["tenant"])
+    # A key the gateway does not know is refused in words; the operator's opens the operator's pages.
+    page.fill("#key", "pdo_not-a-key")
     page.click("#key-form button")
-    expect(page.locator("#sign-in-status")).to_contain_text("not an operator's")
+    expect(page.locator("#sign-in-status")).to_contain_text("HTTP 401")
     expect(page.locator("#panels")).to_be_hidden()
     page.fill("#key", gateway.keys["operator"])
     page.click("#key-form button")
+    expect(page.locator("#whoami")).to_contain_text("(operator)")
+    page.click('#nav button[data-page="requests"]')
 
     row = page.locator(f'#requests tr[data-request-id="{request_id}"]')
     expect(row).to_be_visible()
@@ -138,6 +109,7 @@ def test_operator_approves_and_revokes_in_the_console(settings, platform, gatewa
 
     # The key survives a reload of the tab.
     page.reload()
+    page.click('#nav button[data-page="requests"]')
     expect(grant_row.locator(".grant-status")).to_have_text("ACTIVE")
 
     # Revoking needs a reason; then the grant leaves the live view and shows as REVOKED under "all".

@@ -223,12 +223,13 @@ def test_auditors_and_operators_see_every_entry(gateway):
 
 
 def test_an_auditor_may_call_nothing_outside_the_audit_routes(gateway):
-    """Every route of the app but /v1/audit's (every write among them) answers an auditor's key 403."""
+    """Every route of the app but /v1/audit's (every write among them) and /v1/me (who the key is) answers an
+    auditor's key 403."""
     headers = {"Authorization": f"Bearer {gateway.keys['carol']}"}
     routes = [
         (method.upper(), re.sub(r"\{[^}]+\}", "x", path))
         for path, operations in gateway.app.openapi()["paths"].items()
-        if path.startswith("/v1/") and not path.startswith("/v1/audit/")
+        if path.startswith("/v1/") and not path.startswith("/v1/audit/") and path != "/v1/me"
         for method in operations
     ]
     writes = [(method, path) for method, path in routes if method in ("POST", "PUT", "PATCH", "DELETE")]
@@ -237,6 +238,8 @@ def test_an_auditor_may_call_nothing_outside_the_audit_routes(gateway):
         response = gateway.http.request(method, path, json={}, headers=headers)
         assert response.status_code == 403 and "auditor" in response.json()["message"], (method, path)
     assert gateway.http.get("/metrics", headers=headers).status_code == 403
+    me = gateway.http.get("/v1/me", headers=headers)
+    assert me.status_code == 200 and me.json()["kind"] == "auditor", me.text
 
 
 # ------------------------------------------------------------------------------------------------ tenants

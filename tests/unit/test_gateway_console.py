@@ -99,7 +99,12 @@ def test_console_page_is_served_with_a_strict_policy(gateway):
     policy = page.headers["content-security-policy"]
     assert "script-src 'self'" in policy and "default-src 'none'" in policy and "unsafe" not in policy
     assert page.headers["x-content-type-options"] == "nosniff"
-    for asset in ("/console/console.js", "/console/console.css"):
+    for asset in (
+        "/console/console.js",
+        "/console/console.css",
+        "/console/vendor/uPlot.iife.min.js",
+        "/console/vendor/uPlot.min.css",
+    ):
         assert asset in page.text
         served = gateway.http.get(asset)
         assert served.status_code == 200 and served.content, asset
@@ -108,7 +113,14 @@ def test_console_page_is_served_with_a_strict_policy(gateway):
 
 
 @pytest.mark.parametrize(
-    "path", ["/console/secrets.txt", "/console/..%2Fapp.py", "/console/%2e%2e%2fpyproject.toml"]
+    "path",
+    [
+        "/console/secrets.txt",
+        "/console/..%2Fapp.py",
+        "/console/%2e%2e%2fpyproject.toml",
+        "/console/vendor/VERSION",
+        "/console/vendor/%2e%2e/%2e%2e/app.py",
+    ],
 )
 def test_console_serves_only_its_own_files(gateway, path):
     refused(gateway.http.get(path), 404, "not_found")
@@ -124,7 +136,14 @@ def test_console_never_parses_text_as_markup():
         assert sink not in script, sink
     page = folder.joinpath("index.html").read_text()
     assert not re.search(r"<script>|\son[a-z]+=|<style>|\sstyle=", page), "inline code defeats the policy"
-    assert set(ASSETS) == {path.name for path in folder.iterdir()}
+    shipped = {
+        f"{path.name}/{item.name}" if path.is_dir() else path.name
+        for path in folder.iterdir()
+        for item in (path.iterdir() if path.is_dir() else [path])
+    }
+    # The vendored library's licence and version note ship with it but are not served.
+    assert shipped - set(ASSETS) == {"vendor/VERSION", "vendor/uPlot.LICENSE"}
+    assert set(ASSETS) <= shipped
 
 
 # -- GET /v1/dead-letters ------------------------------------------------------------------------------
