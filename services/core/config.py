@@ -55,6 +55,13 @@ def _seconds_or_off(raw: str) -> int:
     return seconds
 
 
+def _at_least_one(raw: str) -> int:
+    number = _whole_number(raw)
+    if number < 1:
+        raise ConfigError(f"{raw!r} is not a whole number of at least 1")
+    return number
+
+
 SECURITY_PROTOCOLS = ("SASL_PLAINTEXT", "SASL_SSL")
 
 
@@ -464,6 +471,27 @@ class Settings:
         "prefix of the services' PostgreSQL roles (`pdo_catalog`, ...); roles are per server, so two "
         "platforms sharing one PostgreSQL server need different prefixes",
         _role_prefix,
+    )
+    aggregation_metrics_port: int = _setting(
+        "PDO_AGGREGATION_METRICS_PORT",
+        9406,
+        "Prometheus metrics port of `pdo aggregation worker` (0: none)",
+        _whole_number,
+    )
+    aggregation_database_url: str = _service_database_url("aggregation")
+    aggregation_allowed_lateness_s: int = _setting(
+        "PDO_AGGREGATION_ALLOWED_LATENESS_S",
+        60,
+        "seconds of event time an aggregate window stays open after its end for late records; a record "
+        "for a window already closed goes to the dead-letter topic with its reason",
+        _seconds_or_off,
+    )
+    aggregation_min_group_size: int = _setting(
+        "PDO_AGGREGATION_MIN_GROUP_SIZE",
+        10,
+        "the operator's floor k of aggregate grants: a group of fewer records is never published; a dataset "
+        "may ask for more (its schema's `pdo.min_group_size`), the larger wins",
+        _at_least_one,
     )
 
     def __post_init__(self) -> None:

@@ -1,0 +1,158 @@
+"""The aggregation worker's SQL state on SQLite: windows close on event time plus the allowed lateness, each
+window is published once even across a restart, a late record is dead-lettered with its reason, small groups
+are never published, one usage fact is staged per window delivered, and a stopped grant publishes nothing."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from pdo.aggregation import tables as t
+from pdo.aggregation.grants import AggregateGrants
+from pdo.aggregation.state import Aggregator, FeedRecord, TopicNames
+from pdo.core import db
+from pdo.core.config import Settings
+from pdo.core.deadletters import SourceMessage
+from pdo.core.names import Event
+from pdo.core.vocabulary import AggregateFunction, AggregateSpec, aggregate_spec_to_avro
+
+START = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+DATASET = "traffic-flow"
+FEED = f"pdo.feed.{DATASET}"
+SPEC = AggregateSpec(60, ("district",), ("speed_kmh",), (AggregateFunction.COUNT, AggregateFunction.MEAN))
+K = 3
+SCHEMAS = {DATASET: '{"type": "record", "name": "T", "fields": []}'}
+
+
+@pytest.fixture
+def engine(tmp_path):
+    url = f"sqlite:///{tmp_path / 'pdo.db'}"
+    db.upgrade(url)
+    engine = db.make_engine(url)
+    yield engine
+    engine.dispose()
+
+
+def granted(book: AggregateGrants, status: str = "ACTIVE", version: int = 1) -> None:
+    snapshot = {
+        "grant_id": "g-1",
+        "request_id": "r-1",
+        "tenant_id": "tenant:acme",
+        "dataset_id": DATASET,
+        "valid_from": START - timedelta(days=1),
+        "valid_until": START + timedelta(days=1),
+        "status": status,
+        "version": version,
+        "kind": "AGGREGATE",
+        "aggregate": aggregate_spec_to_avro(SPEC),
+    }
+    if version == 1:
+        book.apply(Event.AUTHORIZATION_GRANTED, snapshot)
+    else:
+        book.apply(Event.AUTHORIZATION_SUSPENDED, {"grant": snapshot})
+
+
+def aggregator(engine) -> Aggregator:
+    made = Aggregator(engine, lateness_s=10, floor=K, names=TopicNames(Settings.from_env()))
+    made.load()
+    return made
+
+
+class Feed:
+    """Feed records with increasing offsets."""
+
+    def __init__(self) -> None:
+        self.offset = 0
+
+    def __call__(self, seconds: float, district: str = "Haidian", speed: float = 50.0) -> FeedRecord:
+        self.offset += 1
+        source = SourceMessage(FEED, 0, self.offset - 1, b"k", b"\x00raw-bytes")
+        value = {"district": district, "speed_kmh": speed, "plate_number": "京A12345"}
+        return FeedRecord(source, DATASET, START + timedelta(seconds=seconds), value)
+
+
+def outbox(engine) -> list[tuple[str, dict]]:
+    with engine.connect() as conn:
+        return t.OUTBOX.unsent(conn)
+
+
+def step(engine, book, batch) -> Aggregator:
+    """A worker that starts from SQL, applies one batch and commits it."""
+    worker = aggregator(engine)
+    changes = worker.apply(batch, book, SCHEMAS)
+    worker.save(changes, {DATASET})
+    return worker
+
+
+def test_a_window_closes_once_its_end_plus_the_lateness_has_passed_and_only_big_groups_are_published(engine):
+    book, feed = AggregateGrants(), Feed()
+    granted(book)
+    first = [feed(s) for s in (1, 2, 3, 4)] + [feed(5, "Chaoyang")] + [feed(65, "Haidian")]
+    step(engine, book, first)
+    assert outbox(engine) == []  # 60 s window + 10 s lateness: nothing closes at event time 65 s
+    step(engine, book, [feed(70, "Haidian")])
+    published = [value for name, value in outbox(engine) if name == Event.WINDOW_AGGREGATED]
+    assert [(v["group"], v["count"], v["suppressed_groups"], v["min_group_size"]) for v in published] == [
+        ({"district": "Haidian"}, 4, 1, K)
+    ]
+    assert published[0]["measures"] == [{"field": "speed_kmh", "function": "MEAN", "value": 50.0}]
+    assert "京A12345" not in repr(published)  # nothing of a single record
+    (fact,) = [value for name, value in outbox(engine) if name == Event.RECORDS_DELIVERED]
+    assert (fact["records"], fact["grant_id"], fact["delivery_id"]) == (
+        1,
+        "g-1",
+        f"agg-g-1-{int(START.timestamp() * 1000)}",
+    )
+    assert fact["target_topic"] == "pdo.tenant.acme.traffic-flow.aggregates"
+    assert fact["provenance"]["last_offset"] - fact["provenance"]["first_offset"] + 1 == 5 >= fact["records"]
+    assert fact["bytes"] > 0
+
+
+def test_a_restart_mid_window_neither_loses_nor_doubles_it(engine):
+    book, feed = AggregateGrants(), Feed()
+    granted(book)
+    step(engine, book, [feed(1), feed(2)])
+    restarted = step(engine, book, [feed(3)])  # a new worker: state and positions from SQL
+    assert restarted.positions == {(FEED, 0): 3}
+    step(engine, book, [feed(200)])
+    step(engine, book, [feed(300)])  # a later window closes; the first is not published again
+    counts = [v["count"] for name, v in outbox(engine) if name == Event.WINDOW_AGGREGATED]
+    assert counts == [3]
+
+
+def test_a_window_cannot_be_closed_twice(engine):
+    book, feed = AggregateGrants(), Feed()
+    granted(book)
+    worker = aggregator(engine)
+    changes = worker.apply([feed(1), feed(2), feed(3), feed(100)], book, SCHEMAS)
+    worker.save(changes, {DATASET})
+    with pytest.raises(IntegrityError):
+        worker.save(changes, {DATASET})  # the same closing again: refused whole, nothing more staged
+    assert len([name for name, _ in outbox(engine) if name == Event.WINDOW_AGGREGATED]) == 1
+
+
+def test_a_late_record_goes_to_the_dead_letter_topic_with_its_reason(engine):
+    book, feed = AggregateGrants(), Feed()
+    granted(book)
+    step(engine, book, [feed(1), feed(2), feed(3), feed(100)])
+    worker = step(engine, book, [feed(30)])
+    (letter,) = [value for name, value in outbox(engine) if name == Event.DEAD_LETTER]
+    assert letter["reason"].startswith("late record: event time 2026-03-01T09:00:30")
+    assert "allowed lateness 10 s" in letter["reason"] and "g-1" in letter["reason"]
+    assert letter["original_value"] == b"\x00raw-bytes" and letter["source_offset"] == 4
+    assert worker.positions == {(FEED, 0): 5}  # read past, not stuck
+
+
+def test_a_suspended_grant_publishes_nothing_for_its_open_windows(engine):
+    book, feed = AggregateGrants(), Feed()
+    granted(book)
+    step(engine, book, [feed(1), feed(2), feed(3)])
+    granted(book, status="SUSPENDED", version=2)
+    step(engine, book, [feed(100)])
+    assert outbox(engine) == []
+    with engine.connect() as conn:
+        (window,) = conn.execute(sa.select(t.windows)).mappings()
+    assert (window["records"], window["groups_published"]) == (3, 0)
