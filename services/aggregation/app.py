@@ -220,6 +220,9 @@ class Reader:
         if wanted == self.followed:
             return
         feeds.assign(sorted(wanted))
+        log.info(
+            "following %d feed partition(s) of %s", len(wanted), ", ".join(sorted(self.grants.datasets()))
+        )
         for tp in wanted - self.followed:
             offset = positions.get((tp.topic, tp.partition))
             if offset is None:
@@ -227,6 +230,20 @@ class Reader:
             else:
                 feeds.seek(tp, offset)
         self.followed = wanted
+
+    def feed_partitions(self) -> dict[str, list[tuple[str, int]]]:
+        """The partitions followed, by dataset."""
+        found: dict[str, list[tuple[str, int]]] = {}
+        for tp in sorted(self.followed):
+            found.setdefault(self.datasets_by_feed[tp.topic], []).append((tp.topic, tp.partition))
+        return found
+
+    def idle(self, where: tuple[str, int]) -> bool:
+        """Whether the partition is read to the end the broker last told (nothing older can be waiting)."""
+        tp = TopicPartition(*where)
+        feeds = self._feeds()
+        end = feeds.highwater(tp)
+        return end is not None and feeds.position(tp) >= end
 
     def rewind(self, positions: dict[tuple[str, int], int]) -> None:
         """Back to the positions SQL holds (after a commit failed): the batch is read again."""
@@ -298,14 +315,22 @@ class Runtime:
         self.reader.catch_up()
         self.reader.follow(self.aggregator.positions)
         batch = self.reader.batch()
-        changes = self.aggregator.apply(batch, self.reader.grants, self.reader.record_schemas)
+        changes = self.aggregator.apply(
+            batch,
+            self.reader.grants,
+            self.reader.record_schemas,
+            self.reader.feed_partitions(),
+            self.reader.idle,
+        )
         try:
-            self.aggregator.save(changes, {record.dataset_id for record in batch if record.value is not None})
+            self.aggregator.save(changes)
         except Exception:
             self.aggregator.load()  # SQL is the truth: forget what the failed batch did, and read it again
             self.reader.rewind(self.aggregator.positions)
             raise
         _count(changes)
+        if changes.closed:
+            log.info("closed %d window(s) after %d feed records", len(changes.closed), len(batch))
         self.relay.publish_all()
         return len(batch)
 

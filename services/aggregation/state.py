@@ -11,9 +11,12 @@ more than the feed's retention allows to re-read cheaply, and the closed-windows
 publication impossible by construction rather than by luck.
 
 **Event time** is a feed record's Kafka timestamp (the time its provider gave it, or the broker's append
-time). A dataset's **watermark** is the latest event time read on its feed. A window `[start, end)` of a grant
-closes once `end + allowed lateness <= watermark`; a record whose window has closed by that rule is **late**:
-it is counted nowhere and goes to the dead-letter topic with its reason (never silently dropped).
+time). A dataset's **watermark** moves only between batches and never back: it is the earliest of the latest
+event times read on each partition of its feed that still has records to read (a partition read to its end is
+idle and holds nothing back; when all are, the latest of them). So the order in which partitions are read,
+and a partition that lags, make no record late. A window `[start, end)` of a grant closes once
+`end + allowed lateness <= watermark`; a record whose window had closed by that rule when its batch began is
+**late**: it is counted nowhere and goes to the dead-letter topic with its reason (never silently dropped).
 
 **Small groups.** At its close a window publishes only groups of at least k records (windows.py), k the
 larger of the dataset's `pdo.min_group_size` and the operator's floor. A window whose groups are all below k
@@ -52,6 +55,7 @@ ACTOR = f"system:{SERVICE}"
 FRAME_BYTES = 5
 
 WindowId = tuple[str, datetime]  # grant id, window start
+Partition = tuple[str, int]  # feed topic, partition
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,7 @@ class Changes:
     closed: list[tuple[ClosedWindow, AggregateGrant]] = field(default_factory=list)
     dead_letters: list[tuple[SourceMessage, str, str]] = field(default_factory=list)
     late: int = 0
+    watermarks_moved: set[str] = field(default_factory=set)
 
 
 class Aggregator:
@@ -111,15 +116,20 @@ class Aggregator:
         self.clock = clock
         self.groups: dict[WindowId, dict[str, Group]] = {}
         self.watermarks: dict[str, datetime] = {}
-        self.positions: dict[tuple[str, int], int] = {}
+        self.positions: dict[Partition, int] = {}
+        self.latest: dict[Partition, datetime] = {}  # latest event time read per feed partition
 
     # ------------------------------------------------------------------------------------------ SQL
 
     def load(self) -> None:
         """Replace the memory with what SQL holds (at start, on taking the lead, after a failed commit)."""
         with self.engine.connect() as conn:
-            self.positions = {
-                (row.topic, row.partition): row.next_offset for row in conn.execute(sa.select(t.positions))
+            rows = list(conn.execute(sa.select(t.positions)))
+            self.positions = {(row.topic, row.partition): row.next_offset for row in rows}
+            self.latest = {
+                (row.topic, row.partition): utc(row.latest_event_time)
+                for row in rows
+                if row.latest_event_time is not None
             }
             self.watermarks = {
                 row.dataset_id: utc(row.event_time) for row in conn.execute(sa.select(t.watermarks))
@@ -129,7 +139,7 @@ class Aggregator:
                 window = (row.grant_id, utc(row.window_start))
                 self.groups.setdefault(window, {})[row.group_key] = Group.from_json(row.records, row.stats)
 
-    def save(self, changes: Changes, datasets_touched: set[str]) -> None:
+    def save(self, changes: Changes) -> None:
         """Write one batch's changes in one transaction (see "Restart neither loses nor doubles a window")."""
         now = self.clock()
         with self.engine.begin() as conn:
@@ -141,7 +151,7 @@ class Aggregator:
                 letter = dead_letter_event(source, SERVICE, code, reason)
                 t.OUTBOX.stage(conn, TopicId.DEAD_LETTERS, Event.DEAD_LETTER, letter, source.topic)
             self._save_positions(conn)
-            for dataset_id in datasets_touched:
+            for dataset_id in changes.watermarks_moved:
                 conn.execute(t.watermarks.delete().where(t.watermarks.c.dataset_id == dataset_id))
                 conn.execute(
                     t.watermarks.insert().values(
@@ -170,14 +180,17 @@ class Aggregator:
 
     def _save_positions(self, conn: Connection) -> None:
         for (topic, partition), offset in self.positions.items():
+            latest = self.latest.get((topic, partition))
             done = conn.execute(
                 t.positions.update()
                 .where((t.positions.c.topic == topic) & (t.positions.c.partition == partition))
-                .values(next_offset=offset)
+                .values(next_offset=offset, latest_event_time=latest)
             )
             if done.rowcount == 0:
                 conn.execute(
-                    t.positions.insert().values(topic=topic, partition=partition, next_offset=offset)
+                    t.positions.insert().values(
+                        topic=topic, partition=partition, next_offset=offset, latest_event_time=latest
+                    )
                 )
 
     def _close(self, conn: Connection, closed: ClosedWindow, grant: AggregateGrant, now: datetime) -> None:
@@ -212,18 +225,47 @@ class Aggregator:
     # ------------------------------------------------------------------------------------------ records
 
     def apply(
-        self, batch: list[FeedRecord], grants: AggregateGrants, record_schemas: Mapping[str, str]
+        self,
+        batch: list[FeedRecord],
+        grants: AggregateGrants,
+        record_schemas: Mapping[str, str],
+        feeds: Mapping[str, list[Partition]],
+        idle: Callable[[Partition], bool],
     ) -> Changes:
-        """Count a batch of feed records into their windows, then close the windows it made due."""
+        """Count a batch of feed records into their windows, move the watermarks of the datasets `feeds` maps
+        to their partitions (`idle`: read to its end), then close the windows that made due."""
         changes = Changes()
         for record in batch:
-            self.positions[(record.source.topic, record.source.partition)] = record.source.offset + 1
+            where = (record.source.topic, record.source.partition)
+            self.positions[where] = record.source.offset + 1
+            if where not in self.latest or record.event_time > self.latest[where]:
+                self.latest[where] = record.event_time
             if record.value is None:
                 changes.dead_letters.append((record.source, "UNDECODABLE", record.problem))
                 continue
             self._count(record, grants, changes)
+        for dataset_id, partitions in feeds.items():
+            if self._advance(dataset_id, partitions, idle):
+                changes.watermarks_moved.add(dataset_id)
         changes.closed.extend(self._close_due(grants, record_schemas))
         return changes
+
+    def _advance(
+        self, dataset_id: str, partitions: list[Partition], idle: Callable[[Partition], bool]
+    ) -> bool:
+        """Move the dataset's watermark (see the module docstring); whether it moved."""
+        busy = [where for where in partitions if not idle(where)]
+        if any(where not in self.latest for where in busy):
+            return False  # a partition with records still to read, none read yet: it may hold older ones
+        known = [self.latest[where] for where in (busy or partitions) if where in self.latest]
+        if not known:
+            return False
+        candidate = min(known) if busy else max(known)
+        held = self.watermarks.get(dataset_id)
+        if held is not None and candidate <= held:
+            return False
+        self.watermarks[dataset_id] = candidate
+        return True
 
     def _count(self, record: FeedRecord, grants: AggregateGrants, changes: Changes) -> None:
         assert record.value is not None
@@ -250,8 +292,6 @@ class Aggregator:
                 f"{int(self.lateness.total_seconds())} s): {'; '.join(late)}"
             )
             changes.dead_letters.append((record.source, "OTHER", reason))
-        if watermark is None or record.event_time > watermark:
-            self.watermarks[record.dataset_id] = record.event_time
 
     def _close_due(
         self, grants: AggregateGrants, record_schemas: Mapping[str, str]

@@ -20,6 +20,8 @@ positions = sa.Table(
     sa.Column("topic", sa.String(255), primary_key=True),
     sa.Column("partition", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("next_offset", sa.BigInteger, nullable=False),
+    # The latest event time read on the partition: the dataset's watermark is taken over its partitions.
+    sa.Column("latest_event_time", sa.DateTime(timezone=True), nullable=True),
 )
 
 watermarks = sa.Table(

@@ -25,6 +25,7 @@ FEED = f"pdo.feed.{DATASET}"
 SPEC = AggregateSpec(60, ("district",), ("speed_kmh",), (AggregateFunction.COUNT, AggregateFunction.MEAN))
 K = 3
 SCHEMAS = {DATASET: '{"type": "record", "name": "T", "fields": []}'}
+FEEDS = {DATASET: [(FEED, 0), (FEED, 1)]}
 
 
 @pytest.fixture
@@ -82,8 +83,8 @@ def outbox(engine) -> list[tuple[str, dict]]:
 def step(engine, book, batch) -> Aggregator:
     """A worker that starts from SQL, applies one batch and commits it."""
     worker = aggregator(engine)
-    changes = worker.apply(batch, book, SCHEMAS)
-    worker.save(changes, {DATASET})
+    changes = worker.apply(batch, book, SCHEMAS, FEEDS, lambda where: True)
+    worker.save(changes)
     return worker
 
 
@@ -127,10 +128,10 @@ def test_a_window_cannot_be_closed_twice(engine):
     book, feed = AggregateGrants(), Feed()
     granted(book)
     worker = aggregator(engine)
-    changes = worker.apply([feed(1), feed(2), feed(3), feed(100)], book, SCHEMAS)
-    worker.save(changes, {DATASET})
+    changes = worker.apply([feed(1), feed(2), feed(3), feed(100)], book, SCHEMAS, FEEDS, lambda where: True)
+    worker.save(changes)
     with pytest.raises(IntegrityError):
-        worker.save(changes, {DATASET})  # the same closing again: refused whole, nothing more staged
+        worker.save(changes)  # the same closing again: refused whole, nothing more staged
     assert len([name for name, _ in outbox(engine) if name == Event.WINDOW_AGGREGATED]) == 1
 
 
@@ -156,3 +157,32 @@ def test_a_suspended_grant_publishes_nothing_for_its_open_windows(engine):
     with engine.connect() as conn:
         (window,) = conn.execute(sa.select(t.windows)).mappings()
     assert (window["records"], window["groups_published"]) == (3, 0)
+
+
+def on_partition(record: FeedRecord, partition: int) -> FeedRecord:
+    source = SourceMessage(FEED, partition, record.source.offset, record.source.key, record.source.value)
+    return FeedRecord(source, record.dataset_id, record.event_time, record.value)
+
+
+def test_the_order_partitions_are_read_in_makes_no_record_late(engine):
+    book, feed = AggregateGrants(), Feed()
+    granted(book)
+    # Partition 1 is read first and is already past the window; partition 0's older records still count.
+    batch = [on_partition(feed(100), 1)] + [on_partition(feed(s), 0) for s in (1, 2, 3)]
+    step(engine, book, batch)
+    assert [v["count"] for name, v in outbox(engine) if name == Event.WINDOW_AGGREGATED] == [3]
+    assert [name for name, _ in outbox(engine) if name == Event.DEAD_LETTER] == []
+
+
+def test_a_partition_with_records_still_to_read_holds_the_watermark_back(engine):
+    book, feed = AggregateGrants(), Feed()
+    granted(book)
+    worker = aggregator(engine)
+    lagging = {(FEED, 0)}
+    batch = [on_partition(feed(s), 0) for s in (1, 2, 3)] + [on_partition(feed(100), 1)]
+    worker.save(worker.apply(batch, book, SCHEMAS, FEEDS, lambda where: where not in lagging))
+    assert worker.watermarks[DATASET] == START + timedelta(seconds=3)  # partition 0's latest, not 100 s
+    assert outbox(engine) == []
+    lagging.clear()  # partition 0 read to its end: the watermark moves to the latest of all
+    worker.save(worker.apply([], book, SCHEMAS, FEEDS, lambda where: where not in lagging))
+    assert [v["count"] for name, v in outbox(engine) if name == Event.WINDOW_AGGREGATED] == [3]

@@ -28,6 +28,7 @@ def upgrade() -> None:
         sa.Column("topic", sa.String(255), primary_key=True),
         sa.Column("partition", sa.Integer, primary_key=True, autoincrement=False),
         sa.Column("next_offset", sa.BigInteger, nullable=False),
+        sa.Column("latest_event_time", sa.DateTime(timezone=True), nullable=True),
     )
     op.create_table(
         "aggregation_watermarks",
