@@ -242,8 +242,8 @@ class Reader:
         """Whether the partition is read to the end the broker last told (nothing older can be waiting)."""
         tp = TopicPartition(*where)
         feeds = self._feeds()
-        end = feeds.highwater(tp)
-        return end is not None and feeds.position(tp) >= end
+        end, position = feeds.highwater(tp), feeds.position(tp)
+        return end is not None and position is not None and position >= end
 
     def rewind(self, positions: dict[tuple[str, int], int]) -> None:
         """Back to the positions SQL holds (after a commit failed): the batch is read again."""
