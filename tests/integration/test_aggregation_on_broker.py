@@ -18,12 +18,16 @@ from __future__ import annotations
 import io
 import json
 import struct
+import uuid
 from collections import Counter
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import avro.schema
 import fastavro
 import pytest
+from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import TopicAuthorizationFailedError
 from sharing_support import (  # noqa: F401  (fixtures)
     ACME,
     PdoProcesses,
@@ -37,8 +41,8 @@ from sharing_support import (  # noqa: F401  (fixtures)
 
 from pdo.authorization.public import RequestSpec
 from pdo.authorization.testing import TRAFFIC_FLOW_SCHEMA, approved_grant, register_traffic_dataset
-from pdo.core import schemas, topics
-from pdo.core.kafka import producer
+from pdo.core import access, schemas, topics
+from pdo.core.kafka import admin_client, producer
 from pdo.core.names import Event
 from pdo.core.topics import TopicId, feed_topic, tenant_topic_part
 from pdo.core.vocabulary import AggregateFunction, AggregateSpec, GrantKind
@@ -213,3 +217,48 @@ def test_aggregates_reach_the_tenant_without_a_raw_value_small_groups_suppressed
         (f"agg-{grant_id}-{int(first.timestamp() * 1000)}", 2),
         (f"agg-{grant_id}-{int(second.timestamp() * 1000)}", 1),
     ]
+
+    # The tenant reads its aggregates with its own credentials, and still not the raw feed.
+    with tenant_credentials(settings, ACME) as credentials:
+        assert len(read_as(credentials, aggregates_topic)) == 3
+        with pytest.raises(TopicAuthorizationFailedError):
+            read_as(credentials, feed.topic)
+
+
+@contextmanager
+def tenant_credentials(settings, tenant_id: str):
+    """The tenant's Kafka user with its ACLs, as the platform issues them; removed afterwards."""
+    user, password = access.party_user(tenant_id), f"pw-{uuid.uuid4().hex}"
+    with admin_client(settings) as admin:
+        access.set_password(admin, user, password)
+        access.grant(admin, access.tenant_acls(tenant_id, settings))
+    try:
+        yield {"user": user, "password": password, "bootstrap": settings.kafka_bootstrap}
+    finally:
+        with admin_client(settings) as admin:
+            access.revoke_principal(admin, user)
+            access.delete_user(admin, user)
+
+
+def read_as(credentials: dict, topic: str) -> list:
+    """Every message of `topic` read with kafka-python as the party, outside any group."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=credentials["bootstrap"],
+        security_protocol="SASL_PLAINTEXT",
+        sasl_mechanism="SCRAM-SHA-512",
+        sasl_plain_username=credentials["user"],
+        sasl_plain_password=credentials["password"],
+        enable_auto_commit=False,
+    )
+    try:
+        partitions = [TopicPartition(topic, number) for number in range(3)]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        ends = consumer.end_offsets(partitions)
+        found: list = []
+        while any(consumer.position(tp) < ends[tp] for tp in partitions):
+            for messages in consumer.poll(timeout_ms=500).values():
+                found.extend(messages)
+        return found
+    finally:
+        consumer.close()
