@@ -51,6 +51,8 @@ from pdo.core.topics import TopicId, tenant_topic_part
 
 SERVICE = "aggregation"
 ACTOR = f"system:{SERVICE}"
+# Longest group key (the group-by values as a JSON list) the groups table holds.
+MAX_GROUP_KEY = 1024
 # Confluent's framing in front of every Avro body on a topic: a zero byte and the 4-byte schema id.
 FRAME_BYTES = 5
 
@@ -280,6 +282,13 @@ class Aggregator:
                 late.append(f"{grant.grant_id} window {start.isoformat()}–{end.isoformat()}")
                 continue
             key = group_key(record.value, grant.spec.group_by)
+            if len(key) > MAX_GROUP_KEY:
+                # The key could never be stored: retrying would stall the feed; the record is set aside instead.
+                reason = (
+                    f"group key of {len(key)} characters (at most {MAX_GROUP_KEY}) for grant {grant.grant_id}"
+                )
+                changes.dead_letters.append((record.source, "INVALID_EVENT", reason))
+                return
             self.groups.setdefault((grant.grant_id, start), {}).setdefault(key, Group()).add(
                 record.value, grant.spec.numeric_fields
             )

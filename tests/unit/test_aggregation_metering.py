@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (the engine fixture imported from test_aggregation_state is a parameter here)
 """An aggregate window's usage fact is metering's own RecordsDelivered: the ledger takes it (its checks
 pass), counts it once however often it is delivered, and the grant's price plan prices it like any delivery."""
 
@@ -6,12 +7,19 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-import pytest
-from test_aggregation_state import DATASET, FEEDS, SCHEMAS, Feed, aggregator, granted, outbox
+from test_aggregation_state import (  # noqa: F401  (engine: a fixture)
+    DATASET,
+    FEEDS,
+    SCHEMAS,
+    Feed,
+    aggregator,
+    engine,
+    granted,
+    outbox,
+)
 
 from pdo.aggregation.grants import AggregateGrants
 from pdo.billing.pricing import exact_charge
-from pdo.core import db
 from pdo.core.names import Event
 from pdo.core.vocabulary import PriceKind, PricePlan, price_plan_to_json
 from pdo.metering.ledger import Ledger, UsageFact
@@ -20,15 +28,6 @@ from pdo.metering.testing import put_grant
 
 START = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 PLAN = PricePlan(PriceKind.PER_THOUSAND_RECORDS, Decimal("2.50"))
-
-
-@pytest.fixture
-def engine(tmp_path):
-    url = f"sqlite:///{tmp_path / 'pdo.db'}"
-    db.upgrade(url)
-    engine = db.make_engine(url)
-    yield engine
-    engine.dispose()
 
 
 def test_a_window_delivered_is_one_usage_fact_counted_once_and_priced_by_the_grants_plan(engine):

@@ -186,3 +186,12 @@ def test_a_partition_with_records_still_to_read_holds_the_watermark_back(engine)
     lagging.clear()  # partition 0 read to its end: the watermark moves to the latest of all
     worker.save(worker.apply([], book, SCHEMAS, FEEDS, lambda where: where not in lagging))
     assert [v["count"] for name, v in outbox(engine) if name == Event.WINDOW_AGGREGATED] == [3]
+
+
+def test_a_group_key_too_long_to_keep_is_dead_lettered_not_retried_forever(engine):
+    book, feed = AggregateGrants(), Feed()
+    granted(book)
+    worker = step(engine, book, [feed(1, district="x" * 2000), feed(2)])
+    (letter,) = [value for name, value in outbox(engine) if name == Event.DEAD_LETTER]
+    assert letter["reason_code"] == "INVALID_EVENT" and "group key of 2004 characters" in letter["reason"]
+    assert worker.positions == {(FEED, 0): 2}
