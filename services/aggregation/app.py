@@ -365,6 +365,7 @@ def build_runtime(settings: Settings) -> Runtime:
         settings.aggregation_allowed_lateness_s,
         settings.aggregation_min_group_size,
         TopicNames(settings),
+        epsilon_budget=settings.aggregation_epsilon_per_month,
     )
     publisher = OutboxPublisher(settings, codec)
     relay = OutboxRelay(t.OUTBOX, engine, publisher, timedelta(seconds=3 * settings.kafka_timeout_s + 5))

@@ -21,6 +21,13 @@ and a partition that lags, make no record late. A window `[start, end)` of a gra
 **Small groups.** At its close a window publishes only groups of at least k records (windows.py), k the
 larger of the dataset's `pdo.min_group_size` and the operator's floor. A window whose groups are all below k
 publishes nothing and is not metered. A grant no longer active at a window's close publishes nothing for it.
+
+**Privacy budget.** A grant with an `epsilon` spends it, per window closed, from its tenant's budget for the
+dataset and UTC month (`aggregation_privacy_budgets`, kept in memory and saved with the batch like the rest).
+A window the budget cannot pay for is closed unpublished — so in stream order nothing more is released under
+the grant — and a PrivacyBudgetExhausted notice asks the authorization service to suspend the grant (one per
+such window until the suspension is applied). What is spent never exceeds the budget, so what is left never
+goes below zero.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ import io
 import json
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
@@ -58,6 +65,7 @@ FRAME_BYTES = 5
 
 WindowId = tuple[str, datetime]  # grant id, window start
 Partition = tuple[str, int]  # feed topic, partition
+BudgetKey = tuple[str, str, str]  # tenant, dataset, UTC month
 
 
 @dataclass(frozen=True)
@@ -98,6 +106,8 @@ class Changes:
     dead_letters: list[tuple[SourceMessage, str, str]] = field(default_factory=list)
     late: int = 0
     watermarks_moved: set[str] = field(default_factory=set)
+    budgets_touched: set[BudgetKey] = field(default_factory=set)
+    budgets_exhausted: set[BudgetKey] = field(default_factory=set)
 
 
 class Aggregator:
@@ -110,6 +120,7 @@ class Aggregator:
         floor: int,
         names: TopicNames,
         clock: Callable[[], datetime] = utc_now,
+        epsilon_budget: float = 10.0,
     ) -> None:
         self.engine = engine
         self.lateness = timedelta(seconds=lateness_s)
@@ -120,6 +131,8 @@ class Aggregator:
         self.watermarks: dict[str, datetime] = {}
         self.positions: dict[Partition, int] = {}
         self.latest: dict[Partition, datetime] = {}  # latest event time read per feed partition
+        self.epsilon_budget = epsilon_budget
+        self.spent: dict[BudgetKey, float] = {}
 
     # ------------------------------------------------------------------------------------------ SQL
 
@@ -135,6 +148,10 @@ class Aggregator:
             }
             self.watermarks = {
                 row.dataset_id: utc(row.event_time) for row in conn.execute(sa.select(t.watermarks))
+            }
+            self.spent = {
+                (row.tenant_id, row.dataset_id, row.period): row.spent
+                for row in conn.execute(sa.select(t.privacy_budgets))
             }
             self.groups = {}
             for row in conn.execute(sa.select(t.groups)):
@@ -153,6 +170,10 @@ class Aggregator:
                 letter = dead_letter_event(source, SERVICE, code, reason)
                 t.OUTBOX.stage(conn, TopicId.DEAD_LETTERS, Event.DEAD_LETTER, letter, source.topic)
             self._save_positions(conn)
+            for budget in changes.budgets_touched:
+                self._save_budget(
+                    conn, budget, exhausted=now if budget in changes.budgets_exhausted else None
+                )
             for dataset_id in changes.watermarks_moved:
                 conn.execute(t.watermarks.delete().where(t.watermarks.c.dataset_id == dataset_id))
                 conn.execute(
@@ -180,6 +201,26 @@ class Aggregator:
                 )
             )
 
+    def _save_budget(self, conn: Connection, key: BudgetKey, exhausted: datetime | None) -> None:
+        tenant_id, dataset_id, period = key
+        where = (
+            (t.privacy_budgets.c.tenant_id == tenant_id)
+            & (t.privacy_budgets.c.dataset_id == dataset_id)
+            & (t.privacy_budgets.c.period == period)
+        )
+        held = conn.execute(sa.select(t.privacy_budgets.c.exhausted_at).where(where)).first()
+        values: dict[str, Any] = {"spent": self.spent.get(key, 0.0)}
+        if exhausted is not None and (held is None or held.exhausted_at is None):
+            values["exhausted_at"] = exhausted
+        if held is None:
+            conn.execute(
+                t.privacy_budgets.insert().values(
+                    tenant_id=tenant_id, dataset_id=dataset_id, period=period, **values
+                )
+            )
+        else:
+            conn.execute(t.privacy_budgets.update().where(where).values(**values))
+
     def _save_positions(self, conn: Connection) -> None:
         for (topic, partition), offset in self.positions.items():
             latest = self.latest.get((topic, partition))
@@ -197,6 +238,13 @@ class Aggregator:
 
     def _close(self, conn: Connection, closed: ClosedWindow, grant: AggregateGrant, now: datetime) -> None:
         rows = closed.rows if grant.active else ()
+        if closed.budget_exhausted and grant.active:
+            notice = exhaustion_event(
+                grant, closed, self.spent.get(budget_key(grant, closed.start), 0.0), self.epsilon_budget, now
+            )
+            t.OUTBOX.stage(
+                conn, TopicId.QUOTA_EXCEEDED, Event.PRIVACY_BUDGET_EXHAUSTED, notice, grant.grant_id
+            )
         conn.execute(
             t.groups.delete().where(
                 (t.groups.c.grant_id == closed.grant_id) & (t.groups.c.window_start == closed.start)
@@ -249,7 +297,7 @@ class Aggregator:
         for dataset_id, partitions in feeds.items():
             if self._advance(dataset_id, partitions, idle):
                 changes.watermarks_moved.add(dataset_id)
-        changes.closed.extend(self._close_due(grants, record_schemas))
+        changes.closed.extend(self._close_due(grants, record_schemas, changes))
         return changes
 
     def _advance(
@@ -303,7 +351,7 @@ class Aggregator:
             changes.dead_letters.append((record.source, "OTHER", reason))
 
     def _close_due(
-        self, grants: AggregateGrants, record_schemas: Mapping[str, str]
+        self, grants: AggregateGrants, record_schemas: Mapping[str, str], changes: Changes
     ) -> list[tuple[ClosedWindow, AggregateGrant]]:
         closed = []
         for grant_id, start in sorted(self.groups, key=lambda window: (window[1], window[0])):
@@ -316,11 +364,56 @@ class Aggregator:
                 continue
             k = min_group_size(record_schemas.get(grant.dataset_id, "{}"), self.floor)
             groups = self.groups.pop((grant_id, start))
+            if grant.spec.epsilon is not None and grant.active and not self._spend(grant, start, changes):
+                unpaid = close_window(grant_id, start, grant.spec, {}, k)
+                closed.append(
+                    (
+                        replace(
+                            unpaid, records=sum(g.records for g in groups.values()), budget_exhausted=True
+                        ),
+                        grant,
+                    )
+                )
+                continue
             closed.append((close_window(grant_id, start, grant.spec, groups, k), grant))
         return closed
 
+    def _spend(self, grant: AggregateGrant, start: datetime, changes: Changes) -> bool:
+        """Spend the grant's epsilon for one window if the budget can pay for it; whether it could."""
+        assert grant.spec.epsilon is not None
+        key = budget_key(grant, start)
+        changes.budgets_touched.add(key)
+        spent = self.spent.get(key, 0.0)
+        if spent + grant.spec.epsilon > self.epsilon_budget:
+            changes.budgets_exhausted.add(key)
+            return False
+        self.spent[key] = spent + grant.spec.epsilon
+        return True
+
 
 # ---------------------------------------------------------------------------------------------- events
+
+
+def budget_key(grant: AggregateGrant, start: datetime) -> BudgetKey:
+    """Whose budget a window of the grant spends: its tenant's, for its dataset, in the window's UTC month."""
+    return (grant.tenant_id, grant.dataset_id, start.strftime("%Y-%m"))
+
+
+def exhaustion_event(
+    grant: AggregateGrant, closed: ClosedWindow, spent: float, budget: float, now: datetime
+) -> dict[str, Any]:
+    return {
+        "event_id": str(uuid.uuid4()),
+        "occurred_at": now,
+        "actor": ACTOR,
+        "grant_id": grant.grant_id,
+        "tenant_id": grant.tenant_id,
+        "dataset_id": grant.dataset_id,
+        "period": closed.start.strftime("%Y-%m"),
+        "epsilon_budget": budget,
+        "epsilon_spent": spent,
+        "window_start": closed.start,
+    }
 
 
 def aggregate_id(grant_id: str, start: datetime, group: Mapping[str, Any]) -> str:

@@ -53,6 +53,18 @@ windows = sa.Table(
     sa.Column("groups_suppressed", sa.Integer, nullable=False),
 )
 
+# Differential privacy: what each tenant has spent of its budget (epsilon) per dataset and UTC month, and when
+# it was found exhausted (the suspension notice is sent once).
+privacy_budgets = sa.Table(
+    "aggregation_privacy_budgets",
+    metadata,
+    sa.Column("tenant_id", sa.String(255), primary_key=True),
+    sa.Column("dataset_id", sa.String(64), primary_key=True),
+    sa.Column("period", sa.String(7), primary_key=True),
+    sa.Column("spent", sa.Float, nullable=False),
+    sa.Column("exhausted_at", sa.DateTime(timezone=True), nullable=True),
+)
+
 outbox_rows, outbox_lease = outbox_tables(metadata, "aggregation")
 OUTBOX = Outbox(outbox_rows, outbox_lease, "aggregation-outbox")
 # The second row of the lease table: which worker reads the feeds (one at a time; see app.py).

@@ -7,7 +7,11 @@
 - a published row carries the group key (values of the grant's group-by fields, which the authorization
   service never lets be sensitive) and aggregates (count, sum, mean, min, max), nothing else of a record;
 - a record counts once, in the one window `[start, start + window)` its event time falls in (windows are
-  aligned on the Unix epoch, so every worker and every restart cuts them alike).
+  aligned on the Unix epoch, so every worker and every restart cuts them alike);
+- with differential privacy (the grant's `epsilon`), the counts of the groups of at least k records are
+  released by OpenDP's Laplace mechanism with a threshold of k (`make_laplace_threshold`): a group whose noisy
+  count falls below k is suppressed too, and a published count is never below k. The hard suppression comes
+  first, so the guarantee above holds whatever the noise.
 
 Nothing here does I/O; the store (store.py) keeps the state in SQL and the worker (app.py) feeds it.
 """
@@ -118,6 +122,8 @@ class ClosedWindow:
     suppressed: int
     records: int
     min_group_size: int
+    # True when the tenant's privacy budget could not pay for this window: nothing of it is published.
+    budget_exhausted: bool = False
 
 
 def close_window(
@@ -125,13 +131,17 @@ def close_window(
 ) -> ClosedWindow:
     """The window's publishable rows: every group of at least `k` records, in key order; the rest counted."""
     kept = {key: group for key, group in groups.items() if group.records >= k}
-    rows = tuple(_row(key, kept[key], spec) for key in sorted(kept))
+    if spec.epsilon is None:
+        rows = tuple(_row(key, kept[key], spec) for key in sorted(kept))
+    else:
+        noisy = noisy_counts({key: group.records for key, group in kept.items()}, spec.epsilon, k)
+        rows = tuple(AggregateRow(group_of(key, spec.group_by), noisy[key], ()) for key in sorted(noisy))
     return ClosedWindow(
         grant_id=grant_id,
         start=start,
         end=start + timedelta(seconds=spec.window_seconds),
         rows=rows,
-        suppressed=len(groups) - len(kept),
+        suppressed=len(groups) - len(rows),
         records=sum(group.records for group in groups.values()),
         min_group_size=k,
     )
@@ -146,6 +156,24 @@ def _row(key: str, group: Group, spec: AggregateSpec) -> AggregateRow:
     )
     count = group.records if AggregateFunction.COUNT in spec.functions else None
     return AggregateRow(group_of(key, spec.group_by), count, measures)
+
+
+def noisy_counts(counts: dict[str, int], epsilon: float, k: int) -> dict[str, int]:
+    """OpenDP's Laplace threshold mechanism over the groups' counts: each record changes one count by one,
+    so noise of scale 1/epsilon spends epsilon; keys whose noisy count is below k are left out."""
+    if not counts:
+        return {}
+    import opendp.prelude as dp  # the library is large: loaded only by grants that ask for noise
+
+    dp.enable_features("contrib")
+    measurement = dp.m.make_laplace_threshold(
+        dp.map_domain(dp.atom_domain(T=str), dp.atom_domain(T=int)),
+        dp.l01inf_distance(dp.absolute_distance(T=int)),
+        scale=1.0 / epsilon,
+        threshold=k,
+    )
+    released: dict[str, int] = measurement(counts)
+    return {key: count for key, count in released.items() if count >= k}
 
 
 def min_group_size(record_schema: str, floor: int) -> int:

@@ -90,6 +90,8 @@ CLOCK_ACTOR = "system:clock"
 QUOTA_ACTOR = "system:metering"
 # The longest tumbling window an aggregate grant may fix: one day.
 MAX_WINDOW_SECONDS = 86_400
+# The most privacy loss one window of a differentially private aggregate grant may spend.
+MAX_EPSILON = 10.0
 CATALOG_ACTOR = "system:catalog"
 OPERATOR_RULE = "operator"  # the `rule` of a denial a person made
 # Decisions the service takes before the policy: a request for a dataset that is gone cannot be granted.
@@ -1018,6 +1020,14 @@ def _kind_and_aggregate(
     not_numeric = [name for name in aggregate.numeric_fields if not types.get(name, set()) & NUMERIC_TYPES]
     if not_numeric:
         raise InvalidInput(f"numeric_fields names fields that are not numbers: {', '.join(not_numeric)}")
+    if aggregate.epsilon is not None:
+        if not 0 < aggregate.epsilon <= MAX_EPSILON:
+            raise InvalidInput(f"epsilon must be above 0 and at most {MAX_EPSILON}, not {aggregate.epsilon}")
+        if aggregate.functions != (AggregateFunction.COUNT,):
+            raise InvalidInput(
+                "differential privacy covers counts only",
+                hint='ask for "functions": ["COUNT"] with an epsilon, or leave epsilon out for sums and means',
+            )
     wants_numbers = set(aggregate.functions) - {AggregateFunction.COUNT}
     if wants_numbers and not aggregate.numeric_fields:
         raise InvalidInput(

@@ -55,6 +55,16 @@ def _seconds_or_off(raw: str) -> int:
     return seconds
 
 
+def _positive_number(raw: str) -> float:
+    try:
+        number = float(raw)
+    except ValueError:
+        raise ConfigError(f"{raw!r} is not a number") from None
+    if not 0 < number < float("inf"):
+        raise ConfigError(f"{raw!r} is not a number above 0")
+    return number
+
+
 def _at_least_one(raw: str) -> int:
     number = _whole_number(raw)
     if number < 1:
@@ -492,6 +502,14 @@ class Settings:
         "the operator's floor k of aggregate grants: a group of fewer records is never published; a dataset "
         "may ask for more (its schema's `pdo.min_group_size`), the larger wins",
         _at_least_one,
+    )
+    aggregation_epsilon_per_month: float = _setting(
+        "PDO_AGGREGATION_EPSILON_PER_MONTH",
+        10.0,
+        "differential-privacy budget (epsilon) of one tenant for one dataset per UTC month: each window of a "
+        "private aggregate grant spends its epsilon; a window it cannot pay for is not published and the grant "
+        "is suspended",
+        _positive_number,
     )
 
     def __post_init__(self) -> None:

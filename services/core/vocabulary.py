@@ -122,6 +122,8 @@ class AggregateSpec:
     group_by: tuple[str, ...]
     numeric_fields: tuple[str, ...]
     functions: tuple[AggregateFunction, ...]
+    # Differential privacy: the epsilon each window spends (counts only, with noise and a threshold); None: off.
+    epsilon: float | None = None
 
     def fields_read(self) -> tuple[str, ...]:
         """Every field the aggregates read: the group key's, then the numeric ones."""
@@ -136,6 +138,7 @@ def aggregate_spec_to_avro(spec: AggregateSpec | None) -> dict[str, Any] | None:
         "group_by": list(spec.group_by),
         "numeric_fields": list(spec.numeric_fields),
         "functions": [function.value for function in spec.functions],
+        "epsilon": spec.epsilon,
     }
 
 
@@ -149,6 +152,7 @@ def aggregate_spec_from_mapping(data: Mapping[str, Any] | None) -> AggregateSpec
         group_by=tuple(data.get("group_by", ())),
         numeric_fields=tuple(data.get("numeric_fields", ())),
         functions=tuple(AggregateFunction(name) for name in data["functions"] if name in known),
+        epsilon=data.get("epsilon"),
     )
 
 

@@ -225,6 +225,9 @@ class AggregateIn(Body):
     group_by: Annotated[list[FieldName], Field(max_length=16)] = Field(default_factory=list)
     numeric_fields: Annotated[list[FieldName], Field(max_length=MAX_LIST)] = Field(default_factory=list)
     functions: Annotated[list[AggregateFunction], Field(min_length=1, max_length=5)]
+    epsilon: (
+        Annotated[float, Field(gt=0, le=10, description="differential privacy: epsilon per window")] | None
+    ) = None
 
     def to_domain(self) -> AggregateSpec:
         return AggregateSpec(
@@ -232,6 +235,7 @@ class AggregateIn(Body):
             group_by=tuple(self.group_by),
             numeric_fields=tuple(self.numeric_fields),
             functions=tuple(self.functions),
+            epsilon=self.epsilon,
         )
 
 

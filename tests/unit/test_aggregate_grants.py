@@ -96,6 +96,16 @@ def test_aggregates_of_important_data_are_approved_where_rows_wait_for_review(se
     assert service.get_request(request.request_id).aggregate == SPEED
 
 
+def test_a_private_count_carries_its_epsilon_into_the_grant(service, publisher):
+    private = replace(SPEED, functions=(AggregateFunction.COUNT,), epsilon=0.5)
+    grant_id = service.decide(
+        service.submit_request(TENANT, aggregate_spec(aggregate=private), TENANT).request_id
+    ).grant_id
+    assert service.get_grant(grant_id).aggregate.epsilon == 0.5
+    (granted,) = publisher.of(records.GRANTED)
+    assert granted["aggregate"]["epsilon"] == 0.5
+
+
 def test_core_data_is_denied_to_aggregates_too(service):
     request = service.submit_request(TENANT, aggregate_spec("core-traffic"), TENANT)
     assert service.decide(request.request_id).decided_by_rule == "deny-core-data"
@@ -129,6 +139,11 @@ def test_a_suspension_snapshot_keeps_the_kind(service, publisher):
         (
             {"aggregate": replace(SPEED, numeric_fields=(), functions=(AggregateFunction.SUM,))},
             "SUM need numeric_fields",
+        ),
+        ({"aggregate": replace(SPEED, epsilon=0.5)}, "differential privacy covers counts only"),
+        (
+            {"aggregate": replace(SPEED, functions=(AggregateFunction.COUNT,), epsilon=0.0)},
+            "epsilon must be above 0",
         ),
     ],
 )

@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy.exc import IntegrityError
 
 from pdo.aggregation import tables as t
@@ -195,3 +197,63 @@ def test_a_group_key_too_long_to_keep_is_dead_lettered_not_retried_forever(engin
     (letter,) = [value for name, value in outbox(engine) if name == Event.DEAD_LETTER]
     assert letter["reason_code"] == "INVALID_EVENT" and "group key of 2004 characters" in letter["reason"]
     assert worker.positions == {(FEED, 0): 2}
+
+
+def private_grant(book: AggregateGrants, epsilon: float, grant_id: str = "g-1") -> None:
+    spec = AggregateSpec(60, ("district",), (), (AggregateFunction.COUNT,), epsilon=epsilon)
+    book.apply(
+        Event.AUTHORIZATION_GRANTED,
+        {
+            "grant_id": grant_id,
+            "tenant_id": "tenant:acme",
+            "dataset_id": DATASET,
+            "valid_from": START - timedelta(days=1),
+            "valid_until": START + timedelta(days=60),
+            "kind": "AGGREGATE",
+            "aggregate": aggregate_spec_to_avro(spec),
+        },
+    )
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    epsilon=st.sampled_from([0.3, 1.0, 2.5, 4.0]),
+    budget=st.sampled_from([1.0, 5.0, 10.0]),
+    windows=st.integers(1, 12),
+)
+def test_the_privacy_budget_never_goes_below_zero_and_exhaustion_stops_releases_in_stream_order(
+    tmp_path_factory, epsilon, budget, windows
+):
+    url = f"sqlite:///{tmp_path_factory.mktemp('budget') / 'pdo.db'}"
+    db.upgrade(url)
+    engine = db.make_engine(url)
+    book, feed = AggregateGrants(), Feed()
+    private_grant(book, epsilon)
+    released = []
+    for number in range(
+        windows
+    ):  # one window a minute, each with 60 records of one district (noise of scale 1/0.3 hides no such count below k: p < 1e-7), then closed
+        worker = Aggregator(engine, 10, K, TopicNames(Settings.from_env()), epsilon_budget=budget)
+        worker.load()
+        batch = [feed(60 * number + s % 50 + 1) for s in range(60)] + [feed(60 * (number + 1) + 11)]
+        worker.save(worker.apply(batch, book, SCHEMAS, FEEDS, lambda where: True))
+        released.append(
+            len(
+                [
+                    1
+                    for name, v in outbox(engine)
+                    if name == Event.WINDOW_AGGREGATED and v["window_start"].minute == number
+                ]
+            )
+        )
+    with engine.connect() as conn:
+        (spent,) = conn.execute(sa.select(t.privacy_budgets.c.spent)).scalars()
+    payable = int(budget // epsilon + 1e-9)
+    assert spent <= budget  # what is left never goes below zero
+    assert released == [1] * min(windows, payable) + [0] * (
+        windows - min(windows, payable)
+    )  # a stop, no resumption
+    notices = [v for name, v in outbox(engine) if name == Event.PRIVACY_BUDGET_EXHAUSTED]
+    assert len(notices) == windows - min(windows, payable)
+    assert all(n["epsilon_spent"] <= n["epsilon_budget"] == budget for n in notices)
+    engine.dispose()

@@ -111,3 +111,19 @@ def test_only_the_aggregates_the_grant_fixes_are_computed():
         groups.setdefault(group_key({}, ()), Group()).add({"speed_kmh": speed}, spec.numeric_fields)
     (row,) = close_window("g-1", START, spec, groups, 3).rows
     assert (row.group, row.count, row.measures) == ({}, None, (("speed_kmh", AggregateFunction.MEAN, 30.0),))
+
+
+@settings(max_examples=60, deadline=None)
+@given(batch=records, k=st.integers(1, 15), epsilon=st.sampled_from([0.1, 0.5, 1.0, 5.0]))
+def test_with_noise_no_group_below_k_is_released_and_no_released_count_is_below_k(batch, k, epsilon):
+    spec = AggregateSpec(300, ("district",), (), (AggregateFunction.COUNT,), epsilon=epsilon)
+    groups: dict[str, Group] = {}
+    for record in batch:
+        groups.setdefault(group_key(record, spec.group_by), Group()).add(record, ())
+    closed = close_window("g-1", START, spec, groups, k)
+    sizes = Counter(record["district"] for record in batch)
+    for row in closed.rows:
+        assert sizes[row.group["district"]] >= k  # the true count: hard suppression comes first
+        assert row.count is not None and row.count >= k  # the noisy count passed the threshold
+        assert row.measures == ()
+    assert closed.suppressed == len(groups) - len(closed.rows)

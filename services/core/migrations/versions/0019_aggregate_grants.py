@@ -54,6 +54,14 @@ def upgrade() -> None:
         sa.Column("groups_suppressed", sa.Integer, nullable=False),
     )
     op.create_table(
+        "aggregation_privacy_budgets",
+        sa.Column("tenant_id", sa.String(255), primary_key=True),
+        sa.Column("dataset_id", sa.String(64), primary_key=True),
+        sa.Column("period", sa.String(7), primary_key=True),
+        sa.Column("spent", sa.Float, nullable=False),
+        sa.Column("exhausted_at", sa.DateTime(timezone=True), nullable=True),
+    )
+    op.create_table(
         "aggregation_outbox",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
         sa.Column("topic", sa.String(64), nullable=False),
@@ -82,7 +90,12 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("aggregation_outbox_lease")
     op.drop_index("ix_aggregation_outbox_sent_at", table_name="aggregation_outbox")
-    for table in ("aggregation_outbox", "aggregation_windows", "aggregation_groups"):
+    for table in (
+        "aggregation_outbox",
+        "aggregation_privacy_budgets",
+        "aggregation_windows",
+        "aggregation_groups",
+    ):
         op.drop_table(table)
     op.drop_table("aggregation_watermarks")
     op.drop_table("aggregation_positions")
