@@ -262,3 +262,61 @@ def read_as(credentials: dict, topic: str) -> list:
         return found
     finally:
         consumer.close()
+
+
+def test_a_private_grant_spends_its_budget_and_is_suspended_in_stream_order_when_it_is_spent(
+    settings, platform, tmp_path
+):
+    """Counts with noise (OpenDP) at epsilon 0.6 a window, a budget of 1.0 a month: the first window is
+    released, the second is not, and the authorization worker suspends the grant on the notice."""
+    dataset_id = register_traffic_dataset(platform["catalog"])
+    now = datetime.now(UTC)
+    private = AggregateSpec(WINDOW_S, ("district",), (), (AggregateFunction.COUNT,), epsilon=0.6)
+    request = platform["service"].submit_request(
+        ACME,
+        RequestSpec(
+            dataset_id=dataset_id,
+            purpose="private counts",
+            fields=("district",),
+            valid_from=now - timedelta(hours=1),
+            valid_until=now + timedelta(days=1),
+            kind=GrantKind.AGGREGATE,
+            aggregate=private,
+        ),
+        ACME,
+    )
+    grant_id = approved_grant(platform["service"], request.request_id)
+    environment = {
+        "PDO_AGGREGATION_ALLOWED_LATENESS_S": str(LATENESS_S),
+        "PDO_AGGREGATION_MIN_GROUP_SIZE": str(K),
+        "PDO_AGGREGATION_EPSILON_PER_MONTH": "1.0",
+    }
+    processes = PdoProcesses(settings, tmp_path, environment)
+    feed = TimedFeed(settings, platform["codec"], dataset_id)
+    aggregates_topic = topics.name(
+        TopicId.TENANT_AGGREGATES, settings, tenant_id=tenant_topic_part(ACME), dataset_id=dataset_id
+    )
+    first = datetime.fromtimestamp((int(now.timestamp()) // WINDOW_S) * WINDOW_S, UTC)
+    try:
+        workers = [
+            processes.start("aggregation", "worker", "--loglevel", "info"),
+            processes.start("authorization", "worker"),
+        ]
+        for window in range(2):
+            feed.window(first + timedelta(seconds=WINDOW_S * window), {"Haidian": 60}, f"w{window}")
+        feed.publish(first + timedelta(seconds=2 * WINDOW_S + LATENESS_S + 1), "Haidian", "closer")
+        wait_for(
+            "the suspension for the spent budget",
+            lambda: platform["service"].get_grant(grant_id).status.value == "SUSPENDED",
+            workers,
+        )
+    finally:
+        processes.stop()
+        feed.close()
+
+    released = decode_aggregates(topic_messages(settings, aggregates_topic))
+    assert [(a["window_start"], a["group"]) for a in released] == [(first, {"district": "Haidian"})]
+    assert released[0]["count"] >= K and released[0]["measures"] == []
+    suspended = platform["service"].get_grant(grant_id)
+    assert suspended.history[-1].actor == "system:aggregation"
+    assert "privacy budget of epsilon 1 " in suspended.status_reason
