@@ -114,6 +114,10 @@ def _parties(v: Value) -> dict[str, str | None]:
     return {"tenant": v.get("tenant_id"), "dataset": v.get("dataset_id")}
 
 
+def _budget_details(v: Value) -> dict[str, str | None]:
+    return {**_parties(v), "period": v["period"], "epsilon_spent": str(v["epsilon_spent"])}
+
+
 def _dataset_details(v: Value) -> dict[str, str | None]:
     return {
         "classification": v.get("classification"),
@@ -270,6 +274,7 @@ _KINDS: Mapping[str, Kind] = {
     Event.AUTHORIZATION_REVOKED: ("grant.revoked", _grant, _own_reason, _parties),
     Event.AUTHORIZATION_EXPIRED: ("grant.expired", _grant, _no_reason, _parties),
     Event.QUOTA_EXCEEDED: ("quota.exceeded", _grant, _no_reason, _quota_details),
+    Event.PRIVACY_BUDGET_EXHAUSTED: ("privacy_budget.exhausted", _grant, _no_reason, _budget_details),
     Event.STATEMENT_ISSUED: ("statement.issued", _statement, _no_reason, _statement_details),
     Event.DEAD_LETTER: ("dead_letter.written", _dead_letter, _own_reason, _dead_letter_details),
     Event.DELIVERIES_DIGESTED: ("deliveries.digested", _grant, _no_reason, _digest_details),

@@ -73,6 +73,7 @@ class TickReport:
     decided: list[str] = field(default_factory=list)
 
 
+PRIVACY_ACTOR = "system:aggregation"
 UNREADABLE_QUOTA_REASON = (
     "a quota notice for this grant could not be read; suspended as if the quota was reached (fail closed)"
 )
@@ -157,7 +158,12 @@ class AuthorizationHandlers:
     def on_quota_exceeded(self, message: SourceMessage) -> None:
         """pdo.quota-exceeded: suspend the grant that reached today's quota."""
         self._handle(
-            message, {records.QUOTA_EXCEEDED: self._suspend_for_quota}, unreadable=self._suspend_grant
+            message,
+            {
+                records.QUOTA_EXCEEDED: self._suspend_for_quota,
+                Event.PRIVACY_BUDGET_EXHAUSTED: self._suspend_for_privacy_budget,
+            },
+            unreadable=self._suspend_grant,
         )
 
     def _decide_submitted(self, value: Mapping[str, Any]) -> None:
@@ -181,6 +187,22 @@ class AuthorizationHandlers:
             )
         except NotFound:
             raise _Refused("INVALID_EVENT", f"quota exceeded for unknown grant {value['grant_id']}") from None
+
+    def _suspend_for_privacy_budget(self, value: Mapping[str, Any]) -> None:
+        """The aggregation service found the tenant's privacy budget exhausted: the grant is suspended until an
+        operator resumes it (the next month's budget, or a larger one)."""
+        reason = (
+            f"privacy budget of epsilon {value['epsilon_budget']:g} for {value['dataset_id']} in "
+            f"{value['period']} is spent ({value['epsilon_spent']:g}); no more aggregates are released"
+        )
+        try:
+            self.service.suspend(value["grant_id"], PRIVACY_ACTOR, reason)
+        except NotFound:
+            raise _Refused(
+                "INVALID_EVENT", f"privacy budget exhausted for unknown grant {value['grant_id']}"
+            ) from None
+        except IllegalTransition:
+            return  # suspended or ended already: a repeated notice changes nothing
 
     # -- fail closed: a control event nobody can read stops what it might have stopped
 

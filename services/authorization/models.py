@@ -6,7 +6,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-from pdo.core.vocabulary import GrantStatus, MaskingRule, PricePlan, SuspensionCause, TenantKind
+from pdo.core.vocabulary import (
+    AggregateSpec,
+    GrantKind,
+    GrantStatus,
+    MaskingRule,
+    PricePlan,
+    SuspensionCause,
+    TenantKind,
+)
 
 
 class RequestStatus(StrEnum):
@@ -31,6 +39,9 @@ class RequestSpec:
     row_filter: str | None = None
     expected_daily_records: int | None = None
     request_id: str | None = None
+    # ROWS hands the tenant records; AGGREGATE only the windowed aggregates `aggregate` fixes.
+    kind: GrantKind = GrantKind.ROWS
+    aggregate: AggregateSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -63,6 +74,8 @@ class DataRequest:
     decided_by_rule: str | None = None
     decision_reason: str | None = None
     decided_by: str | None = None
+    kind: GrantKind = GrantKind.ROWS
+    aggregate: AggregateSpec | None = None
 
     @property
     def grant_id(self) -> str | None:
@@ -89,6 +102,8 @@ class Grant:
     updated_at: datetime
     status_reason: str | None = None
     suspension_cause: SuspensionCause | None = None
+    kind: GrantKind = GrantKind.ROWS
+    aggregate: AggregateSpec | None = None
     history: tuple[GrantTransition, ...] = field(default=(), compare=False)
     # Whether this version's event is on pdo.authorizations (the broker acknowledged it): false between the
     # commit and the publish, and while the broker is unreachable. Sharing follows the event, not the row.

@@ -16,7 +16,7 @@ import yaml
 
 from pdo.core.config import Settings
 from pdo.core.errors import PdoError
-from pdo.core.vocabulary import Classification, Openness, TenantKind
+from pdo.core.vocabulary import Classification, GrantKind, Openness, TenantKind
 
 
 class Outcome(StrEnum):
@@ -37,6 +37,8 @@ class RequestFacts:
     openness: Openness
     has_sensitive_fields_requested: bool
     tenant_kind: TenantKind
+    # ROWS (records) or AGGREGATE (windowed aggregates only): aggregates may be decided more leniently.
+    grant_kind: GrantKind = GrantKind.ROWS
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,7 @@ class Rule:
     openness: frozenset[Openness] | None = None
     has_sensitive_fields_requested: bool | None = None
     tenant_kind: frozenset[TenantKind] | None = None
+    grant_kind: frozenset[GrantKind] | None = None
 
     @property
     def unconditional(self) -> bool:
@@ -58,6 +61,7 @@ class Rule:
                 self.openness,
                 self.has_sensitive_fields_requested,
                 self.tenant_kind,
+                self.grant_kind,
             )
         )
 
@@ -71,6 +75,7 @@ class Rule:
                 or facts.has_sensitive_fields_requested == self.has_sensitive_fields_requested
             )
             and (self.tenant_kind is None or facts.tenant_kind in self.tenant_kind)
+            and (self.grant_kind is None or facts.grant_kind in self.grant_kind)
         )
 
 
@@ -124,7 +129,7 @@ def load_policy(settings: Settings | None = None) -> Policy:
 
 # ---------------------------------------------------------------------------------------------- parsing
 
-_CONDITIONS = {"classification", "openness", "has_sensitive_fields_requested", "tenant_kind"}
+_CONDITIONS = {"classification", "openness", "has_sensitive_fields_requested", "tenant_kind", "grant_kind"}
 _RULE_KEYS = {"id", "description", "when", "outcome"}
 
 
@@ -157,6 +162,7 @@ def _rule(raw: Any, index: int, source: str) -> Rule:
             when.get("has_sensitive_fields_requested"), f"{where}: has_sensitive_fields_requested"
         ),
         tenant_kind=_choices(TenantKind, when.get("tenant_kind"), f"{where}: tenant_kind"),
+        grant_kind=_choices(GrantKind, when.get("grant_kind"), f"{where}: grant_kind"),
     )
 
 

@@ -15,10 +15,16 @@ from pdo.authorization.models import DataRequest, Grant, GrantTransition, Reques
 from pdo.core.events import utc
 from pdo.core.names import Event
 from pdo.core.vocabulary import (
+    GrantKind,
     GrantStatus,
     MaskingRule,
     SuspensionCause,
     TenantKind,
+    aggregate_spec_from_json,
+    aggregate_spec_from_mapping,
+    aggregate_spec_to_avro,
+    aggregate_spec_to_json,
+    grant_kind_from_avro,
     price_plan_from_json,
     price_plan_from_mapping,
     price_plan_to_avro,
@@ -59,6 +65,8 @@ def request_to_row(request: DataRequest) -> dict[str, Any]:
         "decided_by_rule": request.decided_by_rule,
         "decision_reason": request.decision_reason,
         "decided_by": request.decided_by,
+        "kind": request.kind.value,
+        "aggregate": aggregate_spec_to_json(request.aggregate),
         "created_at": utc(request.created_at),
         "updated_at": utc(request.updated_at),
     }
@@ -80,6 +88,8 @@ def request_from_row(row: Mapping[Any, Any]) -> DataRequest:
         decided_by_rule=row["decided_by_rule"],
         decision_reason=row["decision_reason"],
         decided_by=row["decided_by"],
+        kind=GrantKind(row["kind"]),
+        aggregate=aggregate_spec_from_json(row["aggregate"]),
         created_at=utc(row["created_at"]),
         updated_at=utc(row["updated_at"]),
     )
@@ -102,6 +112,8 @@ def grant_to_row(grant: Grant) -> dict[str, Any]:
         "status_reason": grant.status_reason,
         "suspension_cause": grant.suspension_cause.value if grant.suspension_cause else None,
         "version": grant.version,
+        "kind": grant.kind.value,
+        "aggregate": aggregate_spec_to_json(grant.aggregate),
         "created_at": utc(grant.created_at),
         "updated_at": utc(grant.updated_at),
     }
@@ -124,6 +136,8 @@ def grant_from_row(row: Mapping[Any, Any], history: tuple[GrantTransition, ...] 
         status_reason=row["status_reason"],
         suspension_cause=SuspensionCause(row["suspension_cause"]) if row["suspension_cause"] else None,
         version=row["version"],
+        kind=GrantKind(row["kind"]),
+        aggregate=aggregate_spec_from_json(row["aggregate"]),
         created_at=utc(row["created_at"]),
         updated_at=utc(row["updated_at"]),
         history=history,
@@ -174,6 +188,8 @@ def submitted_event(request: DataRequest, event_id: str, actor: str) -> dict[str
         "valid_until": utc(request.valid_until),
         "expected_daily_records": request.expected_daily_records,
         "tenant_kind": tenant_kind_to_avro(request.tenant_kind),
+        "kind": request.kind.value,
+        "aggregate": aggregate_spec_to_avro(request.aggregate),
     }
 
 
@@ -204,6 +220,8 @@ def request_from_submitted(event: Mapping[str, Any]) -> DataRequest:
         valid_from=utc(event["valid_from"]),
         valid_until=utc(event["valid_until"]),
         expected_daily_records=event["expected_daily_records"],
+        kind=grant_kind_from_avro(event.get("kind")),
+        aggregate=aggregate_spec_from_mapping(event.get("aggregate")),
         status=RequestStatus.SUBMITTED,
         created_at=utc(event["occurred_at"]),
         updated_at=utc(event["occurred_at"]),
@@ -238,6 +256,8 @@ def grant_snapshot(grant: Grant) -> dict[str, Any]:
         "status": grant.status.value,
         "status_reason": grant.status_reason,
         "version": grant.version,
+        "kind": grant.kind.value,
+        "aggregate": aggregate_spec_to_avro(grant.aggregate),
     }
 
 
@@ -279,6 +299,8 @@ def grant_from_snapshot(
         status_reason=snapshot["status_reason"],
         suspension_cause=suspension_cause if status == GrantStatus.SUSPENDED else None,
         version=snapshot["version"],
+        kind=grant_kind_from_avro(snapshot.get("kind")),
+        aggregate=aggregate_spec_from_mapping(snapshot.get("aggregate")),
         created_at=utc(created_at),
         updated_at=utc(updated_at),
     )

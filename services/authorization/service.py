@@ -32,6 +32,7 @@ operator review is a DataRequestReferred event, so the tables can be rebuilt fro
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import uuid
@@ -71,13 +72,26 @@ from pdo.core.config import Settings
 from pdo.core.errors import Conflict, InvalidInput, NotFound
 from pdo.core.events import EventPublisher, utc, utc_now
 from pdo.core.topics import TopicId
-from pdo.core.vocabulary import GrantStatus, MaskingRule, SuspensionCause, TenantKind, free_plan
+from pdo.core.vocabulary import (
+    AggregateFunction,
+    AggregateSpec,
+    GrantKind,
+    GrantStatus,
+    MaskingRule,
+    SuspensionCause,
+    TenantKind,
+    free_plan,
+)
 
 log = logging.getLogger(__name__)
 
 POLICY_ACTOR = "system:policy"
 CLOCK_ACTOR = "system:clock"
 QUOTA_ACTOR = "system:metering"
+# The longest tumbling window an aggregate grant may fix: one day.
+MAX_WINDOW_SECONDS = 86_400
+# The most privacy loss one window of a differentially private aggregate grant may spend.
+MAX_EPSILON = 10.0
 CATALOG_ACTOR = "system:catalog"
 OPERATOR_RULE = "operator"  # the `rule` of a denial a person made
 # Decisions the service takes before the policy: a request for a dataset that is gone cannot be granted.
@@ -140,6 +154,7 @@ class AuthorizationService:
         now = self.clock()
         valid_from, valid_until = _period(spec.valid_from, spec.valid_until, now)
         fields = _fields(spec.fields, dataset)
+        kind, aggregate = _kind_and_aggregate(spec.kind, spec.aggregate, dataset, fields)
         request = DataRequest(
             request_id=request_id,
             tenant_id=tenant_id,
@@ -154,6 +169,8 @@ class AuthorizationService:
             status=RequestStatus.SUBMITTED,
             created_at=now,
             updated_at=now,
+            kind=kind,
+            aggregate=aggregate,
         )
         try:
             with self._change() as conn:
@@ -273,7 +290,7 @@ class AuthorizationService:
         if dataset.retired:
             raise Conflict(f"dataset {dataset.dataset_id} is retired; deny request {request_id} instead")
         scope = _Scope.requested(request).narrowed(narrowing, dataset)
-        denial = self._hard_denial(scope.fields, dataset, request.tenant_kind)
+        denial = self._hard_denial(scope.fields, dataset, request.tenant_kind, request.kind)
         if denial is not None:
             raise Conflict(
                 f"request {request_id} cannot be approved: policy rule {denial.rule_id!r} denies it "
@@ -312,7 +329,7 @@ class AuthorizationService:
         self._require_audit_log()
         grant = self.get_grant(grant_id)
         dataset = self._dataset(grant.dataset_id)
-        denial = self._hard_denial(grant.fields, dataset, self._tenant_kind(grant))
+        denial = self._hard_denial(grant.fields, dataset, self._tenant_kind(grant), grant.kind)
         if denial is not None:
             raise Conflict(
                 f"grant {grant_id} cannot be resumed: policy rule {denial.rule_id!r} now denies it "
@@ -540,10 +557,15 @@ class AuthorizationService:
         require_appendable(self.engine, self.settings.audit_fail_closed_after_s)
 
     def _hard_denial(
-        self, fields: Sequence[str], dataset: Dataset, tenant_kind: TenantKind
+        self,
+        fields: Sequence[str],
+        dataset: Dataset,
+        tenant_kind: TenantKind,
+        grant_kind: GrantKind = GrantKind.ROWS,
     ) -> Decision | None:
-        """The policy's decision when it denies these fields of this dataset to this kind of tenant; else None."""
-        decision = self.policy.decide(_facts(fields, dataset, tenant_kind))
+        """The policy's decision when it denies these fields of this dataset to this kind of tenant and grant;
+        else None."""
+        decision = self.policy.decide(_facts(fields, dataset, tenant_kind, grant_kind))
         return decision if decision.outcome == Outcome.DENY else None
 
     def _tenant_kind(self, grant: Grant, conn: Connection | None = None) -> TenantKind:
@@ -572,7 +594,13 @@ class AuthorizationService:
             _row_filter(request.row_filter, dataset, request.fields)
         except InvalidInput as error:  # a filtered field became sensitive since the request was made
             return _unavailable(f"dataset {dataset.dataset_id} changed: {error.message}"), None
-        return self.policy.decide(_facts(request.fields, dataset, request.tenant_kind)), dataset
+        if request.kind is GrantKind.AGGREGATE:
+            try:
+                _kind_and_aggregate(request.kind, request.aggregate, dataset, request.fields)
+            except InvalidInput as error:  # a grouped field became sensitive, a numeric one changed type
+                return _unavailable(f"dataset {dataset.dataset_id} changed: {error.message}"), None
+        facts = _facts(request.fields, dataset, request.tenant_kind, request.kind)
+        return self.policy.decide(facts), dataset
 
     def _request(self, conn: Connection, request_id: str, tenant_id: str | None = None) -> DataRequest:
         row = conn.execute(_request_query(request_id, tenant_id)).mappings().first()
@@ -659,6 +687,8 @@ class AuthorizationService:
             version=1,
             created_at=approved.updated_at,
             updated_at=approved.updated_at,
+            kind=request.kind,
+            aggregate=_narrowed_aggregate(request.aggregate, scope.fields),
         )
         event_id = _event_id()
         conn.execute(t.grants.insert().values(records.grant_to_row(grant)))
@@ -929,13 +959,101 @@ def _status(kind: type[Enum], value: str) -> Any:
         ) from None
 
 
-def _facts(fields: Sequence[str], dataset: Dataset, tenant_kind: TenantKind) -> RequestFacts:
+def _facts(
+    fields: Sequence[str], dataset: Dataset, tenant_kind: TenantKind, grant_kind: GrantKind
+) -> RequestFacts:
     """What the policy sees of a request (or of a grant, re-checked) for these fields of this dataset."""
     return RequestFacts(
         classification=dataset.classification,
         openness=dataset.openness,
         has_sensitive_fields_requested=any(name in dataset.sensitive for name in fields),
         tenant_kind=tenant_kind,
+        grant_kind=grant_kind,
+    )
+
+
+# Avro types an aggregate may sum: the numeric primitives, alone or in a union with null.
+NUMERIC_TYPES = {"int", "long", "float", "double"}
+
+
+def _kind_and_aggregate(
+    kind: GrantKind, aggregate: AggregateSpec | None, dataset: Dataset, fields: Sequence[str]
+) -> tuple[GrantKind, AggregateSpec | None]:
+    """The request's kind and aggregate spec if they fit the dataset and the fields asked for.
+
+    An AGGREGATE request groups by and computes on requested fields only; it never groups by a sensitive field
+    (a group key is published as it is, so it would hand out the very value the catalog protects), and it
+    computes only on numeric fields. A ROWS request carries no aggregate spec."""
+    kind = GrantKind(kind)
+    if kind is GrantKind.ROWS:
+        if aggregate is not None:
+            raise InvalidInput(
+                "an aggregate spec is given for a ROWS request", hint='set "kind": "AGGREGATE"'
+            )
+        return kind, None
+    if aggregate is None:
+        raise InvalidInput(
+            "an AGGREGATE request needs an aggregate spec",
+            hint="give window_seconds, group_by, numeric_fields and functions (COUNT, SUM, MEAN, MIN, MAX)",
+        )
+    if not 1 <= aggregate.window_seconds <= MAX_WINDOW_SECONDS:
+        raise InvalidInput(
+            f"window_seconds must be 1 to {MAX_WINDOW_SECONDS}, not {aggregate.window_seconds}"
+        )
+    if not aggregate.functions or len(set(aggregate.functions)) != len(aggregate.functions):
+        raise InvalidInput(
+            "functions must name each aggregate once, at least one of COUNT, SUM, MEAN, MIN, MAX"
+        )
+    outside = [name for name in aggregate.fields_read() if name not in fields]
+    if outside:
+        raise InvalidInput(
+            f"the aggregate reads {', '.join(outside)}, which the request does not ask for",
+            hint="group_by and numeric_fields must be among fields",
+        )
+    sensitive = [name for name in aggregate.group_by if name in dataset.sensitive]
+    if sensitive:
+        raise InvalidInput(
+            f"cannot group by the sensitive field(s) {', '.join(sensitive)}: a group key is published as it is",
+            hint="group by fields the catalog does not mark sensitive",
+        )
+    types = _field_types(dataset)
+    not_numeric = [name for name in aggregate.numeric_fields if not types.get(name, set()) & NUMERIC_TYPES]
+    if not_numeric:
+        raise InvalidInput(f"numeric_fields names fields that are not numbers: {', '.join(not_numeric)}")
+    if aggregate.epsilon is not None:
+        if not 0 < aggregate.epsilon <= MAX_EPSILON:
+            raise InvalidInput(f"epsilon must be above 0 and at most {MAX_EPSILON}, not {aggregate.epsilon}")
+        if aggregate.functions != (AggregateFunction.COUNT,):
+            raise InvalidInput(
+                "differential privacy covers counts only",
+                hint='ask for "functions": ["COUNT"] with an epsilon, or leave epsilon out for sums and means',
+            )
+    wants_numbers = set(aggregate.functions) - {AggregateFunction.COUNT}
+    if wants_numbers and not aggregate.numeric_fields:
+        raise InvalidInput(
+            f"{', '.join(sorted(wants_numbers))} need numeric_fields to compute on",
+            hint="name the numeric fields, or ask only for COUNT",
+        )
+    return kind, aggregate
+
+
+def _field_types(dataset: Dataset) -> dict[str, set[str]]:
+    """Each top-level field's Avro type names (a union gives several; a named type gives its `type`)."""
+    found: dict[str, set[str]] = {}
+    for item in json.loads(dataset.record_schema)["fields"]:
+        branches = item["type"] if isinstance(item["type"], list) else [item["type"]]
+        found[item["name"]] = {b if isinstance(b, str) else str(b.get("type")) for b in branches}
+    return found
+
+
+def _narrowed_aggregate(aggregate: AggregateSpec | None, fields: Sequence[str]) -> AggregateSpec | None:
+    """The aggregate spec without the fields an operator's narrowing dropped (an aggregate only narrows)."""
+    if aggregate is None:
+        return None
+    return replace(
+        aggregate,
+        group_by=tuple(name for name in aggregate.group_by if name in fields),
+        numeric_fields=tuple(name for name in aggregate.numeric_fields if name in fields),
     )
 
 

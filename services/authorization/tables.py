@@ -1,5 +1,5 @@
-"""SQLAlchemy Core tables of the authorization service; they mirror migrations 0003, 0008, 0010 and 0014
-(keep them in step)."""
+"""SQLAlchemy Core tables of the authorization service; they mirror migrations 0003, 0008, 0010, 0014 and
+0019 (keep them in step)."""
 
 from __future__ import annotations
 
@@ -26,6 +26,9 @@ requests = sa.Table(
     sa.Column("decided_by", sa.String(255), nullable=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    # ROWS or AGGREGATE, and the aggregate spec as JSON (null for ROWS); migration 0019.
+    sa.Column("kind", sa.String(16), nullable=False, server_default="ROWS"),
+    sa.Column("aggregate", sa.Text, nullable=True),
 )
 
 grants = sa.Table(
@@ -48,6 +51,8 @@ grants = sa.Table(
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False, server_default="ROWS"),
+    sa.Column("aggregate", sa.Text, nullable=True),
 )
 
 grant_transitions = sa.Table(

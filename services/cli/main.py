@@ -8,6 +8,7 @@ import sys
 
 from pdo.cli import (
     acls,
+    aggregation,
     audit,
     audit_worker,
     authorization,
@@ -41,6 +42,7 @@ COMMAND_MODULES = (
     sharing,
     billing,
     metering,
+    aggregation,
     audit_worker,
     gateway,
     publish,

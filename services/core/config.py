@@ -55,6 +55,23 @@ def _seconds_or_off(raw: str) -> int:
     return seconds
 
 
+def _positive_number(raw: str) -> float:
+    try:
+        number = float(raw)
+    except ValueError:
+        raise ConfigError(f"{raw!r} is not a number") from None
+    if not 0 < number < float("inf"):
+        raise ConfigError(f"{raw!r} is not a number above 0")
+    return number
+
+
+def _at_least_one(raw: str) -> int:
+    number = _whole_number(raw)
+    if number < 1:
+        raise ConfigError(f"{raw!r} is not a whole number of at least 1")
+    return number
+
+
 SECURITY_PROTOCOLS = ("SASL_PLAINTEXT", "SASL_SSL")
 
 
@@ -471,6 +488,35 @@ class Settings:
         "seconds between the metering leader's exports of billing's gauges (this period's charges so far and "
         "the reconciliation drift, which scans the tenant topics of this month and the last)",
         _positive_seconds,
+    )
+    aggregation_metrics_port: int = _setting(
+        "PDO_AGGREGATION_METRICS_PORT",
+        9406,
+        "Prometheus metrics port of `pdo aggregation worker` (0: none)",
+        _whole_number,
+    )
+    aggregation_database_url: str = _service_database_url("aggregation")
+    aggregation_allowed_lateness_s: int = _setting(
+        "PDO_AGGREGATION_ALLOWED_LATENESS_S",
+        60,
+        "seconds of event time an aggregate window stays open after its end for late records; a record "
+        "for a window already closed goes to the dead-letter topic with its reason",
+        _seconds_or_off,
+    )
+    aggregation_min_group_size: int = _setting(
+        "PDO_AGGREGATION_MIN_GROUP_SIZE",
+        10,
+        "the operator's floor k of aggregate grants: a group of fewer records is never published; a dataset "
+        "may ask for more (its schema's `pdo.min_group_size`), the larger wins",
+        _at_least_one,
+    )
+    aggregation_epsilon_per_month: float = _setting(
+        "PDO_AGGREGATION_EPSILON_PER_MONTH",
+        10.0,
+        "differential-privacy budget (epsilon) of one tenant for one dataset per UTC month: each window of a "
+        "private aggregate grant spends its epsilon; a window it cannot pay for is not published and the grant "
+        "is suspended",
+        _positive_number,
     )
 
     def __post_init__(self) -> None:

@@ -46,3 +46,5 @@ class Event(StrEnum):
     POLICY_IN_FORCE = "pdo.access.v1.PolicyInForce"
     DEAD_LETTER_REPLAYED = "pdo.access.v1.DeadLetterReplayed"
     PERIOD_CLOSED = "pdo.access.v1.PeriodClosed"
+    WINDOW_AGGREGATED = "pdo.aggregation.v1.WindowAggregated"
+    PRIVACY_BUDGET_EXHAUSTED = "pdo.aggregation.v1.PrivacyBudgetExhausted"

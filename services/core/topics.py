@@ -53,6 +53,7 @@ class TopicId(StrEnum):
     AUDIT = "audit"
     DELIVERY_DIGESTS = "delivery-digests"
     ACCESS = "access"
+    TENANT_AGGREGATES = "tenant-aggregates"
 
 
 class TopicDeclarationError(PdoError):

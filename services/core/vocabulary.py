@@ -1,6 +1,7 @@
 """The named types pdo's events share, defined once for every service: the Python side of the `.avsc` enums
 (domain, classification, openness, masking rule, price kind, grant status, suspension cause, tenant kind,
-usage window) and the price plan record with its one JSON/Avro mapping.
+usage window, grant kind, aggregate function) and the price plan and aggregate spec records with their one
+JSON/Avro mapping.
 
 The schemas in `schemas/` are the contract; each `.avsc` file stays self-contained (it is registered as one
 subject version), so an enum is written out in every file that uses it. `tests/unit/test_vocabulary.py`
@@ -91,6 +92,85 @@ class UsageWindow(StrEnum):
 
     MINUTE = "MINUTE"
     DAY = "DAY"
+
+
+class GrantKind(StrEnum):
+    """What a grant hands the tenant: its records (ROWS, every grant before kinds existed) or only windowed
+    aggregates of them (AGGREGATE, "usable but invisible")."""
+
+    ROWS = "ROWS"
+    AGGREGATE = "AGGREGATE"
+
+
+class AggregateFunction(StrEnum):
+    """COUNT counts a group's records; the others apply to each numeric field of an aggregate grant."""
+
+    COUNT = "COUNT"
+    SUM = "SUM"
+    MEAN = "MEAN"
+    MIN = "MIN"
+    MAX = "MAX"
+
+
+@dataclass(frozen=True)
+class AggregateSpec:
+    """What an AGGREGATE grant delivers: per tumbling window of `window_seconds` of event time and per group
+    of `group_by` values, the `functions` over the `numeric_fields` (checked against the grant's fields by
+    the authorization service)."""
+
+    window_seconds: int
+    group_by: tuple[str, ...]
+    numeric_fields: tuple[str, ...]
+    functions: tuple[AggregateFunction, ...]
+    # Differential privacy: the epsilon each window spends (counts only, with noise and a threshold); None: off.
+    epsilon: float | None = None
+
+    def fields_read(self) -> tuple[str, ...]:
+        """Every field the aggregates read: the group key's, then the numeric ones."""
+        return (*self.group_by, *(name for name in self.numeric_fields if name not in self.group_by))
+
+
+def aggregate_spec_to_avro(spec: AggregateSpec | None) -> dict[str, Any] | None:
+    if spec is None:
+        return None
+    return {
+        "window_seconds": spec.window_seconds,
+        "group_by": list(spec.group_by),
+        "numeric_fields": list(spec.numeric_fields),
+        "functions": [function.value for function in spec.functions],
+        "epsilon": spec.epsilon,
+    }
+
+
+def aggregate_spec_from_mapping(data: Mapping[str, Any] | None) -> AggregateSpec | None:
+    """From a decoded Avro AggregateSpec or its JSON column; an aggregate this version does not know is left out."""
+    if data is None:
+        return None
+    known = set(AggregateFunction)
+    return AggregateSpec(
+        window_seconds=int(data["window_seconds"]),
+        group_by=tuple(data.get("group_by", ())),
+        numeric_fields=tuple(data.get("numeric_fields", ())),
+        functions=tuple(AggregateFunction(name) for name in data["functions"] if name in known),
+        epsilon=data.get("epsilon"),
+    )
+
+
+def aggregate_spec_to_json(spec: AggregateSpec | None) -> str | None:
+    value = aggregate_spec_to_avro(spec)
+    return None if value is None else json.dumps(value, sort_keys=True)
+
+
+def aggregate_spec_from_json(text: str | None) -> AggregateSpec | None:
+    return None if text is None else aggregate_spec_from_mapping(json.loads(text))
+
+
+def grant_kind_from_avro(symbol: str | None) -> GrantKind:
+    """None (an event written before kinds existed) is ROWS; a symbol this version does not know reads as
+    AGGREGATE, the kind that delivers no row (the enum's default says the same)."""
+    if symbol is None:
+        return GrantKind.ROWS
+    return GrantKind.__members__.get(symbol, GrantKind.AGGREGATE)
 
 
 @dataclass(frozen=True)

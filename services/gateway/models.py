@@ -28,8 +28,11 @@ from pdo.authorization.public import DataRequest, Narrowing, RequestSpec
 from pdo.catalog.public import DatasetChanges, DatasetRegistration
 from pdo.core.ids import ID_RULE
 from pdo.core.vocabulary import (
+    AggregateFunction,
+    AggregateSpec,
     Classification,
     Domain,
+    GrantKind,
     MaskingRule,
     Openness,
     PriceKind,
@@ -223,6 +226,27 @@ class OptionalReason(Body):
 # -- requests and grants -------------------------------------------------------------------------------
 
 
+class AggregateIn(Body):
+    """What an AGGREGATE request asks for: tumbling windows of event time, groups, aggregates."""
+
+    window_seconds: Annotated[int, Field(ge=1, le=86_400, description="length of each tumbling window")]
+    group_by: Annotated[list[FieldName], Field(max_length=16)] = Field(default_factory=list)
+    numeric_fields: Annotated[list[FieldName], Field(max_length=MAX_LIST)] = Field(default_factory=list)
+    functions: Annotated[list[AggregateFunction], Field(min_length=1, max_length=5)]
+    epsilon: (
+        Annotated[float, Field(gt=0, le=10, description="differential privacy: epsilon per window")] | None
+    ) = None
+
+    def to_domain(self) -> AggregateSpec:
+        return AggregateSpec(
+            window_seconds=self.window_seconds,
+            group_by=tuple(self.group_by),
+            numeric_fields=tuple(self.numeric_fields),
+            functions=tuple(self.functions),
+            epsilon=self.epsilon,
+        )
+
+
 class RequestIn(Body):
     request_id: Identifier | None = Field(default=None, description="your own id; generated when absent")
     dataset_id: Identifier
@@ -232,6 +256,11 @@ class RequestIn(Body):
     valid_from: AwareDatetime
     valid_until: AwareDatetime
     expected_daily_records: Records | None = None
+    kind: GrantKind = Field(
+        default=GrantKind.ROWS,
+        description="ROWS: the records; AGGREGATE: only the aggregates `aggregate` asks for",
+    )
+    aggregate: AggregateIn | None = None
 
     def to_domain(self) -> RequestSpec:
         return RequestSpec(
@@ -243,6 +272,8 @@ class RequestIn(Body):
             row_filter=self.row_filter,
             expected_daily_records=self.expected_daily_records,
             request_id=self.request_id,
+            kind=self.kind,
+            aggregate=None if self.aggregate is None else self.aggregate.to_domain(),
         )
 
 

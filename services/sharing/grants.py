@@ -7,7 +7,8 @@ authorization events in topic order:
 - AuthorizationGranted creates the grant: ACTIVE, version 1, with the event's scope;
 - Suspended / Resumed / Revoked / Expired carry a GrantSnapshot: it replaces what the book holds only
   when its version is newer, so a redelivered or stale snapshot changes nothing;
-- AuthorizationDenied creates no grant and is ignored.
+- AuthorizationDenied creates no grant and is ignored, and so is every event of an AGGREGATE grant (kind
+  AGGREGATE, or one this version does not know): such a grant never delivers a row.
 
 A transition event without a snapshot (written before snapshots existed) errs on the safe side: a
 suspension, revocation or expiry still stops the grant; a resumption without a scope is ignored.
@@ -34,7 +35,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pdo.core.names import Event
-from pdo.core.vocabulary import MaskingRule
+from pdo.core.vocabulary import GrantKind, MaskingRule, grant_kind_from_avro
 from pdo.sharing.scope import GrantScope, GrantState
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,8 @@ class GrantBook:
     def apply(self, schema_name: str, value: Mapping[str, Any]) -> GrantScope | None:
         """Apply one authorization event; returns the grant as it now stands if the event changed it."""
         since = _utc(value["occurred_at"])
+        if grant_kind_from_avro((value.get("grant") or value).get("kind")) is not GrantKind.ROWS:
+            return None  # an AGGREGATE grant delivers no row: the aggregation service serves it
         if schema_name == Event.AUTHORIZATION_GRANTED:
             return self._keep_if_newer(scope_from_granted(value), since)
         if schema_name in TRANSITIONS:

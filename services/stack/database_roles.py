@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from pdo.aggregation import tables as aggregation_tables
 from pdo.audit import tables as audit_tables
 from pdo.authorization import tables as authorization_tables
 from pdo.billing import tables as billing_tables
@@ -36,6 +37,7 @@ OWNED: Mapping[str, tuple[sa.MetaData, ...]] = {
     "metering": (metering_tables.metadata, billing_tables.metadata),
     "audit": (audit_tables.metadata,),
     "gateway": (gateway_tables.metadata,),
+    "aggregation": (aggregation_tables.metadata,),
 }
 BORROWED: Mapping[str, Mapping[str, tuple[str, ...]]] = {
     "gateway": gateway_tables.BORROWED,

@@ -67,6 +67,7 @@ SERVICES = (
     worker("authorization"),
     worker("sharing"),
     worker("metering"),
+    worker("aggregation"),
     # `pdo audit` is the audit log's own command group (export, verify, ...): its worker stands apart.
     worker("audit", ("audit-worker",)),
     ServiceProcess(

@@ -48,6 +48,7 @@ def test_pdo_up_brings_the_platform_up_and_ctrl_c_stops_what_it_started(tmp_path
         "PDO_DATABASE_URL": f"sqlite:///{tmp_path / 'pdo.db'}",
         "PDO_REGISTRY_DATABASE_URL": f"sqlite:///{tmp_path / 'registry.db'}",
         **{f"PDO_{service.upper()}_METRICS_PORT": str(port) for service, port in metrics_ports.items()},
+        "PDO_AGGREGATION_METRICS_PORT": str(free_port()),
     }
     registry = f"http://127.0.0.1:{registry_port}"
     process = subprocess.Popen(
@@ -93,7 +94,7 @@ def test_pdo_up_brings_the_platform_up_and_ctrl_c_stops_what_it_started(tmp_path
     assert {"masking_key", "metrics_token", "kafka-controller", "kafka-service.sharing"} <= modes.keys()
     assert set(modes.values()) == {"0o600"}, modes
     assert catalog.status_code == 401  # the gateway answers, and asks for a key
-    for service in ("registry", "catalog", "authorization", "sharing", "metering", "gateway"):
+    for service in ("registry", "catalog", "authorization", "sharing", "metering", "aggregation", "gateway"):
         assert f"started {service}" in output
         assert f"stopped {service}" in output
     for service, port in metrics_ports.items():

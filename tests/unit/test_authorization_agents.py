@@ -191,6 +191,32 @@ def test_quota_exceeded_suspends_the_grant(handlers, service, publisher, codec, 
     assert "unknown grant g-none" in dead_letters(publisher)[0]["reason"]
 
 
+def test_an_exhausted_privacy_budget_suspends_the_grant_once(handlers, service, publisher, codec, clock):
+    grant_id = service.decide(service.submit_request(TENANT, spec(), TENANT).request_id).grant_id
+    notice = {
+        "event_id": "e-1",
+        "occurred_at": clock.now,
+        "actor": "system:aggregation",
+        "grant_id": grant_id,
+        "tenant_id": TENANT,
+        "dataset_id": "open-traffic",
+        "period": "2026-03",
+        "epsilon_budget": 10.0,
+        "epsilon_spent": 9.5,
+        "window_start": clock.now,
+    }
+    for offset in (
+        1,
+        2,
+    ):  # a second notice (the next window, before the suspension was applied) changes nothing
+        value = codec.add(f"p{offset}".encode(), Event.PRIVACY_BUDGET_EXHAUSTED, notice)
+        handlers.on_quota_exceeded(message(value, "pdo.quota-exceeded", offset))
+    grant = service.get_grant(grant_id)
+    assert (grant.status, grant.history[-1].actor) == (GrantStatus.SUSPENDED, "system:aggregation")
+    assert "privacy budget of epsilon 10 for open-traffic in 2026-03 is spent (9.5)" in grant.status_reason
+    assert len(grant.history) == 2 and dead_letters(publisher) == []
+
+
 def quota_report(grant_id: str, clock: Clock) -> dict:
     return {
         "event_id": "e-1",

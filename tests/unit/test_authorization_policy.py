@@ -7,7 +7,7 @@ import pytest
 from pdo.authorization.policy import Outcome, Policy, PolicyError, RequestFacts
 from pdo.authorization.public import load_policy
 from pdo.core.config import PROJECT_ROOT, Settings
-from pdo.core.vocabulary import Classification, Openness, TenantKind
+from pdo.core.vocabulary import Classification, GrantKind, Openness, TenantKind
 
 SHIPPED_POLICY = PROJECT_ROOT / "services" / "authorization" / "policy.yaml"
 
@@ -17,8 +17,12 @@ def facts(
     openness=Openness.OPEN,
     sensitive=False,
     tenant=TenantKind.COMPANY,
+    kind=GrantKind.ROWS,
 ) -> RequestFacts:
-    return RequestFacts(classification, openness, sensitive, tenant)
+    return RequestFacts(classification, openness, sensitive, tenant, kind)
+
+
+AGGREGATE = GrantKind.AGGREGATE
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +50,20 @@ def policy() -> Policy:
             Outcome.REVIEW,
             "review-everything-else",
         ),
+        # Aggregates of IMPORTANT (or conditional) data are approved where rows of it wait for review...
+        (
+            facts(Classification.IMPORTANT, Openness.CONDITIONAL, sensitive=True, kind=AGGREGATE),
+            Outcome.APPROVE,
+            "auto-approve-aggregates",
+        ),
+        (
+            facts(Classification.IMPORTANT, Openness.CONDITIONAL, sensitive=True),
+            Outcome.REVIEW,
+            "review-everything-else",
+        ),
+        # ... but the hard denials stay denials for aggregates too.
+        (facts(Classification.CORE, kind=AGGREGATE), Outcome.DENY, "deny-core-data"),
+        (facts(openness=Openness.NOT_OPEN, kind=AGGREGATE), Outcome.DENY, "deny-not-open"),
     ],
 )
 def test_default_rules(policy, request_facts, outcome, rule):
@@ -60,6 +78,7 @@ def test_the_default_policy_is_the_shipped_file(monkeypatch):
     assert [rule.id for rule in load_policy().rules] == [
         "deny-core-data",
         "deny-not-open",
+        "auto-approve-aggregates",
         "auto-approve-open-non-sensitive",
         "review-everything-else",
     ]
@@ -110,6 +129,11 @@ RULE_TAIL = "  - id: rest\n    description: Reviewed.\n    outcome: REVIEW\n"
             "rules:\n  - id: a\n    description: A.\n    when: {openness: [SECRET]}\n    outcome: DENY\n"
             + RULE_TAIL,
             "openness is 'SECRET'",
+        ),
+        (
+            "rules:\n  - id: a\n    description: A.\n    when: {grant_kind: [MODEL]}\n    outcome: DENY\n"
+            + RULE_TAIL,
+            "grant_kind is 'MODEL'",
         ),
         (
             "rules:\n  - id: a\n    description: A.\n    when: {has_sensitive_fields_requested: maybe}\n"

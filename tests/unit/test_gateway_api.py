@@ -29,7 +29,15 @@ from pdo.core import db
 from pdo.core.config import ConfigError, Settings
 from pdo.core.errors import Conflict, Forbidden, InvalidInput, NotFound, PdoError, Unavailable
 from pdo.core.ids import ID_RULE
-from pdo.core.vocabulary import GrantStatus, PriceKind, PricePlan, TenantKind
+from pdo.core.vocabulary import (
+    AggregateFunction,
+    AggregateSpec,
+    GrantKind,
+    GrantStatus,
+    PriceKind,
+    PricePlan,
+    TenantKind,
+)
 from pdo.gateway.app import create_app
 from pdo.gateway.caps import RateLimiter
 from pdo.gateway.kafka_credentials import InMemoryUsers, KafkaCredentialIssuer
@@ -950,3 +958,21 @@ def test_guessing_keys_is_throttled_by_address(capped):
     answers = [gateway.http.get("/v1/grants", headers=guess).status_code for _ in range(3)]
     assert answers == [401, 401, 429]
     assert limited(app, "rate") == 1
+
+
+def test_a_tenant_asks_for_aggregates_only_over_http(gateway):
+    aggregate = {"window_seconds": 300, "group_by": [], "numeric_fields": [], "functions": ["COUNT"]}
+    submit(gateway, "acme", request_id="agg-1", kind="AGGREGATE", aggregate=aggregate)
+    spec = gateway.authorization.calls[-1][2]
+    assert (spec.kind, spec.aggregate) == (
+        GrantKind.AGGREGATE,
+        AggregateSpec(300, (), (), (AggregateFunction.COUNT,)),
+    )
+    submit(gateway, "acme", request_id="rows-1")
+    assert gateway.authorization.calls[-1][2].kind is GrantKind.ROWS  # the default: rows, as before
+    unknown = gateway.http.post(
+        "/v1/requests",
+        json=request_body(kind="AGGREGATE", aggregate={**aggregate, "functions": ["MEDIAN"]}),
+        headers=gateway.as_("acme"),
+    )
+    assert_refused(unknown, 422, "invalid_input")

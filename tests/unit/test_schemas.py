@@ -52,6 +52,7 @@ REQUIRED = {
     "audit": {"AuditEntryLogged", "AuditCheckpointSigned"},
     "datasets": {"TrafficFlow", "EnterpriseRegistry", "AirQuality"},
     "types": {"Provenance"},
+    "aggregation": {"WindowAggregated", "PrivacyBudgetExhausted"},
     "access": {
         "PrincipalCreated",
         "PrincipalDisabled",

@@ -1,0 +1,1 @@
+"""The aggregation service: windowed aggregates of datasets for AGGREGATE grants (see app.py)."""

@@ -1,0 +1,97 @@
+"""The aggregate grants the aggregation service serves, as pdo.authorizations tells them.
+
+Only grants of kind AGGREGATE (or a kind this version does not know, which reads as AGGREGATE and then has
+no spec it can compute: nothing is published for it) are kept. Every snapshot carries the whole grant, so the
+newest version of each grant wins and a redelivered or stale event changes nothing. A grant delivers while its
+current state is ACTIVE: a suspension, revocation or expiry stops every window not yet closed (their state is
+dropped unpublished at their close), so nothing is published under a grant after it stopped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pdo.core.names import Event
+from pdo.core.vocabulary import AggregateSpec, GrantKind, aggregate_spec_from_mapping, grant_kind_from_avro
+
+TRANSITIONS = {
+    Event.AUTHORIZATION_SUSPENDED,
+    Event.AUTHORIZATION_RESUMED,
+    Event.AUTHORIZATION_REVOKED,
+    Event.AUTHORIZATION_EXPIRED,
+}
+
+
+@dataclass(frozen=True)
+class AggregateGrant:
+    grant_id: str
+    tenant_id: str
+    dataset_id: str
+    spec: AggregateSpec
+    valid_from: datetime
+    valid_until: datetime
+    active: bool
+    version: int
+
+    def counts(self, moment: datetime) -> bool:
+        """Whether a record of event time `moment` counts under this grant (active, inside its validity)."""
+        return self.active and self.valid_from <= moment < self.valid_until
+
+
+class AggregateGrants:
+    """Aggregate grants by id; the newest version of each wins."""
+
+    def __init__(self) -> None:
+        self._grants: dict[str, AggregateGrant] = {}
+
+    def apply(self, schema_name: str, value: Mapping[str, Any]) -> AggregateGrant | None:
+        """Apply one authorization event; the grant as it now stands if the event changed it."""
+        if schema_name == Event.AUTHORIZATION_GRANTED:
+            snapshot: Mapping[str, Any] | None = {**value, "status": "ACTIVE", "version": 1}
+        elif schema_name in TRANSITIONS:
+            snapshot = value.get("grant")
+        else:
+            return None
+        if snapshot is None or grant_kind_from_avro(snapshot.get("kind")) is not GrantKind.AGGREGATE:
+            return None
+        spec = aggregate_spec_from_mapping(snapshot.get("aggregate"))
+        if spec is None:
+            return None  # a kind this version does not know: no spec it could compute
+        grant = AggregateGrant(
+            grant_id=snapshot["grant_id"],
+            tenant_id=snapshot["tenant_id"],
+            dataset_id=snapshot["dataset_id"],
+            spec=spec,
+            valid_from=_utc(snapshot["valid_from"]),
+            valid_until=_utc(snapshot["valid_until"]),
+            active=snapshot["status"] == "ACTIVE",
+            version=int(snapshot["version"]),
+        )
+        held = self._grants.get(grant.grant_id)
+        if held is not None and held.version >= grant.version:
+            return None
+        self._grants[grant.grant_id] = grant
+        return grant
+
+    def get(self, grant_id: str) -> AggregateGrant | None:
+        return self._grants.get(grant_id)
+
+    def on_dataset(self, dataset_id: str) -> list[AggregateGrant]:
+        """Every aggregate grant on the dataset, active or not, in grant id order."""
+        return sorted(
+            (grant for grant in self._grants.values() if grant.dataset_id == dataset_id),
+            key=lambda grant: grant.grant_id,
+        )
+
+    def datasets(self) -> set[str]:
+        """Datasets some active aggregate grant reads: the feeds the worker follows."""
+        return {grant.dataset_id for grant in self._grants.values() if grant.active}
+
+
+def _utc(moment: datetime | int) -> datetime:
+    if isinstance(moment, int):
+        return datetime.fromtimestamp(moment / 1000, UTC)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
