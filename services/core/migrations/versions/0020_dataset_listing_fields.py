@@ -2,7 +2,7 @@
 in the catalog's table and in the authorization worker's view of it (both filled from catalog events).
 
 Revision ID: 0020
-Revises: 0016
+Revises: 0019
 Create Date: 2026-12-01
 
 Self-contained on purpose: a migration describes the database as it was at this revision.
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0020"
-down_revision = "0016"
+down_revision = "0019"
 branch_labels = None
 depends_on = None
 
