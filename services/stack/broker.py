@@ -649,15 +649,23 @@ def log_tail(paths: BrokerPaths, lines: int = 30) -> str:
     return "\n".join(parts) or "(the broker wrote no log)"
 
 
-def wait_until_answering(pid: int, settings: Settings, paths: BrokerPaths) -> float:
-    """Seconds until the new broker served the admin; PdoError if it exits or the timeout passes."""
+def wait_until_answering(pid: int, settings: Settings, paths: BrokerPaths, report: Report = print) -> float:
+    """Seconds until the new broker served the admin, saying every few seconds that it still waits (a cold
+    JVM on a busy machine takes a while); PdoError if it exits or the timeout passes."""
     started = time.monotonic()
     deadline = started + settings.kafka_start_timeout_s
+    next_word = started + STILL_WAITING_EVERY_S
     while time.monotonic() < deadline:
         if answers_api_versions(settings.kafka_port, timeout_s=0.5) and serves_authenticated_clients(
             settings
         ):
             return time.monotonic() - started
+        if time.monotonic() >= next_word:
+            report(
+                f"  still waiting for the broker on port {settings.kafka_port}: {time.monotonic() - started:.0f} s "
+                f"of at most {settings.kafka_start_timeout_s} s (PDO_KAFKA_START_TIMEOUT_S)"
+            )
+            next_word += STILL_WAITING_EVERY_S
         if not process_alive(pid):
             paths.pid_file.unlink(missing_ok=True)
             raise PdoError(
@@ -719,7 +727,7 @@ def _already_up(settings: Settings, node: Node, report: Report) -> BrokerStatus 
             report(f"{node.label} already running (pid {existing}) on 127.0.0.1:{port}; nothing to do")
             return BrokerStatus(running=True, pid=existing, port=port, answering=True)
         report(f"{node.label} (pid {existing}) is running but not answering yet; waiting for it")
-        elapsed = wait_until_answering(existing, own, paths)
+        elapsed = wait_until_answering(existing, own, paths, report)
         report(f"{node.label} ready after {elapsed:.1f} s more")
         return BrokerStatus(running=True, pid=existing, port=port, answering=True)
     if node.nodes == 1 and answers_api_versions(port):
@@ -735,6 +743,10 @@ def prepare_node(settings: Settings, node: Node, report: Report = print) -> Brok
     write_config_files(settings, paths, node)
     format_storage(settings, paths, report, node)
     return paths
+
+
+# How often a start that is still waiting says so.
+STILL_WAITING_EVERY_S = 5.0
 
 
 def require_ports_free(settings: Settings, node: Node = SINGLE) -> None:
@@ -766,7 +778,7 @@ def spawn_node(settings: Settings, node: Node, report: Report = print) -> int:
 
 def wait_until_ready(settings: Settings, node: Node, pid: int, started: float, report: Report) -> None:
     own = node_settings(settings, node)
-    wait_until_answering(pid, own, BrokerPaths.from_settings(settings, node))
+    wait_until_answering(pid, own, BrokerPaths.from_settings(settings, node), report)
     report(
         f"{node.label} ready in {time.monotonic() - started:.1f} s (pid {pid}, bootstrap 127.0.0.1:{own.kafka_port})"
     )

@@ -294,3 +294,23 @@ def test_a_cluster_fences_a_silent_node_sooner_than_kafkas_default_and_the_singl
     assert int(clustered["broker.session.timeout.ms"]) < 9000
     assert int(clustered["broker.heartbeat.interval.ms"]) * 3 <= int(clustered["broker.session.timeout.ms"])
     assert "broker.session.timeout.ms" not in single
+
+
+def test_a_slow_start_says_it_is_still_waiting_then_gives_up_with_the_setting_to_raise(
+    broker_settings, monkeypatch
+):
+    with socket.socket() as probe:  # a port nothing answers on
+        probe.bind(("127.0.0.1", 0))
+        silent = probe.getsockname()[1]
+    settings = dataclasses.replace(broker_settings, kafka_port=silent, kafka_start_timeout_s=1)
+    monkeypatch.setattr(broker, "STILL_WAITING_EVERY_S", 0.3)
+    monkeypatch.setattr(broker, "process_alive", lambda pid: True)  # a JVM still starting
+    said: list[str] = []
+
+    with pytest.raises(PdoError, match="did not answer") as refused:
+        broker.wait_until_answering(
+            4242, settings, broker.BrokerPaths.from_settings(settings), said.append
+        )
+
+    assert said and all(f"still waiting for the broker on port {silent}" in line for line in said)
+    assert "PDO_KAFKA_START_TIMEOUT_S" in said[0] and "PDO_KAFKA_START_TIMEOUT_S" in refused.value.hint
