@@ -162,8 +162,9 @@ class IdempotencyStore:
                 expires_at=utc(now) + self.retention,
             )
             .on_conflict_do_nothing(index_elements=["principal_id", "idempotency_key"])
+            .returning(keys_table.c.principal_id)
         )
-        return conn.execute(statement).rowcount == 1
+        return conn.execute(statement).first() is not None
 
 
 def _the_row(principal_id: str, key: str) -> tuple[sa.ColumnElement[bool], ...]:

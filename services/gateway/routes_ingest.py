@@ -124,10 +124,12 @@ def publish_once(
         return JSONResponse(kept.body, kept.status_code, headers={"Idempotent-Replayed": "true"})
     try:
         answer = publish(request, dataset, body)
+        store.complete(principal_id, key, answer)
     except BaseException:
-        store.release(principal_id, key)  # the call did not complete: its retry must run
+        # The call did not complete (or its answer could not be kept): its retry must run, never be
+        # swallowed; records that reached the feed come back to it as duplicates (their record_id).
+        store.release(principal_id, key)
         raise
-    store.complete(principal_id, key, answer)
     return JSONResponse(answer.body, answer.status_code)
 
 

@@ -93,6 +93,12 @@ class _Outgoing:
 Convert = Callable[[Any, Any], Any]
 
 
+class RecordsInFlight(Conflict):
+    """Records of the batch are being sent by another call, or an earlier send is unsettled (HTTP 409)."""
+
+    retry_after_s = 2
+
+
 @dataclass
 class _Outcome:
     """Keys of a batch whose send the broker acknowledged, and those it refused (not written, for certain)."""
@@ -205,7 +211,7 @@ class FeedPublisher:
         in_flight = [item for item in batch if claims.by_key[item.key] is Claim.IN_FLIGHT]
         if in_flight:
             self.record_ids.release(self.dataset.dataset_id, claims.held())
-            raise Conflict(
+            raise RecordsInFlight(
                 f"{len(in_flight)} record(s) of this batch are being sent by another call, or an earlier send "
                 f"of them is not yet acknowledged (the first: record {in_flight[0].index}); nothing was sent",
                 hint="send the batch again in a few seconds: records that reached the feed meanwhile come "
