@@ -481,8 +481,8 @@ class Settings:
     )
     event_time_max_past_s: int = _setting(
         "PDO_EVENT_TIME_MAX_PAST_S",
-        366 * 86400,
-        "how far in the past a record's event time (each timestamp field of its schema) may lie; an older "
+        3653 * 86400,
+        "how far in the past a record's event time (see pdo.publishing.event_time) may lie; an older "
         "record is refused at publish, naming the field and the bounds",
         _positive_seconds,
     )

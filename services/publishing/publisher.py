@@ -19,6 +19,9 @@ that fits.
 With a record-id window (`from_catalog`, and the gateway's), a record whose record_id reached the feed within
 PDO_RECORD_ID_WINDOW_S is reported in `duplicates` and not sent again (pdo.publishing.record_ids).
 
+A record whose event time lies outside the bounds (pdo.publishing.event_time: by default at most
+PDO_EVENT_TIME_MAX_PAST_S in the past and PDO_EVENT_TIME_MAX_FUTURE_S in the future) does not fit either.
+
 A record that does not fit is not sent; it is reported by its index and reason, and the batch's other
 records are sent. One bad reading should not hold back the good ones, and the report gives the provider
 the exact list to fix and resend. A broker that does not acknowledge is not a record's fault: that raises
@@ -33,6 +36,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from kafka import KafkaProducer
@@ -47,6 +51,7 @@ from pdo.core.kafka import producer as kafka_producer
 from pdo.core.registry_client import RegistryClient
 from pdo.core.topics import feed_topic
 from pdo.publishing import conversion
+from pdo.publishing.event_time import Bounds, EventTime
 from pdo.publishing.record_ids import Claim, RecordIdWindow
 
 log = logging.getLogger(__name__)
@@ -133,6 +138,7 @@ class FeedPublisher:
         self.dataset = dataset
         self.topic = feed_topic(dataset.dataset_id, settings)
         self.schema = conversion.parse_schema(dataset.record_schema)
+        self.event_time = EventTime.of_schema(dataset.record_schema, Bounds.from_settings(settings))
         # Encoding under a known id never calls the registry; the client is there for the codec's shape.
         self._own_codec = codec is None
         self.codec = codec or AvroCodec(RegistryClient.for_settings(settings))
@@ -251,6 +257,8 @@ class FeedPublisher:
             raise InvalidInput("the record is nested too deeply to check") from None
         if value[KEY_FIELD] is None:
             raise InvalidInput(f"{KEY_FIELD}: must not be null: the feed is keyed by it")
+        if self.event_time is not None:
+            self.event_time.check(value, datetime.now(UTC))
         key = _key_bytes(value[KEY_FIELD])
         try:
             data = self.codec.encode_with_id(self.dataset.schema_id, self.schema, value)
