@@ -152,6 +152,8 @@ def broker_restart(base: Settings, work: Path, args: argparse.Namespace) -> dict
         delivered = [
             ts / 1000 for name in tenant_topics(setup) for _, ts, _, _ in read_range(setup.settings, name)
         ]
+        appended = [ts / 1000 for _, ts, _, _ in read_range(setup.settings, setup.feed)]
+        first_appended = first_after(appended, ready)
         ingested = [call.answered for call in client.calls if call.status == 200]
         last_before = max((stamp for stamp in ingested if stamp < stopped), default=stopped)
         first_ingest = first_after(ingested, ready)
@@ -161,7 +163,11 @@ def broker_restart(base: Settings, work: Path, args: argparse.Namespace) -> dict
             "ingest: stalled for (s), last 200 before stop -> first after": (
                 None if first_ingest is None else ready + first_ingest - last_before
             ),
+            "feed: ready -> first record appended (s)": first_appended,
             "delivery: ready -> first tenant record (s)": first_after(delivered, ready),
+            "delivery: first record appended after ready -> its delivery (s)": (
+                None if first_appended is None else first_after(delivered, ready + first_appended)
+            ),
             "ingest calls answered 503 or not at all": sum(1 for call in client.calls if call.status != 200),
         }
         for name, value in figures.items():
