@@ -59,19 +59,19 @@ def records(label: str, count: int) -> list[dict[str, Any]]:
     ]
 
 
-class LosesFirstAnswer:
-    """An ASGI proxy that lets the first call through to the gateway but loses its answer (504 instead),
-    as a load balancer does whose timeout is shorter than the call."""
+class LosesAnAnswer:
+    """An ASGI proxy in front of the gateway; once `lose_next` is set, it lets the next POST through but loses
+    its answer (504 instead), as a load balancer does whose timeout is shorter than the call."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
-        self.lost = False
+        self.lose_next = False
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or self.lost or scope["method"] != "POST":
+        if scope["type"] != "http" or not self.lose_next or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        self.lost = True
+        self.lose_next = False
 
         async def drop(_message) -> None:
             pass
@@ -87,6 +87,7 @@ class Ingest:
     dataset_id: str
     http: httpx.Client
     key: str
+    proxy: LosesAnAnswer
 
     def post(self, batch: list[dict[str, Any]], idempotency_key: str) -> httpx.Response:
         return self.http.post(
@@ -120,10 +121,10 @@ def ingest(settings, platform, workers) -> Iterator[Ingest]:  # noqa: F811
     ).key
     # A short wait for acknowledgements, so that a stalled broker makes the call answer 503 within 3 s.
     gateway_settings = dataclasses.replace(settings, kafka_timeout_s=1)
-    app = LosesFirstAnswer(create_app(gateway_settings, platform["catalog"], None, engine))
+    proxy = LosesAnAnswer(create_app(gateway_settings, platform["catalog"], None, engine))
     workers("sharing")
-    with ServerThread(app) as server, httpx.Client(base_url=server.url, timeout=60) as http:
-        yield Ingest(settings, dataset_id, http, key)
+    with ServerThread(proxy) as server, httpx.Client(base_url=server.url, timeout=60) as http:
+        yield Ingest(settings, dataset_id, http, key, proxy)
     engine.dispose()
 
 
@@ -151,6 +152,7 @@ def test_a_retry_after_the_answer_was_lost_gets_the_first_answer_and_delivers_on
     batch = records("lost", 5)
     ids = [r["record_id"] for r in batch]
 
+    ingest.proxy.lose_next = True
     lost = ingest.post(batch, "call-1")
     retry = ingest.retry_until_answered(batch, "call-1")
 
@@ -182,6 +184,26 @@ def test_a_retry_after_503_it_may_still_arrive_publishes_once_and_delivers_once(
     assert stalled.status_code == 503 and "it may still arrive" in stalled.json()["message"]
     assert retry.status_code == 200
     assert retry.json()["accepted"] + len(retry.json()["duplicates"]) == 5
+    assert delivered_once(ingest, ids) == dict.fromkeys(ids, 1)
+    assert copies(ingest.settings, feed_topic(ingest.dataset_id, ingest.settings), ids) == dict.fromkeys(
+        ids, 1
+    )
+
+
+def test_a_record_id_sent_again_within_the_window_is_delivered_once(ingest):
+    batch = records("again", 3)
+    ids = [r["record_id"] for r in batch]
+
+    first = ingest.post(batch, "call-a")
+    # The provider resends the same records in a new request (a new key): the record ids are known.
+    again = ingest.post([{**record, "speed_kmh": 99.0} for record in batch], "call-b")
+
+    assert first.json() == {"accepted": 3, "rejected": [], "duplicates": []}
+    assert again.status_code == 200 and again.json() == {
+        "accepted": 0,
+        "rejected": [],
+        "duplicates": [0, 1, 2],
+    }
     assert delivered_once(ingest, ids) == dict.fromkeys(ids, 1)
     assert copies(ingest.settings, feed_topic(ingest.dataset_id, ingest.settings), ids) == dict.fromkeys(
         ids, 1
