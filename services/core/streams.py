@@ -11,8 +11,8 @@ from pdo.core.topics import TopicId
 # When a worker dies (SIGKILL, a lost host), its partitions wait for its session to expire before the group
 # hands them to another: session 3 s, heartbeat every 0.75 s (a third of it or less, so a live worker misses
 # three or four before it is dropped), and the survivor learns of the rebalance at its next heartbeat — measured
-# by bench/recovery.py at about 4 s from the kill to the first delivery from the dead worker's partitions
-# (with 10 s it was about 10 s). The price: a worker whose event loop is held for 3 s (nothing in an agent may
+# by bench/recovery.py at 2.3-3.1 s from the kill to the first delivery from the dead worker's partitions
+# (with 10 s it was 9.9 s). The price: a worker whose event loop is held for 3 s (nothing in an agent may
 # block it: see FIELD-NOTES; a long GC pause, a starved 2-core machine) is dropped and its partitions move,
 # a rebalance that redelivers its unacknowledged batch (harmless: sharing and metering are idempotent by
 # delivery id). The broker must allow sessions this short: group.min.session.timeout.ms <= 3000 (Kafka's
