@@ -58,11 +58,13 @@ class Tally:
     keep: int = 10
     accepted: int = 0
     refused: int = 0
+    # Records whose record_id reached the feed within PDO_RECORD_ID_WINDOW_S: not sent again.
+    duplicates: int = 0
     examples: list[tuple[int, str]] = field(default_factory=list)
 
     @property
     def seen(self) -> int:
-        return self.accepted + self.refused
+        return self.accepted + self.refused + self.duplicates
 
     def refuse(self, line: int, reason: str) -> None:
         self.refused += 1
@@ -128,6 +130,12 @@ def parse_line(line: str) -> Any:
 
 def print_summary(tally: Tally, topic: str, out: TextIO) -> None:
     print(f"published {tally.accepted} record(s) to {topic}; {tally.refused} refused", file=out)
+    if tally.duplicates:
+        print(
+            f"  {tally.duplicates} record(s) not sent again: their record_id is on the feed already "
+            "(published within PDO_RECORD_ID_WINDOW_S)",
+            file=out,
+        )
     for line, reason in tally.examples:
         print(f"  line {line}: {reason}", file=out)
     if tally.refused > len(tally.examples):
@@ -141,6 +149,7 @@ def _publish_batch(publisher: Any, batch: list[tuple[int, Any]], tally: Tally, p
     records = [(number, item) for number, item in batch if not isinstance(item, Unparsed)]
     report = publisher.publish_json([record for _, record in records])
     tally.accepted += report.accepted
+    tally.duplicates += len(report.duplicates)
     refusals = [(number, item.reason) for number, item in batch if isinstance(item, Unparsed)]
     refusals += [(records[rejection.index][0], rejection.reason) for rejection in report.rejected]
     for number, reason in sorted(refusals):

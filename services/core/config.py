@@ -518,6 +518,34 @@ class Settings:
         "is suspended",
         _positive_number,
     )
+    idempotency_retention_s: int = _setting(
+        "PDO_IDEMPOTENCY_RETENTION_S",
+        86400,
+        "seconds the gateway keeps the answer to a call made with an Idempotency-Key: a retry with the same "
+        "key and body within it gets that answer and writes nothing again (expired keys are pruned)",
+        _positive_seconds,
+    )
+    record_id_window_s: int = _setting(
+        "PDO_RECORD_ID_WINDOW_S",
+        86400,
+        "seconds a record_id sent to a dataset's feed through pdo's publishers (HTTP ingest, `pdo publish`) is "
+        "remembered: the same record_id sent again within it is reported as a duplicate and not written again",
+        _positive_seconds,
+    )
+    event_time_max_past_s: int = _setting(
+        "PDO_EVENT_TIME_MAX_PAST_S",
+        3653 * 86400,
+        "how far in the past a record's event time (see pdo.publishing.event_time) may lie; an older "
+        "record is refused at publish, naming the field and the bounds",
+        _positive_seconds,
+    )
+    event_time_max_future_s: int = _setting(
+        "PDO_EVENT_TIME_MAX_FUTURE_S",
+        86400,
+        "how far in the future a record's event time may lie (clock skew, forecasts); a later record is "
+        "refused at publish, naming the field and the bounds",
+        _positive_seconds,
+    )
 
     def __post_init__(self) -> None:
         for setting in fields(self):

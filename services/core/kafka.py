@@ -23,6 +23,15 @@ from pdo.core.errors import Unavailable
 
 SASL_MECHANISM = "SCRAM-SHA-512"
 
+# Recovery after a broker restart, in one place. kafka-python backs off reconnecting from 50 ms, doubling up
+# to reconnect_backoff_max_ms (30 s by default): after an outage of half a minute a client could wait up to 30 s
+# more before it tried again, so HTTP ingest stalled ~25 s after the broker was back. Capped at 1 s, a client
+# tries a down broker once a second (a connection attempt is cheap) and resumes within ~1 s of its answer.
+# aiokafka (and faust on it) has no growing backoff: it retries every retry_backoff_ms (100 ms); the workers'
+# own retry policy (pdo.core.retry) caps at RETRY_MAX_BACKOFF_S.
+RECONNECT_BACKOFF_MAX_MS = 1000
+RETRY_MAX_BACKOFF_S = 2.0
+
 # kafka-python warns "exchanging credentials in the clear" on every SASL_PLAINTEXT login, SCRAM included;
 # SCRAM sends a salted proof, never the password, so the warning is noise in every log.
 logging.getLogger("kafka.net.sasl.scram").setLevel(logging.ERROR)
@@ -100,6 +109,7 @@ def _timeouts(settings: Settings) -> dict[str, Any]:
         **kafka_python_connection(settings),
         "bootstrap_timeout_ms": timeout_ms,
         "request_timeout_ms": timeout_ms,
+        "reconnect_backoff_max_ms": RECONNECT_BACKOFF_MAX_MS,
     }
 
 
@@ -116,11 +126,20 @@ def admin_client(settings: Settings) -> Iterator[KafkaAdminClient]:
 
 
 def producer(settings: Settings, **config: Any) -> KafkaProducer:
-    """A producer that waits for the broker's acknowledgement and never reorders a partition's records.
+    """An idempotent producer that waits for the broker's acknowledgement and never reorders a partition's
+    records.
+
+    Idempotent (KIP-98): the broker keeps the producer's id and a sequence number per partition and drops a
+    batch it already appended, so the producer's own retries (a request timed out, a connection dropped after
+    the broker wrote) never duplicate or reorder a record. kafka-python 3.x enables it by default; asking for
+    it explicitly makes a conflicting setting (acks other than all, retries 0) an error instead of silently
+    turning it off. It needs only WRITE on the topic (KIP-679). It does not make an application's resend of
+    the same record idempotent: that is the feed's record_id window (pdo.publishing.record_ids).
 
     A send to a topic the broker does not have gives up after PDO_KAFKA_TIMEOUT_S, not kafka-python's 60 s.
     """
     defaults = {
+        "enable_idempotence": True,
         "acks": "all",
         "linger_ms": 5,
         "max_in_flight_requests_per_connection": 1,

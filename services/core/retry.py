@@ -2,7 +2,8 @@
 
 A worker meets two kinds of failure. **Transient**: a backing service does not answer right now (the
 database, the broker, the schema registry, the network). The event is valid and must not be lost, so the
-step is retried with backoff, doubling up to a ceiling, forever: the stall shows as consumer lag, each
+step is retried with backoff, doubling up to a ceiling (pdo.core.kafka.RETRY_MAX_BACKOFF_S: a step resumes
+within that of the service answering again), forever: the stall shows as consumer lag, each
 retry is logged and counted in `pdo_worker_retries_total{service,step}`, and the event is applied once the
 service is back. **Permanent**: the event itself is bad (it does not decode, it breaks a rule). Retrying
 cannot help, so the worker dead-letters it at once with its reason and goes on.
@@ -25,6 +26,7 @@ from kafka import errors as kafka_errors
 from prometheus_client import Counter
 
 from pdo.core.errors import Unavailable
+from pdo.core.kafka import RETRY_MAX_BACKOFF_S
 from pdo.core.registry_client import RegistryError, SchemaIdNotFound
 
 log = logging.getLogger(__name__)
@@ -68,7 +70,7 @@ async def retrying(
     work: Callable[..., T],
     *args: object,
     first_backoff_s: float = 0.5,
-    max_backoff_s: float = 30.0,
+    max_backoff_s: float = RETRY_MAX_BACKOFF_S,
 ) -> T:
     """Run blocking `work(*args)` in a thread; retry it while it fails transiently, backing off, forever.
 

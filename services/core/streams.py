@@ -8,7 +8,17 @@ from pdo.core import kafka, topics, worker_metrics
 from pdo.core.config import Settings
 from pdo.core.topics import TopicId
 
-SESSION_TIMEOUT_S = 10.0
+# When a worker dies (SIGKILL, a lost host), its partitions wait for its session to expire before the group
+# hands them to another: session 3 s, heartbeat every 0.75 s (a third of it or less, so a live worker misses
+# three or four before it is dropped), and the survivor learns of the rebalance at its next heartbeat — measured
+# by bench/recovery.py at 2.3-3.1 s from the kill to the first delivery from the dead worker's partitions
+# (with 10 s it was 9.9 s). The price: a worker whose event loop is held for 3 s (nothing in an agent may
+# block it: see FIELD-NOTES; a long GC pause, a starved 2-core machine) is dropped and its partitions move,
+# a rebalance that redelivers its unacknowledged batch (harmless: sharing and metering are idempotent by
+# delivery id). The broker must allow sessions this short: group.min.session.timeout.ms <= 3000 (Kafka's
+# default is 6000; `pdo broker start` sets 2000; set it on a production cluster, see README "Operating").
+SESSION_TIMEOUT_S = 3.0
+HEARTBEAT_INTERVAL_S = 0.75
 
 
 def make_app(service_id: str, settings: Settings) -> faust.App:
@@ -33,9 +43,9 @@ def make_app(service_id: str, settings: Settings) -> faust.App:
         topic_replication_factor=internal_replication_factor(settings),
         producer_acks=-1,
         # A killed worker's partitions wait for its session to expire before another worker takes them:
-        # faust's 60 s default is a minute without deliveries or metering. Heartbeats run beside the agents
-        # and nothing blocks the event loop, so a live worker keeps its session easily.
+        # faust's 60 s default is a minute without deliveries or metering (see SESSION_TIMEOUT_S).
         broker_session_timeout=SESSION_TIMEOUT_S,
+        broker_heartbeat_interval=HEARTBEAT_INTERVAL_S,
     )
     worker_metrics.watch(app)  # every worker exports its consumer lag and when it last saw a record
     return app

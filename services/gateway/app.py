@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import fastapi
@@ -45,11 +46,12 @@ from pdo.gateway import outbox as access_outbox
 from pdo.gateway.auth import require_metrics_reader
 from pdo.gateway.caps import Caps
 from pdo.gateway.errors import UnexpectedErrorMiddleware, install_error_handlers
+from pdo.gateway.idempotency import IdempotencyStore
 from pdo.gateway.kafka_credentials import KafkaCredentialIssuer
 from pdo.gateway.limits import BodyLimitMiddleware
 from pdo.gateway.metrics import gateway_metrics
 from pdo.gateway.principals import PrincipalStore
-from pdo.publishing.public import FeedPublishers
+from pdo.publishing.public import FeedPublishers, RecordIdWindow
 
 log = logging.getLogger(__name__)
 
@@ -99,17 +101,22 @@ def create_app(
     """
     metrics = gateway_metrics()
     own_feeds = feeds is None
-    feeds = feeds if feeds is not None else FeedPublishers(settings)
+    record_ids = RecordIdWindow(engine, settings.record_id_window_s)
+    feeds = feeds if feeds is not None else FeedPublishers(settings, record_ids=record_ids)
+    idempotency_store = IdempotencyStore(engine, settings.idempotency_retention_s)
     own_streams = streams is None
     streams = streams if streams is not None else routes_streams.StreamHub(settings)
     own_access_events: OnDemandPublisher | None = None
     if access_events is None:
         access_events = own_access_events = OnDemandPublisher(settings)
     relay = access_outbox.relay(engine, access_events, settings.kafka_timeout_s)
+    housekeeping = Housekeeping(relay, idempotency_store, record_ids)
 
     @asynccontextmanager
     async def lifespan(_app: fastapi.FastAPI) -> AsyncIterator[None]:
-        relaying = None if relay_interval_s is None else asyncio.create_task(_relay(relay, relay_interval_s))
+        relaying = (
+            None if relay_interval_s is None else asyncio.create_task(_relay(housekeeping, relay_interval_s))
+        )
         sampling = asyncio.create_task(_sample(_app.state.refusal_history, _app.state.lag_history))
         yield
         sampling.cancel()
@@ -138,6 +145,7 @@ def create_app(
     app.state.metrics_token = settings.secret("metrics_token") if settings.metrics_token else ""
     app.state.caps = Caps(settings, metrics.limited)
     app.state.feeds = feeds
+    app.state.idempotency = idempotency_store
     app.state.ingested_records = routes_ingest.ingested_records_counter(metrics.registry)
     app.state.streams = streams
     app.state.stream_metrics = routes_streams.stream_metrics(metrics.registry)
@@ -201,15 +209,31 @@ def audit_fail_closed(settings: Settings, engine: Engine) -> bool:
     return limit_s > 0 and not appendability(engine, limit_s).appendable
 
 
-async def _relay(relay: OutboxRelay, interval_s: float) -> None:
+@dataclass(frozen=True)
+class Housekeeping:
+    """What the gateway's round does besides serving: its outbox, and forgetting what is past its retention."""
+
+    relay: OutboxRelay
+    idempotency: IdempotencyStore
+    record_ids: RecordIdWindow
+
+    def round(self) -> None:
+        self.relay.publish_all()
+        access_outbox.OUTBOX.prune_sent(self.relay.engine, utc_now())
+        self.idempotency.prune()
+        self.record_ids.prune()
+
+
+async def _relay(housekeeping: Housekeeping, interval_s: float) -> None:
     """Publish what the prompt rounds could not (the broker was away, or `pdo principals` committed it) and
-    prune what went out long ago, every `interval_s`, as long as the app runs."""
+    prune what went out long ago, expired Idempotency-Key answers and record ids past their window, every
+    `interval_s`, as long as the app runs."""
     while True:
         await asyncio.sleep(interval_s)
         try:
-            await asyncio.to_thread(_relay_round, relay)
+            await asyncio.to_thread(housekeeping.round)
         except Exception as error:  # the rows wait, in order, for the next round
-            log.warning("publishing the gateway's access events failed (%s); retrying", error)
+            log.warning("the gateway's housekeeping round failed (%s); retrying", error)
 
 
 async def _sample(*histories: history.History) -> None:
@@ -222,8 +246,3 @@ async def _sample(*histories: history.History) -> None:
             except Exception as error:  # a missed sample is a gap in a chart, never a stopped gateway
                 log.warning("sampling the console's history failed (%s)", error)
         await asyncio.sleep(history.SAMPLE_INTERVAL_S)
-
-
-def _relay_round(relay: OutboxRelay) -> None:
-    relay.publish_all()
-    access_outbox.OUTBOX.prune_sent(relay.engine, utc_now())

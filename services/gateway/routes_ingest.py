@@ -5,6 +5,10 @@ schema as the Python publisher checks it (pdo.publishing): those that fit are se
 the broker before the answer; those that do not are listed by index and reason. 200 when at least one
 record was accepted; 422 when none was (the same body, inside the gateway's refusal shape).
 
+A record whose record_id was sent to the feed within PDO_RECORD_ID_WINDOW_S is not written again: it is
+listed in `duplicates` (pdo.publishing.record_ids). A call may carry an `Idempotency-Key`: the first complete
+answer is kept and a retry with the same key and body gets it back, writing nothing (pdo.gateway.idempotency).
+
 Every record is counted in pdo_gateway_ingested_records_total{dataset, outcome}. The dataset label is
 bounded: only datasets in the catalog get this far (an unknown id is a 404 before any count).
 """
@@ -13,13 +17,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel, Field
 
 from pdo.catalog.public import Dataset
 from pdo.core.errors import Forbidden
+from pdo.gateway import idempotency
 from pdo.gateway.auth import Provider
 from pdo.gateway.deps import DatasetId, catalog
 from pdo.gateway.errors import printable, route_of
@@ -56,12 +61,27 @@ class RejectedRecord(BaseModel):
 class IngestOut(BaseModel):
     accepted: int = Field(description="records written to the feed and acknowledged by the broker")
     rejected: list[RejectedRecord] = Field(description="records not written, each with its reason")
+    duplicates: list[int] = Field(
+        default_factory=list,
+        description="positions of records not written again: their record_id reached the feed within "
+        "PDO_RECORD_ID_WINDOW_S (a retry of records already published)",
+    )
+
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias=idempotency.HEADER,
+        description="any unique string up to 255 characters (e.g. a UUID) naming this request: a retry with "
+        "the same key and body gets the first complete answer back and writes nothing again",
+    ),
+]
 
 
 def ingested_records_counter(registry: CollectorRegistry) -> Counter:
     return Counter(
         "pdo_gateway_ingested_records",
-        "Records offered to the HTTP ingest, by dataset and outcome (accepted or rejected)",
+        "Records offered to the HTTP ingest, by dataset and outcome (accepted, rejected or duplicate)",
         ["dataset", "outcome"],
         registry=registry,
     )
@@ -70,23 +90,62 @@ def ingested_records_counter(registry: CollectorRegistry) -> Counter:
 @router.post(
     "/{dataset_id}/records",
     summary="Publish records to a dataset you provide",
-    responses={422: {"description": "the batch is malformed, too large, or none of its records fit"}},
+    response_model=IngestOut,
+    responses={
+        409: {"description": "a call with the same Idempotency-Key, or sending the same records, is running"},
+        422: {
+            "description": "the batch is malformed, too large, none of its records fit, or the "
+            "Idempotency-Key was used for another request"
+        },
+    },
 )
 def publish_records(
-    request: Request, provider: Provider, dataset_id: DatasetId, body: RecordsIn
-) -> IngestOut:
+    request: Request,
+    provider: Provider,
+    dataset_id: DatasetId,
+    body: RecordsIn,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
     dataset = owned_dataset(request, provider, dataset_id)
+    if idempotency_key is None:
+        answer = publish(request, dataset, body)
+        return JSONResponse(answer.body, answer.status_code)
+    return publish_once(request, provider, dataset, body, idempotency.checked_key(idempotency_key))
+
+
+def publish_once(
+    request: Request, provider: Principal, dataset: Dataset, body: RecordsIn, key: str
+) -> JSONResponse:
+    """`publish` at most once per key: the kept answer when a call with it completed (see idempotency)."""
+    store: idempotency.IdempotencyStore = request.app.state.idempotency
+    principal_id = provider.principal_id
+    kept = store.claim(principal_id, key, idempotency.fingerprint(request.url.path, body.model_dump()))
+    if kept is not None:
+        return JSONResponse(kept.body, kept.status_code, headers={"Idempotent-Replayed": "true"})
+    try:
+        answer = publish(request, dataset, body)
+        store.complete(principal_id, key, answer)
+    except BaseException:
+        # The call did not complete (or its answer could not be kept): its retry must run, never be
+        # swallowed; records that reached the feed come back to it as duplicates (their record_id).
+        store.release(principal_id, key)
+        raise
+    return JSONResponse(answer.body, answer.status_code)
+
+
+def publish(request: Request, dataset: Dataset, body: RecordsIn) -> idempotency.Answer:
+    """Send the records: 200 with the report, or 422 when every record was refused."""
     publisher = request.app.state.feeds.for_dataset(dataset)
     report = publisher.publish_json(body.records)
-    count(request, dataset_id, report)
+    count(request, dataset.dataset_id, report)
     answer = IngestOut(
         accepted=report.accepted,
         rejected=[RejectedRecord(index=r.index, reason=printable(r.reason)) for r in report.rejected],
+        duplicates=report.duplicates,
     )
-    if report.accepted == 0:
-        # FastAPI sends a Response as it is; the annotation documents the 200 body.
-        return refuse_all(request, answer)  # type: ignore[return-value]
-    return answer
+    if report.accepted == 0 and not report.duplicates:
+        return refuse_all(request, answer)
+    return idempotency.Answer(200, answer.model_dump())
 
 
 def owned_dataset(request: Request, provider: Principal, dataset_id: str) -> Dataset:
@@ -105,9 +164,11 @@ def count(request: Request, dataset_id: str, report: PublishReport) -> None:
         counter.labels(dataset=dataset_id, outcome="accepted").inc(report.accepted)
     if report.rejected:
         counter.labels(dataset=dataset_id, outcome="rejected").inc(len(report.rejected))
+    if report.duplicates:
+        counter.labels(dataset=dataset_id, outcome="duplicate").inc(len(report.duplicates))
 
 
-def refuse_all(request: Request, answer: IngestOut) -> JSONResponse:
+def refuse_all(request: Request, answer: IngestOut) -> idempotency.Answer:
     """422 in the gateway's refusal shape, carrying every record's reason; counted like any refusal."""
     request.app.state.metrics.refusals.labels(route=route_of(request), reason="invalid_input").inc()
     first = answer.rejected[0].reason
@@ -117,4 +178,4 @@ def refuse_all(request: Request, answer: IngestOut) -> JSONResponse:
         "hint": "fix the records listed in `rejected` and send them again",
         **answer.model_dump(),
     }
-    return JSONResponse(body, status_code=422)
+    return idempotency.Answer(422, body)

@@ -1,5 +1,5 @@
-"""SQLAlchemy Core tables of the gateway's principals and API keys (migration 0004) and of its outbox of
-access events (migration 0014)."""
+"""SQLAlchemy Core tables of the gateway's principals and API keys (migration 0004), of its outbox of
+access events (migration 0014) and of the answers it keeps per Idempotency-Key (migration 0017)."""
 
 from __future__ import annotations
 
@@ -48,6 +48,23 @@ api_keys = sa.Table(
 # Access events (principals and keys created, disabled, revoked) committed with their change and published
 # by the gateway's relay (pdo.gateway.outbox); the layout is the shared outbox's (pdo.core.outbox).
 outbox, outbox_lease = outbox_tables(metadata, "gateway")
+
+# The first complete answer to a call made with an `Idempotency-Key` (pdo.gateway.idempotency), per principal
+# and key: a retry with the same key and body gets it back instead of running again. A row whose status_code
+# is NULL is a claim: the call is running (or its process died; a claim is taken over once stale).
+idempotency_keys = sa.Table(
+    "gateway_idempotency_keys",
+    metadata,
+    sa.Column("principal_id", sa.String(128), primary_key=True),
+    sa.Column("idempotency_key", sa.String(255), primary_key=True),
+    # SHA-256 of the route and the request's body as parsed, so the same key with another body is refused.
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("status_code", sa.Integer, nullable=True),
+    sa.Column("response_body", sa.Text, nullable=True),
+    sa.Column("claimed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_gateway_idempotency_keys_expires_at", "expires_at"),
+)
 
 # What the gateway does to other services' tables, by table name (it imports none of their modules), so its
 # database role gets exactly this (services/stack/database_roles.py). It is the command side of the catalog

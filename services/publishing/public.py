@@ -6,5 +6,6 @@ for `pdo publish`.
 """
 
 from pdo.publishing.publisher import FeedPublisher, FeedPublishers, PublishReport
+from pdo.publishing.record_ids import RecordIdWindow
 
-__all__ = ["FeedPublisher", "FeedPublishers", "PublishReport"]
+__all__ = ["FeedPublisher", "FeedPublishers", "PublishReport", "RecordIdWindow"]

@@ -16,6 +16,12 @@ acknowledged every record it sent. Checking needs neither the registry nor the b
 records that do not fit is answered even while they are down; the producer connects on the first record
 that fits.
 
+With a record-id window (`from_catalog`, and the gateway's), a record whose record_id reached the feed within
+PDO_RECORD_ID_WINDOW_S is reported in `duplicates` and not sent again (pdo.publishing.record_ids).
+
+A record whose event time lies outside the bounds (pdo.publishing.event_time: by default at most
+PDO_EVENT_TIME_MAX_PAST_S in the past and PDO_EVENT_TIME_MAX_FUTURE_S in the future) does not fit either.
+
 A record that does not fit is not sent; it is reported by its index and reason, and the batch's other
 records are sent. One bad reading should not hold back the good ones, and the report gives the provider
 the exact list to fix and resend. A broker that does not acknowledge is not a record's fault: that raises
@@ -30,6 +36,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from kafka import KafkaProducer
@@ -44,6 +51,8 @@ from pdo.core.kafka import producer as kafka_producer
 from pdo.core.registry_client import RegistryClient
 from pdo.core.topics import feed_topic
 from pdo.publishing import conversion
+from pdo.publishing.event_time import Bounds, EventTime
+from pdo.publishing.record_ids import Claim, RecordIdWindow
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +80,36 @@ class PublishReport:
     topic: str
     accepted: int = 0
     rejected: list[Rejection] = field(default_factory=list)
+    # Positions of records not sent again: their record_id is on the feed within the window (record_ids).
+    duplicates: list[int] = field(default_factory=list)
 
     @property
     def total(self) -> int:
-        return self.accepted + len(self.rejected)
+        return self.accepted + len(self.rejected) + len(self.duplicates)
+
+
+@dataclass(frozen=True)
+class _Outgoing:
+    index: int
+    key: bytes
+    data: bytes
 
 
 Convert = Callable[[Any, Any], Any]
+
+
+class RecordsInFlight(Conflict):
+    """Records of the batch are being sent by another call, or an earlier send is unsettled (HTTP 409)."""
+
+    retry_after_s = 2
+
+
+@dataclass
+class _Outcome:
+    """Keys of a batch whose send the broker acknowledged, and those it refused (not written, for certain)."""
+
+    acknowledged: list[bytes] = field(default_factory=list)
+    failed: list[bytes] = field(default_factory=list)
 
 
 class FeedPublisher:
@@ -90,8 +122,13 @@ class FeedPublisher:
         codec: AvroCodec | None = None,
         *,
         producer_factory: Callable[[], KafkaProducer] | None = None,
+        record_ids: RecordIdWindow | None = None,
     ) -> None:
-        """A shared `codec`, and a `producer_factory` giving a shared producer, are not closed by `close`."""
+        """A shared `codec`, and a `producer_factory` giving a shared producer, are not closed by `close`.
+
+        With `record_ids`, a record whose record_id reached the feed within its window is reported as a
+        duplicate and not sent again (pdo.publishing.record_ids); without, every record that fits is sent.
+        """
         if dataset.retired:
             raise Conflict(
                 f"dataset {dataset.dataset_id!r} is retired: its feed takes no more records",
@@ -101,6 +138,7 @@ class FeedPublisher:
         self.dataset = dataset
         self.topic = feed_topic(dataset.dataset_id, settings)
         self.schema = conversion.parse_schema(dataset.record_schema)
+        self.event_time = EventTime.of_schema(dataset.record_schema, Bounds.from_settings(settings))
         # Encoding under a known id never calls the registry; the client is there for the codec's shape.
         self._own_codec = codec is None
         self.codec = codec or AvroCodec(RegistryClient.for_settings(settings))
@@ -108,13 +146,16 @@ class FeedPublisher:
         self._producer_factory = producer_factory or (lambda: _feed_producer(settings))
         self._producer: KafkaProducer | None = None
         self._producer_lock = threading.Lock()
+        self.record_ids = record_ids
 
     @classmethod
     def from_catalog(
         cls, settings: Settings, engine: Engine, dataset_id: str, codec: AvroCodec | None = None
     ) -> FeedPublisher:
-        """A publisher for the dataset as the catalog holds it now; NotFound, or Conflict if retired."""
-        return cls(settings, get_dataset(engine, dataset_id), codec)
+        """A publisher for the dataset as the catalog holds it now, remembering record ids in `engine`'s
+        window; NotFound, or Conflict if retired."""
+        window = RecordIdWindow(engine, settings.record_id_window_s)
+        return cls(settings, get_dataset(engine, dataset_id), codec, record_ids=window)
 
     def __enter__(self) -> FeedPublisher:
         return self
@@ -141,20 +182,72 @@ class FeedPublisher:
 
     def _publish(self, records: Iterable[Any], convert: Convert) -> PublishReport:
         report = PublishReport(self.topic)
-        pending: list[tuple[int, Any]] = []
+        batch: list[_Outgoing] = []
         for index, record in enumerate(records):
             try:
                 key, data = self._encoded(record, convert)
             except InvalidInput as error:
                 report.rejected.append(Rejection(index, error.message))
                 continue
-            pending.append((index, self._send(key, data, report)))
-            if len(pending) >= ACK_BATCH:
-                self._await_acks(pending, report)
-                pending = []
-        self._await_acks(pending, report)
+            batch.append(_Outgoing(index, key, data))
+            if len(batch) >= ACK_BATCH:
+                self._send_batch(batch, report)
+                batch = []
+        self._send_batch(batch, report)
         report.rejected.sort(key=lambda rejection: rejection.index)
         return report
+
+    def _send_batch(self, batch: list[_Outgoing], report: PublishReport) -> None:
+        """Send the batch's records not on the feed yet and wait for their acks; settle their claims."""
+        fresh = self._claimed(batch, report)
+        futures: list[tuple[_Outgoing, Any]] = []
+        outcome = _Outcome()
+        try:
+            for item in fresh:
+                futures.append((item, self._send(item.key, item.data, report)))
+            self._await_acks(futures, report, outcome)
+        finally:
+            self._settle(fresh, futures, outcome)
+
+    def _claimed(self, batch: list[_Outgoing], report: PublishReport) -> list[_Outgoing]:
+        """The records this call sends: all, or (with a record-id window) those it claimed."""
+        if self.record_ids is None:
+            return batch
+        claims = self.record_ids.claim(self.dataset.dataset_id, [item.key for item in batch])
+        in_flight = [item for item in batch if claims.by_key[item.key] is Claim.IN_FLIGHT]
+        if in_flight:
+            self.record_ids.release(self.dataset.dataset_id, claims.held())
+            raise RecordsInFlight(
+                f"{len(in_flight)} record(s) of this batch are being sent by another call, or an earlier send "
+                f"of them is not yet acknowledged (the first: record {in_flight[0].index}); nothing was sent",
+                hint="send the batch again in a few seconds: records that reached the feed meanwhile come "
+                "back as duplicates, the others are sent",
+            )
+        fresh, seen = [], set()
+        for item in batch:
+            if claims.by_key[item.key] is Claim.SEND and item.key not in seen:
+                fresh.append(item)
+                seen.add(item.key)
+            else:  # on the feed already, or repeated within this batch
+                report.duplicates.append(item.index)
+        return fresh
+
+    def _settle(
+        self, fresh: list[_Outgoing], futures: list[tuple[_Outgoing, Any]], outcome: _Outcome
+    ) -> None:
+        """Confirm acknowledged claims, release failed and unsent ones; the unknown wait for the producer."""
+        if self.record_ids is None:
+            return
+        dataset_id, window = self.dataset.dataset_id, self.record_ids
+        sent = {item.key for item, _ in futures}
+        window.confirm(dataset_id, outcome.acknowledged)
+        window.release(dataset_id, outcome.failed + [item.key for item in fresh if item.key not in sent])
+        settled = set(outcome.acknowledged) | set(outcome.failed)
+        for item, future in futures:
+            if item.key not in settled:
+                # "It may still arrive": the producer's final outcome decides (its IO thread calls back).
+                future.add_callback(lambda _metadata, key=item.key: window.confirm(dataset_id, [key]))
+                future.add_errback(lambda _error, key=item.key: window.release(dataset_id, [key]))
 
     def _encoded(self, record: Any, convert: Convert) -> tuple[bytes, bytes]:
         """(key, framed Avro value) of a record that fits, or InvalidInput saying why it does not."""
@@ -164,6 +257,8 @@ class FeedPublisher:
             raise InvalidInput("the record is nested too deeply to check") from None
         if value[KEY_FIELD] is None:
             raise InvalidInput(f"{KEY_FIELD}: must not be null: the feed is keyed by it")
+        if self.event_time is not None:
+            self.event_time.check(value, datetime.now(UTC))
         key = _key_bytes(value[KEY_FIELD])
         try:
             data = self.codec.encode_with_id(self.dataset.schema_id, self.schema, value)
@@ -189,20 +284,26 @@ class FeedPublisher:
                 self._producer = self._producer_factory()
             return self._producer
 
-    def _await_acks(self, pending: list[tuple[int, Any]], report: PublishReport) -> None:
+    def _await_acks(
+        self, futures: list[tuple[_Outgoing, Any]], report: PublishReport, outcome: _Outcome
+    ) -> None:
         timeout = self.settings.kafka_timeout_s * 3
-        for index, future in pending:
+        for item, future in futures:
             try:
                 future.get(timeout=timeout)
             except MessageSizeTooLargeError:
-                report.rejected.append(Rejection(index, "the broker refused the record as too large"))
+                outcome.failed.append(item.key)
+                report.rejected.append(Rejection(item.index, "the broker refused the record as too large"))
                 continue
             except KafkaTimeoutError:
                 raise self._unavailable(
-                    f"record {index} was not acknowledged within {timeout} s (it may still arrive)", report
+                    f"record {item.index} was not acknowledged within {timeout} s (it may still arrive)",
+                    report,
                 ) from None
             except KafkaError as error:
-                raise self._unavailable(f"record {index} was refused: {error}", report) from None
+                outcome.failed.append(item.key)
+                raise self._unavailable(f"record {item.index} was refused: {error}", report) from None
+            outcome.acknowledged.append(item.key)
             report.accepted += 1
 
     def _unavailable(self, error: object, report: PublishReport) -> Unavailable:
@@ -221,8 +322,11 @@ class FeedPublishers:
     so a gateway that never ingests needs no broker.
     """
 
-    def __init__(self, settings: Settings, codec: AvroCodec | None = None) -> None:
+    def __init__(
+        self, settings: Settings, codec: AvroCodec | None = None, record_ids: RecordIdWindow | None = None
+    ) -> None:
         self.settings = settings
+        self.record_ids = record_ids
         self._own_codec = codec is None
         self._codec = codec
         self._producer: KafkaProducer | None = None
@@ -240,7 +344,11 @@ class FeedPublishers:
                 return cached
             # Built under the lock: it only parses the schema, once per dataset and schema version.
             publisher = FeedPublisher(
-                self.settings, dataset, self._shared_codec(), producer_factory=self._shared_producer
+                self.settings,
+                dataset,
+                self._shared_codec(),
+                producer_factory=self._shared_producer,
+                record_ids=self.record_ids,
             )
             self._publishers[dataset.dataset_id] = publisher
             return publisher

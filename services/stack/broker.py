@@ -342,6 +342,9 @@ def server_properties(settings: Settings, paths: BrokerPaths, node: Node = SINGL
         "transaction.state.log.num.partitions": 10,
         # Consumers in tests join a group and should get partitions at once, not after 3 s.
         "group.initial.rebalance.delay.ms": 0,
+        # Workers keep 3 s sessions so a dead worker's partitions move within ~4 s (pdo.core.streams);
+        # Kafka refuses sessions below this minimum (6 s by default).
+        "group.min.session.timeout.ms": 2000,
         # Modest thread counts for a 2-core machine.
         "num.network.threads": 2,
         "num.io.threads": 4,

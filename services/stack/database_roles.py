@@ -27,6 +27,7 @@ from pdo.core.config import Settings, ensure_local_secret, local_secret_path
 from pdo.core.errors import PdoError
 from pdo.gateway import tables as gateway_tables
 from pdo.metering import tables as metering_tables
+from pdo.publishing import tables as publishing_tables
 from pdo.registry import tables as registry_tables
 
 OWNED: Mapping[str, tuple[sa.MetaData, ...]] = {
@@ -36,7 +37,8 @@ OWNED: Mapping[str, tuple[sa.MetaData, ...]] = {
     # Billing is a package of its own but runs with metering's role: closing a period locks the ledger.
     "metering": (metering_tables.metadata, billing_tables.metadata),
     "audit": (audit_tables.metadata,),
-    "gateway": (gateway_tables.metadata,),
+    # Publishing runs in the gateway's process (HTTP ingest): its record_id claims are the gateway's to write.
+    "gateway": (gateway_tables.metadata, publishing_tables.metadata),
     "aggregation": (aggregation_tables.metadata,),
 }
 BORROWED: Mapping[str, Mapping[str, tuple[str, ...]]] = {

@@ -229,7 +229,11 @@ def test_http_ingest_publishes_only_for_the_owner(platform):
         retired = post(owner_name, RECORDS[:1])
         metrics = http.get("/metrics", headers=scrape_headers(platform.settings)).text
 
-    assert accepted.status_code == 200 and accepted.json() == {"accepted": 12, "rejected": []}
+    assert accepted.status_code == 200 and accepted.json() == {
+        "accepted": 12,
+        "rejected": [],
+        "duplicates": [],
+    }
     assert partial.status_code == 200
     assert partial.json()["accepted"] == 8
     assert partial.json()["rejected"] == [

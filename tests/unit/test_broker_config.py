@@ -308,9 +308,7 @@ def test_a_slow_start_says_it_is_still_waiting_then_gives_up_with_the_setting_to
     said: list[str] = []
 
     with pytest.raises(PdoError, match="did not answer") as refused:
-        broker.wait_until_answering(
-            4242, settings, broker.BrokerPaths.from_settings(settings), said.append
-        )
+        broker.wait_until_answering(4242, settings, broker.BrokerPaths.from_settings(settings), said.append)
 
     assert said and all(f"still waiting for the broker on port {silent}" in line for line in said)
     assert "PDO_KAFKA_START_TIMEOUT_S" in said[0] and "PDO_KAFKA_START_TIMEOUT_S" in refused.value.hint

@@ -111,3 +111,37 @@ def test_a_missing_file_is_a_clear_error(tmp_path):
 
     with pytest.raises(PdoError, match="cannot read"), publish._lines(str(tmp_path / "nope.jsonl")):
         pass
+
+
+class RememberingPublisher(CheckingPublisher):
+    """As the real publisher with its record-id window: a record_id published before comes back a duplicate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def publish_json(self, records: list) -> PublishReport:
+        report = PublishReport("pdo.feed.air-quality")
+        for index, record in enumerate(records):
+            if record["record_id"] in self.seen:
+                report.duplicates.append(index)
+            else:
+                self.seen.add(record["record_id"])
+                report.accepted += 1
+        return report
+
+
+def test_records_already_on_the_feed_are_counted_and_named_as_not_sent_again():
+    publisher = RememberingPublisher()
+    publish.publish_lines(publisher, LINES[:5], progress_every=1000)
+
+    tally = publish.publish_lines(publisher, LINES[:8], progress_every=1000)
+
+    out = io.StringIO()
+    publish.print_summary(tally, "pdo.feed.air-quality", out)
+    assert (tally.accepted, tally.duplicates, tally.refused) == (3, 5, 0)
+    assert out.getvalue().splitlines() == [
+        "published 3 record(s) to pdo.feed.air-quality; 0 refused",
+        "  5 record(s) not sent again: their record_id is on the feed already (published within "
+        "PDO_RECORD_ID_WINDOW_S)",
+    ]

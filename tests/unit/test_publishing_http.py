@@ -128,7 +128,7 @@ def test_the_owner_publishes_a_batch(gateway):
     response = gateway.post("ecology", "air-quality", {"records": RECORDS})
 
     assert response.status_code == 200, response.text
-    assert response.json() == {"accepted": 20, "rejected": []}
+    assert response.json() == {"accepted": 20, "rejected": [], "duplicates": []}
     sent = gateway.producer.sent[before:]
     assert [key.decode() for _, key in sent] == [record["record_id"] for record in RECORDS]
     assert {topic for topic, _ in sent} == {"pdo.feed.air-quality"}
@@ -148,6 +148,7 @@ def test_a_mixed_batch_sends_the_good_and_lists_the_bad(gateway):
             {"index": 1, "reason": "pm25: expected double, got 'high'"},
             {"index": 2, "reason": "expected record AirQuality (a JSON object), got 42"},
         ],
+        "duplicates": [],
     }
     assert gateway.metric(dataset="air-quality", outcome="accepted") == accepted_before + 1
     assert gateway.metric(dataset="air-quality", outcome="rejected") == rejected_before + 2
