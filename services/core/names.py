@@ -46,3 +46,4 @@ class Event(StrEnum):
     POLICY_IN_FORCE = "pdo.access.v1.PolicyInForce"
     DEAD_LETTER_REPLAYED = "pdo.access.v1.DeadLetterReplayed"
     PERIOD_CLOSED = "pdo.access.v1.PeriodClosed"
+    RECORDS_DELIVERED_BATCH = "pdo.sharing.v1.RecordsDeliveredBatch"

@@ -122,6 +122,33 @@ class UsageFact:
         fact.check()
         return fact
 
+    @classmethod
+    def from_batch_event(cls, value: Mapping[str, Any]) -> list[UsageFact]:
+        """Each delivery of a decoded RecordsDeliveredBatch, one record each; InvalidFact if any cannot be
+        recorded faithfully (the whole event is refused: it is one usage fact)."""
+        if not value["deliveries"]:
+            raise InvalidFact("a RecordsDeliveredBatch must list at least one delivery")
+        delivered_at = as_utc(value["occurred_at"])
+        facts = [
+            cls(
+                delivery_id=delivery["delivery_id"],
+                tenant_id=value["tenant_id"],
+                dataset_id=value["dataset_id"],
+                grant_id=value["grant_id"],
+                records=1,
+                bytes=delivery["bytes"],
+                delivered_at=delivered_at,
+                source_topic=value["source_topic"],
+                source_partition=value["source_partition"],
+                first_offset=delivery["source_offset"],
+                last_offset=delivery["source_offset"],
+            )
+            for delivery in value["deliveries"]
+        ]
+        for fact in facts:
+            fact.check()
+        return facts
+
     def check(self) -> None:
         for name, limit in TEXT_LIMITS.items():
             text = getattr(self, name)

@@ -85,18 +85,18 @@ from prometheus_client import Counter, Gauge, Histogram
 from pdo.core import schemas, topics
 from pdo.core.codec import AvroCodec, CodecError
 from pdo.core.config import Settings
-from pdo.core.deadletters import DEAD_LETTER, SourceMessage, dead_letter_event, source_message
+from pdo.core.deadletters import DEAD_LETTER, dead_letter_event, source_message
 from pdo.core.errors import PdoError
 from pdo.core.kafka import admin_client, aiokafka_connection, producer
 from pdo.core.registry_client import RegistryClient
 from pdo.core.retry import retrying
 from pdo.core.streams import make_app
 from pdo.core.topics import TopicId, tenant_topic_part
-from pdo.sharing.agents import FeedHandler, Prepared, dataset_of_feed, feed_pattern
+from pdo.sharing.agents import FeedHandler, dataset_of_feed, feed_pattern
 from pdo.sharing.datasets import DatasetView, know_datasets
 from pdo.sharing.grants import GrantBook
 from pdo.sharing.scope import GrantScope, GrantState
-from pdo.sharing.transactions import PartitionBatch, TransactionalWriter
+from pdo.sharing.transactions import TransactionalWriter
 
 log = logging.getLogger(__name__)
 
@@ -442,17 +442,6 @@ def build_runtime(settings: Settings) -> Runtime:
     return Runtime(settings, codec, book, datasets, handler, follower, tenant_topics)
 
 
-def by_feed_partition(
-    batch: list[tuple[SourceMessage, datetime]], prepared: list[Prepared]
-) -> dict[TopicPartition, PartitionBatch]:
-    """The batch's outputs per feed partition (one transaction each), with the offsets they consumed."""
-    partitions: dict[TopicPartition, PartitionBatch] = {}
-    for (message, _), record in zip(batch, prepared, strict=True):
-        partition = partitions.setdefault(TopicPartition(message.topic, message.partition), PartitionBatch())
-        partition.add(message.offset, record.outgoing)
-    return partitions
-
-
 def resubscribe(app: faust.App, pattern: re.Pattern[str], new_topics: list[str]) -> int:
     """Add feed topics to the channels the agent reads and have faust resubscribe (a rebalance).
 
@@ -506,8 +495,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None, app_id: str =
             await know_datasets(
                 datasets, {dataset_of_feed(pattern, m.topic) for m, _ in batch}, follower.catalog_fence
             )
-            prepared = await retrying("sharing feed records", handler.handle_batch, batch)
-            await writer.write(by_feed_partition(batch, prepared))
+            prepared, partitions = await retrying("sharing feed records", handler.share_batch, batch)
+            await writer.write(partitions)
             finished = time.time()
             for record in prepared:
                 record.count()

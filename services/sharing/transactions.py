@@ -33,8 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import ProducerFenced
@@ -43,7 +41,7 @@ from prometheus_client import Counter, Histogram
 from pdo.core.config import Settings
 from pdo.core.kafka import aiokafka_connection
 from pdo.core.retry import RETRIES, is_transient
-from pdo.sharing.agents import Outgoing
+from pdo.sharing.agents import PartitionBatch
 
 log = logging.getLogger(__name__)
 
@@ -69,18 +67,6 @@ TRANSACTION_SECONDS = Histogram(
 )
 
 
-@dataclass
-class PartitionBatch:
-    """What one feed partition's records of a batch became, and the offset to commit for it."""
-
-    outgoing: list[Outgoing] = field(default_factory=list)
-    next_offset: int = 0
-
-    def add(self, offset: int, outgoing: Iterable[Outgoing]) -> None:
-        self.outgoing.extend(outgoing)
-        self.next_offset = max(self.next_offset, offset + 1)
-
-
 def transactional_id(group: str, feed: TopicPartition) -> str:
     """The id every worker of `group` writes feed partition `feed`'s outputs under."""
     return f"{group}-tx-{feed.topic}-{feed.partition}"
@@ -94,11 +80,14 @@ class TransactionalWriter:
         self.group = group
         self._producers: dict[TopicPartition, AIOKafkaProducer] = {}
 
-    async def write(self, batches: dict[TopicPartition, PartitionBatch]) -> set[TopicPartition]:
-        """Commit every partition's batch, concurrently; the partitions whose batch was dropped because
-        another worker owns the partition now (fenced)."""
-        outcomes = await asyncio.gather(*(self._write(feed, batch) for feed, batch in batches.items()))
-        return {feed for feed, committed in zip(batches, outcomes, strict=True) if not committed}
+    async def write(self, batches: dict[tuple[str, int], PartitionBatch]) -> set[TopicPartition]:
+        """Commit every (feed topic, partition)'s batch, concurrently; the partitions whose batch was dropped
+        because another worker owns the partition now (fenced)."""
+        feeds = [TopicPartition(topic, partition) for topic, partition in batches]
+        outcomes = await asyncio.gather(
+            *(self._write(feed, batch) for feed, batch in zip(feeds, batches.values(), strict=True))
+        )
+        return {feed for feed, committed in zip(feeds, outcomes, strict=True) if not committed}
 
     async def _write(self, feed: TopicPartition, batch: PartitionBatch) -> bool:
         backoff = FIRST_BACKOFF_S

@@ -19,7 +19,9 @@ from sharing_support import (  # noqa: F401
     ACME,
     CITYLAB,
     Feed,
+    committed_messages,
     db_url,
+    fact_delivery_ids,
     grant,
     platform,
     register_dataset,
@@ -39,33 +41,6 @@ pytestmark = pytest.mark.integration
 BACKLOG_PER_KILL = 3_000  # records published before each worker starts
 KILLS = 4
 DEADLINE_S = 240
-
-
-def committed_messages(settings, topic: str, idle_s: float = 3.0) -> list:
-    """Every record of `topic` a read_committed reader sees now (end offsets are the last stable offsets)."""
-    consumer = KafkaConsumer(
-        **kafka_python_connection(settings), enable_auto_commit=False, isolation_level="read_committed"
-    )
-    try:
-        assigned = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        if not assigned:
-            return []
-        consumer.assign(assigned)
-        consumer.seek_to_beginning(*assigned)
-        ends = consumer.end_offsets(assigned)
-        found: list = []
-        quiet_since = time.monotonic()
-        while any(consumer.position(tp) < ends[tp] for tp in assigned):
-            batch = consumer.poll(timeout_ms=500)
-            for messages in batch.values():
-                found.extend(messages)
-            if batch:
-                quiet_since = time.monotonic()
-            elif time.monotonic() - quiet_since > idle_s:
-                break  # only transaction markers left before the end
-        return found
-    finally:
-        consumer.close()
 
 
 class CommittedEnds:
@@ -151,8 +126,9 @@ def test_a_read_committed_tenant_sees_every_record_once_across_sigkills(settings
         # The committed usage facts name each delivery exactly once: no delivery without its fact, no fact
         # without its delivery, whatever the kills interrupted.
         facts = Counter(
-            codec.decode(m.value).value["delivery_id"]
+            ident
             for m in committed_messages(settings, topics.name(TopicId.DELIVERIES, settings))
+            for ident in fact_delivery_ids(codec.decode(m.value).value)
         )
         wanted = {delivery_id(feed.topic, partition, offset, g) for g, partition, offset in expected}
         assert set(facts) == wanted
