@@ -50,8 +50,10 @@ from pdo.metering.ledger import Ledger, UsageFact
 from pdo.metering.testing import insert_grant, records_delivered_event, usage_fact
 from pdo.registry.app import create_app
 
-# Usage facts per metering batch in the batched worker run: about what sharing at 10 grants writes in 0.5 s.
-STEADY_BATCH_FACTS = 20
+# Usage facts per ledger transaction in the batched worker runs (~15,000 deliveries): a worker that is behind
+# takes up to 1,000 per transaction; fewer keep several transactions in a run, so the steady state (first to
+# last ledger row) can be timed at all.
+STEADY_BATCH_FACTS = 100
 
 
 def parse_args() -> argparse.Namespace:
@@ -153,8 +155,6 @@ def worker_rate(
     try:
         publish_backlog(settings, codec, facts, per_fact)
         engine = db.make_engine(settings.database_url)
-        # Batched facts: few per ledger transaction, as they arrive when metering keeps up (~0.5 s of sharing's
-        # facts per batch), so the steady state spans many transactions rather than one for the whole backlog.
         worker = start_worker(settings, 1000 if per_fact == 1 else STEADY_BATCH_FACTS)
         started = time.perf_counter()
         try:

@@ -9,8 +9,8 @@ In a topic namespace of its own, with an in-process schema registry and a fresh 
    transactions commit the feed offsets with the deliveries and usage facts); deliveries/s = deliveries /
    (last - first tenant record timestamp);
 3. **metering**: then `pdo metering worker` (read_committed; STEADY_BATCH_FACTS usage facts per ledger
-   transaction, what arrives in ~0.5 s when it keeps up) over the usage facts sharing wrote, until the
-   ledger holds every delivery; deliveries metered/s = deliveries / (last - first ledger row seen);
+   transaction, see bench/ledger_throughput.py) over the usage facts sharing wrote, until the ledger holds
+   every delivery; deliveries metered/s = deliveries / (last - first ledger row seen);
 4. **ceilings**: the plain aiokafka loops of bench/sharing_throughput.py on the same feed records: `copy`
    (bytes unchanged) and `avro` (decode, shape per grant, encode, produce);
 5. prints the figures and the ratios the issue asks for: metering / sharing (goal >= 2) and sharing / the

@@ -314,7 +314,7 @@ def wait_for_deliveries(setup: Setup, group: str, worker: subprocess.Popen, time
                 f"the worker exited with {worker.returncode}; see {setup.settings.run_dir}/worker.log"
             )
         with admin_client(setup.settings) as admin:
-            committed = admin.list_consumer_group_offsets(group)
+            committed = admin.list_group_offsets(group).get(group, {})
         done = sum(min(committed[tp].offset, end) for tp, end in feed_end.items() if tp in committed)
         if done >= target:
             return
