@@ -5,9 +5,9 @@ In a topic namespace of its own, with an in-process schema registry and a fresh 
 
 1. registers a TrafficFlow dataset and approves --grants grants (as bench/sharing_throughput.py: masking on,
    every second grant filtered to a third of the rows), publishes --records feed records (a backlog);
-2. **sharing**: `pdo sharing worker` until its consumer group has committed the whole feed (its Kafka
-   transactions commit the feed offsets with the deliveries and usage facts); deliveries/s = deliveries /
-   (last - first tenant record timestamp);
+2. **sharing**: `pdo sharing worker` until the tenant topics hold every delivery, committed (its Kafka
+   transactions commit the deliveries, their usage facts and the feed offsets together); deliveries/s =
+   deliveries / (last - first tenant record timestamp);
 3. **metering**: then `pdo metering worker` (read_committed; STEADY_BATCH_FACTS usage facts per ledger
    transaction, see bench/ledger_throughput.py) over the usage facts sharing wrote, until the ledger holds
    every delivery; deliveries metered/s = deliveries / (last - first ledger row seen);
@@ -94,10 +94,9 @@ def run(base: Settings, work: Path, args: argparse.Namespace) -> list[str]:
         publish(setup, args.records, "bulk")
         deliveries = expected_deliveries(setup, args.records)
 
-        group = f"bench-{uuid.uuid4().hex[:6]}"
-        sharing = start_worker(setup, group)
+        sharing = start_worker(setup)
         try:
-            wait_for_deliveries(setup, group, sharing, args.timeout)
+            wait_for_deliveries(setup, deliveries, sharing, args.timeout)
             first_ms, last_ms = delivery_span_s(setup, tenant_topics(setup))
         finally:
             stop(sharing)
