@@ -7,10 +7,12 @@ Two measurements, each on a fresh database (a new SQLite file, or a new PostgreS
    over --grants grants (each batch one transaction: period lock, insert-or-ignore with RETURNING, MINUTE and
    DAY window upserts, quota check on every grant, since every grant has a quota). Then the same facts
    again: a redelivery, every fact a duplicate;
-2. **worker**: --facts facts (plus 10 % duplicates) written to a deliveries topic of its own namespace before
-   any consumer runs (a backlog), then `pdo metering worker` (faust, a subprocess, fresh group, batch size
-   1000) until the ledger holds them all. Steady state: facts / (time from the first ledger row to the last),
-   so start-up is not counted (the time from start is printed too).
+2. **worker**: --facts deliveries (plus 10 % duplicates) written to a deliveries topic of its own namespace
+   before any consumer runs (a backlog), then `pdo metering worker` (faust, a subprocess, fresh group, batch
+   size 1000) until the ledger holds them all; twice: as one RecordsDelivered per delivery (sharing before
+   its transactions) and as RecordsDeliveredBatch of --deliveries-per-fact deliveries (sharing now). Steady
+   state: deliveries / (time from the first ledger row to the last), so start-up is not counted (the time
+   from start is printed too).
 
     PDO_KAFKA_BOOTSTRAP=127.0.0.1:19092 .venv/bin/python bench/ledger_throughput.py \
         --database-url postgresql+psycopg://postgres@127.0.0.1:55433/postgres
@@ -39,6 +41,7 @@ from pdo.core import db, schemas, topics
 from pdo.core.codec import AvroCodec
 from pdo.core.config import Settings
 from pdo.core.kafka import admin_client, producer
+from pdo.core.names import Event
 from pdo.core.registry_client import RegistryClient
 from pdo.core.serving import ServerThread
 from pdo.core.topics import TopicId
@@ -46,6 +49,11 @@ from pdo.metering import tables as t
 from pdo.metering.ledger import Ledger, UsageFact
 from pdo.metering.testing import insert_grant, records_delivered_event, usage_fact
 from pdo.registry.app import create_app
+
+# Usage facts per ledger transaction in the batched worker runs (~15,000 deliveries): a worker that is behind
+# takes up to 1,000 per transaction; fewer keep several transactions in a run, so the steady state (first to
+# last ledger row) can be timed at all.
+STEADY_BATCH_FACTS = 100
 
 
 def parse_args() -> argparse.Namespace:
@@ -58,6 +66,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--grants", type=int, default=10)
     parser.add_argument("--skip-worker", action="store_true", help="measure the ledger write path only")
     parser.add_argument("--timeout", type=float, default=600, help="give up on the worker after this")
+    parser.add_argument(
+        "--deliveries-per-fact",
+        type=int,
+        default=150,
+        help="deliveries per RecordsDeliveredBatch in the batched worker run (sharing at 10 grants writes ~170: "
+        "a batch of 500 records over 3 feed partitions)",
+    )
     return parser.parse_args()
 
 
@@ -129,17 +144,18 @@ def ledger_rate(url: str, facts: list[UsageFact], batch: int) -> tuple[float, fl
 
 
 def worker_rate(
-    base: Settings, folder: Path, facts: list[UsageFact], timeout_s: float
+    base: Settings, folder: Path, facts: list[UsageFact], timeout_s: float, per_fact: int
 ) -> tuple[float, float]:
-    """(steady-state facts/s, facts/s from worker start) of `pdo metering worker` over a backlog."""
+    """(steady-state deliveries/s, deliveries/s from worker start) of `pdo metering worker` over a backlog
+    of usage facts with `per_fact` deliveries each."""
     tag = f"bench-{uuid.uuid4().hex[:6]}"
     settings = dataclasses.replace(base, home=isolated_home(folder / tag, tag), run_dir=folder / tag / "run")
     create_topics(settings)
     codec = AvroCodec(RegistryClient.for_settings(settings))
     try:
-        publish_backlog(settings, codec, facts)
+        publish_backlog(settings, codec, facts, per_fact)
         engine = db.make_engine(settings.database_url)
-        worker = start_worker(settings)
+        worker = start_worker(settings, 1000 if per_fact == 1 else STEADY_BATCH_FACTS)
         started = time.perf_counter()
         try:
             first_row, done = wait_for_ledger(engine, worker, len(facts), timeout_s)
@@ -154,20 +170,59 @@ def worker_rate(
             admin.delete_topics([name for name in admin.list_topics() if name.startswith(f"pdo.{tag}.")])
 
 
-def publish_backlog(settings: Settings, codec: AvroCodec, facts: list[UsageFact]) -> None:
+def publish_backlog(settings: Settings, codec: AvroCodec, facts: list[UsageFact], per_fact: int) -> None:
+    """The facts (+10 % again) as RecordsDelivered, one per delivery (`per_fact` 1, sharing before its
+    transactions), or as RecordsDeliveredBatch of up to `per_fact` deliveries of one grant each (sharing now)."""
     topic = topics.name(TopicId.DELIVERIES, settings)
-    schema = schemas.get("pdo.sharing.v1.RecordsDelivered", settings.home / "schemas")
     kafka = producer(settings, linger_ms=20, max_in_flight_requests_per_connection=5)
     try:
-        for fact in facts + facts[: len(facts) // 10]:
-            value = codec.encode(topic, schema, records_delivered_event(fact))
-            kafka.send(topic, key=fact.grant_id.encode(), value=value)
+        for grant_id, value in fact_messages(
+            settings, codec, topic, facts + facts[: len(facts) // 10], per_fact
+        ):
+            kafka.send(topic, key=grant_id.encode(), value=value)
         kafka.flush()
     finally:
         kafka.close()
 
 
-def start_worker(settings: Settings) -> subprocess.Popen:
+def fact_messages(
+    settings: Settings, codec: AvroCodec, topic: str, facts: list[UsageFact], per_fact: int
+) -> Iterator[tuple[str, bytes]]:
+    if per_fact == 1:
+        schema = schemas.get(Event.RECORDS_DELIVERED, settings.home / "schemas")
+        for fact in facts:
+            yield fact.grant_id, codec.encode(topic, schema, records_delivered_event(fact))
+        return
+    schema = schemas.get(Event.RECORDS_DELIVERED_BATCH, settings.home / "schemas")
+    by_grant: dict[str, list[UsageFact]] = {}
+    for fact in facts:
+        by_grant.setdefault(fact.grant_id, []).append(fact)
+    for grant_id, of_grant in by_grant.items():
+        for first in range(0, len(of_grant), per_fact):
+            yield grant_id, codec.encode(topic, schema, batch_event(of_grant[first : first + per_fact]))
+
+
+def batch_event(facts: list[UsageFact]) -> dict:
+    first = facts[0]
+    return {
+        "event_id": str(uuid.uuid4()),
+        "occurred_at": first.delivered_at,
+        "actor": "system:bench",
+        "tenant_id": first.tenant_id,
+        "dataset_id": first.dataset_id,
+        "grant_id": first.grant_id,
+        "target_topic": f"pdo.tenant.bench.{first.dataset_id}",
+        "source_topic": first.source_topic,
+        "source_partition": first.source_partition,
+        "masking_policy_version": "m2-bench",
+        "deliveries": [
+            {"delivery_id": fact.delivery_id, "source_offset": fact.first_offset, "bytes": fact.bytes}
+            for fact in facts
+        ],
+    }
+
+
+def start_worker(settings: Settings, batch_size: int) -> subprocess.Popen:
     env = settings.environment()
     command = [
         sys.executable,
@@ -177,6 +232,8 @@ def start_worker(settings: Settings) -> subprocess.Popen:
         "worker",
         "--group",
         f"bench-{uuid.uuid4().hex[:6]}",
+        "--batch-size",
+        str(batch_size),
     ]
     settings.run_dir.mkdir(parents=True, exist_ok=True)
     log = (settings.run_dir / "worker.log").open("wb")
@@ -220,19 +277,22 @@ def main() -> None:
         if not args.skip_worker:
             registry_db = f"sqlite:///{work / 'registry.db'}"
             db.upgrade(registry_db)
-            with (
-                ServerThread(create_app(registry_db)) as registry,
-                fresh_database(args.database_url, work) as url,
-            ):
-                with_grants(url, grants, start)
-                base = dataclasses.replace(Settings.from_env(), registry_url=registry.url, database_url=url)
-                steady, overall = worker_rate(base, work, make_facts(args.facts, grants, start), args.timeout)
-            rows.append(
-                f"worker, topic -> ledger     {args.facts:>7}  {steady:>10,.0f}  "
-                f"{'':>12}  (from start: {overall:,.0f}/s; +10 % duplicates on the topic)"
-            )
+            with ServerThread(create_app(registry_db)) as registry:
+                for per_fact in (1, args.deliveries_per_fact):
+                    with fresh_database(args.database_url, work) as url:
+                        with_grants(url, grants, start)
+                        base = dataclasses.replace(
+                            Settings.from_env(), registry_url=registry.url, database_url=url
+                        )
+                        facts = make_facts(args.facts, grants, start)
+                        steady, overall = worker_rate(base, work, facts, args.timeout, per_fact)
+                    shape = "1 delivery per fact" if per_fact == 1 else f"{per_fact} deliveries per fact"
+                    rows.append(
+                        f"worker, topic -> ledger     {args.facts:>7}  {steady:>10,.0f}  "
+                        f"{'':>12}  ({shape}; from start: {overall:,.0f}/s; +10 % duplicates on the topic)"
+                    )
     print(f"\nledger throughput on {backend}, {args.grants} grants with quotas (usage facts per second)")
-    print("path                        facts    new/s       redelivered/s")
+    print("path                        facts    new/s       redelivered/s   (worker: deliveries/s)")
     print("\n".join(rows))
 
 

@@ -80,10 +80,11 @@ def scan_tenant_topics(
     codec: AvroCodec,
     names: dict[str, tuple[str, str]],
     timeout_s: float = 60.0,
-    isolation_level: str = "read_uncommitted",
+    isolation_level: str = "read_committed",
 ) -> TopicScan:
     """Read the topics `names` maps to their (tenant, dataset) from their beginning to the end offsets of now,
-    with a consumer outside any group (a tenant checking what it received reads "read_committed")."""
+    with a consumer outside any group, committed records only as a tenant reads them: sharing writes in
+    transactions, and an aborted batch's records were never delivered (pdo.sharing.transactions)."""
     scan = TopicScan(started_at=utc_now())
     assigned = tenant_partitions(settings, names)
     if not assigned:

@@ -63,7 +63,7 @@ class Grant:
     """One ALLOW ACL: `principal` (e.g. "User:service.sharing") may `operation` on the resource."""
 
     principal: str
-    resource_type: str  # TOPIC, GROUP or CLUSTER
+    resource_type: str  # TOPIC, GROUP, CLUSTER or TRANSACTIONAL_ID
     resource_name: str
     pattern: str  # LITERAL or PREFIXED
     operation: str
@@ -118,6 +118,7 @@ class ServiceNeeds:
     name: str
     consumer_group: str | None = None
     cluster: tuple[str, ...] = ()
+    transactional_id_prefix: str | None = None
 
 
 # ---------------------------------------------------------------------------------------------- names
@@ -155,14 +156,16 @@ def _services(path: Path) -> dict[str, ServiceNeeds]:
     needs = {}
     for name, entry in raw.items():
         entry = entry or {}
-        unknown = set(entry) - {"consumer_group", "cluster"}
+        unknown = set(entry) - {"consumer_group", "cluster", "transactional_id_prefix"}
         if unknown:
             raise AccessDeclarationError(f"{path.name}: service {name}: unknown keys {sorted(unknown)}")
         operations = tuple(entry.get("cluster", ()))
         for operation in operations:
             if operation not in ACLOperation.__members__:
                 raise AccessDeclarationError(f"{path.name}: service {name}: no Kafka operation {operation!r}")
-        needs[name] = ServiceNeeds(name, entry.get("consumer_group"), operations)
+        needs[name] = ServiceNeeds(
+            name, entry.get("consumer_group"), operations, entry.get("transactional_id_prefix")
+        )
     return needs
 
 
@@ -244,6 +247,12 @@ def desired_service_acls(settings: Settings) -> set[Grant]:
             }
             # faust creates and uses `<app id>-__assignor-__leader` and table changelogs.
             grants.add(Grant(principal, "TOPIC", f"{need.consumer_group}-", "PREFIXED", "ALL"))
+        if need.transactional_id_prefix:
+            # A transactional producer: WRITE to begin, commit and add offsets; DESCRIBE to find the coordinator.
+            grants |= {
+                Grant(principal, "TRANSACTIONAL_ID", need.transactional_id_prefix, "PREFIXED", operation)
+                for operation in ("WRITE", "DESCRIBE")
+            }
         grants |= {Grant(principal, "CLUSTER", "kafka-cluster", "LITERAL", op) for op in need.cluster}
     return grants
 

@@ -48,3 +48,4 @@ class Event(StrEnum):
     PERIOD_CLOSED = "pdo.access.v1.PeriodClosed"
     WINDOW_AGGREGATED = "pdo.aggregation.v1.WindowAggregated"
     PRIVACY_BUDGET_EXHAUSTED = "pdo.aggregation.v1.PrivacyBudgetExhausted"
+    RECORDS_DELIVERED_BATCH = "pdo.sharing.v1.RecordsDeliveredBatch"

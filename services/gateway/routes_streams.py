@@ -145,6 +145,8 @@ class StreamHub:
             enable_auto_commit=False,
             # A resume position whose records retention has removed reads on from the oldest kept.
             auto_offset_reset="earliest",
+            # Sharing writes in transactions: a killed worker's aborted batch is not a delivery.
+            isolation_level="read_committed",
             client_id=f"pdo-gateway-stream-{uuid.uuid4().hex[:8]}",
             request_timeout_ms=max(timeout_ms, 5000),
         )

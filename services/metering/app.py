@@ -45,6 +45,7 @@ from pdo.core.db import make_engine
 from pdo.core.deadletters import SourceMessage, source_message
 from pdo.core.events import EventPublisher
 from pdo.core.outbox import OutboxRelay
+from pdo.core.read_committed import read_committed
 from pdo.core.registry_client import RegistryClient
 from pdo.core.retry import retrying
 from pdo.core.streams import make_app, source
@@ -151,7 +152,8 @@ def create_app(
     Without a `runtime` one is built from `settings` (the caller then leaves closing it to the process end).
     """
     runtime = runtime or build_runtime(settings)
-    app = make_app(app_id, settings)
+    # Usage facts come in sharing's transactions: an aborted batch's facts must never be counted.
+    app = read_committed(make_app(app_id, settings))
     handler, projection = runtime.handler, runtime.projection
 
     @app.agent(source(app, TopicId.DELIVERIES, settings), name="meter_deliveries")

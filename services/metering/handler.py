@@ -3,8 +3,9 @@
 Every method blocks (SQL, the registry, the broker's acks) and runs in a thread. A batch goes through steps
 the worker retries one by one, so a retry never repeats a step that succeeded:
 
-1. `decode`: each message becomes a `UsageFact`, or a refusal (UNDECODABLE, UNKNOWN_SCHEMA, SCHEMA_MISMATCH
-   also for any event but RecordsDelivered, INVALID_EVENT for a fact the ledger cannot hold); a registry
+1. `decode`: each message becomes its `UsageFact`s (one per delivery: a RecordsDeliveredBatch lists many, a
+   RecordsDelivered one), or a refusal (UNDECODABLE, UNKNOWN_SCHEMA, SCHEMA_MISMATCH also for any other
+   event, INVALID_EVENT for a fact the ledger cannot hold, refusing the whole message); a registry
    that does not answer raises, and the batch is retried;
 2. `dead_letter`: refusals go to the dead-letter topic with their reason and original bytes;
 3. `know_grants`: when the batch names a grant metering's projection does not hold, the projection is caught
@@ -42,7 +43,8 @@ from pdo.metering.projection import known_grants
 log = logging.getLogger(__name__)
 
 SERVICE = "metering"
-RECORDS_DELIVERED = Event.RECORDS_DELIVERED
+RECORDS_DELIVERED = Event.RECORDS_DELIVERED  # one delivery per fact (sharing before its transactions)
+RECORDS_DELIVERED_BATCH = Event.RECORDS_DELIVERED_BATCH  # a transaction's deliveries under one grant
 USAGE_RECORDED = Event.USAGE_RECORDED
 QUOTA_EXCEEDED = Event.QUOTA_EXCEEDED
 DELIVERIES_DIGESTED = Event.DELIVERIES_DIGESTED
@@ -116,12 +118,15 @@ class MeteringHandler:
         for message in messages:
             try:
                 decoded = self.codec.decode(message.value)
-                if decoded.schema_name != RECORDS_DELIVERED:
+                if decoded.schema_name == RECORDS_DELIVERED_BATCH:
+                    batch.facts.extend(UsageFact.from_batch_event(decoded.value))
+                elif decoded.schema_name == RECORDS_DELIVERED:
+                    batch.facts.append(UsageFact.from_event(decoded.value))
+                else:
                     raise SchemaMismatchError(
                         f"written as {decoded.schema_name} (schema id {decoded.schema_id}); "
-                        f"usage facts are {RECORDS_DELIVERED}"
+                        f"usage facts are {RECORDS_DELIVERED_BATCH} or {RECORDS_DELIVERED}"
                     )
-                batch.facts.append(UsageFact.from_event(decoded.value))
             except CodecError as error:
                 batch.refused.append(Refusal(message, error.reason_code, str(error)))
             except InvalidFact as error:

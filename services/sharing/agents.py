@@ -12,8 +12,11 @@ once they are written. For a record of dataset D, published at T:
 3. for every grant the book says delivers D at T: keep the granted fields, apply the row filter (compiled
    once per grant version), mask, attach provenance (`pdo.sharing.transform.shape`), encode against the
    tenant's record schema to the tenant topic, key = `pdo.sharing.transform.tenant_key` (the record_id
-   only where the grant delivers it in clear, else a per-grant pseudonym); and a RecordsDelivered usage
-   fact (records=1, bytes=len(encoded value)) with a delivery id stable across redelivery.
+   only where the grant delivers it in clear, else a per-grant pseudonym); and a `Delivery` (its delivery id,
+   stable across redelivery, and its size). `share_batch` groups a batch's messages per feed partition (one
+   Kafka transaction each, pdo.sharing.transactions) and adds ONE usage fact per grant version and tenant
+   topic in it, a RecordsDeliveredBatch listing each delivery's id, offset and size: metering decodes tens
+   of messages per batch instead of one per delivery, and still counts each delivery id once.
 
 A record that fails 1–2, or whose shaped value does not fit the tenant schema, yields one dead letter
 (reason, source position, original bytes) and no delivery: all or nothing per record.
@@ -69,7 +72,7 @@ log = logging.getLogger(__name__)
 SERVICE = "sharing"
 # What one Kafka record may hold here: the producers' max_request_size (1 MiB) less room for the batch header.
 MAX_TENANT_RECORD_BYTES = 1_000_000
-RECORDS_DELIVERED = Event.RECORDS_DELIVERED
+RECORDS_DELIVERED_BATCH = Event.RECORDS_DELIVERED_BATCH
 # Stable usage-fact event ids: uuid5 of the delivery id under this namespace.
 USAGE_EVENT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "pdo:sharing:records-delivered")
 
@@ -105,6 +108,23 @@ class Outgoing:
     value: bytes
 
 
+@dataclass(frozen=True)
+class Delivery:
+    """One tenant record written under one grant: what its usage fact says of it."""
+
+    scope: GrantScope
+    target: str
+    policy_version: str
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    size: int
+
+    @property
+    def delivery_id(self) -> str:
+        return delivery_id(self.source_topic, self.source_partition, self.source_offset, self.scope.grant_id)
+
+
 @dataclass
 class Prepared:
     """What one feed record becomes: messages to write, and what to count once they are written."""
@@ -112,6 +132,7 @@ class Prepared:
     dataset: str  # the feed's dataset id ("" for a topic that is not a feed): bounded by the catalog
     published_at: datetime
     outgoing: list[Outgoing] = field(default_factory=list)
+    usage: list[Delivery] = field(default_factory=list)  # its usage facts go out per batch (usage_facts)
     delivered: list[tuple[str, str]] = field(default_factory=list)  # (tenant, dataset) per delivery
     masked: list[str] = field(default_factory=list)  # the rule of each masked field value
     dead_letter_reason: str | None = None
@@ -126,6 +147,20 @@ class Prepared:
             MASKED_FIELDS.labels(rule).inc()
         if self.dead_letter_reason is not None:
             DEAD_LETTERS.labels(self.dead_letter_reason).inc()
+
+
+@dataclass
+class PartitionBatch:
+    """What one feed partition's records of a batch became (one transaction), and the offset to commit."""
+
+    outgoing: list[Outgoing] = field(default_factory=list)
+    usage: list[Delivery] = field(default_factory=list)
+    next_offset: int = 0
+
+    def add(self, offset: int, record: Prepared) -> None:
+        self.outgoing.extend(record.outgoing)
+        self.usage.extend(record.usage)
+        self.next_offset = max(self.next_offset, offset + 1)
 
 
 class Refused(Exception):
@@ -213,12 +248,42 @@ class FeedHandler:
         self._deliveries_topic = topics.name(TopicId.DELIVERIES, settings)
         self._dead_letters_topic = topics.name(TopicId.DEAD_LETTERS, settings)
         # Looked up once: schemas.get reads the settings and resolves paths, too slow for every delivery.
-        self._delivery_schema = schemas.get(RECORDS_DELIVERED, settings.home / "schemas")
+        self._delivery_schema = schemas.get(RECORDS_DELIVERED_BATCH, settings.home / "schemas")
         self._dead_letter_schema = schemas.get(DEAD_LETTER, settings.home / "schemas")
 
     def handle_batch(self, batch: list[tuple[SourceMessage, datetime]]) -> list[Prepared]:
         """`handle` for each (record, published at) in order: one thread hop for a whole fetched batch."""
         return [self.handle(message, published_at) for message, published_at in batch]
+
+    def share_batch(
+        self, batch: list[tuple[SourceMessage, datetime]]
+    ) -> tuple[list[Prepared], dict[tuple[str, int], PartitionBatch]]:
+        """`handle_batch`, then its messages per feed partition (one transaction each) with their usage facts."""
+        prepared = self.handle_batch(batch)
+        partitions: dict[tuple[str, int], PartitionBatch] = {}
+        for (message, _), record in zip(batch, prepared, strict=True):
+            partitions.setdefault((message.topic, message.partition), PartitionBatch()).add(
+                message.offset, record
+            )
+        for partition in partitions.values():
+            partition.outgoing.extend(self.usage_facts(partition.usage))
+        return prepared, partitions
+
+    def usage_facts(self, usage: list[Delivery]) -> list[Outgoing]:
+        """One RecordsDeliveredBatch per grant version and tenant topic: `usage` is one feed partition's."""
+        groups: dict[tuple[str, str, str], list[Delivery]] = {}
+        for delivery in usage:
+            groups.setdefault((delivery.scope.grant_id, delivery.policy_version, delivery.target), []).append(
+                delivery
+            )
+        return [
+            Outgoing(
+                self._deliveries_topic,
+                deliveries[0].scope.grant_id.encode(),
+                self.codec.encode(self._deliveries_topic, self._delivery_schema, usage_fact(deliveries)),
+            )
+            for deliveries in groups.values()
+        ]
 
     def handle(self, message: SourceMessage, published_at: datetime) -> Prepared:
         """The messages one feed record becomes; raises only transient errors (retry them)."""
@@ -310,12 +375,15 @@ class FeedHandler:
             )
         key = tenant_key(record, scope, self.masking_key, message.key)
         prepared.outgoing.append(Outgoing(plan.target, key, value))
-        fact = usage_fact(message, scope, plan.target, plan.policy_version, len(value))
-        prepared.outgoing.append(
-            Outgoing(
-                self._deliveries_topic,
-                scope.grant_id.encode(),
-                self.codec.encode(self._deliveries_topic, self._delivery_schema, fact),
+        prepared.usage.append(
+            Delivery(
+                scope,
+                plan.target,
+                plan.policy_version,
+                message.topic,
+                message.partition,
+                message.offset,
+                len(value),
             )
         )
         prepared.delivered.append((scope.tenant_id, dataset.dataset_id))
@@ -401,27 +469,24 @@ def _plan_key(scope: GrantScope, dataset: Dataset) -> tuple[str, int, int, int]:
     return (scope.grant_id, scope.version, dataset.schema_id, dataset.version)
 
 
-def usage_fact(
-    message: SourceMessage, scope: GrantScope, target_topic: str, policy_version: str, size: int
-) -> dict[str, Any]:
-    """RecordsDelivered for one record under one grant; the same source and grant give the same ids."""
-    delivery = delivery_id(message.topic, message.partition, message.offset, scope.grant_id)
+def usage_fact(deliveries: list[Delivery]) -> dict[str, Any]:
+    """RecordsDeliveredBatch for deliveries of one feed partition under one grant version and tenant topic;
+    the same deliveries give the same event id."""
+    first = deliveries[0]
+    ids = [delivery.delivery_id for delivery in deliveries]
     return {
-        "event_id": str(uuid.uuid5(USAGE_EVENT_NAMESPACE, delivery)),
+        "event_id": str(uuid.uuid5(USAGE_EVENT_NAMESPACE, f"{ids[0]}|{ids[-1]}|{len(ids)}")),
         "occurred_at": utc_now(),
         "actor": f"system:{SERVICE}",
-        "delivery_id": delivery,
-        "tenant_id": scope.tenant_id,
-        "dataset_id": scope.dataset_id,
-        "grant_id": scope.grant_id,
-        "target_topic": target_topic,
-        "provenance": {
-            "source_topic": message.topic,
-            "source_partition": message.partition,
-            "first_offset": message.offset,
-            "last_offset": message.offset,
-            "masking_policy_version": policy_version,
-        },
-        "records": 1,
-        "bytes": size,
+        "tenant_id": first.scope.tenant_id,
+        "dataset_id": first.scope.dataset_id,
+        "grant_id": first.scope.grant_id,
+        "target_topic": first.target,
+        "source_topic": first.source_topic,
+        "source_partition": first.source_partition,
+        "masking_policy_version": first.policy_version,
+        "deliveries": [
+            {"delivery_id": ident, "source_offset": delivery.source_offset, "bytes": delivery.size}
+            for ident, delivery in zip(ids, deliveries, strict=True)
+        ],
     }

@@ -40,11 +40,13 @@ broker does not answer is retried, backing off, forever (the stall shows as cons
 `pdo_worker_retries_total{service="sharing"}`); a record that is itself at fault is dead-lettered at once
 (agents.py).
 
-**At least once.** The agent takes feed records in batches (`BATCH_MAX_RECORDS`, `BATCH_WAIT_S`); the
-deliveries and usage facts of a whole batch are written together and acknowledged by the broker before the
-agent takes the next batch, and faust commits only offsets of batches the agent has finished, so a crash
-redelivers and re-shapes (tested by killing a worker mid-stream); usage facts carry a delivery id stable across redelivery, and metering
-counts each id once.
+**Exactly once to read_committed readers.** The agent takes feed records in batches (`BATCH_MAX_RECORDS`,
+`BATCH_WAIT_S`); what each feed partition's records of a batch became (tenant records, usage facts, dead
+letters) is committed in one Kafka transaction together with that partition's consumed offsets
+(pdo.sharing.transactions, one transactional producer per feed partition), before the agent takes the next
+batch. A crash before the commit leaves nothing a read_committed reader sees, and the feed is read again
+from the last committed offsets (tested by SIGKILLing workers mid-stream); usage facts still carry a
+delivery id stable across redelivery, and metering counts each id once.
 
 **Feed topics.** faust's pattern subscription does not work (faust-streaming/faust issue 62: the pattern
 never reaches the consumer), so the agent's channel lists the feed topics found on the broker (names
@@ -87,13 +89,14 @@ from pdo.core.deadletters import DEAD_LETTER, dead_letter_event, source_message
 from pdo.core.errors import PdoError
 from pdo.core.kafka import admin_client, aiokafka_connection, producer
 from pdo.core.registry_client import RegistryClient
-from pdo.core.retry import RETRIES, is_transient, retrying
+from pdo.core.retry import retrying
 from pdo.core.streams import make_app
 from pdo.core.topics import TopicId, tenant_topic_part
-from pdo.sharing.agents import FeedHandler, Outgoing, dataset_of_feed, feed_pattern
+from pdo.sharing.agents import FeedHandler, dataset_of_feed, feed_pattern
 from pdo.sharing.datasets import DatasetView, know_datasets
 from pdo.sharing.grants import GrantBook
 from pdo.sharing.scope import GrantScope, GrantState
+from pdo.sharing.transactions import TransactionalWriter
 
 log = logging.getLogger(__name__)
 
@@ -439,34 +442,6 @@ def build_runtime(settings: Settings) -> Runtime:
     return Runtime(settings, codec, book, datasets, handler, follower, tenant_topics)
 
 
-async def send_all(app: faust.App, outgoing: list[Outgoing]) -> None:
-    """Write every message and wait for every acknowledgement; retried whole on failure (at least once).
-
-    Every failure is retried, not only transient ones: the records were shaped and checked already (a
-    record too large for a tenant topic is dead-lettered before), so what is left is the broker or this
-    worker's rights on it, which an operator fixes; dropping the batch would lose deliveries.
-    """
-    backoff = FIRST_BACKOFF_S
-    while True:
-        try:
-            pending = [
-                await app.producer.send(item.topic, item.key, item.value, None, None, None)
-                for item in outgoing
-            ]
-            await asyncio.gather(*pending)
-            return
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:
-            RETRIES.labels(APP_ID, "writing deliveries").inc()
-            level = logging.WARNING if is_transient(error) else logging.ERROR
-            log.log(
-                level, "writing %d messages failed, retrying in %.1f s: %s", len(outgoing), backoff, error
-            )
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, MAX_BACKOFF_S)
-
-
 def resubscribe(app: faust.App, pattern: re.Pattern[str], new_topics: list[str]) -> int:
     """Add feed topics to the channels the agent reads and have faust resubscribe (a rebalance).
 
@@ -497,6 +472,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None, app_id: str =
     feeds = app.topic(*feed_topics_on_broker(settings), internal=False, allow_empty=True)
     follower, handler, datasets = runtime.follower, runtime.handler, runtime.datasets
 
+    writer = TransactionalWriter(settings, app_id)
+
     @app.task
     async def follow_authorizations() -> None:
         await follower.run()
@@ -504,8 +481,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None, app_id: str =
     @app.agent(feeds, name="share_feed_records")
     async def share_feed_records(stream: faust.StreamT[bytes]) -> None:
         covered: dict[TopicPartition, int] = {}
-        # take_events acks a batch's events only when this loop body returns for it, so faust commits no
-        # offset of a record whose deliveries the broker has not acknowledged (see "At least once").
+        # The writer commits the batch's offsets in the transaction of its outputs (pdo.sharing.transactions);
+        # take_events acks the events only after that, so faust's own commits never run ahead of it.
         # (take_events is faust's Stream's, missing from the StreamT interface.)
         async for events in stream.take_events(BATCH_MAX_RECORDS, BATCH_WAIT_S):  # type: ignore[attr-defined]
             batch = []
@@ -518,8 +495,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None, app_id: str =
             await know_datasets(
                 datasets, {dataset_of_feed(pattern, m.topic) for m, _ in batch}, follower.catalog_fence
             )
-            prepared = await retrying("sharing feed records", handler.handle_batch, batch)
-            await send_all(app, [item for record in prepared for item in record.outgoing])
+            prepared, partitions = await retrying("sharing feed records", handler.share_batch, batch)
+            await writer.write(partitions)
             finished = time.time()
             for record in prepared:
                 record.count()

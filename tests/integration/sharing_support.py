@@ -207,9 +207,44 @@ def topic_messages(settings: Settings, topic: str, timeout_s: float = 20) -> lis
         consumer.close()
 
 
+def committed_messages(settings: Settings, topic: str, idle_s: float = 3.0) -> list[Any]:
+    """Every record of `topic` a read_committed reader sees now (end offsets are the last stable offsets)."""
+    consumer = KafkaConsumer(
+        **kafka_python_connection(settings), enable_auto_commit=False, isolation_level="read_committed"
+    )
+    try:
+        assigned = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        if not assigned:
+            return []
+        consumer.assign(assigned)
+        consumer.seek_to_beginning(*assigned)
+        ends = consumer.end_offsets(assigned)
+        found: list = []
+        quiet_since = time.monotonic()
+        while any(consumer.position(tp) < ends[tp] for tp in assigned):
+            batch = consumer.poll(timeout_ms=500)
+            for messages in batch.values():
+                found.extend(messages)
+            if batch:
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since > idle_s:
+                break  # only transaction markers left before the end
+        return found
+    finally:
+        consumer.close()
+
+
 def read_topic(settings: Settings, codec: AvroCodec, topic: str) -> list[tuple[int, int, Any]]:
     """Every record on `topic` now: (partition, offset, decoded value)."""
     return [(m.partition, m.offset, codec.decode(m.value).value) for m in topic_messages(settings, topic)]
+
+
+def fact_delivery_ids(fact: dict[str, Any]) -> list[str]:
+    """The delivery ids a decoded usage fact counts: a RecordsDeliveredBatch lists several, a RecordsDelivered
+    (as metering tests write them) one."""
+    if "deliveries" in fact:
+        return [delivery["delivery_id"] for delivery in fact["deliveries"]]
+    return [fact["delivery_id"]]
 
 
 def wait_for(what: str, check: Callable[[], Any], processes: list[subprocess.Popen]) -> Any:

@@ -1,7 +1,7 @@
 # ruff: noqa: F811 - test parameters name the fixtures imported from the support modules
 """Exactly once from feed to invoice: a real sharing worker delivers 10,000 records under two grants (20,000
-deliveries); the metering worker counts that backlog while it is SIGKILLed three times and restarted, and 2,000 usage facts are sent
-a second time on purpose. At the end the ledger holds exactly the distinct delivery ids on pdo.deliveries,
+deliveries); the metering worker counts that backlog while it is SIGKILLed three times and restarted, and a
+third of the usage facts is sent a second time on purpose. At the end the ledger holds exactly the distinct delivery ids on pdo.deliveries,
 and `pdo billing reconcile` finds the tenant topics, the ledger and the (open) month in agreement: zero."""
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from sharing_support import (  # noqa: F401
     CITYLAB,
     DISTRICTS,
     db_url,
+    fact_delivery_ids,
     grant,
     platform,
     register_dataset,
@@ -41,7 +42,11 @@ from pdo.metering import tables as t
 pytestmark = pytest.mark.integration
 
 RECORDS = 10_000
-DUPLICATES = 2_000
+# Usage facts come a RecordsDeliveredBatch per grant and feed partition per sharing transaction (hundreds of
+# deliveries each): a third of them is sent again, and metering takes few per ledger transaction so that
+# the kills land between its transactions.
+RESENT_SHARE = 3
+FACTS_PER_LEDGER_TRANSACTION = "3"
 KILLS = 3
 DEADLINE_S = 240
 
@@ -66,7 +71,7 @@ def test_sharing_and_a_repeatedly_killed_metering_worker_bill_each_delivery_once
             "--group",
             f"metering-{uuid.uuid4().hex[:8]}",
             "--batch-size",
-            "250",
+            FACTS_PER_LEDGER_TRANSACTION,
         )
         _publish(settings, codec, dataset_id, RECORDS)
         total = 2 * RECORDS
@@ -86,14 +91,16 @@ def test_sharing_and_a_repeatedly_killed_metering_worker_bill_each_delivery_once
             worker.wait(timeout=10)
             worker = pdo_workers(*metering)
         assert kills_while_working >= 2
-        _send_again(settings, deliveries_topic, generator.sample(delivered, DUPLICATES))
+        _send_again(settings, deliveries_topic, generator.sample(delivered, len(delivered) // RESENT_SHARE))
         while ledger_count(engine) < total and time.monotonic() < deadline:
             assert worker.poll() is None, f"the metering worker exited with {worker.returncode}"
             time.sleep(0.2)
         time.sleep(3)  # anything counted twice would arrive now
 
-        ids_on_topic = {codec.decode(value).value["delivery_id"] for value in delivered}
-        assert len(ids_on_topic) == total  # one usage fact per record and grant (redelivered ones collapse)
+        ids_on_topic = {
+            ident for value in delivered for ident in fact_delivery_ids(codec.decode(value).value)
+        }
+        assert len(ids_on_topic) == total  # each record and grant named (redelivered facts collapse)
         with engine.connect() as conn:
             in_ledger = set(conn.execute(sa.select(t.ledger.c.delivery_id)).scalars())
         assert in_ledger == ids_on_topic
@@ -137,7 +144,10 @@ def _wait_for_deliveries(settings, codec, topic: str, total: int, deadline: floa
     """The usage facts on the deliveries topic once `total` distinct deliveries are there (raw values)."""
     while time.monotonic() < deadline:
         values = [m.value for m in topic_messages(settings, topic)]
-        if len({codec.decode(value).value["delivery_id"] for value in values}) >= total:
+        if (
+            len({ident for value in values for ident in fact_delivery_ids(codec.decode(value).value)})
+            >= total
+        ):
             return values
         time.sleep(1)
     raise AssertionError(f"fewer than {total} usage facts on {topic} in time")

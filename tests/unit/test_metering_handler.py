@@ -177,3 +177,62 @@ def test_a_ledger_that_does_not_answer_is_waited_for_not_dead_lettered(handler, 
     with handler.ledger.engine.connect() as conn:
         ids = conn.execute(sa.select(t.ledger.c.delivery_id)).scalars().all()
     assert len(failures) == 3 and ids == ["d-wait-1"]
+
+
+# ---------------------------------------------------------------------------------------------- batched facts
+
+
+def encoded_batch(handler: MeteringHandler, deliveries: list[tuple[str, int, int]], **changes) -> bytes:
+    value = {
+        "event_id": "e-batch",
+        "occurred_at": NOW,
+        "actor": "system:sharing",
+        "tenant_id": "tenant:handler",
+        "dataset_id": "traffic",
+        "grant_id": "g-1",
+        "target_topic": "pdo.tenant.handler.traffic",
+        "source_topic": "pdo.feed.traffic",
+        "source_partition": 2,
+        "masking_policy_version": "m2-000000000000",
+        "deliveries": [{"delivery_id": d, "source_offset": o, "bytes": b} for d, o, b in deliveries],
+    }
+    return handler.codec.encode(
+        TOPIC, schemas.get("pdo.sharing.v1.RecordsDeliveredBatch"), {**value, **changes}
+    )
+
+
+def test_a_batched_fact_counts_each_of_its_deliveries_once_beside_single_facts(handler):
+    batch = handler.decode(
+        [
+            message(encoded_batch(handler, [("b-1", 10, 100), ("b-2", 11, 200)]), 0),
+            message(encoded_fact(handler, "single"), 1),
+            # A redelivered transaction cut differently: b-2 again, with b-3.
+            message(encoded_batch(handler, [("b-2", 11, 200), ("b-3", 12, 300)]), 2),
+        ]
+    )
+    assert batch.refused == []
+    assert [(f.delivery_id, f.records, f.bytes, f.first_offset) for f in batch.facts] == [
+        ("b-1", 1, 100, 10),
+        ("b-2", 1, 200, 11),
+        ("single", 1, 100, 0),
+        ("b-2", 1, 200, 11),
+        ("b-3", 1, 300, 12),
+    ]
+    result = handler.record(batch.facts)
+    assert sorted(row["delivery_id"] for row in result.new_rows) == ["b-1", "b-2", "b-3", "single"]
+    assert result.duplicates == 1
+    assert handler.record(batch.facts).new_rows == []  # the whole batch again: nothing new
+
+
+def test_a_batched_fact_with_one_bad_delivery_or_none_is_refused_whole(handler):
+    batch = handler.decode(
+        [
+            message(encoded_batch(handler, [("ok", 1, 10), ("bad", 2, -5)]), 0),
+            message(encoded_batch(handler, []), 1),
+        ]
+    )
+    assert batch.facts == []
+    assert [(r.message.offset, r.reason_code) for r in batch.refused] == [
+        (0, "INVALID_EVENT"),
+        (1, "INVALID_EVENT"),
+    ]

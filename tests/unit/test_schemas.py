@@ -46,7 +46,7 @@ REQUIRED = {
         "AuthorizationRevoked",
         "AuthorizationExpired",
     },
-    "sharing": {"RecordsDelivered"},
+    "sharing": {"RecordsDelivered", "RecordsDeliveredBatch"},
     "metering": {"UsageRecorded", "QuotaExceeded", "StatementIssued", "DeliveriesDigested"},
     "deadletter": {"DeadLetter"},
     "audit": {"AuditEntryLogged", "AuditCheckpointSigned"},

@@ -22,7 +22,7 @@ from pdo.core.registry_client import SchemaIdNotFound
 from pdo.core.topics import tenant_topic, tenant_topic_part
 from pdo.core.vocabulary import MaskingRule
 from pdo.sharing import agents
-from pdo.sharing.agents import FeedHandler, Prepared, feed_dataset_id, feed_pattern
+from pdo.sharing.agents import FeedHandler, PartitionBatch, Prepared, feed_dataset_id, feed_pattern
 from pdo.sharing.grants import GrantBook
 from pdo.sharing.masking import mask, pseudonym_key
 
@@ -137,6 +137,14 @@ def decoded(codec: AvroCodec, prepared: Prepared) -> list[tuple[str, dict[str, A
     return [(item.topic, codec.decode(item.value).value) for item in prepared.outgoing]
 
 
+def usage_facts(codec: AvroCodec, partition: PartitionBatch) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (item.topic, codec.decode(item.value).value)
+        for item in partition.outgoing
+        if item.topic == "pdo.deliveries"
+    ]
+
+
 def dead_letter_count(reason: str) -> float:
     return REGISTRY.get_sample_value("pdo_sharing_dead_letters_total", {"reason": reason}) or 0.0
 
@@ -145,34 +153,62 @@ def dead_letter_count(reason: str) -> float:
 
 
 def test_each_active_grant_gets_its_fields_masked_with_provenance_and_a_usage_fact(handler, codec):
-    prepared = handler.handle(feed_message(encoded_record(codec, traffic_record())), PUBLISHED)
+    message = feed_message(encoded_record(codec, traffic_record()))
+    prepared = handler.handle(message, PUBLISHED)
     out = decoded(codec, prepared)
     acme_topic, lab_topic = tenant_topic("tenant:acme", DATASET), tenant_topic("tenant:citylab", DATASET)
-    assert [topic for topic, _ in out] == [acme_topic, "pdo.deliveries", lab_topic, "pdo.deliveries"]
+    assert [topic for topic, _ in out] == [acme_topic, lab_topic]
     acme = out[0][1]
     assert set(acme) == {"record_id", "district", "plate_number", "pdo_provenance"}
     assert acme["plate_number"] == "京*****5"
     assert acme["pdo_provenance"]["grant_id"] == "grant-acme"
     assert (acme["pdo_provenance"]["source_partition"], acme["pdo_provenance"]["source_offset"]) == (1, 7)
-    assert set(out[2][1]) == {"record_id", "district", "speed_kmh", "pdo_provenance"}
-    fact = out[1][1]
-    assert fact["delivery_id"] == delivery_id(FEED, 1, 7, "grant-acme")
-    assert (fact["records"], fact["bytes"], fact["target_topic"]) == (
-        1,
-        len(prepared.outgoing[0].value),
-        acme_topic,
-    )
+    assert set(out[1][1]) == {"record_id", "district", "speed_kmh", "pdo_provenance"}
     assert prepared.outgoing[0].key == b"r-1"
     assert prepared.delivered == [("tenant:acme", DATASET), ("tenant:citylab", DATASET)]
     assert prepared.masked == ["KEEP_FIRST_LAST"]
 
+    _, partitions = handler.share_batch([(message, PUBLISHED)])
+    facts = {v["grant_id"]: v for topic, v in usage_facts(codec, partitions[(FEED, 1)])}
+    assert set(facts) == {"grant-acme", "grant-lab"}
+    assert facts["grant-acme"]["target_topic"] == acme_topic
+    assert facts["grant-acme"]["deliveries"] == [
+        {
+            "delivery_id": delivery_id(FEED, 1, 7, "grant-acme"),
+            "source_offset": 7,
+            "bytes": len(prepared.outgoing[0].value),
+        }
+    ]
+
+
+def test_a_batch_has_one_usage_fact_per_grant_and_feed_partition_listing_each_delivery(handler, codec):
+    value = encoded_record(codec, traffic_record())
+    batch = [
+        (SourceMessage(FEED, partition, offset, b"r-1", value), PUBLISHED)
+        for partition, offset in ((1, 7), (2, 3), (1, 8), (1, 9))
+    ]
+    prepared, partitions = handler.share_batch(batch)
+    assert {feed: part.next_offset for feed, part in partitions.items()} == {(FEED, 1): 10, (FEED, 2): 4}
+    one = {v["grant_id"]: v for _, v in usage_facts(codec, partitions[(FEED, 1)])}
+    assert [d["source_offset"] for d in one["grant-acme"]["deliveries"]] == [7, 8, 9]
+    assert one["grant-acme"]["source_partition"] == 1
+    other = {v["grant_id"]: v for _, v in usage_facts(codec, partitions[(FEED, 2)])}
+    assert [d["delivery_id"] for d in other["grant-lab"]["deliveries"]] == [
+        delivery_id(FEED, 2, 3, "grant-lab")
+    ]
+    # Every tenant record of a partition is in its transaction, beside the facts that count it.
+    tenant_records = [item for item in partitions[(FEED, 1)].outgoing if item.topic != "pdo.deliveries"]
+    assert tenant_records == [
+        item for record in (prepared[0], prepared[2], prepared[3]) for item in record.outgoing
+    ]
+
 
 def test_redelivery_gives_the_same_delivery_and_event_ids(handler, codec):
-    value = encoded_record(codec, traffic_record())
-    first = decoded(codec, handler.handle(feed_message(value), PUBLISHED))
-    again = decoded(codec, handler.handle(feed_message(value), PUBLISHED))
-    ids = [(v["delivery_id"], v["event_id"]) for topic, v in first if topic == "pdo.deliveries"]
-    assert ids == [(v["delivery_id"], v["event_id"]) for topic, v in again if topic == "pdo.deliveries"]
+    batch = [(feed_message(encoded_record(codec, traffic_record())), PUBLISHED)]
+    first = usage_facts(codec, handler.share_batch(batch)[1][(FEED, 1)])
+    again = usage_facts(codec, handler.share_batch(batch)[1][(FEED, 1)])
+    ids = [(v["deliveries"][0]["delivery_id"], v["event_id"]) for _, v in first]
+    assert ids == [(v["deliveries"][0]["delivery_id"], v["event_id"]) for _, v in again]
     assert len(set(ids)) == 2
 
 
@@ -180,10 +216,8 @@ def test_the_row_filter_keeps_other_rows_from_the_filtered_grant(handler, codec)
     prepared = handler.handle(
         feed_message(encoded_record(codec, traffic_record(district="Chaoyang"))), PUBLISHED
     )
-    assert [topic for topic, _ in decoded(codec, prepared)] == [
-        tenant_topic("tenant:acme", DATASET),
-        "pdo.deliveries",
-    ]
+    assert [topic for topic, _ in decoded(codec, prepared)] == [tenant_topic("tenant:acme", DATASET)]
+    assert [delivery.scope.grant_id for delivery in prepared.usage] == ["grant-acme"]
 
 
 def test_an_inactive_grant_receives_nothing(handler, codec, book):

@@ -1,0 +1,58 @@
+"""Under which transactional id and with which ACL the sharing worker commits (what goes in a transaction:
+test_sharing_agents); and that metering's group consumer reads committed records only. No broker."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from types import SimpleNamespace
+
+from aiokafka import TopicPartition
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+from pdo.core import access
+from pdo.core.read_committed import (
+    READ_COMMITTED,
+    ReadCommittedConsumer,
+    _ReadCommittedThread,
+    read_committed,
+)
+from pdo.sharing.app import APP_ID
+from pdo.sharing.transactions import transactional_id
+
+NOW = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+def test_the_transactional_id_is_the_feed_partitions_whoever_processes_it():
+    one, other = TopicPartition("pdo.feed.d1", 0), TopicPartition("pdo.feed.d1", 1)
+    assert transactional_id("sharing", one) == transactional_id("sharing", TopicPartition("pdo.feed.d1", 0))
+    assert transactional_id("sharing", one) != transactional_id("sharing", other)
+
+
+def test_the_sharing_principal_may_use_its_transactional_ids_and_no_other(settings):
+    grants = {
+        (g.operation, g.resource_name, g.pattern)
+        for g in access.desired_service_acls(settings)
+        if g.resource_type == "TRANSACTIONAL_ID"
+    }
+    principals = {
+        g.principal for g in access.desired_service_acls(settings) if g.resource_type == "TRANSACTIONAL_ID"
+    }
+    assert principals == {access.kafka_principal(access.service_user("sharing"))}
+    assert grants == {("WRITE", "sharing-tx-", "PREFIXED"), ("DESCRIBE", "sharing-tx-", "PREFIXED")}
+    assert transactional_id(APP_ID, TopicPartition("pdo.feed.d1", 0)).startswith("sharing-tx-")
+
+
+def test_a_read_committed_app_makes_its_group_consumer_read_committed(monkeypatch):
+    app = SimpleNamespace(transport=SimpleNamespace(Consumer=None))
+    read_committed(app)  # type: ignore[arg-type]  # only its transport is touched
+    assert app.transport.Consumer is ReadCommittedConsumer
+    # faust's own consumer thread builds a read_uncommitted aiokafka consumer (no exactly-once mode here).
+    monkeypatch.setattr(
+        AIOKafkaConsumerThread,
+        "_create_worker_consumer",
+        lambda self, transport: SimpleNamespace(_isolation_level="read_uncommitted"),
+    )
+    thread = object.__new__(
+        _ReadCommittedThread
+    )  # only the consumer factory is exercised: no loop, no broker
+    assert thread._create_worker_consumer(None)._isolation_level == READ_COMMITTED
