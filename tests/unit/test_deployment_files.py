@@ -246,3 +246,8 @@ def test_a_stream_worker_can_be_scaled_no_fixed_name_or_host_port(name):
 
 def test_no_service_has_a_fixed_container_name():
     assert not [name for name, service in services().items() if "container_name" in service]
+
+
+def test_the_compose_brokers_admit_the_workers_short_group_sessions():
+    """The stream workers' 3 s sessions (pdo.core.streams) are below Kafka's default minimum of 6 s."""
+    assert int(compose_broker_properties()["group.min.session.timeout.ms"]) <= 3000
