@@ -6,8 +6,8 @@ consumer (isolation_level=read_committed). Topics are replicated as the producti
 replicas, two in sync).
 
 - one broker SIGKILLed: nothing acknowledged is lost, the worker keeps running, delivery resumes;
-- a rolling restart of all three brokers (`pdo broker restart --nodes 3`): nothing lost (duplicates, which
-  the at-least-once sharing worker may deliver when a retried send lands twice, are counted and printed);
+- a rolling restart of all three brokers (`pdo broker restart --nodes 3`): nothing lost, nothing twice
+  (sharing commits each batch in one Kafka transaction, pdo.sharing.transactions);
 - two sharing workers, one SIGKILLed: the other takes its partitions, nothing lost.
 
 All tests share ONE cluster (`pdo broker start --nodes 3`, its own run folder and ports from
@@ -352,9 +352,9 @@ def test_a_rolling_restart_under_load_loses_nothing(cluster, settings, sharing_w
 
     assert not load.lost()
     assert acknowledged_during_restart > RATE_PER_S * 10  # publishing went on while nodes restarted
-    # Sharing delivers at least once: its producer is not idempotent, so a send retried after a leader moved
-    # may land twice (counted once by metering, by delivery id); the tenant never sees a record not published.
+    # Sharing writes each batch in one transaction: a read_committed tenant sees every record exactly once.
     assert load.delivered() == set(load.acknowledged)
+    assert load.duplicates() == 0
     assert worker.poll() is None
 
 

@@ -38,8 +38,9 @@ def test_the_sharing_principal_may_use_its_transactional_ids_and_no_other(settin
         g.principal for g in access.desired_service_acls(settings) if g.resource_type == "TRANSACTIONAL_ID"
     }
     assert principals == {access.kafka_principal(access.service_user("sharing"))}
-    assert grants == {("WRITE", "sharing-tx-", "PREFIXED"), ("DESCRIBE", "sharing-tx-", "PREFIXED")}
+    assert grants == {("WRITE", "sharing", "PREFIXED"), ("DESCRIBE", "sharing", "PREFIXED")}
     assert transactional_id(APP_ID, TopicPartition("pdo.feed.d1", 0)).startswith("sharing-tx-")
+    assert transactional_id("sharing-blue", TopicPartition("pdo.feed.d1", 0)).startswith("sharing")
 
 
 def test_a_read_committed_app_makes_its_group_consumer_read_committed(monkeypatch):
