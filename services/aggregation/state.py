@@ -48,6 +48,7 @@ from sqlalchemy import Connection, Engine
 
 from pdo.aggregation import tables as t
 from pdo.aggregation.grants import AggregateGrant, AggregateGrants
+from pdo.aggregation.public import window_delivery_id
 from pdo.aggregation.windows import ClosedWindow, Group, close_window, group_key, min_group_size, window_start
 from pdo.core import schemas, topics
 from pdo.core.config import Settings
@@ -456,7 +457,7 @@ def usage_fact(
         "event_id": str(uuid.uuid4()),
         "occurred_at": now,
         "actor": ACTOR,
-        "delivery_id": f"agg-{grant.grant_id}-{_millis(closed.start)}",
+        "delivery_id": window_delivery_id(grant.grant_id, closed.start),
         "tenant_id": grant.tenant_id,
         "dataset_id": grant.dataset_id,
         "grant_id": grant.grant_id,

@@ -126,6 +126,7 @@ datasets = sa.Table(
     sa.Column("retired", sa.Boolean, nullable=False),
     sa.Column("asset_registration_number", sa.String(128), nullable=True),
     sa.Column("terms", sa.Text, nullable=True),
+    sa.Column("derived_from", sa.Text, nullable=False, server_default="[]"),
 )
 
 # How far the view has read pdo.catalog: per partition, the offset after the last event applied.

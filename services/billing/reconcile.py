@@ -17,7 +17,9 @@ a record the ledger lacks belongs to the month of its Kafka timestamp. Two check
 The topics are read first, then the ledger: a ledger row recorded after the scan began may belong to a
 record written after it, so it is not counted as missing from the topic. A record delivered but not metered
 yet counts as missing from the ledger until metering catches up, so an alert on the drift metric should
-wait a few minutes (`for:`) before firing. Ledger rows delivered before retention deleted the start of their
+wait a few minutes (`for:`) before firing. An aggregate grant's windows are in the ledger but their
+aggregates are on the tenant's aggregates topic, which the row scan does not read: they are counted as
+`aggregate_windows` (records = aggregates published), checked against the statements only, never drift. Ledger rows delivered before retention deleted the start of their
 topic cannot be found on it and are counted as `past_retention` — checked against the statements only,
 never drift.
 
@@ -31,6 +33,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
 
+from pdo.aggregation.public import is_window_delivery
 from pdo.billing import tables as t
 from pdo.billing.topic_scan import TopicScan, scan_tenant_topics, tenant_topics
 from pdo.core.codec import AvroCodec
@@ -54,6 +57,7 @@ class GrantFigures:
     not_on_topic: int = 0
     past_retention: int = 0  # ledger records whose topic copies retention deleted: not checkable, not drift
     duplicates_on_topic: int = 0
+    aggregate_records: int = 0  # ledger records of aggregate windows: not on a row topic, not drift
 
     @property
     def topic_vs_ledger(self) -> int:
@@ -117,7 +121,9 @@ def reconcile_scan(conn: Connection, period: str, scan: TopicScan) -> Reconcilia
         grant = of(entry.grant_id, entry.tenant_id, entry.dataset_id)
         grant.in_ledger += entry.records
         grant.set_aside += 0 if entry.billed else entry.records
-        if entry.delivery_id in scan.records:
+        if is_window_delivery(entry.delivery_id):
+            grant.aggregate_records += entry.records
+        elif entry.delivery_id in scan.records:
             grant.on_topic += 1
             grant.duplicates_on_topic += scan.duplicates[entry.delivery_id]
         elif not scan.retained(entry.tenant_id, entry.dataset_id, entry.delivered_at):

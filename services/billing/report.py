@@ -44,6 +44,12 @@ def report_lines(result: Reconciliation, all_grants: bool = False) -> list[str]:
             f"note: {expired} ledger record(s) were delivered before retention deleted them from the tenant "
             "topics; they are checked against the statements only"
         )
+    aggregated = sum(f.aggregate_records for f in result.grants)
+    if aggregated:
+        lines.append(
+            f"note: {aggregated} ledger record(s) are aggregates of aggregate grants (on the aggregates topics, "
+            "which this scan does not read); they are checked against the statements only"
+        )
     duplicated = sum(f.duplicates_on_topic for f in result.grants)
     if duplicated:
         lines.append(f"note: {duplicated} redelivered copy(ies) on the tenant topics, each counted once")

@@ -72,6 +72,7 @@ def dataset_to_row(dataset: Dataset) -> dict[str, Any]:
         "retired": dataset.retired,
         "asset_registration_number": dataset.asset_registration_number,
         "terms": dataset.terms,
+        "derived_from": json.dumps(list(dataset.derived_from)),
     }
 
 
@@ -94,6 +95,7 @@ def dataset_from_row(row: Any) -> Dataset:
         retired=bool(row.retired),
         asset_registration_number=row.asset_registration_number,
         terms=row.terms,
+        derived_from=tuple(json.loads(row.derived_from)),
     )
 
 
@@ -118,6 +120,7 @@ def snapshot(dataset: Dataset) -> dict[str, Any]:
         "version": dataset.version,
         "asset_registration_number": dataset.asset_registration_number,
         "terms": dataset.terms,
+        "derived_from": list(dataset.derived_from),
         "retired": dataset.retired,
     }
 
@@ -142,6 +145,7 @@ def dataset_from_snapshot(value: dict[str, Any], record_schema: str) -> Dataset:
         retired=bool(value.get("retired", False)),
         asset_registration_number=value.get("asset_registration_number"),
         terms=value.get("terms"),
+        derived_from=tuple(value.get("derived_from") or ()),
     )
 
 

@@ -30,6 +30,8 @@ class Dataset:
     # For listings on data exchanges: the registration authority's number, and the terms of use in words.
     asset_registration_number: str | None = None
     terms: str | None = None
+    # Lineage: the datasets this one derives from (a derived data product's sources), fixed at registration.
+    derived_from: tuple[str, ...] = ()
 
     @property
     def field_names(self) -> list[str]:
@@ -79,3 +81,4 @@ class DatasetRegistration:
     description: str | None = None
     asset_registration_number: str | None = None
     terms: str | None = None
+    derived_from: tuple[str, ...] = ()

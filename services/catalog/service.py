@@ -52,6 +52,7 @@ INCOMPATIBLE = 409
 MAX_REASON = 1000
 # Listing fields (pdo.catalog.listing), free text with their limits.
 LISTING_TEXTS = {"asset_registration_number": 128, "terms": validation.MAX_DESCRIPTION}
+MAX_SOURCES = 16  # datasets a derived one may name as its sources
 
 
 # ---------------------------------------------------------------- reading (no publisher needed)
@@ -108,6 +109,7 @@ class CatalogService:
         draft = self._checked_registration(provider_id, dataset)
         if self._exists(draft.dataset_id):
             raise Conflict(f"dataset {draft.dataset_id!r} is already in the catalog")
+        self._require_sources(draft)
         self._require_full_transitive(draft.schema_subject)
         schema_id = self._register_schema(draft.schema_subject, draft.record_schema)
         self._open_feed(draft.dataset_id, provider_id)
@@ -184,7 +186,20 @@ class CatalogService:
                 "asset_registration_number", dataset.asset_registration_number
             ),
             terms=_listing_text("terms", dataset.terms),
+            derived_from=_checked_sources(dataset_id, dataset.derived_from),
         )
+
+    def _require_sources(self, draft: Dataset) -> None:
+        """Lineage names only datasets in the catalog and not retired, or InvalidInput."""
+        for source in draft.derived_from:
+            with _database(self.engine) as connection:
+                row = _select_row(connection, source)
+            if row is None or row.retired:
+                state = "is not in the catalog" if row is None else "is retired"
+                raise InvalidInput(
+                    f"dataset {draft.dataset_id!r} derives from {source!r}, which {state}",
+                    hint="name in derived_from only registered datasets that are not retired",
+                )
 
     def _checked_changes(self, current: Dataset, changes: DatasetChanges) -> Dataset:
         """`current` with `changes` applied and checked (version unchanged), or InvalidInput."""
@@ -372,6 +387,21 @@ def _database(engine: Engine) -> Iterator[Connection]:
             yield connection
     except OperationalError as error:
         raise Unavailable(f"the catalog database did not answer: {error.orig}") from None
+
+
+def _checked_sources(dataset_id: str, sources: tuple[str, ...]) -> tuple[str, ...]:
+    """The source dataset ids, each once, in id order; not the dataset itself, at most MAX_SOURCES."""
+    checked = tuple(sorted({validation.check_dataset_id(source) for source in sources}))
+    if dataset_id in checked:
+        raise InvalidInput(
+            f"dataset {dataset_id!r} cannot derive from itself", hint="remove it from derived_from"
+        )
+    if len(checked) > MAX_SOURCES:
+        raise InvalidInput(
+            f"dataset {dataset_id!r} names {len(checked)} sources in derived_from",
+            hint=f"name at most {MAX_SOURCES}",
+        )
+    return checked
 
 
 def _listing_text(name: str, value: str | None) -> str | None:

@@ -29,6 +29,8 @@ datasets = sa.Table(
     sa.Column("retired_reason", sa.Text, nullable=True),
     sa.Column("asset_registration_number", sa.String(128), nullable=True),
     sa.Column("terms", sa.Text, nullable=True),
+    # Lineage: the source dataset ids, a JSON list in id order ("[]" for a provider's own data).
+    sa.Column("derived_from", sa.Text, nullable=False, server_default="[]"),
     # occurred_at of the last applied event, so a rebuilt row equals the original.
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("last_event_id", sa.String(64), nullable=False),

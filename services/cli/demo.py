@@ -11,6 +11,13 @@ from pdo.core.config import Settings
 # The demo's story lasts minutes, not hours: its audit worker signs a checkpoint every few seconds (unless
 # PDO_AUDIT_CHECKPOINT_INTERVAL_S says otherwise), so the verification that ends it covers a recent one.
 DEMO_CHECKPOINT_INTERVAL_S = 5
+# Its aggregate grant's windows are short (pdo.demo.sample.AGGREGATE_WINDOW_S) so that several close while it
+# runs: a window closes once records this far past its end arrive (the platform's default waits a minute).
+DEMO_AGGREGATION_LATENESS_S = 2
+# The demo publishes a few records per second over six districts: some 7 per district in a window at 4 records
+# per second, fewer than the operator's floor of 10, so with it every group would be suppressed. A lower floor
+# for the demo only lets most groups through and still shows small ones suppressed.
+DEMO_MIN_GROUP_SIZE = 5
 
 
 def register(subparsers) -> None:
@@ -44,6 +51,10 @@ def run(args) -> int:
     settings = Settings.from_env()
     if "PDO_AUDIT_CHECKPOINT_INTERVAL_S" not in os.environ:
         settings = dataclasses.replace(settings, audit_checkpoint_interval_s=DEMO_CHECKPOINT_INTERVAL_S)
+    if "PDO_AGGREGATION_ALLOWED_LATENESS_S" not in os.environ:
+        settings = dataclasses.replace(settings, aggregation_allowed_lateness_s=DEMO_AGGREGATION_LATENESS_S)
+    if "PDO_AGGREGATION_MIN_GROUP_SIZE" not in os.environ:
+        settings = dataclasses.replace(settings, aggregation_min_group_size=DEMO_MIN_GROUP_SIZE)
     # The platform's own start (broker, topics, services ready) fails the command; once it runs, a failed
     # step of the demo is reported and the demo goes on (pdo.demo.story).
     with local_platform(settings) as platform:

@@ -8,7 +8,9 @@ operator, and the tenant topics read with a plain Kafka consumer as a tenant wou
 3. `revoke`: the operator revokes the grant the sample marks, while records keep flowing;
 4. `TenantStreams` reads every tenant topic of the demo's grants and counts, per grant, the distinct source
    records received (provenance: source partition and offset, so a redelivered record counts once) and
-   keeps the latest record to show what masking did;
+   keeps the latest record to show what masking did; for the aggregate grant, its aggregates topic (made
+   by the aggregation worker when it publishes the first window, so read from then on): the windows
+   delivered, the groups published (by aggregate id, so a repeat counts once) and the groups suppressed;
 5. the summary (summary.py): who received how many records, what was masked, what metering counted, and
    this month's charges as statements would price them now; at the end, the audit log verified against its
    signed checkpoints, with its size and latest checkpoint.
@@ -43,7 +45,7 @@ from pdo.audit.verify import Verdict, verify_log
 from pdo.billing.reconcile import reconcile
 from pdo.billing.report import report_lines
 from pdo.billing.statements import Statement, compute_statements
-from pdo.core import kafka
+from pdo.core import kafka, topics
 from pdo.core.access_log import operator_actor
 from pdo.core.codec import AvroCodec, CodecError
 from pdo.core.config import Settings
@@ -52,7 +54,7 @@ from pdo.core.errors import Conflict, PdoError
 from pdo.core.months import period_of
 from pdo.core.provenance import PROVENANCE_FIELD
 from pdo.core.registry_client import RegistryClient
-from pdo.core.topics import tenant_topic
+from pdo.core.topics import TopicId, tenant_topic, tenant_topic_part
 from pdo.demo import sample
 from pdo.demo.records import GENERATORS
 from pdo.gateway.principals import PrincipalStore
@@ -122,6 +124,17 @@ class GrantView:
     latest: dict[str, Any] | None = None
     last_published: datetime | None = None  # the newest publication time among the received records
     revoked_at: datetime | None = None  # when the operator's revocation was acknowledged
+    windows: dict[datetime, int] = field(default_factory=dict)  # aggregate grants: start -> groups suppressed
+    groups: set[str] = field(default_factory=set)  # aggregate grants: the aggregate ids published
+
+    def topic(self, settings: Settings) -> str:
+        """The tenant topic this grant delivers to: its rows' or, for an aggregate grant, its aggregates'."""
+        tenant, dataset = self.request.tenant.principal_id, self.request.dataset_id
+        if self.request.aggregate is None:
+            return tenant_topic(tenant, dataset, settings)
+        return topics.name(
+            TopicId.TENANT_AGGREGATES, settings, tenant_id=tenant_topic_part(tenant), dataset_id=dataset
+        )
 
 
 class TenantStreams:
@@ -145,32 +158,37 @@ class TenantStreams:
 
     def _run(self) -> None:
         consumer = kafka.consumer(self.settings, enable_auto_commit=False)
+        waiting = sorted({view.topic(self.settings) for view in self.grants.values()})
+        assigned: list[TopicPartition] = []
         try:
-            topics = sorted(
-                {
-                    tenant_topic(view.request.tenant.principal_id, view.request.dataset_id, self.settings)
-                    for view in self.grants.values()
-                }
-            )
-            partitions = [
-                TopicPartition(topic, number)
-                for topic in topics
-                for number in sorted(consumer.partitions_for_topic(topic) or ())
-            ]
-            consumer.assign(partitions)
-            consumer.seek_to_beginning(*partitions)
             while not self._stop.is_set():
+                if waiting:  # an aggregates topic appears with its first window
+                    waiting = self._assign_found(consumer, waiting, assigned)
                 for messages in consumer.poll(timeout_ms=500).values():
                     for message in messages:
                         self._count(message.value)
         finally:
             consumer.close()
 
+    def _assign_found(self, consumer: Any, waiting: list[str], assigned: list[TopicPartition]) -> list[str]:
+        """Add the partitions of the waiting topics that exist now, read from their beginning; the topics
+        still missing."""
+        found = {topic: sorted(consumer.partitions_for_topic(topic) or ()) for topic in waiting}
+        new = [TopicPartition(topic, number) for topic, numbers in found.items() for number in numbers]
+        if new:
+            assigned.extend(new)
+            consumer.assign(assigned)  # kept partitions keep their positions
+            consumer.seek_to_beginning(*new)
+        return [topic for topic, numbers in found.items() if not numbers]
+
     def _count(self, value: bytes) -> None:
         try:
             record = self.codec.decode(value).value
         except CodecError:
             self.undecodable += 1
+            return
+        if "aggregate_id" in record:
+            self._count_aggregate(record)
             return
         provenance = record[PROVENANCE_FIELD]
         view = self.grants.get(provenance["grant_id"])
@@ -181,6 +199,13 @@ class TenantStreams:
         view.latest = record
         published = provenance["published_at"]
         view.last_published = max(published, view.last_published or published)
+
+    def _count_aggregate(self, record: dict[str, Any]) -> None:
+        view = self.grants.get(record["grant_id"])
+        if view is None:
+            return  # an earlier demo run's grant on the same topic
+        view.windows[record["window_start"]] = record["suppressed_groups"]
+        view.groups.add(record["aggregate_id"])
 
 
 class Demo:
@@ -241,7 +266,7 @@ class Demo:
             self.attempt(f"register {dataset.dataset_id}", partial(self._register, dataset))
         for request in sample.REQUESTS:
             self.attempt(
-                f"{request.tenant.name} requests {request.dataset_id}",
+                f"{request.tenant.name} requests {request.what}",
                 partial(self._request, request),
             )
         self.streams = TenantStreams(self.settings, self.grants)
@@ -289,6 +314,8 @@ class Demo:
             "valid_from": (now - timedelta(minutes=1)).isoformat(),
             "valid_until": (now + timedelta(days=365)).isoformat(),
             "expected_daily_records": request.expected_daily_records,
+            "kind": request.kind,
+            "aggregate": request.aggregate,
         }
         submitted = tenant.call("POST", "/v1/requests", json={k: v for k, v in body.items() if v is not None})
         decided = self._wait(
@@ -299,7 +326,7 @@ class Demo:
         if decided["status"] == "PENDING_REVIEW":
             decided = self._review(request, submitted["request_id"])
             how = f"by {sample.OPERATOR.principal_id}"
-        self.report(f"  {request.tenant.name:<15} {request.dataset_id:<20} {decided['status']:<9} {how}")
+        self.report(f"  {request.tenant.name:<15} {request.what:<20} {decided['status']:<9} {how}")
         if decided["status"] == "APPROVED":
             self._wait_active(decided["grant_id"], request)
         else:

@@ -39,6 +39,8 @@ class DatasetSample:
     openness: str
     price_plan: dict[str, Any]
     description: str
+    asset_registration_number: str  # the data asset registration authority's number, for listings
+    terms: str  # the purpose limits a listing on a data exchange states
 
     def registration(self, home: Path) -> dict[str, Any]:
         """The body of POST /v1/datasets."""
@@ -53,6 +55,8 @@ class DatasetSample:
             "record_schema": schema,
             "price_plan": self.price_plan,
             "description": self.description,
+            "asset_registration_number": self.asset_registration_number,
+            "terms": self.terms,
         }
 
 
@@ -66,6 +70,16 @@ class RequestSample:
     expected_daily_records: int | None = None
     operator_denies: bool = False  # when the request waits for review: deny it instead of approving
     revoked_later: bool = False  # the operator revokes the grant while records flow
+    aggregate: dict[str, Any] | None = None  # an AGGREGATE request's spec (windows, groups, aggregates)
+
+    @property
+    def kind(self) -> str:
+        return "AGGREGATE" if self.aggregate else "ROWS"
+
+    @property
+    def what(self) -> str:
+        """What is asked for, in the demo's lines: the dataset, or its aggregates."""
+        return f"aggregates of {self.dataset_id}" if self.aggregate else self.dataset_id
 
 
 TRANSPORT = Party("provider", "transport-bureau", "Municipal Transport Bureau")
@@ -78,6 +92,8 @@ CITYLAB = Party("tenant", "citylab", "City Lab research institute")
 CREDIT = Party("tenant", "credit-bureau", "Credit Information Services")
 PLANNING = Party("tenant", "urban-planning", "Urban Planning Department", government=True)
 TENANTS = (ACME, CITYLAB, CREDIT, PLANNING)
+
+AGGREGATE_WINDOW_S = 10
 
 OPERATOR = Party("operator", "demo-operator", "Demo operator")
 
@@ -99,6 +115,8 @@ DATASETS = (
             ],
         },
         description="One record per vehicle passing a road checkpoint.",
+        asset_registration_number="ZJ-HZ-DA-2026-000117",
+        terms="Traffic analysis, planning and logistics only; no identification of vehicles or drivers.",
     ),
     DatasetSample(
         dataset_id="enterprise-registry",
@@ -111,6 +129,8 @@ DATASETS = (
         openness="CONDITIONAL",
         price_plan={"kind": "PER_MEGABYTE", "unit_price": "5.00"},
         description="Registrations and changes of enterprises, with their legal representatives.",
+        asset_registration_number="ZJ-HZ-DA-2026-000342",
+        terms="Credit assessment and market supervision only; personal data not to be passed on.",
     ),
     DatasetSample(
         dataset_id="air-quality",
@@ -123,6 +143,8 @@ DATASETS = (
         openness="OPEN",
         price_plan={"kind": "PER_THOUSAND_RECORDS", "unit_price": "1.50"},
         description="PM2.5, PM10, NO2, O3 and AQI per station and hour.",
+        asset_registration_number="ZJ-HZ-DA-2026-000058",
+        terms="Any lawful use; cite the Ecology and Environment Bureau as the source.",
     ),
 )
 
@@ -178,5 +200,20 @@ REQUESTS = (
         ("record_id", "station_id", "district", "pm25", "pm10", "no2", "o3", "aqi", "observed_at"),
         "district planning",
         row_filter="district == 'Xihu'",
+    ),
+    # Aggregates only, never a row: vehicles and mean speed per district per window (approved by rule
+    # `auto-approve-aggregates`). Windows are short so that several close while the demo runs; the demo's
+    # platform lowers the operator's floor k to fit its few records per second (pdo.cli.demo).
+    RequestSample(
+        CITYLAB,
+        "traffic-flow",
+        ("district", "speed_kmh"),
+        "district congestion statistics",
+        aggregate={
+            "window_seconds": AGGREGATE_WINDOW_S,
+            "group_by": ["district"],
+            "numeric_fields": ["speed_kmh"],
+            "functions": ["COUNT", "MEAN"],
+        },
     ),
 )

@@ -1,4 +1,5 @@
-"""The demo's summary: per grant, what the tenant received and what masking made of a sensitive value."""
+"""The demo's summary: per row grant, what the tenant received and what masking made of a sensitive value;
+per aggregate grant, the windows delivered and the groups published and suppressed."""
 
 from __future__ import annotations
 
@@ -40,6 +41,8 @@ def table(demo: Demo, metered: dict[str, int] | None) -> list[str]:
         f"  {'tenant':<15} {'dataset':<20} {'grant status':<12} {'received':>8} {'metered':>8}  masked in the latest record"
     ]
     for view in demo.grants.values():
+        if view.request.aggregate is not None:
+            continue  # shown by `aggregates`
         received = len(view.received)
         note = (
             f"; revoked {_clock(view.revoked_at)}, newest record received published {_clock(view.last_published)}"
@@ -57,6 +60,27 @@ def table(demo: Demo, metered: dict[str, int] | None) -> list[str]:
         )
     published = ", ".join(f"{dataset} {count}" for dataset, count in demo.published.items())
     lines.append(f"  published: {published}")
+    return lines
+
+
+def aggregates(demo: Demo, metered: dict[str, int] | None) -> list[str]:
+    """One line per aggregate grant: windows delivered, groups published and suppressed (in the windows
+    delivered: a window whose groups were all suppressed is not published), and what metering counted (the
+    aggregates published)."""
+    lines = []
+    for view in demo.grants.values():
+        if view.request.aggregate is None:
+            continue
+        spec = view.request.aggregate
+        metered_text = "?" if metered is None else str(metered.get(view.grant_id, 0))
+        lines += [
+            f"  aggregate grant of {view.request.tenant.name} on {view.request.dataset_id}: "
+            f"{', '.join(spec['functions'])} of {', '.join(spec['numeric_fields'])} "
+            f"per {', '.join(spec['group_by'])} per {spec['window_seconds']} s, no row",
+            f"  {view.request.tenant.name:<15} {view.request.dataset_id:<20} {view.status:<12} "
+            f"windows delivered {len(view.windows)}, groups published {len(view.groups)}, "
+            f"groups suppressed {sum(view.windows.values())}, metered {metered_text}",
+        ]
     return lines
 
 
@@ -92,7 +116,8 @@ def print_summary(demo: Demo, final: bool = False) -> None:
     """The grants table with metering's counts; at the end, this month's charges, the reconciliation and the
     audit log's verification too.
     Each part is a step of its own: one that fails is reported and the others are still shown."""
-    for line in table(demo, demo.attempt("read metering's usage", demo.metered)):
+    metered = demo.attempt("read metering's usage", demo.metered)
+    for line in table(demo, metered) + aggregates(demo, metered):
         demo.report(line)
     if final:
         for part, lines in (

@@ -160,6 +160,10 @@ class DatasetIn(Body):
     description: Text | None = None
     asset_registration_number: Line | None = None
     terms: Text | None = None
+    derived_from: Annotated[list[Identifier], Field(max_length=16)] = Field(
+        default_factory=list,
+        description="lineage: the registered datasets this one is derived from (a derived data product's sources)",
+    )
 
     def to_domain(self) -> DatasetRegistration:
         return DatasetRegistration(
@@ -175,6 +179,7 @@ class DatasetIn(Body):
             description=self.description,
             asset_registration_number=self.asset_registration_number,
             terms=self.terms,
+            derived_from=tuple(self.derived_from),
         )
 
 

@@ -121,9 +121,22 @@ def test_a_demo_stopped_with_ctrl_c_tells_the_whole_story_and_its_summary_is_rig
 
     # Reconciliation of the month: every record on the tenant topics is in the ledger and vice versa.
     assert re.search(
-        r"period \d{4}-\d{2} \(open, nothing billed yet\): 5 grant\(s\); drift topic_vs_ledger 0 record",
+        r"period \d{4}-\d{2} \(open, nothing billed yet\): 6 grant\(s\); drift topic_vs_ledger 0 record",
         summary,
     ), summary
+
+    # The aggregate grant (10-second windows of traffic per district; k lowered to 5 for the demo): windows
+    # closed while records flowed, each metered as its aggregates published, and no row was received under it.
+    aggregate = re.search(
+        r"^  citylab\s+traffic-flow\s+ACTIVE\s+windows delivered (\d+), groups published (\d+), "
+        r"groups suppressed (\d+), metered (\d+)$",
+        summary,
+        re.M,
+    )
+    assert aggregate, summary
+    windows, groups, _suppressed, metered = map(int, aggregate.groups())
+    assert windows >= 1 and groups >= windows, summary
+    assert metered == groups, summary
 
     revoked = rows[("citylab", "traffic-flow")]
     assert revoked["status"] == "REVOKED"

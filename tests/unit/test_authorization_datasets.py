@@ -87,6 +87,12 @@ def test_a_dataset_the_view_has_not_read_yet_is_found_after_catching_up(view, to
     assert view.progress(CATALOG) == {0: 1}
 
 
+def test_the_view_keeps_a_derived_datasets_lineage(view, topic):
+    derived = replace(traffic_dataset("traffic-index"), derived_from=("open-traffic",))
+    topic.publish(Event.DATASET_REGISTERED, registered(derived))
+    assert view.get("traffic-index").derived_from == ("open-traffic",)
+
+
 def test_a_dataset_is_unknown_only_after_the_view_caught_up(view, topic):
     with pytest.raises(NotFound):
         view.get("never-registered")

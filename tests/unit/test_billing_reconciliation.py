@@ -10,6 +10,7 @@ import pytest
 import sqlalchemy as sa
 from billing_support import add_grant, add_usage, per_thousand
 
+from pdo.aggregation.public import is_window_delivery, window_delivery_id
 from pdo.authorization.testing import RecordingPublisher
 from pdo.billing.reconcile import reconcile_scan
 from pdo.billing.report import report_lines
@@ -144,3 +145,16 @@ def test_the_report_lists_only_grants_with_drift_and_notes_duplicates(engine) ->
 def test_a_malformed_period_is_refused(engine) -> None:
     with engine.connect() as conn, pytest.raises(InvalidInput, match="YYYY-MM"):
         reconcile_scan(conn, "March", scan_of())
+
+
+def test_an_aggregate_window_in_the_ledger_is_not_drift_and_the_report_notes_it(engine) -> None:
+    window = window_delivery_id("g-1", MARCH)
+    with engine.begin() as conn:  # one window delivered: its 6 aggregates are on the aggregates topic
+        add_usage(conn, "g-1", "tenant:acme", "traffic", 6, 600, MARCH, delivery_id=window)
+    usage(engine, "a")
+    result, by_grant = figures(engine, "2026-03", scan_of("a"))
+    grant = by_grant["g-1"]
+    assert (grant.in_ledger, grant.aggregate_records, grant.not_on_topic) == (7, 6, 0)
+    assert result.clean
+    assert any("6 ledger record(s) are aggregates" in line for line in report_lines(result))
+    assert not is_window_delivery("a") and is_window_delivery(window)

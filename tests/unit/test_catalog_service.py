@@ -311,6 +311,42 @@ def test_a_retired_dataset_stays_retired(service, publisher):
     assert service.list(PROVIDER) == [] and service.list(PROVIDER, include_retired=True) == [retired]
 
 
+def test_a_derived_dataset_names_its_sources_and_its_lineage_travels_in_the_event(service, publisher, engine):
+    service.register(PROVIDER, registration(), actor="provider:city")
+    derived = registration(dataset_id="city-readings-daily", derived_from=("city-readings", "city-readings"))
+
+    product = service.register(PROVIDER, derived, actor="provider:city")
+
+    assert product.derived_from == ("city-readings",)  # each source once
+    assert service.get("city-readings-daily").derived_from == ("city-readings",)
+    assert service.get("city-readings").derived_from == ()
+    name, event, _ = publisher.events[-1]
+    assert (name, event["derived_from"]) == ("pdo.catalog.v1.DatasetRegistered", ["city-readings"])
+
+
+@pytest.mark.parametrize(
+    ("sources", "reason"),
+    [
+        (("nowhere",), "derives from 'nowhere', which is not in the catalog"),
+        (("city-readings",), "derives from 'city-readings', which is retired"),
+        (("city-readings-daily",), "cannot derive from itself"),
+        (("Not An Id",), "dataset id"),
+    ],
+)
+def test_lineage_names_only_registered_datasets_in_service(service, publisher, sources, reason):
+    service.register(PROVIDER, registration(), actor="provider:city")
+    service.retire(PROVIDER, "city-readings", "replaced", actor="provider:city")
+    events = len(publisher.events)
+
+    with pytest.raises(InvalidInput, match=reason):
+        service.register(
+            PROVIDER,
+            registration(dataset_id="city-readings-daily", derived_from=sources),
+            actor="provider:city",
+        )
+    assert len(publisher.events) == events
+
+
 # ---------------------------------------------------------------- the agent's handler
 
 
@@ -318,6 +354,11 @@ def test_the_projector_rebuilds_the_services_rows_from_its_events(
     service, publisher, registry, sqlite_url, tmp_path
 ):
     service.register(PROVIDER, registration(), actor="provider:city")
+    service.register(
+        PROVIDER,
+        registration(dataset_id="city-daily", derived_from=("city-readings",)),
+        actor="provider:city",
+    )
     service.update(PROVIDER, "city-readings", DatasetChanges(title="Readings"), actor="provider:city")
     service.retire(PROVIDER, "city-readings", "done", actor="provider:city")
     fresh_url = f"sqlite:///{tmp_path / 'fresh.db'}"
@@ -330,7 +371,7 @@ def test_the_projector_rebuilds_the_services_rows_from_its_events(
         for offset, (_name, _event, data) in enumerate(publisher.events)
     ]
 
-    assert outcomes == ["applied", "applied", "applied"]
+    assert outcomes == ["applied"] * 4
     assert [tuple(r) for r in rows(fresh)] == [tuple(r) for r in rows(service.engine)]
     fresh.dispose()
 

@@ -31,6 +31,7 @@ class FakeGateway:
         self.unreachable = False
         self.calls: Counter[tuple[str, str]] = Counter()
         self.numbers = itertools.count(1)
+        self.bodies: dict[tuple[str, str], dict] = {}  # the latest body of each call
 
     def refuse(self, method: str, path: str, status: int, message: str, times: int | None = None) -> None:
         """Answer `status` with the platform's error body to `method path` (the first `times` calls, or all)."""
@@ -43,6 +44,7 @@ class FakeGateway:
         if method == "POST" and path == "/v1/datasets":  # one path for every registration: tell them apart
             path = f"/v1/datasets#{json.loads(request.content)['dataset_id']}"
         self.calls[(method, path)] += 1
+        self.bodies[(method, path)] = json.loads(request.content) if request.content else {}
         status, message, times = self.refusals.get((method, path), (200, "", None))
         if status != 200 and (times is None or self.calls[(method, path)] <= times):
             return httpx.Response(status, json={"error": "refused", "message": message, "hint": "h"})
@@ -142,6 +144,22 @@ def test_a_refused_registration_and_a_refused_request_are_reported_and_the_other
     assert demo.failures == 2
 
 
+def test_the_datasets_are_registered_for_listings_and_one_request_asks_for_aggregates_only(demo_on):
+    gateway = FakeGateway()
+    demo = demo_on(gateway, [])
+
+    demo.prepare()
+
+    for dataset in sample.DATASETS:
+        body = gateway.bodies[("POST", f"/v1/datasets#{dataset.dataset_id}")]
+        assert body["asset_registration_number"] and body["terms"], body
+    requests = [body for (method, path), body in gateway.bodies.items() if path == "/v1/requests"]
+    assert requests[-1]["kind"] == "AGGREGATE"  # the latest request: the aggregate one, submitted last
+    assert requests[-1]["aggregate"]["group_by"] == ["district"]
+    aggregate_views = [view for view in demo.grants.values() if view.request.aggregate is not None]
+    assert [view.topic(demo.settings).rsplit(".", 1)[1] for view in aggregate_views] == ["aggregates"]
+
+
 def test_the_story_reports_refused_calls_once_and_publishes_revokes_and_summarizes_to_its_end(
     demo_on, monkeypatch
 ):
@@ -187,7 +205,15 @@ def test_the_story_reports_refused_calls_once_and_publishes_revokes_and_summariz
     # The story ends by verifying the audit log (empty here: no audit worker ran).
     assert summary.splitlines()[-2] == "  audit log verified: 0 entries; no checkpoint yet"
     rows = [line for line in summary.splitlines() if re.match(r"^  [\w-]+\s+[\w-]+\s+ACTIVE\s+0\s+\?", line)]
-    assert len(rows) == len(demo.grants)  # metered unknown: `?`
+    row_grants = [view for view in demo.grants.values() if view.request.aggregate is None]
+    assert len(rows) == len(row_grants) == len(demo.grants) - 1  # metered unknown: `?`
+    # The aggregate grant has its own line, nothing received (no tenant topic read here).
+    assert re.search(
+        r"^  citylab\s+traffic-flow\s+ACTIVE\s+windows delivered 0, groups published 0, groups suppressed 0, "
+        r"metered \?$",
+        summary,
+        re.M,
+    ), summary
     assert f"{demo.failures} step(s) of the demo failed" in lines[-1]
     assert demo.failures == ticks + 1 + 2 + 1  # every refused batch, the revocation, usage twice, reconcile
 

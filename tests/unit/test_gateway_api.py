@@ -452,6 +452,23 @@ def test_provider_registers_updates_and_retires_its_dataset(gateway):
     assert_refused(retire_without_reason, 422, "invalid_input", "body.reason: Field required")
 
 
+def test_a_derived_datasets_lineage_is_visible_in_the_catalog_api(gateway):
+    source = dataset_body("transport-source")
+    assert gateway.http.post("/v1/datasets", json=source, headers=gateway.as_("transport")).status_code == 201
+    derived = dataset_body("transport-index", derived_from=["transport-source"])
+    assert (
+        gateway.http.post("/v1/datasets", json=derived, headers=gateway.as_("transport")).status_code == 201
+    )
+
+    seen = gateway.http.get("/v1/datasets/transport-index", headers=gateway.as_("acme"))
+
+    assert seen.status_code == 200 and seen.json()["derived_from"] == ["transport-source"]
+    # (the catalog's checks of the sources: tests/unit/test_catalog_service.py)
+    too_many = dataset_body("transport-wide", derived_from=[f"source-{n}" for n in range(17)])
+    refused = gateway.http.post("/v1/datasets", json=too_many, headers=gateway.as_("transport"))
+    assert_refused(refused, 422, "invalid_input", "derived_from")
+
+
 def test_a_dataset_listing_is_for_its_provider_and_operators(gateway):
     body = dataset_body("transport-listed", asset_registration_number="SZ-DA-1", terms="planning only")
     assert gateway.http.post("/v1/datasets", json=body, headers=gateway.as_("transport")).status_code == 201
