@@ -150,6 +150,7 @@ class Listing:
             "asset_registration_number": dataset.asset_registration_number,
             "terms": dataset.terms,
             "retired": dataset.retired,
+            "derived_from": list(dataset.derived_from),
             "schema": {
                 "subject": dataset.schema_subject,
                 "version_id": dataset.schema_id,

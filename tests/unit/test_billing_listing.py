@@ -92,6 +92,9 @@ def test_a_listing_carries_registration_terms_price_frequency_and_usage():
     document = listing().as_json()
 
     assert document["asset_registration_number"] == "SZ-DA-2026-0042"
+    assert document["derived_from"] == [] and listing(derived_from=("air",)).as_json()["derived_from"] == [
+        "air"
+    ]
     assert document["terms"].startswith("traffic planning")
     assert document["price_plan"]["in_words"] == "0.50 CNY per 1,000 records"
     assert document["price_plan"]["kind"] == "PER_THOUSAND_RECORDS"

@@ -1,7 +1,7 @@
 """Idempotent publishing: the gateway's Idempotency-Key answers and the feed's record_id claims.
 
 Revision ID: 0022
-Revises: 0020
+Revises: 0021
 Create Date: 2026-12-01
 
 Self-contained on purpose (it imports neither pdo.gateway.tables nor pdo.publishing.tables): a migration
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0022"
-down_revision = "0020"
+down_revision = "0021"
 branch_labels = None
 depends_on = None
 
