@@ -25,7 +25,8 @@ REQUIRE_ALL = os.environ.get("PDO_TEST_REQUIRE_ALL") == "1"
 
 # Tests start workers side by side, and other runs share the machine: on the default metrics ports they
 # would collide. Worker processes inherit this; a test that wants an endpoint gives it a free port.
-for _variable in ("CATALOG", "AUTHORIZATION", "SHARING", "METERING", "AGGREGATION", "AUDIT"):
+WORKERS_METRICS_OFF = ("CATALOG", "AUTHORIZATION", "SHARING", "METERING", "AGGREGATION", "AUDIT")
+for _variable in WORKERS_METRICS_OFF:
     os.environ[f"PDO_{_variable}_METRICS_PORT"] = "0"
 
 # Outside development mode the published default masking key is refused (pdo.core.config): the suite runs

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import WORKERS_METRICS_OFF
 
 from pdo.core.config import PROJECT_ROOT, Settings
 from pdo.stack.local_secrets import local_secrets
@@ -154,7 +155,7 @@ def scrape_targets(config: dict) -> dict[str, str]:
 
 
 def test_compose_and_local_prometheus_scrape_every_service_on_the_same_ports(monkeypatch):
-    for service in ("CATALOG", "AUTHORIZATION", "SHARING", "METERING"):
+    for service in WORKERS_METRICS_OFF:
         monkeypatch.delenv(f"PDO_{service}_METRICS_PORT")  # conftest turns them off for tests
     compose = scrape_targets(yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text()))
     local = scrape_targets(prometheus_config(Settings.from_env()))
