@@ -74,7 +74,9 @@ def register(subparsers) -> None:
     reconcile.add_argument("--all", action="store_true", help="list every grant, not only those with drift")
     reconcile.set_defaults(func=run_reconcile)
 
-    assets = actions.add_parser("assets", help="per dataset: tenants, records, bytes, revenue of a period")
+    assets = actions.add_parser(
+        "assets", help="per dataset: tenants, records, bytes, revenue and attributed revenue of a period"
+    )
     _period(assets)
     assets.add_argument("--format", choices=["csv", "json"], default="csv")
     assets.add_argument("--provider", help="only this provider's datasets, e.g. provider:transport-bureau")

@@ -73,6 +73,10 @@ def get_one_statement(
 @router.get(
     "/reports/assets",
     summary="Per dataset: tenants served, records and bytes delivered, revenue (providers: own datasets)",
+    description="Each dataset's row also carries `attributed_revenue`, its share of the revenue the derived "
+    "products naming it in `derived_from` earned in the period (split equally in whole cents, left-over cents "
+    "one each to the sources in id order), and `attributed_from`, those products' ids: attribution, not an "
+    "additional charge.",
     responses={200: {"content": {"application/json": {}, "text/csv": {}}}},
 )
 def assets_report(

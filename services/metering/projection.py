@@ -6,8 +6,8 @@ Metering reads no other service's table. It learns what it needs from their even
   Suspended / Resumed / Revoked / Expired carry a GrantSnapshot, whose terms replace the row's when its
   version is higher. The ledger reads valid_from and daily_quota_records from here, billing the price plan.
   A denial, or a transition without a snapshot (written before snapshots existed), changes no terms;
-- **datasets** (`metering_datasets`) from pdo.catalog: the title and provider billing's asset report shows.
-  DatasetRegistered carries the entry, Updated and Retired a DatasetSnapshot; (version, retired) orders them.
+- **datasets** (`metering_datasets`) from pdo.catalog: the title and provider billing's asset report shows,
+  and the lineage (`derived_from`) it attributes a derived product's revenue by. DatasetRegistered carries the entry, Updated and Retired a DatasetSnapshot; (version, retired) orders them.
 
 **Idempotent and in order.** An event changes a row only when it is newer than what the row holds (an upsert
 whose update is conditional on the version), so a redelivered, replayed or stale event changes nothing, and
@@ -98,6 +98,7 @@ class DatasetFacts:
     provider_id: str
     version: int
     retired: bool
+    derived_from: str = "[]"  # JSON list of source ids, in id order as the catalog keeps them
 
 
 @dataclass(frozen=True)
@@ -149,7 +150,13 @@ def dataset_facts(schema_name: str, value: Mapping[str, Any]) -> DatasetFacts | 
     else:
         return None
     return DatasetFacts(
-        entry["dataset_id"], entry["title"], entry["provider_id"], int(entry["version"]), retired
+        entry["dataset_id"],
+        entry["title"],
+        entry["provider_id"],
+        int(entry["version"]),
+        retired,
+        # absent from events written before lineage existed (the schema's default is empty)
+        json.dumps(list(entry.get("derived_from") or ())),
     )
 
 

@@ -19,6 +19,7 @@ Grants and datasets come from metering's projection of the authorization and cat
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -268,6 +269,14 @@ def dataset_names(conn: Connection) -> dict[str, tuple[str, str]]:
     """(title, provider_id) of every dataset metering knows, retired ones included."""
     rows = conn.execute(sa.select(t.datasets.c.dataset_id, t.datasets.c.title, t.datasets.c.provider_id))
     return {dataset_id: (title, provider) for dataset_id, title, provider in rows}
+
+
+def dataset_lineage(conn: Connection) -> dict[str, tuple[str, ...]]:
+    """The sources of every dataset metering knows to be derived (retired ones included), in id order."""
+    query = sa.select(t.datasets.c.dataset_id, t.datasets.c.derived_from).where(
+        t.datasets.c.derived_from != "[]"
+    )
+    return {dataset_id: tuple(json.loads(sources)) for dataset_id, sources in conn.execute(query)}
 
 
 def datasets_of_provider(conn: Connection, provider_id: str) -> set[str]:

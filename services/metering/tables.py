@@ -1,5 +1,5 @@
 """SQLAlchemy Core tables metering owns: the usage ledger, billing periods, windows, quota notices (migrations
-0005, 0006), its projection of other services' events (0009) and the delivery digests (0015). Billing's statement tables are in
+0005, 0006), its projection of other services' events (0009, lineage 0023) and the delivery digests (0015). Billing's statement tables are in
 pdo.billing.tables.
 
 The ledger is where exactly-once metering holds: `delivery_id` is the primary key, so a usage fact Kafka
@@ -160,6 +160,9 @@ datasets = sa.Table(
     sa.Column("version", sa.Integer, nullable=False),
     # Retirement keeps the catalog version, so (version, retired) orders a dataset's states.
     sa.Column("retired", sa.Boolean, nullable=False, server_default=sa.false()),
+    # Lineage (migration 0023): the ids this dataset derives from, a JSON list in id order; "[]" for data its
+    # provider publishes itself. Billing attributes a derived product's revenue to them.
+    sa.Column("derived_from", sa.Text, nullable=False, server_default="[]"),
 )
 
 # Per partition of a followed topic, the offset after the last event the projection applied: where a

@@ -72,7 +72,7 @@ def test_assets_print_csv_and_json(database, capsys) -> None:
     assert main(["billing", "assets", "--period", "2026-03"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("period,dataset_id,title,provider_id,tenants")
-    assert lines[1] == "2026-03,traffic,,,1,1,4321,99000,1,2.16,CNY,False"
+    assert lines[1] == "2026-03,traffic,,,1,1,4321,99000,1,2.16,CNY,False,0.00,"
     assert main(["billing", "assets", "--period", "2026-03", "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["datasets"][0]["revenue"] == "2.16"
     assert main(["billing", "assets", "--period", "2026-03", "--provider", "provider:nobody"]) == 0
@@ -107,4 +107,4 @@ def test_assets_of_a_provider_come_from_metering_s_projection_of_the_catalog(dat
     engine.dispose()
     assert main(["billing", "assets", "--period", "2026-03", "--provider", "provider:bureau"]) == 0
     rows = capsys.readouterr().out.splitlines()[1:]
-    assert rows == ["2026-03,traffic,Traffic flow,provider:bureau,1,1,4321,99000,1,2.16,CNY,False"]
+    assert rows == ["2026-03,traffic,Traffic flow,provider:bureau,1,1,4321,99000,1,2.16,CNY,False,0.00,"]
