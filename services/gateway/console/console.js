@@ -99,6 +99,36 @@ function emptyRow(columns, text) {
   return el("tr", { class: "empty" }, el("td", { colSpan: columns, class: "muted" }, text));
 }
 
+// ------------------------------------------------------------------------------------ kinds and lineage
+
+function windowInWords(seconds) {
+  if (seconds % 3600 === 0) return `${seconds / 3600} h`;
+  if (seconds % 60 === 0) return `${seconds / 60} min`;
+  return `${seconds} s`;
+}
+
+// What a grant or request hands the tenant: ROWS, or AGGREGATE with its window, aggregates and epsilon.
+// No k (the smallest group released): it is not a term of the grant but the larger of the dataset's and the
+// operator's minimum, which the aggregation worker applies and the API does not show.
+function kindCell(item) {
+  const kind = item.kind || "ROWS";
+  const spec = kind === "AGGREGATE" ? item.aggregate : null;
+  const details = spec ? [
+    `window ${windowInWords(spec.window_seconds)}`,
+    `${spec.functions.join(", ")}${spec.group_by.length ? ` by ${spec.group_by.join(", ")}` : ""}`,
+    spec.epsilon == null ? null : `ε ${spec.epsilon} per window`,
+  ] : [];
+  return el("td", { class: "kind" }, el("span", { class: `kind-${kind}` }, kind),
+    details.filter((line) => line !== null).map((line) => el("div", { class: "muted" }, line)));
+}
+
+// A derived data product is marked and names its sources (its lineage, from the catalog).
+function lineageOf(dataset) {
+  const sources = dataset.derived_from || [];
+  if (sources.length === 0) return [];
+  return [el("span", { class: "mark-PRODUCT" }, "PRODUCT"), el("div", { class: "muted lineage" }, `derived from: ${sources.join(", ")}`)];
+}
+
 // ------------------------------------------------------------------------------------------------- API
 
 class ApiError extends Error {
@@ -183,6 +213,7 @@ function requestRow(request, notice) {
     el("td", { class: "id" }, id),
     el("td", {}, request.tenant_id, el("div", { class: "muted" }, request.tenant_kind || "")),
     el("td", { class: "id" }, request.dataset_id),
+    kindCell(request),
     el("td", { class: "text" }, request.purpose),
     el("td", {}, fieldBoxes),
     el("td", { class: "text" }, el("code", {}, request.row_filter || "")),
@@ -195,7 +226,7 @@ async function refreshRequests() {
   const { body, notice, count } = panel("requests");
   const pending = await api("GET", "/v1/requests?status=PENDING_REVIEW");
   count.textContent = `(${pending.length})`;
-  if (pending.length === 0) return body.replaceChildren(emptyRow(8, "nothing waiting for an operator"));
+  if (pending.length === 0) return body.replaceChildren(emptyRow(9, "nothing waiting for an operator"));
   syncRows(body, pending, (request) => request.request_id, (request) => requestRow(request, notice));
 }
 
@@ -227,6 +258,7 @@ function grantRow(grant, notice) {
     el("td", { class: "id" }, id),
     el("td", {}, grant.tenant_id),
     el("td", { class: "id" }, grant.dataset_id),
+    kindCell(grant),
     el("td", {}, el("span", { class: `grant-status status-${grant.status}` }, grant.status),
       grant.status_reason ? el("div", { class: "muted text" }, grant.status_reason) : null),
     el("td", {}, fields),
@@ -242,7 +274,7 @@ async function refreshGrants() {
   const grants = (await grantsNow()).filter((grant) => showAll || LIVE_GRANTS.has(grant.status));
   grants.sort((a, b) => String(b.updated_at).localeCompare(String(a.updated_at)));
   count.textContent = `(${grants.length})`;
-  if (grants.length === 0) return body.replaceChildren(emptyRow(8, "no grants to show"));
+  if (grants.length === 0) return body.replaceChildren(emptyRow(9, "no grants to show"));
   syncRows(body, grants, (grant) => grant.grant_id, (grant) => grantRow(grant, notice));
 }
 
@@ -390,15 +422,20 @@ async function refreshMyGrants() {
   const grants = await grantsNow();
   grants.sort((a, b) => String(b.updated_at).localeCompare(String(a.updated_at)));
   count.textContent = `(${grants.length})`;
-  if (grants.length === 0) return body.replaceChildren(emptyRow(6, "no grants yet: ask for data below"));
-  syncRows(body, grants, (grant) => grant.grant_id, (grant) => el("tr", { "data-grant-id": grant.grant_id, "data-status": grant.status },
+  if (grants.length === 0) return body.replaceChildren(emptyRow(7, "no grants yet: ask for data below"));
+  syncRows(body, grants, (grant) => grant.grant_id, myGrantRow);
+}
+
+function myGrantRow(grant) {
+  return el("tr", { "data-grant-id": grant.grant_id, "data-status": grant.status },
     el("td", { class: "id" }, grant.grant_id),
     el("td", { class: "id" }, grant.dataset_id),
+    kindCell(grant),
     statusCell(grant.status, grant.status_reason),
     el("td", {}, fieldsText(grant)),
     el("td", { class: "number" }, grant.daily_quota_records == null ? "none" : number(grant.daily_quota_records)),
     el("td", {}, `${when(grant.valid_from)} – ${when(grant.valid_until)}`),
-  ));
+  );
 }
 
 // The policy's answer to a request, in words.
@@ -606,8 +643,14 @@ async function refreshCatalog() {
   if (datasets.length === 0) return body.replaceChildren(emptyRow(8, "no datasets registered"));
   // The holders are part of each row's data, so a row changes when a grant does.
   const rows = datasets.map((d) => ({ ...d, holders: holders.get(d.dataset_id) || ["none"] }));
-  syncRows(body, rows, (d) => d.dataset_id, (d) => el("tr", { "data-dataset-id": d.dataset_id },
-    el("td", {}, el("div", { class: "id" }, d.dataset_id), el("div", { class: "muted" }, d.title), d.retired ? el("div", { class: "status-REVOKED" }, "retired") : null),
+  syncRows(body, rows, (d) => d.dataset_id, catalogRow);
+}
+
+// One dataset with the tenants holding grants on it (`holders`).
+function catalogRow(d) {
+  return el("tr", { "data-dataset-id": d.dataset_id },
+    el("td", {}, el("div", { class: "id" }, d.dataset_id), el("div", { class: "muted" }, d.title), lineageOf(d),
+      d.retired ? el("div", { class: "status-REVOKED" }, "retired") : null),
     el("td", {}, d.provider_id, el("div", { class: "muted" }, d.owner_department)),
     el("td", {}, d.domain),
     el("td", {}, el("span", { class: `grade grade-${d.classification}` }, d.classification)),
@@ -615,7 +658,7 @@ async function refreshCatalog() {
     el("td", {}, Object.entries(sensitiveOf(d)).map(([field, masking]) => el("span", { class: "field" }, `${field} (${masking})`))),
     el("td", {}, priceInWords(d.price_plan)),
     el("td", { class: "holders" }, d.holders.map((h) => el("span", { class: "field" }, h))),
-  ));
+  );
 }
 
 // ------------------------------------------------------------------------------------------------- audit
