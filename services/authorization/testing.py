@@ -167,6 +167,7 @@ def register_traffic_dataset(catalog: Any, title: str = "Traffic flow", **change
             record_schema=template.record_schema,
             sensitive_fields=template.sensitive_fields,
             price_plan=template.price_plan,
+            derived_from=template.derived_from,
         ),
         template.provider_id,
     )

@@ -68,6 +68,7 @@ def test_operator_approves_and_revokes_in_the_console(settings, platform, gatewa
 
     row = page.locator(f'#requests tr[data-request-id="{request_id}"]')
     expect(row).to_be_visible()
+    expect(row.locator("td.kind")).to_have_text("ROWS")
     expect(row.locator("td.text").first).to_have_text(HOSTILE_PURPOSE)
     expect(page.locator("#dead-letters tbody")).to_contain_text(HOSTILE_REASON)
     expect(page.locator("#dead-letters tbody")).to_contain_text("UNDECODABLE")
@@ -92,6 +93,7 @@ def test_operator_approves_and_revokes_in_the_console(settings, platform, gatewa
     assert grant_id
     grant_row = page.locator(f'#grants tr[data-grant-id="{grant_id}"]')
     expect(grant_row.locator(".grant-status")).to_have_text("ACTIVE")
+    expect(grant_row.locator("td.kind")).to_have_text("ROWS")  # the kind, from the real grant's JSON
     grant = gateway.http.get(f"/v1/grants/{grant_id}", headers=operator).json()
     assert grant["status"] == "ACTIVE" and grant["fields"] == ["district", "aqi"], grant
     assert grant["daily_quota_records"] == 1000

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from metering_support import pdo_workers  # noqa: F401
 from sharing_support import ACME, db_url, grant, platform, register_dataset, settings  # noqa: F401
 
+from pdo.authorization.testing import register_traffic_dataset
 from pdo.core import db
 from pdo.core.events import utc_now
 from pdo.core.months import period_of
@@ -55,20 +56,27 @@ def test_a_fact_whose_grant_event_the_projection_has_not_applied_is_billed(setti
 
 def test_the_worker_projects_grants_and_datasets_from_their_events(settings, platform, pdo_workers) -> None:
     dataset_id = register_dataset(platform["catalog"])
+    product_id = register_traffic_dataset(platform["catalog"], derived_from=(dataset_id,))
     grant_id = grant(platform["service"], ACME, dataset_id, ("record_id",))
     worker = pdo_workers("metering", "worker", "--group", f"metering-{uuid.uuid4().hex[:8]}")
     engine = db.make_engine(settings.database_url)
     try:
         deadline = time.monotonic() + WAIT_S
         names: dict[str, tuple[str, str]] = {}
-        while time.monotonic() < deadline and not (dataset_id in names and known_grants(engine, {grant_id})):
+        projected = {dataset_id, product_id}
+        while time.monotonic() < deadline and not (
+            projected <= set(names) and known_grants(engine, {grant_id})
+        ):
             assert worker.poll() is None, f"the metering worker exited with {worker.returncode}"
             time.sleep(0.2)
             with engine.connect() as conn:
                 names = public.dataset_names(conn)
         with engine.connect() as conn:
             row = conn.execute(sa.select(t.grants).where(t.grants.c.grant_id == grant_id)).one()
+            lineage = public.dataset_lineage(conn)
         assert (row.tenant_id, row.dataset_id, row.version) == (ACME, dataset_id, 1)
         assert names[dataset_id][1].startswith("provider:")
+        # the lineage billing attributes revenue by, from the catalog's event
+        assert lineage.get(product_id) == (dataset_id,) and dataset_id not in lineage
     finally:
         engine.dispose()
