@@ -165,13 +165,13 @@ def _attribute(
 def _keyed_row(
     rows: dict[tuple[str, str], AssetRow],
     dataset_id: str,
-    currency: str,
+    currency: str | None,
     datasets: Mapping[str, tuple[str | None, str | None]],
     period: str,
     provisional: bool,
 ) -> AssetRow:
-    """The dataset's row in `currency`, made empty if it has none yet."""
-    key = (dataset_id, currency)
+    """The dataset's row in `currency` (None: a row without one), made empty if it has none yet."""
+    key = (dataset_id, currency or "")
     if key not in rows:
         title, owner = datasets.get(dataset_id, (None, None))
         rows[key] = AssetRow(period, dataset_id, title, owner, currency, provisional)
@@ -187,8 +187,4 @@ def _row_for(
 ) -> AssetRow:
     """The dataset's first row; a dataset with only set-aside usage gets one without a currency."""
     found = [row for key, row in sorted(rows.items()) if key[0] == dataset_id]
-    if found:
-        return found[0]
-    title, owner = datasets.get(dataset_id, (None, None))
-    rows[(dataset_id, "")] = AssetRow(period, dataset_id, title, owner, None, provisional)
-    return rows[(dataset_id, "")]
+    return found[0] if found else _keyed_row(rows, dataset_id, None, datasets, period, provisional)

@@ -149,6 +149,21 @@ def test_a_closed_period_attributes_the_same_shares(engine) -> None:
     }
 
 
+def test_attribution_goes_one_step_from_a_product_to_the_datasets_it_names(engine) -> None:
+    forecast = registered("forecast", "provider:datagroup", "congestion")
+    with engine.begin() as conn:
+        apply_events(conn, "pdo.catalog", [TopicEvent(0, 3, REGISTERED, forecast)], {0: 4})
+        add_grant(conn, "g-forecast", "tenant:b", "forecast", per_thousand("2.00"))
+        add_usage(conn, "g-forecast", "tenant:b", "forecast", 1_000, 1_000, MAY)
+    rows = by_dataset(asset_report(engine, "2026-05"))
+    assert (rows["congestion"]["attributed_revenue"], rows["congestion"]["attributed_from"]) == (
+        "2.00",
+        ["forecast"],
+    )
+    # the sources of congestion share its own 1.01, not what forecast attributed to it
+    assert (rows["air"]["attributed_revenue"], rows["traffic"]["attributed_revenue"]) == ("0.51", "0.50")
+
+
 def test_a_providers_selection_keeps_what_other_providers_products_attribute_to_its_data(engine) -> None:
     (air,) = asset_report(engine, "2026-05", dataset_ids={"air"}).rows
     assert (air.attributed_revenue, air.attributed_from) == (Decimal("0.51"), ["congestion"])
