@@ -28,32 +28,14 @@ def register(subparsers) -> None:
 
 
 def apply_products(args) -> int:
-    from contextlib import ExitStack
-
-    from pdo.catalog.public import CatalogService
     from pdo.core.access_log import operator_actor
-    from pdo.core.events import EventPublisher
-    from pdo.core.registry_client import RegistryClient
-    from pdo.products.declaration import load_declarations
-    from pdo.products.registration import apply_products as apply
-    from pdo.products.registration import check_products
+    from pdo.products.registration import apply_folder
 
     settings = Settings.from_env()
-    declarations = load_declarations(args.dir or settings.home / "products")
     db.upgrade(settings.database_url)
-    with ExitStack() as resources:
-        engine = db.make_engine(settings.database_url)
-        resources.callback(engine.dispose)
-        publisher = EventPublisher(settings)
-        resources.callback(publisher.close)
-        registry = RegistryClient.for_settings(settings)
-        resources.callback(registry.close)
-        catalog = CatalogService(engine, publisher, registry, settings)
-        if args.check:
-            check_products(catalog, declarations)
-            print(f"{len(declarations)} product declaration(s) can be applied")
-            return 0
-        result = apply(catalog, declarations, operator_actor(args.by))
+    result = apply_folder(
+        settings, args.dir or settings.home / "products", operator_actor(args.by), check_only=args.check
+    )
     for line in result.lines():
         print(line)
     return 0

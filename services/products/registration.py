@@ -13,27 +13,58 @@ Products are owned by `PRODUCTS_PROVIDER`; the catalog refuses product ids to an
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from pdo.catalog.public import CatalogService, Dataset, DatasetChanges
+from pdo.core import db
+from pdo.core.config import Settings
 from pdo.core.errors import Conflict, InvalidInput, NotFound
+from pdo.core.events import EventPublisher
 from pdo.core.ids import PRODUCTS_PROVIDER
+from pdo.core.registry_client import RegistryClient
 from pdo.core.vocabulary import product_spec_from_schema
-from pdo.products.declaration import ProductDeclaration, check_against_source, registration
+from pdo.products.declaration import (
+    ProductDeclaration,
+    check_against_source,
+    load_declarations,
+    registration,
+)
 
 
 @dataclass
 class ApplyResult:
+    checked: list[str] = field(default_factory=list)  # --check: could be applied as declared
     registered: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         return [
+            *(f"checked {product_id}: can be applied" for product_id in self.checked),
             *(f"registered {product_id}" for product_id in self.registered),
             *(f"updated {product_id}" for product_id in self.updated),
             *(f"unchanged {product_id}" for product_id in self.unchanged),
         ]
+
+
+def apply_folder(settings: Settings, folder: Path, actor: str, check_only: bool = False) -> ApplyResult:
+    """Every declaration in `folder` checked, then (unless `check_only`) applied, with the operator's access
+    to the catalog's tables, the broker and the registry (`pdo products apply`, `pdo demo`)."""
+    declarations = load_declarations(folder)
+    with ExitStack() as resources:
+        engine = db.make_engine(settings.database_url)
+        resources.callback(engine.dispose)
+        publisher = EventPublisher(settings)
+        resources.callback(publisher.close)
+        registry = RegistryClient.for_settings(settings)
+        resources.callback(registry.close)
+        catalog = CatalogService(engine, publisher, registry, settings)
+        if check_only:
+            check_products(catalog, declarations)
+            return ApplyResult(checked=[product.product_id for product in declarations])
+        return apply_products(catalog, declarations, actor)
 
 
 def check_products(catalog: CatalogService, products: list[ProductDeclaration]) -> None:
