@@ -17,7 +17,8 @@ SQL holds (state.py), so a takeover neither loses nor doubles a window.
    of late or undecodable records' dead letters);
 5. publish the outbox: the aggregates to `pdo.tenant.<tenant>.<dataset>.aggregates` (created when first
    needed), one usage fact per window delivered to pdo.deliveries (metering prices it by the grant's plan),
-   dead letters to pdo.dead-letters. A relay publishes rows in order and marks them sent once acknowledged.
+   a derived data product's rows to its feed `pdo.feed.product-…` in its registered schema (keyed by the
+   row's id, timestamped with its window's start), dead letters to pdo.dead-letters. A relay publishes rows in order and marks them sent once acknowledged.
 
 A commit that fails (the database away) reloads the state from SQL and reads the batch again: retried, never
 skipped. A feed record that does not decode is dead-lettered with its bytes.
@@ -26,6 +27,7 @@ skipped. A feed record that does not decode is dead-lettered with its bytes.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import socket
@@ -34,6 +36,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import fastavro
 import faust
 import sqlalchemy as sa
 from kafka import KafkaConsumer, TopicPartition
@@ -41,21 +44,23 @@ from prometheus_client import Counter, Gauge
 from sqlalchemy import Engine
 
 from pdo.aggregation import tables as t
-from pdo.aggregation.grants import AggregateGrants
+from pdo.aggregation.grants import PRODUCT_GRANT_PREFIX, AggregateGrants
 from pdo.aggregation.state import Aggregator, Changes, FeedRecord, TopicNames
-from pdo.catalog.public import CATALOG_EVENTS, dataset_in_event
+from pdo.catalog.public import CATALOG_EVENTS, Dataset, dataset_in_event
 from pdo.core import db, topics
 from pdo.core.codec import AvroCodec, CodecError
 from pdo.core.config import Settings
 from pdo.core.deadletters import source_message
 from pdo.core.errors import PdoError
 from pdo.core.events import EventPublisher, utc_now
+from pdo.core.ids import PRODUCTS_PROVIDER, is_product_id
 from pdo.core.kafka import admin_client, consumer
 from pdo.core.outbox import OutboxRelay
 from pdo.core.registry_client import RegistryClient
 from pdo.core.retry import RETRIES
 from pdo.core.streams import make_app
 from pdo.core.topics import TopicId, tenant_topic_part
+from pdo.core.vocabulary import ProductSpec, product_spec_from_schema
 
 log = logging.getLogger(__name__)
 
@@ -111,22 +116,61 @@ class Lease:
             )
 
 
-class OutboxPublisher:
-    """Publishes the outbox's rows; an aggregate goes to its tenant's aggregates topic, created if missing."""
+@dataclass(frozen=True)
+class ProductSchema:
+    """A derived data product's registered record schema: its id in the registry and fastavro's form."""
 
-    def __init__(self, settings: Settings, codec: AvroCodec) -> None:
+    schema_id: int
+    parsed: Any
+    spec: ProductSpec
+
+
+class OutboxPublisher:
+    """Publishes the outbox's rows; an aggregate goes to its tenant's aggregates topic, created if missing,
+    and a product's row to the product's feed, in the product's registered schema (`product_schemas`, filled
+    by the Reader from pdo.catalog before any step publishes)."""
+
+    def __init__(
+        self, settings: Settings, codec: AvroCodec, product_schemas: dict[str, ProductSchema]
+    ) -> None:
         self.settings = settings
+        self.codec = codec
         self.events = EventPublisher(settings, codec)
+        self.product_schemas = product_schemas
         self._topics: set[str] = set()
 
     def publish(
         self, topic: TopicId, schema_name: str, value: dict[str, Any], key: str | None = None
     ) -> tuple[str, int, int]:
+        if topic is TopicId.PRODUCT_FEED:
+            return self._publish_product_row(value)
         if topic is not TopicId.TENANT_AGGREGATES:
             return self.events.publish(topic, schema_name, value, key)
         params = {"tenant_id": tenant_topic_part(value["tenant_id"]), "dataset_id": value["dataset_id"]}
         self._ensure_topic(params)
         return self.events.publish(topic, schema_name, value, key, **params)
+
+    def _publish_product_row(self, aggregate: dict[str, Any]) -> tuple[str, int, int]:
+        product_id = aggregate["grant_id"].removeprefix(PRODUCT_GRANT_PREFIX)
+        schema = self.product_schemas.get(product_id)
+        if (
+            schema is None
+        ):  # the Reader reads pdo.catalog before every publish: this is a catalog out of reach
+            raise PdoError(
+                f"product {product_id} is not (yet) known from pdo.catalog", hint="retried next step"
+            )
+        name = topics.feed_topic(product_id, self.settings)
+        data = self.codec.encode_with_id(
+            schema.schema_id, schema.parsed, product_record(aggregate, schema.spec)
+        )
+        # Event time of the row: its window's start, so a window of the product is one of its source's.
+        partition, offset = self.events.publish_encoded(
+            name,
+            aggregate["aggregate_id"],
+            data,
+            timestamp_ms=int(aggregate["window_start"].timestamp() * 1000),
+        )
+        return name, partition, offset
 
     def _ensure_topic(self, params: dict[str, str]) -> None:
         spec = topics.spec(TopicId.TENANT_AGGREGATES, self.settings).render(**params)
@@ -142,6 +186,21 @@ class OutboxPublisher:
         self.events.close()
 
 
+def product_record(aggregate: dict[str, Any], spec: ProductSpec) -> dict[str, Any]:
+    """A product's row in its record schema (pdo.products.declaration.record_schema) from the aggregate of
+    one published group: window bounds, the group's values, its record count, its measures."""
+    measured = {(item["field"], item["function"]): item["value"] for item in aggregate["measures"]}
+    return {
+        "record_id": aggregate["aggregate_id"],
+        "window_start": aggregate["window_start"],
+        "window_end": aggregate["window_end"],
+        **{name: aggregate["group"].get(name) for name in spec.aggregate.group_by},
+        "records": aggregate["count"],
+        **{column: measured.get((name, function.value)) for name, function, column in spec.measure_columns()},
+        "suppressed_groups": aggregate["suppressed_groups"],
+    }
+
+
 @dataclass
 class Reader:
     """The leader's Kafka side: pdo.authorizations and pdo.catalog from the beginning, the feeds it follows."""
@@ -150,6 +209,7 @@ class Reader:
     codec: AvroCodec
     grants: AggregateGrants
     record_schemas: dict[str, str] = field(default_factory=dict)
+    product_schemas: dict[str, ProductSchema] = field(default_factory=dict)
     control: KafkaConsumer | None = None
     feeds: KafkaConsumer | None = None
     followed: set[TopicPartition] = field(default_factory=set)
@@ -203,8 +263,19 @@ class Reader:
             dataset = dataset_in_event(decoded.schema_name, decoded.value, self.codec.registry)
             if dataset is not None:
                 self.record_schemas[dataset.dataset_id] = dataset.record_schema
+                if dataset.provider_id == PRODUCTS_PROVIDER and is_product_id(dataset.dataset_id):
+                    self._follow_product(dataset)
             return
         self.grants.apply(decoded.schema_name, decoded.value)
+
+    def _follow_product(self, dataset: Dataset) -> None:
+        spec = product_spec_from_schema(dataset.record_schema)
+        if spec is None:
+            log.warning("product %s carries no computation in its schema: not computed", dataset.dataset_id)
+            return
+        parsed = fastavro.parse_schema(json.loads(dataset.record_schema))
+        self.product_schemas[dataset.dataset_id] = ProductSchema(dataset.schema_id, parsed, spec)
+        self.grants.apply_product(dataset.dataset_id, dataset.record_schema, dataset.retired, dataset.version)
 
     def follow(self, positions: dict[tuple[str, int], int]) -> None:
         """Read the feeds of the datasets active aggregate grants read, from the positions SQL holds."""
@@ -367,9 +438,9 @@ def build_runtime(settings: Settings) -> Runtime:
         TopicNames(settings),
         epsilon_budget=settings.aggregation_epsilon_per_month,
     )
-    publisher = OutboxPublisher(settings, codec)
-    relay = OutboxRelay(t.OUTBOX, engine, publisher, timedelta(seconds=3 * settings.kafka_timeout_s + 5))
     reader = Reader(settings, codec, AggregateGrants())
+    publisher = OutboxPublisher(settings, codec, reader.product_schemas)
+    relay = OutboxRelay(t.OUTBOX, engine, publisher, timedelta(seconds=3 * settings.kafka_timeout_s + 5))
     return Runtime(settings, engine, codec, aggregator, reader, Lease(engine), relay, publisher)
 
 

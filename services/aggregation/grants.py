@@ -5,6 +5,10 @@ no spec it can compute: nothing is published for it) are kept. Every snapshot ca
 newest version of each grant wins and a redelivered or stale event changes nothing. A grant delivers while its
 current state is ACTIVE: a suspension, revocation or expiry stops every window not yet closed (their state is
 dropped unpublished at their close), so nothing is published under a grant after it stopped.
+
+Derived data products (pdo.products) are followed the same way, from the catalog: each product is a grant of
+id `product:<product id>` on its source dataset, active while the product is not retired, whose windows go
+to the product's feed (state.py) rather than to a tenant.
 """
 
 from __future__ import annotations
@@ -14,8 +18,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from pdo.core.ids import PRODUCTS_PROVIDER
 from pdo.core.names import Event
-from pdo.core.vocabulary import AggregateSpec, GrantKind, aggregate_spec_from_mapping, grant_kind_from_avro
+from pdo.core.vocabulary import (
+    AggregateSpec,
+    GrantKind,
+    ProductSpec,
+    aggregate_spec_from_mapping,
+    grant_kind_from_avro,
+    product_spec_from_schema,
+)
+
+# Derived data products are computed as grants of this id prefix (no grant id has a colon).
+PRODUCT_GRANT_PREFIX = "product:"
 
 TRANSITIONS = {
     Event.AUTHORIZATION_SUSPENDED,
@@ -35,10 +50,25 @@ class AggregateGrant:
     valid_until: datetime
     active: bool
     version: int
+    # A derived data product computed like a grant (its id is PRODUCT_GRANT_PREFIX + the product's id): its
+    # windows go to the product's feed, its source records are filtered, and its k is at least its own.
+    product: ProductSpec | None = None
 
     def counts(self, moment: datetime) -> bool:
         """Whether a record of event time `moment` counts under this grant (active, inside its validity)."""
         return self.active and self.valid_from <= moment < self.valid_until
+
+    def admits(self, record: Mapping[str, Any]) -> bool:
+        """Whether a record passes the product's filter (a grant's records all do)."""
+        return self.product is None or self.product.admits(record)
+
+    @property
+    def product_id(self) -> str | None:
+        return self.grant_id.removeprefix(PRODUCT_GRANT_PREFIX) if self.product is not None else None
+
+    def min_group_size(self, dataset_k: int) -> int:
+        """k for this grant's windows: the dataset's (with the operator's floor), or the product's if larger."""
+        return max(dataset_k, self.product.min_group_size if self.product is not None else 0)
 
 
 class AggregateGrants:
@@ -75,6 +105,26 @@ class AggregateGrants:
             return None
         self._grants[grant.grant_id] = grant
         return grant
+
+    def apply_product(self, dataset_id: str, record_schema: str, retired: bool, version: int) -> None:
+        """Follow a derived data product as a catalog event tells it (a newer version wins; retired: stopped)."""
+        spec = product_spec_from_schema(record_schema)
+        if spec is None:
+            return
+        grant = AggregateGrant(
+            grant_id=f"{PRODUCT_GRANT_PREFIX}{dataset_id}",
+            tenant_id=PRODUCTS_PROVIDER,
+            dataset_id=spec.source,
+            spec=spec.aggregate,
+            valid_from=datetime.min.replace(tzinfo=UTC),
+            valid_until=datetime.max.replace(tzinfo=UTC),
+            active=not retired,
+            version=version,
+            product=spec,
+        )
+        held = self._grants.get(grant.grant_id)
+        if held is None or held.version < grant.version:
+            self._grants[grant.grant_id] = grant
 
     def get(self, grant_id: str) -> AggregateGrant | None:
         return self._grants.get(grant_id)

@@ -28,6 +28,11 @@ A window the budget cannot pay for is closed unpublished — so in stream order 
 the grant — and a PrivacyBudgetExhausted notice asks the authorization service to suspend the grant (one per
 such window until the suspension is applied). What is spent never exceeds the budget, so what is left never
 goes below zero.
+
+**Derived data products** are computed as grants (grants.py): the source records their filter admits are
+counted the same way, k is at least the product's, and a closed window's published groups are staged for the
+product's feed instead of a tenant's aggregates topic, with no usage fact (no tenant received anything yet).
+A product's row has the id of its aggregate (grant, window, group), so it is the same row whenever written.
 """
 
 from __future__ import annotations
@@ -266,6 +271,14 @@ class Aggregator:
         if not rows:
             return
         values = [aggregate_event(grant, closed, index, now) for index in range(len(rows))]
+        if grant.product is not None:
+            # A product's rows go to its feed (app.py writes each in the product's own schema); the tenants
+            # of grants on the product are metered when sharing delivers them, like any dataset's records.
+            for value in values:
+                t.OUTBOX.stage(
+                    conn, TopicId.PRODUCT_FEED, Event.WINDOW_AGGREGATED, value, value["aggregate_id"]
+                )
+            return
         for value in values:
             t.OUTBOX.stage(
                 conn, TopicId.TENANT_AGGREGATES, Event.WINDOW_AGGREGATED, value, value["aggregate_id"]
@@ -323,7 +336,7 @@ class Aggregator:
         watermark = self.watermarks.get(record.dataset_id)
         late: list[str] = []
         for grant in grants.on_dataset(record.dataset_id):
-            if not grant.counts(record.event_time):
+            if not grant.counts(record.event_time) or not grant.admits(record.value):
                 continue
             start = window_start(record.event_time, grant.spec.window_seconds)
             end = start + timedelta(seconds=grant.spec.window_seconds)
@@ -363,7 +376,7 @@ class Aggregator:
             end = start + timedelta(seconds=grant.spec.window_seconds)
             if watermark is None or end + self.lateness > watermark:
                 continue
-            k = min_group_size(record_schemas.get(grant.dataset_id, "{}"), self.floor)
+            k = grant.min_group_size(min_group_size(record_schemas.get(grant.dataset_id, "{}"), self.floor))
             groups = self.groups.pop((grant_id, start))
             if grant.spec.epsilon is not None and grant.active and not self._spend(grant, start, changes):
                 unpaid = close_window(grant_id, start, grant.spec, {}, k)

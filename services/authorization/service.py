@@ -32,7 +32,6 @@ operator review is a DataRequestReferred event, so the tables can be rebuilt fro
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import uuid
@@ -972,10 +971,6 @@ def _facts(
     )
 
 
-# Avro types an aggregate may sum: the numeric primitives, alone or in a union with null.
-NUMERIC_TYPES = {"int", "long", "float", "double"}
-
-
 def _kind_and_aggregate(
     kind: GrantKind, aggregate: AggregateSpec | None, dataset: Dataset, fields: Sequence[str]
 ) -> tuple[GrantKind, AggregateSpec | None]:
@@ -1016,8 +1011,8 @@ def _kind_and_aggregate(
             f"cannot group by the sensitive field(s) {', '.join(sensitive)}: a group key is published as it is",
             hint="group by fields the catalog does not mark sensitive",
         )
-    types = _field_types(dataset)
-    not_numeric = [name for name in aggregate.numeric_fields if not types.get(name, set()) & NUMERIC_TYPES]
+    numeric = dataset.numeric_fields()
+    not_numeric = [name for name in aggregate.numeric_fields if name not in numeric]
     if not_numeric:
         raise InvalidInput(f"numeric_fields names fields that are not numbers: {', '.join(not_numeric)}")
     if aggregate.epsilon is not None:
@@ -1035,15 +1030,6 @@ def _kind_and_aggregate(
             hint="name the numeric fields, or ask only for COUNT",
         )
     return kind, aggregate
-
-
-def _field_types(dataset: Dataset) -> dict[str, set[str]]:
-    """Each top-level field's Avro type names (a union gives several; a named type gives its `type`)."""
-    found: dict[str, set[str]] = {}
-    for item in json.loads(dataset.record_schema)["fields"]:
-        branches = item["type"] if isinstance(item["type"], list) else [item["type"]]
-        found[item["name"]] = {b if isinstance(b, str) else str(b.get("type")) for b in branches}
-    return found
 
 
 def _narrowed_aggregate(aggregate: AggregateSpec | None, fields: Sequence[str]) -> AggregateSpec | None:

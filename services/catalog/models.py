@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from pdo.core.vocabulary import Classification, Domain, MaskingRule, Openness, PricePlan, SensitiveField
 
+NUMERIC_TYPES = {"int", "long", "float", "double"}
+
 
 @dataclass(frozen=True)
 class Dataset:
@@ -37,6 +39,19 @@ class Dataset:
     def field_names(self) -> list[str]:
         """Top-level fields of the record schema, in schema order."""
         return [item["name"] for item in json.loads(self.record_schema)["fields"]]
+
+    @property
+    def field_types(self) -> dict[str, set[str]]:
+        """Each top-level field's Avro type names (a union gives several; a named type gives its `type`)."""
+        found: dict[str, set[str]] = {}
+        for item in json.loads(self.record_schema)["fields"]:
+            branches = item["type"] if isinstance(item["type"], list) else [item["type"]]
+            found[item["name"]] = {b if isinstance(b, str) else str(b.get("type")) for b in branches}
+        return found
+
+    def numeric_fields(self) -> set[str]:
+        """Fields an aggregate may sum: a numeric primitive, alone or in a union with null."""
+        return {name for name, types in self.field_types.items() if types & NUMERIC_TYPES}
 
     @property
     def sensitive(self) -> dict[str, MaskingRule]:

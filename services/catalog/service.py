@@ -34,6 +34,7 @@ from pdo.core.compatibility import CompatibilityLevel
 from pdo.core.config import Settings
 from pdo.core.errors import Conflict, Forbidden, InvalidInput, NotFound, PdoError, Unavailable
 from pdo.core.events import EventPublisher, event_head
+from pdo.core.ids import PRODUCT_PREFIX, PRODUCTS_PROVIDER, is_product_id
 from pdo.core.kafka import admin_client
 from pdo.core.names import Event
 from pdo.core.registry_client import RegistryClient, RegistryError, subject_for
@@ -107,6 +108,7 @@ class CatalogService:
     def register(self, provider_id: str, dataset: DatasetRegistration, actor: str) -> Dataset:
         """Add a dataset owned by `provider_id`: its schema registered, its feed topic created, an event."""
         draft = self._checked_registration(provider_id, dataset)
+        _require_product_rule(draft)
         if self._exists(draft.dataset_id):
             raise Conflict(f"dataset {draft.dataset_id!r} is already in the catalog")
         self._require_sources(draft)
@@ -282,16 +284,20 @@ class CatalogService:
             raise Unavailable(error.message, hint=error.hint) from None
 
     def _open_feed(self, dataset_id: str, provider_id: str) -> None:
-        """Create the dataset's feed topic and let its provider's Kafka credentials write to it (only it)."""
+        """Create the dataset's feed topic and let its provider's Kafka credentials write to it (only it; a
+        product's feed no party writes: the aggregation service computes it)."""
         spec = topics.spec(TopicId.FEED, self.settings).render(dataset_id=dataset_id)
         with self._kafka_admin(f"could not create the feed topic {spec.name}") as admin:
             report = topics.apply(admin, [spec])
-            access.grant(admin, access.provider_acls(provider_id, dataset_id, self.settings))
+            if provider_id != PRODUCTS_PROVIDER:
+                access.grant(admin, access.provider_acls(provider_id, dataset_id, self.settings))
         for line in report.drift:
             log.warning("feed topic differs from topics/feed.yaml: %s", line)
 
     def _close_feed(self, dataset_id: str, provider_id: str) -> None:
         """A retired dataset's feed takes no more records from its provider's Kafka client."""
+        if provider_id == PRODUCTS_PROVIDER:
+            return
         with self._kafka_admin(f"could not withdraw the write access to the feed of {dataset_id}") as admin:
             access.revoke(admin, access.provider_acls(provider_id, dataset_id, self.settings))
 
@@ -387,6 +393,19 @@ def _database(engine: Engine) -> Iterator[Connection]:
             yield connection
     except OperationalError as error:
         raise Unavailable(f"the catalog database did not answer: {error.orig}") from None
+
+
+def _require_product_rule(draft: Dataset) -> None:
+    """Product ids (`product-…`) are the products' own: no provider registers one, and a product is nothing else."""
+    if is_product_id(draft.dataset_id) and draft.provider_id != PRODUCTS_PROVIDER:
+        raise InvalidInput(
+            f"dataset ids starting with {PRODUCT_PREFIX!r} are reserved for derived data products",
+            hint="choose another id; products are declared in products/ and registered by `pdo products apply`",
+        )
+    if draft.provider_id == PRODUCTS_PROVIDER and not is_product_id(draft.dataset_id):
+        raise InvalidInput(
+            f"a derived data product's id starts with {PRODUCT_PREFIX!r}, not {draft.dataset_id!r}"
+        )
 
 
 def _checked_sources(dataset_id: str, sources: tuple[str, ...]) -> tuple[str, ...]:

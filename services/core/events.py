@@ -95,6 +95,17 @@ class EventPublisher:
             )
         return name, metadata.partition, metadata.offset
 
+    def publish_encoded(
+        self, name: str, key: str, data: bytes, timestamp_ms: int | None = None
+    ) -> tuple[int, int]:
+        """Write a value the caller encoded (a dataset's record under its registered schema id) to the topic
+        `name`; returns (partition, offset) once the broker acknowledged it."""
+        with _unavailable_on_failure(name):
+            metadata = self._producer.send(name, key=key.encode(), value=data, timestamp_ms=timestamp_ms).get(
+                timeout=self.settings.kafka_timeout_s
+            )
+        return metadata.partition, metadata.offset
+
     def publish_all(self, topic: TopicId, events: Sequence[OutgoingEvent], **topic_params: str) -> None:
         """Write `events` to `topic` in order and wait until the broker acknowledged every one (sent
         together, so the producer batches them). Unavailable when any is not taken."""

@@ -34,3 +34,14 @@ def check_id(what: str, value: object) -> str:
         shown = value[:80] if isinstance(value, str) else value
         raise InvalidInput(f"{what} {shown!r} is not a valid id", hint=ID_HINT)
     return value
+
+
+# Derived data products (pdo.products) are datasets whose ids start with this prefix, owned by this provider id:
+# the catalog refuses the prefix to anyone else, and only the aggregation service writes their feeds
+# (topics/product-feed.yaml declares `pdo.feed.product-…`), so no provider can forge a product's records.
+PRODUCT_PREFIX = "product-"
+PRODUCTS_PROVIDER = "pdo:products"
+
+
+def is_product_id(dataset_id: str) -> bool:
+    return dataset_id.startswith(PRODUCT_PREFIX)

@@ -54,6 +54,7 @@ class TopicId(StrEnum):
     DELIVERY_DIGESTS = "delivery-digests"
     ACCESS = "access"
     TENANT_AGGREGATES = "tenant-aggregates"
+    PRODUCT_FEED = "product-feed"
 
 
 class TopicDeclarationError(PdoError):

@@ -1,7 +1,7 @@
 """The named types pdo's events share, defined once for every service: the Python side of the `.avsc` enums
 (domain, classification, openness, masking rule, price kind, grant status, suspension cause, tenant kind,
 usage window, grant kind, aggregate function) and the price plan and aggregate spec records with their one
-JSON/Avro mapping.
+JSON/Avro mapping, and the spec of a derived data product its record schema carries (`ProductSpec`).
 
 The schemas in `schemas/` are the contract; each `.avsc` file stays self-contained (it is registered as one
 subject version), so an enum is written out in every file that uses it. `tests/unit/test_vocabulary.py`
@@ -163,6 +163,75 @@ def aggregate_spec_to_json(spec: AggregateSpec | None) -> str | None:
 
 def aggregate_spec_from_json(text: str | None) -> AggregateSpec | None:
     return None if text is None else aggregate_spec_from_mapping(json.loads(text))
+
+
+# The record schema of a derived data product carries, under this property, how the product is computed
+# (`ProductSpec`): written by pdo.products when it registers the product, read by the aggregation worker that
+# computes it. So the computation travels with the catalog event, like a dataset's `pdo.min_group_size`.
+PRODUCT_PROPERTY = "pdo.product"
+
+
+@dataclass(frozen=True)
+class ProductSpec:
+    """How a derived data product is computed from its one source dataset: the source's records whose `where`
+    fields hold one of the listed values, aggregated per tumbling window and group (`aggregate`; no noise), and
+    only groups of at least `min_group_size` records published (or the source's k, if larger)."""
+
+    source: str
+    aggregate: AggregateSpec
+    min_group_size: int
+    where: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def admits(self, record: Mapping[str, Any]) -> bool:
+        """Whether a source record passes the filter (each `where` field's value, as text, is one listed)."""
+        return all(_as_text(record.get(name)) in allowed for name, allowed in self.where)
+
+    def measure_columns(self) -> list[tuple[str, AggregateFunction, str]]:
+        """Each numeric field with each function but COUNT, and the product record's field holding it."""
+        return [
+            (name, function, f"{name}_{function.value.lower()}")
+            for name in self.aggregate.numeric_fields
+            for function in self.aggregate.functions
+            if function is not AggregateFunction.COUNT
+        ]
+
+    def fields_read(self) -> tuple[str, ...]:
+        """Every source field the product reads: the filter's, then the aggregates'."""
+        filtered = tuple(name for name, _ in self.where)
+        return (*filtered, *(name for name in self.aggregate.fields_read() if name not in filtered))
+
+
+def product_spec_to_mapping(spec: ProductSpec) -> dict[str, Any]:
+    aggregate = aggregate_spec_to_avro(spec.aggregate)
+    assert aggregate is not None
+    del aggregate["epsilon"]  # products are published with k-suppression, never with noise
+    return {
+        "source": spec.source,
+        "where": {name: list(allowed) for name, allowed in spec.where},
+        "min_group_size": spec.min_group_size,
+        **aggregate,
+    }
+
+
+def product_spec_from_schema(record_schema: str) -> ProductSpec | None:
+    """The spec a product's record schema carries under PRODUCT_PROPERTY; None for any other schema."""
+    data = json.loads(record_schema).get(PRODUCT_PROPERTY)
+    if not isinstance(data, Mapping):
+        return None
+    aggregate = aggregate_spec_from_mapping({**data, "epsilon": None})
+    assert aggregate is not None
+    return ProductSpec(
+        source=str(data["source"]),
+        aggregate=aggregate,
+        min_group_size=int(data["min_group_size"]),
+        where=tuple(
+            (str(name), tuple(str(v) for v in allowed)) for name, allowed in data.get("where", {}).items()
+        ),
+    )
+
+
+def _as_text(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 def grant_kind_from_avro(symbol: str | None) -> GrantKind:

@@ -2,7 +2,7 @@
 operator, and the tenant topics read with a plain Kafka consumer as a tenant would.
 
 1. `prepare`: principals and their API keys (the same store `pdo principals add` writes), datasets
-   registered by their providers, every request of `sample.REQUESTS` submitted, decided by the policy or by
+   registered by their providers, the demo's derived data product applied by the operator, every request of `sample.REQUESTS` submitted, decided by the policy or by
    the operator (approve, or deny where the sample says so), until each approved grant is ACTIVE;
 2. `publish`: providers post records to their datasets at the chosen rate (HTTP ingest, in batches);
 3. `revoke`: the operator revokes the grant the sample marks, while records keep flowing;
@@ -58,6 +58,7 @@ from pdo.core.topics import TopicId, tenant_topic, tenant_topic_part
 from pdo.demo import sample
 from pdo.demo.records import GENERATORS
 from pdo.gateway.principals import PrincipalStore
+from pdo.products.registration import apply_folder
 
 DECISION_TIMEOUT_S = 60
 POLL_S = 0.5
@@ -264,6 +265,7 @@ class Demo:
         self._issue_keys()
         for dataset in sample.DATASETS:
             self.attempt(f"register {dataset.dataset_id}", partial(self._register, dataset))
+        self.attempt("declare the derived data products", self._declare_products)
         for request in sample.REQUESTS:
             self.attempt(
                 f"{request.tenant.name} requests {request.what}",
@@ -302,6 +304,12 @@ class Demo:
             if error.status != 409:
                 raise
             self.report(f"  {dataset.dataset_id} is registered already (an earlier demo run)")
+
+    def _declare_products(self) -> None:
+        """`pdo products apply --dir` the demo's products folder, as the operator (no HTTP API declares one)."""
+        result = apply_folder(self.settings, sample.PRODUCTS_DIR, sample.OPERATOR.principal_id)
+        for line in result.lines():
+            self.report(f"  {sample.OPERATOR.principal_id} {line} (a derived data product)")
 
     def _request(self, request: sample.RequestSample) -> None:
         tenant = self._api(request.tenant)

@@ -4,7 +4,7 @@ Datasets use the record schemas in schemas/datasets/ (their `pdo.sensitive` mark
 Requests are chosen to show each path of the policy (services/authorization/policy.yaml): open data without
 sensitive fields is approved by rule; sensitive fields or conditional data wait for the operator, who
 approves most and denies one; one approved grant is revoked while records flow; a government department's
-grant is free.
+grant is free. One tenant is granted the demo's derived data product (products/ in this package).
 """
 
 from __future__ import annotations
@@ -94,6 +94,9 @@ PLANNING = Party("tenant", "urban-planning", "Urban Planning Department", govern
 TENANTS = (ACME, CITYLAB, CREDIT, PLANNING)
 
 AGGREGATE_WINDOW_S = 10
+# The demo's derived data product, declared in this folder (computed by the aggregation worker).
+PRODUCTS_DIR = Path(__file__).parent / "products"
+PRODUCT = "product-speeds"
 
 OPERATOR = Party("operator", "demo-operator", "Demo operator")
 
@@ -215,5 +218,13 @@ REQUESTS = (
             "numeric_fields": ["speed_kmh"],
             "functions": ["COUNT", "MEAN"],
         },
+    ),
+    # A derived data product, granted like a dataset (open, nothing sensitive: approved by rule): its records
+    # are its windows' groups, computed from traffic-flow, never a row of it.
+    RequestSample(
+        ACME,
+        PRODUCT,
+        ("record_id", "window_start", "window_end", "district", "records", "speed_kmh_mean", "speed_kmh_max"),
+        "delivery slot planning by district speed",
     ),
 )

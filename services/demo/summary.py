@@ -1,5 +1,6 @@
-"""The demo's summary: per row grant, what the tenant received and what masking made of a sensitive value;
-per aggregate grant, the windows delivered and the groups published and suppressed."""
+"""The demo's summary: per row grant, what the tenant received and what masking made of a sensitive value
+(for the derived product, what its latest record says); per aggregate grant, the windows delivered and the
+groups published and suppressed."""
 
 from __future__ import annotations
 
@@ -21,7 +22,9 @@ def sensitive_fields(home: Path, schema_file: str) -> dict[str, str]:
 
 def masked_example(demo: Demo, view: GrantView) -> str:
     """`field (RULE): value` for each masked field of the tenant's latest record, or why there is none."""
-    dataset = next(item for item in sample.DATASETS if item.dataset_id == view.request.dataset_id)
+    dataset = next((item for item in sample.DATASETS if item.dataset_id == view.request.dataset_id), None)
+    if dataset is None:
+        return product_example(view)
     masked = {
         name: rule
         for name, rule in sensitive_fields(demo.settings.home, dataset.schema_file).items()
@@ -32,6 +35,17 @@ def masked_example(demo: Demo, view: GrantView) -> str:
     if view.latest is None:
         return "(nothing received yet)"
     return ", ".join(f"{name} ({rule}): {view.latest.get(name)}" for name, rule in masked.items())
+
+
+def product_example(view: GrantView) -> str:
+    """A derived product's latest record in a few words: it holds a group of a window, not a source row."""
+    latest = view.latest
+    if latest is None:
+        return "derived product (nothing received yet)"
+    return (
+        f"derived product: {latest.get('district')} {latest.get('records')} vehicles, mean "
+        f"{latest.get('speed_kmh_mean') or 0:.1f} km/h in the window from {latest.get('window_start')}"
+    )
 
 
 def table(demo: Demo, metered: dict[str, int] | None) -> list[str]:

@@ -170,6 +170,41 @@ class Feed:
         self.producer.close()
 
 
+class TimedFeed:
+    """Publishes TrafficFlow records with the event time (Kafka timestamp) a test gives, over 3 partitions."""
+
+    def __init__(self, settings, codec, dataset_id: str) -> None:
+        self.topic = feed_topic(dataset_id, settings)
+        self.codec = codec
+        self.schema = avro.schema.parse(TRAFFIC_FLOW_SCHEMA)
+        self.producer = producer(settings)
+        self.published: list[dict] = []
+
+    def publish(self, at: datetime, district: str, label: str, vehicle: str = "PASSENGER_CAR") -> None:
+        record = traffic_record(f"{label}-{len(self.published)}", district)
+        record["vehicle_type"] = vehicle
+        record["speed_kmh"] = 40.0 + len(self.published) % 7
+        value = self.codec.encode(self.topic, self.schema, record)
+        self.producer.send(
+            self.topic,
+            key=record["record_id"].encode(),
+            value=value,
+            partition=len(self.published) % 3,
+            timestamp_ms=int(at.timestamp() * 1000),
+        ).get(timeout=10)
+        self.published.append(record)
+
+    def window(
+        self, start: datetime, sizes: dict[str, int], label: str, vehicle: str = "PASSENGER_CAR"
+    ) -> None:
+        for district, size in sizes.items():
+            for number in range(size):
+                self.publish(start + timedelta(seconds=1 + number % 50), district, label, vehicle)
+
+    def close(self) -> None:
+        self.producer.close()
+
+
 def traffic_record(record_id: str, district: str) -> dict[str, Any]:
     return {
         "record_id": record_id,

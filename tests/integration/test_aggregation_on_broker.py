@@ -23,7 +23,6 @@ from collections import Counter
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
-import avro.schema
 import fastavro
 import pytest
 from kafka import KafkaConsumer, TopicPartition
@@ -31,6 +30,7 @@ from kafka.errors import TopicAuthorizationFailedError
 from sharing_support import (  # noqa: F401  (fixtures)
     ACME,
     PdoProcesses,
+    TimedFeed,
     db_url,
     platform,
     settings,
@@ -40,11 +40,11 @@ from sharing_support import (  # noqa: F401  (fixtures)
 )
 
 from pdo.authorization.public import RequestSpec
-from pdo.authorization.testing import TRAFFIC_FLOW_SCHEMA, approved_grant, register_traffic_dataset
+from pdo.authorization.testing import approved_grant, register_traffic_dataset
 from pdo.core import access, schemas, topics
-from pdo.core.kafka import admin_client, producer
+from pdo.core.kafka import admin_client
 from pdo.core.names import Event
-from pdo.core.topics import TopicId, feed_topic, tenant_topic_part
+from pdo.core.topics import TopicId, tenant_topic_part
 from pdo.core.vocabulary import AggregateFunction, AggregateSpec, GrantKind
 
 pytestmark = pytest.mark.integration
@@ -59,38 +59,6 @@ SPEC = AggregateSpec(
     ("speed_kmh",),
     (AggregateFunction.COUNT, AggregateFunction.MEAN, AggregateFunction.MIN, AggregateFunction.MAX),
 )
-
-
-class TimedFeed:
-    """Publishes TrafficFlow records with the event time (Kafka timestamp) a test gives, over 3 partitions."""
-
-    def __init__(self, settings, codec, dataset_id: str) -> None:
-        self.topic = feed_topic(dataset_id, settings)
-        self.codec = codec
-        self.schema = avro.schema.parse(TRAFFIC_FLOW_SCHEMA)
-        self.producer = producer(settings)
-        self.published: list[dict] = []
-
-    def publish(self, at: datetime, district: str, label: str) -> None:
-        record = traffic_record(f"{label}-{len(self.published)}", district)
-        record["speed_kmh"] = 40.0 + len(self.published) % 7
-        value = self.codec.encode(self.topic, self.schema, record)
-        self.producer.send(
-            self.topic,
-            key=record["record_id"].encode(),
-            value=value,
-            partition=len(self.published) % 3,
-            timestamp_ms=int(at.timestamp() * 1000),
-        ).get(timeout=10)
-        self.published.append(record)
-
-    def window(self, start: datetime, sizes: dict[str, int], label: str) -> None:
-        for district, size in sizes.items():
-            for number in range(size):
-                self.publish(start + timedelta(seconds=1 + number % 50), district, label)
-
-    def close(self) -> None:
-        self.producer.close()
 
 
 def decode_aggregates(messages) -> list[dict]:

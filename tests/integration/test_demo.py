@@ -121,7 +121,7 @@ def test_a_demo_stopped_with_ctrl_c_tells_the_whole_story_and_its_summary_is_rig
 
     # Reconciliation of the month: every record on the tenant topics is in the ledger and vice versa.
     assert re.search(
-        r"period \d{4}-\d{2} \(open, nothing billed yet\): 6 grant\(s\); drift topic_vs_ledger 0 record",
+        r"period \d{4}-\d{2} \(open, nothing billed yet\): 7 grant\(s\); drift topic_vs_ledger 0 record",
         summary,
     ), summary
 
@@ -137,6 +137,14 @@ def test_a_demo_stopped_with_ctrl_c_tells_the_whole_story_and_its_summary_is_rig
     windows, groups, _suppressed, metered = map(int, aggregate.groups())
     assert windows >= 1 and groups >= windows, summary
     assert metered == groups, summary
+
+    # The derived data product (speeds per district per 10 s window of traffic-flow, declared in the demo's
+    # products folder): registered by the operator, granted to Acme like a dataset, its windows' groups
+    # received and metered one for one (the loop above), and none of them a source row.
+    assert "operator:demo-operator registered product-speeds (a derived data product)" in output
+    product = rows[("acme-logistics", "product-speeds")]
+    assert product["status"] == "ACTIVE" and int(product["received"]) > 0, summary
+    assert re.match(r"derived product: \w+ \d+ vehicles, mean [\d.]+ km/h", product["rest"]), summary
 
     revoked = rows[("citylab", "traffic-flow")]
     assert revoked["status"] == "REVOKED"

@@ -22,6 +22,7 @@ from pdo.core.codec import AvroCodec
 from pdo.core.config import Settings
 from pdo.core.deadletters import SourceMessage
 from pdo.core.errors import Conflict, Forbidden, InvalidInput, NotFound, Unavailable
+from pdo.core.ids import PRODUCTS_PROVIDER
 from pdo.core.registry_client import RegistryError, SchemaIdNotFound
 from pdo.core.vocabulary import (
     Classification,
@@ -480,3 +481,16 @@ def test_the_faust_agent_reads_pdo_catalog_and_hands_each_message_to_the_project
     # agent.test_context() would do, but leaves an unclosed consumer-thread event loop behind.
     assert asyncio.run(run()) == ["pdo.catalog"]
     assert recorder.seen == [SourceMessage("pdo.catalog", 2, 9, b"k", b"\x00v", (("h", b"1"),))]
+
+
+def test_product_ids_are_reserved_to_derived_data_products(service, publisher, engine):
+    with pytest.raises(InvalidInput, match="reserved for derived data products"):
+        service.register(PROVIDER, registration(dataset_id="product-readings"), actor="provider:city")
+    with pytest.raises(InvalidInput, match="starts with 'product-'"):
+        service.register(PRODUCTS_PROVIDER, registration(), actor="operator:alice")
+    assert rows(engine) == [] and publisher.events == []
+
+    product = service.register(
+        PRODUCTS_PROVIDER, registration(dataset_id="product-readings"), "operator:alice"
+    )
+    assert product.provider_id == PRODUCTS_PROVIDER
