@@ -39,6 +39,7 @@ from pdo.authorization.testing import register_traffic_dataset
 from pdo.billing.public import asset_report
 from pdo.core import db
 from pdo.core.topics import tenant_topic
+from pdo.metering.public import dataset_lineage
 from pdo.products.declaration import parse_declaration
 from pdo.products.registration import apply_products
 
@@ -63,6 +64,11 @@ def declared(source: str, product_id: str):
         price_plan={"kind": "PER_THOUSAND_RECORDS", "unit_price": "1000.00", "currency": "CNY"},
     )
     return parse_declaration(yaml.safe_dump(data), f"{product_id}.yaml")
+
+
+def lineage(engine) -> dict[str, tuple[str, ...]]:
+    with engine.connect() as conn:
+        return dataset_lineage(conn)
 
 
 def test_a_product_from_declaration_to_a_tenant_metered_and_billed(settings, platform, tmp_path):
@@ -112,6 +118,7 @@ def test_a_product_from_declaration_to_a_tenant_metered_and_billed(settings, pla
         engine = db.make_engine(settings.database_url)
         try:
             wait_for("the delivery in the ledger", lambda: ledger_count(engine) >= 1, workers)
+            wait_for("the product's lineage in metering", lambda: product_id in lineage(engine), workers)
             time.sleep(2)  # anything doubled would show by now
             report = asset_report(engine, window.strftime("%Y-%m"))
             assert ledger_count(engine) == 1
@@ -138,4 +145,7 @@ def test_a_product_from_declaration_to_a_tenant_metered_and_billed(settings, pla
 
     (billed,) = [line for line in report.rows if line.dataset_id == product_id]
     assert (billed.records, billed.grants, str(billed.revenue)) == (1, 1, "1.00")
-    assert not [line for line in report.rows if line.dataset_id == source]  # no row of the source went out
+    # No row of the source went out; the product's revenue is attributed back to it, not charged again.
+    (attributed,) = [line for line in report.rows if line.dataset_id == source]
+    assert (attributed.records, attributed.grants, str(attributed.revenue)) == (0, 0, "0.00")
+    assert (str(attributed.attributed_revenue), attributed.attributed_from) == ("1.00", [product_id])
