@@ -439,17 +439,12 @@ async def loop(
     kafka = AIOKafkaProducer(**aiokafka_connection(settings), acks="all", linger_ms=0)
     await consumer.start()
     await kafka.start()
-    handler = (
-        FeedHandler(
-            settings, setup.codec, lambda d: get_dataset(engine, d), setup.book, masking_key(settings)
-        )
-        if mode == "handler"
-        else None
-    )
     engine = db.make_engine(settings.database_url)
     scopes = setup.book.active_for(setup.dataset_id, utc_now())
     dataset = get_dataset(engine, setup.dataset_id)
+    # The dataset as the worker holds it (its in-memory view of pdo.catalog), not a SQL query per record.
     helper = FeedHandler(settings, setup.codec, lambda d: dataset, setup.book, masking_key(settings))
+    handler = helper if mode == "handler" else None
     plans = {scope.grant_id: helper.plan(scope, dataset) for scope in scopes}
     key_bytes = masking_key(settings)
     try:
@@ -566,9 +561,8 @@ def profile_handler(setup: Setup, count: int) -> str:
 
     settings = setup.settings
     engine = db.make_engine(settings.database_url)
-    handler = FeedHandler(
-        settings, setup.codec, lambda d: get_dataset(engine, d), setup.book, masking_key(settings)
-    )
+    dataset = get_dataset(engine, setup.dataset_id)
+    handler = FeedHandler(settings, setup.codec, lambda d: dataset, setup.book, masking_key(settings))
     messages = read_committed(settings, [setup.feed])[:count]
     profiler = cProfile.Profile()
     profiler.enable()
