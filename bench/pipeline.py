@@ -24,9 +24,13 @@ and a fresh database beside --database-url (a new SQLite file, or a new PostgreS
    fewer than MIN_TRANSACTIONS times that many, so that a steady state exists to be timed;
 5. **latency**: with the sharing worker caught up, --latency-records records at --rate per second; feed
    record timestamp -> tenant record timestamp (Kafka CreateTime, both set on this machine);
-6. **plain loops** of bench/sharing_throughput.py on the same feed records: `copy` (bytes unchanged) and
+6. **edges** (in the 1-grant run, unless --ingest-records 0): `pdo gateway serve` on the run's namespace; the
+   dataset's provider posts --ingest-records records over HTTP in calls of 1,000 (each with an
+   Idempotency-Key), one call after the other; then the grant's tenant reads its delivered records from the
+   earliest as server-sent events (records/s from the first record event to the last);
+7. **plain loops** of bench/sharing_throughput.py on the same feed records: `copy` (bytes unchanged) and
    `avro` (decode, shape per grant, encode, produce), then the `avro` loop live at --rate for its latency;
-7. prints one table: pdo's figures, the ceilings, and the ratios (goals: metering / sharing >= 2, sharing /
+8. prints one table: pdo's figures, the ceilings, and the ratios (goals: metering / sharing >= 2, sharing /
    the plain decode+shape+encode loop >= 0.6, p99 latency <= 50 ms at 1 grant and <= 60 ms at 10).
 
 The defaults (20,000 records, 1 and 10 grants) take about 1.5 minutes on the 2-core development machine;
@@ -43,12 +47,18 @@ import asyncio
 import dataclasses
 import os
 import re
+import statistics
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
+from contextlib import suppress
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import httpx
 from ledger_throughput import (
     STEADY_BATCH_FACTS,
     LedgerFill,
@@ -58,6 +68,7 @@ from ledger_throughput import (
     wait_for_ledger,
 )
 from sharing_throughput import (
+    PROVIDER,
     Setup,
     Stages,
     bench_settings,
@@ -76,15 +87,17 @@ from sharing_throughput import (
     run_live_loop,
     start_worker,
     tenant_topics,
+    traffic_record,
     wait_for_deliveries,
 )
 
 from pdo.core import db, topics
 from pdo.core.config import Settings, write_private
-from pdo.core.errors import PdoError
+from pdo.core.errors import Conflict, PdoError
 from pdo.core.kafka import SASL_MECHANISM, require_credentials
-from pdo.core.serving import ServerThread
+from pdo.core.serving import ServerThread, free_port
 from pdo.core.topics import TopicId
+from pdo.gateway.principals import PrincipalStore
 from pdo.registry.app import create_app
 from pdo.stack.broker import KAFKA_VERSION, require_tool
 
@@ -107,6 +120,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--perf-record-size", type=int, default=200, help="bytes per perf tool record")
     parser.add_argument("--database-url", default=Settings.from_env().database_url)
     parser.add_argument("--timeout", type=float, default=600, help="give up on a worker after this")
+    parser.add_argument(
+        "--ingest-records",
+        type=int,
+        default=20000,
+        help="records posted over HTTP in calls of 1,000 in the 1-grant run (0: no edges stage)",
+    )
     return parser.parse_args()
 
 
@@ -276,6 +295,136 @@ class GrantRun:
     avro_deliveries: float
     latency: list[float]
     loop_latency: list[float]
+    edges: Edges | None = None
+
+
+# ---------------------------------------------------------------------------------------------- edges
+
+
+@dataclasses.dataclass(frozen=True)
+class Edges:
+    """HTTP ingest by one provider client and one tenant's server-sent-event stream, through a real gateway."""
+
+    ingested: int
+    ingest_rate: float  # records/s over the calls
+    call_ms: list[float]  # each call's duration
+    streamed: int
+    stream_rate: float  # records/s from the first to the last record event
+
+
+INGEST_BATCH = 1000  # records per call, the most a call takes (pdo.gateway.routes_ingest.MAX_BATCH)
+
+
+def edges(setup: Setup, args: argparse.Namespace, streamable: int) -> Edges:
+    """`pdo gateway serve` on this run's namespace and database: the dataset's provider posts --ingest-records
+    records in calls of 1,000 (each with an Idempotency-Key, as a careful provider sends them), one after the
+    other; then the first grant's tenant reads its delivered records from the earliest (up to `streamable`)
+    as server-sent events, as a plain HTTP client would."""
+    settings = dataclasses.replace(setup.settings, gateway_port=free_port())
+    provider_key, tenant_key = party_keys(setup)
+    log = (settings.run_dir / "gateway.log").open("wb")
+    gateway = subprocess.Popen(
+        [sys.executable, "-m", "pdo.cli.main", "gateway", "serve"],
+        env=settings.environment(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{settings.gateway_port}"
+    try:
+        wait_for_gateway(base, gateway)
+        with httpx.Client(base_url=base, timeout=60) as client:
+            ingested, calls, ingest_s = ingest(client, setup, provider_key, args.ingest_records)
+            progress(
+                f"HTTP ingest: {ingested / ingest_s:,.0f} records/s ({len(calls)} calls of {INGEST_BATCH})"
+            )
+            streamed, stream_s = stream(client, setup, tenant_key, streamable)
+            progress(f"SSE stream: {streamed / stream_s:,.0f} records/s ({streamed} records)")
+    finally:
+        stop(gateway)
+        log.close()
+    return Edges(ingested, ingested / ingest_s, calls, streamed, streamed / stream_s)
+
+
+def party_keys(setup: Setup) -> tuple[str, str]:
+    """API keys of the dataset's provider and of the first grant's tenant (the principals made as needed)."""
+    engine = db.make_engine(setup.settings.database_url)
+    store = PrincipalStore(engine)
+    try:
+        keys = []
+        for party in (PROVIDER, setup.grants[0][1]):
+            kind, name = party.split(":", 1)
+            with suppress(Conflict):
+                store.create_principal(kind, name, f"benchmark {kind}", False)
+            keys.append(store.issue_key(party).key)
+        return keys[0], keys[1]
+    finally:
+        engine.dispose()
+
+
+def wait_for_gateway(base: str, gateway: subprocess.Popen, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if gateway.poll() is not None:
+            raise PdoError(
+                f"the gateway exited with {gateway.returncode}", hint="see gateway.log in the run folder"
+            )
+        with suppress(httpx.HTTPError):
+            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                return
+        time.sleep(0.2)
+    raise PdoError(f"the gateway did not answer in {timeout_s:.0f} s")
+
+
+def ingest(client: httpx.Client, setup: Setup, key: str, count: int) -> tuple[int, list[float], float]:
+    """Records accepted, each call's ms, and the seconds from the first call's start to the last's answer."""
+    bodies = [
+        {
+            "records": [
+                json_record(f"http-{start + n}", start + n) for n in range(min(INGEST_BATCH, count - start))
+            ]
+        }
+        for start in range(0, count, INGEST_BATCH)
+    ]
+    accepted, calls = 0, []
+    started = time.perf_counter()
+    for body in bodies:
+        before = time.perf_counter()
+        answer = client.post(
+            f"/v1/datasets/{setup.dataset_id}/records",
+            json=body,
+            headers={"Authorization": f"Bearer {key}", "Idempotency-Key": uuid.uuid4().hex},
+        )
+        calls.append((time.perf_counter() - before) * 1000)
+        if answer.status_code != 200:
+            raise PdoError(f"ingest answered {answer.status_code}: {answer.text[:300]}")
+        accepted += answer.json()["accepted"]
+    return accepted, calls, time.perf_counter() - started
+
+
+def json_record(record_id: str, number: int) -> dict[str, Any]:
+    """A TrafficFlow record as a provider's JSON carries it (timestamps as ISO 8601 text)."""
+    record = traffic_record(record_id, number)
+    record["observed_at"] = datetime.now(UTC).isoformat()
+    return record
+
+
+def stream(client: httpx.Client, setup: Setup, key: str, limit: int) -> tuple[int, float]:
+    """Record events read from the earliest (`limit` of them), and the seconds from the first to the last."""
+    received, first, last = 0, 0.0, 0.0
+    with client.stream(
+        "GET",
+        f"/v1/streams/{setup.dataset_id}",
+        params={"limit": limit, "idle_timeout_s": 10},
+        headers={"Authorization": f"Bearer {key}"},
+    ) as answer:
+        if answer.status_code != 200:
+            raise PdoError(f"the stream answered {answer.status_code}: {answer.read()[:300]!r}")
+        for line in answer.iter_lines():
+            if line == "event: record":
+                last = time.perf_counter()
+                first = first or last
+                received += 1
+    return received, last - first
 
 
 def stop(worker: subprocess.Popen) -> None:
@@ -338,9 +487,13 @@ def measure(base: Settings, work: Path, grants: int, args: argparse.Namespace) -
                 progress(
                     f"sharing latency at {args.rate:.0f}/s: p50 {pct(latency, 0.5):.0f} ms, p99 {pct(latency, 0.99):.0f} ms"
                 )
+                edged = (
+                    edges(setup, args, deliveries // grants) if args.ingest_records and grants == 1 else None
+                )
             finally:
                 stop(sharing)
-            total = args.records + args.latency_records
+            # Every record on the feed: the plain loops read them all, then time the live ones after them.
+            total = args.records + args.latency_records + (edged.ingested if edged is not None else 0)
             rates = ceilings(setup, total)
             loop_latency = run_live_loop(setup, "avro", "lavro", total, args.latency_records, args.rate)
             progress(
@@ -361,6 +514,7 @@ def measure(base: Settings, work: Path, grants: int, args: argparse.Namespace) -
                 avro_deliveries=rates["avro"][1],
                 latency=latency,
                 loop_latency=loop_latency,
+                edges=edged,
             )
         finally:
             setup.codec.registry.close()
@@ -412,6 +566,19 @@ def table(runs: list[GrantRun], kafka: KafkaCeiling) -> list[str]:
         ),
         row("  plain decode+shape+encode loop, p50 / p99 ms", each(lambda r: ms(r.loop_latency))),
     ]
+    edged = [run.edges for run in runs if run.edges is not None]
+    for edge in edged:
+        lines += [
+            row(
+                "HTTP ingest, 1 client, 1,000 per call, records/s", [f"{edge.ingest_rate:,.0f}"], ">= 10,000"
+            ),
+            row(
+                "  call p50 / max ms",
+                [f"{statistics.median(edge.call_ms):.0f} / {max(edge.call_ms):.0f}"],
+            ),
+            row("tenant SSE stream from earliest, records/s", [f"{edge.stream_rate:,.0f}"], ">= 20,000"),
+            row("  records streamed", [f"{edge.streamed:,}"]),
+        ]
     if kafka.unavailable:
         lines.append(
             f"Kafka's ProducerPerformance / ConsumerPerformance: ceiling unavailable ({kafka.unavailable})"
