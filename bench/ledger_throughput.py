@@ -136,8 +136,7 @@ def ledger_rate(url: str, facts: list[UsageFact], batch: int) -> tuple[float, fl
             for first in range(0, len(facts), batch):
                 ledger.record(facts[first : first + batch])
             rates.append(len(facts) / (time.perf_counter() - started))
-        with engine.connect() as conn:
-            assert conn.execute(sa.select(sa.func.count()).select_from(t.ledger)).scalar_one() == len(facts)
+        assert ledger_rows(engine) == len(facts)
         return rates[0], rates[1]
     finally:
         engine.dispose()
@@ -155,15 +154,15 @@ def worker_rate(
     try:
         publish_backlog(settings, codec, facts, per_fact)
         engine = db.make_engine(settings.database_url)
-        worker = start_worker(settings, 1000 if per_fact == 1 else STEADY_BATCH_FACTS)
+        worker = start_metering(settings, 1000 if per_fact == 1 else STEADY_BATCH_FACTS)
         started = time.perf_counter()
         try:
-            first_row, done = wait_for_ledger(engine, worker, len(facts), timeout_s)
+            fill = wait_for_ledger(engine, worker, len(facts), timeout_s)
         finally:
             worker.terminate()
             worker.wait(30)
             engine.dispose()
-        return len(facts) / (done - first_row), len(facts) / (done - started)
+        return fill.steady_rate(len(facts)), len(facts) / (fill.done_at - started)
     finally:
         codec.registry.close()
         with admin_client(settings) as admin:
@@ -222,7 +221,7 @@ def batch_event(facts: list[UsageFact]) -> dict:
     }
 
 
-def start_worker(settings: Settings, batch_size: int) -> subprocess.Popen:
+def start_metering(settings: Settings, batch_size: int) -> subprocess.Popen:
     env = settings.environment()
     command = [
         sys.executable,
@@ -236,24 +235,45 @@ def start_worker(settings: Settings, batch_size: int) -> subprocess.Popen:
         str(batch_size),
     ]
     settings.run_dir.mkdir(parents=True, exist_ok=True)
-    log = (settings.run_dir / "worker.log").open("wb")
+    # Its own log: in bench/pipeline.py a sharing worker's worker.log is beside it.
+    log = (settings.run_dir / "metering.log").open("wb")
     return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
-def wait_for_ledger(engine, worker: subprocess.Popen, total: int, timeout_s: float) -> tuple[float, float]:
-    """(time of the first ledger row, time the ledger held `total` rows), polling every 20 ms."""
+@dataclasses.dataclass(frozen=True)
+class LedgerFill:
+    """How the ledger filled: when it first held rows (time.perf_counter), how many, when it held them all."""
+
+    first_at: float
+    first_rows: int
+    done_at: float
+
+    def steady_rate(self, total: int) -> float:
+        """Rows per second after the first rows seen (those were written before `first_at`); NaN when one
+        ledger transaction wrote them all, so no steady state could be timed."""
+        if self.done_at <= self.first_at:
+            return float("nan")
+        return (total - self.first_rows) / (self.done_at - self.first_at)
+
+
+def ledger_rows(engine) -> int:
+    with engine.connect() as conn:
+        return conn.execute(sa.select(sa.func.count()).select_from(t.ledger)).scalar_one()
+
+
+def wait_for_ledger(engine, worker: subprocess.Popen, total: int, timeout_s: float) -> LedgerFill:
+    """Until the ledger holds `total` rows, polling every 20 ms."""
     deadline = time.perf_counter() + timeout_s
-    first_row = None
+    first: tuple[float, int] | None = None
     while time.perf_counter() < deadline:
         if worker.poll() is not None:
             raise SystemExit(f"the worker exited with {worker.returncode}")
-        with engine.connect() as conn:
-            count = conn.execute(sa.select(sa.func.count()).select_from(t.ledger)).scalar_one()
+        count = ledger_rows(engine)
         now = time.perf_counter()
-        if count and first_row is None:
-            first_row = now
-        if count >= total:
-            return first_row, now
+        if count and first is None:
+            first = (now, count)
+        if first is not None and count >= total:
+            return LedgerFill(first[0], first[1], now)
         time.sleep(0.02)
     raise SystemExit(f"the ledger did not reach {total} rows within {timeout_s} s")
 

@@ -19,7 +19,6 @@ Run it on the three-node cluster (`pdo broker start --nodes 3`) to measure what 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from kafka.admin import NewPartitions
 from kafka.errors import KafkaError
 from sharing_throughput import (
     Setup,
+    bench_settings,
     delivery_span_s,
     drop_namespace,
     expected_deliveries,
@@ -134,9 +134,7 @@ def main() -> None:
         registry_db = f"sqlite:///{work / 'registry.db'}"
         db.upgrade(registry_db)
         with ServerThread(create_app(registry_db)) as registry:
-            base = dataclasses.replace(
-                Settings.from_env(), registry_url=registry.url, database_url=args.database_url
-            )
+            base = bench_settings(registry.url, args.database_url)
             results = {count: run(base, work, count, args) for count in counts}
     brokers = len(base.kafka_bootstrap.split(","))
     print(

@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -46,9 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import avro.schema
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from kafka import KafkaConsumer
-from kafka import TopicPartition as KTopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from kafka.admin import NewTopic
 
 from pdo.authorization.public import AuthorizationService, RequestSpec, load_policy
@@ -65,7 +64,7 @@ from pdo.core.codec import AvroCodec
 from pdo.core.config import Settings
 from pdo.core.deadletters import source_message
 from pdo.core.events import EventPublisher, utc_now
-from pdo.core.kafka import admin_client, aiokafka_connection, kafka_python_connection, producer
+from pdo.core.kafka import admin_client, aiokafka_connection, producer, require_credentials
 from pdo.core.registry_client import RegistryClient
 from pdo.core.serving import ServerThread
 from pdo.core.topics import TopicId, feed_topic, tenant_topic
@@ -79,8 +78,8 @@ PROVIDER = "provider:transport-bureau"
 DISTRICTS = ("Haidian", "Chaoyang", "Dongcheng")
 FIELDS = ("record_id", "district", "plate_number", "vehicle_type", "speed_kmh", "driver_phone")
 FILTER = "district == 'Haidian'"
-# Records read back before a partition's end to find its last record (transaction markers sit between).
-EDGE_WINDOW = 2000
+# Seconds a read-back may take before it counts as stalled (a read of 100,000 records takes a few).
+READ_TIMEOUT_S = 120
 # Seconds the tenant topics' committed ends must stand still before a run counts as delivered.
 SETTLED_S = 2.0
 
@@ -113,6 +112,22 @@ class Setup:
     grants: list[tuple[str, str, bool]]  # (grant id, tenant id, filtered)
     codec: AvroCodec
     book: GrantBook
+
+
+def bench_settings(registry_url: str, database_url: str) -> Settings:
+    """This environment's settings with the run's registry and database. No audit worker runs in a benchmark:
+    approving its grants must not wait for one. Each run moves its run folder, where a local broker keeps the
+    admin's password, into its own namespace: the password is carried over, as a deployment would hand it on.
+    Masking keys its pseudonyms with a key of the run's own (the workers refuse the published placeholder)."""
+    local = Settings.from_env()
+    return dataclasses.replace(
+        local,
+        registry_url=registry_url,
+        database_url=database_url,
+        audit_fail_closed_after_s=0,
+        kafka_password=require_credentials(local)[1],
+        masking_key=secrets.token_urlsafe(48),
+    )
 
 
 def prepare(base: Settings, work: Path, grant_count: int) -> Setup:
@@ -221,79 +236,89 @@ def expected_deliveries(setup: Setup, count: int) -> int:
 # ---------------------------------------------------------------------------------------------- reading
 
 
-def _consumer(settings: Settings) -> KafkaConsumer:
-    # read_uncommitted: nothing is aborted in a run without kills, and kafka-python's read_committed fetch
-    # stalled here after seeks. Commit markers still take offsets: see _read_to and wait_for_deliveries.
-    return KafkaConsumer(**kafka_python_connection(settings), enable_auto_commit=False)
+def _committed_consumer(settings: Settings) -> AIOKafkaConsumer:
+    # read_committed: sharing writes tenant records and usage facts in Kafka transactions, so a reader that
+    # counts them must not see an aborted batch. aiokafka, not kafka-python: kafka-python's fetch stalled on
+    # transactional batches after seeks.
+    return AIOKafkaConsumer(
+        **aiokafka_connection(settings),
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
 
 
-def end_offsets(settings: Settings, names: list[str]) -> dict[KTopicPartition, int]:
-    consumer = _consumer(settings)
+async def _partitions(consumer: AIOKafkaConsumer, names: list[str]) -> list[TopicPartition]:
+    # A consumer without a subscription knows a topic's partitions only from metadata it fetched itself.
+    cluster = await consumer._client.fetch_all_metadata()
+    return [
+        TopicPartition(name, n) for name in names for n in sorted(cluster.partitions_for_topic(name) or ())
+    ]
+
+
+async def _end_offsets(settings: Settings, names: list[str]) -> dict[TopicPartition, int]:
+    consumer = _committed_consumer(settings)
+    await consumer.start()
     try:
-        assigned = [
-            KTopicPartition(name, number)
-            for name in names
-            for number in sorted(consumer.partitions_for_topic(name) or ())
-        ]
-        return consumer.end_offsets(assigned) if assigned else {}
+        partitions = await _partitions(consumer, names)
+        return await consumer.end_offsets(partitions) if partitions else {}
     finally:
-        consumer.close()
+        await consumer.stop()
 
 
-def read_range(
-    settings: Settings, topic: str, start: dict[KTopicPartition, int] | None = None, only_edges: bool = False
-) -> list[tuple[int, int, bytes | None, bytes]]:
-    """(partition, timestamp ms, key, value) of `topic` from `start` to its end now; `only_edges`: first and
-    last record of each partition only."""
-    consumer = _consumer(settings)
+def end_offsets(settings: Settings, names: list[str]) -> dict[TopicPartition, int]:
+    """The last stable offset of each partition of `names`: everything before it is committed or aborted."""
+    return asyncio.run(_end_offsets(settings, names))
+
+
+async def _read_committed(
+    settings: Settings, names: list[str], start: dict[TopicPartition, int]
+) -> list[ConsumerRecord]:
+    consumer = _committed_consumer(settings)
+    await consumer.start()
     try:
-        assigned = [KTopicPartition(topic, n) for n in sorted(consumer.partitions_for_topic(topic) or ())]
-        ends = consumer.end_offsets(assigned) if assigned else {}
-        found = []
-        for tp in assigned:
-            first = (start or {}).get(tp, 0)
-            consumer.assign([tp])
-            if only_edges:
-                if first < ends[tp]:
-                    found.extend(_poll_one(consumer, tp, first))  # a partition starts with a record
-                    # It ends with a transaction marker, which is no record: the last record is just before.
-                    consumer.seek(tp, max(first, ends[tp] - EDGE_WINDOW))
-                    tail = _read_to(consumer, tp, ends[tp])
-                    found.extend(tail[-1:])
-                continue
-            consumer.seek(tp, first)
-            found.extend(_read_to(consumer, tp, ends[tp]))
-        return found
+        partitions = await _partitions(consumer, names)
+        ends = await consumer.end_offsets(partitions) if partitions else {}
+        consumer.assign(partitions)
+        for tp in partitions:
+            consumer.seek(tp, start.get(tp, 0))
+        return await _read_to(consumer, ends)
     finally:
-        consumer.close()
+        await consumer.stop()
 
 
-def _read_to(
-    consumer: KafkaConsumer, tp: KTopicPartition, end: int
-) -> list[tuple[int, int, bytes | None, bytes]]:
-    """Records of `tp` from the consumer's position to `end`. A partition written in transactions ends with
-    a commit marker, which a read_committed consumer may never step past: a quiet second also ends it."""
-    found = []
-    deadline = time.monotonic() + 60
-    quiet_since = time.monotonic()
-    while consumer.position(tp) < end and time.monotonic() < deadline:
-        batch = consumer.poll(timeout_ms=200, max_records=5000)
-        for messages in batch.values():
-            found.extend((m.partition, m.timestamp, m.key, m.value) for m in messages if m.offset < end)
-        if batch:
-            quiet_since = time.monotonic()
-        elif time.monotonic() - quiet_since > 1.0:
-            break
+async def _read_to(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> list[ConsumerRecord]:
+    """The committed records before `ends`. A partition is done when its position reached its end, whether or
+    not a record came: a transactional partition ends with a commit marker, which is no record, but which the
+    consumer's position steps over."""
+    found: list[ConsumerRecord] = []
+    deadline = time.monotonic() + READ_TIMEOUT_S
+    while behind := [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
+        if time.monotonic() > deadline:
+            raise SystemExit(
+                f"reading back stalled: {len(behind)} partitions short of their end, e.g. {behind[0]}"
+            )
+        batch = await consumer.getmany(*behind, timeout_ms=200, max_records=5000)
+        for tp, messages in batch.items():
+            found.extend(message for message in messages if message.offset < ends[tp])
     return found
 
 
-def _poll_one(consumer: KafkaConsumer, tp: KTopicPartition, offset: int) -> list:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        # Not max_records=1: kafka-python then returned nothing from a transaction's batches.
-        for messages in consumer.poll(timeout_ms=500).values():
-            return [(m.partition, m.timestamp, m.key, m.value) for m in messages if m.offset >= offset][:1]
-    return []
+def read_committed(
+    settings: Settings, names: list[str], start: dict[TopicPartition, int] | None = None
+) -> list[ConsumerRecord]:
+    """Every committed record of the topics `names` from `start` (default: the beginning) to their last
+    stable offsets now, as a read_committed tenant sees them."""
+    return asyncio.run(_read_committed(settings, names, start or {}))
+
+
+def read_range(
+    settings: Settings, topic: str, start: dict[TopicPartition, int] | None = None
+) -> list[tuple[int, int, bytes | None, bytes]]:
+    """(partition, timestamp ms, key, value) of `topic`'s committed records from `start` to its end now."""
+    return [(m.partition, m.timestamp, m.key, m.value) for m in read_committed(settings, [topic], start)]
 
 
 # ---------------------------------------------------------------------------------------------- worker
@@ -315,26 +340,43 @@ def start_worker(setup: Setup) -> subprocess.Popen:
     return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
+def log_tail(path: Path, lines: int = 20) -> str:
+    """The last lines of a worker's log, for an error message (the run folder is deleted on exit)."""
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
 def tenant_topics(setup: Setup) -> list[str]:
     return [tenant_topic(tenant, setup.dataset_id, setup.settings) for _, tenant, _ in setup.grants]
 
 
-def wait_for_deliveries(setup: Setup, target: int, worker: subprocess.Popen, timeout_s: float) -> None:
-    """Until the tenant topics hold `target` records: their end offsets count the records and one commit
-    marker per partition per transaction, so the sum must also have stopped moving (markers are ~1 % here)."""
+def wait_for_deliveries(
+    setup: Setup,
+    target: int,
+    worker: subprocess.Popen,
+    timeout_s: float,
+    start: dict[TopicPartition, int] | None = None,
+) -> list[ConsumerRecord]:
+    """Until the tenant topics hold `target` committed records after `start`; those records. Their last stable
+    offsets count the records and one commit marker per partition per transaction, so once the offsets reach
+    `target` and stop moving, the records are read back and counted."""
     deadline = time.monotonic() + timeout_s
     last_print = time.monotonic()
+    base = sum((start or {}).values())
     seen, still_since = -1, time.monotonic()
     while True:
         if worker.poll() is not None:
             raise SystemExit(
-                f"the worker exited with {worker.returncode}; see {setup.settings.run_dir}/worker.log"
+                f"the worker exited with {worker.returncode}; its log ends:\n"
+                + log_tail(setup.settings.run_dir / "worker.log")
             )
-        done = sum(end_offsets(setup.settings, tenant_topics(setup)).values())
+        done = sum(end_offsets(setup.settings, tenant_topics(setup)).values()) - base
         if done != seen:
             seen, still_since = done, time.monotonic()
         if done >= target and time.monotonic() - still_since >= SETTLED_S:
-            return
+            committed = read_committed(setup.settings, tenant_topics(setup), start)
+            if len(committed) >= target:
+                return committed
+            still_since = time.monotonic()  # markers, not records, reached the target: wait for more
         if time.monotonic() > deadline:
             raise SystemExit(f"only {done}/{target} deliveries after {timeout_s:.0f} s")
         if time.monotonic() - last_print > 15:
@@ -344,20 +386,19 @@ def wait_for_deliveries(setup: Setup, target: int, worker: subprocess.Popen, tim
 
 
 def delivery_span_s(setup: Setup, names: list[str]) -> tuple[float, float]:
-    """First and last tenant record timestamps (ms) over `names`, from the first/last record per partition."""
-    stamps = [ts for name in names for _, ts, _, _ in read_range(setup.settings, name, only_edges=True)]
+    """First and last committed record timestamps (ms) over the topics `names`."""
+    return delivery_span(read_committed(setup.settings, names))
+
+
+def delivery_span(records: list[ConsumerRecord]) -> tuple[float, float]:
+    """First and last timestamps (ms) of `records`."""
+    stamps = [record.timestamp for record in records]
     return min(stamps), max(stamps)
 
 
-def latencies(setup: Setup, names: list[str], start: dict, published: dict[bytes, int]) -> list[float]:
-    found = []
-    for name in names:
-        found.extend(
-            ts - published[key]
-            for _, ts, key, _ in read_range(setup.settings, name, start)
-            if key in published
-        )
-    return sorted(found)
+def latencies(records: list[ConsumerRecord], published: dict[bytes, int]) -> list[float]:
+    """Milliseconds from each published feed record to each of its deliveries among `records`, sorted."""
+    return sorted(record.timestamp - published[record.key] for record in records if record.key in published)
 
 
 # ---------------------------------------------------------------------------------------------- loops
@@ -398,28 +439,16 @@ async def loop(
     kafka = AIOKafkaProducer(**aiokafka_connection(settings), acks="all", linger_ms=0)
     await consumer.start()
     await kafka.start()
-    handler = (
-        FeedHandler(
-            settings, setup.codec, lambda d: get_dataset(engine, d), setup.book, masking_key(settings)
-        )
-        if mode == "handler"
-        else None
-    )
     engine = db.make_engine(settings.database_url)
     scopes = setup.book.active_for(setup.dataset_id, utc_now())
     dataset = get_dataset(engine, setup.dataset_id)
+    # The dataset as the worker holds it (its in-memory view of pdo.catalog), not a SQL query per record.
     helper = FeedHandler(settings, setup.codec, lambda d: dataset, setup.book, masking_key(settings))
+    handler = helper if mode == "handler" else None
     plans = {scope.grant_id: helper.plan(scope, dataset) for scope in scopes}
     key_bytes = masking_key(settings)
     try:
-        partitions = [
-            TopicPartition(setup.feed, n) for n in sorted(consumer.partitions_for_topic(setup.feed) or ())
-        ]
-        if not partitions:
-            await consumer._client.force_metadata_update()
-            partitions = [
-                TopicPartition(setup.feed, n) for n in sorted(consumer.partitions_for_topic(setup.feed))
-            ]
+        partitions = await _partitions(consumer, [setup.feed])
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         seen = written = 0
@@ -521,7 +550,7 @@ def run_live_loop(setup: Setup, mode: str, label: str, total: int, publish_count
     time.sleep(1.0)
     published = publish(setup, publish_count, f"lat-{label}-{mode}", rate)
     thread.join(120)
-    return latencies(setup, names, before, published)
+    return latencies(read_committed(setup.settings, names, before), published)
 
 
 def profile_handler(setup: Setup, count: int) -> str:
@@ -532,21 +561,9 @@ def profile_handler(setup: Setup, count: int) -> str:
 
     settings = setup.settings
     engine = db.make_engine(settings.database_url)
-    handler = FeedHandler(
-        settings, setup.codec, lambda d: get_dataset(engine, d), setup.book, masking_key(settings)
-    )
-    consumer = _consumer(settings)
-    try:
-        assigned = [KTopicPartition(setup.feed, n) for n in sorted(consumer.partitions_for_topic(setup.feed))]
-        consumer.assign(assigned)
-        consumer.seek_to_beginning(*assigned)
-        messages = []
-        while len(messages) < count:
-            for batch in consumer.poll(timeout_ms=500, max_records=5000).values():
-                messages.extend(batch)
-    finally:
-        consumer.close()
-    messages = messages[:count]
+    dataset = get_dataset(engine, setup.dataset_id)
+    handler = FeedHandler(settings, setup.codec, lambda d: dataset, setup.book, masking_key(settings))
+    messages = read_committed(settings, [setup.feed])[:count]
     profiler = cProfile.Profile()
     profiler.enable()
     for message in messages:
@@ -581,8 +598,7 @@ def run(base: Settings, work: Path, grant_count: int, args: argparse.Namespace) 
         started = time.time()
         worker = start_worker(setup)
         try:
-            wait_for_deliveries(setup, target, worker, args.timeout)
-            first_ms, last_ms = delivery_span_s(setup, tenant_topics(setup))
+            first_ms, last_ms = delivery_span(wait_for_deliveries(setup, target, worker, args.timeout))
             span = (last_ms - first_ms) / 1000
             total_s = last_ms / 1000 - started
             rows.append(
@@ -592,8 +608,12 @@ def run(base: Settings, work: Path, grant_count: int, args: argparse.Namespace) 
             print("   " + rows[-1], flush=True)
             before = end_offsets(setup.settings, tenant_topics(setup))
             published = publish(setup, args.latency_records, "lat-worker", args.rate)
-            wait_for_deliveries(setup, target + expected_deliveries(setup, args.latency_records), worker, 120)
-            lat = latencies(setup, tenant_topics(setup), before, published)
+            lat = latencies(
+                wait_for_deliveries(
+                    setup, expected_deliveries(setup, args.latency_records), worker, 120, before
+                ),
+                published,
+            )
         finally:
             worker.terminate()
             try:
@@ -647,13 +667,7 @@ def main() -> None:
         registry_db = f"sqlite:///{work / 'registry.db'}"
         db.upgrade(registry_db)
         with ServerThread(create_app(registry_db)) as registry:
-            # No audit worker runs in a benchmark: approving its grants must not wait for one.
-            base = dataclasses.replace(
-                Settings.from_env(),
-                registry_url=registry.url,
-                database_url=args.database_url,
-                audit_fail_closed_after_s=0,
-            )
+            base = bench_settings(registry.url, args.database_url)
             results = [run(base, work, count, args) for count in counts]
     backend = args.database_url.split(":", 1)[0].split("+")[0]
     print(f"\nsharing throughput, {args.records} backlog records per run, TrafficFlow, masking on, {backend}")

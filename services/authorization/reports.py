@@ -25,6 +25,7 @@ class GrantMade:
     valid_until: datetime
     status: str
     granted_at: datetime
+    kind: str = "ROWS"  # ROWS, or AGGREGATE (windowed aggregates only)
 
 
 def grants_made_between(engine: Engine, start: datetime, end: datetime) -> list[GrantMade]:
@@ -39,6 +40,7 @@ def grants_made_between(engine: Engine, start: datetime, end: datetime) -> list[
             t.grants.c.valid_until,
             t.grants.c.status,
             t.grants.c.created_at.label("granted_at"),
+            t.grants.c.kind,
         )
         .join(t.requests, t.requests.c.request_id == t.grants.c.request_id)
         .where(t.grants.c.created_at >= start, t.grants.c.created_at < end)

@@ -29,6 +29,7 @@ GRANT_COLUMNS = (
     "grant_id",
     "tenant_id",
     "dataset_id",
+    "kind",
     "purpose",
     "valid_from",
     "valid_until",
@@ -37,6 +38,8 @@ GRANT_COLUMNS = (
 )
 PRODUCT_COLUMNS = (
     "dataset_id",
+    "kind",
+    "derived_from",
     "title",
     "provider_id",
     "classification",
@@ -92,6 +95,9 @@ class Disclosure:
     def _product(dataset: Dataset, total: dict[str, Any]) -> dict[str, Any]:
         return {
             "dataset_id": dataset.dataset_id,
+            # A dataset a provider publishes, or a derived data product computed from `derived_from`.
+            "kind": "DERIVED_PRODUCT" if dataset.derived_from else "DATASET",
+            "derived_from": " ".join(dataset.derived_from),
             "title": dataset.title,
             "provider_id": dataset.provider_id,
             "classification": dataset.classification.value,
@@ -110,6 +116,7 @@ class Disclosure:
                 "grant_id": grant.grant_id,
                 "tenant_id": grant.tenant_id,
                 "dataset_id": grant.dataset_id,
+                "kind": grant.kind,
                 "purpose": grant.purpose,
                 "valid_from": grant.valid_from.isoformat(),
                 "valid_until": grant.valid_until.isoformat(),

@@ -132,18 +132,19 @@ class RecordIdWindow:
         )
 
     def _inserted(self, conn: Connection, dataset_id: str, digests: list[str], now: datetime) -> set[str]:
+        # One statement with many parameter sets, not one VALUES list per batch: SQLAlchemy compiles it once and
+        # batches the rows itself ("insertmanyvalues"); compiling a 1,000-row VALUES list cost more than the
+        # round trip (83 ms per 1,000 records, half of HTTP ingest's time).
         statement = (
             dialect_insert(conn, ids_table)
-            .values(
-                [
-                    {"dataset_id": dataset_id, "record_key_sha256": d, "state": SENDING, "since": now}
-                    for d in digests
-                ]
-            )
             .on_conflict_do_nothing(index_elements=["dataset_id", "record_key_sha256"])
             .returning(ids_table.c.record_key_sha256)
         )
-        return set(conn.execute(statement).scalars())
+        rows = [
+            {"dataset_id": dataset_id, "record_key_sha256": d, "state": SENDING, "since": now}
+            for d in digests
+        ]
+        return set(conn.execute(statement, rows).scalars())
 
     def _states(self, conn: Connection, dataset_id: str, digests: list[str]) -> dict[str, str]:
         if not digests:

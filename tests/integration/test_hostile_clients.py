@@ -438,6 +438,27 @@ def test_a_provider_writes_only_its_own_feeds(stage, parties):
         write_as(parties.provider, other_feed, b"k", b"\x00\x00\x00\x00\x01x")
 
 
+def test_no_provider_can_pose_as_a_derived_data_product(stage, parties):
+    """Product ids are reserved, and a product's feed is written by the aggregation service alone: a provider
+    can neither register a `product-…` dataset nor write into a product's feed with its Kafka client."""
+    product = f"product-{RUN}"
+    registration = {
+        "dataset_id": product,
+        "owner_department": "Transport Bureau",
+        "title": "Not really a product",
+        "domain": "TRANSPORT",
+        "classification": "GENERAL",
+        "openness": "OPEN",
+        "record_schema": SCHEMA,
+        "price_plan": {"kind": "FREE", "unit_price": "0.00"},
+    }
+    refused = stage.call(PROVIDER, "POST", "/v1/datasets", json=registration)
+    assert refused.status_code == 422, refused.text
+    assert "reserved for derived data products" in refused.text
+    with pytest.raises(TopicAuthorizationFailedError):
+        write_as(parties.provider, stage.topic("feed", product), b"k", b"\x00\x00\x00\x00\x01forged window")
+
+
 def test_revoked_credentials_stop_working_at_once(stage, parties):
     spare = _credentials(stage, OTHER_TENANT)  # rotation: the newest password is the one that works
     with pytest.raises(KafkaPythonError):

@@ -112,3 +112,14 @@ def test_a_year_with_nothing_granted_discloses_the_catalog_at_zero():
     assert (
         empty.products()[0] | {"records": 0, "revenue": "0.00", "provisional": False} == empty.products()[0]
     )
+
+
+def test_a_derived_product_is_disclosed_as_one_with_its_sources_and_grants_with_their_kind(database, capsys):
+    product = traffic(dataset_id="product-congestion", derived_from=("traffic",))
+    disclosure = Disclosure(2026, [], [traffic(), product], [], datetime(2027, 1, 2, tzinfo=UTC))
+    kinds = {row["dataset_id"]: (row["kind"], row["derived_from"]) for row in disclosure.products()}
+    assert kinds == {"traffic": ("DATASET", ""), "product-congestion": ("DERIVED_PRODUCT", "traffic")}
+
+    assert main(["billing", "disclosure", "--year", "2026"]) == 0
+    (grant,) = json.loads(capsys.readouterr().out)["authorizations_granted"]
+    assert grant["kind"] == "ROWS"
