@@ -20,6 +20,7 @@ from pdo.core.config import Settings
 from pdo.demo import run, sample
 from pdo.demo.run import Demo
 from pdo.demo.story import Schedule, tell
+from pdo.products.registration import ApplyResult
 
 
 class FakeGateway:
@@ -32,6 +33,7 @@ class FakeGateway:
         self.calls: Counter[tuple[str, str]] = Counter()
         self.numbers = itertools.count(1)
         self.bodies: dict[tuple[str, str], dict] = {}  # the latest body of each call
+        self.requests: list[dict] = []  # every request submitted, in order
 
     def refuse(self, method: str, path: str, status: int, message: str, times: int | None = None) -> None:
         """Answer `status` with the platform's error body to `method path` (the first `times` calls, or all)."""
@@ -45,6 +47,8 @@ class FakeGateway:
             path = f"/v1/datasets#{json.loads(request.content)['dataset_id']}"
         self.calls[(method, path)] += 1
         self.bodies[(method, path)] = json.loads(request.content) if request.content else {}
+        if (method, path) == ("POST", "/v1/requests"):
+            self.requests.append(self.bodies[(method, path)])
         status, message, times = self.refusals.get((method, path), (200, "", None))
         if status != 200 and (times is None or self.calls[(method, path)] <= times):
             return httpx.Response(status, json={"error": "refused", "message": message, "hint": "h"})
@@ -94,6 +98,8 @@ def settings(sqlite_url, tmp_path) -> Settings:
 @pytest.fixture
 def demo_on(settings, monkeypatch):
     monkeypatch.setattr(run, "TenantStreams", NoTenantStreams)
+    # The operator applies the demo's products straight to the catalog (Kafka and the registry): not here.
+    monkeypatch.setattr(run, "apply_folder", lambda *_args: ApplyResult(registered=[sample.PRODUCT]))
     made: list[Demo] = []
 
     def make(gateway: FakeGateway, lines: list[str]) -> Demo:
@@ -153,9 +159,11 @@ def test_the_datasets_are_registered_for_listings_and_one_request_asks_for_aggre
     for dataset in sample.DATASETS:
         body = gateway.bodies[("POST", f"/v1/datasets#{dataset.dataset_id}")]
         assert body["asset_registration_number"] and body["terms"], body
-    requests = [body for (method, path), body in gateway.bodies.items() if path == "/v1/requests"]
-    assert requests[-1]["kind"] == "AGGREGATE"  # the latest request: the aggregate one, submitted last
-    assert requests[-1]["aggregate"]["group_by"] == ["district"]
+    (aggregate,) = [body for body in gateway.requests if body.get("kind") == "AGGREGATE"]
+    assert aggregate["aggregate"]["group_by"] == ["district"]
+    assert (
+        gateway.requests[-1]["dataset_id"] == sample.PRODUCT
+    )  # the derived product, requested like a dataset
     aggregate_views = [view for view in demo.grants.values() if view.request.aggregate is not None]
     assert [view.topic(demo.settings).rsplit(".", 1)[1] for view in aggregate_views] == ["aggregates"]
 
