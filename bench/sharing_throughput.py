@@ -688,7 +688,7 @@ def main() -> None:
         for line in breakdowns:
             print(f"  {count:>2} grant(s) {line}")
     print(
-        "  worker: batches of up to 500 records (or what arrives within 20 ms); a batch's messages (a tenant"
+        "  worker: batches of up to 500 records (or what arrives within 5 ms); a batch's messages (a tenant"
     )
     print(
         "  record and a usage fact per delivery) are acknowledged (acks=all) before the next batch, one thread hop each."
