@@ -109,9 +109,11 @@ MAX_BACKOFF_S = 30.0
 POLL_TIMEOUT_MS = 500
 # A batch is what faust has fetched, up to this many records, or what arrived within BATCH_WAIT_S: the
 # writes of a whole batch are in flight together and acknowledged once, instead of one round trip per
-# record. The wait adds at most BATCH_WAIT_S to a record's latency when the feed is quiet; a backlog fills a
-# batch at once, so a short wait costs no throughput (#17: 20 ms -> 5 ms took p99 at 200 records/s from
-# 48-63 to 34-47 ms at 1 grant and 72-125 to 35-72 ms at 10, bench/sharing_throughput.py, same machine).
+# record. The wait adds at most BATCH_WAIT_S to a record's latency when the feed is quiet, and shorter waits
+# make smaller batches (more transactions) in a backlog. Measured for #17 with bench/pipeline.py, two runs
+# each, same hour: 20 ms -> 5 ms took p50 / p99 at 200 records/s from 25-27 / 70-84 ms to 15-16 / 37-38 ms
+# at 1 grant (10 grants: p50 30 -> 19-20 ms, p99 69-71 -> 53-93 ms) for 5-12 % of backlog throughput at 1
+# grant (6,384-6,889 -> 5,777-6,066 deliveries/s; 10 grants within 3 %). Latency is what a tenant waits for.
 BATCH_MAX_RECORDS = 500
 BATCH_WAIT_S = 0.005
 
