@@ -18,7 +18,8 @@ SQL holds (state.py), so a takeover neither loses nor doubles a window.
 5. publish the outbox: the aggregates to `pdo.tenant.<tenant>.<dataset>.aggregates` (created when first
    needed), one usage fact per window delivered to pdo.deliveries (metering prices it by the grant's plan),
    a derived data product's rows to its feed `pdo.feed.product-…` in its registered schema (keyed by the
-   row's id, timestamped with its window's start), dead letters to pdo.dead-letters. A relay publishes rows in order and marks them sent once acknowledged.
+   row's id, timestamped with its window's start), dead letters to pdo.dead-letters. A relay publishes rows
+   in order and marks them sent once acknowledged.
 
 A commit that fails (the database away) reloads the state from SQL and reads the batch again: retried, never
 skipped. A feed record that does not decode is dead-lettered with its bytes.
@@ -153,9 +154,7 @@ class OutboxPublisher:
     def _publish_product_row(self, aggregate: dict[str, Any]) -> tuple[str, int, int]:
         product_id = aggregate["grant_id"].removeprefix(PRODUCT_GRANT_PREFIX)
         schema = self.product_schemas.get(product_id)
-        if (
-            schema is None
-        ):  # the Reader reads pdo.catalog before every publish: this is a catalog out of reach
+        if schema is None:  # the Reader reads pdo.catalog before every publish: the catalog was out of reach
             raise PdoError(
                 f"product {product_id} is not (yet) known from pdo.catalog", hint="retried next step"
             )
@@ -275,7 +274,7 @@ class Reader:
             return
         parsed = fastavro.parse_schema(json.loads(dataset.record_schema))
         self.product_schemas[dataset.dataset_id] = ProductSchema(dataset.schema_id, parsed, spec)
-        self.grants.apply_product(dataset.dataset_id, dataset.record_schema, dataset.retired, dataset.version)
+        self.grants.apply_product(dataset.dataset_id, spec, dataset.retired, dataset.version)
 
     def follow(self, positions: dict[tuple[str, int], int]) -> None:
         """Read the feeds of the datasets active aggregate grants read, from the positions SQL holds."""

@@ -26,7 +26,6 @@ from pdo.core.vocabulary import (
     ProductSpec,
     aggregate_spec_from_mapping,
     grant_kind_from_avro,
-    product_spec_from_schema,
 )
 
 # Derived data products are computed as grants of this id prefix (no grant id has a colon).
@@ -61,10 +60,6 @@ class AggregateGrant:
     def admits(self, record: Mapping[str, Any]) -> bool:
         """Whether a record passes the product's filter (a grant's records all do)."""
         return self.product is None or self.product.admits(record)
-
-    @property
-    def product_id(self) -> str | None:
-        return self.grant_id.removeprefix(PRODUCT_GRANT_PREFIX) if self.product is not None else None
 
     def min_group_size(self, dataset_k: int) -> int:
         """k for this grant's windows: the dataset's (with the operator's floor), or the product's if larger."""
@@ -106,11 +101,8 @@ class AggregateGrants:
         self._grants[grant.grant_id] = grant
         return grant
 
-    def apply_product(self, dataset_id: str, record_schema: str, retired: bool, version: int) -> None:
+    def apply_product(self, dataset_id: str, spec: ProductSpec, retired: bool, version: int) -> None:
         """Follow a derived data product as a catalog event tells it (a newer version wins; retired: stopped)."""
-        spec = product_spec_from_schema(record_schema)
-        if spec is None:
-            return
         grant = AggregateGrant(
             grant_id=f"{PRODUCT_GRANT_PREFIX}{dataset_id}",
             tenant_id=PRODUCTS_PROVIDER,

@@ -147,9 +147,9 @@ def _declaration(data: Any, file: str) -> ProductDeclaration:
             min_group_size=_whole(data, "min_group_size", MIN_GROUP_SIZE, 1_000_000),
             where=_where(data.get("where") or {}),
         ),
-        description=_text(data, "description", required=False),
-        terms=_text(data, "terms", required=False),
-        asset_registration_number=_text(data, "asset_registration_number", required=False),
+        description=_optional_text(data, "description"),
+        terms=_optional_text(data, "terms"),
+        asset_registration_number=_optional_text(data, "asset_registration_number"),
         file=file,
     )
 
@@ -211,10 +211,12 @@ def _field_name(name: Any) -> bool:
     return isinstance(name, str) and name.isidentifier() and name.isascii()
 
 
-def _text(data: dict[str, Any], key: str, required: bool = True) -> str:
+def _optional_text(data: dict[str, Any], key: str) -> str | None:
+    return None if data.get(key) is None else _text(data, key)
+
+
+def _text(data: dict[str, Any], key: str) -> str:
     value = data.get(key)
-    if value is None and not required:
-        return None  # type: ignore[return-value]
     if not isinstance(value, str) or not value.strip():
         raise InvalidInput(f"{key} must be a non-empty text")
     return value.strip()

@@ -45,7 +45,7 @@ def engine(tmp_path):
 
 def book(retired: bool = False) -> AggregateGrants:
     grants = AggregateGrants()
-    grants.apply_product(PRODUCT.product_id, SCHEMA, retired=retired, version=1)
+    grants.apply_product(PRODUCT.product_id, PRODUCT.spec, retired=retired, version=1)
     return grants
 
 
