@@ -276,13 +276,14 @@ def local_platform(settings: Settings, report: Callable[[str], None] = print) ->
         created = apply_topics(settings, report)
         applied = apply_acls(settings, users=True, report=report)
         platform.database_urls = prepare_databases(settings, report)
-        platform.start()
-        record_bootstrap_acts(settings, created, applied, report)
+        # Before the services start: once the gateway answers, everything about the setup has been told.
         prometheus = write_prometheus_config(settings)
         report(
             f"  Prometheus for it: prometheus --config.file={prometheus} "
             f"--storage.tsdb.path={settings.run_dir / 'prometheus'}"
         )
+        platform.start()
+        record_bootstrap_acts(settings, created, applied, report)
         yield platform
     finally:
         platform.stop()
