@@ -21,13 +21,8 @@ SESSION_TIMEOUT_S = 3.0
 HEARTBEAT_INTERVAL_S = 0.75
 
 
-def make_app(service_id: str, settings: Settings, *, wait_for_events_on_stop: bool = True) -> faust.App:
+def make_app(service_id: str, settings: Settings) -> faust.App:
     """A faust app whose id is the service's consumer group; values stay bytes for our Avro codec.
-
-    `wait_for_events_on_stop=False`: on stopping (and on a rebalance) faust does not wait for the events its
-    agents are still processing. Only for a service whose unfinished work is safe to cut at any point (sharing:
-    a batch's outputs and offsets commit in one Kafka transaction, or not at all); otherwise an agent that
-    waits on purpose (fail closed) would hold the stop until SIGKILL.
 
     Topics come from topics/ (`pdo topics apply`), never from faust's own declaration, so partition
     counts stay as declared; faust still creates its internal changelog and leader topics, replicated as the
@@ -51,7 +46,6 @@ def make_app(service_id: str, settings: Settings, *, wait_for_events_on_stop: bo
         # faust's 60 s default is a minute without deliveries or metering (see SESSION_TIMEOUT_S).
         broker_session_timeout=SESSION_TIMEOUT_S,
         broker_heartbeat_interval=HEARTBEAT_INTERVAL_S,
-        stream_wait_empty=wait_for_events_on_stop,
     )
     worker_metrics.watch(app)  # every worker exports its consumer lag and when it last saw a record
     return app

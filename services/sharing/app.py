@@ -471,9 +471,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None, app_id: str =
     """The faust app; the runtime built from settings if not given (then it lives as long as the process).
     `app_id` is its consumer group (another one only for side-by-side runs, e.g. tests)."""
     runtime = runtime or build_runtime(settings)
-    # A batch commits in one transaction with its offsets, or not at all: a stop may cut it anywhere. Waiting
-    # for it instead would hold a stop forever while delivery waits on purpose (an undecodable grant event).
-    app = make_app(app_id, settings, wait_for_events_on_stop=False)
+    app = make_app(app_id, settings)
     pattern = feed_pattern(settings)
     feeds = app.topic(*feed_topics_on_broker(settings), internal=False, allow_empty=True)
     follower, handler, datasets = runtime.follower, runtime.handler, runtime.datasets
