@@ -5,6 +5,8 @@ from __future__ import annotations
 from pdo.cli.arguments import add_worker_options, serve_worker_metrics
 from pdo.core.config import Settings
 
+LOG_LEVELS = {"debug": "DEBUG", "info": "INFO", "warn": "WARNING", "error": "ERROR"}
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -18,14 +20,17 @@ def register(subparsers) -> None:
     )
     add_worker_options(worker, group="sharing")
     worker.add_argument(
-        "--loglevel", default="warn", choices=("debug", "info", "warn", "error"), help="faust's log level"
+        "--loglevel", default="warn", choices=tuple(LOG_LEVELS), help="the worker's log level"
     )
     worker.set_defaults(func=run_worker)
 
 
 def run_worker(args) -> int:
-    from pdo.core import streams
-    from pdo.sharing.app import build_runtime, create_app, masking_key
+    import asyncio
+    import logging
+
+    from pdo.sharing.app import build_runtime, masking_key
+    from pdo.sharing.worker import serve
 
     settings = Settings.from_env()
     masking_key(settings)  # a published or short key stops the worker before it serves anything
@@ -33,7 +38,8 @@ def run_worker(args) -> int:
     # No database: the worker learns grants and datasets from their topics (pdo.sharing.app).
     runtime = build_runtime(settings)
     try:
-        streams.run_worker(create_app(settings, runtime, app_id=args.group), loglevel=args.loglevel)
+        logging.getLogger().setLevel(LOG_LEVELS[args.loglevel])
+        asyncio.run(serve(settings, runtime, args.group))
     finally:
         runtime.close()
     return 0

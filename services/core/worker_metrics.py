@@ -15,6 +15,9 @@
 Each sample replaces a snapshot whole, and one collector on the default registry reads the snapshots at
 scrape time, so a scrape never sees a half-written set and revoked partitions drop out.
 
+A worker on a plain aiokafka group consumer (sharing) gets the same two metrics from `watch_consumer` and
+`follow_lag`: it notes `last_record_at` itself when a fetch returns records.
+
 `serve` starts a worker's metrics endpoint: the default registry plus any registry of the service's own.
 """
 
@@ -29,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import faust
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.types import TP, ConsumerT, Message
 from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 from prometheus_client.core import GaugeMetricFamily
@@ -48,12 +52,12 @@ class ConsumerProgress:
     """One worker's latest lag sample and when it last received a record."""
 
     service: str
-    lag: Mapping[TP, int] = field(default_factory=dict)
+    lag: Mapping[TP, int] | Mapping[TopicPartition, int] = field(default_factory=dict)
     last_record_at: float | None = None
 
 
-# Weak, so apps that tests build and drop leave nothing behind; a running app holds its progress.
-_watched: weakref.WeakKeyDictionary[faust.App, ConsumerProgress] = weakref.WeakKeyDictionary()
+# Weak, so apps that tests build and drop leave nothing behind; a running app (or consumer) holds its progress.
+_watched: weakref.WeakKeyDictionary[object, ConsumerProgress] = weakref.WeakKeyDictionary()
 
 
 class LastRecordSensor(faust.Sensor):
@@ -103,6 +107,38 @@ def watch(app: faust.App) -> ConsumerProgress:
             log.debug("consumer lag not sampled this time: %r", error)
 
     return progress
+
+
+def watch_consumer(consumer: AIOKafkaConsumer, service: str) -> ConsumerProgress:
+    """Export `consumer`'s lag (once `follow_lag` samples it) and last record under `service`."""
+    progress = ConsumerProgress(service=service)
+    _watched[consumer] = progress
+    return progress
+
+
+async def follow_lag(consumer: AIOKafkaConsumer, progress: ConsumerProgress) -> None:
+    """Sample `consumer`'s lag into `progress` every LAG_INTERVAL_S, until cancelled."""
+    while True:
+        await asyncio.sleep(LAG_INTERVAL_S)
+        try:
+            progress.lag = await asyncio.wait_for(sample_group_lag(consumer), LAG_TIMEOUT_S)
+        except Exception as error:  # a rebalance, a slow broker: keep the last sample
+            log.debug("consumer lag not sampled this time: %r", error)
+
+
+async def sample_group_lag(consumer: AIOKafkaConsumer) -> dict[TopicPartition, int]:
+    """Records not yet committed per assigned partition of an aiokafka group consumer."""
+    assigned = sorted(consumer.assignment())
+    if not assigned:
+        return {}
+    ends = await consumer.end_offsets(assigned)
+    lag: dict[TopicPartition, int] = {}
+    for tp in assigned:
+        done = await consumer.committed(tp)
+        if done is None:
+            done = await consumer.position(tp)
+        lag[tp] = max(ends[tp] - done, 0)
+    return lag
 
 
 def progress_of(app: faust.App) -> ConsumerProgress:

@@ -1,4 +1,4 @@
-"""The sharing worker: faust app "sharing" delivering every feed record to each entitled tenant's stream.
+"""The sharing worker (consumer group "sharing") delivering every feed record to each entitled tenant's stream.
 
 Two parts run in every worker process:
 
@@ -6,12 +6,12 @@ Two parts run in every worker process:
   with its own aiokafka consumer outside any consumer group, into the worker's `GrantBook` and its
   `DatasetView` (datasets.py). Every worker needs every grant and every dataset: feed partitions are spread
   over the group's workers, grants are keyed by grant id, datasets by dataset id;
-- the **feed agent** `share_feed_records` reads the feed topics (the "sharing" group splits their
-  partitions between workers) and hands each record to `FeedHandler` (agents.py) in a thread.
+- the **feed consumer** (`FeedWorker`, worker.py) reads the feed topics (the "sharing" group splits their
+  partitions between workers) and hands each fetched batch to `FeedHandler` (agents.py) in a thread.
 
 **Stream-order rule.** A grant transition (grant, suspension, resumption, revocation, expiry) whose event
 the broker acknowledged before a feed record was appended is applied to the book before that record is
-processed. How: before processing feed record (partition P, offset O) the agent needs a *fence* for P
+processed. How: before processing feed record (partition P, offset O) the feed consumer needs a *fence* for P
 covering O. A fence reads, in this order, (1) P's end offset E and then (2) the end offsets of every
 pdo.authorizations partition, and waits until the follower has applied the authorizations topic up to
 (2). Any record with an offset below E was appended before (1), so every authorization event acknowledged
@@ -31,7 +31,7 @@ agreeing; the "nothing after a stop" part depends on no clock).
 **Datasets come from events, and the worker has no database.** It never reads the catalog's tables: what
 it knows of a dataset (schema, retirement) is the `DatasetView` the follower keeps from pdo.catalog.
 **Ordering rule:** that view may lag behind pdo.catalog, so before a record whose dataset the view does
-not hold is handled, the agent catches the view up to the current end of pdo.catalog (`catalog_fence`,
+not hold is handled, the feed consumer catches the view up to the current end of pdo.catalog (`catalog_fence`,
 like the grants' fence) and looks again (`datasets.know_datasets`); only then is the dataset unknown and
 the record dead-lettered UNKNOWN_DATASET.
 
@@ -40,19 +40,16 @@ broker does not answer is retried, backing off, forever (the stall shows as cons
 `pdo_worker_retries_total{service="sharing"}`); a record that is itself at fault is dead-lettered at once
 (agents.py).
 
-**Exactly once to read_committed readers.** The agent takes feed records in batches (`BATCH_MAX_RECORDS`,
-`BATCH_WAIT_S`); what each feed partition's records of a batch became (tenant records, usage facts, dead
+**Exactly once to read_committed readers.** The consumer takes feed records in fetched batches (worker.py);
+what each feed partition's records of a batch became (tenant records, usage facts, dead
 letters) is committed in one Kafka transaction together with that partition's consumed offsets
-(pdo.sharing.transactions, one transactional producer per feed partition), before the agent takes the next
+(pdo.sharing.transactions, one transactional producer per feed partition), before the consumer takes the next
 batch. A crash before the commit leaves nothing a read_committed reader sees, and the feed is read again
 from the last committed offsets (tested by SIGKILLing workers mid-stream); usage facts still carry a
 delivery id stable across redelivery, and metering counts each id once.
 
-**Feed topics.** faust's pattern subscription does not work (faust-streaming/faust issue 62: the pattern
-never reaches the consumer), so the agent's channel lists the feed topics found on the broker (names
-matching the feed declaration's template, so isolated test namespaces work), and a timer adds feeds
-created later and asks faust to resubscribe (a rebalance). A new dataset's feed is picked up within
-`DISCOVERY_INTERVAL_S` + `RESUBSCRIBE_DELAY_S`.
+**Feed topics** are every topic matching the feed declaration's name template (so isolated test namespaces
+work), subscribed by pattern: a new dataset's feed is read within worker.DISCOVERY_INTERVAL_S.
 
 **Tenant topics** are created by the follower when it sees a grant ACTIVE, before the grant counts as
 applied, so a delivery never waits on a missing topic.
@@ -71,14 +68,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -90,32 +83,18 @@ from pdo.core.errors import PdoError
 from pdo.core.kafka import admin_client, aiokafka_connection, producer
 from pdo.core.registry_client import RegistryClient
 from pdo.core.retry import retrying
-from pdo.core.streams import make_app
 from pdo.core.topics import TopicId, tenant_topic_part
-from pdo.sharing.agents import FeedHandler, dataset_of_feed, feed_pattern
-from pdo.sharing.datasets import DatasetView, know_datasets
+from pdo.sharing.agents import FeedHandler
+from pdo.sharing.datasets import DatasetView
 from pdo.sharing.grants import GrantBook
 from pdo.sharing.scope import GrantScope, GrantState
-from pdo.sharing.transactions import TransactionalWriter
 
 log = logging.getLogger(__name__)
 
 APP_ID = "sharing"
-DISCOVERY_INTERVAL_S = 5.0
-# faust waits 45 s before resubscribing to batch changes; a new feed should not wait that long.
-RESUBSCRIBE_DELAY_S = 2.0
 FIRST_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 30.0
 POLL_TIMEOUT_MS = 500
-# A batch is what faust has fetched, up to this many records, or what arrived within BATCH_WAIT_S: the
-# writes of a whole batch are in flight together and acknowledged once, instead of one round trip per
-# record. The wait adds at most BATCH_WAIT_S to a record's latency when the feed is quiet, and shorter waits
-# make smaller batches (more transactions) in a backlog. Measured for #17 with bench/pipeline.py, two runs
-# each, same hour: 20 ms -> 5 ms took p50 / p99 at 200 records/s from 25-27 / 70-84 ms to 15-16 / 37-38 ms
-# at 1 grant (10 grants: p50 30 -> 19-20 ms, p99 69-71 -> 53-93 ms) for 5-12 % of backlog throughput at 1
-# grant (6,384-6,889 -> 5,777-6,066 deliveries/s; 10 grants within 3 %). Latency is what a tenant waits for.
-BATCH_MAX_RECORDS = 500
-BATCH_WAIT_S = 0.005
 
 AUTHORIZATION_EVENTS = Counter(
     "pdo_sharing_authorization_events_total",
@@ -132,7 +111,7 @@ BLOCKED_RETRY_S = 5.0
 GRANTS = Gauge("pdo_sharing_grants", "Grants in the worker's grant book")
 FENCES = Counter(
     "pdo_sharing_fences_total",
-    "End-offset fences the feed agent waited on: feed (grants up to a feed's end), catalog (the ordering rule)",
+    "End-offset fences the feed consumer waited on: feed (grants up to a feed's end), catalog (the ordering rule)",
     ["kind"],
 )
 PROCESSING = Histogram(
@@ -404,13 +383,6 @@ def partition_numbers(settings: Settings, topic: str) -> list[int]:
         return sorted(partition["partition_index"] for partition in described["partitions"])
 
 
-def feed_topics_on_broker(settings: Settings) -> list[str]:
-    """Feed topics of this deployment's namespace that exist on the broker now."""
-    pattern = feed_pattern(settings)
-    with admin_client(settings) as admin:
-        return sorted(name for name in admin.list_topics() if pattern.match(name))
-
-
 # ---------------------------------------------------------------------------------------------- runtime
 
 
@@ -444,80 +416,3 @@ def build_runtime(settings: Settings) -> Runtime:
         settings, codec, book, datasets, tenant_topics.ensure, ControlDeadLetters(settings, codec).send
     )
     return Runtime(settings, codec, book, datasets, handler, follower, tenant_topics)
-
-
-def resubscribe(app: faust.App, pattern: re.Pattern[str], new_topics: list[str]) -> int:
-    """Add feed topics to the channels the agent reads and have faust resubscribe (a rebalance).
-
-    faust 0.15 has no public call for this. The agent reads clones of the channel it was given, each
-    registered with `app.topics` (the conductor), so every registered feed channel gets the new topics;
-    flagged, the conductor re-reads the channels' topic lists after a delay meant to batch changes (45 s
-    by default). Returns how many channels were changed.
-    """
-    changed = 0
-    for channel in list(app.topics):
-        names = getattr(channel, "topics", None)
-        if names is None or channel.internal or not all(pattern.match(name) for name in names):
-            continue
-        channel.topics = sorted({*names, *new_topics})
-        changed += 1
-    # The conductor's (faust.transport.conductor.Conductor) own; its ConductorT interface declares neither.
-    app.topics._resubscribe_sleep_lock_seconds = RESUBSCRIBE_DELAY_S  # type: ignore[attr-defined]
-    app.topics._flag_changes()  # type: ignore[attr-defined]
-    return changed
-
-
-def create_app(settings: Settings, runtime: Runtime | None = None, app_id: str = APP_ID) -> faust.App:
-    """The faust app; the runtime built from settings if not given (then it lives as long as the process).
-    `app_id` is its consumer group (another one only for side-by-side runs, e.g. tests)."""
-    runtime = runtime or build_runtime(settings)
-    app = make_app(app_id, settings)
-    pattern = feed_pattern(settings)
-    feeds = app.topic(*feed_topics_on_broker(settings), internal=False, allow_empty=True)
-    follower, handler, datasets = runtime.follower, runtime.handler, runtime.datasets
-
-    writer = TransactionalWriter(settings, app_id)
-
-    @app.task
-    async def follow_authorizations() -> None:
-        await follower.run()
-
-    @app.agent(feeds, name="share_feed_records")
-    async def share_feed_records(stream: faust.StreamT[bytes]) -> None:
-        covered: dict[TopicPartition, int] = {}
-        # The writer commits the batch's offsets in the transaction of its outputs (pdo.sharing.transactions);
-        # take_events acks the events only after that, so faust's own commits never run ahead of it.
-        # (take_events is faust's Stream's, missing from the StreamT interface.)
-        async for events in stream.take_events(BATCH_MAX_RECORDS, BATCH_WAIT_S):  # type: ignore[attr-defined]
-            batch = []
-            for event in events:
-                message = event.message
-                partition = TopicPartition(message.topic, message.partition)
-                while message.offset >= covered.get(partition, 0):
-                    covered[partition] = await follower.fence(partition)
-                batch.append((source_message(message), datetime.fromtimestamp(message.timestamp, UTC)))
-            await know_datasets(
-                datasets, {dataset_of_feed(pattern, m.topic) for m, _ in batch}, follower.catalog_fence
-            )
-            prepared, partitions = await retrying("sharing feed records", handler.share_batch, batch)
-            await writer.write(partitions)
-            finished = time.time()
-            for record in prepared:
-                record.count()
-                PROCESSING.observe(finished - record.published_at.timestamp())
-
-    known = set(feeds.topics)
-
-    @app.timer(interval=DISCOVERY_INTERVAL_S, name="discover_feeds")
-    async def discover_feeds() -> None:
-        try:
-            found = await asyncio.to_thread(feed_topics_on_broker, settings)
-            new = [name for name in found if name not in known]
-            if new:
-                channels = resubscribe(app, pattern, new)
-                known.update(new)
-                log.info("new feed topics, %d channel(s) resubscribed: %s", channels, ", ".join(new))
-        except Exception:  # discovery is retried at the next tick; it must never stop the worker
-            log.exception("feed discovery failed")
-
-    return app

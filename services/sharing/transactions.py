@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import ProducerFenced
@@ -52,7 +53,7 @@ MAX_BACKOFF_S = 30.0
 # partition no worker takes over (a worker taking it over aborts the transaction at once).
 TRANSACTION_TIMEOUT_MS = 60_000
 # A transaction's records travel in as few produce requests as possible.
-LINGER_MS = 5
+LINGER_MS = 0
 MAX_BATCH_BYTES = 1024 * 1024
 
 TRANSACTIONS = Counter(
@@ -161,6 +162,11 @@ class TransactionalWriter:
             except Exception as error:  # a broken producer is dropped either way
                 log.warning("closing the transactional producer of %s: %r", feed, error)
 
-    async def close(self) -> None:
-        for feed in list(self._producers):
+    async def release(self, feeds: Iterable[TopicPartition]) -> None:
+        """Close the producers of feed partitions this worker gives up. One it is given again later starts a
+        fresh producer: a kept one would find itself fenced by the owner in between and drop a batch."""
+        for feed in feeds:
             await self._close(feed)
+
+    async def close(self) -> None:
+        await self.release(list(self._producers))
