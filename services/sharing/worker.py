@@ -44,7 +44,7 @@ from aiokafka.errors import KafkaError
 
 from pdo.core import worker_metrics
 from pdo.core.config import Settings
-from pdo.core.deadletters import source_message
+from pdo.core.deadletters import SourceMessage, source_message
 from pdo.core.kafka import aiokafka_connection
 from pdo.core.retry import retrying
 from pdo.core.streams import HEARTBEAT_INTERVAL_S, SESSION_TIMEOUT_S
@@ -160,7 +160,7 @@ class FeedWorker:
 
     async def _share(self, consumer: AIOKafkaConsumer, fetched: dict[TopicPartition, list[Any]]) -> None:
         follower, handler, datasets = self.runtime.follower, self.runtime.handler, self.runtime.datasets
-        batch = []
+        batch: list[tuple[SourceMessage, datetime]] = []
         for partition, messages in fetched.items():
             while messages[-1].offset >= self._covered.get(partition, 0):
                 self._covered[partition] = await follower.fence(partition)
@@ -200,7 +200,7 @@ class FeedWorker:
         await self.writer.release(revoked)
 
 
-class _SettleOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka's is untyped
+class _SettleOnRevoke(ConsumerRebalanceListener):
     """aiokafka awaits this before it gives up partitions (a rebalance)."""
 
     def __init__(self, worker: FeedWorker) -> None:
