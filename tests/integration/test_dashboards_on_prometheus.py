@@ -173,8 +173,16 @@ def scraped(kafka_bootstrap, tmp_path_factory) -> Iterator[Scraped]:
         ) as platform,
         prometheus_scraping(platform, folder) as prometheus,
     ):
+        # A rate needs a sample from before the traffic: the traffic takes seconds, and a panel whose counters
+        # all rose before Prometheus's first scrape would show no rate at all.
+        wait_for("a first scrape of every target", lambda: every_target_scraped(prometheus), platform, WAIT_S)
         make_traffic(platform)
         yield Scraped(platform, prometheus)
+
+
+def every_target_scraped(prometheus: Prometheus) -> bool:
+    jobs = {item["metric"]["job"]: item["value"][1] for item in prometheus.query("up")}
+    return {"sharing", "metering", "gateway"} <= jobs.keys() and all(value == "1" for value in jobs.values())
 
 
 def filled(expr: str, variables: dict[str, str]) -> str:
