@@ -119,6 +119,7 @@ class ServiceNeeds:
     consumer_group: str | None = None
     cluster: tuple[str, ...] = ()
     transactional_id_prefix: str | None = None
+    faust_topics: bool = True  # a faust app creates topics `<consumer_group>-…`; a plain consumer none
 
 
 # ---------------------------------------------------------------------------------------------- names
@@ -156,15 +157,18 @@ def _services(path: Path) -> dict[str, ServiceNeeds]:
     needs = {}
     for name, entry in raw.items():
         entry = entry or {}
-        unknown = set(entry) - {"consumer_group", "cluster", "transactional_id_prefix"}
+        unknown = set(entry) - {"consumer_group", "cluster", "transactional_id_prefix", "faust_topics"}
         if unknown:
             raise AccessDeclarationError(f"{path.name}: service {name}: unknown keys {sorted(unknown)}")
         operations = tuple(entry.get("cluster", ()))
         for operation in operations:
             if operation not in ACLOperation.__members__:
                 raise AccessDeclarationError(f"{path.name}: service {name}: no Kafka operation {operation!r}")
+        faust_topics = entry.get("faust_topics", True)
+        if not isinstance(faust_topics, bool):
+            raise AccessDeclarationError(f"{path.name}: service {name}: faust_topics must be true or false")
         needs[name] = ServiceNeeds(
-            name, entry.get("consumer_group"), operations, entry.get("transactional_id_prefix")
+            name, entry.get("consumer_group"), operations, entry.get("transactional_id_prefix"), faust_topics
         )
     return needs
 
@@ -245,6 +249,7 @@ def desired_service_acls(settings: Settings) -> set[Grant]:
                 Grant(principal, "GROUP", need.consumer_group, "PREFIXED", operation)
                 for operation in ("READ", "DESCRIBE")
             }
+        if need.consumer_group and need.faust_topics:
             # faust creates and uses `<app id>-__assignor-__leader` and table changelogs.
             grants.add(Grant(principal, "TOPIC", f"{need.consumer_group}-", "PREFIXED", "ALL"))
         if need.transactional_id_prefix:

@@ -43,6 +43,21 @@ def test_the_sharing_principal_may_use_its_transactional_ids_and_no_other(settin
     assert transactional_id("sharing-blue", TopicPartition("pdo.feed.d1", 0)).startswith("sharing")
 
 
+def test_the_sharing_principal_may_create_no_topics_of_its_group_and_faust_apps_may(settings):
+    """The sharing worker is no faust app: it needs no `sharing-…` internal topics, so it may not have them."""
+
+    def group_topics(service: str) -> set[tuple[str, str]]:
+        principal = access.kafka_principal(access.service_user(service))
+        return {
+            (g.resource_name, g.operation)
+            for g in access.desired_service_acls(settings)
+            if g.principal == principal and g.resource_type == "TOPIC" and g.resource_name.startswith(service)
+        }
+
+    assert group_topics("sharing") == set()
+    assert group_topics("metering") == {("metering-", "ALL")}
+
+
 def test_a_read_committed_app_makes_its_group_consumer_read_committed(monkeypatch):
     app = SimpleNamespace(transport=SimpleNamespace(Consumer=None))
     read_committed(app)  # type: ignore[arg-type]  # only its transport is touched
