@@ -75,6 +75,46 @@ def test_no_assignment_means_no_lag_series():
     assert asyncio.run(worker_metrics.sample_lag(consumer)) == {}
 
 
+class FakeGroupConsumer:
+    """The parts of an aiokafka group consumer the lag sample reads (the sharing worker's)."""
+
+    def __init__(self, ends, committed, positions) -> None:
+        self.ends, self.committed_offsets, self.positions = ends, committed, positions
+
+    def assignment(self):
+        return set(self.ends)
+
+    async def end_offsets(self, partitions):
+        return {tp: self.ends[tp] for tp in partitions}
+
+    async def committed(self, tp):
+        return self.committed_offsets.get(tp)
+
+    async def position(self, tp):
+        return self.positions[tp]
+
+
+def test_a_plain_group_consumers_lag_is_end_minus_committed_and_is_exported_under_its_group():
+    consumer = FakeGroupConsumer(
+        ends={FEED_0: 120, FEED_1: 40}, committed={FEED_0: 100}, positions={FEED_1: 41}
+    )
+    service = f"sharing-{uuid.uuid4().hex[:6]}"
+    progress = worker_metrics.watch_consumer(consumer, service)
+
+    progress.lag = asyncio.run(worker_metrics.sample_group_lag(consumer))
+    progress.last_record_at = 1_800_000_000.0
+
+    assert progress.lag == {FEED_0: 20, FEED_1: 0}
+    assert exported("pdo_consumer_lag_records", service) == [
+        f'pdo_consumer_lag_records{{partition="0",service="{service}",topic="pdo.feed"}} 20.0',
+        f'pdo_consumer_lag_records{{partition="1",service="{service}",topic="pdo.feed"}} 0.0',
+    ]
+    assert exported("pdo_consumer_last_record_timestamp_seconds", service) == [
+        f'pdo_consumer_last_record_timestamp_seconds{{service="{service}"}} 1.8e+09'
+    ]
+    assert asyncio.run(worker_metrics.sample_group_lag(FakeGroupConsumer({}, {}, {}))) == {}
+
+
 def test_every_app_exports_its_lag_and_last_record_time_under_its_group(app):
     worker_metrics.progress_of(app).lag = {FEED_1: 5, FEED_0: 3}
     sensors = [sensor for sensor in app.sensors if isinstance(sensor, worker_metrics.LastRecordSensor)]
