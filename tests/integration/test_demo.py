@@ -30,6 +30,10 @@ ROW = re.compile(
 )
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _wait_for_text(log, text: str, process: subprocess.Popen, timeout_s: float = 300) -> None:
     deadline = time.monotonic() + timeout_s
     while text not in log.read_text():
@@ -63,6 +67,9 @@ def test_a_demo_stopped_with_ctrl_c_tells_the_whole_story_and_its_summary_is_rig
             stderr=subprocess.STDOUT,
             text=True,
             start_new_session=True,
+            # A terminal's foreground job takes Ctrl-C; a test suite started in the background (`&` in a script)
+            # ignores SIGINT, and a child would inherit that and never see the Ctrl-C below.
+            preexec_fn=_default_sigint,
         )
         try:
             _wait_for_text(log, "operator revoked", demo)
