@@ -332,7 +332,10 @@ def test_a_sigkilled_broker_loses_no_acknowledged_record_and_delivery_resumes(
         load.report(f"SIGKILL node {victim} of {NODES}", fault_at)
 
     assert not load.lost()
-    assert len(load.acknowledged) > RATE_PER_S * STEADY_S  # the load really ran through the fault
+    # The load really ran through the fault: records acknowledged by the two nodes left, for STEADY_S and more
+    # (at RATE_PER_S when every send is quick; half of it leaves room for sends slowed by the lost node).
+    acknowledged_after = [at for _, at in load.acknowledged.values() if at > fault_at]
+    assert len(acknowledged_after) > RATE_PER_S * STEADY_S / 2
     assert resumed > 0 and worker.poll() is None  # the same worker, never restarted
     bring_back(cluster)
 

@@ -19,6 +19,7 @@ from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
 from conftest import free_port
+from process_support import default_sigint
 
 from pdo.authorization.testing import isolated_home
 from pdo.core.config import PROJECT_ROOT
@@ -28,10 +29,6 @@ pytestmark = pytest.mark.integration
 ROW = re.compile(
     r"^  (?P<tenant>[\w-]+)\s+(?P<dataset>[\w-]+)\s+(?P<status>[A-Z]+)\s+(?P<received>\d+)\s+(?P<metered>\S+)\s+(?P<rest>.*)$"
 )
-
-
-def _default_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _wait_for_text(log, text: str, process: subprocess.Popen, timeout_s: float = 300) -> None:
@@ -67,9 +64,7 @@ def test_a_demo_stopped_with_ctrl_c_tells_the_whole_story_and_its_summary_is_rig
             stderr=subprocess.STDOUT,
             text=True,
             start_new_session=True,
-            # A terminal's foreground job takes Ctrl-C; a test suite started in the background (`&` in a script)
-            # ignores SIGINT, and a child would inherit that and never see the Ctrl-C below.
-            preexec_fn=_default_sigint,
+            preexec_fn=default_sigint,
         )
         try:
             _wait_for_text(log, "operator revoked", demo)

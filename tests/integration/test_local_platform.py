@@ -11,6 +11,7 @@ import time
 import httpx
 import pytest
 from conftest import admin_credentials, free_port
+from process_support import default_sigint
 
 from pdo.core.config import PROJECT_ROOT
 
@@ -58,6 +59,7 @@ def test_pdo_up_brings_the_platform_up_and_ctrl_c_stops_what_it_started(tmp_path
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=default_sigint,
     )
     try:
         wait_until_answering(f"http://127.0.0.1:{gateway_port}/healthz", process)
