@@ -45,7 +45,7 @@ from aiokafka.errors import KafkaError
 from pdo.core import worker_metrics
 from pdo.core.config import Settings
 from pdo.core.deadletters import SourceMessage, source_message
-from pdo.core.kafka import aiokafka_connection
+from pdo.core.kafka import RETRY_MAX_BACKOFF_S, aiokafka_connection
 from pdo.core.retry import retrying
 from pdo.core.streams import HEARTBEAT_INTERVAL_S, SESSION_TIMEOUT_S
 from pdo.sharing.agents import dataset_of_feed, feed_pattern
@@ -64,7 +64,6 @@ DISCOVERY_INTERVAL_S = 5.0
 # How long a stop waits for a batch whose transaction is being committed.
 STOP_GRACE_S = 10.0
 FIRST_BACKOFF_S = 0.5
-MAX_BACKOFF_S = 30.0
 
 
 class FeedWorker:
@@ -76,7 +75,6 @@ class FeedWorker:
         self.group = group
         self.pattern = feed_pattern(settings)
         self.writer = TransactionalWriter(settings, group)
-        self._consumer: AIOKafkaConsumer | None = None
         self._covered: dict[TopicPartition, int] = {}  # per feed partition: records below are fenced
         self._batch: asyncio.Task[None] | None = None
         self._committing = False
@@ -125,9 +123,8 @@ class FeedWorker:
                 await consumer.stop()
                 log.warning("the broker does not answer (%r); trying again in %.1f s", error, backoff)
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_S)
+                backoff = min(backoff * 2, RETRY_MAX_BACKOFF_S)
                 continue
-            self._consumer = consumer
             return consumer
 
     async def _settle(self, grace_s: float) -> None:
