@@ -79,9 +79,7 @@ class AuditStore:
     def append(self, batch: Sequence[Entry]) -> int:
         """Appends, in order, the entries whose source the log does not hold yet; returns how many."""
         with self.engine.begin() as connection:
-            if connection.dialect.name == "postgresql":
-                # Two writers must never read the same next seq: the second waits for the first's commit.
-                connection.execute(sa.text("LOCK TABLE audit_entries IN EXCLUSIVE MODE"))
+            _serialise_appends(connection)
             fresh = _not_yet_logged(connection, batch)
             # After the highest seq, not the count: a deleted row must never be hidden by reusing its number.
             last_seq = connection.execute(sa.select(sa.func.max(entries.c.seq))).scalar_one()
@@ -161,6 +159,18 @@ class AuditStore:
                 )
             )
         return signed
+
+
+def _serialise_appends(connection: sa.Connection) -> None:
+    """Two writers must never read the same next seq: the second waits for the first's commit.
+
+    PostgreSQL: a table lock. SQLite: BEGIN IMMEDIATE takes the write lock before the reads (its driver would
+    begin only at the first INSERT, after both writers had read the same highest seq), and waits for it under
+    the driver's busy timeout."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(sa.text("LOCK TABLE audit_entries IN EXCLUSIVE MODE"))
+    else:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _not_yet_logged(connection: sa.Connection, batch: Sequence[Entry]) -> list[Entry]:
