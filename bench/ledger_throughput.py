@@ -215,8 +215,9 @@ def batch_event(facts: list[UsageFact]) -> dict:
         "source_partition": first.source_partition,
         "masking_policy_version": "m2-bench",
         "deliveries": [
-            {"delivery_id": fact.delivery_id, "source_offset": fact.first_offset, "bytes": fact.bytes}
+            {"delivery_id": delivery.delivery_id, "source_offset": delivery.first_offset, "bytes": delivery.bytes}
             for fact in facts
+            for delivery in fact.deliveries
         ],
     }
 

@@ -3,7 +3,7 @@
 Every method blocks (SQL, the registry, the broker's acks) and runs in a thread. A batch goes through steps
 the worker retries one by one, so a retry never repeats a step that succeeded:
 
-1. `decode`: each message becomes its `UsageFact`s (one per delivery: a RecordsDeliveredBatch lists many, a
+1. `decode`: each message becomes its `UsageFact` (its deliveries: a RecordsDeliveredBatch lists many, a
    RecordsDelivered one), or a refusal (UNDECODABLE, UNKNOWN_SCHEMA, SCHEMA_MISMATCH also for any other
    event, INVALID_EVENT for a fact the ledger cannot hold, refusing the whole message); a registry
    that does not answer raises, and the batch is retried;
@@ -119,7 +119,7 @@ class MeteringHandler:
             try:
                 decoded = self.codec.decode(message.value)
                 if decoded.schema_name == RECORDS_DELIVERED_BATCH:
-                    batch.facts.extend(UsageFact.from_batch_event(decoded.value))
+                    batch.facts.append(UsageFact.from_batch_event(decoded.value))
                 elif decoded.schema_name == RECORDS_DELIVERED:
                     batch.facts.append(UsageFact.from_event(decoded.value))
                 else:
@@ -205,14 +205,14 @@ class MeteringHandler:
     # ------------------------------------------------------------------------------------------ metrics
 
     def _count(self, result: BatchResult) -> None:
-        FACTS.labels("recorded").inc(len(result.billed))
-        FACTS.labels("set_aside").inc(len(result.set_aside))
+        FACTS.labels("recorded").inc(sum(len(usage.delivery_ids) for usage in result.billed))
+        FACTS.labels("set_aside").inc(sum(len(usage.delivery_ids) for usage in result.set_aside))
         FACTS.labels("duplicate").inc(result.duplicates)
         sums: dict[tuple[str, str], list[int]] = {}
-        for row in result.new_rows:
-            total = sums.setdefault((row["tenant_id"], row["dataset_id"]), [0, 0])
-            total[0] += row["records"]
-            total[1] += row["bytes"]
+        for usage in result.new:
+            total = sums.setdefault((usage.tenant_id, usage.dataset_id), [0, 0])
+            total[0] += usage.records
+            total[1] += usage.bytes
         for (tenant, dataset), (records, size) in sums.items():
             RECORDS.labels(tenant, dataset).inc(records)
             BYTES.labels(tenant, dataset).inc(size)

@@ -51,7 +51,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
@@ -87,87 +87,103 @@ class InvalidFact(ValueError):
     """A RecordsDelivered value the ledger cannot hold as it is (the message says which field and why)."""
 
 
-@dataclass(frozen=True)
-class UsageFact:
-    """One RecordsDelivered usage fact, as the ledger needs it."""
+class Delivery(NamedTuple):
+    """One delivery of a usage fact: a ledger row. `records` counts the source offsets it covers (one record
+    for a RecordsDeliveredBatch delivery; a RecordsDelivered may count a range)."""
 
     delivery_id: str
+    records: int
+    bytes: int
+    first_offset: int
+    last_offset: int
+
+
+@dataclass(frozen=True)
+class UsageFact:
+    """One usage fact, as the ledger needs it: deliveries of one feed partition to one tenant under one grant at
+    one time (a RecordsDeliveredBatch, or a RecordsDelivered of one delivery). What the deliveries share is
+    held, checked and grouped once per fact; each delivery becomes its own ledger row."""
+
     tenant_id: str
     dataset_id: str
     grant_id: str
-    records: int
-    bytes: int
     delivered_at: datetime
     source_topic: str
     source_partition: int
-    first_offset: int
-    last_offset: int
+    deliveries: tuple[Delivery, ...]
 
     @classmethod
     def from_event(cls, value: Mapping[str, Any]) -> UsageFact:
         """From a decoded RecordsDelivered value; InvalidFact if it cannot be recorded faithfully."""
         provenance = value["provenance"]
+        delivery = Delivery(
+            value["delivery_id"],
+            value["records"],
+            value["bytes"],
+            provenance["first_offset"],
+            provenance["last_offset"],
+        )
+        return cls._checked(value, provenance["source_topic"], provenance["source_partition"], (delivery,))
+
+    @classmethod
+    def from_batch_event(cls, value: Mapping[str, Any]) -> UsageFact:
+        """From a decoded RecordsDeliveredBatch, one record per delivery; InvalidFact if any delivery cannot
+        be recorded faithfully (the whole event is refused: it is one usage fact)."""
+        if not value["deliveries"]:
+            raise InvalidFact("a RecordsDeliveredBatch must list at least one delivery")
+        deliveries = tuple(
+            Delivery(d["delivery_id"], 1, d["bytes"], d["source_offset"], d["source_offset"])
+            for d in value["deliveries"]
+        )
+        return cls._checked(value, value["source_topic"], value["source_partition"], deliveries)
+
+    @classmethod
+    def _checked(
+        cls, value: Mapping[str, Any], topic: str, partition: int, deliveries: tuple[Delivery, ...]
+    ) -> UsageFact:
         fact = cls(
-            delivery_id=value["delivery_id"],
-            tenant_id=value["tenant_id"],
-            dataset_id=value["dataset_id"],
-            grant_id=value["grant_id"],
-            records=value["records"],
-            bytes=value["bytes"],
-            delivered_at=as_utc(value["occurred_at"]),
-            source_topic=provenance["source_topic"],
-            source_partition=provenance["source_partition"],
-            first_offset=provenance["first_offset"],
-            last_offset=provenance["last_offset"],
+            value["tenant_id"],
+            value["dataset_id"],
+            value["grant_id"],
+            as_utc(value["occurred_at"]),
+            topic,
+            partition,
+            deliveries,
         )
         fact.check()
         return fact
 
-    @classmethod
-    def from_batch_event(cls, value: Mapping[str, Any]) -> list[UsageFact]:
-        """Each delivery of a decoded RecordsDeliveredBatch, one record each; InvalidFact if any cannot be
-        recorded faithfully (the whole event is refused: it is one usage fact)."""
-        if not value["deliveries"]:
-            raise InvalidFact("a RecordsDeliveredBatch must list at least one delivery")
-        delivered_at = as_utc(value["occurred_at"])
-        facts = [
-            cls(
-                delivery_id=delivery["delivery_id"],
-                tenant_id=value["tenant_id"],
-                dataset_id=value["dataset_id"],
-                grant_id=value["grant_id"],
-                records=1,
-                bytes=delivery["bytes"],
-                delivered_at=delivered_at,
-                source_topic=value["source_topic"],
-                source_partition=value["source_partition"],
-                first_offset=delivery["source_offset"],
-                last_offset=delivery["source_offset"],
-            )
-            for delivery in value["deliveries"]
-        ]
-        for fact in facts:
-            fact.check()
-        return facts
+    @property
+    def records(self) -> int:
+        return sum(delivery.records for delivery in self.deliveries)
 
     def check(self) -> None:
-        for name, limit in TEXT_LIMITS.items():
-            text = getattr(self, name)
-            if not text or len(text) > limit:
-                raise InvalidFact(f"{name} must be 1 to {limit} characters, found {len(text)}")
-        if self.records < 0 or self.bytes < 0:
-            raise InvalidFact(f"records ({self.records}) and bytes ({self.bytes}) cannot be negative")
-        if self.last_offset < self.first_offset:
-            raise InvalidFact(f"last_offset {self.last_offset} is before first_offset {self.first_offset}")
-        # A fact counts the records of its source offsets, no more: an absurd count (a forged or broken fact)
-        # would overflow the window sums and stall the partition on a retried transaction.
-        span = self.last_offset - self.first_offset + 1
-        if self.records > span:
-            raise InvalidFact(f"records ({self.records}) exceed the {span} source offsets the fact covers")
-        if self.bytes > self.records * MAX_RECORD_BYTES:
-            raise InvalidFact(
-                f"bytes ({self.bytes}) exceed {MAX_RECORD_BYTES} per record for {self.records} records"
-            )
+        for name in ("tenant_id", "dataset_id", "grant_id", "source_topic"):
+            _check_text(name, getattr(self, name))
+        for delivery in self.deliveries:
+            _check_delivery(delivery)
+
+
+def _check_text(name: str, text: str) -> None:
+    limit = TEXT_LIMITS[name]
+    if not text or len(text) > limit:
+        raise InvalidFact(f"{name} must be 1 to {limit} characters, found {len(text)}")
+
+
+def _check_delivery(delivery: Delivery) -> None:
+    _check_text("delivery_id", delivery.delivery_id)
+    records, size, first, last = delivery[1:]
+    if records < 0 or size < 0:
+        raise InvalidFact(f"records ({records}) and bytes ({size}) cannot be negative")
+    if last < first:
+        raise InvalidFact(f"last_offset {last} is before first_offset {first}")
+    # A fact counts the records of its source offsets, no more: an absurd count (a forged or broken fact)
+    # would overflow the window sums and stall the partition on a retried transaction.
+    span = last - first + 1
+    if records > span:
+        raise InvalidFact(f"records ({records}) exceed the {span} source offsets the fact covers")
+    if size > records * MAX_RECORD_BYTES:
+        raise InvalidFact(f"bytes ({size}) exceed {MAX_RECORD_BYTES} per record for {records} records")
 
 
 @dataclass(frozen=True)
@@ -195,22 +211,42 @@ class QuotaNotice:
     event_id: str
 
 
+@dataclass(frozen=True)
+class NewUsage:
+    """Deliveries a batch added to the ledger that share tenant, dataset, grant, delivery time and billing:
+    what windows, quotas and metrics add up. `billing_period` None: set aside, with `set_aside_reason`."""
+
+    tenant_id: str
+    dataset_id: str
+    grant_id: str
+    delivered_at: datetime
+    billing_period: str | None
+    set_aside_reason: str | None
+    records: int
+    bytes: int
+    delivery_ids: tuple[str, ...]
+
+
 @dataclass
 class BatchResult:
-    """What one batch changed: the rows new to the ledger (billed and set aside) and what they caused."""
+    """What one batch changed: the deliveries new to the ledger (billed and set aside) and what they caused."""
 
-    new_rows: list[dict[str, Any]] = field(default_factory=list)
-    duplicates: int = 0  # facts of the batch that were in the ledger already, or earlier in the batch
+    new: list[NewUsage] = field(default_factory=list)
+    duplicates: int = 0  # deliveries of the batch that were in the ledger already, or earlier in the batch
     quota_usage: list[QuotaUsage] = field(default_factory=list)
     notices: list[QuotaNotice] = field(default_factory=list)
 
     @property
-    def billed(self) -> list[dict[str, Any]]:
-        return [row for row in self.new_rows if row["billing_period"] is not None]
+    def new_delivery_ids(self) -> list[str]:
+        return sorted(delivery for usage in self.new for delivery in usage.delivery_ids)
 
     @property
-    def set_aside(self) -> list[dict[str, Any]]:
-        return [row for row in self.new_rows if row["billing_period"] is None]
+    def billed(self) -> list[NewUsage]:
+        return [usage for usage in self.new if usage.billing_period is not None]
+
+    @property
+    def set_aside(self) -> list[NewUsage]:
+        return [usage for usage in self.new if usage.billing_period is None]
 
 
 # ---------------------------------------------------------------------------------------------- time
@@ -253,23 +289,19 @@ class Ledger:
     def record(self, facts: Iterable[UsageFact]) -> BatchResult:
         """Record a batch in one transaction; returns what was new. SQL errors propagate (retry the batch)."""
         facts = list(facts)
-        distinct = sorted({fact.delivery_id: fact for fact in facts}.values(), key=lambda f: f.delivery_id)
         result = BatchResult()
-        if not distinct:
+        if not facts:
             return result
         now = self.clock()
         with self.engine.begin() as conn:
-            grants = _grant_terms(conn, {fact.grant_id for fact in distinct})
-            rows = [_row(fact, grants.get(fact.grant_id), now) for fact in distinct]
-            billed_in = _open_periods(conn, {row["billing_period"] for row in rows} - {None}, now)
-            for row in rows:
-                if row["billing_period"] is not None:
-                    row["billing_period"] = billed_in[row["billing_period"]]
-            inserted = _insert_new(conn, rows)
-            result.new_rows = [row for row in rows if row["delivery_id"] in inserted]
-            result.duplicates = len(facts) - len(result.new_rows)
-            _add_to_windows(conn, result.new_rows, now)
-            result.quota_usage = _quota_usage(conn, result.new_rows, grants)
+            grants = _grant_terms(conn, {fact.grant_id for fact in facts})
+            placements = [_placement(fact, grants.get(fact.grant_id)) for fact in facts]
+            billed_in = _open_periods(conn, {p.billing_period for p in placements} - {None}, now)
+            placements = [p.billed_in(billed_in) for p in placements]
+            result.new = _insert_new(conn, facts, placements, now)
+            result.duplicates = sum(len(f.deliveries) for f in facts) - sum(len(u.delivery_ids) for u in result.new)
+            _add_to_windows(conn, result.new, now)
+            result.quota_usage = _quota_usage(conn, result.new, grants)
             result.notices = _notice_reached(conn, result.quota_usage, now)
         return result
 
@@ -284,34 +316,31 @@ def _grant_terms(conn: Connection, grant_ids: set[str]) -> dict[str, _GrantTerms
     }
 
 
-def _row(fact: UsageFact, grant: _GrantTerms | None, now: datetime) -> dict[str, Any]:
-    """The ledger row of a fact; billing_period is the delivery month until periods are checked."""
-    period: str | None = period_of(fact.delivered_at)
-    reason: str | None = None
+@dataclass(frozen=True)
+class _Placement:
+    """Where a fact's deliveries go: billed in `billing_period`, or set aside with `set_aside_reason`."""
+
+    billing_period: str | None
+    set_aside_reason: str | None
+
+    def billed_in(self, open_periods: Mapping[str, str]) -> _Placement:
+        """The same, billed in the open period that takes its delivery month (itself, or a later one)."""
+        if self.billing_period is None:
+            return self
+        return _Placement(open_periods[self.billing_period], None)
+
+
+def _placement(fact: UsageFact, grant: _GrantTerms | None) -> _Placement:
+    """A fact's placement before periods are checked: its delivery month, or set aside with the reason."""
     if grant is None:
-        period, reason = None, f"{UNKNOWN_GRANT}: no grant {fact.grant_id} on pdo.authorizations"
-    elif fact.delivered_at < grant.valid_from:
-        period, reason = (
+        return _Placement(None, f"{UNKNOWN_GRANT}: no grant {fact.grant_id} on pdo.authorizations")
+    if fact.delivered_at < grant.valid_from:
+        return _Placement(
             None,
             f"{BEFORE_GRANT}: delivered at {fact.delivered_at.isoformat()}, "
             f"grant {fact.grant_id} valid from {grant.valid_from.isoformat()}",
         )
-    return {
-        "delivery_id": fact.delivery_id,
-        "tenant_id": fact.tenant_id,
-        "dataset_id": fact.dataset_id,
-        "grant_id": fact.grant_id,
-        "records": fact.records,
-        "bytes": fact.bytes,
-        "delivered_at": fact.delivered_at,
-        "recorded_at": now,
-        "source_topic": fact.source_topic,
-        "source_partition": fact.source_partition,
-        "first_offset": fact.first_offset,
-        "last_offset": fact.last_offset,
-        "billing_period": period,
-        "set_aside_reason": reason,
-    }
+    return _Placement(period_of(fact.delivered_at), None)
 
 
 def _open_periods(conn: Connection, wanted: set[str], now: datetime) -> dict[str, str]:
@@ -348,63 +377,195 @@ def _lock_periods(conn: Connection, periods: set[str]) -> set[str]:
     return {row.period for row in conn.execute(query) if row.closed_at is not None}
 
 
-def _insert_new(conn: Connection, rows: Sequence[dict[str, Any]]) -> set[str]:
-    """Insert-or-ignore on delivery_id; the ids actually inserted (RETURNING names only new rows)."""
-    insert = dialect_insert(conn, t.ledger)
+def _insert_new(
+    conn: Connection, facts: Sequence[UsageFact], placements: Sequence[_Placement], now: datetime
+) -> list[NewUsage]:
+    """Insert-or-ignore every delivery on delivery_id; what was inserted, grouped (RETURNING names only new
+    rows, so a delivery already in the ledger, or earlier in the batch, adds nothing)."""
     if conn.dialect.name == "postgresql":
-        # The whole batch as ONE json parameter, typed server-side by jsonb_to_recordset: json.dumps runs in C,
-        # while psycopg quotes every element of a text array in Python (that cost more than the insert itself,
-        # and more still with one placeholder per value).
-        names = [
-            column.name for column in t.ledger.columns if column.name in rows[0]
-        ]  # digest_id comes later
-        batch = sa.func.jsonb_to_recordset(sa.cast(sa.bindparam("rows", _json_rows(rows)), postgresql.JSONB))
-        typed = batch.table_valued(*(sa.column(name, t.ledger.c[name].type) for name in names))
-        source = typed.render_derived(name="batch", with_types=True)
-        statement = insert.from_select(names, sa.select(*(source.c[name] for name in names)))
-        parameters = None
-    else:
-        statement, parameters = insert, list(rows)
-    statement = statement.on_conflict_do_nothing(index_elements=["delivery_id"]).returning(
-        t.ledger.c.delivery_id
+        return _insert_new_postgresql(conn, facts, placements, now)
+    return _insert_new_row_by_row(conn, facts, placements, now)
+
+
+# The batch travels as a few text parameters, whatever its size: the facts' shared fields as one JSON array,
+# the deliveries as one column each (ids as a JSON array, numbers comma-joined). Building them runs in C
+# (json.dumps, str.join); one parameter per value, or one JSON object per delivery, cost more in Python and
+# in the server's parsing than the insert itself. Rows are inserted in delivery_id order, so two workers
+# writing overlapping batches take their index locks in one order and cannot deadlock.
+_INSERT_GROUPED = sa.text(
+    """
+WITH delivery AS (
+    SELECT * FROM unnest(
+        (SELECT array_agg(id ORDER BY n) FROM jsonb_array_elements_text(CAST(:delivery_ids AS jsonb))
+            WITH ORDINALITY AS ids(id, n)),
+        string_to_array(:facts_of, ',')::int[],
+        string_to_array(:records, ',')::bigint[],
+        string_to_array(:bytes, ',')::bigint[],
+        string_to_array(:first_offsets, ',')::bigint[],
+        string_to_array(:last_offsets, ',')::bigint[]
+    ) AS d(delivery_id, fact, records, bytes, first_offset, last_offset)
+), fact AS (
+    SELECT * FROM jsonb_to_recordset(CAST(:facts AS jsonb)) AS f(
+        fact int, tenant_id text, dataset_id text, grant_id text, delivered_at timestamptz,
+        source_topic text, source_partition int, billing_period text, set_aside_reason text)
+), new AS (
+    INSERT INTO metering_ledger (
+        delivery_id, tenant_id, dataset_id, grant_id, records, bytes, delivered_at, recorded_at,
+        source_topic, source_partition, first_offset, last_offset, billing_period, set_aside_reason)
+    SELECT d.delivery_id, f.tenant_id, f.dataset_id, f.grant_id, d.records, d.bytes, f.delivered_at,
+        :recorded_at, f.source_topic, f.source_partition, d.first_offset, d.last_offset, f.billing_period,
+        f.set_aside_reason
+    FROM delivery AS d JOIN fact AS f USING (fact)
+    ORDER BY d.delivery_id, d.fact
+    ON CONFLICT (delivery_id) DO NOTHING
+    RETURNING delivery_id, tenant_id, dataset_id, grant_id, delivered_at, billing_period, set_aside_reason,
+        records, bytes
+)
+SELECT tenant_id, dataset_id, grant_id, delivered_at, billing_period, set_aside_reason,
+    CAST(sum(records) AS bigint) AS records, CAST(sum(bytes) AS bigint) AS bytes,
+    CAST(json_agg(delivery_id) AS text) AS delivery_ids
+FROM new
+GROUP BY tenant_id, dataset_id, grant_id, delivered_at, billing_period, set_aside_reason
+"""
+).bindparams(sa.bindparam("recorded_at", type_=sa.DateTime(timezone=True)))
+
+
+def _insert_new_postgresql(
+    conn: Connection, facts: Sequence[UsageFact], placements: Sequence[_Placement], now: datetime
+) -> list[NewUsage]:
+    deliveries = [(n, delivery) for n, fact in enumerate(facts) for delivery in fact.deliveries]
+
+    def joined(values: Iterable[int]) -> str:
+        return ",".join(map(str, values))
+
+    shared = [
+        {
+            "fact": n,
+            "tenant_id": fact.tenant_id,
+            "dataset_id": fact.dataset_id,
+            "grant_id": fact.grant_id,
+            "delivered_at": fact.delivered_at.isoformat(),
+            "source_topic": fact.source_topic,
+            "source_partition": fact.source_partition,
+            "billing_period": placement.billing_period,
+            "set_aside_reason": placement.set_aside_reason,
+        }
+        for n, (fact, placement) in enumerate(zip(facts, placements, strict=True))
+    ]
+    rows = conn.execute(
+        _INSERT_GROUPED,
+        {
+            "delivery_ids": json.dumps([delivery.delivery_id for _, delivery in deliveries]),
+            "facts_of": joined(n for n, _ in deliveries),
+            "records": joined(delivery.records for _, delivery in deliveries),
+            "bytes": joined(delivery.bytes for _, delivery in deliveries),
+            "first_offsets": joined(delivery.first_offset for _, delivery in deliveries),
+            "last_offsets": joined(delivery.last_offset for _, delivery in deliveries),
+            "facts": json.dumps(shared),
+            "recorded_at": now,
+        },
     )
-    return set(conn.execute(statement, parameters).scalars())
-
-
-def _json_rows(rows: Sequence[dict[str, Any]]) -> str:
-    """The rows as one JSON array, timestamps as ISO 8601 with their offset (read as timestamptz). A batched
-    usage fact gives all its deliveries one time, so each distinct time is formatted once."""
-    text: dict[datetime, str] = {}
-
-    def iso(moment: datetime) -> str:
-        if moment not in text:
-            text[moment] = moment.isoformat()
-        return text[moment]
-
-    return json.dumps(
-        [
-            {**row, "delivered_at": iso(row["delivered_at"]), "recorded_at": iso(row["recorded_at"])}
+    return sorted(
+        (
+            NewUsage(
+                row.tenant_id,
+                row.dataset_id,
+                row.grant_id,
+                as_utc(row.delivered_at),
+                row.billing_period,
+                row.set_aside_reason,
+                row.records,
+                row.bytes,
+                tuple(json.loads(row.delivery_ids)),
+            )
             for row in rows
-        ]
+        ),
+        key=_usage_key,
     )
 
 
-def _add_to_windows(conn: Connection, rows: Sequence[dict[str, Any]], now: datetime) -> None:
-    sums: dict[tuple[str, str, datetime], dict[str, Any]] = {}
-    starts: dict[tuple[str, datetime], datetime] = {}  # rows of a batched fact share their delivery time
+def _insert_new_row_by_row(
+    conn: Connection, facts: Sequence[UsageFact], placements: Sequence[_Placement], now: datetime
+) -> list[NewUsage]:
+    """SQLite (the embedded default): one parameter set per row, then the new rows grouped as PostgreSQL's
+    statement groups them."""
+    rows = sorted(
+        (
+            _row(fact, placement, delivery, now)
+            for fact, placement in zip(facts, placements, strict=True)
+            for delivery in fact.deliveries
+        ),
+        key=lambda row: row["delivery_id"],
+    )
+    statement = (
+        dialect_insert(conn, t.ledger)
+        .on_conflict_do_nothing(index_elements=["delivery_id"])
+        .returning(t.ledger.c.delivery_id)
+    )
+    inserted = set(conn.execute(statement, rows).scalars())
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for row in rows:
+        if row["delivery_id"] in inserted:
+            inserted.discard(row["delivery_id"])  # a duplicate later in the batch was not the row inserted
+            groups.setdefault(_row_key(row), []).append(row)
+    return sorted(
+        (
+            NewUsage(
+                *key,
+                records=sum(row["records"] for row in new),
+                bytes=sum(row["bytes"] for row in new),
+                delivery_ids=tuple(row["delivery_id"] for row in new),
+            )
+            for key, new in groups.items()
+        ),
+        key=_usage_key,
+    )
+
+
+_GROUPED_BY = ("tenant_id", "dataset_id", "grant_id", "delivered_at", "billing_period", "set_aside_reason")
+
+
+def _row_key(row: Mapping[str, Any]) -> tuple[Any, ...]:
+    return tuple(row[name] for name in _GROUPED_BY)
+
+
+def _usage_key(usage: NewUsage) -> tuple[str, ...]:
+    return (usage.grant_id, usage.delivered_at.isoformat(), usage.billing_period or "")
+
+
+def _row(fact: UsageFact, placement: _Placement, delivery: Delivery, now: datetime) -> dict[str, Any]:
+    return {
+        "delivery_id": delivery.delivery_id,
+        "tenant_id": fact.tenant_id,
+        "dataset_id": fact.dataset_id,
+        "grant_id": fact.grant_id,
+        "records": delivery.records,
+        "bytes": delivery.bytes,
+        "delivered_at": fact.delivered_at,
+        "recorded_at": now,
+        "source_topic": fact.source_topic,
+        "source_partition": fact.source_partition,
+        "first_offset": delivery.first_offset,
+        "last_offset": delivery.last_offset,
+        "billing_period": placement.billing_period,
+        "set_aside_reason": placement.set_aside_reason,
+    }
+
+
+def _add_to_windows(conn: Connection, new: Sequence[NewUsage], now: datetime) -> None:
+    sums: dict[tuple[str, str, datetime], dict[str, Any]] = {}
+    for usage in new:
         for kind, length in WINDOW_LENGTHS.items():
-            key = (kind, row["delivered_at"])
-            start = starts[key] if key in starts else starts.setdefault(key, window_start(*key))
+            start = window_start(kind, usage.delivered_at)
             window = sums.setdefault(
-                (row["grant_id"], kind, start),
+                (usage.grant_id, kind, start),
                 {
-                    "grant_id": row["grant_id"],
+                    "grant_id": usage.grant_id,
                     "window_kind": kind,
                     "window_start": start,
                     "window_end": start + length,
-                    "tenant_id": row["tenant_id"],
-                    "dataset_id": row["dataset_id"],
+                    "tenant_id": usage.tenant_id,
+                    "dataset_id": usage.dataset_id,
                     "records": 0,
                     "bytes": 0,
                     "version": 1,
@@ -412,8 +573,8 @@ def _add_to_windows(conn: Connection, rows: Sequence[dict[str, Any]], now: datet
                     "updated_at": now,
                 },
             )
-            window["records"] += row["records"]
-            window["bytes"] += row["bytes"]
+            window["records"] += usage.records
+            window["bytes"] += usage.bytes
     if not sums:
         return
     insert = dialect_insert(conn, t.windows)
@@ -430,14 +591,14 @@ def _add_to_windows(conn: Connection, rows: Sequence[dict[str, Any]], now: datet
 
 
 def _quota_usage(
-    conn: Connection, rows: Sequence[dict[str, Any]], grants: Mapping[str, _GrantTerms]
+    conn: Connection, new: Sequence[NewUsage], grants: Mapping[str, _GrantTerms]
 ) -> list[QuotaUsage]:
-    """DAY usage, after this batch, of every grant with a quota and a day the new rows touched."""
+    """DAY usage, after this batch, of every grant with a quota and a day the new deliveries touched."""
     touched = sorted(
         {
-            (row["grant_id"], window_start(DAY, row["delivered_at"]))
-            for row in rows
-            if row["grant_id"] in grants and grants[row["grant_id"]].daily_quota_records is not None
+            (usage.grant_id, window_start(DAY, usage.delivered_at))
+            for usage in new
+            if usage.grant_id in grants and grants[usage.grant_id].daily_quota_records is not None
         }
     )
     if not touched:

@@ -41,10 +41,16 @@ ledger = sa.Table(
         "(billing_period IS NULL) <> (set_aside_reason IS NULL)",
         name="ck_metering_ledger_billed_or_set_aside",
     ),
-    sa.Index("ix_metering_ledger_grant_delivered", "grant_id", "delivered_at"),
-    sa.Index("ix_metering_ledger_tenant_period", "tenant_id", "billing_period"),
-    sa.Index("ix_metering_ledger_dataset_period", "dataset_id", "billing_period"),
-    sa.Index("ix_metering_ledger_digest", "digest_id"),
+    # Only the indexes the ledger's queries use (migration 0024): every delivery written maintains each one.
+    # By billing period (statements, reconciliation), and by delivery time for rows set aside (period NULL).
+    sa.Index("ix_metering_ledger_period_delivered", "billing_period", "delivered_at"),
+    # The rows of a digest; a row is written without one.
+    sa.Index(
+        "ix_metering_ledger_digest",
+        "digest_id",
+        postgresql_where=sa.text("digest_id IS NOT NULL"),
+        sqlite_where=sa.text("digest_id IS NOT NULL"),
+    ),
     # What the next claim takes: billed rows in no digest yet (a partial index stays small).
     sa.Index(
         "ix_metering_ledger_undigested",

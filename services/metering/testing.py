@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 
 from pdo.metering import tables as t
-from pdo.metering.ledger import UsageFact
+from pdo.metering.ledger import Delivery, UsageFact
 from pdo.metering.projection import TopicEvent
 
 FREE_PLAN = '{"currency": "CNY", "kind": "FREE", "tiers": [], "unit_price": "0.00"}'
@@ -67,27 +67,25 @@ def usage_fact(
     offset: int = 0,
 ) -> UsageFact:
     return UsageFact(
-        delivery_id=delivery_id,
         tenant_id=tenant_id,
         dataset_id=dataset_id,
         grant_id=grant_id,
-        records=records,
-        bytes=size,
         delivered_at=delivered_at,
         source_topic=f"pdo.feed.{dataset_id}",
         source_partition=0,
-        first_offset=offset,
-        last_offset=offset + records - 1,  # a fact counts the records of the source offsets it covers
+        # A fact counts the records of the source offsets it covers.
+        deliveries=(Delivery(delivery_id, records, size, offset, offset + records - 1),),
     )
 
 
 def records_delivered_event(fact: UsageFact) -> dict[str, Any]:
-    """The RecordsDelivered value sharing would publish for `fact`."""
+    """The RecordsDelivered value sharing would publish for `fact` (a fact of one delivery)."""
+    [delivery] = fact.deliveries
     return {
-        "event_id": str(uuid.uuid5(uuid.NAMESPACE_URL, fact.delivery_id)),
+        "event_id": str(uuid.uuid5(uuid.NAMESPACE_URL, delivery.delivery_id)),
         "occurred_at": fact.delivered_at,
         "actor": "system:sharing",
-        "delivery_id": fact.delivery_id,
+        "delivery_id": delivery.delivery_id,
         "tenant_id": fact.tenant_id,
         "dataset_id": fact.dataset_id,
         "grant_id": fact.grant_id,
@@ -95,12 +93,12 @@ def records_delivered_event(fact: UsageFact) -> dict[str, Any]:
         "provenance": {
             "source_topic": fact.source_topic,
             "source_partition": fact.source_partition,
-            "first_offset": fact.first_offset,
-            "last_offset": fact.last_offset,
+            "first_offset": delivery.first_offset,
+            "last_offset": delivery.last_offset,
             "masking_policy_version": "test",
         },
-        "records": fact.records,
-        "bytes": fact.bytes,
+        "records": delivery.records,
+        "bytes": delivery.bytes,
     }
 
 

@@ -338,7 +338,7 @@ def test_metering_records_usage_under_its_own_role(role_urls):
         result = Ledger(engine).record([usage_fact("d-roles-1", "g-unknown", datetime.now(UTC))])
     finally:
         engine.dispose()
-    assert len(result.new_rows) == 1
+    assert len(result.new_delivery_ids) == 1
 
 
 def test_a_service_checks_the_schema_is_current_under_its_role(role_urls):

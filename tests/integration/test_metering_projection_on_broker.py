@@ -45,11 +45,11 @@ def test_a_fact_whose_grant_event_the_projection_has_not_applied_is_billed(setti
         assert runtime.handler.know_grants([fact, ghost]) is True
         result = runtime.handler.record([fact, ghost])
 
-        billed = {row["grant_id"]: row["billing_period"] for row in result.billed}
+        billed = {usage.grant_id: usage.billing_period for usage in result.billed}
         assert billed == {grant_id: period_of(now)}
         [set_aside] = result.set_aside
-        assert set_aside["grant_id"] == "g-never-granted"
-        assert set_aside["set_aside_reason"].startswith(f"{UNKNOWN_GRANT}: ")
+        assert set_aside.grant_id == "g-never-granted"
+        assert set_aside.set_aside_reason.startswith(f"{UNKNOWN_GRANT}: ")
     finally:
         runtime.close()
 

@@ -50,7 +50,7 @@ def test_a_window_delivered_is_one_usage_fact_counted_once_and_priced_by_the_gra
         )
     ledger = Ledger(engine, clock=lambda: START + timedelta(minutes=6))
     usage = UsageFact.from_event(fact)  # metering's own checks (records within the offsets it covers, ...)
-    assert len(ledger.record([usage]).new_rows) == 1
+    assert len(ledger.record([usage]).new_delivery_ids) == 1
     assert ledger.record([usage]).duplicates == 1  # the same window again: counted once
     with engine.connect() as conn:
         (billed,) = billed_usage(conn, "2026-03")

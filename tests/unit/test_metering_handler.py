@@ -76,7 +76,7 @@ def test_bad_messages_are_refused_with_their_reason_and_dead_lettered_with_their
         message(encoded_fact(handler, "bad", grant_id="g" * 200), 3),
     ]
     batch = handler.decode(messages)
-    assert [fact.delivery_id for fact in batch.facts] == ["good"]
+    assert [d.delivery_id for fact in batch.facts for d in fact.deliveries] == ["good"]
     assert [(r.message.offset, r.reason_code) for r in batch.refused] == [
         (1, "UNDECODABLE"),
         (2, "SCHEMA_MISMATCH"),
@@ -211,7 +211,7 @@ def test_a_batched_fact_counts_each_of_its_deliveries_once_beside_single_facts(h
         ]
     )
     assert batch.refused == []
-    assert [(f.delivery_id, f.records, f.bytes, f.first_offset) for f in batch.facts] == [
+    assert [(d.delivery_id, d.records, d.bytes, d.first_offset) for f in batch.facts for d in f.deliveries] == [
         ("b-1", 1, 100, 10),
         ("b-2", 1, 200, 11),
         ("single", 1, 100, 0),
@@ -219,9 +219,9 @@ def test_a_batched_fact_counts_each_of_its_deliveries_once_beside_single_facts(h
         ("b-3", 1, 300, 12),
     ]
     result = handler.record(batch.facts)
-    assert sorted(row["delivery_id"] for row in result.new_rows) == ["b-1", "b-2", "b-3", "single"]
+    assert result.new_delivery_ids == ["b-1", "b-2", "b-3", "single"]
     assert result.duplicates == 1
-    assert handler.record(batch.facts).new_rows == []  # the whole batch again: nothing new
+    assert handler.record(batch.facts).new == []  # the whole batch again: nothing new
 
 
 def test_a_batched_fact_with_one_bad_delivery_or_none_is_refused_whole(handler):

@@ -85,12 +85,12 @@ def test_each_delivery_id_counts_once_across_and_within_batches(engine):
     first = ledger.record(
         [usage_fact("d-1", "g-1", NOW), usage_fact("d-2", "g-1", NOW), usage_fact("d-2", "g-1", NOW)]
     )
-    assert sorted(row["delivery_id"] for row in first.new_rows) == ["d-1", "d-2"]
+    assert first.new_delivery_ids == ["d-1", "d-2"]
     assert first.duplicates == 1
     again = ledger.record([usage_fact("d-2", "g-1", NOW), usage_fact("d-3", "g-1", NOW, records=4, size=9)])
-    assert [row["delivery_id"] for row in again.new_rows] == ["d-3"]
+    assert again.new_delivery_ids == ["d-3"]
     assert again.duplicates == 1
-    assert ledger.record([usage_fact("d-1", "g-1", NOW)]).new_rows == []
+    assert ledger.record([usage_fact("d-1", "g-1", NOW)]).new == []
     rows = ledger_rows(engine)
     assert sorted(rows) == ["d-1", "d-2", "d-3"]
     assert sum(row["records"] for row in rows.values()) == 6
@@ -101,15 +101,15 @@ def test_each_delivery_id_counts_once_across_and_within_batches(engine):
 
 def test_an_empty_batch_writes_nothing(engine):
     result = Ledger(engine, Clock(NOW)).record([])
-    assert (result.new_rows, result.duplicates) == ([], 0)
+    assert (result.new, result.duplicates) == ([], 0)
     assert ledger_rows(engine) == {}
 
 
 def test_billed_rows_carry_the_delivery_month_and_the_source_position(engine):
     fact = usage_fact("d-1", "g-1", NOW, offset=41)
-    [row] = Ledger(engine, Clock(NOW)).record([fact]).new_rows
+    [usage] = Ledger(engine, Clock(NOW)).record([fact]).new
     stored = ledger_rows(engine)["d-1"]
-    assert (row["billing_period"], stored["billing_period"], stored["set_aside_reason"]) == (
+    assert (usage.billing_period, stored["billing_period"], stored["set_aside_reason"]) == (
         "2026-03",
         "2026-03",
         None,
@@ -129,7 +129,7 @@ def test_a_fact_delivered_in_a_closed_period_is_billed_in_the_next_open_one(engi
     late = usage_fact("late", "g-1", datetime(2026, 2, 27, 23, 0, tzinfo=UTC))
     on_time = usage_fact("on-time", "g-1", datetime(2026, 3, 1, 0, 0, tzinfo=UTC))
     result = Ledger(engine, Clock(NOW)).record([late, on_time])
-    assert {row["delivery_id"]: row["billing_period"] for row in result.new_rows} == {
+    assert {delivery: usage.billing_period for usage in result.new for delivery in usage.delivery_ids} == {
         "late": "2026-03",
         "on-time": "2026-03",
     }
@@ -141,8 +141,8 @@ def test_when_the_recording_month_is_closed_too_the_fact_goes_to_the_first_open_
     close_period(engine, "2026-02")
     close_period(engine, "2026-03")
     late = usage_fact("late", "g-1", datetime(2026, 2, 10, tzinfo=UTC))
-    [row] = Ledger(engine, Clock(NOW)).record([late]).new_rows
-    assert row["billing_period"] == "2026-04"
+    [usage] = Ledger(engine, Clock(NOW)).record([late]).new
+    assert usage.billing_period == "2026-04"
     with engine.connect() as conn:
         open_rows = conn.execute(
             sa.select(t.periods.c.period).where(t.periods.c.closed_at.is_(None))
@@ -154,7 +154,7 @@ def test_facts_before_the_grant_or_for_an_unknown_grant_are_set_aside_with_a_rea
     before = usage_fact("before", "g-1", GRANT_START - timedelta(milliseconds=1))
     unknown = usage_fact("unknown", "g-nobody", NOW)
     result = Ledger(engine, Clock(NOW)).record([before, unknown, usage_fact("ok", "g-1", GRANT_START)])
-    assert [row["delivery_id"] for row in result.set_aside] == ["before", "unknown"]
+    assert [delivery for usage in result.set_aside for delivery in usage.delivery_ids] == ["before", "unknown"]
     rows = ledger_rows(engine)
     assert rows["before"]["billing_period"] is None
     assert rows["before"]["set_aside_reason"].startswith(f"{BEFORE_GRANT}: ")
@@ -196,8 +196,8 @@ def test_a_close_in_progress_makes_the_writer_wait_then_bill_the_next_period(pos
         closer.execute(t.periods.update().where(t.periods.c.period == "2026-03").values(closed_at=NOW))
         closing.commit()
     writer.join(timeout=30)
-    [row] = written["result"].new_rows
-    assert row["billing_period"] == "2026-04"
+    [usage] = written["result"].new
+    assert usage.billing_period == "2026-04"
 
 
 # ---------------------------------------------------------------------------------------------- windows

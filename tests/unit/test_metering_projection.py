@@ -134,7 +134,7 @@ def test_a_fact_whose_grant_the_projection_lags_is_billed_not_set_aside(behind, 
     assert known_grants(engine, {"g-late"}) == set()
     assert handler.know_grants([fact]) is True
     result = handler.record([fact])
-    assert [row["billing_period"] for row in result.new_rows] == ["2026-03"]
+    assert [usage.billing_period for usage in result.new] == ["2026-03"]
     assert result.set_aside == []
     assert result.quota_usage[0].quota_records == 10  # the caught-up terms are the ones the ledger used
 
@@ -143,8 +143,8 @@ def test_a_grant_still_unknown_after_catching_up_is_set_aside(behind) -> None:
     handler, log = behind
     fact = usage_fact("d-ghost", "g-ghost", NOW)
     assert handler.know_grants([fact]) is True
-    [row] = handler.record([fact]).set_aside
-    assert row["set_aside_reason"].startswith(f"{UNKNOWN_GRANT}: ")
+    [usage] = handler.record([fact]).set_aside
+    assert usage.set_aside_reason.startswith(f"{UNKNOWN_GRANT}: ")
     assert len(log.reads) == 1
 
 
