@@ -215,7 +215,11 @@ def batch_event(facts: list[UsageFact]) -> dict:
         "source_partition": first.source_partition,
         "masking_policy_version": "m2-bench",
         "deliveries": [
-            {"delivery_id": delivery.delivery_id, "source_offset": delivery.first_offset, "bytes": delivery.bytes}
+            {
+                "delivery_id": delivery.delivery_id,
+                "source_offset": delivery.first_offset,
+                "bytes": delivery.bytes,
+            }
             for fact in facts
             for delivery in fact.deliveries
         ],

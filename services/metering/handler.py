@@ -205,14 +205,14 @@ class MeteringHandler:
     # ------------------------------------------------------------------------------------------ metrics
 
     def _count(self, result: BatchResult) -> None:
-        FACTS.labels("recorded").inc(sum(len(usage.delivery_ids) for usage in result.billed))
-        FACTS.labels("set_aside").inc(sum(len(usage.delivery_ids) for usage in result.set_aside))
+        FACTS.labels("recorded").inc(sum(len(new.delivery_ids) for new in result.billed))
+        FACTS.labels("set_aside").inc(sum(len(new.delivery_ids) for new in result.set_aside))
         FACTS.labels("duplicate").inc(result.duplicates)
         sums: dict[tuple[str, str], list[int]] = {}
-        for usage in result.new:
-            total = sums.setdefault((usage.tenant_id, usage.dataset_id), [0, 0])
-            total[0] += usage.records
-            total[1] += usage.bytes
+        for new in result.new:
+            total = sums.setdefault((new.tenant_id, new.dataset_id), [0, 0])
+            total[0] += new.records
+            total[1] += new.bytes
         for (tenant, dataset), (records, size) in sums.items():
             RECORDS.labels(tenant, dataset).inc(records)
             BYTES.labels(tenant, dataset).inc(size)

@@ -1,14 +1,22 @@
 """The usage ledger's write path: a batch of usage facts becomes ledger rows, window sums and quota notices in
 ONE transaction, so each delivery id counts once however often Kafka redelivers it.
 
-**Exactly once.** `Ledger.record(facts)` inserts with insert-or-ignore on the primary key `delivery_id`
-(`INSERT … ON CONFLICT DO NOTHING … RETURNING delivery_id`, PostgreSQL and SQLite alike) and learns from
-RETURNING which rows are new; duplicates inside one batch are dropped before the insert. Everything derived
-from the batch (MINUTE and DAY windows, quota notices) is computed from the new rows only, in the same
-transaction: a crash before the commit leaves nothing, a redelivery after it adds nothing. The consumer
-acknowledges its Kafka offsets only after the commit, so nothing is lost either. Rows, window keys and
-notice keys are written in sorted order, so two workers writing overlapping batches on PostgreSQL take
-their row locks in one order and cannot deadlock.
+**Exactly once.** A usage fact carries its deliveries (one per delivered record: a RecordsDeliveredBatch
+lists a sharing transaction's deliveries under one grant). `Ledger.record(facts)` writes one row per delivery
+with insert-or-ignore on the primary key `delivery_id` (`INSERT … ON CONFLICT DO NOTHING … RETURNING`,
+PostgreSQL and SQLite alike) and learns from RETURNING which rows are new: a delivery already in the ledger,
+or named twice in the batch, adds nothing, however the redelivered facts were cut. Everything derived from
+the batch (MINUTE and DAY windows, quota notices) is computed from the new rows only, grouped by grant,
+delivery time and billing period, in the same transaction: a crash before the commit leaves nothing, a
+redelivery after it adds nothing. The consumer acknowledges its Kafka offsets only after the commit, so
+nothing is lost either. Rows, window keys and notice keys are written in sorted order, so two workers
+writing overlapping batches on PostgreSQL take their row locks in one order and cannot deadlock.
+
+**Speed.** What the deliveries of a fact share (tenant, grant, time, source partition, billing) is checked and
+placed once per fact, not per delivery. On PostgreSQL the batch is one statement with a few text parameters
+(the facts as JSON, each delivery column joined), which inserts and groups the new rows server-side; the
+ledger keeps only the indexes its queries use (migration 0024). Measured with `bench/pipeline.py` (#17):
+the metering worker went from about 30,000 to 55,000–64,000 deliveries/s on PostgreSQL.
 
 **Billing period** ("YYYY-MM", the UTC month). Period-close lock protocol: in the same transaction as its
 inserts the writer makes sure the `metering_periods` row of every period it bills into exists and reads it
@@ -153,10 +161,6 @@ class UsageFact:
         fact.check()
         return fact
 
-    @property
-    def records(self) -> int:
-        return sum(delivery.records for delivery in self.deliveries)
-
     def check(self) -> None:
         for name in ("tenant_id", "dataset_id", "grant_id", "source_topic"):
             _check_text(name, getattr(self, name))
@@ -296,10 +300,12 @@ class Ledger:
         with self.engine.begin() as conn:
             grants = _grant_terms(conn, {fact.grant_id for fact in facts})
             placements = [_placement(fact, grants.get(fact.grant_id)) for fact in facts]
-            billed_in = _open_periods(conn, {p.billing_period for p in placements} - {None}, now)
+            billed_in = _open_periods(conn, {p.billing_period for p in placements if p.billing_period}, now)
             placements = [p.billed_in(billed_in) for p in placements]
             result.new = _insert_new(conn, facts, placements, now)
-            result.duplicates = sum(len(f.deliveries) for f in facts) - sum(len(u.delivery_ids) for u in result.new)
+            result.duplicates = sum(len(f.deliveries) for f in facts) - sum(
+                len(u.delivery_ids) for u in result.new
+            )
             _add_to_windows(conn, result.new, now)
             result.quota_usage = _quota_usage(conn, result.new, grants)
             result.notices = _notice_reached(conn, result.quota_usage, now)
@@ -511,7 +517,7 @@ def _insert_new_row_by_row(
     return sorted(
         (
             NewUsage(
-                *key,
+                **dict(zip(_GROUPED_BY, key, strict=True)),
                 records=sum(row["records"] for row in new),
                 bytes=sum(row["bytes"] for row in new),
                 delivery_ids=tuple(row["delivery_id"] for row in new),

@@ -70,8 +70,9 @@ def test_ledger_equals_the_distinct_deliveries_after_repeated_sigkills(settings,
     ]
     expected = Counter()
     for fact in facts:
-        expected[(fact.grant_id, "records")] += fact.records
-        expected[(fact.grant_id, "bytes")] += fact.bytes
+        for delivery in fact.deliveries:
+            expected[(fact.grant_id, "records")] += delivery.records
+            expected[(fact.grant_id, "bytes")] += delivery.bytes
     resent = generator.sample(facts, DUPLICATES)
 
     deliveries = Deliveries(settings, codec)
@@ -118,7 +119,7 @@ def test_ledger_equals_the_distinct_deliveries_after_repeated_sigkills(settings,
             billed = conn.execute(
                 sa.select(sa.func.count()).select_from(t.ledger).where(t.ledger.c.billing_period.is_not(None))
             ).scalar_one()
-        assert ids == {fact.delivery_id for fact in facts}
+        assert ids == {delivery.delivery_id for fact in facts for delivery in fact.deliveries}
         assert billed == FACTS
         ledger_sums = sums_by_grant(engine, t.ledger)
         assert ledger_sums == {g: (expected[(g, "records")], expected[(g, "bytes")]) for g in grants}

@@ -211,7 +211,9 @@ def test_a_batched_fact_counts_each_of_its_deliveries_once_beside_single_facts(h
         ]
     )
     assert batch.refused == []
-    assert [(d.delivery_id, d.records, d.bytes, d.first_offset) for f in batch.facts for d in f.deliveries] == [
+    assert [
+        (d.delivery_id, d.records, d.bytes, d.first_offset) for f in batch.facts for d in f.deliveries
+    ] == [
         ("b-1", 1, 100, 10),
         ("b-2", 1, 200, 11),
         ("single", 1, 100, 0),

@@ -22,6 +22,7 @@ from pdo.metering.ledger import (
     DAY,
     MINUTE,
     UNKNOWN_GRANT,
+    Delivery,
     InvalidFact,
     Ledger,
     UsageFact,
@@ -99,6 +100,89 @@ def test_each_delivery_id_counts_once_across_and_within_batches(engine):
     assert windows(engine, MINUTE)[("g-1", datetime(2026, 3, 15, 12, 0, tzinfo=UTC))][:2] == (6, 209)
 
 
+def batch_fact(
+    grant_id: str, at: datetime, deliveries: list[tuple[str, int]], partition: int = 0
+) -> UsageFact:
+    """A RecordsDeliveredBatch fact: (delivery id, source offset) pairs of 10 bytes each."""
+    return UsageFact(
+        tenant_id="tenant:acme",
+        dataset_id="traffic",
+        grant_id=grant_id,
+        delivered_at=at,
+        source_topic="pdo.feed.traffic",
+        source_partition=partition,
+        deliveries=tuple(Delivery(delivery_id, 1, 10, offset, offset) for delivery_id, offset in deliveries),
+    )
+
+
+def test_a_fact_of_many_deliveries_is_one_row_each_and_a_redelivery_cut_differently_adds_only_the_new(engine):
+    ledger = Ledger(engine, Clock(NOW))
+    first = ledger.record([batch_fact("g-1", NOW, [("a", 1), ("b", 2), ("c", 3)])])
+    assert (first.new_delivery_ids, first.duplicates) == (["a", "b", "c"], 0)
+    [usage] = first.new
+    assert (usage.grant_id, usage.billing_period, usage.records, usage.bytes) == ("g-1", "2026-03", 3, 30)
+    # The same deliveries again, cut into other facts (another transaction's batches), with one new one;
+    # and a delivery named twice in one batch, under two facts.
+    again = ledger.record(
+        [
+            batch_fact("g-1", NOW, [("b", 2), ("c", 3)], partition=0),
+            batch_fact("g-1", NOW, [("d", 4), ("a", 1)], partition=0),
+            batch_fact("g-1", NOW, [("d", 4)], partition=0),
+        ]
+    )
+    assert (again.new_delivery_ids, again.duplicates) == (["d"], 4)
+    rows = ledger_rows(engine)
+    assert sorted(rows) == ["a", "b", "c", "d"]
+    assert (rows["d"]["first_offset"], rows["d"]["last_offset"], rows["d"]["records"]) == (4, 4, 1)
+    assert windows(engine, DAY)[("g-1", datetime(2026, 3, 15, tzinfo=UTC))][:2] == (4, 40)
+
+
+def test_one_batch_groups_new_deliveries_by_grant_time_and_billing(engine):
+    later = NOW + timedelta(minutes=3)
+    result = Ledger(engine, Clock(NOW)).record(
+        [
+            batch_fact("g-1", NOW, [("p0-1", 1)], partition=0),
+            batch_fact("g-1", NOW, [("p1-1", 1), ("p1-2", 2)], partition=1),  # same grant and time: one group
+            batch_fact("g-1", later, [("later", 3)]),
+            batch_fact("g-nobody", NOW, [("ghost", 9)]),
+        ]
+    )
+    assert [
+        (u.grant_id, u.delivered_at, u.billing_period, u.records, sorted(u.delivery_ids)) for u in result.new
+    ] == [
+        ("g-1", NOW, "2026-03", 3, ["p0-1", "p1-1", "p1-2"]),
+        ("g-1", later, "2026-03", 1, ["later"]),
+        ("g-nobody", NOW, None, 1, ["ghost"]),
+    ]
+    assert result.set_aside[0].set_aside_reason.startswith(f"{UNKNOWN_GRANT}: ")
+    assert windows(engine, MINUTE)[("g-1", datetime(2026, 3, 15, 12, 0, tzinfo=UTC))][:2] == (3, 30)
+    assert windows(engine, MINUTE)[("g-1", datetime(2026, 3, 15, 12, 3, tzinfo=UTC))][:2] == (1, 10)
+
+
+@pytest.mark.parametrize(
+    "delivery_id",
+    [
+        "a,b",
+        'quote"d',
+        "back\\slash",
+        "{1,2}",
+        "NULL",
+        " spaced ",
+        "ünïcødé-✓",
+        '["json"]',
+        "'; DROP TABLE x; --",
+    ],
+)
+def test_a_delivery_id_is_stored_as_it_came_whatever_its_characters(engine, delivery_id):
+    """The batch travels to PostgreSQL as text parameters: no separator, quote or escape in an id may split,
+    merge or alter it (ids come from sharing, but the ledger never relies on their shape)."""
+    ledger = Ledger(engine, Clock(NOW))
+    result = ledger.record([batch_fact("g-1", NOW, [(delivery_id, 1), ("plain", 2)])])
+    assert result.new_delivery_ids == sorted([delivery_id, "plain"])
+    assert sorted(ledger_rows(engine)) == sorted([delivery_id, "plain"])
+    assert ledger.record([batch_fact("g-1", NOW, [(delivery_id, 1)])]).duplicates == 1
+
+
 def test_an_empty_batch_writes_nothing(engine):
     result = Ledger(engine, Clock(NOW)).record([])
     assert (result.new, result.duplicates) == ([], 0)
@@ -154,7 +238,10 @@ def test_facts_before_the_grant_or_for_an_unknown_grant_are_set_aside_with_a_rea
     before = usage_fact("before", "g-1", GRANT_START - timedelta(milliseconds=1))
     unknown = usage_fact("unknown", "g-nobody", NOW)
     result = Ledger(engine, Clock(NOW)).record([before, unknown, usage_fact("ok", "g-1", GRANT_START)])
-    assert [delivery for usage in result.set_aside for delivery in usage.delivery_ids] == ["before", "unknown"]
+    assert [delivery for usage in result.set_aside for delivery in usage.delivery_ids] == [
+        "before",
+        "unknown",
+    ]
     rows = ledger_rows(engine)
     assert rows["before"]["billing_period"] is None
     assert rows["before"]["set_aside_reason"].startswith(f"{BEFORE_GRANT}: ")

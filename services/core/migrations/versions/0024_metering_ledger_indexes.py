@@ -38,7 +38,9 @@ def upgrade() -> None:
     for name in UNUSED:
         op.drop_index(name, table_name="metering_ledger")
     op.drop_index("ix_metering_ledger_digest", table_name="metering_ledger")
-    op.create_index("ix_metering_ledger_period_delivered", "metering_ledger", ["billing_period", "delivered_at"])
+    op.create_index(
+        "ix_metering_ledger_period_delivered", "metering_ledger", ["billing_period", "delivered_at"]
+    )
     op.create_index(
         "ix_metering_ledger_digest",
         "metering_ledger",
