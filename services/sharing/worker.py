@@ -10,8 +10,8 @@ goes out as soon as it arrives (no batching delay). It also subscribes by patter
 is picked up at the next metadata refresh (DISCOVERY_INTERVAL_S) without the resubscription faust needed.
 
 **A batch** (offsets only move forward after its transaction committed):
-1. for each feed partition in it, a fence (ControlFollower.fence) covering its last offset: the stream-order
-   rule of pdo.sharing.app;
+1. one fence (ControlFollower.fence): the grant events acknowledged before its records were appended are
+   applied (the stream-order rule of pdo.sharing.app);
 2. the datasets it names are known (the catalog ordering rule);
 3. FeedHandler.share_batch in a thread (the registry and Avro block);
 4. TransactionalWriter.write: per feed partition one transaction with the consumed offsets.
@@ -75,7 +75,6 @@ class FeedWorker:
         self.group = group
         self.pattern = feed_pattern(settings)
         self.writer = TransactionalWriter(settings, group)
-        self._covered: dict[TopicPartition, int] = {}  # per feed partition: records below are fenced
         self._batch: asyncio.Task[None] | None = None
         self._committing = False
 
@@ -158,9 +157,8 @@ class FeedWorker:
     async def _share(self, consumer: AIOKafkaConsumer, fetched: dict[TopicPartition, list[Any]]) -> None:
         follower, handler, datasets = self.runtime.follower, self.runtime.handler, self.runtime.datasets
         batch: list[tuple[SourceMessage, datetime]] = []
-        for partition, messages in fetched.items():
-            while messages[-1].offset >= self._covered.get(partition, 0):
-                self._covered[partition] = await follower.fence(partition)
+        await follower.fence()  # every record fetched was appended before it: the stream-order rule
+        for messages in fetched.values():
             batch.extend(
                 (source_message(message), datetime.fromtimestamp(message.timestamp / 1000, UTC))
                 for message in messages

@@ -35,16 +35,15 @@ def record(partition: int, offset: int) -> SimpleNamespace:
 
 
 class Follower:
-    """Fences answer with the feed's end at once, or never while `held` (an undecodable authorization)."""
+    """Fences answer at once, or never while `held` (an undecodable authorization)."""
 
-    def __init__(self, end: int = 100, held: bool = False) -> None:
-        self.end, self.held, self.fenced = end, held, []
+    def __init__(self, held: bool = False) -> None:
+        self.held, self.fences = held, 0
 
-    async def fence(self, partition: TopicPartition) -> int:
-        self.fenced.append(partition)
+    async def fence(self) -> None:
+        self.fences += 1
         if self.held:
             await asyncio.Event().wait()
-        return self.end
 
     async def catalog_fence(self) -> None:
         return None
@@ -105,18 +104,19 @@ def feed_worker(settings, follower: Follower, writer: Writer) -> FeedWorker:
     return worker
 
 
-def test_a_batch_is_fenced_once_per_partition_and_a_fence_covers_later_batches(settings):
+def test_each_batch_waits_for_one_fence_of_the_grants_whatever_its_partitions(settings):
     async def scenario():
-        follower, writer = Follower(end=50), Writer()
+        follower, writer = Follower(), Writer()
         worker = feed_worker(settings, follower, writer)
         consumer = Consumer({P0, P1})
         await worker._share(consumer, {P0: [record(0, 3), record(0, 4)], P1: [record(1, 9)]})
-        await worker._share(consumer, {P0: [record(0, 5)]})  # below the end the first fence read
-        return follower.fenced, writer.written
+        after_first = follower.fences
+        await worker._share(consumer, {P0: [record(0, 5)]})
+        return after_first, follower.fences, writer.written
 
-    fenced, written = asyncio.run(scenario())
+    after_first, fences, written = asyncio.run(scenario())
 
-    assert fenced == [P0, P1]
+    assert (after_first, fences) == (1, 2)
     assert [sorted(batch) for batch in written] == [[(FEED, 0), (FEED, 1)], [(FEED, 0)]]
     assert written[0][(FEED, 0)].next_offset == 5
 
