@@ -63,8 +63,8 @@ from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
-from sqlalchemy.dialects import postgresql, sqlite
 
+from pdo.core.db import dialect_insert
 from pdo.core.events import utc_now
 from pdo.core.months import period_end, period_of
 from pdo.metering import tables as t
@@ -270,11 +270,6 @@ def window_start(kind: str, moment: datetime) -> datetime:
 
 
 # ---------------------------------------------------------------------------------------------- ledger
-
-
-def dialect_insert(conn: Connection, table: sa.Table) -> Any:
-    """The dialect's INSERT, which has on_conflict_do_nothing / on_conflict_do_update (PostgreSQL, SQLite)."""
-    return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(table)
 
 
 @dataclass(frozen=True)

@@ -46,11 +46,12 @@ from sqlalchemy import Connection, Engine
 from pdo.core import kafka, topics
 from pdo.core.codec import AvroCodec, CodecError
 from pdo.core.config import Settings
+from pdo.core.db import dialect_insert
 from pdo.core.deadletters import SourceMessage
 from pdo.core.errors import Unavailable
 from pdo.core.topics import TopicId
 from pdo.metering import tables as t
-from pdo.metering.ledger import as_utc, dialect_insert
+from pdo.metering.ledger import as_utc
 
 log = logging.getLogger(__name__)
 

@@ -27,6 +27,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
 
+from pdo.core.db import dialect_insert
 from pdo.core.events import event_head
 from pdo.core.months import period_end, period_start
 from pdo.core.names import Event
@@ -42,7 +43,7 @@ from pdo.metering.digests import digest_id as digest_id
 from pdo.metering.digests import get_digest as get_digest
 from pdo.metering.digests import list_digests as list_digests
 from pdo.metering.digests import undigested_rows as undigested_rows
-from pdo.metering.ledger import as_utc, dialect_insert
+from pdo.metering.ledger import as_utc
 from pdo.metering.outbox import OUTBOX
 from pdo.metering.usage import UsageWindow as UsageWindow
 from pdo.metering.usage import list_windows as list_windows  # usage windows, newest first (the API, the CLI)

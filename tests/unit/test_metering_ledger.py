@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from conftest import fresh_postgres_database
 
 from pdo.core import db
+from pdo.core.db import dialect_insert
 from pdo.core.months import period_end, period_of
 from pdo.metering import tables as t
 from pdo.metering import usage
@@ -26,7 +27,6 @@ from pdo.metering.ledger import (
     InvalidFact,
     Ledger,
     UsageFact,
-    dialect_insert,
 )
 from pdo.metering.testing import insert_grant, records_delivered_event, usage_fact
 
