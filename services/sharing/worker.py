@@ -32,6 +32,7 @@ Depends on: pdo.sharing.app (runtime, follower), pdo.sharing.transactions, pdo.c
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import time
@@ -84,6 +85,7 @@ class FeedWorker:
         """Share until `stop` is set; a crash of the sharing loop propagates after the same clean stop."""
         follower = asyncio.create_task(self.runtime.follower.run(), name="follow authorizations")
         consumer = await self._started_consumer()
+        _exempt_from_full_collections()
         progress = worker_metrics.watch_consumer(consumer, self.group)
         lag = asyncio.create_task(worker_metrics.follow_lag(consumer, progress), name="sample lag")
         sharing = asyncio.create_task(self._share_forever(consumer, progress), name="share feeds")
@@ -193,6 +195,14 @@ class FeedWorker:
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         await self._settle(STOP_GRACE_S)
         await self.writer.release(revoked)
+
+
+def _exempt_from_full_collections() -> None:
+    """What the worker has built by now (modules, schemas, grants, clients) lives as long as it does: move it
+    out of the collector's reach. Each full collection walked it all and held the event loop 40-65 ms every
+    few seconds (10 grants at 200 records/s, a broker with 2,181 topics); frozen, they take 3-10 ms."""
+    gc.collect()
+    gc.freeze()
 
 
 class _SettleOnRevoke(ConsumerRebalanceListener):

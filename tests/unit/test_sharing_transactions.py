@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 from types import SimpleNamespace
 
 from aiokafka import TopicPartition
+from aiokafka.errors import ConcurrentTransactions
+from aiokafka.producer.sender import AddPartitionsToTxnHandler
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
 from pdo.core import access
@@ -17,7 +19,11 @@ from pdo.core.read_committed import (
     read_committed,
 )
 from pdo.sharing.app import APP_ID
-from pdo.sharing.transactions import transactional_id
+from pdo.sharing.transactions import (
+    CONCURRENT_TRANSACTIONS_BACKOFF_S,
+    TransactionalWriter,
+    transactional_id,
+)
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -26,6 +32,15 @@ def test_the_transactional_id_is_the_feed_partitions_whoever_processes_it():
     one, other = TopicPartition("pdo.feed.d1", 0), TopicPartition("pdo.feed.d1", 1)
     assert transactional_id("sharing", one) == transactional_id("sharing", TopicPartition("pdo.feed.d1", 0))
     assert transactional_id("sharing", one) != transactional_id("sharing", other)
+
+
+def test_a_transaction_begun_before_the_last_ones_markers_asks_again_after_the_short_backoff(settings):
+    """Guards the aiokafka hook the writer tunes: if an upgrade renames or drops it, this fails."""
+    TransactionalWriter(settings, "sharing")
+    idle = SimpleNamespace(_retry_backoff=0.1, _txn_manager=SimpleNamespace(txn_partitions=set()))
+    handler = AddPartitionsToTxnHandler(idle, [TopicPartition("pdo.deliveries", 0)])
+    answer = SimpleNamespace(errors=[("pdo.deliveries", [(0, ConcurrentTransactions.errno)])])
+    assert handler.handle_response(answer) == CONCURRENT_TRANSACTIONS_BACKOFF_S == 0.005
 
 
 def test_the_sharing_principal_may_use_its_transactional_ids_and_no_other(settings):
