@@ -34,7 +34,9 @@ and a fresh database beside --database-url (a new SQLite file, or a new PostgreS
    the plain decode+shape+encode loop >= 0.6, p99 latency <= 50 ms at 1 grant and <= 60 ms at 10).
 
 The defaults (20,000 records, 1 and 10 grants) take about 1.5 minutes on the 2-core development machine;
-smaller backlogs finish sooner but time sub-second spans, and their figures scatter more.
+smaller backlogs finish sooner but time sub-second spans, and their figures scatter more. Measure on a broker
+without thousands of topics left by earlier runs (the summary line says how many it had): the sharing
+worker subscribes by pattern, so each metadata refresh walks every topic, which shows in the latency tail.
 
     PDO_KAFKA_BOOTSTRAP=127.0.0.1:9092 .venv/bin/python bench/pipeline.py --records 20000 --grants 1,10 \
         --database-url postgresql+psycopg://postgres@127.0.0.1:55432/postgres
@@ -94,7 +96,7 @@ from sharing_throughput import (
 from pdo.core import db, topics
 from pdo.core.config import Settings, write_private
 from pdo.core.errors import Conflict, PdoError
-from pdo.core.kafka import SASL_MECHANISM, require_credentials
+from pdo.core.kafka import SASL_MECHANISM, admin_client, require_credentials
 from pdo.core.serving import ServerThread, free_port
 from pdo.core.topics import TopicId
 from pdo.gateway.principals import PrincipalStore
@@ -598,11 +600,19 @@ def table(runs: list[GrantRun], kafka: KafkaCeiling) -> list[str]:
     return lines
 
 
+def broker_topics(settings: Settings) -> int:
+    """How many topics the broker holds. The sharing worker subscribes by pattern, so each metadata refresh
+    (every 5 s) walks them all: with thousands left by earlier runs, the latency tail grows."""
+    with admin_client(settings) as admin:
+        return len(admin.list_topics())
+
+
 def main() -> None:
     args = parse_args()
     counts = [int(part) for part in args.grants.split(",") if part.strip()]
     started = time.perf_counter()
     load = os.getloadavg()
+    topics_before = broker_topics(Settings.from_env())
     with tempfile.TemporaryDirectory(prefix="pdo-bench-") as folder:
         work = Path(folder)
         registry_db = f"sqlite:///{work / 'registry.db'}"
@@ -617,7 +627,8 @@ def main() -> None:
         f"\npipeline: {args.records} backlog feed records, TrafficFlow, masking on, {backend}; latency "
         f"{args.latency_records} records at {args.rate:.0f}/s; Kafka's tools {args.perf_records} records of "
         f"{args.perf_record_size} B; {time.perf_counter() - started:.0f} s; load average (1/5/15 min, "
-        f"higher of start and end) {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+        f"higher of start and end) {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; {topics_before:,} topics on "
+        "the broker at the start"
     )
     print("\n".join(table(runs, kafka)))
 
