@@ -63,6 +63,11 @@ KEY_FIELD = "record_id"
 MAX_RECORD_BYTES = 1_000_000
 # Sent records awaiting acknowledgement at most; bounds memory when a caller streams a large iterable.
 ACK_BATCH = 1000
+# Bytes per record batch of a feed partition (kafka-python's default is 16 KiB). An acknowledgement batch's
+# records for one partition then travel in one or a few batches, not one per 16 KiB, and the producer (one
+# request in flight per connection, for order) waits on fewer round trips: a 1,000-record HTTP call from
+# 71-77 to 60-67 ms in the gateway (send 26 -> 21 ms, acknowledgements 7-9 -> 4-5 ms), alternating runs.
+FEED_BATCH_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -378,7 +383,7 @@ class FeedPublishers:
 
 def _feed_producer(settings: Settings) -> KafkaProducer:
     try:
-        return kafka_producer(settings)
+        return kafka_producer(settings, batch_size=FEED_BATCH_BYTES)
     except PdoError as error:
         # pdo.core.kafka.producer says "cannot reach the broker" as a plain PdoError; callers answer 503 for it.
         raise Unavailable(error.message, hint=error.hint) from None

@@ -9,7 +9,8 @@ own notion: a provider that never reuses ids never sees a duplicate.
 
 How, per record id (its SHA-256, so no value is kept), in `gateway_feed_record_ids`:
 
-- **claim** before the send: insert SENDING; the primary key lets one claimer win. An id already SENT within
+- **claim** before the send: insert SENDING, or take over a row that left the window, in one statement; the
+  primary key lets one claimer win. An id already SENT within
   the window is a *duplicate* (not sent); an id SENDING is *in flight* (another call sends it now, or an
   earlier send was not acknowledged yet): the caller is told to retry in a few seconds;
 - **confirm** once the broker acknowledged: SENT, counted from then;
@@ -86,8 +87,7 @@ class RecordIdWindow:
             return Claims()
         now = utc(self.clock())
         with self.engine.begin() as conn:
-            self._forget_expired(conn, dataset_id, list(distinct), now)
-            won = self._inserted(conn, dataset_id, list(distinct), now)
+            won = self._won(conn, dataset_id, list(distinct), now)
             states = self._states(conn, dataset_id, [d for d in distinct if d not in won])
         claims = Claims()
         for digest, key in distinct.items():
@@ -124,19 +124,11 @@ class RecordIdWindow:
                 )
             )
 
-    def _forget_expired(self, conn: Connection, dataset_id: str, digests: list[str], now: datetime) -> None:
-        conn.execute(
-            sa.delete(ids_table).where(
-                ids_table.c.dataset_id == dataset_id,
-                _one_of(conn, digests),
-                _expired(now, self.window),
-            )
-        )
-
-    def _inserted(self, conn: Connection, dataset_id: str, digests: list[str], now: datetime) -> set[str]:
-        insert = dialect_insert(conn, ids_table).on_conflict_do_nothing(
-            index_elements=["dataset_id", "record_key_sha256"]
-        )
+    def _won(self, conn: Connection, dataset_id: str, digests: list[str], now: datetime) -> set[str]:
+        """Claim the digests not held yet, and those whose hold expired (left the window, or a claim of a
+        dead process): one statement, so that of two concurrent claimers exactly one wins each digest (the
+        other waits on the row, then finds it held)."""
+        claim = dialect_insert(conn, ids_table)
         if conn.dialect.name == "postgresql":
             # The batch's digests as ONE text parameter, split server-side: the statement's text is the same
             # for every batch, so it is compiled and prepared once (a VALUES list or one placeholder per row
@@ -149,14 +141,19 @@ class RecordIdWindow:
                 sa.literal(SENDING, ids_table.c.state.type),
                 sa.literal(now, ids_table.c.since.type),
             )
-            statement = insert.from_select(["dataset_id", "record_key_sha256", "state", "since"], rows)
-            return set(conn.execute(statement.returning(ids_table.c.record_key_sha256)).scalars())
-        # SQLite: one statement with many parameter sets, compiled once ("insertmanyvalues").
-        values = [
-            {"dataset_id": dataset_id, "record_key_sha256": d, "state": SENDING, "since": now}
-            for d in digests
-        ]
-        return set(conn.execute(insert.returning(ids_table.c.record_key_sha256), values).scalars())
+            claim = claim.from_select(["dataset_id", "record_key_sha256", "state", "since"], rows)
+            parameters: list[dict[str, Any]] | None = None
+        else:  # SQLite: one statement with many parameter sets, compiled once ("insertmanyvalues")
+            parameters = [
+                {"dataset_id": dataset_id, "record_key_sha256": d, "state": SENDING, "since": now}
+                for d in digests
+            ]
+        statement = claim.on_conflict_do_update(
+            index_elements=["dataset_id", "record_key_sha256"],
+            set_={"state": SENDING, "since": now},
+            where=_expired(now, self.window),
+        ).returning(ids_table.c.record_key_sha256)
+        return set(conn.execute(statement, parameters).scalars())
 
     def _states(self, conn: Connection, dataset_id: str, digests: list[str]) -> dict[str, str]:
         if not digests:

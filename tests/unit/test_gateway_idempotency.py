@@ -178,7 +178,7 @@ def gateway(tmp_path) -> Iterator[Gateway]:
     settings = Settings.from_env()
     feeds = FeedPublishers(settings, record_ids=RecordIdWindow(engine, settings.record_id_window_s))
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("pdo.publishing.publisher.kafka_producer", lambda _settings: producer)
+        patch.setattr("pdo.publishing.publisher.kafka_producer", lambda _settings, **_config: producer)
         app = create_app(settings, catalog, None, engine, feeds=feeds)
         with ServerThread(app) as server, httpx.Client(base_url=server.url, timeout=30) as http:
             yield Gateway(http, producer, keys)

@@ -113,7 +113,7 @@ def gateway(tmp_path_factory) -> Iterator[Gateway]:
     catalog = Catalog(dataset("air-quality"), dataset("old-air", retired=True))
     producer = Producer()
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("pdo.publishing.publisher.kafka_producer", lambda _settings: producer)
+        patch.setattr("pdo.publishing.publisher.kafka_producer", lambda _settings, **_config: producer)
         app = create_app(
             Settings.from_env(), catalog, None, engine, feeds=FeedPublishers(Settings.from_env())
         )

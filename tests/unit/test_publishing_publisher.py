@@ -23,7 +23,7 @@ from pdo.core.registry_client import RegistryClient
 from pdo.core.vocabulary import Classification, Domain, Openness, PriceKind, PricePlan
 from pdo.publishing.conversion import parse_schema
 from pdo.publishing.public import FeedPublisher, FeedPublishers
-from pdo.publishing.publisher import MAX_RECORD_BYTES
+from pdo.publishing.publisher import FEED_BATCH_BYTES, MAX_RECORD_BYTES
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_TEXT = json.dumps(
@@ -225,8 +225,10 @@ def test_a_decimal_schema_is_written_exactly():
 
 def test_feed_publishers_share_one_producer_and_follow_schema_changes(monkeypatch):
     made: list[FakeProducer] = []
+    configs: list[dict] = []
 
-    def make(_settings):
+    def make(_settings, **config):
+        configs.append(config)
         made.append(FakeProducer())
         return made[-1]
 
@@ -240,6 +242,9 @@ def test_feed_publishers_share_one_producer_and_follow_schema_changes(monkeypatc
     first.publish_json(RECORDS[:1])
     other.publish_json(RECORDS[:1])
     assert len(made) == 1 and len(made[0].sent) == 2
+    assert configs == [
+        {"batch_size": FEED_BATCH_BYTES}
+    ]  # a call's records in few batches, not one per 16 KiB
     with pytest.raises(Conflict):
         feeds.for_dataset(dataset(retired=True))
     feeds.close()
@@ -249,7 +254,7 @@ def test_feed_publishers_share_one_producer_and_follow_schema_changes(monkeypatc
 def test_an_unreachable_broker_is_unavailable(monkeypatch):
     from pdo.core.errors import PdoError
 
-    def unreachable(_settings):
+    def unreachable(_settings, **_config):
         raise PdoError("cannot reach the Kafka broker", hint="start it")
 
     monkeypatch.setattr("pdo.publishing.publisher.kafka_producer", unreachable)

@@ -1,11 +1,12 @@
-"""The feed's record_id window (pdo.publishing.record_ids) on SQLite, alone and inside FeedPublisher with a fake
-producer: a record_id sent within the window is a duplicate and is not sent again; a claim whose send failed is
+"""The feed's record_id window (pdo.publishing.record_ids) on SQLite and PostgreSQL, alone and inside
+FeedPublisher with a fake producer: a record_id sent within the window is a duplicate and is not sent again; a claim whose send failed is
 released, one whose outcome is unknown is settled by the producer's final outcome, one left by a dead process
 is taken over. PostgreSQL and the real broker: tests/integration/test_idempotent_ingest.py."""
 
 from __future__ import annotations
 
 import dataclasses
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -40,10 +41,9 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def window(tmp_path, clock) -> RecordIdWindow:
-    url = f"sqlite:///{tmp_path / 'pdo.db'}"
-    db.upgrade(url)
-    engine = db.make_engine(url)
+def window(database_url, clock) -> RecordIdWindow:
+    db.upgrade(database_url)
+    engine = db.make_engine(database_url)
     yield RecordIdWindow(engine, WINDOW_S, clock)
     engine.dispose()
 
@@ -90,6 +90,17 @@ def test_a_claim_left_by_a_dead_process_is_taken_over_once_stale(window, clock):
     clock.advance(STALE_CLAIM_S + 1)
 
     assert window.claim("air", [b"r1"]).by_key == {b"r1": Claim.SEND}
+
+
+def test_of_concurrent_claims_of_a_stale_claim_exactly_one_wins(window, clock):
+    window.claim("air", [b"r1", b"r2"])
+    clock.advance(STALE_CLAIM_S + 1)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(pool.map(lambda _: window.claim("air", [b"r1", b"r2"]).by_key, range(4)))
+
+    for key in (b"r1", b"r2"):
+        assert sorted(answer[key].value for answer in answers) == ["in_flight"] * 3 + ["send"]
 
 
 def test_prune_deletes_what_left_the_window_and_keeps_the_rest(window, clock):
