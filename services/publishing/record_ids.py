@@ -10,9 +10,9 @@ own notion: a provider that never reuses ids never sees a duplicate.
 How, per record id (its SHA-256, so no value is kept), in `gateway_feed_record_ids`:
 
 - **claim** before the send: insert SENDING, or take over a row that left the window, in one statement; the
-  primary key lets one claimer win. An id already SENT within
-  the window is a *duplicate* (not sent); an id SENDING is *in flight* (another call sends it now, or an
-  earlier send was not acknowledged yet): the caller is told to retry in a few seconds;
+  primary key lets one claimer win. An id already SENT within the window is a *duplicate* (not sent); an id
+  SENDING is *in flight* (another call sends it now, or an earlier send was not acknowledged yet): the
+  caller is told to retry in a few seconds;
 - **confirm** once the broker acknowledged: SENT, counted from then;
 - **release** when the send failed for certain (never enqueued, refused by the broker): the row goes, so a
   retry sends (a claim whose write failed never swallows the retry: OpenMeter issue 5118);
